@@ -1,0 +1,230 @@
+//! Topic-level configs: the names Kafka knows, their types, their defaults (taken from the
+//! broker config) and validation. Overrides a topic was created with are stored as strings.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::log::LogConfig;
+
+/// Kafka's config value types (DescribeConfigs `config_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// Whether ottla acts on a config yet, or only stores and reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    Enforced,
+    StoredOnly,
+}
+
+/// One topic config Kafka defines.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub config_type: ConfigType,
+    /// The broker-level setting whose value is this config's default.
+    pub broker_synonym: &'static str,
+    pub doc: &'static str,
+    pub support: Support,
+    /// Accepted values for enumerated strings/lists (empty: any value of the type).
+    pub allowed: &'static [&'static str],
+}
+
+const fn def(
+    name: &'static str,
+    config_type: ConfigType,
+    broker_synonym: &'static str,
+    support: Support,
+    allowed: &'static [&'static str],
+    doc: &'static str,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        config_type,
+        broker_synonym,
+        doc,
+        support,
+        allowed,
+    }
+}
+
+use ConfigType as T;
+use Support::{Enforced, StoredOnly};
+
+/// The topic configs accepted by CreateTopics and shown by DescribeConfigs.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def("cleanup.policy", T::List, "log.cleanup.policy", StoredOnly, &["delete", "compact"],
+        "Retention policy for old segments: delete and/or compact."),
+    def("compression.type", T::String, "compression.type", Enforced, &["producer"],
+        "Batches are stored as the producer compressed them (only 'producer' is supported)."),
+    def("delete.retention.ms", T::Long, "log.cleaner.delete.retention.ms", StoredOnly, &[],
+        "How long tombstones are kept on compacted topics."),
+    def("file.delete.delay.ms", T::Long, "log.segment.delete.delay.ms", StoredOnly, &[],
+        "Delay before a deleted segment's files are removed."),
+    def("flush.messages", T::Long, "log.flush.interval.messages", StoredOnly, &[],
+        "Force an fsync after this many messages."),
+    def("flush.ms", T::Long, "log.flush.interval.ms", StoredOnly, &[],
+        "Force an fsync after this much time."),
+    def("index.interval.bytes", T::Int, "log.index.interval.bytes", Enforced, &[],
+        "Bytes of batches between two offset index entries."),
+    def("max.compaction.lag.ms", T::Long, "log.cleaner.max.compaction.lag.ms", StoredOnly, &[],
+        "Longest time a record stays uncompacted."),
+    def("max.message.bytes", T::Int, "message.max.bytes", Enforced, &[],
+        "Largest record batch accepted for this topic."),
+    def("message.timestamp.after.max.ms", T::Long, "log.message.timestamp.after.max.ms",
+        StoredOnly, &[], "Allowed lead of a record timestamp over the broker's clock."),
+    def("message.timestamp.before.max.ms", T::Long, "log.message.timestamp.before.max.ms",
+        StoredOnly, &[], "Allowed lag of a record timestamp behind the broker's clock."),
+    def("message.timestamp.type", T::String, "log.message.timestamp.type", Enforced,
+        &["CreateTime", "LogAppendTime"], "Timestamp kept in records: the producer's or the broker's."),
+    def("min.cleanable.dirty.ratio", T::Double, "log.cleaner.min.cleanable.ratio", StoredOnly, &[],
+        "Dirty ratio above which the log is compacted."),
+    def("min.compaction.lag.ms", T::Long, "log.cleaner.min.compaction.lag.ms", StoredOnly, &[],
+        "Shortest time a record stays uncompacted."),
+    def("min.insync.replicas", T::Int, "min.insync.replicas", StoredOnly, &[],
+        "Replicas that must acknowledge an acks=all write."),
+    def("preallocate", T::Boolean, "log.preallocate", StoredOnly, &[],
+        "Preallocate segment files."),
+    def("retention.bytes", T::Long, "log.retention.bytes", StoredOnly, &[],
+        "Largest size of a partition before old segments are deleted (-1: no limit)."),
+    def("retention.ms", T::Long, "log.retention.ms", StoredOnly, &[],
+        "Longest time a segment is kept (-1: forever)."),
+    def("segment.bytes", T::Int, "log.segment.bytes", Enforced, &[],
+        "Size at which a new segment is started."),
+    def("segment.index.bytes", T::Int, "log.index.size.max.bytes", StoredOnly, &[],
+        "Largest size of an offset index file."),
+    def("segment.jitter.ms", T::Long, "log.roll.jitter.ms", StoredOnly, &[],
+        "Random jitter subtracted from segment.ms."),
+    def("segment.ms", T::Long, "log.roll.ms", Enforced, &[],
+        "Age at which a new segment is started."),
+    def("unclean.leader.election.enable", T::Boolean, "unclean.leader.election.enable",
+        StoredOnly, &[], "Allow out-of-sync replicas to become leader."),
+];
+
+pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The default value of a topic config on this broker.
+pub fn default_value(def: &TopicConfigDef, broker: &Config) -> String {
+    match def.name {
+        "cleanup.policy" => "delete".into(),
+        "compression.type" => "producer".into(),
+        "delete.retention.ms" => "86400000".into(),
+        "file.delete.delay.ms" => "60000".into(),
+        "flush.messages" | "max.compaction.lag.ms" | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
+        "flush.ms" => i64::MAX.to_string(),
+        "index.interval.bytes" => broker.log_index_interval_bytes.to_string(),
+        "max.message.bytes" => broker.message_max_bytes.to_string(),
+        "message.timestamp.type" => broker.log_message_timestamp_type.clone(),
+        "min.cleanable.dirty.ratio" => "0.5".into(),
+        "min.compaction.lag.ms" | "segment.jitter.ms" => "0".into(),
+        "min.insync.replicas" => "1".into(),
+        "preallocate" | "unclean.leader.election.enable" => "false".into(),
+        "retention.bytes" => broker.log_retention_bytes.to_string(),
+        "retention.ms" => broker.log_retention_ms.to_string(),
+        "segment.bytes" => broker.log_segment_bytes.to_string(),
+        "segment.index.bytes" => "10485760".into(),
+        "segment.ms" => broker.log_segment_ms.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Checks a requested override; the error text goes back to the client.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let Some(def) = find(name) else {
+        return Err(format!("Unknown topic config name: {name}"));
+    };
+    let ok = match def.config_type {
+        T::Boolean => matches!(value.to_ascii_lowercase().as_str(), "true" | "false"),
+        T::Int => value.trim().parse::<i32>().is_ok(),
+        T::Long => value.trim().parse::<i64>().is_ok(),
+        T::Double => value.trim().parse::<f64>().is_ok(),
+        T::String => def.allowed.is_empty() || def.allowed.contains(&value),
+        T::List => value
+            .split(',')
+            .all(|v| def.allowed.is_empty() || def.allowed.contains(&v.trim())),
+    };
+    if !ok {
+        return Err(format!("Invalid value {value} for configuration {name}"));
+    }
+    let positive = |min: i64| match value.trim().parse::<i64>() {
+        Ok(v) if v >= min => Ok(()),
+        _ => Err(format!("Invalid value {value} for configuration {name}: must be at least {min}")),
+    };
+    match name {
+        "segment.bytes" => positive(14),
+        "segment.ms" | "max.message.bytes" | "index.interval.bytes" => positive(1),
+        "min.insync.replicas" => positive(1),
+        _ => Ok(()),
+    }
+}
+
+/// A topic's overrides over the broker defaults.
+pub type TopicOverrides = BTreeMap<String, String>;
+
+/// A config's effective value for a topic, with whether it was overridden.
+pub fn effective(name: &str, overrides: &TopicOverrides, broker: &Config) -> (String, bool) {
+    match overrides.get(name) {
+        Some(v) => (v.clone(), true),
+        None => (find(name).map(|d| default_value(d, broker)).unwrap_or_default(), false),
+    }
+}
+
+fn effective_i64(name: &str, overrides: &TopicOverrides, broker: &Config) -> i64 {
+    effective(name, overrides, broker).0.trim().parse().unwrap_or(0)
+}
+
+/// The settings the log layer needs, resolved for one topic.
+pub fn log_config(overrides: &TopicOverrides, broker: &Config) -> LogConfig {
+    LogConfig {
+        segment_bytes: effective_i64("segment.bytes", overrides, broker).max(14) as u64,
+        segment_ms: effective_i64("segment.ms", overrides, broker).max(1),
+        index_interval_bytes: effective_i64("index.interval.bytes", overrides, broker).max(1) as u64,
+    }
+}
+
+/// The largest batch a topic accepts.
+pub fn max_message_bytes(overrides: &TopicOverrides, broker: &Config) -> usize {
+    effective_i64("max.message.bytes", overrides, broker).max(0) as usize
+}
+
+/// Whether the topic stamps batches with the broker's time.
+pub fn log_append_time(overrides: &TopicOverrides, broker: &Config) -> bool {
+    effective("message.timestamp.type", overrides, broker).0 == "LogAppendTime"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(validate("retention.ms", "1000").is_ok());
+        assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate("compression.type", "gzip").is_err());
+        assert!(validate("no.such.config", "1").is_err());
+        assert!(validate("segment.bytes", "0").is_err());
+    }
+
+    #[test]
+    fn overrides_beat_defaults() {
+        let broker = Config::default();
+        let mut o = TopicOverrides::new();
+        assert_eq!(log_config(&o, &broker).segment_bytes, 1 << 30);
+        o.insert("segment.bytes".into(), "4096".into());
+        assert_eq!(log_config(&o, &broker).segment_bytes, 4096);
+        assert_eq!(effective("retention.ms", &o, &broker), ("604800000".into(), false));
+        assert!(!log_append_time(&o, &broker));
+    }
+}

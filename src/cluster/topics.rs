@@ -1,0 +1,438 @@
+//! The topic registry: names, ids, partition counts and config overrides of every topic, with
+//! each partition's log. On disk it persists to `<data_dir>/meta/topics.json` (written to a
+//! temporary file, fsynced and renamed, so a crash leaves the old or the new version).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::topic_config::{self, TopicOverrides};
+use crate::config::Config;
+use crate::log::PartitionLog;
+
+/// Longest legal topic name (Kafka's limit, so that `<topic>-<partition>` fits a file name).
+pub const TOPIC_NAME_MAX_CHARS: usize = 249;
+/// Most partitions one topic may have (a named bound, not a Kafka rule).
+pub const PARTITIONS_MAX: i32 = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("Topic '{0}' already exists.")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("Unknown topic: {0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl From<io::Error> for TopicError {
+    fn from(e: io::Error) -> Self {
+        TopicError::Storage(e.to_string())
+    }
+}
+
+/// What is persisted about a topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: TopicOverrides,
+}
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub configs: TopicOverrides,
+    partitions: RwLock<Vec<Arc<PartitionLog>>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<Arc<PartitionLog>> {
+        let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| partitions.get(i).cloned())
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).len() as i32
+    }
+
+    /// Topics whose name starts with `__` are Kafka-internal (e.g. `__consumer_offsets`).
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+
+    fn record(&self) -> TopicRecord {
+        TopicRecord {
+            name: self.name.clone(),
+            id: self.id,
+            partitions: self.partition_count(),
+            configs: self.configs.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    by_name: HashMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+}
+
+pub struct TopicRegistry {
+    index: RwLock<Index>,
+    /// Serialises changes (create, delete, add partitions) and the metadata file writes.
+    changes: Mutex<()>,
+    data_dir: Option<PathBuf>,
+    broker: Config,
+}
+
+/// Checks a topic name against Kafka's rules.
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    let bad = |why: String| Err(TopicError::InvalidName(why));
+    if name.is_empty() {
+        return bad("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return bad("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > TOPIC_NAME_MAX_CHARS {
+        return bad(format!(
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_MAX_CHARS} characters"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return bad(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+impl TopicRegistry {
+    /// Loads the registry: empty in memory mode, from `meta/topics.json` on disk.
+    pub fn open(broker: &Config) -> Result<TopicRegistry, TopicError> {
+        let data_dir = (!broker.memory).then(|| broker.data_dir.clone());
+        let registry = TopicRegistry {
+            index: RwLock::default(),
+            changes: Mutex::new(()),
+            data_dir,
+            broker: broker.clone(),
+        };
+        if let Some(dir) = &registry.data_dir {
+            let path = meta_file(dir);
+            if path.exists() {
+                let text = std::fs::read_to_string(&path)?;
+                let records: Vec<TopicRecord> = serde_json::from_str(&text).map_err(|e| {
+                    TopicError::Storage(format!("{} is not valid: {e}", path.display()))
+                })?;
+                let mut index = registry.write_index();
+                for r in records {
+                    let topic = registry.build_topic(&r)?;
+                    index.by_id.insert(topic.id, topic.clone());
+                    index.by_name.insert(topic.name.clone(), topic);
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> Option<PathBuf> {
+        self.data_dir
+            .as_ref()
+            .map(|d| d.join(format!("{topic}-{partition}")))
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        configs: &TopicOverrides,
+        partition: i32,
+    ) -> Result<Arc<PartitionLog>, TopicError> {
+        let config = topic_config::log_config(configs, &self.broker);
+        Ok(Arc::new(match self.partition_dir(topic, partition) {
+            Some(dir) => PartitionLog::open(&dir, config)?,
+            None => PartitionLog::in_memory(config),
+        }))
+    }
+
+    fn build_topic(&self, r: &TopicRecord) -> Result<Arc<Topic>, TopicError> {
+        let partitions = (0..r.partitions)
+            .map(|p| self.open_partition(&r.name, &r.configs, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(Topic {
+            name: r.name.clone(),
+            id: r.id,
+            configs: r.configs.clone(),
+            partitions: RwLock::new(partitions),
+        }))
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_index().by_name.get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
+        self.read_index().by_id.get(id).cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut topics: Vec<_> = self.read_index().by_name.values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    /// Checks a create request without creating anything (CreateTopics `validate_only`).
+    /// `partitions` of `None` means the broker default.
+    pub fn check_create(
+        &self,
+        name: &str,
+        partitions: Option<i32>,
+        configs: &TopicOverrides,
+    ) -> Result<i32, TopicError> {
+        validate_name(name)?;
+        if self.get(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        let count = partitions.unwrap_or(self.broker.num_partitions);
+        if count < 1 {
+            return Err(TopicError::InvalidPartitions(
+                "Number of partitions must be larger than 0.".into(),
+            ));
+        }
+        if count > PARTITIONS_MAX {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Number of partitions must be at most {PARTITIONS_MAX}."
+            )));
+        }
+        for (k, v) in configs {
+            topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
+        }
+        Ok(count)
+    }
+
+    /// Creates a topic (or fails with the reason Kafka would give).
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: Option<i32>,
+        configs: TopicOverrides,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let count = self.check_create(name, partitions, &configs)?;
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions: count,
+            configs,
+        };
+        let topic = self.build_topic(&record)?;
+        {
+            let mut index = self.write_index();
+            index.by_id.insert(topic.id, topic.clone());
+            index.by_name.insert(topic.name.clone(), topic.clone());
+        }
+        self.persist()?;
+        tracing::info!(topic = name, partitions = count, id = %topic.id, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = {
+            let mut index = self.write_index();
+            let topic = index
+                .by_name
+                .remove(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+            index.by_id.remove(&topic.id);
+            topic
+        };
+        self.persist()?;
+        let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
+        for log in partitions.iter() {
+            log.delete()?;
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.clone())
+    }
+
+    /// Grows a topic to `count` partitions; with `validate_only`, only checks.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partition_count();
+        if count < current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            )));
+        }
+        if count == current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic already has {current} partitions."
+            )));
+        }
+        if count > PARTITIONS_MAX {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Number of partitions must be at most {PARTITIONS_MAX}."
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let added = (current..count)
+            .map(|p| self.open_partition(name, &topic.configs, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        topic
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(added);
+        self.persist()?;
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Writes `meta/topics.json` atomically (disk mode only).
+    fn persist(&self) -> Result<(), TopicError> {
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
+        let records: Vec<TopicRecord> = self.list().iter().map(|t| t.record()).collect();
+        let text = serde_json::to_string_pretty(&records)
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        write_atomically(&meta_file(dir), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Flushes every partition (clean shutdown).
+    pub fn sync_all(&self) -> io::Result<()> {
+        for topic in self.list() {
+            let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
+            for log in partitions.iter() {
+                log.sync()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn meta_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join("topics.json")
+}
+
+/// Replaces `path` with `data`: write a temporary file, fsync it, rename it over, fsync the dir.
+pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_config(dir: &Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn names_follow_kafka_rules() {
+        assert!(validate_name("orders.v1_x-2").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("..").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn topics_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = disk_config(dir.path());
+        let id = {
+            let r = TopicRegistry::open(&config).unwrap();
+            let t = r.create("a", Some(2), TopicOverrides::new()).unwrap();
+            r.create("b", None, TopicOverrides::new()).unwrap();
+            assert_eq!(
+                r.create("a", Some(1), TopicOverrides::new()).err(),
+                Some(TopicError::AlreadyExists("a".into()))
+            );
+            r.add_partitions("a", 3, false).unwrap();
+            r.delete("b").unwrap();
+            assert!(!dir.path().join("b-0").exists());
+            t.id
+        };
+        let r = TopicRegistry::open(&config).unwrap();
+        let a = r.get("a").unwrap();
+        assert_eq!(a.id, id);
+        assert_eq!(a.partition_count(), 3);
+        assert!(r.get("b").is_none());
+        assert!(r.get_by_id(&id).is_some());
+    }
+
+    #[test]
+    fn bad_creates_are_refused() {
+        let r = TopicRegistry::open(&Config {
+            memory: true,
+            ..Config::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            r.create("t", Some(0), TopicOverrides::new()),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+        let mut bad = TopicOverrides::new();
+        bad.insert("retention.ms".into(), "x".into());
+        assert!(matches!(
+            r.create("t", None, bad),
+            Err(TopicError::InvalidConfig(_))
+        ));
+        r.create("t", None, TopicOverrides::new()).unwrap();
+        assert!(matches!(
+            r.add_partitions("t", 1, false),
+            Err(TopicError::InvalidPartitions(_))
+        ));
+    }
+}

@@ -1,0 +1,180 @@
+//! Broker configuration: defaults < `ottla.toml` (or `--config FILE`) < `OTTLA_*` environment
+//! variables < command-line flags, merged with figment.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Every broker setting, with its unit in the name. See README.md for the reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to listen on. `localhost:PORT` means both 127.0.0.1 and [::1].
+    pub listen: Vec<String>,
+    /// Address clients are told to connect to (Metadata); defaults to the first listener.
+    pub advertise: Option<String>,
+    /// Where topics, segments and metadata live (ignored with `memory`).
+    pub data_dir: PathBuf,
+    /// Keep everything in memory: nothing is written to disk, nothing survives a restart.
+    pub memory: bool,
+    /// This broker's node id.
+    pub node_id: i32,
+    /// Cluster id; generated once and stored in the data directory when unset.
+    pub cluster_id: Option<String>,
+    /// Partitions of a topic created without a count (auto-created or `num_partitions = -1`).
+    pub num_partitions: i32,
+    /// Create unknown topics when a client asks for their metadata or produces to them.
+    pub auto_create_topics: bool,
+    /// Largest record batch accepted (Kafka's `message.max.bytes`).
+    pub message_max_bytes: i32,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    /// Simultaneous client connections; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// Requests one connection may have decoded and waiting for an answer.
+    pub max_in_flight_requests: usize,
+    /// Upper bound on a fetch's long-poll wait, whatever the client asks.
+    pub fetch_max_wait_ms: u64,
+    /// Default `segment.bytes` of topics.
+    pub log_segment_bytes: u64,
+    /// Default `segment.ms` of topics.
+    pub log_segment_ms: i64,
+    /// Default `retention.ms` of topics (enforced by the storage issue's retention).
+    pub log_retention_ms: i64,
+    /// Default `retention.bytes` of topics.
+    pub log_retention_bytes: i64,
+    /// Default `index.interval.bytes` of topics.
+    pub log_index_interval_bytes: u64,
+    /// Default `message.timestamp.type` of topics: `CreateTime` or `LogAppendTime`.
+    pub log_message_timestamp_type: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec!["localhost:9092".to_string()],
+            advertise: None,
+            data_dir: PathBuf::from("./ottla-data"),
+            memory: false,
+            node_id: 1,
+            cluster_id: None,
+            num_partitions: 1,
+            auto_create_topics: true,
+            message_max_bytes: 1_048_588,
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_in_flight_requests: 16,
+            fetch_max_wait_ms: 30_000,
+            log_segment_bytes: 1 << 30,
+            log_segment_ms: 7 * 24 * 3600 * 1000,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_index_interval_bytes: 4096,
+            log_message_timestamp_type: "CreateTime".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Merges the layers. `file` is `--config`; without it `./ottla.toml` is read if present.
+    /// `overrides` holds only the flags given on the command line.
+    pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        figment = match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment.merge(Toml::file(path))
+            }
+            None => figment.merge(Toml::file("ottla.toml")),
+        };
+        let config: Config = figment
+            .merge(Env::prefixed("OTTLA_"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.listen.is_empty() {
+            return bad("at least one listen address is needed".into());
+        }
+        if self.num_partitions < 1 {
+            return bad(format!("num_partitions must be ≥ 1, not {}", self.num_partitions));
+        }
+        if self.message_max_bytes < 1 {
+            return bad("message_max_bytes must be ≥ 1".into());
+        }
+        if self.max_frame_bytes < 1024 {
+            return bad("max_frame_bytes must be ≥ 1024".into());
+        }
+        if self.max_connections == 0 || self.max_in_flight_requests == 0 {
+            return bad("max_connections and max_in_flight_requests must be ≥ 1".into());
+        }
+        if self.node_id < 0 {
+            return bad("node_id must be ≥ 0".into());
+        }
+        if !matches!(
+            self.log_message_timestamp_type.as_str(),
+            "CreateTime" | "LogAppendTime"
+        ) {
+            return bad("log_message_timestamp_type must be CreateTime or LogAppendTime".into());
+        }
+        if self.log_segment_bytes < 1024 || self.log_index_interval_bytes == 0 {
+            return bad("log_segment_bytes must be ≥ 1024, log_index_interval_bytes ≥ 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn layers_merge_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ottla.toml", "num_partitions = 3\nnode_id = 7\nmemory = true\n")?;
+            jail.set_env("OTTLA_NODE_ID", "8");
+            jail.set_env("OTTLA_AUTO_CREATE_TOPICS", "false");
+            let mut flags = BTreeMap::new();
+            flags.insert("num_partitions", 5);
+            let c = Config::load(None, &flags).expect("config");
+            assert_eq!(c.num_partitions, 5, "flag beats file");
+            assert_eq!(c.node_id, 8, "env beats file");
+            assert!(c.memory, "file beats default");
+            assert!(!c.auto_create_topics);
+            assert_eq!(c.listen, vec!["localhost:9092".to_string()]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ottla.toml", "num_partitions = 0\n")?;
+            assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            jail.create_file("ottla.toml", "no_such_key = 1\n")?;
+            assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,185 @@
+//! DescribeConfigs (key 32): topic configs (overrides and defaults, with their sources) and
+//! this broker's settings. Read-only for now: AlterConfigs arrives with the storage issue.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+
+use super::{str_bytes, Broker, NONE};
+use crate::cluster::topic_config::{self, ConfigType, TopicOverrides, TOPIC_CONFIGS};
+use crate::config::Config;
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+
+/// Kafka's ConfigSource codes.
+pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+
+/// One described config.
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub source: i8,
+    pub read_only: bool,
+    pub config_type: ConfigType,
+    pub doc: &'static str,
+    /// The broker setting that provides the default (a synonym, in Kafka's terms).
+    pub broker_synonym: Option<(&'static str, String)>,
+}
+
+/// Every topic config with its effective value for a topic with `overrides`.
+pub fn topic_entries(overrides: &TopicOverrides, broker: &Config) -> Vec<ConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let default = topic_config::default_value(def, broker);
+            let (value, overridden) = topic_config::effective(def.name, overrides, broker);
+            ConfigEntry {
+                name: def.name.to_string(),
+                value,
+                source: if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT },
+                read_only: false,
+                config_type: def.config_type,
+                doc: def.doc,
+                broker_synonym: Some((def.broker_synonym, default)),
+            }
+        })
+        .collect()
+}
+
+/// This broker's settings under their Kafka names.
+fn broker_entries(config: &Config) -> Vec<ConfigEntry> {
+    let data_dir = if config.memory {
+        "(memory)".to_string()
+    } else {
+        config.data_dir.display().to_string()
+    };
+    let rows: Vec<(&str, String, ConfigType, &'static str)> = vec![
+        ("node.id", config.node_id.to_string(), ConfigType::Int, "This broker's id."),
+        ("broker.id", config.node_id.to_string(), ConfigType::Int, "This broker's id."),
+        ("num.partitions", config.num_partitions.to_string(), ConfigType::Int,
+         "Default partition count of new topics."),
+        ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::Boolean,
+         "Create unknown topics on metadata requests."),
+        ("message.max.bytes", config.message_max_bytes.to_string(), ConfigType::Int,
+         "Largest record batch accepted."),
+        ("socket.request.max.bytes", config.max_frame_bytes.to_string(), ConfigType::Int,
+         "Largest request accepted."),
+        ("log.dirs", data_dir, ConfigType::String, "Where partition logs are stored."),
+        ("log.segment.bytes", config.log_segment_bytes.to_string(), ConfigType::Int,
+         "Default segment size."),
+        ("log.roll.ms", config.log_segment_ms.to_string(), ConfigType::Long,
+         "Default segment age before rolling."),
+        ("log.retention.ms", config.log_retention_ms.to_string(), ConfigType::Long,
+         "Default retention time."),
+        ("log.retention.bytes", config.log_retention_bytes.to_string(), ConfigType::Long,
+         "Default retention size."),
+        ("log.index.interval.bytes", config.log_index_interval_bytes.to_string(), ConfigType::Int,
+         "Bytes between offset index entries."),
+        ("log.message.timestamp.type", config.log_message_timestamp_type.clone(),
+         ConfigType::String, "Default timestamp type of topics."),
+        ("default.replication.factor", "1".into(), ConfigType::Int,
+         "Replication factor of auto-created topics."),
+        ("min.insync.replicas", "1".into(), ConfigType::Int,
+         "Replicas that must acknowledge an acks=all write."),
+    ];
+    rows.into_iter()
+        .map(|(name, value, config_type, doc)| ConfigEntry {
+            name: name.to_string(),
+            value,
+            source: SOURCE_STATIC_BROKER,
+            read_only: true,
+            config_type,
+            doc,
+            broker_synonym: None,
+        })
+        .collect()
+}
+
+pub fn handle(broker: &Broker, req: &DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .iter()
+        .map(|r| {
+            let name = r.resource_name.as_str();
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let entries = match r.resource_type {
+                RESOURCE_TOPIC => match broker.topics.get(name) {
+                    Some(t) => Ok(topic_entries(&t.configs, &broker.config)),
+                    None => Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} not found"))),
+                },
+                RESOURCE_BROKER | RESOURCE_BROKER_LOGGER
+                    if !(name.is_empty() || name == broker.node.node_id.to_string()) =>
+                {
+                    Err((ResponseError::InvalidRequest, format!("Unexpected broker id {name}")))
+                }
+                RESOURCE_BROKER => Ok(broker_entries(&broker.config)),
+                RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unsupported resource type {other}"),
+                )),
+            };
+            match entries {
+                Err((error, message)) => base
+                    .with_error_code(error.code())
+                    .with_error_message(Some(str_bytes(message))),
+                Ok(entries) => base.with_error_code(NONE).with_configs(
+                    entries
+                        .into_iter()
+                        .filter(|e| {
+                            r.configuration_keys
+                                .as_ref()
+                                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
+                        })
+                        .map(|e| describe_entry(e, req.include_synonyms, req.include_documentation, version))
+                        .collect(),
+                ),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn describe_entry(
+    e: ConfigEntry,
+    include_synonyms: bool,
+    include_documentation: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
+    let mut synonyms = Vec::new();
+    if include_synonyms {
+        if e.source == SOURCE_TOPIC {
+            synonyms.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(e.name.clone()))
+                    .with_value(Some(str_bytes(e.value.clone())))
+                    .with_source(SOURCE_TOPIC),
+            );
+        }
+        if let Some((name, value)) = &e.broker_synonym {
+            synonyms.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(*name))
+                    .with_value(Some(str_bytes(value.clone())))
+                    .with_source(SOURCE_DEFAULT),
+            );
+        }
+    }
+    DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(e.name))
+        .with_value(Some(str_bytes(e.value)))
+        .with_read_only(e.read_only)
+        .with_config_source(e.source)
+        .with_is_sensitive(false)
+        .with_synonyms(synonyms)
+        .with_config_type(if version >= 3 { e.config_type as i8 } else { 0 })
+        .with_documentation(include_documentation.then(|| str_bytes(e.doc)))
+}

@@ -1,0 +1,160 @@
+//! Fetch (key 1): reads whole batches from each requested partition. When fewer than
+//! `min_bytes` are ready, waits on the partitions' append notifiers (never a sleep loop) until
+//! enough data arrives or `max_wait_ms` passes. No fetch sessions: session id 0 (full fetches).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::futures::Notified;
+use uuid::Uuid;
+
+use super::{Broker, NONE};
+use crate::log::{LogError, PartitionLog};
+
+const READ_COMMITTED: i8 = 1;
+
+/// One requested partition, resolved.
+struct Wanted {
+    topic_index: usize,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    log: Result<Arc<PartitionLog>, ResponseError>,
+}
+
+pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {
+    if req.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    if req.session_epoch > 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::InvalidFetchSessionEpoch.code())
+            .with_session_id(0);
+    }
+    let by_id = version >= 13;
+    let mut wanted = Vec::new();
+    for (topic_index, t) in req.topics.iter().enumerate() {
+        let topic = if by_id {
+            broker.topics.get_by_id(&t.topic_id)
+        } else {
+            broker.topics.get(t.topic.0.as_str())
+        };
+        for p in &t.partitions {
+            let log = match &topic {
+                None if by_id => Err(ResponseError::UnknownTopicId),
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(topic) => topic
+                    .partition(p.partition)
+                    .ok_or(ResponseError::UnknownTopicOrPartition),
+            };
+            wanted.push(Wanted {
+                topic_index,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                log,
+            });
+        }
+    }
+    let max_bytes = if req.max_bytes <= 0 { i32::MAX as usize } else { req.max_bytes as usize };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis(
+        (req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms),
+    );
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let logs: Vec<Arc<PartitionLog>> = wanted.iter().filter_map(|w| w.log.clone().ok()).collect();
+    loop {
+        // Register for wake-ups before reading, so an append between the read and the wait
+        // is not missed.
+        let mut waits: Vec<Pin<Box<Notified<'_>>>> =
+            logs.iter().map(|l| Box::pin(l.appended().notified())).collect();
+        for w in &mut waits {
+            w.as_mut().enable();
+        }
+        let (partitions, bytes, errors) = read_all(&wanted, max_bytes, req.isolation_level);
+        let now = tokio::time::Instant::now();
+        if bytes >= min_bytes || errors || now >= deadline || waits.is_empty() {
+            return respond(req, by_id, partitions);
+        }
+        let any_append = futures::future::select_all(waits);
+        if tokio::time::timeout_at(deadline, any_append).await.is_err() {
+            let (partitions, _, _) = read_all(&wanted, max_bytes, req.isolation_level);
+            return respond(req, by_id, partitions);
+        }
+    }
+}
+
+/// Reads every wanted partition once. Returns the partition answers (by topic index), the
+/// bytes gathered and whether any partition answered with an error.
+fn read_all(wanted: &[Wanted], max_bytes: usize, isolation_level: i8) -> (Vec<(usize, PartitionData)>, usize, bool) {
+    let mut total = 0usize;
+    let mut errors = false;
+    let out = wanted
+        .iter()
+        .map(|w| {
+            let base = PartitionData::default()
+                .with_partition_index(w.partition)
+                .with_aborted_transactions((isolation_level == READ_COMMITTED).then(Vec::new))
+                .with_records(Some(Bytes::new()));
+            let data = match &w.log {
+                Err(e) => {
+                    errors = true;
+                    base.with_error_code(e.code())
+                }
+                Ok(log) => {
+                    let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+                    match log.read(w.fetch_offset, budget, total == 0) {
+                        Ok(read) => {
+                            total += read.records.len();
+                            base.with_error_code(NONE)
+                                .with_high_watermark(read.high_watermark)
+                                .with_last_stable_offset(read.high_watermark)
+                                .with_log_start_offset(read.log_start_offset)
+                                .with_records(Some(read.records))
+                        }
+                        Err(LogError::OffsetOutOfRange { log_start, log_end, .. }) => {
+                            errors = true;
+                            base.with_error_code(ResponseError::OffsetOutOfRange.code())
+                                .with_high_watermark(log_end)
+                                .with_last_stable_offset(log_end)
+                                .with_log_start_offset(log_start)
+                        }
+                        Err(LogError::Io(e)) => {
+                            tracing::error!(partition = w.partition, error = %e, "fetch read failed");
+                            errors = true;
+                            base.with_error_code(ResponseError::KafkaStorageError.code())
+                        }
+                    }
+                }
+            };
+            (w.topic_index, data)
+        })
+        .collect();
+    (out, total, errors)
+}
+
+fn respond(req: &FetchRequest, by_id: bool, partitions: Vec<(usize, PartitionData)>) -> FetchResponse {
+    let mut topics: Vec<FetchableTopicResponse> = req
+        .topics
+        .iter()
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(if by_id { t.topic_id } else { Uuid::nil() })
+        })
+        .collect();
+    for (i, p) in partitions {
+        topics[i].partitions.push(p);
+    }
+    FetchResponse::default()
+        .with_error_code(NONE)
+        .with_session_id(0)
+        .with_responses(topics)
+}

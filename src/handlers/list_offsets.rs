@@ -1,0 +1,81 @@
+//! ListOffsets (key 2): earliest, latest, max-timestamp, or first offset at/after a timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{Broker, NONE};
+use crate::log::PartitionLog;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const EARLIEST_PENDING_UPLOAD: i64 = -5;
+const LATEST_TIERED: i64 = -6;
+
+pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.0.as_str());
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                        None => base
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        Some(log) => lookup(&log, p.timestamp, base, version),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn lookup(
+    log: &PartitionLog,
+    timestamp: i64,
+    base: ListOffsetsPartitionResponse,
+    version: i16,
+) -> ListOffsetsPartitionResponse {
+    // The leader epoch field exists from v4; a single node's partitions stay at epoch 0.
+    let epoch = if version >= 4 { 0 } else { -1 };
+    let found = |offset: i64, ts: i64| {
+        base.clone()
+            .with_error_code(NONE)
+            .with_offset(offset)
+            .with_timestamp(ts)
+            .with_leader_epoch(epoch)
+    };
+    let result = match timestamp {
+        LATEST | LATEST_TIERED => Ok(Some((log.high_watermark(), -1))),
+        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+        // No tiered storage: nothing is pending upload.
+        EARLIEST_PENDING_UPLOAD => Ok(None),
+        MAX_TIMESTAMP => log.max_timestamp_offset(),
+        ts if ts >= 0 => log.offset_for_timestamp(ts),
+        _ => {
+            return base.with_error_code(ResponseError::InvalidRequest.code());
+        }
+    };
+    match result {
+        Ok(Some((offset, ts))) => found(offset, ts),
+        // Kafka answers "no such offset" with offset and timestamp -1.
+        Ok(None) => found(-1, -1),
+        Err(e) => {
+            tracing::warn!(error = %e, "ListOffsets lookup failed");
+            base.with_error_code(ResponseError::KafkaStorageError.code())
+        }
+    }
+}

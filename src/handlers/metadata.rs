@@ -1,0 +1,109 @@
+//! Metadata (key 3): brokers, cluster id, controller, and topics with their partitions.
+//! Unknown topics are auto-created when the broker and the request allow it.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use uuid::Uuid;
+
+use super::{str_bytes, topic_name, Broker, NONE};
+use crate::cluster::topics::validate_name;
+use crate::cluster::Topic;
+
+/// Every topic operation allowed (no ACLs yet): READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE,
+/// DESCRIBE_CONFIGS, ALTER_CONFIGS as bits of Kafka's AclOperation codes.
+pub const TOPIC_OPERATIONS_ALL: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// Every cluster operation allowed: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+/// ALTER_CONFIGS, IDEMPOTENT_WRITE.
+pub const CLUSTER_OPERATIONS_ALL: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
+pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataResponse {
+    let include_ops = req.include_topic_authorized_operations;
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let all_topics = req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
+    let topics = if all_topics {
+        broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| topic_response(broker, t, include_ops))
+            .collect()
+    } else {
+        let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+        req.topics
+            .iter()
+            .flatten()
+            .map(|requested| match &requested.name {
+                Some(name) => by_name(broker, name.0.as_str(), allow_auto_create, include_ops),
+                None => by_id(broker, requested.topic_id, include_ops),
+            })
+            .collect()
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(broker.node_id())
+            .with_host(str_bytes(broker.node.host.clone()))
+            .with_port(broker.node.port)])
+        .with_cluster_id(Some(str_bytes(broker.node.cluster_id.clone())))
+        .with_controller_id(broker.node_id())
+        .with_topics(topics)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
+            CLUSTER_OPERATIONS_ALL
+        } else {
+            i32::MIN
+        })
+}
+
+fn by_name(broker: &Broker, name: &str, auto_create: bool, include_ops: bool) -> MetadataResponseTopic {
+    if validate_name(name).is_err() {
+        return error_topic(Some(name), Uuid::nil(), ResponseError::InvalidTopicException);
+    }
+    match broker.topic_or_auto_create(name, auto_create) {
+        Some(t) => topic_response(broker, &t, include_ops),
+        None => error_topic(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+    }
+}
+
+fn by_id(broker: &Broker, id: Uuid, include_ops: bool) -> MetadataResponseTopic {
+    match broker.topics.get_by_id(&id) {
+        Some(t) => topic_response(broker, &t, include_ops),
+        None => error_topic(None, id, ResponseError::UnknownTopicId),
+    }
+}
+
+fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+}
+
+fn topic_response(broker: &Broker, topic: &Topic, include_ops: bool) -> MetadataResponseTopic {
+    let node = broker.node_id();
+    let partitions = (0..topic.partition_count())
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_error_code(NONE)
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(NONE)
+        .with_name(Some(topic_name(topic.name.clone())))
+        .with_topic_id(topic.id)
+        .with_is_internal(topic.is_internal())
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(if include_ops {
+            TOPIC_OPERATIONS_ALL
+        } else {
+            i32::MIN
+        })
+}

@@ -1,0 +1,13 @@
+//! ottla: a Kafka-wire-protocol-compatible message broker.
+//!
+//! Layers, top to bottom (nothing imports upwards): `server` (sockets, framing) →
+//! `protocol` (headers, versions, routing) → `handlers` (one file per Kafka API) →
+//! `cluster` (topics, node identity) and `log` (partition storage). See ARCHITECTURE.md.
+
+pub mod alloc;
+pub mod cluster;
+pub mod config;
+pub mod handlers;
+pub mod log;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,11 @@
+//! Partition logs: record batches in segments with sparse offset and time indexes, on disk or
+//! in memory. This module knows nothing of the network or of Kafka requests; it stores opaque
+//! v2 record batches and answers offset questions about them.
+
+pub mod batch;
+pub mod index;
+pub mod partition;
+pub mod segment;
+pub mod store;
+
+pub use partition::{now_ms, AppendInfo, LogConfig, LogError, PartitionLog, ReadInfo};

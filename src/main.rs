@@ -1,0 +1,122 @@
+//! The `ottla` command: parses flags, layers the configuration and runs the broker.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Serialize;
+
+use ottla::config::Config;
+use ottla::server::Server;
+
+#[global_allocator]
+static GLOBAL: ottla::alloc::Allocator = ottla::alloc::Allocator;
+
+/// A Kafka-compatible message broker. Settings come from defaults < ottla.toml (or --config)
+/// < OTTLA_* environment variables (e.g. OTTLA_NUM_PARTITIONS=3) < these flags.
+#[derive(Debug, Parser, Serialize)]
+#[command(name = "ottla", version, about, long_about = None)]
+struct Cli {
+    /// Read settings from this TOML file instead of ./ottla.toml.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Listen on HOST:PORT (repeatable). `localhost` means 127.0.0.1 and [::1].
+    /// [default: localhost:9092]
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    listen: Vec<String>,
+    /// Address given to clients in metadata [default: the first listener].
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
+    /// Data directory [default: ./ottla-data].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory (nothing written to disk, nothing survives a restart).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    memory: bool,
+    /// Partitions of auto-created topics and of topics created without a count [default: 1].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_partitions: Option<i32>,
+    /// Create unknown topics on first use [default: true].
+    #[arg(long, value_name = "true|false")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_create_topics: Option<bool>,
+    /// Largest record batch accepted, in bytes [default: 1048588].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_max_bytes: Option<i32>,
+    /// Largest request frame accepted, in bytes [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_frame_bytes: Option<usize>,
+    /// Most simultaneous client connections [default: 10000].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+    /// This broker's node id [default: 1].
+    #[arg(long, value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<i32>,
+    /// Cluster id [default: generated once and kept in the data directory].
+    #[arg(long, value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), &cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ottla: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ottla: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ottla: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        eprintln!("{}", server.ready_line());
+        server.run(shutdown_signal()).await;
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,160 @@
+//! Kafka wire protocol: request header decoding, version checks against the one version table,
+//! routing by ApiKey to the handlers, and response encoding. Anything that cannot be decoded
+//! ends the connection with a logged reason, never a panic.
+
+pub mod legacy;
+pub mod versions;
+
+use std::panic::AssertUnwindSafe;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::handlers::{self, Broker};
+
+/// What the connection should do with a request frame.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Write this size-prefixed response.
+    Respond(Bytes),
+    /// Send nothing (acks=0 produce).
+    NoResponse,
+    /// Close the connection; the reason has been logged.
+    Close,
+}
+
+/// Identifies a request in logs.
+struct Meta<'a> {
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    client_id: Option<&'a str>,
+}
+
+/// Handles one request frame (without its 4-byte length prefix).
+pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome {
+    if frame.len() < 8 {
+        tracing::warn!(%peer, len = frame.len(), "closing connection: request shorter than a header");
+        return Outcome::Close;
+    }
+    let api_key_raw = (&frame[0..2]).get_i16();
+    let version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
+        tracing::warn!(%peer, api_key = api_key_raw, version, correlation_id, "closing connection: unknown API key");
+        return Outcome::Close;
+    };
+    let Some((min, max)) = versions::supported_range(api_key) else {
+        tracing::warn!(%peer, ?api_key, version, correlation_id, "closing connection: API not supported");
+        return Outcome::Close;
+    };
+    if api_key == ApiKey::ApiVersions && version > max {
+        // KIP-511: answer in the v0 layout so the client can read it and retry lower.
+        let body = handlers::api_versions::unsupported_version();
+        return encode(correlation_id, 0, &ResponseKind::ApiVersions(body), 0);
+    }
+    if version < min || version > max {
+        tracing::warn!(%peer, ?api_key, version, correlation_id, supported = %format!("{min}-{max}"),
+            "closing connection: unsupported API version");
+        return Outcome::Close;
+    }
+    let mut buf = frame.clone();
+    let header_version = api_key.request_header_version(version);
+    let header = match guarded(|| RequestHeader::decode(&mut buf, header_version)) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(%peer, ?api_key, version, correlation_id, error = %e, "closing connection: bad request header");
+            return Outcome::Close;
+        }
+    };
+    let meta = Meta {
+        api_key: api_key_raw,
+        version,
+        correlation_id,
+        client_id: header.client_id.as_ref().map(|c| c.as_str()),
+    };
+    if api_key == ApiKey::Produce && version < versions::PRODUCE_MIN_DECODABLE {
+        return match legacy::refuse_old_produce(buf, version, correlation_id) {
+            Ok(Some(frame)) => Outcome::Respond(frame),
+            Ok(None) => Outcome::NoResponse,
+            Err(e) => close_undecodable(&meta, peer, &e),
+        };
+    }
+    let request = match guarded(|| RequestKind::decode(api_key, &mut buf, version)) {
+        Ok(r) => r,
+        Err(e) => return close_undecodable(&meta, peer, &e),
+    };
+    let span = tracing::debug_span!("request", ?api_key, version, correlation_id, client_id = meta.client_id);
+    let _enter = span.enter();
+    let response = match dispatch(broker, request, version).await {
+        Some(r) => r,
+        None => return Outcome::NoResponse,
+    };
+    encode(correlation_id, api_key.response_header_version(version), &response, version)
+}
+
+fn close_undecodable(meta: &Meta<'_>, peer: &str, error: &anyhow::Error) -> Outcome {
+    tracing::warn!(%peer, api_key = meta.api_key, version = meta.version, correlation_id = meta.correlation_id,
+        client_id = meta.client_id, error = %error, "closing connection: undecodable request");
+    Outcome::Close
+}
+
+/// Runs a decoder, turning a panic inside it into an error (defence in depth: the decoder
+/// reports malformed input as errors, but a client must never be able to kill a worker).
+fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("decoder panicked on malformed input")))
+}
+
+async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option<ResponseKind> {
+    use crate::handlers::*;
+    Some(match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, &r, version)),
+        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, &r)?),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, &r, version).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, &r, version))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, &r, version))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, &r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, &r, version))
+        }
+        other => {
+            // Unreachable while the version table and this match agree (a test checks it).
+            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a supported API");
+            return None;
+        }
+    })
+}
+
+/// Encodes a size-prefixed response frame.
+fn encode(correlation_id: i32, header_version: i16, body: &ResponseKind, version: i16) -> Outcome {
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let result = header
+        .encode(&mut out, header_version)
+        .and_then(|()| body.encode(&mut out, version));
+    match result {
+        Ok(()) => {
+            let len = (out.len() - 4) as i32;
+            out[0..4].copy_from_slice(&len.to_be_bytes());
+            Outcome::Respond(out.freeze())
+        }
+        Err(e) => {
+            tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode response");
+            Outcome::Close
+        }
+    }
+}

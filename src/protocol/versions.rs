@@ -1,0 +1,88 @@
+//! The single source of truth for which API versions ottla serves. ApiVersions advertises
+//! exactly this table and the router refuses anything outside it.
+//!
+//! Each range is at most what kafka-protocol's decoder accepts for that message (its
+//! `VERSIONS`, not the wider `ApiKey::valid_versions()`), except Produce, advertised from v0 like
+//! Kafka 4 does so that librdkafka < 2.11 keeps compression on; v0-2 produce requests are
+//! answered with UNSUPPORTED_VERSION.
+
+use kafka_protocol::messages::ApiKey;
+
+/// `(api, min version, max version)` for every API ottla implements.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+/// Lowest Produce version the decoder understands; below it only an error answer is given.
+pub const PRODUCE_MIN_DECODABLE: i16 = 3;
+
+/// The advertised range of `api`, if ottla serves it.
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|&(_, min, max)| (min, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+
+    /// Pins the advertised table: changing it must be a deliberate edit of this test.
+    #[test]
+    fn table_is_pinned() {
+        let table: Vec<(i16, i16, i16)> = SUPPORTED
+            .iter()
+            .map(|&(k, min, max)| (k as i16, min, max))
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                (0, 0, 11),
+                (1, 4, 17),
+                (2, 1, 10),
+                (3, 0, 13),
+                (18, 0, 4),
+                (19, 2, 7),
+                (20, 1, 6),
+                (32, 1, 4),
+                (37, 0, 3),
+                (60, 0, 2),
+            ]
+        );
+    }
+
+    /// Every advertised version can be decoded (Produce below v3 excepted, see module docs).
+    #[test]
+    fn table_within_decoder_ranges() {
+        let decodable = |k: ApiKey| match k {
+            ApiKey::Produce => ProduceRequest::VERSIONS,
+            ApiKey::Fetch => FetchRequest::VERSIONS,
+            ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+            ApiKey::Metadata => MetadataRequest::VERSIONS,
+            ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+            ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+            ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+            ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+            ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+            ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            other => panic!("no decoder range listed for {other:?}"),
+        };
+        for &(k, min, max) in SUPPORTED {
+            let range = decodable(k);
+            let min = if k == ApiKey::Produce { PRODUCE_MIN_DECODABLE } else { min };
+            assert!(range.min <= min && max <= range.max, "{k:?} {min}-{max} vs {range}");
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The network edge: binds the listeners, accepts connections (at most `max_connections` at
+//! once), runs one task per connection and shuts everything down gracefully on request.
+
+mod connection;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::cluster::{self, NodeInfo, TopicRegistry};
+use crate::config::Config;
+use crate::handlers::Broker;
+
+/// How long shutdown waits for open connections to finish their current request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("bad listen address {0:?}: expected HOST:PORT")]
+    Address(String),
+    #[error("cannot open the data directory: {0}")]
+    Storage(String),
+}
+
+/// A bound, ready broker. [`Server::run`] serves until the shutdown future completes.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    broker: Arc<Broker>,
+    started: Instant,
+}
+
+/// Resolves `HOST:PORT`; `localhost` means both loopback addresses (librdkafka tries ::1 first).
+fn listen_addrs(spec: &str) -> Result<Vec<SocketAddr>, StartError> {
+    let (host, port) = spec
+        .rsplit_once(':')
+        .ok_or_else(|| StartError::Address(spec.to_string()))?;
+    let port: u16 = port.parse().map_err(|_| StartError::Address(spec.to_string()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host == "localhost" {
+        return Ok(vec![
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        ]);
+    }
+    let ip = host
+        .parse()
+        .map_err(|_| StartError::Address(spec.to_string()))?;
+    Ok(vec![SocketAddr::new(ip, port)])
+}
+
+impl Server {
+    /// Opens the data directory and binds every listener.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let started = Instant::now();
+        let mut listeners = Vec::new();
+        for spec in &config.listen {
+            let addrs = listen_addrs(spec)?;
+            let is_localhost = addrs.len() > 1;
+            for (i, addr) in addrs.into_iter().enumerate() {
+                // With `localhost` and port 0, both families share the port the first one got.
+                let addr = match listeners.last() {
+                    Some(l) if is_localhost && i > 0 && addr.port() == 0 => {
+                        let first: &TcpListener = l;
+                        SocketAddr::new(addr.ip(), first.local_addr().map(|a| a.port()).unwrap_or(0))
+                    }
+                    _ => addr,
+                };
+                match TcpListener::bind(addr).await {
+                    Ok(l) => listeners.push(l),
+                    // A host without IPv6 still serves `localhost` on 127.0.0.1.
+                    Err(e) if is_localhost && addr.is_ipv6() => {
+                        tracing::warn!(%addr, error = %e, "IPv6 loopback unavailable; serving IPv4 only");
+                    }
+                    Err(e) => return Err(StartError::Bind { addr: addr.to_string(), source: e }),
+                }
+            }
+        }
+        let first = listeners[0]
+            .local_addr()
+            .map_err(|e| StartError::Bind { addr: config.listen[0].clone(), source: e })?;
+        let (host, port) = match &config.advertise {
+            Some(spec) => {
+                let (h, p) = spec
+                    .rsplit_once(':')
+                    .ok_or_else(|| StartError::Address(spec.clone()))?;
+                let p: i32 = p.parse().map_err(|_| StartError::Address(spec.clone()))?;
+                (h.trim_start_matches('[').trim_end_matches(']').to_string(), p)
+            }
+            None => {
+                let host = config.listen[0].rsplit_once(':').map(|(h, _)| h).unwrap_or("localhost");
+                let host = match host {
+                    "" | "0.0.0.0" | "[::]" | "::" => "localhost",
+                    h => h.trim_start_matches('[').trim_end_matches(']'),
+                };
+                (host.to_string(), first.port() as i32)
+            }
+        };
+        let cluster_id = cluster::resolve_cluster_id(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let topics = TopicRegistry::open(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let broker = Broker {
+            node: NodeInfo { node_id: config.node_id, host, port, cluster_id },
+            topics,
+            config,
+        };
+        Ok(Server { listeners, broker: Arc::new(broker), started })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// The line printed once the broker accepts connections.
+    pub fn ready_line(&self) -> String {
+        let addrs: Vec<String> = self.local_addrs().iter().map(|a| a.to_string()).collect();
+        let data = if self.broker.config.memory {
+            "memory".to_string()
+        } else {
+            format!("data: {}", self.broker.config.data_dir.display())
+        };
+        format!(
+            "ottla ready on {} ({data}) in {} ms",
+            addrs.join(", "),
+            self.started.elapsed().as_millis()
+        )
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets connections finish the
+    /// request in hand (up to a grace period) and flushes every log.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(self.broker.config.max_connections));
+        let mut accept_tasks = Vec::new();
+        for listener in self.listeners {
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                self.broker.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        // Every connection holds a permit until it ends: wait for all of them to come back.
+        let max = self.broker.config.max_connections as u32;
+        if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max)).await.is_err() {
+            tracing::warn!("connections still open after the grace period; closing anyway");
+        }
+        if let Err(e) = self.broker.topics.sync_all() {
+            tracing::error!(error = %e, "flushing logs at shutdown failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                let _ = socket.set_nodelay(true);
+                let broker = broker.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    connection::serve(socket, peer, broker, stop).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localhost_means_both_families() {
+        let a = listen_addrs("localhost:9092").unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(a[0].is_ipv4() && a[1].is_ipv6());
+        assert_eq!(listen_addrs("[::1]:1").unwrap()[0].port(), 1);
+        assert!(listen_addrs("nohost").is_err());
+        assert!(listen_addrs("example.com:9092").is_err());
+    }
+}

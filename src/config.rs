@@ -117,7 +117,10 @@ impl Config {
             return bad("at least one listen address is needed".into());
         }
         if self.num_partitions < 1 {
-            return bad(format!("num_partitions must be ≥ 1, not {}", self.num_partitions));
+            return bad(format!(
+                "num_partitions must be ≥ 1, not {}",
+                self.num_partitions
+            ));
         }
         if self.message_max_bytes < 1 {
             return bad("message_max_bytes must be ≥ 1".into());
@@ -152,7 +155,10 @@ mod tests {
     #[test]
     fn layers_merge_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("ottla.toml", "num_partitions = 3\nnode_id = 7\nmemory = true\n")?;
+            jail.create_file(
+                "ottla.toml",
+                "num_partitions = 3\nnode_id = 7\nmemory = true\n",
+            )?;
             jail.set_env("OTTLA_NODE_ID", "8");
             jail.set_env("OTTLA_AUTO_CREATE_TOPICS", "false");
             let mut flags = BTreeMap::new();

@@ -11,3 +11,4 @@ pub mod handlers;
 pub mod log;
 pub mod protocol;
 pub mod server;
+pub mod txn;

@@ -5,7 +5,6 @@
 pub mod topic_config;
 pub mod topics;
 
-
 use crate::config::Config;
 pub use topics::{Topic, TopicError, TopicRegistry};
 
@@ -49,4 +48,3 @@ fn new_cluster_id() -> String {
     }
     out
 }
-

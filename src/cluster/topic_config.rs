@@ -59,52 +59,190 @@ use Support::{Enforced, StoredOnly};
 
 /// The topic configs accepted by CreateTopics and shown by DescribeConfigs.
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    def("cleanup.policy", T::List, "log.cleanup.policy", StoredOnly, &["delete", "compact"],
-        "Retention policy for old segments: delete and/or compact."),
-    def("compression.type", T::String, "compression.type", Enforced, &["producer"],
-        "Batches are stored as the producer compressed them (only 'producer' is supported)."),
-    def("delete.retention.ms", T::Long, "log.cleaner.delete.retention.ms", StoredOnly, &[],
-        "How long tombstones are kept on compacted topics."),
-    def("file.delete.delay.ms", T::Long, "log.segment.delete.delay.ms", StoredOnly, &[],
-        "Delay before a deleted segment's files are removed."),
-    def("flush.messages", T::Long, "log.flush.interval.messages", StoredOnly, &[],
-        "Force an fsync after this many messages."),
-    def("flush.ms", T::Long, "log.flush.interval.ms", StoredOnly, &[],
-        "Force an fsync after this much time."),
-    def("index.interval.bytes", T::Int, "log.index.interval.bytes", Enforced, &[],
-        "Bytes of batches between two offset index entries."),
-    def("max.compaction.lag.ms", T::Long, "log.cleaner.max.compaction.lag.ms", StoredOnly, &[],
-        "Longest time a record stays uncompacted."),
-    def("max.message.bytes", T::Int, "message.max.bytes", Enforced, &[],
-        "Largest record batch accepted for this topic."),
-    def("message.timestamp.after.max.ms", T::Long, "log.message.timestamp.after.max.ms",
-        StoredOnly, &[], "Allowed lead of a record timestamp over the broker's clock."),
-    def("message.timestamp.before.max.ms", T::Long, "log.message.timestamp.before.max.ms",
-        StoredOnly, &[], "Allowed lag of a record timestamp behind the broker's clock."),
-    def("message.timestamp.type", T::String, "log.message.timestamp.type", Enforced,
-        &["CreateTime", "LogAppendTime"], "Timestamp kept in records: the producer's or the broker's."),
-    def("min.cleanable.dirty.ratio", T::Double, "log.cleaner.min.cleanable.ratio", StoredOnly, &[],
-        "Dirty ratio above which the log is compacted."),
-    def("min.compaction.lag.ms", T::Long, "log.cleaner.min.compaction.lag.ms", StoredOnly, &[],
-        "Shortest time a record stays uncompacted."),
-    def("min.insync.replicas", T::Int, "min.insync.replicas", StoredOnly, &[],
-        "Replicas that must acknowledge an acks=all write."),
-    def("preallocate", T::Boolean, "log.preallocate", StoredOnly, &[],
-        "Preallocate segment files."),
-    def("retention.bytes", T::Long, "log.retention.bytes", StoredOnly, &[],
-        "Largest size of a partition before old segments are deleted (-1: no limit)."),
-    def("retention.ms", T::Long, "log.retention.ms", StoredOnly, &[],
-        "Longest time a segment is kept (-1: forever)."),
-    def("segment.bytes", T::Int, "log.segment.bytes", Enforced, &[],
-        "Size at which a new segment is started."),
-    def("segment.index.bytes", T::Int, "log.index.size.max.bytes", StoredOnly, &[],
-        "Largest size of an offset index file."),
-    def("segment.jitter.ms", T::Long, "log.roll.jitter.ms", StoredOnly, &[],
-        "Random jitter subtracted from segment.ms."),
-    def("segment.ms", T::Long, "log.roll.ms", Enforced, &[],
-        "Age at which a new segment is started."),
-    def("unclean.leader.election.enable", T::Boolean, "unclean.leader.election.enable",
-        StoredOnly, &[], "Allow out-of-sync replicas to become leader."),
+    def(
+        "cleanup.policy",
+        T::List,
+        "log.cleanup.policy",
+        StoredOnly,
+        &["delete", "compact"],
+        "Retention policy for old segments: delete and/or compact.",
+    ),
+    def(
+        "compression.type",
+        T::String,
+        "compression.type",
+        Enforced,
+        &["producer"],
+        "Batches are stored as the producer compressed them (only 'producer' is supported).",
+    ),
+    def(
+        "delete.retention.ms",
+        T::Long,
+        "log.cleaner.delete.retention.ms",
+        StoredOnly,
+        &[],
+        "How long tombstones are kept on compacted topics.",
+    ),
+    def(
+        "file.delete.delay.ms",
+        T::Long,
+        "log.segment.delete.delay.ms",
+        StoredOnly,
+        &[],
+        "Delay before a deleted segment's files are removed.",
+    ),
+    def(
+        "flush.messages",
+        T::Long,
+        "log.flush.interval.messages",
+        StoredOnly,
+        &[],
+        "Force an fsync after this many messages.",
+    ),
+    def(
+        "flush.ms",
+        T::Long,
+        "log.flush.interval.ms",
+        StoredOnly,
+        &[],
+        "Force an fsync after this much time.",
+    ),
+    def(
+        "index.interval.bytes",
+        T::Int,
+        "log.index.interval.bytes",
+        Enforced,
+        &[],
+        "Bytes of batches between two offset index entries.",
+    ),
+    def(
+        "max.compaction.lag.ms",
+        T::Long,
+        "log.cleaner.max.compaction.lag.ms",
+        StoredOnly,
+        &[],
+        "Longest time a record stays uncompacted.",
+    ),
+    def(
+        "max.message.bytes",
+        T::Int,
+        "message.max.bytes",
+        Enforced,
+        &[],
+        "Largest record batch accepted for this topic.",
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        T::Long,
+        "log.message.timestamp.after.max.ms",
+        StoredOnly,
+        &[],
+        "Allowed lead of a record timestamp over the broker's clock.",
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        T::Long,
+        "log.message.timestamp.before.max.ms",
+        StoredOnly,
+        &[],
+        "Allowed lag of a record timestamp behind the broker's clock.",
+    ),
+    def(
+        "message.timestamp.type",
+        T::String,
+        "log.message.timestamp.type",
+        Enforced,
+        &["CreateTime", "LogAppendTime"],
+        "Timestamp kept in records: the producer's or the broker's.",
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        T::Double,
+        "log.cleaner.min.cleanable.ratio",
+        StoredOnly,
+        &[],
+        "Dirty ratio above which the log is compacted.",
+    ),
+    def(
+        "min.compaction.lag.ms",
+        T::Long,
+        "log.cleaner.min.compaction.lag.ms",
+        StoredOnly,
+        &[],
+        "Shortest time a record stays uncompacted.",
+    ),
+    def(
+        "min.insync.replicas",
+        T::Int,
+        "min.insync.replicas",
+        StoredOnly,
+        &[],
+        "Replicas that must acknowledge an acks=all write.",
+    ),
+    def(
+        "preallocate",
+        T::Boolean,
+        "log.preallocate",
+        StoredOnly,
+        &[],
+        "Preallocate segment files.",
+    ),
+    def(
+        "retention.bytes",
+        T::Long,
+        "log.retention.bytes",
+        StoredOnly,
+        &[],
+        "Largest size of a partition before old segments are deleted (-1: no limit).",
+    ),
+    def(
+        "retention.ms",
+        T::Long,
+        "log.retention.ms",
+        StoredOnly,
+        &[],
+        "Longest time a segment is kept (-1: forever).",
+    ),
+    def(
+        "segment.bytes",
+        T::Int,
+        "log.segment.bytes",
+        Enforced,
+        &[],
+        "Size at which a new segment is started.",
+    ),
+    def(
+        "segment.index.bytes",
+        T::Int,
+        "log.index.size.max.bytes",
+        StoredOnly,
+        &[],
+        "Largest size of an offset index file.",
+    ),
+    def(
+        "segment.jitter.ms",
+        T::Long,
+        "log.roll.jitter.ms",
+        StoredOnly,
+        &[],
+        "Random jitter subtracted from segment.ms.",
+    ),
+    def(
+        "segment.ms",
+        T::Long,
+        "log.roll.ms",
+        Enforced,
+        &[],
+        "Age at which a new segment is started.",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        T::Boolean,
+        "unclean.leader.election.enable",
+        StoredOnly,
+        &[],
+        "Allow out-of-sync replicas to become leader.",
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
@@ -118,7 +256,9 @@ pub fn default_value(def: &TopicConfigDef, broker: &Config) -> String {
         "compression.type" => "producer".into(),
         "delete.retention.ms" => "86400000".into(),
         "file.delete.delay.ms" => "60000".into(),
-        "flush.messages" | "max.compaction.lag.ms" | "message.timestamp.after.max.ms"
+        "flush.messages"
+        | "max.compaction.lag.ms"
+        | "message.timestamp.after.max.ms"
         | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
         "flush.ms" => i64::MAX.to_string(),
         "index.interval.bytes" => broker.log_index_interval_bytes.to_string(),
@@ -157,7 +297,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
     let positive = |min: i64| match value.trim().parse::<i64>() {
         Ok(v) if v >= min => Ok(()),
-        _ => Err(format!("Invalid value {value} for configuration {name}: must be at least {min}")),
+        _ => Err(format!(
+            "Invalid value {value} for configuration {name}: must be at least {min}"
+        )),
     };
     match name {
         "segment.bytes" => positive(14),
@@ -174,12 +316,21 @@ pub type TopicOverrides = BTreeMap<String, String>;
 pub fn effective(name: &str, overrides: &TopicOverrides, broker: &Config) -> (String, bool) {
     match overrides.get(name) {
         Some(v) => (v.clone(), true),
-        None => (find(name).map(|d| default_value(d, broker)).unwrap_or_default(), false),
+        None => (
+            find(name)
+                .map(|d| default_value(d, broker))
+                .unwrap_or_default(),
+            false,
+        ),
     }
 }
 
 fn effective_i64(name: &str, overrides: &TopicOverrides, broker: &Config) -> i64 {
-    effective(name, overrides, broker).0.trim().parse().unwrap_or(0)
+    effective(name, overrides, broker)
+        .0
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// The settings the log layer needs, resolved for one topic.
@@ -187,7 +338,8 @@ pub fn log_config(overrides: &TopicOverrides, broker: &Config) -> LogConfig {
     LogConfig {
         segment_bytes: effective_i64("segment.bytes", overrides, broker).max(14) as u64,
         segment_ms: effective_i64("segment.ms", overrides, broker).max(1),
-        index_interval_bytes: effective_i64("index.interval.bytes", overrides, broker).max(1) as u64,
+        index_interval_bytes: effective_i64("index.interval.bytes", overrides, broker).max(1)
+            as u64,
     }
 }
 
@@ -224,7 +376,10 @@ mod tests {
         assert_eq!(log_config(&o, &broker).segment_bytes, 1 << 30);
         o.insert("segment.bytes".into(), "4096".into());
         assert_eq!(log_config(&o, &broker).segment_bytes, 4096);
-        assert_eq!(effective("retention.ms", &o, &broker), ("604800000".into(), false));
+        assert_eq!(
+            effective("retention.ms", &o, &broker),
+            ("604800000".into(), false)
+        );
         assert!(!log_append_time(&o, &broker));
     }
 }

@@ -66,7 +66,10 @@ impl Topic {
     }
 
     pub fn partition_count(&self) -> i32 {
-        self.partitions.read().unwrap_or_else(|p| p.into_inner()).len() as i32
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as i32
     }
 
     /// Topics whose name starts with `__` are Kafka-internal (e.g. `__consumer_offsets`).

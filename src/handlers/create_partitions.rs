@@ -35,11 +35,16 @@ pub fn handle(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePartition
                 if !valid {
                     return fail(
                         ResponseError::InvalidReplicaAssignment,
-                        format!("Each new partition needs one assignment, to this broker ({node})."),
+                        format!(
+                            "Each new partition needs one assignment, to this broker ({node})."
+                        ),
                     );
                 }
             }
-            match broker.topics.add_partitions(name, t.count, req.validate_only) {
+            match broker
+                .topics
+                .add_partitions(name, t.count, req.validate_only)
+            {
                 Ok(()) => result.with_error_code(NONE),
                 Err(e) => fail(topic_error_code(&e), e.to_string()),
             }

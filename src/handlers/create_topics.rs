@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use uuid::Uuid;
 
@@ -27,7 +29,11 @@ pub fn handle(broker: &Broker, req: &CreateTopicsRequest, version: i16) -> Creat
         .map(|t| {
             let result = CreatableTopicResult::default().with_name(t.name.clone());
             if duplicates.contains(t.name.0.as_str()) {
-                return error(result, ResponseError::InvalidRequest, "Duplicate topic name in the request.".into());
+                return error(
+                    result,
+                    ResponseError::InvalidRequest,
+                    "Duplicate topic name in the request.".into(),
+                );
             }
             match create_one(broker, t, req.validate_only) {
                 Ok((id, partitions, overrides)) => {
@@ -60,7 +66,11 @@ pub fn handle(broker: &Broker, req: &CreateTopicsRequest, version: i16) -> Creat
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-fn error(result: CreatableTopicResult, code: ResponseError, message: String) -> CreatableTopicResult {
+fn error(
+    result: CreatableTopicResult,
+    code: ResponseError,
+    message: String,
+) -> CreatableTopicResult {
     result
         .with_error_code(code.code())
         .with_error_message(Some(str_bytes(message)))
@@ -113,7 +123,10 @@ fn create_one(
         let Some(value) = &c.value else {
             return Err((
                 ResponseError::InvalidConfig,
-                format!("Null value not supported for topic config {}", c.name.as_str()),
+                format!(
+                    "Null value not supported for topic config {}",
+                    c.name.as_str()
+                ),
             ));
         };
         overrides.insert(c.name.as_str().to_string(), value.as_str().to_string());

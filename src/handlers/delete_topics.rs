@@ -39,7 +39,13 @@ fn delete_one(broker: &Broker, name: Option<String>, id: Uuid) -> DeletableTopic
         (Some(n), true) => n,
         (None, false) => match broker.topics.get_by_id(&id) {
             Some(t) => t.name.clone(),
-            None => return fail(result, ResponseError::UnknownTopicId, format!("Topic id {id} not found")),
+            None => {
+                return fail(
+                    result,
+                    ResponseError::UnknownTopicId,
+                    format!("Topic id {id} not found"),
+                )
+            }
         },
         _ => {
             return fail(
@@ -51,7 +57,11 @@ fn delete_one(broker: &Broker, name: Option<String>, id: Uuid) -> DeletableTopic
     };
     let result = result.with_name(Some(topic_name(name.clone())));
     if broker.topics.get(&name).is_some_and(|t| t.is_internal()) {
-        return fail(result, ResponseError::InvalidTopicException, format!("Internal topic {name} cannot be deleted"));
+        return fail(
+            result,
+            ResponseError::InvalidTopicException,
+            format!("Internal topic {name} cannot be deleted"),
+        );
     }
     match broker.topics.delete(&name) {
         Ok(t) => result.with_error_code(NONE).with_topic_id(t.id),

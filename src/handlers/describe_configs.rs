@@ -42,7 +42,11 @@ pub fn topic_entries(overrides: &TopicOverrides, broker: &Config) -> Vec<ConfigE
             ConfigEntry {
                 name: def.name.to_string(),
                 value,
-                source: if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT },
+                source: if overridden {
+                    SOURCE_TOPIC
+                } else {
+                    SOURCE_DEFAULT
+                },
                 read_only: false,
                 config_type: def.config_type,
                 doc: def.doc,
@@ -60,33 +64,96 @@ fn broker_entries(config: &Config) -> Vec<ConfigEntry> {
         config.data_dir.display().to_string()
     };
     let rows: Vec<(&str, String, ConfigType, &'static str)> = vec![
-        ("node.id", config.node_id.to_string(), ConfigType::Int, "This broker's id."),
-        ("broker.id", config.node_id.to_string(), ConfigType::Int, "This broker's id."),
-        ("num.partitions", config.num_partitions.to_string(), ConfigType::Int,
-         "Default partition count of new topics."),
-        ("auto.create.topics.enable", config.auto_create_topics.to_string(), ConfigType::Boolean,
-         "Create unknown topics on metadata requests."),
-        ("message.max.bytes", config.message_max_bytes.to_string(), ConfigType::Int,
-         "Largest record batch accepted."),
-        ("socket.request.max.bytes", config.max_frame_bytes.to_string(), ConfigType::Int,
-         "Largest request accepted."),
-        ("log.dirs", data_dir, ConfigType::String, "Where partition logs are stored."),
-        ("log.segment.bytes", config.log_segment_bytes.to_string(), ConfigType::Int,
-         "Default segment size."),
-        ("log.roll.ms", config.log_segment_ms.to_string(), ConfigType::Long,
-         "Default segment age before rolling."),
-        ("log.retention.ms", config.log_retention_ms.to_string(), ConfigType::Long,
-         "Default retention time."),
-        ("log.retention.bytes", config.log_retention_bytes.to_string(), ConfigType::Long,
-         "Default retention size."),
-        ("log.index.interval.bytes", config.log_index_interval_bytes.to_string(), ConfigType::Int,
-         "Bytes between offset index entries."),
-        ("log.message.timestamp.type", config.log_message_timestamp_type.clone(),
-         ConfigType::String, "Default timestamp type of topics."),
-        ("default.replication.factor", "1".into(), ConfigType::Int,
-         "Replication factor of auto-created topics."),
-        ("min.insync.replicas", "1".into(), ConfigType::Int,
-         "Replicas that must acknowledge an acks=all write."),
+        (
+            "node.id",
+            config.node_id.to_string(),
+            ConfigType::Int,
+            "This broker's id.",
+        ),
+        (
+            "broker.id",
+            config.node_id.to_string(),
+            ConfigType::Int,
+            "This broker's id.",
+        ),
+        (
+            "num.partitions",
+            config.num_partitions.to_string(),
+            ConfigType::Int,
+            "Default partition count of new topics.",
+        ),
+        (
+            "auto.create.topics.enable",
+            config.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+            "Create unknown topics on metadata requests.",
+        ),
+        (
+            "message.max.bytes",
+            config.message_max_bytes.to_string(),
+            ConfigType::Int,
+            "Largest record batch accepted.",
+        ),
+        (
+            "socket.request.max.bytes",
+            config.max_frame_bytes.to_string(),
+            ConfigType::Int,
+            "Largest request accepted.",
+        ),
+        (
+            "log.dirs",
+            data_dir,
+            ConfigType::String,
+            "Where partition logs are stored.",
+        ),
+        (
+            "log.segment.bytes",
+            config.log_segment_bytes.to_string(),
+            ConfigType::Int,
+            "Default segment size.",
+        ),
+        (
+            "log.roll.ms",
+            config.log_segment_ms.to_string(),
+            ConfigType::Long,
+            "Default segment age before rolling.",
+        ),
+        (
+            "log.retention.ms",
+            config.log_retention_ms.to_string(),
+            ConfigType::Long,
+            "Default retention time.",
+        ),
+        (
+            "log.retention.bytes",
+            config.log_retention_bytes.to_string(),
+            ConfigType::Long,
+            "Default retention size.",
+        ),
+        (
+            "log.index.interval.bytes",
+            config.log_index_interval_bytes.to_string(),
+            ConfigType::Int,
+            "Bytes between offset index entries.",
+        ),
+        (
+            "log.message.timestamp.type",
+            config.log_message_timestamp_type.clone(),
+            ConfigType::String,
+            "Default timestamp type of topics.",
+        ),
+        (
+            "default.replication.factor",
+            "1".into(),
+            ConfigType::Int,
+            "Replication factor of auto-created topics.",
+        ),
+        (
+            "min.insync.replicas",
+            "1".into(),
+            ConfigType::Int,
+            "Replicas that must acknowledge an acks=all write.",
+        ),
     ];
     rows.into_iter()
         .map(|(name, value, config_type, doc)| ConfigEntry {
@@ -101,7 +168,11 @@ fn broker_entries(config: &Config) -> Vec<ConfigEntry> {
         .collect()
 }
 
-pub fn handle(broker: &Broker, req: &DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = req
         .resources
         .iter()
@@ -113,12 +184,18 @@ pub fn handle(broker: &Broker, req: &DescribeConfigsRequest, version: i16) -> De
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => match broker.topics.get(name) {
                     Some(t) => Ok(topic_entries(&t.configs, &broker.config)),
-                    None => Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} not found"))),
+                    None => Err((
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("Topic {name} not found"),
+                    )),
                 },
                 RESOURCE_BROKER | RESOURCE_BROKER_LOGGER
                     if !(name.is_empty() || name == broker.node.node_id.to_string()) =>
                 {
-                    Err((ResponseError::InvalidRequest, format!("Unexpected broker id {name}")))
+                    Err((
+                        ResponseError::InvalidRequest,
+                        format!("Unexpected broker id {name}"),
+                    ))
                 }
                 RESOURCE_BROKER => Ok(broker_entries(&broker.config)),
                 RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
@@ -139,7 +216,14 @@ pub fn handle(broker: &Broker, req: &DescribeConfigsRequest, version: i16) -> De
                                 .as_ref()
                                 .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
                         })
-                        .map(|e| describe_entry(e, req.include_synonyms, req.include_documentation, version))
+                        .map(|e| {
+                            describe_entry(
+                                e,
+                                req.include_synonyms,
+                                req.include_documentation,
+                                version,
+                            )
+                        })
                         .collect(),
                 ),
             }

@@ -63,18 +63,23 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchR
             });
         }
     }
-    let max_bytes = if req.max_bytes <= 0 { i32::MAX as usize } else { req.max_bytes as usize };
+    let max_bytes = if req.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        req.max_bytes as usize
+    };
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_wait = Duration::from_millis(
-        (req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms),
-    );
+    let max_wait =
+        Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
     let logs: Vec<Arc<PartitionLog>> = wanted.iter().filter_map(|w| w.log.clone().ok()).collect();
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait
         // is not missed.
-        let mut waits: Vec<Pin<Box<Notified<'_>>>> =
-            logs.iter().map(|l| Box::pin(l.appended().notified())).collect();
+        let mut waits: Vec<Pin<Box<Notified<'_>>>> = logs
+            .iter()
+            .map(|l| Box::pin(l.appended().notified()))
+            .collect();
         for w in &mut waits {
             w.as_mut().enable();
         }
@@ -93,7 +98,11 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchR
 
 /// Reads every wanted partition once. Returns the partition answers (by topic index), the
 /// bytes gathered and whether any partition answered with an error.
-fn read_all(wanted: &[Wanted], max_bytes: usize, isolation_level: i8) -> (Vec<(usize, PartitionData)>, usize, bool) {
+fn read_all(
+    wanted: &[Wanted],
+    max_bytes: usize,
+    isolation_level: i8,
+) -> (Vec<(usize, PartitionData)>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
     let out = wanted
@@ -126,7 +135,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, isolation_level: i8) -> (Vec<(u
                                 .with_last_stable_offset(log_end)
                                 .with_log_start_offset(log_start)
                         }
-                        Err(LogError::Io(e)) => {
+                        Err(e) => {
                             tracing::error!(partition = w.partition, error = %e, "fetch read failed");
                             errors = true;
                             base.with_error_code(ResponseError::KafkaStorageError.code())
@@ -140,7 +149,11 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, isolation_level: i8) -> (Vec<(u
     (out, total, errors)
 }
 
-fn respond(req: &FetchRequest, by_id: bool, partitions: Vec<(usize, PartitionData)>) -> FetchResponse {
+fn respond(
+    req: &FetchRequest,
+    by_id: bool,
+    partitions: Vec<(usize, PartitionData)>,
+) -> FetchResponse {
     let mut topics: Vec<FetchableTopicResponse> = req
         .topics
         .iter()

@@ -29,8 +29,7 @@ pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOf
                     let base = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
                     match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
-                        None => base
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                         Some(log) => lookup(&log, p.timestamp, base, version),
                     }
                 })

@@ -24,7 +24,8 @@ pub const CLUSTER_OPERATIONS_ALL: i32 =
 pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataResponse {
     let include_ops = req.include_topic_authorized_operations;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
-    let all_topics = req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
+    let all_topics =
+        req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
     let topics = if all_topics {
         broker
             .topics
@@ -51,20 +52,35 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
         .with_cluster_id(Some(str_bytes(broker.node.cluster_id.clone())))
         .with_controller_id(broker.node_id())
         .with_topics(topics)
-        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
-            CLUSTER_OPERATIONS_ALL
-        } else {
-            i32::MIN
-        })
+        .with_cluster_authorized_operations(
+            if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
+                CLUSTER_OPERATIONS_ALL
+            } else {
+                i32::MIN
+            },
+        )
 }
 
-fn by_name(broker: &Broker, name: &str, auto_create: bool, include_ops: bool) -> MetadataResponseTopic {
+fn by_name(
+    broker: &Broker,
+    name: &str,
+    auto_create: bool,
+    include_ops: bool,
+) -> MetadataResponseTopic {
     if validate_name(name).is_err() {
-        return error_topic(Some(name), Uuid::nil(), ResponseError::InvalidTopicException);
+        return error_topic(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::InvalidTopicException,
+        );
     }
     match broker.topic_or_auto_create(name, auto_create) {
         Some(t) => topic_response(broker, &t, include_ops),
-        None => error_topic(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+        None => error_topic(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        ),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -20,12 +21,14 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::{NodeInfo, Topic, TopicError, TopicRegistry};
 use crate::config::Config;
+use crate::txn::producer_ids::ProducerIdAllocator;
 
 /// Everything a handler may use: configuration, this node's identity, the topics.
 pub struct Broker {
     pub config: Config,
     pub node: NodeInfo,
     pub topics: TopicRegistry,
+    pub producer_ids: ProducerIdAllocator,
 }
 
 impl Broker {

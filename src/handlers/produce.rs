@@ -9,7 +9,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{str_bytes, Broker, NONE};
 use crate::cluster::{topic_config, Topic};
 use crate::log::batch::{self, BatchError};
-use crate::log::now_ms;
+use crate::log::producer_state::SequenceError;
+use crate::log::{now_ms, LogError};
 
 /// Handles a decoded produce request. `None` means "send no response" (acks=0).
 pub fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> {
@@ -63,16 +64,30 @@ fn produce_partition(
         return fail(ResponseError::CorruptMessage, "null record set".into());
     };
     let max_bytes = topic_config::max_message_bytes(&topic.configs, &broker.config);
-    if let Err(e) = batch::validate_batches(records, max_bytes) {
-        let error = match e {
-            BatchError::Corrupt(_) => ResponseError::CorruptMessage,
-            BatchError::Invalid(_) => ResponseError::InvalidRecord,
-            BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-            BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-        };
-        return fail(error, e.to_string());
+    match batch::validate_batches(records, max_bytes) {
+        Err(e) => {
+            let error = match e {
+                BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+                BatchError::Invalid(_) => ResponseError::InvalidRecord,
+                BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+                BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+            };
+            return fail(error, e.to_string());
+        }
+        // Kafka's rule for magic v2: exactly one batch per partition in a produce request.
+        Ok(summary) if summary.batch_count != 1 => {
+            return fail(
+                ResponseError::InvalidRecord,
+                format!(
+                    "expected one record batch per partition, got {}",
+                    summary.batch_count
+                ),
+            );
+        }
+        Ok(_) => {}
     }
-    let log_append_time = topic_config::log_append_time(&topic.configs, &broker.config).then(now_ms);
+    let log_append_time =
+        topic_config::log_append_time(&topic.configs, &broker.config).then(now_ms);
     // The one copy of the produce path: the frame is shared and immutable, offsets are patched
     // into this buffer, which is then written with one call.
     let mut buf = records.to_vec();
@@ -82,6 +97,13 @@ fn produce_partition(
             .with_base_offset(info.base_offset)
             .with_log_append_time_ms(log_append_time.unwrap_or(-1))
             .with_log_start_offset(info.log_start_offset),
+        Err(LogError::Sequence(e)) => {
+            let error = match e {
+                SequenceError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                SequenceError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+            };
+            fail(error, e.to_string())
+        }
         Err(e) => {
             tracing::error!(topic = %topic.name, partition = p.index, error = %e, "append failed");
             fail(ResponseError::KafkaStorageError, e.to_string())

@@ -19,11 +19,12 @@ const OFF_LAST_OFFSET_DELTA: usize = 23;
 const OFF_BASE_TIMESTAMP: usize = 27;
 const OFF_MAX_TIMESTAMP: usize = 35;
 const OFF_PRODUCER_ID: usize = 43;
+const OFF_PRODUCER_EPOCH: usize = 51;
+const OFF_BASE_SEQUENCE: usize = 53;
 const OFF_RECORDS_COUNT: usize = 57;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
 /// Why a batch was refused. Maps onto Kafka error codes in the produce handler.
@@ -54,6 +55,8 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub records_count: i32,
 }
 
@@ -76,6 +79,8 @@ impl BatchHeader {
             base_timestamp: (&buf[OFF_BASE_TIMESTAMP..]).get_i64(),
             max_timestamp: (&buf[OFF_MAX_TIMESTAMP..]).get_i64(),
             producer_id: (&buf[OFF_PRODUCER_ID..]).get_i64(),
+            producer_epoch: (&buf[OFF_PRODUCER_EPOCH..]).get_i16(),
+            base_sequence: (&buf[OFF_BASE_SEQUENCE..]).get_i32(),
             records_count: (&buf[OFF_RECORDS_COUNT..]).get_i32(),
         })
     }
@@ -89,12 +94,23 @@ impl BatchHeader {
         self.attributes & ATTR_COMPRESSION_MASK
     }
 
-    pub fn is_transactional(&self) -> bool {
-        self.attributes & ATTR_TRANSACTIONAL != 0
-    }
-
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// Written by an idempotent (or transactional) producer: carries a producer id and sequence.
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0 && self.base_sequence >= 0 && !self.is_control()
+    }
+
+    /// Sequence number of the batch's last record (sequences wrap at `i32::MAX`).
+    pub fn last_sequence(&self) -> i32 {
+        let last = self.base_sequence as i64 + self.last_offset_delta as i64;
+        if last > i32::MAX as i64 {
+            (last - i32::MAX as i64 - 1) as i32
+        } else {
+            last as i32
+        }
     }
 }
 
@@ -105,7 +121,6 @@ pub struct BatchesSummary {
     /// Sum of `last_offset_delta + 1` over all batches: how many offsets the append takes.
     pub offset_count: i64,
     pub max_timestamp: i64,
-    pub producer_id: i64,
 }
 
 /// Validates every batch in `buf` (one produce partition payload): whole batches only, magic 2,
@@ -119,7 +134,6 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSum
         batch_count: 0,
         offset_count: 0,
         max_timestamp: -1,
-        producer_id: -1,
     };
     while pos < buf.len() {
         let rest = &buf[pos..];
@@ -161,7 +175,6 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSum
         summary.batch_count += 1;
         summary.offset_count += header.last_offset_delta as i64 + 1;
         summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
-        summary.producer_id = header.producer_id;
         pos += header.total_bytes;
     }
     Ok(summary)

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod index;
 pub mod partition;
+pub mod producer_state;
 pub mod segment;
 pub mod store;
 

@@ -10,6 +10,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::Notify;
 
 use super::batch::{self, BatchHeader};
+use super::producer_state::{ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
 
 /// Per-partition storage settings (from the topic's configs over the broker defaults).
@@ -59,12 +60,15 @@ pub enum LogError {
     },
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    Sequence(#[from] SequenceError),
 }
 
 struct LogState {
     /// Ordered by base offset; never empty; the last one is active.
     segments: Vec<Segment>,
     log_start_offset: i64,
+    producers: ProducerStates,
 }
 
 impl LogState {
@@ -102,6 +106,7 @@ impl PartitionLog {
             state: Mutex::new(LogState {
                 segments: vec![Segment::new_in_memory(0, now_ms())],
                 log_start_offset: 0,
+                producers: ProducerStates::default(),
             }),
             appended: Notify::new(),
             dir: None,
@@ -126,10 +131,15 @@ impl PartitionLog {
         }
         let now = now_ms();
         let mut segments = Vec::with_capacity(bases.len());
+        let mut producers = ProducerStates::default();
         let last = bases.len() - 1;
         for (i, base) in bases.into_iter().enumerate() {
             let mut segment = Segment::open_on_disk(dir, base, now)?;
-            let report = segment.recover(i == last, config.index_interval_bytes)?;
+            let report = segment.recover(i == last, config.index_interval_bytes, &mut |h| {
+                if h.is_idempotent() {
+                    producers.record(h);
+                }
+            })?;
             if report.truncated_bytes > 0 {
                 tracing::warn!(
                     dir = %dir.display(),
@@ -146,6 +156,7 @@ impl PartitionLog {
             state: Mutex::new(LogState {
                 segments,
                 log_start_offset,
+                producers,
             }),
             appended: Notify::new(),
             dir: Some(dir.to_path_buf()),
@@ -156,7 +167,9 @@ impl PartitionLog {
     fn lock(&self) -> MutexGuard<'_, LogState> {
         // A panic while holding the lock cannot leave the state half-written in a way that
         // matters more than refusing all further service, so recover the guard.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Notified after every append; fetches wait on it for new data.
@@ -178,7 +191,8 @@ impl PartitionLog {
     }
 
     /// Appends validated batches (see [`batch::validate_batches`]), assigning their offsets.
-    /// With `log_append_time_ms`, stamps them with that time first.
+    /// With `log_append_time_ms`, stamps them with that time first. A retried idempotent batch
+    /// is not appended again: its original offsets are returned.
     pub fn append(
         &self,
         batches: &mut [u8],
@@ -189,6 +203,21 @@ impl PartitionLog {
         }
         let info = {
             let mut state = self.lock();
+            let idempotent: Vec<BatchHeader> =
+                headers(batches).filter(|h| h.is_idempotent()).collect();
+            for h in &idempotent {
+                if let SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } = state.producers.check(h)?
+                {
+                    return Ok(AppendInfo {
+                        base_offset,
+                        last_offset,
+                        log_start_offset: state.log_start_offset,
+                    });
+                }
+            }
             self.maybe_roll(&mut state, batches.len() as u64)?;
             let base_offset = state.log_end_offset();
             let next = batch::assign_offsets(batches, base_offset);
@@ -199,6 +228,11 @@ impl PartitionLog {
                 return Err(e.into());
             }
             debug_assert_eq!(active.next_offset, next);
+            if !idempotent.is_empty() {
+                for h in headers(batches).filter(|h| h.is_idempotent()) {
+                    state.producers.record(&h);
+                }
+            }
             AppendInfo {
                 base_offset,
                 last_offset: next - 1,
@@ -212,8 +246,8 @@ impl PartitionLog {
     fn maybe_roll(&self, state: &mut LogState, incoming_bytes: u64) -> io::Result<()> {
         let now = now_ms();
         let active = state.active();
-        let full = active.size_bytes > 0
-            && active.size_bytes + incoming_bytes > self.config.segment_bytes;
+        let full =
+            active.size_bytes > 0 && active.size_bytes + incoming_bytes > self.config.segment_bytes;
         let old = active.size_bytes > 0 && now - active.created_ms >= self.config.segment_ms;
         if !(full || old) {
             return Ok(());
@@ -298,17 +332,20 @@ impl PartitionLog {
     /// The first offset whose record timestamp is ≥ `timestamp`, with that timestamp
     /// (ListOffsets by time). `None` when every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
-        let (store, start, size) = {
-            let state = self.lock();
-            let Some(s) = state
-                .segments
-                .iter()
-                .find(|s| s.max_timestamp >= timestamp && s.next_offset > state.log_start_offset)
-            else {
-                return Ok(None);
+        let (store, start, size) =
+            {
+                let state = self.lock();
+                let Some(s) = state.segments.iter().find(|s| {
+                    s.max_timestamp >= timestamp && s.next_offset > state.log_start_offset
+                }) else {
+                    return Ok(None);
+                };
+                (
+                    s.store.clone(),
+                    s.scan_start_for_time(timestamp),
+                    s.size_bytes,
+                )
             };
-            (s.store.clone(), s.scan_start_for_time(timestamp), s.size_bytes)
-        };
         let mut window = Window::default();
         let mut pos = start;
         while let Some(h) = window.header(store.as_ref(), pos, size)? {
@@ -329,7 +366,13 @@ impl PartitionLog {
                 .segments
                 .iter()
                 .filter(|s| s.max_timestamp_batch_offset >= 0)
-                .reduce(|best, s| if s.max_timestamp > best.max_timestamp { s } else { best })
+                .reduce(|best, s| {
+                    if s.max_timestamp > best.max_timestamp {
+                        s
+                    } else {
+                        best
+                    }
+                })
             else {
                 return Ok(None);
             };
@@ -373,6 +416,16 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+/// The headers of the whole batches in `buf`.
+fn headers(buf: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let h = BatchHeader::parse(buf.get(pos..)?)?;
+        pos += h.total_bytes;
+        Some(h)
+    })
 }
 
 /// Decodes one stored batch and returns the first record whose timestamp satisfies `want`.
@@ -501,7 +554,10 @@ mod tests {
         let mut b = encode_batch(2, Compression::None, 5);
         log.append(&mut b, Some(777)).unwrap();
         let read = log.read(0, 1 << 20, true).unwrap();
-        assert_eq!(BatchHeader::parse(&read.records).unwrap().max_timestamp, 777);
+        assert_eq!(
+            BatchHeader::parse(&read.records).unwrap().max_timestamp,
+            777
+        );
         assert_eq!(log.max_timestamp_offset().unwrap(), Some((0, 777)));
     }
 }

@@ -98,6 +98,7 @@ impl Segment {
         &mut self,
         check_crc: bool,
         index_interval_bytes: u64,
+        on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<RecoveryReport> {
         let stored = self.store.len()?;
         let mut pos = 0u64;
@@ -117,6 +118,7 @@ impl Segment {
                 }
             }
             self.track_batch_indexed(&header, pos, index_interval_bytes)?;
+            on_batch(&header);
             self.size_bytes = pos + header.total_bytes as u64;
             pos += header.total_bytes as u64;
             batches += 1;

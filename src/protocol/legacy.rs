@@ -9,13 +9,21 @@ use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::protocol::Decodable;
 
 /// Decodes a v0-2 produce body and returns the framed error response (`None` for acks=0).
-pub fn refuse_old_produce(body: Bytes, version: i16, correlation_id: i32) -> anyhow::Result<Option<Bytes>> {
+pub fn refuse_old_produce(
+    body: Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<Option<Bytes>> {
     let mut prefixed = BytesMut::with_capacity(body.len() + 2);
     prefixed.put_i16(-1);
     prefixed.extend_from_slice(&body);
     let mut prefixed = prefixed.freeze();
     let req = super::guarded(|| ProduceRequest::decode(&mut prefixed, 3))?;
-    tracing::warn!(version, correlation_id, "refusing a produce request older than v3");
+    tracing::warn!(
+        version,
+        correlation_id,
+        "refusing a produce request older than v3"
+    );
     if req.acks == 0 {
         return Ok(None);
     }

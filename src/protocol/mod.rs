@@ -85,13 +85,24 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome 
         Ok(r) => r,
         Err(e) => return close_undecodable(&meta, peer, &e),
     };
-    let span = tracing::debug_span!("request", ?api_key, version, correlation_id, client_id = meta.client_id);
+    let span = tracing::debug_span!(
+        "request",
+        ?api_key,
+        version,
+        correlation_id,
+        client_id = meta.client_id
+    );
     let _enter = span.enter();
     let response = match dispatch(broker, request, version).await {
         Some(r) => r,
         None => return Outcome::NoResponse,
     };
-    encode(correlation_id, api_key.response_header_version(version), &response, version)
+    encode(
+        correlation_id,
+        api_key.response_header_version(version),
+        &response,
+        version,
+    )
 }
 
 fn close_undecodable(meta: &Meta<'_>, peer: &str, error: &anyhow::Error) -> Outcome {
@@ -114,7 +125,9 @@ async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, &r, version)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, &r)?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, &r, version).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version))
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(create_topics::handle(broker, &r, version))
         }
@@ -126,6 +139,9 @@ async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r))
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, &r, version))

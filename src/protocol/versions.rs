@@ -17,6 +17,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
@@ -56,6 +57,7 @@ mod tests {
                 (18, 0, 4),
                 (19, 2, 7),
                 (20, 1, 6),
+                (22, 0, 5),
                 (32, 1, 4),
                 (37, 0, 3),
                 (60, 0, 2),
@@ -75,14 +77,22 @@ mod tests {
             ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
             ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+            ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             other => panic!("no decoder range listed for {other:?}"),
         };
         for &(k, min, max) in SUPPORTED {
             let range = decodable(k);
-            let min = if k == ApiKey::Produce { PRODUCE_MIN_DECODABLE } else { min };
-            assert!(range.min <= min && max <= range.max, "{k:?} {min}-{max} vs {range}");
+            let min = if k == ApiKey::Produce {
+                PRODUCE_MIN_DECODABLE
+            } else {
+                min
+            };
+            assert!(
+                range.min <= min && max <= range.max,
+                "{k:?} {min}-{max} vs {range}"
+            );
         }
     }
 }

@@ -17,7 +17,12 @@ use crate::protocol::{self, Outcome};
 /// memory grows with the data actually received, never with the length a client claims).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) {
     let peer_name = peer.to_string();
     tracing::debug!(peer = %peer_name, "connection opened");
     let (mut reader, writer) = socket.into_split();
@@ -85,7 +90,11 @@ async fn read_frame(
     }
 }
 
-async fn write_responses(writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, peer: String) {
+async fn write_responses(
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    peer: String,
+) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(frame) = rx.recv().await {
         if let Err(e) = writer.write_all(&frame).await {

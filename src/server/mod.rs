@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::cluster::{self, NodeInfo, TopicRegistry};
 use crate::config::Config;
 use crate::handlers::Broker;
+use crate::txn::producer_ids::ProducerIdAllocator;
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -20,7 +21,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("bad listen address {0:?}: expected HOST:PORT")]
     Address(String),
     #[error("cannot open the data directory: {0}")]
@@ -39,7 +43,9 @@ fn listen_addrs(spec: &str) -> Result<Vec<SocketAddr>, StartError> {
     let (host, port) = spec
         .rsplit_once(':')
         .ok_or_else(|| StartError::Address(spec.to_string()))?;
-    let port: u16 = port.parse().map_err(|_| StartError::Address(spec.to_string()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| StartError::Address(spec.to_string()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host == "localhost" {
         return Ok(vec![
@@ -66,7 +72,10 @@ impl Server {
                 let addr = match listeners.last() {
                     Some(l) if is_localhost && i > 0 && addr.port() == 0 => {
                         let first: &TcpListener = l;
-                        SocketAddr::new(addr.ip(), first.local_addr().map(|a| a.port()).unwrap_or(0))
+                        SocketAddr::new(
+                            addr.ip(),
+                            first.local_addr().map(|a| a.port()).unwrap_or(0),
+                        )
                     }
                     _ => addr,
                 };
@@ -76,23 +85,35 @@ impl Server {
                     Err(e) if is_localhost && addr.is_ipv6() => {
                         tracing::warn!(%addr, error = %e, "IPv6 loopback unavailable; serving IPv4 only");
                     }
-                    Err(e) => return Err(StartError::Bind { addr: addr.to_string(), source: e }),
+                    Err(e) => {
+                        return Err(StartError::Bind {
+                            addr: addr.to_string(),
+                            source: e,
+                        })
+                    }
                 }
             }
         }
-        let first = listeners[0]
-            .local_addr()
-            .map_err(|e| StartError::Bind { addr: config.listen[0].clone(), source: e })?;
+        let first = listeners[0].local_addr().map_err(|e| StartError::Bind {
+            addr: config.listen[0].clone(),
+            source: e,
+        })?;
         let (host, port) = match &config.advertise {
             Some(spec) => {
                 let (h, p) = spec
                     .rsplit_once(':')
                     .ok_or_else(|| StartError::Address(spec.clone()))?;
                 let p: i32 = p.parse().map_err(|_| StartError::Address(spec.clone()))?;
-                (h.trim_start_matches('[').trim_end_matches(']').to_string(), p)
+                (
+                    h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                    p,
+                )
             }
             None => {
-                let host = config.listen[0].rsplit_once(':').map(|(h, _)| h).unwrap_or("localhost");
+                let host = config.listen[0]
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or("localhost");
                 let host = match host {
                     "" | "0.0.0.0" | "[::]" | "::" => "localhost",
                     h => h.trim_start_matches('[').trim_end_matches(']'),
@@ -100,19 +121,42 @@ impl Server {
                 (host.to_string(), first.port() as i32)
             }
         };
-        let cluster_id = cluster::resolve_cluster_id(&config).map_err(|e| StartError::Storage(e.to_string()))?;
-        let topics = TopicRegistry::open(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let cluster_id =
+            cluster::resolve_cluster_id(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let topics =
+            TopicRegistry::open(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let producer_ids =
+            ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
+                .map_err(|e| StartError::Storage(e.to_string()))?;
         let broker = Broker {
-            node: NodeInfo { node_id: config.node_id, host, port, cluster_id },
+            node: NodeInfo {
+                node_id: config.node_id,
+                host,
+                port,
+                cluster_id,
+            },
             topics,
+            producer_ids,
             config,
         };
-        Ok(Server { listeners, broker: Arc::new(broker), started })
+        Ok(Server {
+            listeners,
+            broker: Arc::new(broker),
+            started,
+        })
     }
 
     /// The addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The broker state behind the listeners (tests drive the protocol layer with it).
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
     }
 
     /// The line printed once the broker accepts connections.
@@ -152,7 +196,10 @@ impl Server {
         }
         // Every connection holds a permit until it ends: wait for all of them to come back.
         let max = self.broker.config.max_connections as u32;
-        if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max)).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max))
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still open after the grace period; closing anyway");
         }
         if let Err(e) = self.broker.topics.sync_all() {

@@ -26,7 +26,7 @@ pub fn handle(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePartition
                     format!("The topic '{name}' does not exist."),
                 );
             };
-            if let Some(assignments) = &t.assignments {
+            if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {
                 let added = (t.count - topic.partition_count()).max(0) as usize;
                 let valid = assignments.len() == added
                     && assignments

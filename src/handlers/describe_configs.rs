@@ -212,9 +212,9 @@ pub fn handle(
                     entries
                         .into_iter()
                         .filter(|e| {
-                            r.configuration_keys
-                                .as_ref()
-                                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
+                            r.configuration_keys.as_ref().is_none_or(|keys| {
+                                keys.is_empty() || keys.iter().any(|k| k.as_str() == e.name)
+                            })
                         })
                         .map(|e| {
                             describe_entry(

@@ -13,6 +13,13 @@ pub fn handle(broker: &Broker, req: &InitProducerIdRequest) -> InitProducerIdRes
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| id.0.is_empty())
+    {
+        return failed(ResponseError::InvalidRequest);
+    }
     if req.transactional_id.is_some() {
         tracing::info!(
             "refusing InitProducerId with a transactional id: transactions are not supported yet"

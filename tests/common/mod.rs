@@ -75,6 +75,15 @@ pub struct Client {
 
 /// Frames a request: size prefix, header, body.
 pub fn encode_request<R: Request>(req: &R, version: i16, correlation_id: i32) -> Vec<u8> {
+    try_encode_request(req, version, correlation_id).expect("request encodes")
+}
+
+/// As [`encode_request`], `None` when the request cannot be encoded at `version`.
+pub fn try_encode_request<R: Request>(
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+) -> Option<Vec<u8>> {
     let api_key = ApiKey::try_from(R::KEY).expect("known key");
     let header = RequestHeader::default()
         .with_request_api_key(R::KEY)
@@ -85,11 +94,11 @@ pub fn encode_request<R: Request>(req: &R, version: i16, correlation_id: i32) ->
     buf.put_i32(0);
     header
         .encode(&mut buf, api_key.request_header_version(version))
-        .expect("header encodes");
-    req.encode(&mut buf, version).expect("request encodes");
+        .ok()?;
+    req.encode(&mut buf, version).ok()?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    buf.to_vec()
+    Some(buf.to_vec())
 }
 
 impl Client {

@@ -1,0 +1,578 @@
+//! The Kafka APIs end to end through the wire protocol, against an in-process broker.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{batch, Client, TestBroker};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use ottla::config::Config;
+use uuid::Uuid;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.into()))
+}
+
+fn produce(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+fn fetch(topic: &str, id: Uuid, offset: i64, max_wait_ms: i32, min_bytes: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_topic_id(id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+fn values_of(records: &Bytes) -> Vec<(i64, Vec<u8>)> {
+    let mut b = records.clone();
+    RecordBatchDecoder::decode_all(&mut b)
+        .expect("batches decode")
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| (r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()))
+        .collect()
+}
+
+async fn create(c: &mut Client, topic: &str, partitions: i32) -> CreateTopicsResponse {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(1000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)]);
+    c.send(&req, 7).await
+}
+
+#[tokio::test]
+async fn produce_then_fetch_every_codec_byte_for_byte() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "codecs", 1).await;
+    let codecs = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    let mut expected = Vec::new();
+    for (i, codec) in codecs.into_iter().enumerate() {
+        let values: Vec<Vec<u8>> = (0..10).map(|j| format!("v{i}-{j}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+        let r = c
+            .send(&produce("codecs", 0, -1, batch(&refs, codec)), 9)
+            .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, i as i64 * 10));
+        expected.extend(values);
+    }
+    for version in [4, 11, 12, 13, 17] {
+        let id = broker.broker.topics.get("codecs").unwrap().id;
+        let r = c.send(&fetch("codecs", id, 0, 0, 0), version).await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch v{version}");
+        assert_eq!(p.high_watermark, 50);
+        let got = values_of(p.records.as_ref().unwrap());
+        assert_eq!(got.len(), 50, "fetch v{version}");
+        for (i, (offset, value)) in got.iter().enumerate() {
+            assert_eq!(*offset, i as i64);
+            assert_eq!(value, &expected[i]);
+        }
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn fetch_starts_at_the_batch_holding_the_offset_and_reports_out_of_range() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "t", 1).await;
+    for _ in 0..3 {
+        c.send(
+            &produce("t", 0, 1, batch(&[b"a", b"b", b"c"], Compression::None)),
+            9,
+        )
+        .await;
+    }
+    let r = c.send(&fetch("t", Uuid::nil(), 4, 0, 0), 12).await;
+    let got = values_of(r.responses[0].partitions[0].records.as_ref().unwrap());
+    assert_eq!(
+        got.first().map(|g| g.0),
+        Some(3),
+        "whole batch containing offset 4"
+    );
+    let r = c.send(&fetch("t", Uuid::nil(), 10, 0, 0), 12).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, ResponseError::OffsetOutOfRange.code());
+    assert_eq!((p.high_watermark, p.log_start_offset), (9, 0));
+    let r = c.send(&fetch("nope", Uuid::nil(), 0, 0, 0), 12).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let r = c.send(&fetch("", Uuid::new_v4(), 0, 0, 0), 13).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn long_poll_is_woken_by_produce() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "lp", 1).await;
+    let addr = broker.addr;
+    let waiter = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        let started = Instant::now();
+        let r = c.send(&fetch("lp", Uuid::nil(), 0, 20_000, 1), 12).await;
+        (started.elapsed(), r)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send(
+        &produce("lp", 0, 1, batch(&[b"wake"], Compression::None)),
+        9,
+    )
+    .await;
+    let (elapsed, r) = waiter.await.unwrap();
+    assert_eq!(
+        values_of(r.responses[0].partitions[0].records.as_ref().unwrap()),
+        vec![(0, b"wake".to_vec())]
+    );
+    // Woken by the append, not by the 20 s timeout (a generous bound: this is not a timing test).
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "fetch waited {elapsed:?}"
+    );
+
+    // Nothing arrives: the fetch answers empty when max_wait passes.
+    let r = c.send(&fetch("lp", Uuid::nil(), 1, 100, 1), 12).await;
+    assert!(r.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn acks_zero_gets_no_response() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "a0", 1).await;
+    let frame = common::encode_request(
+        &produce("a0", 0, 0, batch(&[b"x"], Compression::None)),
+        9,
+        100,
+    );
+    c.write_raw(&frame).await.unwrap();
+    // The next answer on the connection is the metadata response, not a produce response.
+    let r = c
+        .send(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(r.topics.len(), 1);
+    let log = broker
+        .broker
+        .topics
+        .get("a0")
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    assert_eq!(log.log_end_offset(), 1);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn metadata_auto_creates_and_reports_ids() {
+    let broker = TestBroker::start(Config {
+        memory: true,
+        num_partitions: 3,
+        ..Config::default()
+    })
+    .await;
+    let mut c = broker.client().await;
+    for version in [0, 1, 4, 9, 10, 12, 13] {
+        let topic = format!("auto-{version}");
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(&topic)))
+            ]))
+            .with_allow_auto_topic_creation(true);
+        let r = c.send(&req, version).await;
+        assert_eq!(r.topics[0].error_code, 0, "v{version}");
+        assert_eq!(r.topics[0].partitions.len(), 3);
+        assert_eq!(r.brokers[0].port, broker.addr.port() as i32);
+        if version >= 10 {
+            assert_eq!(
+                r.topics[0].topic_id,
+                broker.broker.topics.get(&topic).unwrap().id
+            );
+        }
+        if version >= 2 {
+            assert_eq!(
+                r.cluster_id.as_deref(),
+                Some(broker.broker.node.cluster_id.as_str())
+            );
+        }
+    }
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("no-auto")))
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let r = c.send(&req, 12).await;
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("bad/name")))
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let r = c.send(&req, 12).await;
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    let r = c
+        .send(&MetadataRequest::default().with_topics(Some(vec![])), 12)
+        .await;
+    assert!(r.topics.is_empty(), "v1+: empty list means no topics");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn create_delete_partitions_and_configs() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let r = create(&mut c, "t1", 2).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(r.topics[0].num_partitions, 2);
+    assert_eq!(
+        create(&mut c, "t1", 2).await.topics[0].error_code,
+        ResponseError::TopicAlreadyExists.code()
+    );
+    assert_eq!(
+        create(&mut c, "t2", 0).await.topics[0].error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+
+    let rf3 = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("rf3"))
+        .with_num_partitions(1)
+        .with_replication_factor(3)]);
+    let r = c.send(&rf3, 7).await;
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::InvalidReplicationFactor.code()
+    );
+
+    let with_configs = |validate_only: bool, value: &str| {
+        CreateTopicsRequest::default()
+            .with_validate_only(validate_only)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name("cfg"))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_string(value.into())))])])
+    };
+    let r = c.send(&with_configs(false, "soon"), 7).await;
+    assert_eq!(r.topics[0].error_code, ResponseError::InvalidConfig.code());
+    let r = c.send(&with_configs(true, "12345"), 7).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    assert!(
+        broker.broker.topics.get("cfg").is_none(),
+        "validate_only creates nothing"
+    );
+    let r = c.send(&with_configs(false, "12345"), 7).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    let shown = r.topics[0].configs.as_ref().unwrap();
+    assert!(shown
+        .iter()
+        .any(|e| e.name.as_str() == "retention.ms" && e.value.as_deref() == Some("12345")));
+
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("cfg"))
+            .with_configuration_keys(Some(vec![
+                StrBytes::from_static_str("retention.ms"),
+                StrBytes::from_static_str("segment.bytes"),
+            ])),
+        DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str("1")),
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("missing")),
+    ]);
+    let r = c.send(&describe, 4).await;
+    let topic = &r.results[0];
+    assert_eq!(topic.configs.len(), 2);
+    let retention = topic
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "retention.ms")
+        .unwrap();
+    assert_eq!(
+        (retention.value.as_deref(), retention.config_source),
+        (Some("12345"), 1)
+    );
+    let segment = topic
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "segment.bytes")
+        .unwrap();
+    assert_eq!(
+        (segment.value.as_deref(), segment.config_source),
+        (Some("1073741824"), 5)
+    );
+    assert!(r.results[1]
+        .configs
+        .iter()
+        .any(|e| e.name.as_str() == "num.partitions"));
+    assert_eq!(
+        r.results[2].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    let grow = |count| {
+        CreatePartitionsRequest::default().with_topics(vec![
+            kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(name("t1"))
+                .with_count(count),
+        ])
+    };
+    assert_eq!(c.send(&grow(4), 3).await.results[0].error_code, 0);
+    assert_eq!(broker.broker.topics.get("t1").unwrap().partition_count(), 4);
+    assert_eq!(
+        c.send(&grow(3), 3).await.results[0].error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+
+    let id = broker.broker.topics.get("cfg").unwrap().id;
+    let del = DeleteTopicsRequest::default().with_topics(vec![
+        DeleteTopicState::default().with_topic_id(id),
+        DeleteTopicState::default().with_name(Some(name("t1"))),
+        DeleteTopicState::default().with_name(Some(name("ghost"))),
+    ]);
+    let r = c.send(&del, 6).await;
+    let codes: Vec<i16> = r.responses.iter().map(|x| x.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![0, 0, ResponseError::UnknownTopicOrPartition.code()]
+    );
+    assert!(broker.broker.topics.list().is_empty());
+    let r = c
+        .send(
+            &DeleteTopicsRequest::default().with_topic_names(vec![name("t1")]),
+            5,
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn list_offsets_earliest_latest_and_by_time() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "lo", 1).await;
+    // batch() stamps records 1_700_000_000_000 + i.
+    c.send(
+        &produce("lo", 0, 1, batch(&[b"a", b"b", b"c"], Compression::None)),
+        9,
+    )
+    .await;
+    c.send(
+        &produce("lo", 0, 1, batch(&[b"d", b"e"], Compression::Gzip)),
+        9,
+    )
+    .await;
+    let ask = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("lo"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(ts)])])
+    };
+    let t0 = 1_700_000_000_000;
+    for version in [1, 4, 7, 10] {
+        let mut q = async |ts: i64| {
+            let r = c.send(&ask(ts), version).await;
+            let p = r.topics[0].partitions[0].clone();
+            (p.error_code, p.offset, p.timestamp)
+        };
+        assert_eq!(q(-1).await, (0, 5, -1), "latest v{version}");
+        assert_eq!(q(-2).await, (0, 0, -1), "earliest v{version}");
+        assert_eq!(q(t0 + 1).await, (0, 1, t0 + 1), "by time v{version}");
+        assert_eq!(q(t0 + 2).await, (0, 2, t0 + 2));
+        assert_eq!(q(t0 + 3).await, (0, -1, -1), "nothing that new");
+        if version >= 7 {
+            assert_eq!(q(-3).await, (0, 2, t0 + 2), "max timestamp v{version}");
+        }
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_retries_are_not_duplicated() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "idem", 1).await;
+    let init = c
+        .send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    let stamped = |seq: i32, epoch: i16| {
+        let mut b = batch(&[b"x", b"y"], Compression::None).to_vec();
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    };
+    let send = |seq, epoch| produce("idem", 0, -1, stamped(seq, epoch));
+    let first = c.send(&send(0, 0), 9).await.responses[0].partition_responses[0].clone();
+    let retry = c.send(&send(0, 0), 9).await.responses[0].partition_responses[0].clone();
+    assert_eq!((first.error_code, first.base_offset), (0, 0));
+    assert_eq!(
+        (retry.error_code, retry.base_offset),
+        (0, 0),
+        "retry answered with the original offset"
+    );
+    let gap = c.send(&send(5, 0), 9).await.responses[0].partition_responses[0].clone();
+    assert_eq!(
+        gap.error_code,
+        ResponseError::OutOfOrderSequenceNumber.code()
+    );
+    let next = c.send(&send(2, 0), 9).await.responses[0].partition_responses[0].clone();
+    assert_eq!((next.error_code, next.base_offset), (0, 2));
+    let bumped = c.send(&send(0, 1), 9).await.responses[0].partition_responses[0].clone();
+    assert_eq!(bumped.error_code, 0);
+    let stale = c.send(&send(4, 0), 9).await.responses[0].partition_responses[0].clone();
+    assert_eq!(stale.error_code, ResponseError::InvalidProducerEpoch.code());
+    let log = broker
+        .broker
+        .topics
+        .get("idem")
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    assert_eq!(log.log_end_offset(), 6);
+    let txn = c
+        .send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx")))),
+            4,
+        )
+        .await;
+    assert_ne!(txn.error_code, 0, "transactions are not served yet");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn disk_data_and_topics_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let broker = TestBroker::start(config.clone()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "durable", 2).await;
+    let log_time = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("lat"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("message.timestamp.type"))
+            .with_value(Some(StrBytes::from_static_str("LogAppendTime")))])]);
+    assert_eq!(c.send(&log_time, 7).await.topics[0].error_code, 0);
+    let r = c
+        .send(&produce("lat", 0, 1, batch(&[b"t"], Compression::None)), 9)
+        .await;
+    let stamped = r.responses[0].partition_responses[0].log_append_time_ms;
+    assert!(stamped > 0, "LogAppendTime topics report the append time");
+    for i in 0..20u8 {
+        c.send(
+            &produce(
+                "durable",
+                (i % 2) as i32,
+                -1,
+                batch(&[&[i; 100]], Compression::Lz4),
+            ),
+            9,
+        )
+        .await;
+    }
+    let id = broker.broker.topics.get("durable").unwrap().id;
+    let cluster_id = broker.broker.node.cluster_id.clone();
+    drop(c);
+    broker.stop().await;
+
+    let broker = TestBroker::start(config).await;
+    assert_eq!(broker.broker.node.cluster_id, cluster_id);
+    let t = broker.broker.topics.get("durable").unwrap();
+    assert_eq!((t.id, t.partition_count()), (id, 2));
+    let mut c = broker.client().await;
+    let r = c.send(&fetch("durable", id, 0, 0, 0), 13).await;
+    let got = values_of(r.responses[0].partitions[0].records.as_ref().unwrap());
+    let want: Vec<(i64, Vec<u8>)> = (0..10u8).map(|j| (j as i64, vec![j * 2; 100])).collect();
+    assert_eq!(got, want);
+    let r = c.send(&fetch("lat", Uuid::nil(), 0, 0, 0), 12).await;
+    let records = r.responses[0].partitions[0].records.clone().unwrap();
+    let header = ottla::log::batch::BatchHeader::parse(&records).unwrap();
+    assert_eq!(header.max_timestamp, stamped);
+    assert_ne!(
+        header.attributes & 0x08,
+        0,
+        "timestamp type is LogAppendTime"
+    );
+    broker.stop().await;
+}

@@ -100,7 +100,7 @@ impl Segment {
         index_interval_bytes: u64,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<RecoveryReport> {
-        let stored = self.store.len()?;
+        let stored = self.store.stored_bytes()?;
         let mut pos = 0u64;
         let mut batches = 0;
         let mut window = Window::default();
@@ -135,7 +135,7 @@ impl Segment {
 
     /// Appends validated, offset-assigned batches. `buf` starts at `self.next_offset`.
     pub fn append(&mut self, buf: &[u8], index_interval_bytes: u64) -> io::Result<()> {
-        self.store.write_at(self.size_bytes, &[buf])?;
+        self.store.write_at(self.size_bytes, buf)?;
         let mut pos = 0usize;
         while let Some(header) = BatchHeader::parse(&buf[pos..]) {
             self.track_batch_indexed(&header, self.size_bytes + pos as u64, index_interval_bytes)?;

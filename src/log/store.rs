@@ -13,16 +13,16 @@ use bytes::Bytes;
 
 /// Append-only byte storage of one segment. Positions are byte offsets from the start.
 pub trait SegmentStore: Send + Sync {
-    /// Writes `parts` back to back at `pos` (the current end).
-    fn write_at(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()>;
+    /// Writes `data` at `pos` (the current end).
+    fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
     /// Reads exactly `len` bytes at `pos`.
     fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     /// Makes everything written so far durable.
     fn sync(&self) -> io::Result<()>;
     /// Cuts the store to `len` bytes (recovery of a torn tail).
     fn truncate(&self, len: u64) -> io::Result<()>;
-    /// Current length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    /// Bytes currently stored.
+    fn stored_bytes(&self) -> io::Result<u64>;
 }
 
 /// A segment's `.log` file. Reads and writes are positional (`pread`/`pwrite`), so readers
@@ -44,12 +44,8 @@ impl FileStore {
 }
 
 impl SegmentStore for FileStore {
-    fn write_at(&self, mut pos: u64, parts: &[&[u8]]) -> io::Result<()> {
-        for part in parts {
-            self.file.write_all_at(part, pos)?;
-            pos += part.len() as u64;
-        }
-        Ok(())
+    fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, pos)
     }
 
     fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
@@ -66,7 +62,7 @@ impl SegmentStore for FileStore {
         self.file.set_len(len)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn stored_bytes(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 }
@@ -84,12 +80,10 @@ impl MemStore {
 }
 
 impl SegmentStore for MemStore {
-    fn write_at(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
-        let mut data = self.data.write().map_err(|_| Self::poisoned())?;
-        data.truncate(pos as usize);
-        for part in parts {
-            data.extend_from_slice(part);
-        }
+    fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        let mut stored = self.data.write().map_err(|_| Self::poisoned())?;
+        stored.truncate(pos as usize);
+        stored.extend_from_slice(data);
         Ok(())
     }
 
@@ -115,7 +109,7 @@ impl SegmentStore for MemStore {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn stored_bytes(&self) -> io::Result<u64> {
         Ok(self.data.read().map_err(|_| Self::poisoned())?.len() as u64)
     }
 }

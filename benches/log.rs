@@ -1,0 +1,80 @@
+//! Micro-benchmarks of the produce/fetch hot paths in the log layer:
+//! batch validation (CRC32C), append (offset patch + store write + index), read.
+//! Run: `cargo bench --bench log`.
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use ottla::log::batch::validate_batches;
+use ottla::log::{LogConfig, PartitionLog};
+
+/// One batch of `n` records of `size` bytes each.
+fn batch(n: usize, size: usize) -> Vec<u8> {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(vec![b'x'; size].into()),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.to_vec()
+}
+
+fn benches(c: &mut Criterion) {
+    let b = batch(160, 100); // ~16 KB, a typical librdkafka batch
+    let mut g = c.benchmark_group("log");
+    g.throughput(Throughput::Bytes(b.len() as u64));
+    g.bench_function("validate_16k_batch", |bench| {
+        bench.iter(|| validate_batches(&b, 1 << 20).expect("valid"))
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = PartitionLog::open(dir.path(), LogConfig::default()).expect("open");
+    g.bench_function("append_16k_disk", |bench| {
+        bench.iter(|| {
+            let mut copy = b.clone();
+            disk.append(&mut copy, None).expect("append")
+        })
+    });
+    let mem = PartitionLog::in_memory(LogConfig {
+        segment_bytes: 64 << 20,
+        ..LogConfig::default()
+    });
+    for _ in 0..2000 {
+        mem.append(&mut b.clone(), None).expect("append");
+    }
+    let end = mem.log_end_offset();
+    let mut offset = 0;
+    g.throughput(Throughput::Bytes(1 << 20));
+    g.bench_function("read_1mb_memory", |bench| {
+        bench.iter(|| {
+            offset = (offset + 7919) % end;
+            mem.read(offset, 1 << 20, true).expect("read")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(log_benches, benches);
+criterion_main!(log_benches);

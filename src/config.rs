@@ -102,8 +102,19 @@ impl Config {
             }
             None => figment.merge(Toml::file("ottla.toml")),
         };
+        // Only OTTLA_* variables that name a setting are read: other tools (test harnesses,
+        // scripts) share the prefix, and a typo in a variable must not stop the broker.
+        let settings: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = Env::prefixed("OTTLA_").filter(move |key| {
+            settings
+                .iter()
+                .any(|s| key.as_str().eq_ignore_ascii_case(s))
+        });
         let config: Config = figment
-            .merge(Env::prefixed("OTTLA_"))
+            .merge(env)
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -163,6 +174,7 @@ mod tests {
             )?;
             jail.set_env("OTTLA_NODE_ID", "8");
             jail.set_env("OTTLA_AUTO_CREATE_TOPICS", "false");
+            jail.set_env("OTTLA_BOOTSTRAP", "not-a-setting:1");
             let mut flags = BTreeMap::new();
             flags.insert("num_partitions", 5);
             let c = Config::load(None, &flags).expect("config");

@@ -113,6 +113,12 @@ fn seeds() -> Vec<Vec<u8>> {
         DescribeClusterRequest::default(),
         range(ApiKey::DescribeCluster),
     );
+    let paged = DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![
+            describe_topic_partitions_request::TopicRequest::default().with_name(topic.clone()),
+        ])
+        .with_response_partition_limit(1);
+    push(&mut out, paged, range(ApiKey::DescribeTopicPartitions));
     out
 }
 

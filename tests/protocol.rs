@@ -576,3 +576,78 @@ async fn disk_data_and_topics_survive_restart() {
     );
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "dtp-b", 3).await;
+    create(&mut c, "dtp-a", 2).await;
+    let req = |topics: &[&str], limit: i32, cursor: Option<(&str, i32)>| {
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| TopicRequest::default().with_name(name(t)))
+                    .collect(),
+            )
+            .with_response_partition_limit(limit)
+            .with_cursor(cursor.map(|(t, p)| {
+                Cursor::default()
+                    .with_topic_name(name(t))
+                    .with_partition_index(p)
+            }))
+    };
+    let pages = |r: &DescribeTopicPartitionsResponse| {
+        r.topics
+            .iter()
+            .map(|t| {
+                let ps: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+                (t.name.as_ref().unwrap().0.to_string(), t.error_code, ps)
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Sorted by name, the unknown topic reported, one page with everything.
+    let all = c
+        .send(&req(&["dtp-b", "nope", "dtp-a"], 100, None), 0)
+        .await;
+    assert_eq!(
+        pages(&all),
+        vec![
+            ("dtp-a".into(), 0, vec![0, 1]),
+            ("dtp-b".into(), 0, vec![0, 1, 2]),
+            ("nope".into(), 3, vec![]),
+        ]
+    );
+    assert!(all.next_cursor.is_none());
+
+    // Three partitions per page: the cursor points at the first one left out.
+    let first = c.send(&req(&["dtp-a", "dtp-b"], 3, None), 0).await;
+    assert_eq!(
+        pages(&first),
+        vec![
+            ("dtp-a".into(), 0, vec![0, 1]),
+            ("dtp-b".into(), 0, vec![0])
+        ]
+    );
+    let cursor = first.next_cursor.expect("more to come");
+    assert_eq!(
+        (cursor.topic_name.0.as_str(), cursor.partition_index),
+        ("dtp-b", 1)
+    );
+    let second = c
+        .send(&req(&["dtp-a", "dtp-b"], 3, Some(("dtp-b", 1))), 0)
+        .await;
+    assert_eq!(pages(&second), vec![("dtp-b".into(), 0, vec![1, 2])]);
+    assert!(second.next_cursor.is_none());
+
+    // A cursor outside the requested topics fails the request.
+    let bad = c.send(&req(&["dtp-a"], 3, Some(("dtp-b", 0))), 0).await;
+    assert_eq!(
+        pages(&bad),
+        vec![("dtp-a".into(), ResponseError::InvalidRequest.code(), vec![])]
+    );
+    broker.stop().await;
+}

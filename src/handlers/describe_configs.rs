@@ -9,6 +9,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::{str_bytes, Broker, NONE};
 use crate::cluster::topic_config::{self, ConfigType, TopicOverrides, TOPIC_CONFIGS};
+use crate::cluster::NodeInfo;
 use crate::config::Config;
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -57,13 +58,32 @@ pub fn topic_entries(overrides: &TopicOverrides, broker: &Config) -> Vec<ConfigE
 }
 
 /// This broker's settings under their Kafka names.
-fn broker_entries(config: &Config) -> Vec<ConfigEntry> {
+fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
+    let listeners = config
+        .listen
+        .iter()
+        .map(|l| format!("PLAINTEXT://{l}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let advertised = format!("PLAINTEXT://{}:{}", node.host, node.port);
     let data_dir = if config.memory {
         "(memory)".to_string()
     } else {
         config.data_dir.display().to_string()
     };
     let rows: Vec<(&str, String, ConfigType, &'static str)> = vec![
+        (
+            "listeners",
+            listeners,
+            ConfigType::List,
+            "Addresses the broker listens on.",
+        ),
+        (
+            "advertised.listeners",
+            advertised,
+            ConfigType::List,
+            "Address given to clients in Metadata.",
+        ),
         (
             "node.id",
             config.node_id.to_string(),
@@ -197,7 +217,7 @@ pub fn handle(
                         format!("Unexpected broker id {name}"),
                     ))
                 }
-                RESOURCE_BROKER => Ok(broker_entries(&broker.config)),
+                RESOURCE_BROKER => Ok(broker_entries(&broker.config, &broker.node)),
                 RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
                 other => Err((
                     ResponseError::InvalidRequest,

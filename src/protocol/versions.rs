@@ -21,6 +21,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Lowest Produce version the decoder understands; below it only an error answer is given.
@@ -61,6 +62,7 @@ mod tests {
                 (32, 1, 4),
                 (37, 0, 3),
                 (60, 0, 2),
+                (75, 0, 0),
             ]
         );
     }
@@ -80,6 +82,7 @@ mod tests {
             ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
             other => panic!("no decoder range listed for {other:?}"),
         };
         for &(k, min, max) in SUPPORTED {

@@ -1,0 +1,5 @@
+from kafka import KafkaProducer
+
+producer = KafkaProducer(bootstrap_servers='localhost:9092')
+producer.send('test-topic', b'test-message')
+producer.flush()

@@ -1,0 +1,128 @@
+//! DescribeTopicPartitions (key 75, KIP-966): topics with their partitions, paginated by a
+//! partition limit and a cursor. Kafka 3.8+ admin clients describe topics with it.
+//!
+//! As in Kafka: topics are answered in name order (all topics when none are named), the cursor
+//! names the first topic and partition to describe and must be one of the requested topics, the
+//! page holds at most `response_partition_limit` partitions (capped by the broker), and
+//! `next_cursor` points at the first partition left out.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use kafka_protocol::messages::{DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse};
+use uuid::Uuid;
+
+use super::metadata::TOPIC_OPERATIONS_ALL;
+use super::{topic_name, Broker, NONE};
+
+/// Kafka's `max.request.partition.size.limit` default: the most partitions in one answer.
+pub const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
+
+pub fn handle(
+    broker: &Broker,
+    req: &DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
+    } else {
+        req.topics.iter().map(|t| t.name.0.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+
+    let (first_topic, mut first_partition) = match &req.cursor {
+        Some(c) => (Some(c.topic_name.0.to_string()), c.partition_index.max(0)),
+        None => (None, 0),
+    };
+    if let Some(first) = &first_topic {
+        if req.topics.is_empty() {
+            names.retain(|n| n >= first);
+        } else if !names.contains(first) {
+            // Kafka fails the whole request: every requested topic carries the error.
+            return DescribeTopicPartitionsResponse::default().with_topics(
+                names
+                    .into_iter()
+                    .map(|n| error_topic(n, ResponseError::InvalidRequest))
+                    .collect(),
+            );
+        } else {
+            names.retain(|n| n >= first);
+        }
+    }
+
+    let mut budget = if req.response_partition_limit > 0 {
+        req.response_partition_limit
+            .min(MAX_PARTITIONS_PER_RESPONSE)
+    } else {
+        MAX_PARTITIONS_PER_RESPONSE
+    };
+    let node = broker.node_id();
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names {
+        if budget == 0 {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(topic_name(name))
+                    .with_partition_index(0),
+            );
+            break;
+        }
+        let Some(topic) = broker.topics.get(&name) else {
+            topics.push(error_topic(name, ResponseError::UnknownTopicOrPartition));
+            continue;
+        };
+        let count = topic.partition_count();
+        let start = first_partition.min(count);
+        first_partition = 0;
+        let end = (start + budget).min(count);
+        budget -= end - start;
+        let partitions = (start..end)
+            .map(|p| {
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_error_code(NONE)
+                    .with_partition_index(p)
+                    .with_leader_id(node)
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new()))
+            })
+            .collect();
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_error_code(NONE)
+                .with_name(Some(topic_name(topic.name.clone())))
+                .with_topic_id(topic.id)
+                .with_is_internal(topic.is_internal())
+                .with_partitions(partitions)
+                .with_topic_authorized_operations(TOPIC_OPERATIONS_ALL),
+        );
+        if end < count {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(topic_name(topic.name.clone()))
+                    .with_partition_index(end),
+            );
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
+}
+
+fn error_topic(name: String, error: ResponseError) -> DescribeTopicPartitionsResponseTopic {
+    DescribeTopicPartitionsResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(Some(topic_name(name)))
+        .with_topic_id(Uuid::nil())
+        .with_topic_authorized_operations(i32::MIN)
+}

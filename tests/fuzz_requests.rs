@@ -104,7 +104,7 @@ fn seeds() -> Vec<Vec<u8>> {
     push(&mut out, describe, range(ApiKey::DescribeConfigs));
     let grow = CreatePartitionsRequest::default().with_topics(vec![
         create_partitions_request::CreatePartitionsTopic::default()
-            .with_name(topic)
+            .with_name(topic.clone())
             .with_count(3),
     ]);
     push(&mut out, grow, range(ApiKey::CreatePartitions));

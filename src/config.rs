@@ -49,6 +49,30 @@ pub struct Config {
     pub log_index_interval_bytes: u64,
     /// Default `message.timestamp.type` of topics: `CreateTime` or `LogAppendTime`.
     pub log_message_timestamp_type: String,
+    /// `interval`: acknowledged data sits in the page cache until the periodic flush (Kafka's
+    /// default); `always`: every acknowledged produce is fsynced first (group commit).
+    pub fsync: FsyncPolicy,
+    /// Default `flush.ms` of topics: unflushed data older than this is fsynced.
+    pub flush_interval_ms: i64,
+    /// Default `flush.messages` of topics: fsync before acknowledging once this many records
+    /// are unflushed (Kafka's `log.flush.interval.messages`; 1 is the same as `fsync = "always"`).
+    pub flush_messages: i64,
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
+    pub log_retention_check_interval_ms: u64,
+    /// How often the cleaner looks for compaction work (Kafka's `log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
+    /// Default `delete.retention.ms` of compacted topics.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// Default `min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+}
+
+/// See [`Config::fsync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    Interval,
+    Always,
 }
 
 impl Default for Config {
@@ -73,6 +97,13 @@ impl Default for Config {
             log_retention_bytes: -1,
             log_index_interval_bytes: 4096,
             log_message_timestamp_type: "CreateTime".to_string(),
+            fsync: FsyncPolicy::Interval,
+            flush_interval_ms: 1000,
+            flush_messages: i64::MAX,
+            log_retention_check_interval_ms: 5000,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
+            log_cleaner_min_compaction_lag_ms: 0,
         }
     }
 }
@@ -150,6 +181,14 @@ impl Config {
             "CreateTime" | "LogAppendTime"
         ) {
             return bad("log_message_timestamp_type must be CreateTime or LogAppendTime".into());
+        }
+        if self.flush_interval_ms < 1 || self.flush_messages < 1 {
+            return bad("flush_interval_ms and flush_messages must be ≥ 1".into());
+        }
+        if self.log_retention_check_interval_ms == 0 || self.log_cleaner_backoff_ms == 0 {
+            return bad(
+                "log_retention_check_interval_ms and log_cleaner_backoff_ms must be ≥ 1".into(),
+            );
         }
         if self.log_segment_bytes < 1024 || self.log_index_interval_bytes == 0 {
             return bad("log_segment_bytes must be ≥ 1024, log_index_interval_bytes ≥ 1".into());

@@ -61,6 +61,24 @@ struct Cli {
     #[arg(long, value_name = "ID")]
     #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<i32>,
+    /// When produced data is fsynced: `interval` (page cache, then every
+    /// flush_interval_ms) or `always` (before every acknowledgement, group-committed)
+    /// [default: interval].
+    #[arg(long, value_name = "interval|always")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fsync: Option<String>,
+    /// Periodic fsync of unflushed data, in ms (Kafka's log.flush.interval.ms) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flush_interval_ms: Option<i64>,
+    /// How often retention runs, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_retention_check_interval_ms: Option<u64>,
+    /// How often the log cleaner (compaction) runs, in ms [default: 15000].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_cleaner_backoff_ms: Option<u64>,
     /// Cluster id [default: generated once and kept in the data directory].
     #[arg(long, value_name = "ID")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,8 +5,36 @@
 pub mod topic_config;
 pub mod topics;
 
+use std::path::{Path, PathBuf};
+
 use crate::config::Config;
 pub use topics::{Topic, TopicError, TopicRegistry};
+
+/// `<data_dir>/meta/clean_shutdown`: written last by a graceful shutdown (after every log was
+/// synced), removed as soon as the next start has opened the logs. Its presence lets that
+/// start skip the recovery scan.
+pub fn clean_shutdown_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("meta").join("clean_shutdown")
+}
+
+/// Whether the previous run left the marker; it is removed (durably) by
+/// [`forget_clean_shutdown`] once the logs are open.
+pub fn was_clean_shutdown(data_dir: &Path) -> bool {
+    clean_shutdown_marker(data_dir).exists()
+}
+
+pub fn forget_clean_shutdown(data_dir: &Path) -> std::io::Result<()> {
+    let marker = clean_shutdown_marker(data_dir);
+    match std::fs::remove_file(&marker) {
+        Ok(()) => crate::log::fsutil::sync_dir(&data_dir.join("meta")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn mark_clean_shutdown(data_dir: &Path) -> std::io::Result<()> {
+    crate::log::fsutil::write_atomically(&clean_shutdown_marker(data_dir), b"clean\n")
+}
 
 /// This broker as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Config;
+use crate::config::{Config, FsyncPolicy};
 use crate::log::LogConfig;
 
 /// Kafka's config value types (DescribeConfigs `config_type`).
@@ -63,7 +63,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "cleanup.policy",
         T::List,
         "log.cleanup.policy",
-        StoredOnly,
+        Enforced,
         &["delete", "compact"],
         "Retention policy for old segments: delete and/or compact.",
     ),
@@ -79,7 +79,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "delete.retention.ms",
         T::Long,
         "log.cleaner.delete.retention.ms",
-        StoredOnly,
+        Enforced,
         &[],
         "How long tombstones are kept on compacted topics.",
     ),
@@ -95,7 +95,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "flush.messages",
         T::Long,
         "log.flush.interval.messages",
-        StoredOnly,
+        Enforced,
         &[],
         "Force an fsync after this many messages.",
     ),
@@ -103,7 +103,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "flush.ms",
         T::Long,
         "log.flush.interval.ms",
-        StoredOnly,
+        Enforced,
         &[],
         "Force an fsync after this much time.",
     ),
@@ -167,7 +167,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "min.compaction.lag.ms",
         T::Long,
         "log.cleaner.min.compaction.lag.ms",
-        StoredOnly,
+        Enforced,
         &[],
         "Shortest time a record stays uncompacted.",
     ),
@@ -191,7 +191,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "retention.bytes",
         T::Long,
         "log.retention.bytes",
-        StoredOnly,
+        Enforced,
         &[],
         "Largest size of a partition before old segments are deleted (-1: no limit).",
     ),
@@ -199,7 +199,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "retention.ms",
         T::Long,
         "log.retention.ms",
-        StoredOnly,
+        Enforced,
         &[],
         "Longest time a segment is kept (-1: forever).",
     ),
@@ -254,18 +254,22 @@ pub fn default_value(def: &TopicConfigDef, broker: &Config) -> String {
     match def.name {
         "cleanup.policy" => "delete".into(),
         "compression.type" => "producer".into(),
-        "delete.retention.ms" => "86400000".into(),
+        "delete.retention.ms" => broker.log_cleaner_delete_retention_ms.to_string(),
         "file.delete.delay.ms" => "60000".into(),
-        "flush.messages"
-        | "max.compaction.lag.ms"
+        "flush.messages" => match broker.fsync {
+            FsyncPolicy::Always => "1".into(),
+            FsyncPolicy::Interval => broker.flush_messages.to_string(),
+        },
+        "max.compaction.lag.ms"
         | "message.timestamp.after.max.ms"
         | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
-        "flush.ms" => i64::MAX.to_string(),
+        "flush.ms" => broker.flush_interval_ms.to_string(),
         "index.interval.bytes" => broker.log_index_interval_bytes.to_string(),
         "max.message.bytes" => broker.message_max_bytes.to_string(),
         "message.timestamp.type" => broker.log_message_timestamp_type.clone(),
         "min.cleanable.dirty.ratio" => "0.5".into(),
-        "min.compaction.lag.ms" | "segment.jitter.ms" => "0".into(),
+        "min.compaction.lag.ms" => broker.log_cleaner_min_compaction_lag_ms.to_string(),
+        "segment.jitter.ms" => "0".into(),
         "min.insync.replicas" => "1".into(),
         "preallocate" | "unclean.leader.election.enable" => "false".into(),
         "retention.bytes" => broker.log_retention_bytes.to_string(),
@@ -335,11 +339,25 @@ fn effective_i64(name: &str, overrides: &TopicOverrides, broker: &Config) -> i64
 
 /// The settings the log layer needs, resolved for one topic.
 pub fn log_config(overrides: &TopicOverrides, broker: &Config) -> LogConfig {
+    let policy_value = effective("cleanup.policy", overrides, broker).0;
+    let policy: Vec<&str> = policy_value.split(',').map(str::trim).collect();
     LogConfig {
         segment_bytes: effective_i64("segment.bytes", overrides, broker).max(14) as u64,
         segment_ms: effective_i64("segment.ms", overrides, broker).max(1),
         index_interval_bytes: effective_i64("index.interval.bytes", overrides, broker).max(1)
             as u64,
+        flush_messages: if broker.fsync == FsyncPolicy::Always {
+            1
+        } else {
+            effective_i64("flush.messages", overrides, broker).max(1)
+        },
+        flush_ms: effective_i64("flush.ms", overrides, broker).max(0),
+        retention_ms: effective_i64("retention.ms", overrides, broker),
+        retention_bytes: effective_i64("retention.bytes", overrides, broker),
+        cleanup_delete: policy.contains(&"delete"),
+        cleanup_compact: policy.contains(&"compact"),
+        delete_retention_ms: effective_i64("delete.retention.ms", overrides, broker).max(0),
+        min_compaction_lag_ms: effective_i64("min.compaction.lag.ms", overrides, broker).max(0),
     }
 }
 

@@ -53,11 +53,27 @@ struct TopicRecord {
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
-    pub configs: TopicOverrides,
+    configs: RwLock<Arc<TopicOverrides>>,
     partitions: RwLock<Vec<Arc<PartitionLog>>>,
 }
 
 impl Topic {
+    /// The topic's config overrides (AlterConfigs may replace them at any time).
+    pub fn configs(&self) -> Arc<TopicOverrides> {
+        self.configs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every partition's log.
+    pub fn partitions(&self) -> Vec<Arc<PartitionLog>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn partition(&self, index: i32) -> Option<Arc<PartitionLog>> {
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         usize::try_from(index)
@@ -82,7 +98,7 @@ impl Topic {
             name: self.name.clone(),
             id: self.id,
             partitions: self.partition_count(),
-            configs: self.configs.clone(),
+            configs: (*self.configs()).clone(),
         }
     }
 }
@@ -99,6 +115,8 @@ pub struct TopicRegistry {
     changes: Mutex<()>,
     data_dir: Option<PathBuf>,
     broker: Config,
+    /// The previous run shut down cleanly: logs are opened without a recovery scan.
+    clean_start: bool,
 }
 
 /// Checks a topic name against Kafka's rules.
@@ -127,14 +145,17 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
 }
 
 impl TopicRegistry {
-    /// Loads the registry: empty in memory mode, from `meta/topics.json` on disk.
-    pub fn open(broker: &Config) -> Result<TopicRegistry, TopicError> {
+    /// Loads the registry: empty in memory mode, from `meta/topics.json` on disk. With
+    /// `clean_start` (the previous run wrote its clean-shutdown marker) partition logs trust
+    /// their index files; otherwise they recover from their recovery points.
+    pub fn open(broker: &Config, clean_start: bool) -> Result<TopicRegistry, TopicError> {
         let data_dir = (!broker.memory).then(|| broker.data_dir.clone());
         let registry = TopicRegistry {
             index: RwLock::default(),
             changes: Mutex::new(()),
             data_dir,
             broker: broker.clone(),
+            clean_start,
         };
         if let Some(dir) = &registry.data_dir {
             let path = meta_file(dir);
@@ -176,7 +197,7 @@ impl TopicRegistry {
     ) -> Result<Arc<PartitionLog>, TopicError> {
         let config = topic_config::log_config(configs, &self.broker);
         Ok(Arc::new(match self.partition_dir(topic, partition) {
-            Some(dir) => PartitionLog::open(&dir, config)?,
+            Some(dir) => PartitionLog::open(&dir, config, self.clean_start)?,
             None => PartitionLog::in_memory(config),
         }))
     }
@@ -188,7 +209,7 @@ impl TopicRegistry {
         Ok(Arc::new(Topic {
             name: r.name.clone(),
             id: r.id,
-            configs: r.configs.clone(),
+            configs: RwLock::new(Arc::new(r.configs.clone())),
             partitions: RwLock::new(partitions),
         }))
     }
@@ -314,8 +335,9 @@ impl TopicRegistry {
         if validate_only {
             return Ok(());
         }
+        let configs = topic.configs();
         let added = (current..count)
-            .map(|p| self.open_partition(name, &topic.configs, p))
+            .map(|p| self.open_partition(name, &configs, p))
             .collect::<Result<Vec<_>, _>>()?;
         topic
             .partitions
@@ -339,13 +361,94 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Flushes every partition (clean shutdown).
-    pub fn sync_all(&self) -> io::Result<()> {
-        for topic in self.list() {
-            let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
-            for log in partitions.iter() {
-                log.sync()?;
+    /// Replaces a topic's config overrides (AlterConfigs: the full set;
+    /// IncrementalAlterConfigs: the result of its operations). Validates every entry, persists,
+    /// and applies the storage settings to the partitions. With `validate_only`, only checks.
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        configs: TopicOverrides,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        for (k, v) in &configs {
+            topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = topic_config::log_config(&configs, &self.broker);
+        *topic.configs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(configs);
+        self.persist()?;
+        for log in topic.partitions() {
+            log.set_config(log_config);
+        }
+        tracing::info!(topic = name, "altered topic configs");
+        Ok(())
+    }
+
+    /// Every partition log with its topic and index.
+    pub fn all_partitions(&self) -> Vec<(Arc<Topic>, i32, Arc<PartitionLog>)> {
+        self.list()
+            .into_iter()
+            .flat_map(|t| {
+                t.partitions()
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, log)| (t.clone(), i as i32, log))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The periodic flush of every partition whose unflushed data is older than its `flush.ms`.
+    pub fn flush_due(&self, now: i64) {
+        for (topic, partition, log) in self.all_partitions() {
+            if let Err(e) = log.flush_if_due(now) {
+                tracing::error!(topic = %topic.name, partition, error = %e, "periodic flush failed");
             }
+        }
+    }
+
+    /// One retention pass over every partition.
+    pub fn enforce_retention(&self, now: i64) {
+        for (topic, partition, log) in self.all_partitions() {
+            match log.enforce_retention(now) {
+                Ok(r) if r.segments_deleted > 0 => tracing::info!(
+                    topic = %topic.name, partition, segments = r.segments_deleted,
+                    bytes = r.bytes_deleted, log_start_offset = r.log_start_offset,
+                    "retention deleted segments"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    /// One compaction pass over every partition of compacted topics.
+    pub fn compact(&self, now: i64) {
+        for (topic, partition, log) in self.all_partitions() {
+            match log.compact(now) {
+                Ok(r) if r.segments_cleaned > 0 => tracing::info!(
+                    topic = %topic.name, partition, segments = r.segments_cleaned,
+                    bytes_before = r.bytes_before, bytes_after = r.bytes_after,
+                    "compacted"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition, error = %e, "compaction failed")
+                }
+            }
+        }
+    }
+
+    /// Flushes every partition; with `shutdown`, also saves what a clean start reads.
+    pub fn sync_all(&self, shutdown: bool) -> io::Result<()> {
+        for (_, _, log) in self.all_partitions() {
+            log.sync(shutdown)?;
         }
         Ok(())
     }
@@ -355,20 +458,7 @@ fn meta_file(data_dir: &Path) -> PathBuf {
     data_dir.join("meta").join("topics.json")
 }
 
-/// Replaces `path` with `data`: write a temporary file, fsync it, rename it over, fsync the dir.
-pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
+pub use crate::log::fsutil::write_atomically;
 
 #[cfg(test)]
 mod tests {
@@ -395,7 +485,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = disk_config(dir.path());
         let id = {
-            let r = TopicRegistry::open(&config).unwrap();
+            let r = TopicRegistry::open(&config, false).unwrap();
             let t = r.create("a", Some(2), TopicOverrides::new()).unwrap();
             r.create("b", None, TopicOverrides::new()).unwrap();
             assert_eq!(
@@ -407,7 +497,7 @@ mod tests {
             assert!(!dir.path().join("b-0").exists());
             t.id
         };
-        let r = TopicRegistry::open(&config).unwrap();
+        let r = TopicRegistry::open(&config, false).unwrap();
         let a = r.get("a").unwrap();
         assert_eq!(a.id, id);
         assert_eq!(a.partition_count(), 3);
@@ -417,10 +507,13 @@ mod tests {
 
     #[test]
     fn bad_creates_are_refused() {
-        let r = TopicRegistry::open(&Config {
-            memory: true,
-            ..Config::default()
-        })
+        let r = TopicRegistry::open(
+            &Config {
+                memory: true,
+                ..Config::default()
+            },
+            false,
+        )
         .unwrap();
         assert!(matches!(
             r.create("t", Some(0), TopicOverrides::new()),

@@ -143,5 +143,9 @@ fn create_one(
         .topics
         .create(name, partitions, overrides)
         .map_err(failed)?;
-    Ok((topic.id, topic.partition_count(), topic.configs.clone()))
+    Ok((
+        topic.id,
+        topic.partition_count(),
+        (*topic.configs()).clone(),
+    ))
 }

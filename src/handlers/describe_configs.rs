@@ -203,7 +203,7 @@ pub fn handle(
                 .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => match broker.topics.get(name) {
-                    Some(t) => Ok(topic_entries(&t.configs, &broker.config)),
+                    Some(t) => Ok(topic_entries(&t.configs(), &broker.config)),
                     None => Err((
                         ResponseError::UnknownTopicOrPartition,
                         format!("Topic {name} not found"),

@@ -1,5 +1,10 @@
 //! Produce (key 0): validates each partition's batches (magic 2, lengths, CRC32C, record
-//! counts, size limit), assigns offsets and appends. acks=0 gets no response at all.
+//! counts, size limit), assigns offsets and appends. When the flush policy asks for it
+//! (`fsync = "always"`, `flush.messages`), the answer waits until the appended data is durable;
+//! the fsyncs run off the async runtime and are group-committed per partition. acks=0 gets no
+//! response at all.
+
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
@@ -10,20 +15,32 @@ use super::{str_bytes, Broker, NONE};
 use crate::cluster::{topic_config, Topic};
 use crate::log::batch::{self, BatchError};
 use crate::log::producer_state::SequenceError;
-use crate::log::{now_ms, LogError};
+use crate::log::{now_ms, LogError, PartitionLog};
+
+/// An appended partition that must be durable before the answer: where its response is, the
+/// log, and the offset everything below which must be synced.
+struct PendingSync {
+    topic: usize,
+    partition: usize,
+    log: Arc<PartitionLog>,
+    upto: i64,
+}
 
 /// Handles a decoded produce request. `None` means "send no response" (acks=0).
-pub fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> {
     let acks_valid = matches!(req.acks, -1..=1);
-    let responses = req
+    let mut pending = Vec::new();
+    let mut responses: Vec<TopicProduceResponse> = req
         .topic_data
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(ti, t)| {
             let topic = broker.topics.get(t.name.0.as_str());
             let partition_responses = t
                 .partition_data
                 .iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(pi, p)| {
                     let base = PartitionProduceResponse::default()
                         .with_index(p.index)
                         .with_base_offset(-1);
@@ -32,7 +49,18 @@ pub fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> 
                     }
                     match &topic {
                         None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(topic) => produce_partition(broker, topic, p, base),
+                        Some(topic) => {
+                            let (response, sync) = produce_partition(broker, topic, p, base);
+                            if let Some((log, upto)) = sync {
+                                pending.push(PendingSync {
+                                    topic: ti,
+                                    partition: pi,
+                                    log,
+                                    upto,
+                                });
+                            }
+                            response
+                        }
                     }
                 })
                 .collect();
@@ -42,17 +70,40 @@ pub fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> 
                 .with_partition_responses(partition_responses)
         })
         .collect();
+    let syncs = pending.into_iter().map(|p| async move {
+        let log = p.log.clone();
+        let upto = p.upto;
+        let result = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
+        (p, result)
+    });
+    for (p, result) in futures::future::join_all(syncs).await {
+        let error = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(error = %error, "fsync of produced data failed");
+        let response = &mut responses[p.topic].partition_responses[p.partition];
+        response.error_code = ResponseError::KafkaStorageError.code();
+        response.error_message = Some(str_bytes(format!("fsync failed: {error}")));
+        response.base_offset = -1;
+    }
     (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
+/// Appends one partition's batch. Returns the response and, when the flush policy wants it
+/// durable before the answer, the log and offset to sync to.
 fn produce_partition(
     broker: &Broker,
     topic: &Topic,
     p: &PartitionProduceData,
     base: PartitionProduceResponse,
-) -> PartitionProduceResponse {
+) -> (PartitionProduceResponse, Option<(Arc<PartitionLog>, i64)>) {
     let Some(log) = topic.partition(p.index) else {
-        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+        return (
+            base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+            None,
+        );
     };
     let fail = |error: ResponseError, message: String| {
         tracing::debug!(topic = %topic.name, partition = p.index, %message, "produce refused");
@@ -61,9 +112,13 @@ fn produce_partition(
             .with_error_message(Some(str_bytes(message)))
     };
     let Some(records) = &p.records else {
-        return fail(ResponseError::CorruptMessage, "null record set".into());
+        return (
+            fail(ResponseError::CorruptMessage, "null record set".into()),
+            None,
+        );
     };
-    let max_bytes = topic_config::max_message_bytes(&topic.configs, &broker.config);
+    let configs = topic.configs();
+    let max_bytes = topic_config::max_message_bytes(&configs, &broker.config);
     match batch::validate_batches(records, max_bytes) {
         Err(e) => {
             let error = match e {
@@ -72,41 +127,45 @@ fn produce_partition(
                 BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
                 BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
             };
-            return fail(error, e.to_string());
+            return (fail(error, e.to_string()), None);
         }
         // Kafka's rule for magic v2: exactly one batch per partition in a produce request.
         Ok(summary) if summary.batch_count != 1 => {
-            return fail(
-                ResponseError::InvalidRecord,
-                format!(
-                    "expected one record batch per partition, got {}",
-                    summary.batch_count
+            return (
+                fail(
+                    ResponseError::InvalidRecord,
+                    format!(
+                        "expected one record batch per partition, got {}",
+                        summary.batch_count
+                    ),
                 ),
+                None,
             );
         }
         Ok(_) => {}
     }
-    let log_append_time =
-        topic_config::log_append_time(&topic.configs, &broker.config).then(now_ms);
+    let log_append_time = topic_config::log_append_time(&configs, &broker.config).then(now_ms);
     // The one copy of the produce path: the frame is shared and immutable, offsets are patched
     // into this buffer, which is then written with one call.
     let mut buf = records.to_vec();
     match log.append(&mut buf, log_append_time) {
-        Ok(info) => base
-            .with_error_code(NONE)
-            .with_base_offset(info.base_offset)
-            .with_log_append_time_ms(log_append_time.unwrap_or(-1))
-            .with_log_start_offset(info.log_start_offset),
+        Ok(info) => (
+            base.with_error_code(NONE)
+                .with_base_offset(info.base_offset)
+                .with_log_append_time_ms(log_append_time.unwrap_or(-1))
+                .with_log_start_offset(info.log_start_offset),
+            info.needs_sync.then(|| (log.clone(), info.last_offset + 1)),
+        ),
         Err(LogError::Sequence(e)) => {
             let error = match e {
                 SequenceError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
                 SequenceError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
             };
-            fail(error, e.to_string())
+            (fail(error, e.to_string()), None)
         }
         Err(e) => {
             tracing::error!(topic = %topic.name, partition = p.index, error = %e, "append failed");
-            fail(ResponseError::KafkaStorageError, e.to_string())
+            (fail(ResponseError::KafkaStorageError, e.to_string()), None)
         }
     }
 }

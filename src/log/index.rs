@@ -9,22 +9,30 @@
 //! that many bytes before the wanted batch.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
-/// File mirror of an index: entries are appended as they are made.
+/// File mirror of an index: entries are appended as they are made (the file is opened in
+/// append mode, so after a truncation writes continue at the new end).
 struct IndexFile {
     file: File,
 }
 
 impl IndexFile {
-    fn create(path: &Path) -> io::Result<IndexFile> {
-        let file = OpenOptions::new()
+    /// Opens (or creates) the file and returns it with its current contents.
+    fn open(path: &Path) -> io::Result<(IndexFile, Vec<u8>)> {
+        let mut file = OpenOptions::new()
             .create(true)
-            .write(true)
-            .truncate(true)
+            .read(true)
+            .append(true)
             .open(path)?;
-        Ok(IndexFile { file })
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok((IndexFile { file }, bytes))
+    }
+
+    fn truncate(&self, entries: usize, entry_bytes: usize) -> io::Result<()> {
+        self.file.set_len((entries * entry_bytes) as u64)
     }
 }
 
@@ -36,12 +44,43 @@ pub struct OffsetIndex {
 }
 
 impl OffsetIndex {
-    /// An index mirrored to `path` (created empty; recovery rebuilds it by appending).
-    pub fn with_file(path: &Path) -> io::Result<OffsetIndex> {
-        Ok(OffsetIndex {
-            entries: Vec::new(),
-            file: Some(IndexFile::create(path)?),
-        })
+    /// The index mirrored to `path`, with the entries the file holds if they are consistent
+    /// with a segment of `segment_bytes` (strictly increasing offsets and positions, every
+    /// position inside the segment). Otherwise the file is emptied and `false` is returned:
+    /// the caller rebuilds the index by scanning.
+    pub fn open(path: &Path, segment_bytes: u64) -> io::Result<(OffsetIndex, bool)> {
+        let (file, bytes) = IndexFile::open(path)?;
+        let entries: Vec<(u32, u32)> = bytes
+            .chunks_exact(8)
+            .map(|c| {
+                (
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                    u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+                )
+            })
+            .collect();
+        let valid = bytes.len() % 8 == 0
+            && entries
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && entries.last().is_none_or(|e| (e.1 as u64) < segment_bytes);
+        let mut index = OffsetIndex {
+            entries,
+            file: Some(file),
+        };
+        if !valid {
+            index.reset()?;
+        }
+        Ok((index, valid))
+    }
+
+    /// Drops every entry (before a rebuild).
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.entries.clear();
+        match &self.file {
+            Some(f) => f.truncate(0, 8),
+            None => Ok(()),
+        }
     }
 
     pub fn append(&mut self, relative_offset: u32, position: u32) -> io::Result<()> {
@@ -54,6 +93,21 @@ impl OffsetIndex {
             f.file.write_all(&entry)?;
         }
         Ok(())
+    }
+
+    /// The last entry, if any: `(relative offset, position)`.
+    pub fn last(&self) -> Option<(u32, u32)> {
+        self.entries.last().copied()
+    }
+
+    /// Drops the entries at or after byte `position` (the log was cut there).
+    pub fn truncate_to_position(&mut self, position: u64) -> io::Result<()> {
+        let keep = self.entries.partition_point(|e| (e.1 as u64) < position);
+        self.entries.truncate(keep);
+        match &self.file {
+            Some(f) => f.truncate(keep, 8),
+            None => Ok(()),
+        }
     }
 
     /// Position of the last indexed batch whose last offset is below `relative_offset`:
@@ -85,11 +139,46 @@ pub struct TimeIndex {
 }
 
 impl TimeIndex {
-    pub fn with_file(path: &Path) -> io::Result<TimeIndex> {
-        Ok(TimeIndex {
-            entries: Vec::new(),
-            file: Some(IndexFile::create(path)?),
-        })
+    /// Like [`OffsetIndex::open`]: the file's entries if consistent (timestamps and offsets
+    /// increasing, offsets at most `max_relative_offset`), else emptied and `false`.
+    pub fn open(path: &Path, max_relative_offset: Option<u32>) -> io::Result<(TimeIndex, bool)> {
+        let (file, bytes) = IndexFile::open(path)?;
+        let entries: Vec<(i64, u32)> = bytes
+            .chunks_exact(12)
+            .map(|c| {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&c[..8]);
+                (
+                    i64::from_be_bytes(ts),
+                    u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
+                )
+            })
+            .collect();
+        let valid = bytes.len() % 12 == 0
+            && entries
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+            && match (entries.last(), max_relative_offset) {
+                (None, _) => true,
+                (Some(e), Some(max)) => e.1 <= max,
+                (Some(_), None) => false,
+            };
+        let mut index = TimeIndex {
+            entries,
+            file: Some(file),
+        };
+        if !valid {
+            index.reset()?;
+        }
+        Ok((index, valid))
+    }
+
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.entries.clear();
+        match &self.file {
+            Some(f) => f.truncate(0, 12),
+            None => Ok(()),
+        }
     }
 
     /// Records that every offset up to `relative_offset` has a timestamp ≤ `max_timestamp`.
@@ -106,6 +195,21 @@ impl TimeIndex {
             f.file.write_all(&entry)?;
         }
         Ok(())
+    }
+
+    /// The largest timestamp recorded, if any.
+    pub fn last_timestamp(&self) -> Option<i64> {
+        self.entries.last().map(|e| e.0)
+    }
+
+    /// Drops entries for offsets at or after `relative_offset` (the log was cut there).
+    pub fn truncate_to_offset(&mut self, relative_offset: u32) -> io::Result<()> {
+        let keep = self.entries.partition_point(|e| e.1 < relative_offset);
+        self.entries.truncate(keep);
+        match &self.file {
+            Some(f) => f.truncate(keep, 12),
+            None => Ok(()),
+        }
     }
 
     /// The relative offset after which the first record with timestamp ≥ `target` must lie
@@ -157,12 +261,42 @@ mod tests {
     fn index_files_mirror_entries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let mut idx = OffsetIndex::with_file(&path).unwrap();
+        let (mut idx, valid) = OffsetIndex::open(&path, 0).unwrap();
+        assert!(valid, "an empty index is valid");
         idx.append(1, 2).unwrap();
         idx.append(3, 4).unwrap();
         assert_eq!(
             std::fs::read(&path).unwrap(),
             vec![0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]
         );
+        drop(idx);
+        let (idx, valid) = OffsetIndex::open(&path, 100).unwrap();
+        assert!(valid);
+        assert_eq!(idx.last(), Some((3, 4)));
+        // A position beyond the segment: stale, emptied for a rebuild.
+        let (idx, valid) = OffsetIndex::open(&path, 4).unwrap();
+        assert!(!valid);
+        assert_eq!(idx.last(), None);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn torn_index_is_rebuilt_and_truncation_keeps_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let (mut idx, _) = OffsetIndex::open(&path, 0).unwrap();
+        for i in 0..5 {
+            idx.append(i * 10 + 9, i * 1000).unwrap();
+        }
+        idx.truncate_to_position(2500).unwrap();
+        assert_eq!(idx.last(), Some((29, 2000)));
+        idx.append(39, 3000).unwrap();
+        drop(idx);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 4 * 8);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.push(1); // torn entry
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, valid) = OffsetIndex::open(&path, 1 << 20).unwrap();
+        assert!(!valid);
     }
 }

@@ -3,10 +3,15 @@
 //! v2 record batches and answers offset questions about them.
 
 pub mod batch;
+pub mod cleaner;
+pub mod fsutil;
 pub mod index;
 pub mod partition;
 pub mod producer_state;
 pub mod segment;
 pub mod store;
 
-pub use partition::{now_ms, AppendInfo, LogConfig, LogError, PartitionLog, ReadInfo};
+pub use partition::{
+    now_ms, AppendInfo, CompactionReport, LogConfig, LogError, PartitionLog, ReadInfo,
+    RetentionReport,
+};

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use super::batch::{self, BatchHeader};
 use super::producer_state::{ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
+use super::store::SegmentStore;
 
 /// Per-partition storage settings (from the topic's configs over the broker defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,23 @@ pub struct LogConfig {
     pub segment_ms: i64,
     /// Add an index entry after this many bytes of batches.
     pub index_interval_bytes: u64,
+    /// fsync before acknowledging once this many records are not yet durable (1 = every
+    /// append is durable before its answer; `i64::MAX` = leave it to the periodic flush).
+    pub flush_messages: i64,
+    /// fsync when unflushed data is older than this (the periodic flush).
+    pub flush_ms: i64,
+    /// Delete whole segments whose newest record is older than this (-1: keep forever).
+    pub retention_ms: i64,
+    /// Delete the oldest segments while the log is larger than this (-1: no limit).
+    pub retention_bytes: i64,
+    /// `cleanup.policy` contains `delete`: retention applies.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the newest record per key.
+    pub cleanup_compact: bool,
+    /// How long a tombstone survives compaction, counted from its segment's newest record.
+    pub delete_retention_ms: i64,
+    /// A record is not compacted before it is this old.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -30,6 +48,14 @@ impl Default for LogConfig {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 4096,
+            flush_messages: i64::MAX,
+            flush_ms: 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -39,6 +65,25 @@ impl Default for LogConfig {
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
+    pub log_start_offset: i64,
+    /// The flush policy wants this append durable before it is acknowledged: call
+    /// [`PartitionLog::sync_to`] with `last_offset + 1`.
+    pub needs_sync: bool,
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub segments_cleaned: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
     pub log_start_offset: i64,
 }
 
@@ -69,7 +114,55 @@ struct LogState {
     segments: Vec<Segment>,
     log_start_offset: i64,
     producers: ProducerStates,
+    config: LogConfig,
+    /// What the checkpoint file last recorded (disk mode), to write it only on change.
+    checkpointed: Checkpoint,
+    /// The end offset of the range the last compaction pass covered: a new pass runs only
+    /// once more segments have rolled.
+    compacted_upto: i64,
 }
+
+/// Group commit: offsets below `durable` are on stable storage; at most one fsync runs at a
+/// time and everyone waiting is covered by the next one.
+struct FlushState {
+    durable: i64,
+    in_progress: bool,
+    /// When data first became non-durable after the last flush (for `flush_ms`).
+    dirty_since_ms: Option<i64>,
+}
+
+/// Per-partition facts that outlive a restart: `<dir>/partition.checkpoint`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// DeleteRecords and retention advance it; reads below it are out of range.
+    pub log_start_offset: i64,
+    /// Everything below it was fsynced: an unclean start only CRC-scans from here.
+    pub recovery_point: i64,
+}
+
+impl Checkpoint {
+    const FILE: &'static str = "partition.checkpoint";
+
+    fn read(dir: &Path) -> Checkpoint {
+        let text = std::fs::read_to_string(dir.join(Self::FILE)).unwrap_or_default();
+        let mut fields = text.split_whitespace();
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some("v1"), Some(start), Some(recovery)) => Checkpoint {
+                log_start_offset: start.parse().unwrap_or(0),
+                recovery_point: recovery.parse().unwrap_or(0),
+            },
+            _ => Checkpoint::default(),
+        }
+    }
+
+    fn write(&self, dir: &Path) -> io::Result<()> {
+        let text = format!("v1 {} {}\n", self.log_start_offset, self.recovery_point);
+        super::fsutil::write_atomically(&dir.join(Self::FILE), text.as_bytes())
+    }
+}
+
+/// The producer-state snapshot written at a clean shutdown: `<dir>/producer.snapshot`.
+const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 
 impl LogState {
     fn active(&mut self) -> &mut Segment {
@@ -94,30 +187,51 @@ impl LogState {
 
 pub struct PartitionLog {
     state: Mutex<LogState>,
+    flush: Mutex<FlushState>,
+    flushed: Condvar,
     appended: Notify,
     dir: Option<PathBuf>,
-    config: LogConfig,
 }
 
 impl PartitionLog {
     /// An empty log held in memory.
     pub fn in_memory(config: LogConfig) -> PartitionLog {
-        PartitionLog {
-            state: Mutex::new(LogState {
+        PartitionLog::with_state(
+            LogState {
                 segments: vec![Segment::new_in_memory(0, now_ms())],
                 log_start_offset: 0,
                 producers: ProducerStates::default(),
+                config,
+                checkpointed: Checkpoint::default(),
+                compacted_upto: 0,
+            },
+            None,
+        )
+    }
+
+    fn with_state(state: LogState, dir: Option<PathBuf>) -> PartitionLog {
+        let durable = state.log_end_offset();
+        PartitionLog {
+            state: Mutex::new(state),
+            flush: Mutex::new(FlushState {
+                durable,
+                in_progress: false,
+                dirty_since_ms: None,
             }),
+            flushed: Condvar::new(),
             appended: Notify::new(),
-            dir: None,
-            config,
+            dir,
         }
     }
 
-    /// Opens the log in `dir` (created if missing), rebuilding indexes and truncating a torn or
-    /// corrupt tail of the last segment.
-    pub fn open(dir: &Path, config: LogConfig) -> io::Result<PartitionLog> {
+    /// Opens the log in `dir` (created if missing). After a `clean` shutdown every segment is
+    /// trusted with its index files (only the bytes after each last index entry are read).
+    /// Otherwise the segments from the recovery point on are CRC-scanned and their indexes
+    /// rebuilt; the first torn or corrupt batch ends the log (it and everything after it is
+    /// cut, and logged).
+    pub fn open(dir: &Path, config: LogConfig, clean: bool) -> io::Result<PartitionLog> {
         std::fs::create_dir_all(dir)?;
+        super::cleaner::finish_interrupted_swaps(dir)?;
         let mut bases: Vec<i64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -129,18 +243,42 @@ impl PartitionLog {
         if bases.is_empty() {
             bases.push(0);
         }
+        let checkpoint = Checkpoint::read(dir);
+        let snapshot = if clean {
+            std::fs::read(dir.join(PRODUCER_SNAPSHOT))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ProducerStates>(&b).ok())
+        } else {
+            None
+        };
+        let rebuild_producers = snapshot.is_none();
+        let mut producers = snapshot.unwrap_or_default();
+        let _ = std::fs::remove_file(dir.join(PRODUCER_SNAPSHOT));
+        let mut on_batch = |h: &BatchHeader| {
+            if rebuild_producers && h.is_idempotent() {
+                producers.record(h);
+            }
+        };
         let now = now_ms();
-        let mut segments = Vec::with_capacity(bases.len());
-        let mut producers = ProducerStates::default();
-        let last = bases.len() - 1;
-        for (i, base) in bases.into_iter().enumerate() {
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        let mut scanned = 0usize;
+        for (i, &base) in bases.iter().enumerate() {
             let mut segment = Segment::open_on_disk(dir, base, now)?;
-            let report = segment.recover(i == last, config.index_interval_bytes, &mut |h| {
-                if h.is_idempotent() {
-                    producers.record(h);
-                }
-            })?;
-            if report.truncated_bytes > 0 {
+            let below_recovery_point = bases
+                .get(i + 1)
+                .is_some_and(|&next| next <= checkpoint.recovery_point);
+            let report = if clean || below_recovery_point {
+                segment.load(
+                    config.index_interval_bytes,
+                    rebuild_producers,
+                    &mut on_batch,
+                )?
+            } else {
+                scanned += 1;
+                segment.recover(true, config.index_interval_bytes, &mut on_batch)?
+            };
+            let cut = report.truncated_bytes > 0;
+            if cut {
                 tracing::warn!(
                     dir = %dir.display(),
                     segment = base,
@@ -149,19 +287,54 @@ impl PartitionLog {
                     "truncated a torn or corrupt tail of the log"
                 );
             }
-            segments.push(segment);
+            let empty_follower = segment.size_bytes == 0 && !segments.is_empty();
+            if empty_follower && i + 1 < bases.len() {
+                // An empty segment in the middle (a crash right after a roll): drop it.
+                segment.delete_files()?;
+            } else {
+                segments.push(segment);
+            }
+            if cut && i + 1 < bases.len() {
+                for &later in &bases[i + 1..] {
+                    let s = Segment::open_on_disk(dir, later, now)?;
+                    tracing::warn!(dir = %dir.display(), segment = later,
+                        "deleted a segment after a corrupt batch");
+                    s.delete_files()?;
+                }
+                break;
+            }
         }
-        let log_start_offset = segments[0].base_offset;
-        Ok(PartitionLog {
-            state: Mutex::new(LogState {
+        if segments.is_empty() {
+            segments.push(Segment::open_on_disk(dir, bases[0], now)?);
+        }
+        let log_end = segments.last().map_or(0, |s| s.next_offset);
+        let log_start_offset = checkpoint
+            .log_start_offset
+            .max(segments[0].base_offset)
+            .min(log_end);
+        if scanned > 0 {
+            tracing::info!(dir = %dir.display(), scanned_segments = scanned, "recovered log");
+        }
+        Ok(PartitionLog::with_state(
+            LogState {
                 segments,
                 log_start_offset,
                 producers,
-            }),
-            appended: Notify::new(),
-            dir: Some(dir.to_path_buf()),
-            config,
-        })
+                config,
+                checkpointed: checkpoint,
+                compacted_upto: 0,
+            },
+            Some(dir.to_path_buf()),
+        ))
+    }
+
+    /// Replaces the storage settings (AlterConfigs); they apply from the next append.
+    pub fn set_config(&self, config: LogConfig) {
+        self.lock().config = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.lock().config
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {
@@ -215,14 +388,17 @@ impl PartitionLog {
                         base_offset,
                         last_offset,
                         log_start_offset: state.log_start_offset,
+                        needs_sync: state.config.flush_messages <= 1,
                     });
                 }
             }
             self.maybe_roll(&mut state, batches.len() as u64)?;
             let base_offset = state.log_end_offset();
             let next = batch::assign_offsets(batches, base_offset);
+            let interval = state.config.index_interval_bytes;
+            let flush_messages = state.config.flush_messages;
             let active = state.active();
-            if let Err(e) = active.append(batches, self.config.index_interval_bytes) {
+            if let Err(e) = active.append(batches, interval) {
                 // Leave no partial bytes behind: the next append overwrites from the old end.
                 let _ = active.store.truncate(active.size_bytes);
                 return Err(e.into());
@@ -233,25 +409,120 @@ impl PartitionLog {
                     state.producers.record(&h);
                 }
             }
+            let log_start_offset = state.log_start_offset;
+            drop(state);
+            let mut flush = self.lock_flush();
+            flush.dirty_since_ms.get_or_insert_with(now_ms);
             AppendInfo {
                 base_offset,
                 last_offset: next - 1,
-                log_start_offset: state.log_start_offset,
+                log_start_offset,
+                needs_sync: next - flush.durable >= flush_messages,
             }
         };
         self.appended.notify_waiters();
         Ok(info)
     }
 
+    fn lock_flush(&self) -> MutexGuard<'_, FlushState> {
+        self.flush.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every offset below `upto` durable (blocking; call it off the async runtime).
+    /// Group commit: if an fsync is running, wait for it, then one caller fsyncs everything
+    /// appended meanwhile for all waiters.
+    pub fn sync_to(&self, upto: i64) -> io::Result<()> {
+        let mut flush = self.lock_flush();
+        loop {
+            if flush.durable >= upto {
+                return Ok(());
+            }
+            if !flush.in_progress {
+                break;
+            }
+            flush = self.flushed.wait(flush).unwrap_or_else(|p| p.into_inner());
+        }
+        flush.in_progress = true;
+        let durable = flush.durable;
+        drop(flush);
+        let (end, stores) = {
+            let state = self.lock();
+            let first = state.segment_for(durable);
+            let stores: Vec<_> = state.segments[first..]
+                .iter()
+                .map(|s| s.store.clone())
+                .collect();
+            (state.log_end_offset(), stores)
+        };
+        let result = stores.iter().try_for_each(|s| s.sync());
+        let mut flush = self.lock_flush();
+        flush.in_progress = false;
+        if result.is_ok() {
+            flush.durable = flush.durable.max(end);
+            if self.log_end_offset() <= flush.durable {
+                flush.dirty_since_ms = None;
+            }
+        }
+        drop(flush);
+        self.flushed.notify_all();
+        result
+    }
+
+    /// The periodic flush: fsyncs when unflushed data is older than `flush_ms`, then records
+    /// the new recovery point. Returns whether it flushed.
+    pub fn flush_if_due(&self, now: i64) -> io::Result<bool> {
+        let flush_ms = self.lock().config.flush_ms;
+        let due = self
+            .lock_flush()
+            .dirty_since_ms
+            .is_some_and(|since| now - since >= flush_ms);
+        if !due {
+            return Ok(false);
+        }
+        self.sync_to(self.log_end_offset())?;
+        self.write_checkpoint(false)?;
+        Ok(true)
+    }
+
+    /// Offsets below this are durable.
+    pub fn durable_offset(&self) -> i64 {
+        self.lock_flush().durable
+    }
+
+    /// Writes `partition.checkpoint` if its contents changed (disk mode).
+    fn write_checkpoint(&self, force: bool) -> io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let durable = self.durable_offset();
+        let mut state = self.lock();
+        let next = Checkpoint {
+            log_start_offset: state.log_start_offset,
+            recovery_point: durable.min(state.log_end_offset()),
+        };
+        if next == state.checkpointed && !force {
+            return Ok(());
+        }
+        next.write(dir)?;
+        state.checkpointed = next;
+        Ok(())
+    }
+
     fn maybe_roll(&self, state: &mut LogState, incoming_bytes: u64) -> io::Result<()> {
         let now = now_ms();
+        let config = state.config;
         let active = state.active();
         let full =
-            active.size_bytes > 0 && active.size_bytes + incoming_bytes > self.config.segment_bytes;
-        let old = active.size_bytes > 0 && now - active.created_ms >= self.config.segment_ms;
+            active.size_bytes > 0 && active.size_bytes + incoming_bytes > config.segment_bytes;
+        let old = active.size_bytes > 0 && now - active.created_ms >= config.segment_ms;
         if !(full || old) {
             return Ok(());
         }
+        self.roll(state, now)
+    }
+
+    fn roll(&self, state: &mut LogState, now: i64) -> io::Result<()> {
+        let active = state.active();
         let base = active.next_offset;
         let segment = match &self.dir {
             Some(dir) => {
@@ -267,7 +538,7 @@ impl PartitionLog {
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
     /// (but at least one batch when `min_one`, even a larger one: KIP-74).
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadInfo, LogError> {
-        let (store, start, size, high_watermark, log_start_offset) = {
+        let (store, start, size, high_watermark, log_start_offset, interval) = {
             let state = self.lock();
             let log_end = state.log_end_offset();
             if offset < state.log_start_offset || offset > log_end {
@@ -288,6 +559,7 @@ impl PartitionLog {
                 s.size_bytes,
                 log_end,
                 state.log_start_offset,
+                state.config.index_interval_bytes,
             )
         };
         let empty = ReadInfo {
@@ -300,7 +572,7 @@ impl PartitionLog {
         }
         let mut window = Window::default();
         // Prime the window with everything this read may return, so a fetch is one read.
-        let prime = (size - start).min(max_bytes as u64 + 2 * self.config.index_interval_bytes);
+        let prime = (size - start).min(max_bytes as u64 + 2 * interval);
         window.slice(store.as_ref(), start, prime as usize, size)?;
         let mut pos = start;
         while let Some(h) = window.header(store.as_ref(), pos, size)? {
@@ -358,14 +630,15 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3):
+    /// the first batch reaching the largest segment maximum, then its first such record.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
-        let (store, start, size, max_ts, batch_offset) = {
+        let (store, size, max_ts, log_start) = {
             let state = self.lock();
             let Some(s) = state
                 .segments
                 .iter()
-                .filter(|s| s.max_timestamp_batch_offset >= 0)
+                .filter(|s| s.max_timestamp >= 0 && s.next_offset > state.log_start_offset)
                 .reduce(|best, s| {
                     if s.max_timestamp > best.max_timestamp {
                         s
@@ -378,16 +651,15 @@ impl PartitionLog {
             };
             (
                 s.store.clone(),
-                s.scan_start(s.max_timestamp_batch_offset),
                 s.size_bytes,
                 s.max_timestamp,
-                s.max_timestamp_batch_offset,
+                state.log_start_offset,
             )
         };
         let mut window = Window::default();
-        let mut pos = start;
+        let mut pos = 0;
         while let Some(h) = window.header(store.as_ref(), pos, size)? {
-            if h.base_offset == batch_offset {
+            if h.max_timestamp == max_ts && h.last_offset() >= log_start {
                 let bytes = window.slice(store.as_ref(), pos, h.total_bytes, size)?;
                 return Ok(first_record_at_or_after(bytes, &h, |ts| ts == max_ts));
             }
@@ -396,10 +668,244 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// Makes everything appended so far durable.
-    pub fn sync(&self) -> io::Result<()> {
-        let state = self.lock();
-        state.segments.iter().try_for_each(|s| s.sync())
+    /// Makes everything appended so far durable, indexes included, and records the recovery
+    /// point. With `shutdown`, also writes the producer-state snapshot a clean start reads.
+    pub fn sync(&self, shutdown: bool) -> io::Result<()> {
+        {
+            let state = self.lock();
+            state.segments.iter().try_for_each(|s| s.sync())?;
+        }
+        let end = self.log_end_offset();
+        {
+            let mut flush = self.lock_flush();
+            flush.durable = flush.durable.max(end);
+            flush.dirty_since_ms = None;
+        }
+        self.write_checkpoint(false)?;
+        if let (true, Some(dir)) = (shutdown, &self.dir) {
+            let state = self.lock();
+            let json = serde_json::to_vec(&state.producers).map_err(io::Error::other)?;
+            super::fsutil::write_atomically(&dir.join(PRODUCER_SNAPSHOT), &json)?;
+        }
+        Ok(())
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (-1: the high watermark) and
+    /// drops the segments wholly below it. Returns the new log start offset (the low
+    /// watermark). The new start is durable before this returns.
+    pub fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
+        let (start, removed) = {
+            let mut state = self.lock();
+            let log_end = state.log_end_offset();
+            let target = if offset == -1 { log_end } else { offset };
+            if target < 0 || target > log_end {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start: state.log_start_offset,
+                    log_end,
+                });
+            }
+            if target > state.log_start_offset {
+                state.log_start_offset = target;
+            }
+            let removed = Self::drop_segments_below_start(&mut state);
+            (state.log_start_offset, removed)
+        };
+        self.write_checkpoint(false)?;
+        Self::delete_segment_files(&removed)?;
+        Ok(start)
+    }
+
+    /// Removes non-active segments that end at or below the log start offset.
+    fn drop_segments_below_start(state: &mut LogState) -> Vec<Segment> {
+        let keep_from = state.segments[..state.segments.len() - 1]
+            .iter()
+            .position(|s| s.next_offset > state.log_start_offset)
+            .unwrap_or(state.segments.len() - 1);
+        state.segments.drain(..keep_from).collect()
+    }
+
+    fn delete_segment_files(removed: &[Segment]) -> io::Result<()> {
+        // Readers holding a segment's store keep reading it: an unlinked file lives on while
+        // open.
+        removed.iter().try_for_each(|s| s.delete_files())
+    }
+
+    /// Compacts the log (`cleanup.policy` with `compact`; see `cleaner`): rewrites every
+    /// non-active segment older than `min.compaction.lag.ms` keeping the newest record per key.
+    /// Runs only when segments rolled since the last pass. Reads and appends go on meanwhile;
+    /// each rewritten segment is swapped in under the lock.
+    pub fn compact(&self, now: i64) -> Result<CompactionReport, LogError> {
+        use super::cleaner::{self, OffsetMap, Retain};
+        let (config, candidates) = {
+            let state = self.lock();
+            let config = state.config;
+            let cleanable: Vec<(i64, Arc<dyn SegmentStore>, u64, i64)> = state.segments
+                [..state.segments.len() - 1]
+                .iter()
+                .take_while(|s| now - s.newest_ms() >= config.min_compaction_lag_ms)
+                .map(|s| (s.base_offset, s.store.clone(), s.size_bytes, s.newest_ms()))
+                .collect();
+            let end = state
+                .segments
+                .get(cleanable.len())
+                .map_or(0, |s| s.base_offset);
+            if !config.cleanup_compact || cleanable.is_empty() || end <= state.compacted_upto {
+                return Ok(CompactionReport::default());
+            }
+            (config, cleanable)
+        };
+        let mut map = OffsetMap::new();
+        for (_, store, size, _) in &candidates {
+            for_each_batch(store.as_ref(), *size, |bytes, h| {
+                cleaner::collect_keys(bytes, h, &mut map)
+            })?;
+        }
+        let mut report = CompactionReport::default();
+        for (base, store, size, newest) in &candidates {
+            let retain = Retain {
+                map: &map,
+                keep_tombstones: now - newest < config.delete_retention_ms,
+            };
+            let mut out = Vec::with_capacity(*size as usize);
+            for_each_batch(store.as_ref(), *size, |bytes, h| {
+                if let Some(kept) = cleaner::filter_batch(bytes, h, &retain)? {
+                    out.extend_from_slice(&kept);
+                }
+                Ok(())
+            })?;
+            report.bytes_before += size;
+            report.bytes_after += out.len() as u64;
+            if out.len() as u64 == *size {
+                continue; // nothing removed
+            }
+            self.swap_in_cleaned(*base, *size, &out)?;
+            report.segments_cleaned += 1;
+        }
+        let mut state = self.lock();
+        state.compacted_upto = candidates
+            .last()
+            .and_then(|(base, ..)| {
+                state
+                    .segments
+                    .iter()
+                    .find(|s| s.base_offset > *base)
+                    .map(|s| s.base_offset)
+            })
+            .unwrap_or(state.compacted_upto);
+        Ok(report)
+    }
+
+    /// Replaces segment `base` (if it is still there, unchanged at `size` bytes) with the
+    /// cleaned bytes, crash-safely on disk (see `cleaner`).
+    fn swap_in_cleaned(&self, base: i64, size: u64, cleaned: &[u8]) -> Result<(), LogError> {
+        use super::cleaner::{CLEANED_SUFFIX, SWAP_SUFFIX};
+        let cleaned_path = self
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{base:020}.{CLEANED_SUFFIX}")));
+        if let Some(path) = &cleaned_path {
+            let store = super::store::FileStore::open(path)?;
+            store.write_at(0, cleaned)?;
+            store.sync()?;
+        }
+        let mut state = self.lock();
+        let Some(i) = state
+            .segments
+            .iter()
+            .position(|s| s.base_offset == base && s.size_bytes == size)
+        else {
+            // Deleted (retention, DeleteRecords) while cleaning: drop the rewrite.
+            if let Some(path) = &cleaned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            return Ok(());
+        };
+        if i + 1 == state.segments.len() {
+            return Ok(()); // never the active segment
+        }
+        if cleaned.is_empty() {
+            // Every record was superseded: the segment goes (reads skip the offset gap).
+            let old = state.segments.remove(i);
+            drop(state);
+            if let Some(path) = &cleaned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            old.delete_files()?;
+            return Ok(());
+        }
+        let interval = state.config.index_interval_bytes;
+        let created = state.segments[i].created_ms;
+        let mut segment = match (&self.dir, &cleaned_path) {
+            (Some(dir), Some(path)) => {
+                let swap = dir.join(format!("{base:020}.{SWAP_SUFFIX}"));
+                std::fs::rename(path, &swap)?;
+                super::fsutil::sync_dir(dir)?;
+                std::fs::rename(&swap, dir.join(format!("{base:020}.log")))?;
+                for ext in ["index", "timeindex"] {
+                    let _ = std::fs::remove_file(super::segment::segment_path(dir, base, ext));
+                }
+                super::fsutil::sync_dir(dir)?;
+                Segment::open_on_disk(dir, base, created)?
+            }
+            _ => {
+                let s = Segment::new_in_memory(base, created);
+                s.store.write_at(0, cleaned)?;
+                s
+            }
+        };
+        segment.recover(false, interval, &mut |_| {})?;
+        state.segments[i] = segment;
+        Ok(())
+    }
+
+    /// Applies retention (`cleanup.policy` with `delete`): deletes the oldest whole segments
+    /// whose newest record is older than `retention.ms`, then while the log exceeds
+    /// `retention.bytes`. The active segment is rolled first when it alone is expired by time,
+    /// as Kafka does. The log start offset moves to the first remaining segment.
+    pub fn enforce_retention(&self, now: i64) -> Result<RetentionReport, LogError> {
+        let (report, removed) = {
+            let mut state = self.lock();
+            let config = state.config;
+            let mut report = RetentionReport::default();
+            if config.cleanup_delete {
+                let expired = |s: &Segment| {
+                    config.retention_ms >= 0
+                        && s.size_bytes > 0
+                        && now - s.newest_ms() > config.retention_ms
+                };
+                if state.segments.iter().all(expired) {
+                    // Everything, the active segment included, is past retention.
+                    self.roll(&mut state, now)?;
+                }
+                let total: u64 = state.segments.iter().map(|s| s.size_bytes).sum();
+                let mut remaining = total;
+                let mut count = 0;
+                for s in &state.segments[..state.segments.len() - 1] {
+                    let over_size = config.retention_bytes >= 0
+                        && remaining - s.size_bytes >= config.retention_bytes as u64;
+                    if !(expired(s) || over_size) {
+                        break;
+                    }
+                    remaining -= s.size_bytes;
+                    count += 1;
+                }
+                if count > 0 {
+                    let new_start = state.segments[count].base_offset;
+                    state.log_start_offset = state.log_start_offset.max(new_start);
+                }
+            }
+            let removed = Self::drop_segments_below_start(&mut state);
+            report.segments_deleted = removed.len();
+            report.bytes_deleted = removed.iter().map(|s| s.size_bytes).sum();
+            report.log_start_offset = state.log_start_offset;
+            (report, removed)
+        };
+        if !removed.is_empty() {
+            self.write_checkpoint(false)?;
+            Self::delete_segment_files(&removed)?;
+        }
+        Ok(report)
     }
 
     /// Deletes every segment file and the partition directory.
@@ -416,6 +922,25 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+/// Calls `f` with every stored batch of a segment's first `size` bytes.
+fn for_each_batch(
+    store: &dyn SegmentStore,
+    size: u64,
+    mut f: impl FnMut(&Bytes, &BatchHeader) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut window = Window::default();
+    let mut pos = 0u64;
+    while let Some(h) = window.header(store, pos, size)? {
+        if pos + h.total_bytes as u64 > size {
+            break;
+        }
+        let bytes = window.slice(store, pos, h.total_bytes, size)?;
+        f(&bytes, &h)?;
+        pos += h.total_bytes as u64;
+    }
+    Ok(())
 }
 
 /// The headers of the whole batches in `buf`.
@@ -469,6 +994,7 @@ mod tests {
             segment_bytes: 1000,
             segment_ms: i64::MAX,
             index_interval_bytes: 100,
+            ..LogConfig::default()
         }
     }
 
@@ -511,10 +1037,10 @@ mod tests {
     fn disk_log_survives_reopen_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let appended = {
-            let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+            let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
             fill(&log, 40)
         };
-        let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+        let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
         check_reads(&log, &appended);
         drop(log);
         // Append garbage to the last segment: it must be cut on open.
@@ -529,7 +1055,7 @@ mod tests {
         let mut data = std::fs::read(path).unwrap();
         data.extend_from_slice(&[0xAB; 100]);
         std::fs::write(path, &data).unwrap();
-        let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+        let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
         assert_eq!(std::fs::metadata(path).unwrap().len(), len);
         check_reads(&log, &appended);
         let mut more = encode_batch(2, Compression::None, 5);
@@ -559,5 +1085,249 @@ mod tests {
             777
         );
         assert_eq!(log.max_timestamp_offset().unwrap(), Some((0, 777)));
+    }
+
+    #[test]
+    fn clean_reopen_uses_the_index_files_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let appended = {
+            let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
+            let appended = fill(&log, 40);
+            log.sync(true).unwrap();
+            appended
+        };
+        // The snapshot and checkpoint exist after a clean sync.
+        assert!(dir.path().join(PRODUCER_SNAPSHOT).exists());
+        let cp = Checkpoint::read(dir.path());
+        assert_eq!(cp.recovery_point, 120);
+        let log = PartitionLog::open(dir.path(), small_segments(), true).unwrap();
+        check_reads(&log, &appended);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((119, 1392)));
+        assert_eq!(log.offset_for_timestamp(1201).unwrap(), Some((61, 1201)));
+        let mut more = encode_batch(2, Compression::None, 5);
+        assert_eq!(log.append(&mut more, None).unwrap().base_offset, 120);
+    }
+
+    #[test]
+    fn unclean_reopen_cuts_a_corrupt_batch_and_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let appended = {
+            let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
+            fill(&log, 40)
+        };
+        let mut logs: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        // Flip a byte inside the second batch of the second-to-last segment.
+        let victim = &logs[logs.len() - 2];
+        let mut data = std::fs::read(victim).unwrap();
+        let first_len = BatchHeader::parse(&data).unwrap().total_bytes;
+        let base_of_victim = BatchHeader::parse(&data).unwrap().base_offset;
+        data[first_len + 70] ^= 0xFF;
+        std::fs::write(victim, &data).unwrap();
+        let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
+        let end = base_of_victim + 3;
+        assert_eq!(log.log_end_offset(), end, "cut after the last good batch");
+        assert!(!logs.last().unwrap().exists(), "later segments deleted");
+        let kept = (end / 3) as usize;
+        check_reads_prefix(&log, &appended[..kept]);
+    }
+
+    fn check_reads_prefix(log: &PartitionLog, appended: &[Vec<u8>]) {
+        for (i, b) in appended.iter().enumerate() {
+            let got = log.read(i as i64 * 3, 1, true).expect("read");
+            assert_eq!(&got.records[..], &b[..], "batch {i}");
+        }
+    }
+
+    #[test]
+    fn delete_records_and_retention_move_the_log_start() {
+        for disk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let open = |clean| {
+                if disk {
+                    PartitionLog::open(dir.path(), small_segments(), clean).unwrap()
+                } else {
+                    PartitionLog::in_memory(small_segments())
+                }
+            };
+            let log = open(false);
+            fill(&log, 40);
+            let segments = log.lock().segments.len();
+            assert_eq!(log.delete_records(10).unwrap(), 10);
+            assert!(matches!(
+                log.read(9, 100, true),
+                Err(LogError::OffsetOutOfRange { .. })
+            ));
+            assert!(!log.read(10, 100, true).unwrap().records.is_empty());
+            assert!(matches!(
+                log.delete_records(121),
+                Err(LogError::OffsetOutOfRange { .. })
+            ));
+            assert_eq!(log.delete_records(5).unwrap(), 10, "never moves back");
+            // Size retention: keep about 3000 bytes.
+            log.set_config(LogConfig {
+                retention_bytes: 3000,
+                retention_ms: -1,
+                ..small_segments()
+            });
+            let report = log.enforce_retention(now_ms()).unwrap();
+            assert!(report.segments_deleted > 0);
+            assert_eq!(
+                log.lock().segments.len(),
+                segments - report.segments_deleted
+            );
+            let start = log.log_start_offset();
+            assert_eq!(start, log.lock().segments[0].base_offset);
+            assert!(start > 10);
+            // Time retention: the records' timestamps (1000..) are ancient: everything goes,
+            // the active segment is rolled first.
+            log.set_config(LogConfig {
+                retention_ms: 1000,
+                ..small_segments()
+            });
+            log.enforce_retention(now_ms()).unwrap();
+            assert_eq!(log.log_start_offset(), 120);
+            assert_eq!(log.log_end_offset(), 120);
+            if disk {
+                drop(log);
+                let log = open(false);
+                assert_eq!(log.log_start_offset(), 120, "persisted");
+                let mut more = encode_batch(2, Compression::None, 5);
+                assert_eq!(log.append(&mut more, None).unwrap().base_offset, 120);
+            }
+        }
+    }
+
+    #[test]
+    fn group_commit_makes_appends_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(
+            PartitionLog::open(
+                dir.path(),
+                LogConfig {
+                    flush_messages: 1,
+                    ..small_segments()
+                },
+                false,
+            )
+            .unwrap(),
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        let mut b = encode_batch(3, Compression::None, 1);
+                        let info = log.append(&mut b, None).unwrap();
+                        assert!(info.needs_sync);
+                        log.sync_to(info.last_offset + 1).unwrap();
+                        assert!(log.durable_offset() > info.last_offset);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(log.durable_offset(), 240);
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_value_per_key() {
+        use crate::log::cleaner::tests_support::keyed;
+        for disk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                cleanup_compact: true,
+                cleanup_delete: false,
+                segment_bytes: 300,
+                ..small_segments()
+            };
+            let log = if disk {
+                PartitionLog::open(dir.path(), config, false).unwrap()
+            } else {
+                PartitionLog::in_memory(config)
+            };
+            // 60 records over keys k0..k4, then a tombstone for k0.
+            for i in 0..60 {
+                let key = format!("k{}", i % 5);
+                let value = format!("v{i}");
+                let mut b = keyed(&[(key.as_str(), Some(value.as_str()))]);
+                log.append(&mut b, None).unwrap();
+            }
+            let mut t = keyed(&[("k0", None)]);
+            log.append(&mut t, None).unwrap();
+            let mut last = keyed(&[("k9", Some("tail"))]);
+            log.append(&mut last, None).unwrap();
+            let report = log.compact(now_ms()).unwrap();
+            assert!(report.segments_cleaned > 0 && report.bytes_after < report.bytes_before);
+            let records = all_records(&log);
+            // In the compacted range (below the active segment) one record per key; overall the
+            // last record of each key is its newest value, at its original offset.
+            let active_base = log.lock().segments.last().unwrap().base_offset;
+            let mut in_range = std::collections::HashSet::new();
+            let mut seen = std::collections::HashMap::new();
+            for (offset, key, value) in &records {
+                if *offset < active_base {
+                    assert!(
+                        in_range.insert(key.clone()),
+                        "one per key below {active_base}"
+                    );
+                }
+                seen.insert(key.clone(), (*offset, value.clone()));
+            }
+            assert!(records.windows(2).all(|w| w[0].0 < w[1].0));
+            assert!(records.len() < 30, "most records were compacted away");
+            assert_eq!(seen["k1"], (56, Some("v56".into())));
+            assert_eq!(seen["k4"], (59, Some("v59".into())));
+            assert_eq!(seen["k0"], (60, None), "the fresh tombstone is kept");
+            assert_eq!(seen["k9"], (61, Some("tail".into())));
+            assert_eq!(log.log_end_offset(), 62);
+            // Nothing rolled since: a second pass does nothing.
+            assert_eq!(log.compact(now_ms()).unwrap().segments_cleaned, 0);
+            if disk {
+                drop(log);
+                let log = PartitionLog::open(dir.path(), config, false).unwrap();
+                assert_eq!(all_records(&log), records, "survives a restart");
+            }
+        }
+    }
+
+    fn all_records(log: &PartitionLog) -> Vec<(i64, String, Option<String>)> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let read = log.read(offset, 1 << 20, true).unwrap();
+            if read.records.is_empty() {
+                break;
+            }
+            let mut b = read.records.clone();
+            for set in RecordBatchDecoder::decode_all(&mut b).unwrap() {
+                for r in set.records {
+                    if r.offset >= offset {
+                        out.push((
+                            r.offset,
+                            String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
+                            r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                        ));
+                    }
+                }
+            }
+            offset = out.last().map_or(offset + 1, |r| r.0 + 1).max(offset + 1);
+            // skip gaps left by compaction
+            let next_batch = {
+                let mut b = read.records.clone();
+                RecordBatchDecoder::decode_all(&mut b)
+                    .unwrap()
+                    .last()
+                    .and_then(|s| s.records.last().map(|r| r.offset + 1))
+            };
+            if let Some(n) = next_batch {
+                offset = offset.max(n);
+            }
+        }
+        out
     }
 }

@@ -3,18 +3,20 @@
 //! answered with its original offsets instead of being appended twice; a gap in sequences or a
 //! stale epoch is refused as Kafka does.
 //!
-//! The state is rebuilt from batch headers when the log is opened (every header is scanned
-//! then anyway). Expiry of idle producers (`producer.id.expiration.ms`) comes with the
+//! A clean shutdown saves the state beside the segments (`producer.snapshot`); otherwise it is
+//! rebuilt from batch headers when the log is opened. Expiry of idle producers (`producer.id.expiration.ms`) comes with the
 //! transactions issue.
 
 use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
 
 use super::batch::BatchHeader;
 
 /// Batches remembered per producer: clients keep at most 5 in flight per partition.
 pub const BATCHES_REMEMBERED: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct BatchSeq {
     first_sequence: i32,
     last_sequence: i32,
@@ -22,7 +24,7 @@ struct BatchSeq {
     last_offset: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchSeq>,
@@ -45,7 +47,7 @@ pub enum SequenceError {
     OutOfOrder { expected: i32, got: i32 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
 }

@@ -27,10 +27,11 @@ pub struct Segment {
     index: OffsetIndex,
     time_index: TimeIndex,
     bytes_since_index_entry: u64,
-    /// Largest batch max-timestamp in the segment, and the base offset of that batch.
+    /// Largest batch max-timestamp in the segment (-1 when empty).
     pub max_timestamp: i64,
-    pub max_timestamp_batch_offset: i64,
     pub created_ms: i64,
+    /// Whether the index files held consistent entries when opened (else they need a rebuild).
+    indexes_loaded: bool,
     /// The segment's directory when on disk (for deletion of its files).
     dir: Option<PathBuf>,
 }
@@ -53,20 +54,27 @@ impl Segment {
         )
     }
 
-    /// Opens (or creates) the segment files under `dir`. Indexes are rebuilt by
-    /// [`Segment::recover`].
+    /// Opens (or creates) the segment files under `dir` and reads its index files. Before use
+    /// the segment must be brought up to date by [`Segment::load`] or [`Segment::recover`].
     pub fn open_on_disk(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
         let store = FileStore::open(&segment_path(dir, base_offset, "log"))?;
-        let index = OffsetIndex::with_file(&segment_path(dir, base_offset, "index"))?;
-        let time_index = TimeIndex::with_file(&segment_path(dir, base_offset, "timeindex"))?;
-        Ok(Segment::with_parts(
+        let stored = store.stored_bytes()?;
+        let (index, offsets_ok) =
+            OffsetIndex::open(&segment_path(dir, base_offset, "index"), stored)?;
+        let (time_index, times_ok) = TimeIndex::open(
+            &segment_path(dir, base_offset, "timeindex"),
+            Some(index.last().map_or(0, |e| e.0)),
+        )?;
+        let mut segment = Segment::with_parts(
             base_offset,
             Arc::new(store),
             index,
             time_index,
             Some(dir.to_path_buf()),
             now_ms,
-        ))
+        );
+        segment.indexes_loaded = offsets_ok && times_ok;
+        Ok(segment)
     }
 
     fn with_parts(
@@ -86,22 +94,80 @@ impl Segment {
             time_index,
             bytes_since_index_entry: 0,
             max_timestamp: -1,
-            max_timestamp_batch_offset: -1,
             created_ms: now_ms,
+            indexes_loaded: true,
             dir,
         }
     }
 
-    /// Scans the stored bytes, rebuilding the indexes. With `check_crc`, the first batch that is
-    /// torn, out of sequence or fails its CRC ends the log: it and everything after it is cut.
+    /// Brings an opened segment up to date trusting its index files: only the batches from the
+    /// last index entry on are read (and CRC-checked). Falls back to [`Segment::recover`] when
+    /// the index files were inconsistent or that tail turns out torn or corrupt.
+    ///
+    /// With `every_header`, `on_batch` sees every batch of the segment (the producer state is
+    /// being rebuilt), not only the tail's.
+    pub fn load(
+        &mut self,
+        index_interval_bytes: u64,
+        every_header: bool,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> io::Result<RecoveryReport> {
+        if self.indexes_loaded {
+            let from = self.index.last().map_or(0, |e| e.1 as u64);
+            self.max_timestamp = self.time_index.last_timestamp().unwrap_or(-1);
+            // The scan starts at an indexed batch: no new entry for it (bytes since entry = 0).
+            self.bytes_since_index_entry = 0;
+            let mut tail = Vec::new();
+            let report = self.scan(from, true, index_interval_bytes, false, &mut |h| {
+                tail.push(*h)
+            })?;
+            if report.truncated_bytes == 0 {
+                if every_header {
+                    self.for_each_header(0, from, on_batch)?;
+                }
+                tail.iter().for_each(&mut *on_batch);
+                return Ok(report);
+            }
+            tracing::warn!(
+                segment = self.base_offset,
+                "the tail after the last index entry is damaged; rescanning the segment"
+            );
+        }
+        self.recover(true, index_interval_bytes, on_batch)
+    }
+
+    /// Rebuilds the indexes by scanning every stored batch. With `check_crc`, the first batch
+    /// that is torn, out of sequence or fails its CRC ends the log: it and everything after it
+    /// is cut.
     pub fn recover(
         &mut self,
         check_crc: bool,
         index_interval_bytes: u64,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<RecoveryReport> {
+        self.index.reset()?;
+        self.time_index.reset()?;
+        self.next_offset = self.base_offset;
+        self.size_bytes = 0;
+        self.max_timestamp = -1;
+        self.bytes_since_index_entry = 0;
+        self.indexes_loaded = true;
+        self.scan(0, check_crc, index_interval_bytes, true, on_batch)
+    }
+
+    /// Reads batches from byte `from` (a batch boundary) to the end of the store, tracking
+    /// them, up to the first torn, out-of-sequence or (with `check_crc`) corrupt batch; with
+    /// `cut`, the store and the indexes are cut there.
+    fn scan(
+        &mut self,
+        from: u64,
+        check_crc: bool,
+        index_interval_bytes: u64,
+        cut: bool,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> io::Result<RecoveryReport> {
         let stored = self.store.stored_bytes()?;
-        let mut pos = 0u64;
+        let mut pos = from;
         let mut batches = 0;
         let mut window = Window::default();
         while pos < stored {
@@ -119,18 +185,53 @@ impl Segment {
             }
             self.track_batch_indexed(&header, pos, index_interval_bytes)?;
             on_batch(&header);
-            self.size_bytes = pos + header.total_bytes as u64;
             pos += header.total_bytes as u64;
+            self.size_bytes = pos;
             batches += 1;
         }
+        if batches == 0 {
+            self.size_bytes = pos;
+        }
         let truncated_bytes = stored - pos;
-        if truncated_bytes > 0 {
+        if truncated_bytes > 0 && cut {
             self.store.truncate(pos)?;
+            self.index.truncate_to_position(pos)?;
+            self.time_index
+                .truncate_to_offset((self.next_offset - self.base_offset) as u32)?;
         }
         Ok(RecoveryReport {
             batches,
             truncated_bytes,
         })
+    }
+
+    /// Calls `on_batch` with the header of every batch in bytes `[from, to)` (no tracking).
+    fn for_each_header(
+        &self,
+        from: u64,
+        to: u64,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> io::Result<()> {
+        let mut window = Window::default();
+        let mut pos = from;
+        while pos < to {
+            let Some(h) = window.header(self.store.as_ref(), pos, to)? else {
+                break;
+            };
+            on_batch(&h);
+            pos += h.total_bytes as u64;
+        }
+        Ok(())
+    }
+
+    /// When the segment's data was last written, by its newest record's timestamp (or its
+    /// creation when it has none): what retention by time compares.
+    pub fn newest_ms(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.created_ms
+        }
     }
 
     /// Appends validated, offset-assigned batches. `buf` starts at `self.next_offset`.
@@ -162,10 +263,7 @@ impl Segment {
             self.bytes_since_index_entry = 0;
         }
         self.bytes_since_index_entry += header.total_bytes as u64;
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            self.max_timestamp_batch_offset = header.base_offset;
-        }
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
         self.next_offset = header.last_offset() + 1;
         Ok(())
     }

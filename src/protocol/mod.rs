@@ -123,7 +123,7 @@ async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, &r, version)),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, &r)?),
+        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, &r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, &r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version))

@@ -2,6 +2,7 @@
 //! once), runs one task per connection and shuts everything down gracefully on request.
 
 mod connection;
+mod maintenance;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,8 +124,14 @@ impl Server {
         };
         let cluster_id =
             cluster::resolve_cluster_id(&config).map_err(|e| StartError::Storage(e.to_string()))?;
-        let topics =
-            TopicRegistry::open(&config).map_err(|e| StartError::Storage(e.to_string()))?;
+        let clean_start = !config.memory && cluster::was_clean_shutdown(&config.data_dir);
+        let topics = TopicRegistry::open(&config, clean_start)
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        if !config.memory {
+            // From here on a crash is unclean until the next graceful shutdown.
+            cluster::forget_clean_shutdown(&config.data_dir)
+                .map_err(|e| StartError::Storage(e.to_string()))?;
+        }
         let producer_ids =
             ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
                 .map_err(|e| StartError::Storage(e.to_string()))?;
@@ -188,9 +195,11 @@ impl Server {
                 stop_rx.clone(),
             )));
         }
+        let maintenance = tokio::spawn(maintenance::run(self.broker.clone(), stop_rx.clone()));
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
+        let _ = maintenance.await;
         for t in accept_tasks {
             let _ = t.await;
         }
@@ -202,8 +211,23 @@ impl Server {
         {
             tracing::warn!("connections still open after the grace period; closing anyway");
         }
-        if let Err(e) = self.broker.topics.sync_all() {
-            tracing::error!(error = %e, "flushing logs at shutdown failed");
+        let broker = self.broker.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            broker.topics.sync_all(true)?;
+            if !broker.config.memory {
+                cluster::mark_clean_shutdown(&broker.config.data_dir)?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flushing logs at shutdown failed; the next start recovers")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flushing logs at shutdown failed; the next start recovers")
+            }
         }
         tracing::info!("stopped");
     }

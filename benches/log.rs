@@ -50,7 +50,7 @@ fn benches(c: &mut Criterion) {
         bench.iter(|| validate_batches(&b, 1 << 20).expect("valid"))
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let disk = PartitionLog::open(dir.path(), LogConfig::default()).expect("open");
+    let disk = PartitionLog::open(dir.path(), LogConfig::default(), false).expect("open");
     g.bench_function("append_16k_disk", |bench| {
         bench.iter(|| {
             let mut copy = b.clone();

@@ -718,9 +718,12 @@ impl PartitionLog {
 
     /// Removes non-active segments that end at or below the log start offset.
     fn drop_segments_below_start(state: &mut LogState) -> Vec<Segment> {
-        let keep_from = state.segments[..state.segments.len() - 1]
-            .iter()
-            .position(|s| s.next_offset > state.log_start_offset)
+        // A segment ends where the next one begins (compaction may leave a gap after its last
+        // batch): it is wholly below the start when the next segment begins at or below it.
+        let keep_from = state
+            .segments
+            .windows(2)
+            .position(|w| w[1].base_offset > state.log_start_offset)
             .unwrap_or(state.segments.len() - 1);
         state.segments.drain(..keep_from).collect()
     }
@@ -824,8 +827,9 @@ impl PartitionLog {
         if i + 1 == state.segments.len() {
             return Ok(()); // never the active segment
         }
-        if cleaned.is_empty() {
-            // Every record was superseded: the segment goes (reads skip the offset gap).
+        if cleaned.is_empty() && i > 0 {
+            // Every record was superseded: the segment goes (reads skip the offset gap). The
+            // first segment stays, empty, so that its base still marks the log start.
             let old = state.segments.remove(i);
             drop(state);
             if let Some(path) = &cleaned_path {

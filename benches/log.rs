@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the produce/fetch hot paths in the log layer:
-//! batch validation (CRC32C), append (offset patch + store write + index), read.
+//! batch validation (CRC32C), append (offset patch + store write + index), append with an
+//! fsync per append (`fsync = "always"`, one appender: group commit cannot help), read, and an
+//! offset-index lookup.
 //! Run: `cargo bench --bench log`.
 
 use bytes::BytesMut;
@@ -57,6 +59,23 @@ fn benches(c: &mut Criterion) {
             disk.append(&mut copy, None).expect("append")
         })
     });
+    let dir_sync = tempfile::tempdir().expect("tempdir");
+    let synced = PartitionLog::open(
+        dir_sync.path(),
+        LogConfig {
+            flush_messages: 1,
+            ..LogConfig::default()
+        },
+        false,
+    )
+    .expect("open");
+    g.bench_function("append_16k_disk_fsync_each", |bench| {
+        bench.iter(|| {
+            let mut copy = b.clone();
+            let info = synced.append(&mut copy, None).expect("append");
+            synced.sync_to(info.last_offset + 1).expect("sync")
+        })
+    });
     let mem = PartitionLog::in_memory(LogConfig {
         segment_bytes: 64 << 20,
         ..LogConfig::default()
@@ -74,6 +93,19 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // Offset index: 100k entries (a 400 MB segment at the default 4 KB interval).
+    let mut index = ottla::log::index::OffsetIndex::default();
+    for i in 0..100_000u32 {
+        index.append(i * 40 + 39, i * 4096).expect("append");
+    }
+    let mut target = 0u32;
+    c.bench_function("index_lookup_100k_entries", |bench| {
+        bench.iter(|| {
+            target = (target + 7919) % 4_000_000;
+            index.floor_position(target)
+        })
+    });
 }
 
 criterion_group!(log_benches, benches);

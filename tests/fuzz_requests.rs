@@ -119,6 +119,43 @@ fn seeds() -> Vec<Vec<u8>> {
         ])
         .with_response_partition_limit(1);
     push(&mut out, paged, range(ApiKey::DescribeTopicPartitions));
+    let alter = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("fuzz"))
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("60000")))]),
+    ]);
+    push(&mut out, alter, range(ApiKey::AlterConfigs));
+    let incremental = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("fuzz"))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("cleanup.policy"))
+                    .with_config_operation(2)
+                    .with_value(Some(StrBytes::from_static_str("compact"))),
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(1)
+                    .with_value(None),
+            ]),
+    ]);
+    push(
+        &mut out,
+        incremental,
+        range(ApiKey::IncrementalAlterConfigs),
+    );
+    let delete_records = DeleteRecordsRequest::default().with_topics(vec![
+        delete_records_request::DeleteRecordsTopic::default()
+            .with_name(topic.clone())
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default().with_offset(1),
+            ]),
+    ]);
+    push(&mut out, delete_records, range(ApiKey::DeleteRecords));
     out
 }
 

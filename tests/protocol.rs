@@ -651,3 +651,588 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
     );
     broker.stop().await;
 }
+
+fn topic_resource_alter(
+    topic: &str,
+    entries: &[(&str, Option<&str>)],
+) -> alter_configs_request::AlterConfigsResource {
+    alter_configs_request::AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_string(topic.into()))
+        .with_configs(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_value(v.map(|v| StrBytes::from_string(v.into())))
+                })
+                .collect(),
+        )
+}
+
+fn incremental(
+    resource_type: i8,
+    resource: &str,
+    entries: &[(&str, i8, Option<&str>)],
+) -> incremental_alter_configs_request::AlterConfigsResource {
+    incremental_alter_configs_request::AlterConfigsResource::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(StrBytes::from_string(resource.into()))
+        .with_configs(
+            entries
+                .iter()
+                .map(|(k, op, v)| {
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_config_operation(*op)
+                        .with_value(v.map(|v| StrBytes::from_string(v.into())))
+                })
+                .collect(),
+        )
+}
+
+/// Every config of `topic` as DescribeConfigs v4 reports it: name → (value, source).
+async fn described(
+    c: &mut Client,
+    topic: &str,
+) -> std::collections::BTreeMap<String, (String, i8)> {
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.into()))]);
+    let r = c.send(&req, 4).await;
+    assert_eq!(r.results[0].error_code, 0);
+    r.results[0]
+        .configs
+        .iter()
+        .map(|e| {
+            (
+                e.name.to_string(),
+                (
+                    e.value.as_deref().unwrap_or("").to_string(),
+                    e.config_source,
+                ),
+            )
+        })
+        .collect()
+}
+
+const DYNAMIC_TOPIC: i8 = 1;
+const DEFAULT_CONFIG: i8 = 5;
+
+#[tokio::test]
+async fn alter_configs_replaces_the_override_set() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let with_configs = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("ac"))
+        .with_num_partitions(1)
+        .with_replication_factor(-1)
+        .with_configs(vec![
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("12345"))),
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("segment.ms"))
+                .with_value(Some(StrBytes::from_static_str("60000"))),
+        ])]);
+    assert_eq!(c.send(&with_configs, 7).await.topics[0].error_code, 0);
+    let alter = |validate_only: bool, entries: &[(&str, Option<&str>)]| {
+        AlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![topic_resource_alter("ac", entries)])
+    };
+
+    for version in 0..=2 {
+        let retention = format!("{}", 1000 + version);
+        let r = c
+            .send(
+                &alter(
+                    false,
+                    &[
+                        ("retention.ms", Some(retention.as_str())),
+                        ("cleanup.policy", Some("compact")),
+                    ],
+                ),
+                version,
+            )
+            .await;
+        let res = &r.responses[0];
+        assert_eq!(
+            (
+                res.error_code,
+                res.resource_type,
+                res.resource_name.as_str()
+            ),
+            (0, 2, "ac"),
+            "v{version}: {:?}",
+            res.error_message
+        );
+        let shown = described(&mut c, "ac").await;
+        assert_eq!(shown["retention.ms"], (retention.clone(), DYNAMIC_TOPIC));
+        assert_eq!(shown["cleanup.policy"], ("compact".into(), DYNAMIC_TOPIC));
+        assert_eq!(
+            shown["segment.ms"],
+            ("604800000".into(), DEFAULT_CONFIG),
+            "configs not listed revert to their default"
+        );
+    }
+    let log = broker
+        .broker
+        .topics
+        .get("ac")
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let applied = log.config();
+    assert_eq!(
+        applied.retention_ms, 1002,
+        "the partition log uses the new settings"
+    );
+    assert!(applied.cleanup_compact && !applied.cleanup_delete);
+
+    // validate_only checks but changes nothing.
+    let r = c
+        .send(&alter(true, &[("retention.ms", Some("1"))]), 2)
+        .await;
+    assert_eq!(r.responses[0].error_code, 0);
+    let shown = described(&mut c, "ac").await;
+    assert_eq!(shown["retention.ms"], ("1002".into(), DYNAMIC_TOPIC));
+    assert_eq!(shown["cleanup.policy"], ("compact".into(), DYNAMIC_TOPIC));
+
+    // Invalid values and names: INVALID_CONFIG with a message; nothing changes.
+    for entries in [
+        &[("retention.ms", Some("soon"))][..],
+        &[
+            ("retention.ms", Some("5")),
+            ("cleanup.policy", Some("shred")),
+        ][..],
+        &[("no.such.config", Some("1"))][..],
+    ] {
+        for validate_only in [false, true] {
+            let r = c.send(&alter(validate_only, entries), 2).await;
+            let res = &r.responses[0];
+            assert_eq!(
+                res.error_code,
+                ResponseError::InvalidConfig.code(),
+                "{entries:?}"
+            );
+            assert!(res.error_message.as_ref().is_some_and(|m| !m.is_empty()));
+        }
+    }
+    let r = c
+        .send(&alter(false, &[("retention.ms", Some("soon"))]), 2)
+        .await;
+    assert!(r.responses[0]
+        .error_message
+        .as_deref()
+        .unwrap()
+        .contains("retention.ms"));
+    assert_eq!(described(&mut c, "ac").await["retention.ms"].0, "1002");
+
+    // A null value is a malformed request in Kafka 4 (INVALID_REQUEST), as are duplicates.
+    let r = c.send(&alter(false, &[("retention.ms", None)]), 1).await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    let r = c
+        .send(
+            &alter(
+                false,
+                &[("retention.ms", Some("1")), ("retention.ms", Some("2"))],
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    assert_eq!(described(&mut c, "ac").await["retention.ms"].0, "1002");
+
+    // Several resources in one request, each answered on its own.
+    let broker_resource = |id: &str, entries: &[(&str, Option<&str>)]| {
+        topic_resource_alter(id, entries).with_resource_type(4)
+    };
+    let req = AlterConfigsRequest::default().with_resources(vec![
+        topic_resource_alter("missing", &[("retention.ms", Some("1"))]),
+        broker_resource("1", &[("num.partitions", Some("3"))]),
+        broker_resource("7", &[]),
+        broker_resource("1", &[]).with_resource_name(StrBytes::from_static_str("")),
+        topic_resource_alter("x", &[]).with_resource_type(99),
+        topic_resource_alter("dup", &[]),
+        topic_resource_alter("dup", &[]),
+        topic_resource_alter("ac", &[]),
+    ]);
+    let r = c.send(&req, 2).await;
+    let codes: Vec<i16> = r.responses.iter().map(|x| x.error_code).collect();
+    let invalid = ResponseError::InvalidRequest.code();
+    assert_eq!(
+        codes,
+        vec![
+            ResponseError::UnknownTopicOrPartition.code(),
+            invalid,
+            invalid,
+            0,
+            invalid,
+            invalid,
+            invalid,
+            0
+        ]
+    );
+    assert!(r.responses[1]
+        .error_message
+        .as_deref()
+        .unwrap()
+        .contains("num.partitions"));
+    // The last resource emptied the override set: everything is a default again.
+    let shown = described(&mut c, "ac").await;
+    assert!(shown.values().all(|(_, source)| *source == DEFAULT_CONFIG));
+    assert!(log.config().cleanup_delete && !log.config().cleanup_compact);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn incremental_alter_configs_set_delete_append_subtract() {
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    const APPEND: i8 = 2;
+    const SUBTRACT: i8 = 3;
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "iac", 2).await;
+    let mut send = async |validate_only: bool, entries: &[(&str, i8, Option<&str>)], version| {
+        let req = IncrementalAlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![incremental(2, "iac", entries)]);
+        let r = c.send(&req, version).await;
+        let res = r.responses[0].clone();
+        assert_eq!((res.resource_type, res.resource_name.as_str()), (2, "iac"));
+        (res.error_code, res.error_message.map(|m| m.to_string()))
+    };
+    // APPEND to a config that is not overridden starts from its default ("delete").
+    assert_eq!(
+        send(false, &[("cleanup.policy", APPEND, Some("compact"))], 0).await,
+        (0, None)
+    );
+    // Appending what is already there adds nothing.
+    assert_eq!(
+        send(false, &[("cleanup.policy", APPEND, Some("delete"))], 1)
+            .await
+            .0,
+        0
+    );
+    let logs = broker.broker.topics.get("iac").unwrap().partitions();
+    assert!(logs
+        .iter()
+        .all(|l| l.config().cleanup_compact && l.config().cleanup_delete));
+    assert_eq!(
+        send(
+            false,
+            &[
+                ("retention.ms", SET, Some("5000")),
+                ("segment.ms", SET, Some("70000"))
+            ],
+            1
+        )
+        .await
+        .0,
+        0
+    );
+    let shown = described(&mut c, "iac").await;
+    assert_eq!(
+        shown["cleanup.policy"],
+        ("delete,compact".into(), DYNAMIC_TOPIC)
+    );
+    assert_eq!(shown["retention.ms"], ("5000".into(), DYNAMIC_TOPIC));
+    assert_eq!(shown["segment.ms"], ("70000".into(), DYNAMIC_TOPIC));
+    assert!(logs.iter().all(|l| l.config().retention_ms == 5000));
+
+    let mut send = async |validate_only: bool, entries: &[(&str, i8, Option<&str>)], version| {
+        let req = IncrementalAlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![incremental(2, "iac", entries)]);
+        let r = c.send(&req, version).await;
+        r.responses[0].error_code
+    };
+    assert_eq!(
+        send(
+            false,
+            &[
+                ("cleanup.policy", SUBTRACT, Some("delete")),
+                ("retention.ms", DELETE, None)
+            ],
+            1
+        )
+        .await,
+        0
+    );
+    // validate_only: checked, not applied.
+    assert_eq!(send(true, &[("segment.ms", DELETE, None)], 1).await, 0);
+    assert_eq!(send(true, &[("retention.ms", SET, Some("1"))], 0).await, 0);
+    // APPEND/SUBTRACT on a non-LIST config: INVALID_CONFIG, as in Kafka.
+    let invalid_config = ResponseError::InvalidConfig.code();
+    assert_eq!(
+        send(false, &[("retention.ms", APPEND, Some("1"))], 1).await,
+        invalid_config
+    );
+    assert_eq!(
+        send(false, &[("segment.ms", SUBTRACT, Some("1"))], 1).await,
+        invalid_config
+    );
+    // One bad entry refuses the whole resource.
+    assert_eq!(
+        send(
+            false,
+            &[
+                ("retention.ms", SET, Some("7")),
+                ("cleanup.policy", APPEND, Some("shred"))
+            ],
+            1
+        )
+        .await,
+        invalid_config
+    );
+    assert_eq!(
+        send(false, &[("retention.ms", SET, Some("x"))], 1).await,
+        invalid_config
+    );
+    // Null values (except for DELETE), duplicate keys, unknown operations: INVALID_REQUEST.
+    let invalid_request = ResponseError::InvalidRequest.code();
+    assert_eq!(
+        send(false, &[("retention.ms", SET, None)], 1).await,
+        invalid_request
+    );
+    assert_eq!(
+        send(
+            false,
+            &[
+                ("retention.ms", SET, Some("1")),
+                ("retention.ms", DELETE, None)
+            ],
+            1
+        )
+        .await,
+        invalid_request
+    );
+    assert_eq!(
+        send(false, &[("retention.ms", 9, Some("1"))], 1).await,
+        invalid_request
+    );
+    // Deleting a config that is not overridden changes nothing and succeeds.
+    assert_eq!(send(false, &[("flush.ms", DELETE, None)], 1).await, 0);
+
+    let shown = described(&mut c, "iac").await;
+    assert_eq!(shown["cleanup.policy"], ("compact".into(), DYNAMIC_TOPIC));
+    assert_eq!(shown["retention.ms"], ("604800000".into(), DEFAULT_CONFIG));
+    assert_eq!(shown["segment.ms"], ("70000".into(), DYNAMIC_TOPIC));
+    assert!(logs
+        .iter()
+        .all(|l| l.config().cleanup_compact && !l.config().cleanup_delete));
+
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental(2, "missing", &[("retention.ms", SET, Some("1"))]),
+        incremental(4, "1", &[("num.partitions", SET, Some("3"))]),
+        incremental(4, "1", &[("log.retention.ms", DELETE, None)])
+            .with_resource_name(StrBytes::from_static_str("")),
+        incremental(4, "2", &[]),
+        incremental(8, "1", &[("root", SET, Some("DEBUG"))]),
+        incremental(16, "x", &[]),
+    ]);
+    let r = c.send(&req, 1).await;
+    let codes: Vec<i16> = r.responses.iter().map(|x| x.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ResponseError::UnknownTopicOrPartition.code(),
+            invalid_request,
+            0,
+            invalid_request,
+            invalid_config,
+            invalid_request
+        ]
+    );
+    broker.stop().await;
+}
+
+fn delete_records(topic: &str, partition: i32, offset: i64) -> DeleteRecordsRequest {
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(1000)
+        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(offset),
+            ])])
+}
+
+async fn earliest(c: &mut Client, topic: &str) -> i64 {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-2)])]);
+    let r = c.send(&req, 10).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+#[tokio::test]
+async fn delete_records_moves_the_low_watermark() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "dr", 1).await;
+    for i in 0..10u8 {
+        let r = c
+            .send(
+                &produce("dr", 0, 1, batch(&[&[b'a' + i]], Compression::None)),
+                9,
+            )
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].base_offset, i as i64);
+    }
+    let mut delete = async |partition: i32, offset: i64, version: i16| {
+        let r = c
+            .send(&delete_records("dr", partition, offset), version)
+            .await;
+        let t = &r.topics[0];
+        assert_eq!(t.name.as_str(), "dr");
+        let p = &t.partitions[0];
+        assert_eq!(p.partition_index, partition);
+        (p.error_code, p.low_watermark)
+    };
+    assert_eq!(delete(0, 4, 0).await, (0, 4));
+    // Below the current start: nothing changes, the current low watermark is reported.
+    assert_eq!(delete(0, 2, 1).await, (0, 4));
+    assert_eq!(delete(0, 4, 2).await, (0, 4));
+
+    let r = c.send(&fetch("dr", Uuid::nil(), 3, 0, 0), 12).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, ResponseError::OffsetOutOfRange.code());
+    assert_eq!((p.log_start_offset, p.high_watermark), (4, 10));
+    let r = c.send(&fetch("dr", Uuid::nil(), 4, 0, 0), 12).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.log_start_offset), (0, 4));
+    let got = values_of(p.records.as_ref().unwrap());
+    let want: Vec<(i64, Vec<u8>)> = (4..10u8).map(|i| (i as i64, vec![b'a' + i])).collect();
+    assert_eq!(got, want);
+    assert_eq!(earliest(&mut c, "dr").await, 4);
+
+    let mut delete = async |partition: i32, offset: i64, version: i16| {
+        let r = c
+            .send(&delete_records("dr", partition, offset), version)
+            .await;
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
+    };
+    let out_of_range = ResponseError::OffsetOutOfRange.code();
+    assert_eq!(delete(0, 11, 2).await, (out_of_range, -1), "past the end");
+    assert_eq!(delete(0, -5, 2).await, (out_of_range, -1));
+    assert_eq!(
+        delete(1, 0, 2).await,
+        (ResponseError::UnknownTopicOrPartition.code(), -1)
+    );
+    // -1: up to the high watermark.
+    assert_eq!(delete(0, -1, 2).await, (0, 10));
+    assert_eq!(earliest(&mut c, "dr").await, 10);
+    let r = c.send(&fetch("dr", Uuid::nil(), 10, 0, 0), 12).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.log_start_offset, p.high_watermark),
+        (0, 10, 10)
+    );
+    assert!(values_of(p.records.as_ref().unwrap()).is_empty());
+    // Appends go on after the new start.
+    let r = c
+        .send(&produce("dr", 0, 1, batch(&[b"k"], Compression::None)), 9)
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 10);
+
+    let r = c.send(&delete_records("nope", 0, 1), 2).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    // A compacted-only topic refuses deletion, as Kafka does.
+    create(&mut c, "compacted", 1).await;
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![incremental(
+        2,
+        "compacted",
+        &[("cleanup.policy", 0, Some("compact"))],
+    )]);
+    assert_eq!(c.send(&req, 1).await.responses[0].error_code, 0);
+    let r = c.send(&delete_records("compacted", 0, -1), 2).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::PolicyViolation.code()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn disk_altered_configs_and_deleted_records_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let broker = TestBroker::start(config.clone()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "kept", 1).await;
+    for i in 0..6u8 {
+        c.send(
+            &produce("kept", 0, -1, batch(&[&[i; 10]], Compression::None)),
+            9,
+        )
+        .await;
+    }
+    let req = AlterConfigsRequest::default().with_resources(vec![topic_resource_alter(
+        "kept",
+        &[
+            ("retention.ms", Some("86400000")),
+            ("segment.bytes", Some("1048576")),
+        ],
+    )]);
+    assert_eq!(c.send(&req, 2).await.responses[0].error_code, 0);
+    let r = c.send(&delete_records("kept", 0, 3), 2).await;
+    assert_eq!(
+        (
+            r.topics[0].partitions[0].error_code,
+            r.topics[0].partitions[0].low_watermark
+        ),
+        (0, 3)
+    );
+    drop(c);
+    broker.stop().await;
+
+    let broker = TestBroker::start(config).await;
+    let mut c = broker.client().await;
+    let shown = described(&mut c, "kept").await;
+    assert_eq!(shown["retention.ms"], ("86400000".into(), DYNAMIC_TOPIC));
+    assert_eq!(shown["segment.bytes"], ("1048576".into(), DYNAMIC_TOPIC));
+    let log = broker
+        .broker
+        .topics
+        .get("kept")
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    assert_eq!(log.config().segment_bytes, 1048576);
+    assert_eq!(earliest(&mut c, "kept").await, 3);
+    let r = c.send(&fetch("kept", Uuid::nil(), 0, 0, 0), 12).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    let r = c.send(&fetch("kept", Uuid::nil(), 3, 0, 0), 12).await;
+    let got = values_of(r.responses[0].partitions[0].records.as_ref().unwrap());
+    let want: Vec<(i64, Vec<u8>)> = (3..6u8).map(|i| (i as i64, vec![i; 10])).collect();
+    assert_eq!(got, want);
+    broker.stop().await;
+}

@@ -1,5 +1,6 @@
 //! DescribeConfigs (key 32): topic configs (overrides and defaults, with their sources) and
-//! this broker's settings. Read-only for now: AlterConfigs arrives with the storage issue.
+//! this broker's settings. Topic overrides change through AlterConfigs and
+//! IncrementalAlterConfigs; broker settings are static (read at start-up).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{

@@ -149,6 +149,15 @@ async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, &r, version))
         }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(broker, &r))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(broker, &r))
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, &r).await)
+        }
         other => {
             // Unreachable while the version table and this match agree (a test checks it).
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a supported API");

@@ -150,3 +150,19 @@ def test_fetch_out_of_range_resets(bootstrap, topic_name):
         assert got == [(0, b"a"), (1, b"b")]
     finally:
         c.close()
+
+
+def test_compacted_topic_refuses_keyless_records(bootstrap, topic_name):
+    """As Kafka: a record without a key cannot be compacted, so it is refused (INVALID_RECORD)."""
+    create(bootstrap, topic_name, config={"cleanup.policy": "compact"})
+    results = []
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": False, "retries": 0,
+                  "linger.ms": 0})
+    p.produce(topic_name, value=b"no key", on_delivery=lambda e, m: results.append(("nokey", e)))
+    p.flush(10)
+    p.produce(topic_name, key=b"k", value=b"keyed", on_delivery=lambda e, m: results.append(("key", e)))
+    p.flush(10)
+    assert results[0][0] == "nokey" and results[0][1].code() == KafkaError.INVALID_RECORD
+    assert results[1] == ("key", None)
+    got = consume(bootstrap, topic_name, 1, 1)
+    assert [(m.key(), m.value(), m.offset()) for m in got] == [(b"k", b"keyed", 0)]

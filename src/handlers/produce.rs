@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{str_bytes, Broker, NONE};
 use crate::cluster::{topic_config, Topic};
 use crate::log::batch::{self, BatchError};
+use crate::log::cleaner;
 use crate::log::producer_state::SequenceError;
 use crate::log::{now_ms, LogError, PartitionLog};
 
@@ -143,6 +144,18 @@ fn produce_partition(
             );
         }
         Ok(_) => {}
+    }
+    if log.config().cleanup_compact && cleaner::has_keyless_record(records).unwrap_or(true) {
+        return (
+            fail(
+                ResponseError::InvalidRecord,
+                format!(
+                    "Compacted topic cannot accept message without key in topic partition {}-{}.",
+                    topic.name, p.index
+                ),
+            ),
+            None,
+        );
     }
     let log_append_time = topic_config::log_append_time(&configs, &broker.config).then(now_ms);
     // The one copy of the produce path: the frame is shared and immutable, offsets are patched

@@ -65,6 +65,15 @@ pub struct Config {
     pub log_cleaner_delete_retention_ms: i64,
     /// Default `min.compaction.lag.ms`.
     pub log_cleaner_min_compaction_lag_ms: i64,
+    /// How long a rebalance of an empty group waits for more members to join (Kafka's default
+    /// is 3000; ours is 0 so that a lone consumer gets its partitions at once).
+    pub group_initial_rebalance_delay_ms: i64,
+    /// Session timeouts a member may ask for (Kafka's `group.min/max.session.timeout.ms`).
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// How long an empty group's committed offsets are kept (Kafka's
+    /// `offsets.retention.minutes`).
+    pub offsets_retention_minutes: i64,
 }
 
 /// See [`Config::fsync`].
@@ -104,6 +113,10 @@ impl Default for Config {
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
             log_cleaner_min_compaction_lag_ms: 0,
+            group_initial_rebalance_delay_ms: 0,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 }
@@ -189,6 +202,12 @@ impl Config {
             return bad(
                 "log_retention_check_interval_ms and log_cleaner_backoff_ms must be ≥ 1".into(),
             );
+        }
+        if self.group_initial_rebalance_delay_ms < 0
+            || self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return bad("group timeouts must be ≥ 0 and min ≤ max".into());
         }
         if self.log_segment_bytes < 1024 || self.log_index_interval_bytes == 0 {
             return bad("log_segment_bytes must be ≥ 1024, log_index_interval_bytes ≥ 1".into());

@@ -2,11 +2,13 @@
 //!
 //! Layers, top to bottom (nothing imports upwards): `server` (sockets, framing) →
 //! `protocol` (headers, versions, routing) → `handlers` (one file per Kafka API) →
-//! `cluster` (topics, node identity) and `log` (partition storage). See ARCHITECTURE.md.
+//! `cluster` (topics, node identity), `groups` (consumer-group coordinator) and `log`
+//! (partition storage). See ARCHITECTURE.md.
 
 pub mod alloc;
 pub mod cluster;
 pub mod config;
+pub mod groups;
 pub mod handlers;
 pub mod log;
 pub mod protocol;

@@ -79,6 +79,11 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_cleaner_backoff_ms: Option<u64>,
+    /// How long the first rebalance of an empty group waits for more members, in ms
+    /// (Kafka's default is 3000) [default: 0].
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_initial_rebalance_delay_ms: Option<i64>,
     /// Cluster id [default: generated once and kept in the data directory].
     #[arg(long, value_name = "ID")]
     #[serde(skip_serializing_if = "Option::is_none")]

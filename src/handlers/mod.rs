@@ -5,17 +5,28 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_topic_partitions;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::sync::Arc;
 
@@ -25,6 +36,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::{NodeInfo, Topic, TopicError, TopicRegistry};
 use crate::config::Config;
+use crate::groups::GroupCoordinator;
 use crate::txn::producer_ids::ProducerIdAllocator;
 
 /// Everything a handler may use: configuration, this node's identity, the topics.
@@ -33,6 +45,7 @@ pub struct Broker {
     pub node: NodeInfo,
     pub topics: TopicRegistry,
     pub producer_ids: ProducerIdAllocator,
+    pub groups: GroupCoordinator,
 }
 
 impl Broker {

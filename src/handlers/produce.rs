@@ -112,6 +112,15 @@ fn produce_partition(
             .with_error_code(error.code())
             .with_error_message(Some(str_bytes(message)))
     };
+    if topic.is_internal() {
+        return (
+            fail(
+                ResponseError::InvalidTopicException,
+                format!("Cannot append to internal topic {}", topic.name),
+            ),
+            None,
+        );
+    }
     let Some(records) = &p.records else {
         return (
             fail(ResponseError::CorruptMessage, "null record set".into()),

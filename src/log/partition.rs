@@ -1227,7 +1227,8 @@ mod tests {
                     for _ in 0..20 {
                         let mut b = encode_batch(3, Compression::None, 1);
                         let info = log.append(&mut b, None).unwrap();
-                        assert!(info.needs_sync);
+                        // Unless another thread's fsync already covered it, it needs one.
+                        assert!(info.needs_sync || log.durable_offset() > info.last_offset);
                         log.sync_to(info.last_offset + 1).unwrap();
                         assert!(log.durable_offset() > info.last_offset);
                     }

@@ -11,6 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::groups::ClientInfo;
 use crate::handlers::{self, Broker};
 
 /// What the connection should do with a request frame.
@@ -93,7 +94,16 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome 
         client_id = meta.client_id
     );
     let _enter = span.enter();
-    let response = match dispatch(broker, request, version).await {
+    let client = ClientInfo {
+        client_id: meta.client_id.unwrap_or_default().to_string(),
+        client_host: format!(
+            "/{}",
+            peer.rsplit_once(':')
+                .map_or(peer, |(host, _)| host)
+                .trim_matches(|c| c == '[' || c == ']')
+        ),
+    };
+    let response = match dispatch(broker, request, version, &client).await {
         Some(r) => r,
         None => return Outcome::NoResponse,
     };
@@ -118,7 +128,12 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
         .unwrap_or_else(|_| Err(anyhow::anyhow!("decoder panicked on malformed input")))
 }
 
-async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option<ResponseKind> {
+async fn dispatch(
+    broker: &Broker,
+    request: RequestKind,
+    version: i16,
+    client: &ClientInfo,
+) -> Option<ResponseKind> {
     use crate::handlers::*;
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
@@ -142,6 +157,35 @@ async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option
         }
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(broker, &r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, &r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(join_group::handle(broker, &r, version, client).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(sync_group::handle(broker, &r, version).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(broker, &r)),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(leave_group::handle(broker, &r, version))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, &r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(broker, &r, version))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(broker, &r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, &r, version))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(broker, &r))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(broker, &r))
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, &r))

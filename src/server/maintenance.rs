@@ -1,4 +1,5 @@
-//! Background storage work on timers: the periodic flush, retention and compaction. Each pass
+//! Background work on timers: the group coordinator's clock (session and rebalance timeouts),
+//! the periodic flush, retention and compaction. Each pass
 //! runs on the blocking pool (it does file I/O) and never overlaps itself.
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         if cleaning {
             next_cleaning = now + cleaner_every;
         }
+        broker.groups.tick();
         let b = broker.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let now = now_ms();

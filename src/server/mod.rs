@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::cluster::{self, NodeInfo, TopicRegistry};
 use crate::config::Config;
+use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::handlers::Broker;
 use crate::txn::producer_ids::ProducerIdAllocator;
 
@@ -135,7 +136,10 @@ impl Server {
         let producer_ids =
             ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
                 .map_err(|e| StartError::Storage(e.to_string()))?;
+        let groups = open_group_coordinator(&topics, &config)
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         let broker = Broker {
+            groups,
             node: NodeInfo {
                 node_id: config.node_id,
                 host,
@@ -231,6 +235,41 @@ impl Server {
         }
         tracing::info!("stopped");
     }
+}
+
+/// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
+fn open_group_coordinator(
+    topics: &TopicRegistry,
+    config: &Config,
+) -> Result<GroupCoordinator, String> {
+    let topic = match topics.get(OFFSETS_TOPIC) {
+        Some(t) => t,
+        None => {
+            let configs = [
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "104857600"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            topics
+                .create(OFFSETS_TOPIC, Some(1), configs)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let log = topic
+        .partition(0)
+        .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition 0"))?;
+    GroupCoordinator::open(
+        log,
+        GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+        },
+    )
+    .map_err(|e| format!("loading consumer groups: {e}"))
 }
 
 async fn accept_loop(

@@ -1,0 +1,1235 @@
+//! The group coordinator (classic consumer-group protocol, as Kafka's `GroupCoordinator`):
+//! membership, rebalances, and committed offsets.
+//!
+//! States: Empty -> PreparingRebalance -> CompletingRebalance -> Stable, and back to
+//! PreparingRebalance when a member joins, leaves, changes its protocols or misses its session
+//! timeout; Dead once deleted. A rebalance completes when every known member has rejoined (or
+//! the rebalance timeout removes the ones that did not), after `group_initial_rebalance_delay_ms`
+//! for a group that was empty (default 0: a lone consumer is served at once). The leader gets
+//! the members' metadata, computes the assignment and sends it in SyncGroup; every member gets
+//! its own. Static members (KIP-345, `group.instance.id`) keep their assignment across a
+//! restart within the session timeout: a rejoin with a known instance id replaces the old
+//! member id (which is fenced) without a rebalance when nothing else changed.
+//!
+//! Offsets and group metadata are written to `__consumer_offsets` (see `store`) and replayed
+//! on start. The coordinator holds one mutex; no lock is held across an `.await` (JoinGroup and
+//! SyncGroup wait on oneshot channels completed by other requests or by the timer).
+
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::error::ResponseError;
+use tokio::sync::oneshot;
+
+use crate::log::{now_ms, PartitionLog};
+use store::Change;
+pub use store::{CommittedOffset, GroupRecord};
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Largest offset-commit metadata string (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// Coordinator settings (from the broker config).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay_ms: i64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub offsets_retention_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// Who is asking (for member ids and DescribeGroups).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub client_host: String,
+}
+
+/// A JoinGroup request, decoded.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: an unknown member first gets MEMBER_ID_REQUIRED with its new id.
+    pub require_known_member_id: bool,
+}
+
+/// A JoinGroup answer.
+#[derive(Debug, Clone, Default)]
+pub struct JoinResult {
+    pub error: i16,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    pub skip_assignment: bool,
+    /// The leader's view: (member id, instance id, metadata for the chosen protocol).
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(e: ResponseError, member_id: &str) -> JoinResult {
+        JoinResult {
+            error: e.code(),
+            generation_id: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A SyncGroup request, decoded.
+pub struct SyncRequest<'a> {
+    pub group_id: &'a str,
+    pub generation: i32,
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+    pub protocol_type: Option<&'a str>,
+    pub protocol_name: Option<&'a str>,
+    /// The leader's assignment: (member id, assignment).
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncResult {
+    pub error: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    fn error(e: ResponseError) -> SyncResult {
+        SyncResult {
+            error: e.code(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Either an answer now or one to wait for.
+pub enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client: ClientInfo,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat_ms: i64,
+    /// Rejoined in the current rebalance.
+    joined: bool,
+    join_order: u64,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+struct Group {
+    id: String,
+    state: GroupState,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    generation: i32,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// group.instance.id -> member id
+    static_members: HashMap<String, String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, with when they expire.
+    pending: HashMap<String, i64>,
+    rebalance_deadline_ms: i64,
+    initial_delay_until_ms: i64,
+    sync_deadline_ms: i64,
+    empty_since_ms: i64,
+    offsets: HashMap<(String, i32), CommittedOffset>,
+}
+
+impl Group {
+    fn new(id: &str, now: i64) -> Group {
+        Group {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            protocol_type: None,
+            protocol: None,
+            generation: 0,
+            leader: None,
+            members: BTreeMap::new(),
+            static_members: HashMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline_ms: 0,
+            initial_delay_until_ms: 0,
+            sync_deadline_ms: 0,
+            empty_since_ms: now,
+            offsets: HashMap::new(),
+        }
+    }
+
+    fn record(&self) -> GroupRecord {
+        GroupRecord {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+        }
+    }
+
+    /// Protocols every member supports, in the order of the votes they get.
+    fn select_protocol(&self) -> Option<String> {
+        let mut candidates: Option<Vec<&str>> = None;
+        for m in self.members.values() {
+            let names: Vec<&str> = m.protocols.iter().map(|(n, _)| n.as_str()).collect();
+            candidates = Some(match candidates {
+                None => names,
+                Some(c) => c.into_iter().filter(|n| names.contains(n)).collect(),
+            });
+        }
+        let candidates = candidates?;
+        let mut votes: Vec<(&str, usize)> = candidates.iter().map(|c| (*c, 0)).collect();
+        for m in self.members.values() {
+            if let Some((name, _)) = m
+                .protocols
+                .iter()
+                .find(|(n, _)| candidates.contains(&n.as_str()))
+            {
+                if let Some(v) = votes.iter_mut().find(|(c, _)| c == name) {
+                    v.1 += 1;
+                }
+            }
+        }
+        // Most votes; ties go to the earlier candidate (the first member's preference order).
+        let best = votes.iter().map(|(_, n)| *n).max()?;
+        votes
+            .into_iter()
+            .find(|(_, n)| *n == best)
+            .map(|(c, _)| c.to_string())
+    }
+
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if self.members.is_empty() {
+            return !protocols.is_empty();
+        }
+        if self.protocol_type.as_deref() != Some(protocol_type) {
+            return false;
+        }
+        // At least one protocol every current member supports.
+        protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
+    }
+
+    fn max_rebalance_timeout(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms as i64)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    log: Arc<PartitionLog>,
+    config: GroupConfig,
+    next_join_order: Mutex<u64>,
+}
+
+impl GroupCoordinator {
+    /// Loads every group's offsets and metadata from the `__consumer_offsets` log.
+    pub fn open(log: Arc<PartitionLog>, config: GroupConfig) -> io::Result<GroupCoordinator> {
+        let replayed = store::replay(&log)?;
+        let now = now_ms();
+        let mut groups = HashMap::new();
+        for (id, offsets) in replayed.offsets {
+            let mut g = Group::new(&id, now);
+            g.offsets = offsets;
+            groups.insert(id, g);
+        }
+        for (id, record) in replayed.groups {
+            let g = groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(&id, now));
+            g.generation = record.generation;
+            g.protocol_type = (!record.protocol_type.is_empty()).then_some(record.protocol_type);
+        }
+        if !groups.is_empty() {
+            tracing::info!(groups = groups.len(), "loaded consumer groups");
+        }
+        Ok(GroupCoordinator {
+            groups: Mutex::new(groups),
+            log,
+            config,
+            next_join_order: Mutex::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, changes: &[Change<'_>]) -> Option<i64> {
+        match store::append(&self.log, changes) {
+            Ok(sync) => sync,
+            Err(e) => {
+                tracing::error!(error = %e, "writing to __consumer_offsets failed");
+                None
+            }
+        }
+    }
+
+    /// The log behind the coordinator (for durability waits).
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    fn join_order(&self) -> u64 {
+        let mut n = self
+            .next_join_order
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    }
+
+    pub fn join(&self, req: JoinRequest, client: ClientInfo) -> Reply<JoinResult> {
+        let now = now_ms();
+        if req.group_id.is_empty() {
+            return Reply::Now(JoinResult::error(
+                ResponseError::InvalidGroupId,
+                &req.member_id,
+            ));
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return Reply::Now(JoinResult::error(
+                ResponseError::InvalidSessionTimeout,
+                &req.member_id,
+            ));
+        }
+        let order = self.join_order();
+        let mut groups = self.lock();
+        let group = groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(&req.group_id, now));
+        if group.state == GroupState::Dead {
+            return Reply::Now(JoinResult::error(
+                ResponseError::CoordinatorNotAvailable,
+                &req.member_id,
+            ));
+        }
+        if !group.supports(&req.protocol_type, &req.protocols) {
+            return Reply::Now(JoinResult::error(
+                ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
+        }
+        if req.member_id.is_empty() {
+            let new_id = format!("{}-{}", client.client_id, uuid::Uuid::new_v4());
+            if let Some(instance) = &req.group_instance_id {
+                if let Some(old_id) = group.static_members.get(instance).cloned() {
+                    return self.rejoin_static(group, old_id, new_id, req, client, now);
+                }
+            } else if req.require_known_member_id {
+                let expires = now + req.session_timeout_ms as i64;
+                group.pending.insert(new_id.clone(), expires);
+                return Reply::Now(JoinResult::error(ResponseError::MemberIdRequired, &new_id));
+            }
+            return self.add_member_and_rebalance(group, new_id, req, client, now, order);
+        }
+        // A known (or pending) member id.
+        if group.pending.remove(&req.member_id).is_some() {
+            let id = req.member_id.clone();
+            return self.add_member_and_rebalance(group, id, req, client, now, order);
+        }
+        if let Some(instance) = &req.group_instance_id {
+            if group
+                .static_members
+                .get(instance)
+                .is_some_and(|m| *m != req.member_id)
+            {
+                return Reply::Now(JoinResult::error(
+                    ResponseError::FencedInstanceId,
+                    &req.member_id,
+                ));
+            }
+        }
+        let Some(member) = group.members.get_mut(&req.member_id) else {
+            return Reply::Now(JoinResult::error(
+                ResponseError::UnknownMemberId,
+                &req.member_id,
+            ));
+        };
+        member.last_heartbeat_ms = now;
+        let unchanged = member.protocols == req.protocols;
+        match group.state {
+            GroupState::PreparingRebalance => {
+                self.update_member(group, &req, &client, now);
+                self.wait_join(group, &req.member_id)
+            }
+            GroupState::CompletingRebalance if unchanged => {
+                // A retried join: answer as the rebalance already did.
+                Reply::Now(join_result_for(group, &req.member_id))
+            }
+            GroupState::Stable
+                if unchanged && group.leader.as_deref() != Some(req.member_id.as_str()) =>
+            {
+                Reply::Now(join_result_for(group, &req.member_id))
+            }
+            _ => {
+                self.update_member(group, &req, &client, now);
+                prepare_rebalance(group, now, self.config);
+                let reply = self.wait_join(group, &req.member_id);
+                self.maybe_complete_join(group, now);
+                reply
+            }
+        }
+    }
+
+    fn update_member(&self, group: &mut Group, req: &JoinRequest, client: &ClientInfo, now: i64) {
+        if let Some(m) = group.members.get_mut(&req.member_id) {
+            m.protocols = req.protocols.clone();
+            m.session_timeout_ms = req.session_timeout_ms;
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+            m.client = client.clone();
+            m.last_heartbeat_ms = now;
+        }
+    }
+
+    fn wait_join(&self, group: &mut Group, member_id: &str) -> Reply<JoinResult> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.joined = true;
+            if let Some(old) = m.join_waiter.replace(tx) {
+                // A second join from the same member supersedes the first.
+                let _ = old.send(JoinResult::error(ResponseError::UnknownMemberId, member_id));
+            }
+        }
+        Reply::Later(rx)
+    }
+
+    fn add_member_and_rebalance(
+        &self,
+        group: &mut Group,
+        member_id: String,
+        req: JoinRequest,
+        client: ClientInfo,
+        now: i64,
+        order: u64,
+    ) -> Reply<JoinResult> {
+        if group.members.is_empty() {
+            group.protocol_type = Some(req.protocol_type.clone());
+        }
+        if let Some(instance) = &req.group_instance_id {
+            group
+                .static_members
+                .insert(instance.clone(), member_id.clone());
+        }
+        group.members.insert(
+            member_id.clone(),
+            Member {
+                id: member_id.clone(),
+                instance_id: req.group_instance_id.clone(),
+                client,
+                session_timeout_ms: req.session_timeout_ms,
+                rebalance_timeout_ms: req.rebalance_timeout_ms,
+                protocols: req.protocols.clone(),
+                assignment: Bytes::new(),
+                last_heartbeat_ms: now,
+                joined: false,
+                join_order: order,
+                join_waiter: None,
+                sync_waiter: None,
+            },
+        );
+        if group.state != GroupState::PreparingRebalance {
+            prepare_rebalance(group, now, self.config);
+        }
+        let reply = self.wait_join(group, &member_id);
+        self.maybe_complete_join(group, now);
+        reply
+    }
+
+    /// A static member restarted (new member id, known instance id).
+    fn rejoin_static(
+        &self,
+        group: &mut Group,
+        old_id: String,
+        new_id: String,
+        req: JoinRequest,
+        client: ClientInfo,
+        now: i64,
+    ) -> Reply<JoinResult> {
+        let Some(mut member) = group.members.remove(&old_id) else {
+            let order = self.join_order();
+            return self.add_member_and_rebalance(group, new_id, req, client, now, order);
+        };
+        // Fence the old incarnation: its pending requests learn it is gone.
+        if let Some(w) = member.join_waiter.take() {
+            let _ = w.send(JoinResult::error(ResponseError::FencedInstanceId, &old_id));
+        }
+        if let Some(w) = member.sync_waiter.take() {
+            let _ = w.send(SyncResult::error(ResponseError::FencedInstanceId));
+        }
+        let unchanged = member.protocols == req.protocols;
+        member.id = new_id.clone();
+        member.client = client;
+        member.session_timeout_ms = req.session_timeout_ms;
+        member.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        member.protocols = req.protocols.clone();
+        member.last_heartbeat_ms = now;
+        group.members.insert(new_id.clone(), member);
+        if let Some(instance) = &req.group_instance_id {
+            group
+                .static_members
+                .insert(instance.clone(), new_id.clone());
+        }
+        let was_leader = group.leader.as_deref() == Some(old_id.as_str());
+        if was_leader {
+            group.leader = Some(new_id.clone());
+        }
+        match group.state {
+            GroupState::Stable if unchanged => {
+                // No rebalance: same generation, same assignment (fetched by SyncGroup).
+                let record = group.record();
+                self.persist(&[Change::Group {
+                    group: &group.id,
+                    value: Some(&record),
+                }]);
+                let mut result = join_result_for(group, &new_id);
+                if was_leader {
+                    // The leader need not recompute the assignment (v9 skip_assignment).
+                    result.skip_assignment = true;
+                }
+                Reply::Now(result)
+            }
+            GroupState::PreparingRebalance => self.wait_join(group, &new_id),
+            _ => {
+                prepare_rebalance(group, now, self.config);
+                let reply = self.wait_join(group, &new_id);
+                self.maybe_complete_join(group, now);
+                reply
+            }
+        }
+    }
+
+    /// Completes the join phase when every member has rejoined (after the initial delay).
+    fn maybe_complete_join(&self, group: &mut Group, now: i64) {
+        if group.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = group.members.values().all(|m| m.joined);
+        let delay_over = now >= group.initial_delay_until_ms;
+        if (all_joined && delay_over) || now >= group.rebalance_deadline_ms {
+            self.complete_join(group, now);
+        }
+    }
+
+    fn complete_join(&self, group: &mut Group, now: i64) {
+        // Members that did not rejoin in time are out.
+        let missing: Vec<String> = group
+            .members
+            .values()
+            .filter(|m| !m.joined)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in missing {
+            remove_member(group, &id);
+        }
+        group.generation += 1;
+        if group.members.is_empty() {
+            group.state = GroupState::Empty;
+            group.protocol = None;
+            group.leader = None;
+            group.empty_since_ms = now;
+            let record = group.record();
+            self.persist(&[Change::Group {
+                group: &group.id,
+                value: Some(&record),
+            }]);
+            return;
+        }
+        group.protocol = group.select_protocol();
+        let leader_ok = group
+            .leader
+            .as_ref()
+            .is_some_and(|l| group.members.contains_key(l));
+        if !leader_ok {
+            group.leader = group
+                .members
+                .values()
+                .min_by_key(|m| m.join_order)
+                .map(|m| m.id.clone());
+        }
+        group.state = GroupState::CompletingRebalance;
+        group.sync_deadline_ms = now + group.max_rebalance_timeout();
+        let ids: Vec<String> = group.members.keys().cloned().collect();
+        for id in ids {
+            let result = join_result_for(group, &id);
+            if let Some(m) = group.members.get_mut(&id) {
+                m.joined = false;
+                m.last_heartbeat_ms = now;
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(result);
+                }
+            }
+        }
+        tracing::debug!(group = %group.id, generation = group.generation, members = group.members.len(),
+            protocol = ?group.protocol, "rebalance: join phase complete");
+    }
+
+    pub fn sync(&self, req: SyncRequest<'_>) -> Reply<SyncResult> {
+        let SyncRequest {
+            group_id,
+            generation,
+            member_id,
+            instance_id,
+            protocol_type,
+            protocol_name,
+            assignments,
+        } = req;
+        let now = now_ms();
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Reply::Now(SyncResult::error(ResponseError::UnknownMemberId));
+        };
+        if let Err(e) = check_member(group, member_id, instance_id) {
+            return Reply::Now(SyncResult::error(e));
+        }
+        if generation != group.generation {
+            return Reply::Now(SyncResult::error(ResponseError::IllegalGeneration));
+        }
+        if protocol_type.is_some_and(|t| group.protocol_type.as_deref() != Some(t))
+            || protocol_name.is_some_and(|n| group.protocol.as_deref() != Some(n))
+        {
+            return Reply::Now(SyncResult::error(ResponseError::InconsistentGroupProtocol));
+        }
+        match group.state {
+            GroupState::Empty | GroupState::Dead => {
+                Reply::Now(SyncResult::error(ResponseError::UnknownMemberId))
+            }
+            GroupState::PreparingRebalance => {
+                Reply::Now(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => {
+                let m = &group.members[member_id];
+                Reply::Now(sync_result(group, &m.assignment))
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = group.members.get_mut(member_id) {
+                    m.last_heartbeat_ms = now;
+                    m.sync_waiter = Some(tx);
+                }
+                if group.leader.as_deref() == Some(member_id) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for m in group.members.values_mut() {
+                        m.assignment = given.remove(&m.id).unwrap_or_default();
+                    }
+                    group.state = GroupState::Stable;
+                    let record = group.record();
+                    self.persist(&[Change::Group {
+                        group: &group.id,
+                        value: Some(&record),
+                    }]);
+                    let protocol_type = group.protocol_type.clone();
+                    let protocol = group.protocol.clone();
+                    for m in group.members.values_mut() {
+                        if let Some(w) = m.sync_waiter.take() {
+                            let _ = w.send(SyncResult {
+                                error: 0,
+                                protocol_type: protocol_type.clone(),
+                                protocol_name: protocol.clone(),
+                                assignment: m.assignment.clone(),
+                            });
+                        }
+                    }
+                    tracing::debug!(group = %group.id, generation = group.generation, "rebalance complete: stable");
+                }
+                Reply::Later(rx)
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> i16 {
+        let now = now_ms();
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return ResponseError::UnknownMemberId.code();
+        };
+        if let Err(e) = check_member(group, member_id, instance_id) {
+            return e.code();
+        }
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.last_heartbeat_ms = now;
+        }
+        match group.state {
+            GroupState::Empty | GroupState::Dead => ResponseError::UnknownMemberId.code(),
+            GroupState::PreparingRebalance => ResponseError::RebalanceInProgress.code(),
+            _ if generation != group.generation => ResponseError::IllegalGeneration.code(),
+            _ => NONE,
+        }
+    }
+
+    /// Removes members; `(member id, instance id)` per member. Returns an error per member.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, ResponseError> {
+        let now = now_ms();
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        let mut results = Vec::new();
+        let mut removed = false;
+        for (member_id, instance_id) in members {
+            let target = match instance_id {
+                Some(instance) => match group.static_members.get(instance) {
+                    Some(id) if member_id.is_empty() || id == member_id => Ok(id.clone()),
+                    Some(_) => Err(ResponseError::FencedInstanceId),
+                    None => Err(ResponseError::UnknownMemberId),
+                },
+                None if group.members.contains_key(member_id) => Ok(member_id.clone()),
+                None => Err(ResponseError::UnknownMemberId),
+            };
+            match target {
+                Ok(id) => {
+                    remove_member(group, &id);
+                    removed = true;
+                    results.push(NONE);
+                }
+                Err(e) => results.push(e.code()),
+            }
+        }
+        if removed {
+            self.members_changed(group, now);
+        }
+        Ok(results)
+    }
+
+    /// After members were removed: rebalance the rest, or become empty.
+    fn members_changed(&self, group: &mut Group, now: i64) {
+        match group.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if group.members.is_empty() {
+                    group.generation += 1;
+                    group.state = GroupState::Empty;
+                    group.protocol = None;
+                    group.leader = None;
+                    group.empty_since_ms = now;
+                    let record = group.record();
+                    self.persist(&[Change::Group {
+                        group: &group.id,
+                        value: Some(&record),
+                    }]);
+                } else {
+                    prepare_rebalance(group, now, self.config);
+                }
+            }
+            GroupState::PreparingRebalance => self.maybe_complete_join(group, now),
+            _ => {}
+        }
+    }
+
+    /// The timer: session expiry, rebalance and sync deadlines, offset retention.
+    pub fn tick(&self) {
+        let now = now_ms();
+        let mut groups = self.lock();
+        let mut expired_offsets: Vec<(String, Vec<(String, i32)>)> = Vec::new();
+        for group in groups.values_mut() {
+            group.pending.retain(|_, expires| *expires > now);
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| {
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now - m.last_heartbeat_ms > m.session_timeout_ms as i64
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            if !expired.is_empty() {
+                tracing::info!(group = %group.id, members = ?expired, "session timeout: removing members");
+                for id in &expired {
+                    remove_member(group, id);
+                }
+                self.members_changed(group, now);
+            }
+            match group.state {
+                GroupState::PreparingRebalance => self.maybe_complete_join(group, now),
+                GroupState::CompletingRebalance if now >= group.sync_deadline_ms => {
+                    // The leader never sent the assignment: start over.
+                    for m in group.members.values_mut() {
+                        if let Some(w) = m.sync_waiter.take() {
+                            let _ = w.send(SyncResult::error(ResponseError::RebalanceInProgress));
+                        }
+                    }
+                    prepare_rebalance(group, now, self.config);
+                }
+                GroupState::Empty if self.config.offsets_retention_ms >= 0 => {
+                    let retention = self.config.offsets_retention_ms;
+                    let simple = group.protocol_type.is_none();
+                    let gone: Vec<(String, i32)> = group
+                        .offsets
+                        .iter()
+                        .filter(|(_, o)| {
+                            let since = if simple {
+                                o.commit_timestamp_ms
+                            } else {
+                                group.empty_since_ms
+                            };
+                            now - since > retention
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    if !gone.is_empty() {
+                        for k in &gone {
+                            group.offsets.remove(k);
+                        }
+                        expired_offsets.push((group.id.clone(), gone));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (group, partitions) in &expired_offsets {
+            tracing::info!(group = %group, partitions = partitions.len(), "expired committed offsets");
+            let changes: Vec<Change<'_>> = partitions
+                .iter()
+                .map(|(t, p)| Change::Offset {
+                    group,
+                    topic: t,
+                    partition: *p,
+                    value: None,
+                })
+                .collect();
+            self.persist(&changes);
+        }
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty
+                && g.offsets.is_empty()
+                && g.members.is_empty()
+                && g.protocol_type.is_none())
+        });
+    }
+
+    /// Validates an offset commit against the group and records the offsets. Returns per
+    /// partition errors (in order) and the offset to sync the log to, if the flush policy wants.
+    pub fn commit_offsets(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<(String, i32, CommittedOffset, bool /*topic exists*/)>,
+    ) -> Result<(Vec<i16>, Option<i64>), ResponseError> {
+        let now = now_ms();
+        let mut groups = self.lock();
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let group = match groups.get_mut(group_id) {
+            Some(g) => g,
+            None if generation < 0 => groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now)),
+            None => return Err(ResponseError::IllegalGeneration),
+        };
+        let simple = generation < 0 && group.state == GroupState::Empty;
+        if !simple {
+            check_member(group, member_id, instance_id)?;
+            match group.state {
+                GroupState::Dead => return Err(ResponseError::CoordinatorNotAvailable),
+                GroupState::Empty => return Err(ResponseError::UnknownMemberId),
+                _ if generation != group.generation => {
+                    return Err(ResponseError::IllegalGeneration)
+                }
+                GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+                    return Err(ResponseError::RebalanceInProgress)
+                }
+                GroupState::Stable => {}
+            }
+            if let Some(m) = group.members.get_mut(member_id) {
+                m.last_heartbeat_ms = now;
+            }
+        }
+        let mut errors = Vec::with_capacity(offsets.len());
+        let mut accepted = Vec::new();
+        for (topic, partition, offset, exists) in offsets {
+            if !exists {
+                errors.push(ResponseError::UnknownTopicOrPartition.code());
+            } else if offset.metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                errors.push(ResponseError::OffsetMetadataTooLarge.code());
+            } else {
+                errors.push(NONE);
+                accepted.push((topic, partition, offset));
+            }
+        }
+        let changes: Vec<Change<'_>> = accepted
+            .iter()
+            .map(|(t, p, o)| Change::Offset {
+                group: group_id,
+                topic: t,
+                partition: *p,
+                value: Some(o),
+            })
+            .collect();
+        let sync = match store::append(&self.log, &changes) {
+            Ok(sync) => sync,
+            Err(e) => {
+                tracing::error!(error = %e, "writing offsets to __consumer_offsets failed");
+                let n = errors.len();
+                return Ok((vec![ResponseError::KafkaStorageError.code(); n], None));
+            }
+        };
+        for (t, p, o) in accepted {
+            group.offsets.insert((t, p), o);
+        }
+        Ok((errors, sync))
+    }
+
+    /// Committed offsets of a group: all of them (`None`) or the ones asked for.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Vec<(String, i32, Option<CommittedOffset>)> {
+        let groups = self.lock();
+        let offsets = groups.get(group_id).map(|g| &g.offsets);
+        match partitions {
+            Some(ps) => ps
+                .iter()
+                .map(|(t, p)| {
+                    let o = offsets.and_then(|o| o.get(&(t.clone(), *p)).cloned());
+                    (t.clone(), *p, o)
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<_> = offsets
+                    .into_iter()
+                    .flatten()
+                    .map(|((t, p), o)| (t.clone(), *p, Some(o.clone())))
+                    .collect();
+                all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                all
+            }
+        }
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups = self.lock();
+        let mut out: Vec<_> = groups
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.lock();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let stable = g.state == GroupState::Stable;
+        Some(GroupDescription {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: if stable || g.state == GroupState::CompletingRebalance {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            members: g
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client.client_id.clone(),
+                    client_host: m.client.client_host.clone(),
+                    metadata: if stable {
+                        m.metadata_for(&protocol)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups: only empty groups; their offsets go too.
+    pub fn delete_group(&self, group_id: &str) -> i16 {
+        let mut groups = self.lock();
+        let Some(g) = groups.get(group_id) else {
+            return ResponseError::GroupIdNotFound.code();
+        };
+        if !g.members.is_empty() || g.state != GroupState::Empty {
+            return ResponseError::NonEmptyGroup.code();
+        }
+        let g = groups.remove(group_id).expect("present");
+        let mut changes: Vec<Change<'_>> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| Change::Offset {
+                group: group_id,
+                topic: t,
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        changes.push(Change::Group {
+            group: group_id,
+            value: None,
+        });
+        self.persist(&changes);
+        NONE
+    }
+
+    /// OffsetDelete: a group's offsets for some partitions, unless the group is actively
+    /// consuming that topic. Group-level error, or per-partition errors.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, ResponseError> {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        if g.state == GroupState::Dead {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        let subscribed = g.subscribed_topics();
+        let mut deleted = Vec::new();
+        let results = partitions
+            .iter()
+            .map(|(t, p)| {
+                if subscribed.contains(t) {
+                    ResponseError::GroupSubscribedToTopic.code()
+                } else {
+                    if g.offsets.remove(&(t.clone(), *p)).is_some() {
+                        deleted.push((t.clone(), *p));
+                    }
+                    NONE
+                }
+            })
+            .collect();
+        let changes: Vec<Change<'_>> = deleted
+            .iter()
+            .map(|(t, p)| Change::Offset {
+                group: group_id,
+                topic: t,
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        self.persist(&changes);
+        Ok(results)
+    }
+}
+
+impl Group {
+    /// Topics the members subscribe to (consumer protocol metadata: version i16, then an array
+    /// of topic names).
+    fn subscribed_topics(&self) -> Vec<String> {
+        if self.protocol_type.as_deref() != Some("consumer") || self.members.is_empty() {
+            return Vec::new();
+        }
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let mut topics = Vec::new();
+        for m in self.members.values() {
+            let mut b = m.metadata_for(&protocol);
+            if b.remaining() < 6 {
+                continue;
+            }
+            let _version = b.get_i16();
+            let n = b.get_i32();
+            for _ in 0..n.max(0) {
+                if b.remaining() < 2 {
+                    break;
+                }
+                let len = b.get_i16();
+                if len < 0 || b.remaining() < len as usize {
+                    break;
+                }
+                topics.push(String::from_utf8_lossy(&b.split_to(len as usize)).into_owned());
+            }
+        }
+        topics
+    }
+}
+
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// Kafka's "no error" code.
+pub const NONE: i16 = 0;
+
+fn check_member(
+    group: &Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> Result<(), ResponseError> {
+    if let Some(instance) = instance_id {
+        if let Some(current) = group.static_members.get(instance) {
+            if current != member_id {
+                return Err(ResponseError::FencedInstanceId);
+            }
+        }
+    }
+    if !group.members.contains_key(member_id) {
+        return Err(ResponseError::UnknownMemberId);
+    }
+    Ok(())
+}
+
+fn remove_member(group: &mut Group, id: &str) {
+    if let Some(mut m) = group.members.remove(id) {
+        if let Some(instance) = &m.instance_id {
+            if group.static_members.get(instance).is_some_and(|x| x == id) {
+                group.static_members.remove(instance);
+            }
+        }
+        if let Some(w) = m.join_waiter.take() {
+            let _ = w.send(JoinResult::error(ResponseError::UnknownMemberId, id));
+        }
+        if let Some(w) = m.sync_waiter.take() {
+            let _ = w.send(SyncResult::error(ResponseError::UnknownMemberId));
+        }
+    }
+    if group.leader.as_deref() == Some(id) {
+        group.leader = None;
+    }
+}
+
+fn prepare_rebalance(group: &mut Group, now: i64, config: GroupConfig) {
+    for m in group.members.values_mut() {
+        if let Some(w) = m.sync_waiter.take() {
+            let _ = w.send(SyncResult::error(ResponseError::RebalanceInProgress));
+        }
+    }
+    if group.state == GroupState::Empty {
+        group.initial_delay_until_ms = now + config.initial_rebalance_delay_ms;
+    }
+    group.state = GroupState::PreparingRebalance;
+    group.rebalance_deadline_ms = now + group.max_rebalance_timeout().max(1);
+}
+
+fn join_result_for(group: &Group, member_id: &str) -> JoinResult {
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let leader = group.leader.clone().unwrap_or_default();
+    let members = if leader == member_id {
+        let mut ms: Vec<&Member> = group.members.values().collect();
+        ms.sort_by_key(|m| m.join_order);
+        ms.into_iter()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.instance_id.clone(),
+                    m.metadata_for(&protocol),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    JoinResult {
+        error: 0,
+        generation_id: group.generation,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        leader,
+        member_id: member_id.to_string(),
+        skip_assignment: false,
+        members,
+    }
+}
+
+fn sync_result(group: &Group, assignment: &Bytes) -> SyncResult {
+    SyncResult {
+        error: 0,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        assignment: assignment.clone(),
+    }
+}

@@ -1,0 +1,377 @@
+//! Persistence of group state in the internal compacted topic `__consumer_offsets`, in Kafka's
+//! own record formats (so Kafka's tools could read it):
+//! - offset commit: key `OffsetCommitKey` v1 (version i16 = 1, group, topic, partition i32),
+//!   value `OffsetCommitValue` v3 (version i16 = 3, offset i64, leader epoch i32, metadata,
+//!   commit timestamp i64);
+//! - group metadata: key `GroupMetadataKey` v2 (version i16 = 2, group), value
+//!   `GroupMetadataValue` v3 (protocol type, generation i32, protocol?, leader?, state timestamp
+//!   i64, members: written empty — members rejoin after a restart);
+//! - a null value (tombstone) deletes the key: compaction then drops it.
+//!
+//! Strings are i16 length + UTF-8 (-1 = null). On start the whole partition is replayed.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::log::{now_ms, PartitionLog};
+
+/// What a group has committed for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+}
+
+/// The group-level facts kept across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+}
+
+/// One change to persist.
+pub enum Change<'a> {
+    Offset {
+        group: &'a str,
+        topic: &'a str,
+        partition: i32,
+        value: Option<&'a CommittedOffset>,
+    },
+    Group {
+        group: &'a str,
+        value: Option<&'a GroupRecord>,
+    },
+}
+
+/// Everything replayed from the log.
+#[derive(Default)]
+pub struct Replayed {
+    pub offsets: HashMap<String, HashMap<(String, i32), CommittedOffset>>,
+    pub groups: HashMap<String, GroupRecord>,
+}
+
+fn put_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            buf.put_i16(s.len().min(i16::MAX as usize) as i16);
+            buf.put_slice(&s.as_bytes()[..s.len().min(i16::MAX as usize)]);
+        }
+        None => buf.put_i16(-1),
+    }
+}
+
+fn get_str(buf: &mut Bytes) -> Option<Option<String>> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    let len = buf.get_i16();
+    if len < 0 {
+        return Some(None);
+    }
+    if buf.remaining() < len as usize {
+        return None;
+    }
+    let s = buf.split_to(len as usize);
+    Some(Some(String::from_utf8_lossy(&s).into_owned()))
+}
+
+fn encode_change(change: &Change<'_>) -> (Bytes, Option<Bytes>) {
+    let mut key = BytesMut::new();
+    match change {
+        Change::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            key.put_i16(1);
+            put_str(&mut key, Some(group));
+            put_str(&mut key, Some(topic));
+            key.put_i32(*partition);
+            let value = value.map(|v| {
+                let mut b = BytesMut::new();
+                b.put_i16(3);
+                b.put_i64(v.offset);
+                b.put_i32(v.leader_epoch);
+                put_str(&mut b, Some(&v.metadata));
+                b.put_i64(v.commit_timestamp_ms);
+                b.freeze()
+            });
+            (key.freeze(), value)
+        }
+        Change::Group { group, value } => {
+            key.put_i16(2);
+            put_str(&mut key, Some(group));
+            let value = value.map(|g| {
+                let mut b = BytesMut::new();
+                b.put_i16(3);
+                put_str(&mut b, Some(&g.protocol_type));
+                b.put_i32(g.generation);
+                put_str(&mut b, g.protocol.as_deref());
+                put_str(&mut b, g.leader.as_deref());
+                b.put_i64(now_ms());
+                b.put_i32(0); // members: not persisted
+                b.freeze()
+            });
+            (key.freeze(), value)
+        }
+    }
+}
+
+/// Encodes changes as one record batch (offsets assigned by the log on append).
+pub fn encode_batch(changes: &[Change<'_>]) -> io::Result<Vec<u8>> {
+    let now = now_ms();
+    let records: Vec<Record> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (key, value) = encode_change(c);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(buf.to_vec())
+}
+
+/// Appends changes to the log. Returns the offset to sync to when the flush policy wants the
+/// write durable before it is acknowledged.
+pub fn append(log: &PartitionLog, changes: &[Change<'_>]) -> io::Result<Option<i64>> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let mut batch = encode_batch(changes)?;
+    let info = log
+        .append(&mut batch, None)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(info.needs_sync.then_some(info.last_offset + 1))
+}
+
+/// Reads the whole log and rebuilds the state (later records win; tombstones delete).
+pub fn replay(log: &Arc<PartitionLog>) -> io::Result<Replayed> {
+    let mut state = Replayed::default();
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let read = log
+            .read(offset, 1 << 20, true)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut bytes = read.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut next = offset + 1;
+        for set in sets {
+            for r in set.records {
+                next = next.max(r.offset + 1);
+                if r.offset < offset || r.control {
+                    continue;
+                }
+                if let Some(key) = r.key {
+                    apply(&mut state, key, r.value);
+                }
+            }
+        }
+        // Compaction may leave gaps: continue after the last batch read.
+        let mut raw = read.records.clone();
+        while raw.len() >= 27 {
+            let base = (&raw[0..8]).get_i64();
+            let len = (&raw[8..12]).get_i32().max(0) as usize;
+            let delta = (&raw[23..27]).get_i32() as i64;
+            next = next.max(base + delta + 1);
+            if raw.len() < 12 + len {
+                break;
+            }
+            raw.advance(12 + len);
+        }
+        offset = next;
+    }
+    Ok(state)
+}
+
+fn apply(state: &mut Replayed, mut key: Bytes, value: Option<Bytes>) {
+    if key.remaining() < 2 {
+        return;
+    }
+    match key.get_i16() {
+        0 | 1 => {
+            let (Some(Some(group)), Some(Some(topic))) = (get_str(&mut key), get_str(&mut key))
+            else {
+                return;
+            };
+            if key.remaining() < 4 {
+                return;
+            }
+            let partition = key.get_i32();
+            let offsets = state.offsets.entry(group).or_default();
+            match value.and_then(decode_offset) {
+                Some(v) => {
+                    offsets.insert((topic, partition), v);
+                }
+                None => {
+                    offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        2 => {
+            let Some(Some(group)) = get_str(&mut key) else {
+                return;
+            };
+            match value.and_then(decode_group) {
+                Some(g) => {
+                    state.groups.insert(group, g);
+                }
+                None => {
+                    state.groups.remove(&group);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn decode_offset(mut v: Bytes) -> Option<CommittedOffset> {
+    if v.remaining() < 2 {
+        return None;
+    }
+    let version = v.get_i16();
+    if v.remaining() < 8 {
+        return None;
+    }
+    let offset = v.get_i64();
+    let leader_epoch = if version >= 3 && v.remaining() >= 4 {
+        v.get_i32()
+    } else {
+        -1
+    };
+    let metadata = get_str(&mut v)?.unwrap_or_default();
+    let commit_timestamp_ms = if v.remaining() >= 8 { v.get_i64() } else { 0 };
+    Some(CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+    })
+}
+
+fn decode_group(mut v: Bytes) -> Option<GroupRecord> {
+    if v.remaining() < 2 {
+        return None;
+    }
+    let _version = v.get_i16();
+    let protocol_type = get_str(&mut v)?.unwrap_or_default();
+    if v.remaining() < 4 {
+        return None;
+    }
+    let generation = v.get_i32();
+    let protocol = get_str(&mut v)?;
+    let leader = get_str(&mut v)?;
+    Some(GroupRecord {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogConfig;
+
+    #[test]
+    fn commits_and_tombstones_replay() {
+        let log = Arc::new(PartitionLog::in_memory(LogConfig::default()));
+        let c = |o| CommittedOffset {
+            offset: o,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp_ms: 9,
+        };
+        let (a, b) = (c(5), c(7));
+        append(
+            &log,
+            &[
+                Change::Offset {
+                    group: "g",
+                    topic: "t",
+                    partition: 0,
+                    value: Some(&a),
+                },
+                Change::Offset {
+                    group: "g",
+                    topic: "t",
+                    partition: 1,
+                    value: Some(&a),
+                },
+                Change::Group {
+                    group: "g",
+                    value: Some(&GroupRecord {
+                        protocol_type: "consumer".into(),
+                        generation: 4,
+                        protocol: Some("range".into()),
+                        leader: None,
+                    }),
+                },
+            ],
+        )
+        .unwrap();
+        append(
+            &log,
+            &[
+                Change::Offset {
+                    group: "g",
+                    topic: "t",
+                    partition: 0,
+                    value: Some(&b),
+                },
+                Change::Offset {
+                    group: "g",
+                    topic: "t",
+                    partition: 1,
+                    value: None,
+                },
+            ],
+        )
+        .unwrap();
+        let r = replay(&log).unwrap();
+        assert_eq!(r.offsets["g"].len(), 1);
+        assert_eq!(r.offsets["g"][&("t".to_string(), 0)], b);
+        assert_eq!(r.groups["g"].generation, 4);
+        assert_eq!(r.groups["g"].protocol.as_deref(), Some("range"));
+    }
+}

@@ -1,0 +1,68 @@
+//! DescribeGroups (key 15): state, protocol and members (with their metadata and assignment
+//! once stable). An unknown group is described as Dead (v6+: with GROUP_ID_NOT_FOUND).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+
+use super::{str_bytes, Broker, NONE};
+
+/// Every group operation allowed (no ACLs yet): READ, DELETE, DESCRIBE as AclOperation bits.
+const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+pub fn handle(
+    broker: &Broker,
+    req: &DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let ops = if req.include_authorized_operations {
+        GROUP_OPERATIONS_ALL
+    } else {
+        i32::MIN
+    };
+    let groups = req
+        .groups
+        .iter()
+        .map(|id| {
+            let base = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(ops);
+            match broker.groups.describe(id.0.as_str()) {
+                None => base
+                    .with_error_code(if version >= 6 {
+                        ResponseError::GroupIdNotFound.code()
+                    } else {
+                        NONE
+                    })
+                    .with_error_message(
+                        (version >= 6).then(|| str_bytes(format!("Group {} not found.", id.0))),
+                    )
+                    .with_group_state(str_bytes("Dead")),
+                Some(d) => base
+                    .with_error_code(NONE)
+                    .with_group_state(str_bytes(d.state.name()))
+                    .with_protocol_type(str_bytes(d.protocol_type))
+                    .with_protocol_data(str_bytes(d.protocol))
+                    .with_members(
+                        d.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(str_bytes(m.member_id))
+                                    .with_group_instance_id(if version >= 4 {
+                                        m.instance_id.map(str_bytes)
+                                    } else {
+                                        None
+                                    })
+                                    .with_client_id(str_bytes(m.client_id))
+                                    .with_client_host(str_bytes(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    ),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,16 @@
+//! Heartbeat (key 12): keeps a member's session alive and tells it when to rejoin
+//! (REBALANCE_IN_PROGRESS).
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::Broker;
+
+pub fn handle(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
+    let error = broker.groups.heartbeat(
+        req.group_id.0.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+        req.group_instance_id.as_ref().map(|s| s.as_str()),
+    );
+    HeartbeatResponse::default().with_error_code(error)
+}

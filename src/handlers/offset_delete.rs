@@ -1,0 +1,62 @@
+//! OffsetDelete (key 47): deletes a group's committed offsets for some partitions, refused per
+//! partition (GROUP_SUBSCRIBED_TO_TOPIC) while the group's members consume that topic.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+
+use super::{Broker, NONE};
+
+pub fn handle(broker: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let mut partitions = Vec::new();
+    let mut unknown = Vec::new();
+    for t in &req.topics {
+        let topic = broker.topics.get(t.name.0.as_str());
+        for p in &t.partitions {
+            let exists = topic.as_ref().is_some_and(|topic| {
+                p.partition_index >= 0 && p.partition_index < topic.partition_count()
+            });
+            if exists {
+                partitions.push((t.name.0.to_string(), p.partition_index));
+            }
+            unknown.push(!exists);
+        }
+    }
+    let results = match broker
+        .groups
+        .delete_offsets(req.group_id.0.as_str(), &partitions)
+    {
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+        Ok(r) => r,
+    };
+    let mut results = results.into_iter();
+    let mut unknown = unknown.into_iter();
+    OffsetDeleteResponse::default()
+        .with_error_code(NONE)
+        .with_topics(
+            req.topics
+                .iter()
+                .map(|t| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    let error = if unknown.next().unwrap_or(true) {
+                                        ResponseError::UnknownTopicOrPartition.code()
+                                    } else {
+                                        results.next().unwrap_or(NONE)
+                                    };
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(error)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+}

@@ -1,0 +1,45 @@
+//! SyncGroup (key 14): the leader hands in the assignment; every member gets its own once the
+//! leader's arrives.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use super::{str_bytes, Broker};
+use crate::groups::{Reply, SyncRequest, SyncResult};
+
+pub async fn handle(broker: &Broker, req: &SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    let reply = broker.groups.sync(SyncRequest {
+        group_id: req.group_id.0.as_str(),
+        generation: req.generation_id,
+        member_id: req.member_id.as_str(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.as_str()),
+        protocol_type: req.protocol_type.as_ref().map(|s| s.as_str()),
+        protocol_name: req.protocol_name.as_ref().map(|s| s.as_str()),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    });
+    let result = match reply {
+        Reply::Now(r) => r,
+        Reply::Later(rx) => rx.await.unwrap_or_else(|_| SyncResult {
+            error: ResponseError::RebalanceInProgress.code(),
+            ..Default::default()
+        }),
+    };
+    let v5 = version >= 5;
+    SyncGroupResponse::default()
+        .with_error_code(result.error)
+        .with_protocol_type(if v5 {
+            result.protocol_type.map(str_bytes)
+        } else {
+            None
+        })
+        .with_protocol_name(if v5 {
+            result.protocol_name.map(str_bytes)
+        } else {
+            None
+        })
+        .with_assignment(result.assignment)
+}

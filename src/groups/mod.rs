@@ -355,6 +355,8 @@ impl GroupCoordinator {
             ));
         }
         let order = self.join_order();
+        tracing::debug!(group = %req.group_id, member = %req.member_id, instance = ?req.group_instance_id,
+            "JoinGroup");
         let mut groups = self.lock();
         let group = groups
             .entry(req.group_id.clone())
@@ -412,7 +414,9 @@ impl GroupCoordinator {
         match group.state {
             GroupState::PreparingRebalance => {
                 self.update_member(group, &req, &client, now);
-                self.wait_join(group, &req.member_id)
+                let reply = self.wait_join(group, &req.member_id);
+                self.maybe_complete_join(group, now);
+                reply
             }
             GroupState::CompletingRebalance if unchanged => {
                 // A retried join: answer as the rebalance already did.
@@ -640,6 +644,8 @@ impl GroupCoordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return Reply::Now(SyncResult::error(ResponseError::UnknownMemberId));
         };
+        tracing::debug!(group = group_id, member = member_id, generation, state = group.state.name(),
+            leader = ?group.leader, "SyncGroup");
         if let Err(e) = check_member(group, member_id, instance_id) {
             return Reply::Now(SyncResult::error(e));
         }
@@ -710,6 +716,14 @@ impl GroupCoordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return ResponseError::UnknownMemberId.code();
         };
+        tracing::trace!(
+            group = group_id,
+            member = member_id,
+            generation,
+            state = group.state.name(),
+            group_generation = group.generation,
+            "Heartbeat"
+        );
         if let Err(e) = check_member(group, member_id, instance_id) {
             return e.code();
         }

@@ -188,6 +188,8 @@ struct Group {
     sync_deadline_ms: i64,
     empty_since_ms: i64,
     offsets: HashMap<(String, i32), CommittedOffset>,
+    /// Offsets committed inside transactions, by producer id, until the marker.
+    pending_txn: HashMap<i64, HashMap<(String, i32), CommittedOffset>>,
 }
 
 impl Group {
@@ -207,6 +209,7 @@ impl Group {
             sync_deadline_ms: 0,
             empty_since_ms: now,
             offsets: HashMap::new(),
+            pending_txn: HashMap::new(),
         }
     }
 
@@ -284,7 +287,17 @@ pub struct GroupCoordinator {
 impl GroupCoordinator {
     /// Loads every group's offsets and metadata from the `__consumer_offsets` log.
     pub fn open(log: Arc<PartitionLog>, config: GroupConfig) -> io::Result<GroupCoordinator> {
-        let replayed = store::replay(&log)?;
+        let mut replayed = store::replay(&log)?;
+        // Transactional commits still open at the last shutdown: keep them pending (their
+        // transaction's marker will come from the transaction coordinator).
+        let mut pending: Vec<(i64, store::Replayed)> = Vec::new();
+        for (pid, records) in std::mem::take(&mut replayed.pending) {
+            let mut one = store::Replayed::default();
+            for (key, value) in records {
+                store::apply_public(&mut one, key, value);
+            }
+            pending.push((pid, one));
+        }
         let now = now_ms();
         let mut groups = HashMap::new();
         for (id, offsets) in replayed.offsets {
@@ -298,6 +311,12 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(&id, now));
             g.generation = record.generation;
             g.protocol_type = (!record.protocol_type.is_empty()).then_some(record.protocol_type);
+        }
+        for (pid, one) in pending {
+            for (id, offsets) in one.offsets {
+                let g = groups.entry(id.clone()).or_insert_with(|| Group::new(&id, now));
+                g.pending_txn.entry(pid).or_default().extend(offsets);
+            }
         }
         if !groups.is_empty() {
             tracing::info!(groups = groups.len(), "loaded consumer groups");
@@ -955,6 +974,80 @@ impl GroupCoordinator {
             group.offsets.insert((t, p), o);
         }
         Ok((errors, sync))
+    }
+
+    /// TxnOffsetCommit: offsets that take effect when the producer's transaction commits.
+    /// Written to `__consumer_offsets` as a transactional batch (the transaction coordinator
+    /// appends the marker there too, AddOffsetsToTxn having added that partition).
+    pub fn commit_txn_offsets(
+        &self,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        member: Option<(i32, &str, Option<&str>)>,
+        offsets: Vec<(String, i32, CommittedOffset, bool)>,
+    ) -> Result<(Vec<i16>, Option<i64>), ResponseError> {
+        let now = now_ms();
+        let mut groups = self.lock();
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let group = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now));
+        if let Some((generation, member_id, instance_id)) = member {
+            // v3+: a group member's commit is checked against the group, as OffsetCommit.
+            if generation >= 0 || !member_id.is_empty() {
+                check_member(group, member_id, instance_id)?;
+                if generation != group.generation {
+                    return Err(ResponseError::IllegalGeneration);
+                }
+            }
+        }
+        let mut errors = Vec::with_capacity(offsets.len());
+        let mut accepted = Vec::new();
+        for (topic, partition, offset, exists) in offsets {
+            if !exists {
+                errors.push(ResponseError::UnknownTopicOrPartition.code());
+            } else if offset.metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                errors.push(ResponseError::OffsetMetadataTooLarge.code());
+            } else {
+                errors.push(NONE);
+                accepted.push((topic, partition, offset));
+            }
+        }
+        let changes: Vec<Change<'_>> = accepted
+            .iter()
+            .map(|(t, p, o)| Change::Offset { group: group_id, topic: t, partition: *p, value: Some(o) })
+            .collect();
+        let sync = store::append_as(&self.log, &changes, Some((producer_id, producer_epoch)))
+            .map_err(|_| ResponseError::KafkaStorageError)?;
+        let pending = group.pending_txn.entry(producer_id).or_default();
+        for (t, p, o) in accepted {
+            pending.insert((t, p), o);
+        }
+        Ok((errors, sync))
+    }
+
+    /// The transaction coordinator wrote the marker: apply or drop the producer's pending
+    /// offsets for this group.
+    pub fn complete_txn_offsets(&self, group_id: &str, producer_id: i64, commit: bool) {
+        let mut groups = self.lock();
+        if let Some(g) = groups.get_mut(group_id) {
+            if let Some(pending) = g.pending_txn.remove(&producer_id) {
+                if commit {
+                    g.offsets.extend(pending);
+                }
+            }
+        }
+    }
+
+    /// Whether a group has transactional offsets not yet committed or aborted for these
+    /// partitions (OffsetFetch `require_stable`).
+    pub fn has_pending_txn_offsets(&self, group_id: &str) -> bool {
+        self.lock()
+            .get(group_id)
+            .is_some_and(|g| g.pending_txn.values().any(|m| !m.is_empty()))
     }
 
     /// Committed offsets of a group: all of them (`None`) or the ones asked for.

@@ -58,6 +58,8 @@ pub enum Change<'a> {
 pub struct Replayed {
     pub offsets: HashMap<String, HashMap<(String, i32), CommittedOffset>>,
     pub groups: HashMap<String, GroupRecord>,
+    /// Transactional offset commits without a marker yet: producer id -> records.
+    pub pending: HashMap<i64, Vec<(Bytes, Option<Bytes>)>>,
 }
 
 fn put_str(buf: &mut BytesMut, s: Option<&str>) {
@@ -130,6 +132,12 @@ fn encode_change(change: &Change<'_>) -> (Bytes, Option<Bytes>) {
 
 /// Encodes changes as one record batch (offsets assigned by the log on append).
 pub fn encode_batch(changes: &[Change<'_>]) -> io::Result<Vec<u8>> {
+    encode_batch_as(changes, None)
+}
+
+/// Like [`encode_batch`]; with a producer `(id, epoch)` the batch is transactional: it takes
+/// effect only when that producer's commit marker follows (TxnOffsetCommit).
+pub fn encode_batch_as(changes: &[Change<'_>], producer: Option<(i64, i16)>) -> io::Result<Vec<u8>> {
     let now = now_ms();
     let records: Vec<Record> = changes
         .iter()
@@ -137,15 +145,17 @@ pub fn encode_batch(changes: &[Change<'_>]) -> io::Result<Vec<u8>> {
         .map(|(i, c)| {
             let (key, value) = encode_change(c);
             Record {
-                transactional: false,
+                transactional: producer.is_some(),
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id: producer.map_or(-1, |p| p.0),
+                producer_epoch: producer.map_or(-1, |p| p.1),
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: i as i32,
+                // The base sequence stays -1 (no sequence checks: the coordinator writes it);
+                // the encoder needs offset - sequence constant within a batch.
+                sequence: i as i32 - 1,
                 timestamp: now,
                 key: Some(key),
                 value,
@@ -169,10 +179,19 @@ pub fn encode_batch(changes: &[Change<'_>]) -> io::Result<Vec<u8>> {
 /// Appends changes to the log. Returns the offset to sync to when the flush policy wants the
 /// write durable before it is acknowledged.
 pub fn append(log: &PartitionLog, changes: &[Change<'_>]) -> io::Result<Option<i64>> {
+    append_as(log, changes, None)
+}
+
+/// [`append`], transactional for `producer` when given.
+pub fn append_as(
+    log: &PartitionLog,
+    changes: &[Change<'_>],
+    producer: Option<(i64, i16)>,
+) -> io::Result<Option<i64>> {
     if changes.is_empty() {
         return Ok(None);
     }
-    let mut batch = encode_batch(changes)?;
+    let mut batch = encode_batch_as(changes, producer)?;
     let info = log
         .append(&mut batch, None)
         .map_err(|e| io::Error::other(e.to_string()))?;
@@ -198,11 +217,33 @@ pub fn replay(log: &Arc<PartitionLog>) -> io::Result<Replayed> {
         for set in sets {
             for r in set.records {
                 next = next.max(r.offset + 1);
-                if r.offset < offset || r.control {
+                if r.offset < offset {
+                    continue;
+                }
+                if r.control {
+                    // A transaction marker: apply (COMMIT, type 1) or drop (ABORT, type 0) the
+                    // producer's pending offset commits.
+                    let commit = r
+                        .key
+                        .as_ref()
+                        .filter(|k| k.len() >= 4)
+                        .map(|k| (&k[2..4]).get_i16() == 1)
+                        .unwrap_or(false);
+                    if let Some(records) = state.pending.remove(&r.producer_id) {
+                        if commit {
+                            for (key, value) in records {
+                                apply(&mut state, key, value);
+                            }
+                        }
+                    }
                     continue;
                 }
                 if let Some(key) = r.key {
-                    apply(&mut state, key, r.value);
+                    if r.transactional {
+                        state.pending.entry(r.producer_id).or_default().push((key, r.value));
+                    } else {
+                        apply(&mut state, key, r.value);
+                    }
                 }
             }
         }
@@ -221,6 +262,11 @@ pub fn replay(log: &Arc<PartitionLog>) -> io::Result<Replayed> {
         offset = next;
     }
     Ok(state)
+}
+
+/// Applies one offset/group record to `state` (used to sort out pending transactional ones).
+pub fn apply_public(state: &mut Replayed, key: Bytes, value: Option<Bytes>) {
+    apply(state, key, value)
 }
 
 fn apply(state: &mut Replayed, mut key: Bytes, value: Option<Bytes>) {

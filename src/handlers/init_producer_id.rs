@@ -1,12 +1,16 @@
-//! InitProducerId (key 22): hands idempotent producers a fresh producer id at epoch 0.
-//! Transactional ids are refused until the transaction coordinator exists.
+//! InitProducerId (key 22): hands idempotent producers a fresh producer id at epoch 0; for a
+//! transactional id the transaction coordinator gives the id's producer id with a bumped epoch
+//! (aborting and fencing a previous producer's ongoing transaction).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::{Broker, NONE};
+use std::sync::Arc;
 
-pub fn handle(broker: &Broker, req: &InitProducerIdRequest) -> InitProducerIdResponse {
+use super::{Broker, NONE};
+use crate::txn::coordinator::ProducerIdent;
+
+pub async fn handle(broker: &Arc<Broker>, req: &InitProducerIdRequest) -> InitProducerIdResponse {
     let failed = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(e.code())
@@ -20,11 +24,27 @@ pub fn handle(broker: &Broker, req: &InitProducerIdRequest) -> InitProducerIdRes
     {
         return failed(ResponseError::InvalidRequest);
     }
-    if req.transactional_id.is_some() {
-        tracing::info!(
-            "refusing InitProducerId with a transactional id: transactions are not supported yet"
-        );
-        return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    if let Some(id) = &req.transactional_id {
+        let id = id.0.to_string();
+        let timeout = req.transaction_timeout_ms;
+        let expected = (req.producer_id.0 >= 0).then_some(ProducerIdent {
+            producer_id: req.producer_id.0,
+            producer_epoch: req.producer_epoch,
+        });
+        let b = broker.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            b.txns
+                .init_producer_id(&b.topics, &b.groups, &b.producer_ids, &id, timeout, expected)
+        })
+        .await
+        .unwrap_or(Err(ResponseError::UnknownServerError));
+        return match result {
+            Ok(p) => InitProducerIdResponse::default()
+                .with_error_code(NONE)
+                .with_producer_id(ProducerId(p.producer_id))
+                .with_producer_epoch(p.producer_epoch),
+            Err(e) => failed(e),
+        };
     }
     // Without a transactional id Kafka always allocates a new id (also on an epoch-bump
     // request from an idempotent producer, KIP-360).

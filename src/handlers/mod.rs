@@ -1,6 +1,8 @@
 //! One file per Kafka API: each translates its request into calls on the domain (`cluster`,
 //! `log`) and builds the response. Handlers never see sockets or files.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -12,6 +14,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_topic_partitions;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -21,12 +25,14 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use std::sync::Arc;
 
@@ -37,6 +43,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cluster::{NodeInfo, Topic, TopicError, TopicRegistry};
 use crate::config::Config;
 use crate::groups::GroupCoordinator;
+use crate::txn::coordinator::TxnCoordinator;
 use crate::txn::producer_ids::ProducerIdAllocator;
 
 /// Everything a handler may use: configuration, this node's identity, the topics.
@@ -46,6 +53,7 @@ pub struct Broker {
     pub topics: TopicRegistry,
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
+    pub txns: TxnCoordinator,
 }
 
 impl Broker {

@@ -6,6 +6,7 @@ pub mod legacy;
 pub mod versions;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -34,7 +35,7 @@ struct Meta<'a> {
 }
 
 /// Handles one request frame (without its 4-byte length prefix).
-pub async fn handle_frame(broker: &Broker, frame: Bytes, peer: &str) -> Outcome {
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Outcome {
     if frame.len() < 8 {
         tracing::warn!(%peer, len = frame.len(), "closing connection: request shorter than a header");
         return Outcome::Close;
@@ -129,7 +130,7 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
 }
 
 async fn dispatch(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     request: RequestKind,
     version: i16,
     client: &ClientInfo,
@@ -188,7 +189,23 @@ async fn dispatch(
             ResponseKind::OffsetDelete(offset_delete::handle(broker, &r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r))
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(broker, &r, version))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, &r))
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(broker, &r).await),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, &r, version).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(describe_transactions::handle(broker, &r))
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(list_transactions::handle(broker, &r))
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, &r, version))

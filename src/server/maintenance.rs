@@ -44,6 +44,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let b = broker.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let now = now_ms();
+            b.txns.tick(&b.topics, &b.groups);
             b.topics.flush_due(now);
             if retention {
                 b.topics.enforce_retention(now);

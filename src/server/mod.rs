@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::cluster::{self, NodeInfo, TopicRegistry};
 use crate::config::Config;
 use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
+use crate::txn::coordinator::{TxnCoordinator, TRANSACTION_TOPIC};
 use crate::handlers::Broker;
 use crate::txn::producer_ids::ProducerIdAllocator;
 
@@ -138,8 +139,10 @@ impl Server {
                 .map_err(|e| StartError::Storage(e.to_string()))?;
         let groups = open_group_coordinator(&topics, &config)
             .map_err(|e| StartError::Storage(e.to_string()))?;
+        let txns = open_txn_coordinator(&topics).map_err(StartError::Storage)?;
         let broker = Broker {
             groups,
+            txns,
             node: NodeInfo {
                 node_id: config.node_id,
                 host,
@@ -237,12 +240,12 @@ impl Server {
     }
 }
 
-/// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
-fn open_group_coordinator(
+/// An internal compacted topic of one partition, created if missing.
+fn internal_log(
     topics: &TopicRegistry,
-    config: &Config,
-) -> Result<GroupCoordinator, String> {
-    let topic = match topics.get(OFFSETS_TOPIC) {
+    name: &str,
+) -> Result<std::sync::Arc<crate::log::PartitionLog>, String> {
+    let topic = match topics.get(name) {
         Some(t) => t,
         None => {
             let configs = [
@@ -253,13 +256,27 @@ fn open_group_coordinator(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
             topics
-                .create(OFFSETS_TOPIC, Some(1), configs)
+                .create(name, Some(1), configs)
                 .map_err(|e| e.to_string())?
         }
     };
-    let log = topic
+    topic
         .partition(0)
-        .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition 0"))?;
+        .ok_or_else(|| format!("{name} has no partition 0"))
+}
+
+/// Creates `__transaction_state` if missing and loads the transactions from it.
+fn open_txn_coordinator(topics: &TopicRegistry) -> Result<TxnCoordinator, String> {
+    let log = internal_log(topics, TRANSACTION_TOPIC)?;
+    TxnCoordinator::open(log).map_err(|e| format!("loading transaction state: {e}"))
+}
+
+/// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
+fn open_group_coordinator(
+    topics: &TopicRegistry,
+    config: &Config,
+) -> Result<GroupCoordinator, String> {
+    let log = internal_log(topics, OFFSETS_TOPIC)?;
     GroupCoordinator::open(
         log,
         GroupConfig {

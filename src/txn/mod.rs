@@ -1,5 +1,6 @@
-//! Producer ids and (with the transactions issue) the transaction coordinator.
+//! Producer ids and the transaction coordinator.
 //! The per-partition sequence state of idempotent producers lives with the log
 //! (`log::producer_state`), where appends are checked under the partition lock.
 
+pub mod coordinator;
 pub mod producer_ids;

@@ -1,0 +1,169 @@
+"""Transactions with real clients: commit and abort, read_committed vs read_uncommitted,
+offsets sent to the transaction (consume-transform-produce), fencing of a zombie."""
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KTP
+
+
+def create(bootstrap, topic, partitions=1):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(10)
+
+
+def consume_values(bootstrap, topic, isolation, expected, partitions=1, timeout_s=10):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"unused-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False, "isolation.level": isolation,
+                  "enable.partition.eof": True})
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out, eof = [], set()
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and (len(out) < expected or len(eof) < partitions):
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(m.partition())
+                    continue
+                raise KafkaException(m.error())
+            out.append(m.value())
+        return out
+    finally:
+        c.close()
+
+
+def txn_producer(bootstrap, tid):
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid, "linger.ms": 5})
+    p.init_transactions(10)
+    return p
+
+
+def test_confluent_commit_and_abort(bootstrap, topic_name):
+    create(bootstrap, topic_name)
+    p = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
+    p.begin_transaction()
+    for i in range(10):
+        p.produce(topic_name, f"committed-{i}".encode())
+    p.commit_transaction(10)
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic_name, f"aborted-{i}".encode())
+    p.flush(10)
+    p.abort_transaction(10)
+    p.begin_transaction()
+    p.produce(topic_name, b"last")
+    p.commit_transaction(10)
+
+    committed = [f"committed-{i}".encode() for i in range(10)] + [b"last"]
+    assert consume_values(bootstrap, topic_name, "read_committed", 11) == committed
+    everything = consume_values(bootstrap, topic_name, "read_uncommitted", 16)
+    assert everything == committed[:10] + [f"aborted-{i}".encode() for i in range(5)] + [b"last"]
+
+
+def test_open_transaction_is_invisible_to_read_committed(bootstrap, topic_name):
+    create(bootstrap, topic_name)
+    p = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
+    p.begin_transaction()
+    p.produce(topic_name, b"pending")
+    p.flush(10)
+    assert consume_values(bootstrap, topic_name, "read_committed", 0, timeout_s=3) == []
+    assert consume_values(bootstrap, topic_name, "read_uncommitted", 1) == [b"pending"]
+    p.commit_transaction(10)
+    assert consume_values(bootstrap, topic_name, "read_committed", 1) == [b"pending"]
+
+
+def test_zombie_producer_is_fenced(bootstrap, topic_name):
+    create(bootstrap, topic_name)
+    tid = f"tx-{uuid.uuid4().hex[:8]}"
+    old = txn_producer(bootstrap, tid)
+    old.begin_transaction()
+    old.produce(topic_name, b"zombie")
+    old.flush(10)
+    new = txn_producer(bootstrap, tid)  # bumps the epoch, aborts the old transaction
+    with pytest.raises(KafkaException) as e:
+        old.commit_transaction(10)
+    assert e.value.args[0].code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                      KafkaError.INVALID_PRODUCER_EPOCH)
+    new.begin_transaction()
+    new.produce(topic_name, b"alive")
+    new.commit_transaction(10)
+    assert consume_values(bootstrap, topic_name, "read_committed", 1) == [b"alive"]
+
+
+def test_consume_transform_produce_offsets(bootstrap, topic_name):
+    src, dst, group = topic_name, topic_name + "-out", f"ctp-{uuid.uuid4().hex[:6]}"
+    create(bootstrap, src)
+    create(bootstrap, dst)
+    plain = Producer({"bootstrap.servers": bootstrap})
+    for i in range(20):
+        plain.produce(src, f"in-{i}".encode())
+    plain.flush(10)
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([src])
+    p = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
+    seen = []
+    deadline = time.time() + 20
+    while len(seen) < 20 and time.time() < deadline:
+        msgs = consumer.consume(10, 0.5)
+        if not msgs:
+            continue
+        p.begin_transaction()
+        for m in msgs:
+            assert not m.error()
+            seen.append(m.value())
+            p.produce(dst, m.value().replace(b"in", b"out"))
+        p.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                      consumer.consumer_group_metadata(), 10)
+        # The first batch is aborted: its offsets must not stick, its output must not show.
+        if len(seen) == len(msgs):
+            p.abort_transaction(10)
+            consumer.seek(TopicPartition(src, 0, 0))
+            seen.clear()
+        else:
+            p.commit_transaction(10)
+    consumer.close()
+    assert sorted(seen) == sorted(f"in-{i}".encode() for i in range(20))
+    out = consume_values(bootstrap, dst, "read_committed", 20)
+    assert sorted(out) == sorted(f"out-{i}".encode() for i in range(20))
+    # The group's committed offset is the end of the input.
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committed = c.committed([TopicPartition(src, 0)], 10)
+    c.close()
+    assert committed[0].offset == 20
+
+
+def test_kafka_python_transactions(bootstrap, topic_name):
+    create(bootstrap, topic_name)
+    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"kp-{uuid.uuid4().hex[:8]}")
+    p.init_transactions()
+    p.begin_transaction()
+    for i in range(5):
+        p.send(topic_name, f"c{i}".encode())
+    p.commit_transaction()
+    p.begin_transaction()
+    p.send(topic_name, b"a0")
+    p.flush()
+    p.abort_transaction()
+    p.close()
+
+    def read(isolation):
+        c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
+                          auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        c.assign([KTP(topic_name, 0)])
+        c.seek_to_beginning()
+        vals = [m.value for m in c]
+        c.close()
+        return vals
+
+    assert read("read_committed") == [f"c{i}".encode() for i in range(5)]
+    assert read("read_uncommitted") == [f"c{i}".encode() for i in range(5)] + [b"a0"]

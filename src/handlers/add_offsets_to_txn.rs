@@ -1,0 +1,29 @@
+//! AddOffsetsToTxn (key 25): the transaction will commit offsets of a group: the
+//! `__consumer_offsets` partition joins the transaction (its marker applies the offsets).
+
+use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
+
+use super::{Broker, NONE};
+use crate::groups::OFFSETS_TOPIC;
+use crate::txn::coordinator::ProducerIdent;
+
+pub fn handle(broker: &Broker, req: &AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let p = ProducerIdent {
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+    };
+    let error = if req.group_id.0.is_empty() {
+        kafka_protocol::error::ResponseError::InvalidGroupId.code()
+    } else {
+        match broker.txns.add_partitions(
+            req.transactional_id.0.as_str(),
+            p,
+            &[(OFFSETS_TOPIC.to_string(), 0)],
+            Some(req.group_id.0.as_str()),
+        ) {
+            Ok(()) => NONE,
+            Err(e) => e.code(),
+        }
+    };
+    AddOffsetsToTxnResponse::default().with_error_code(error)
+}

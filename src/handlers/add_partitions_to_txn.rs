@@ -1,0 +1,116 @@
+//! AddPartitionsToTxn (key 24): a transactional producer names the partitions it is about to
+//! write. v0-3 (clients): one transaction; v4+ (brokers, KIP-890): a batch of transactions,
+//! possibly `verify_only`.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
+
+use super::{Broker, NONE};
+use crate::txn::coordinator::ProducerIdent;
+
+fn one(
+    broker: &Broker,
+    transactional_id: &str,
+    p: ProducerIdent,
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut wanted = Vec::new();
+    let mut unknown = false;
+    for t in topics {
+        let topic = broker.topics.get(t.name.0.as_str());
+        for &p in &t.partitions {
+            if topic.as_ref().is_none_or(|x| p < 0 || p >= x.partition_count()) {
+                unknown = true;
+            }
+            wanted.push((t.name.0.to_string(), p));
+        }
+    }
+    // As Kafka: one unknown partition fails the request; the others are not attempted.
+    let outcome: Result<(), ResponseError> = if unknown {
+        Err(ResponseError::UnknownTopicOrPartition)
+    } else if verify_only {
+        match broker.txns.describe(transactional_id) {
+            Some(m) if wanted.iter().all(|w| m.partitions.contains(w)) => Ok(()),
+            _ => Err(ResponseError::InvalidTxnState),
+        }
+    } else {
+        broker.txns.add_partitions(transactional_id, p, &wanted, None)
+    };
+    topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.0.as_str());
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|&p| {
+                            let exists = topic.as_ref().is_some_and(|x| p >= 0 && p < x.partition_count());
+                            let code = match &outcome {
+                                Ok(()) => NONE,
+                                Err(ResponseError::UnknownTopicOrPartition) if !exists => {
+                                    ResponseError::UnknownTopicOrPartition.code()
+                                }
+                                Err(ResponseError::UnknownTopicOrPartition) => {
+                                    ResponseError::OperationNotAttempted.code()
+                                }
+                                Err(e) => e.code(),
+                            };
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_partition_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+pub fn handle(
+    broker: &Broker,
+    req: &AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    if version <= 3 {
+        let p = ProducerIdent {
+            producer_id: req.v3_and_below_producer_id.0,
+            producer_epoch: req.v3_and_below_producer_epoch,
+        };
+        let results = one(
+            broker,
+            req.v3_and_below_transactional_id.0.as_str(),
+            p,
+            &req.v3_and_below_topics,
+            false,
+        );
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+    }
+    AddPartitionsToTxnResponse::default()
+        .with_error_code(NONE)
+        .with_results_by_transaction(
+            req.transactions
+                .iter()
+                .map(|t| {
+                    let p = ProducerIdent {
+                        producer_id: t.producer_id.0,
+                        producer_epoch: t.producer_epoch,
+                    };
+                    AddPartitionsToTxnResult::default()
+                        .with_transactional_id(t.transactional_id.clone())
+                        .with_topic_results(one(
+                            broker,
+                            t.transactional_id.0.as_str(),
+                            p,
+                            &t.topics,
+                            t.verify_only,
+                        ))
+                })
+                .collect(),
+        )
+}

@@ -1,0 +1,48 @@
+//! DescribeTransactions (key 65): state, producer, timeout and partitions of transactional ids
+//! (TRANSACTIONAL_ID_NOT_FOUND for unknown ones).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId,
+};
+
+use super::{str_bytes, topic_name, Broker, NONE};
+
+pub fn handle(broker: &Broker, req: &DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+    DescribeTransactionsResponse::default().with_transaction_states(
+        req.transactional_ids
+            .iter()
+            .map(|id| {
+                let base = TransactionState::default().with_transactional_id(id.clone());
+                match broker.txns.describe(id.0.as_str()) {
+                    None => base
+                        .with_error_code(ResponseError::TransactionalIdNotFound.code())
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                        .with_transaction_start_time_ms(-1),
+                    Some(m) => {
+                        let mut topics: Vec<TopicData> = Vec::new();
+                        for (t, p) in &m.partitions {
+                            match topics.last_mut() {
+                                Some(d) if d.topic.0.as_str() == t => d.partitions.push(*p),
+                                _ => topics.push(
+                                    TopicData::default()
+                                        .with_topic(topic_name(t.clone()))
+                                        .with_partitions(vec![*p]),
+                                ),
+                            }
+                        }
+                        base.with_error_code(NONE)
+                            .with_transaction_state(str_bytes(m.state.name()))
+                            .with_transaction_timeout_ms(m.timeout_ms)
+                            .with_transaction_start_time_ms(m.start_ms)
+                            .with_producer_id(ProducerId(m.producer_id))
+                            .with_producer_epoch(m.producer_epoch)
+                            .with_topics(topics)
+                    }
+                }
+            })
+            .collect(),
+    )
+}

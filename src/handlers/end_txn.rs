@@ -1,0 +1,32 @@
+//! EndTxn (key 26): commit or abort: markers are written to every partition of the transaction
+//! before the answer (on the blocking pool).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
+
+use super::{Broker, NONE};
+use crate::txn::coordinator::ProducerIdent;
+
+pub async fn handle(broker: &Arc<Broker>, req: &EndTxnRequest) -> EndTxnResponse {
+    let p = ProducerIdent {
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+    };
+    let id = req.transactional_id.0.to_string();
+    let commit = req.committed;
+    let b = broker.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        b.txns.end_txn(&b.topics, &b.groups, &id, p, commit)
+    })
+    .await
+    .unwrap_or(Err(ResponseError::UnknownServerError));
+    EndTxnResponse::default()
+        .with_error_code(match result {
+            Ok(()) => NONE,
+            Err(e) => e.code(),
+        })
+        .with_producer_id(req.producer_id)
+        .with_producer_epoch(req.producer_epoch)
+}

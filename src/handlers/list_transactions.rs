@@ -1,0 +1,48 @@
+//! ListTransactions (key 66): transactional ids filtered by state, producer id and (v1+) how
+//! long their transaction has been running. Unknown state names are echoed back.
+
+use kafka_protocol::messages::list_transactions_response::TransactionState;
+use kafka_protocol::messages::{
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
+};
+
+use super::{str_bytes, Broker, NONE};
+use crate::log::now_ms;
+use crate::txn::coordinator::TxnState;
+
+pub fn handle(broker: &Broker, req: &ListTransactionsRequest) -> ListTransactionsResponse {
+    let now = now_ms();
+    let unknown: Vec<_> = req
+        .state_filters
+        .iter()
+        .filter(|s| !TxnState::ALL.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let states = broker
+        .txns
+        .list()
+        .into_iter()
+        .filter(|m| {
+            req.state_filters.is_empty()
+                || req.state_filters.iter().any(|s| s.as_str() == m.state.name())
+        })
+        .filter(|m| {
+            req.producer_id_filters.is_empty()
+                || req.producer_id_filters.iter().any(|p| p.0 == m.producer_id)
+        })
+        .filter(|m| {
+            req.duration_filter < 0
+                || (m.state == TxnState::Ongoing && now - m.start_ms >= req.duration_filter)
+        })
+        .map(|m| {
+            TransactionState::default()
+                .with_transactional_id(TransactionalId(str_bytes(m.transactional_id)))
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_transaction_state(str_bytes(m.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default()
+        .with_error_code(NONE)
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(states)
+}

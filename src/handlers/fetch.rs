@@ -1,6 +1,12 @@
 //! Fetch (key 1): reads whole batches from each requested partition. When fewer than
 //! `min_bytes` are ready, waits on the partitions' append notifiers (never a sleep loop) until
 //! enough data arrives or `max_wait_ms` passes. No fetch sessions: session id 0 (full fetches).
+//!
+//! Isolation (KIP-98): read_committed (`isolation_level` 1, v4+) returns only batches below the
+//! last stable offset, with the aborted transactions (producer id, first offset) overlapping
+//! them; every answer reports the LSO in `last_stable_offset`, as Kafka's do whatever the
+//! isolation. A read_committed fetch waiting for data is woken by transaction markers too (they
+//! are appends), which is when its LSO moves.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,13 +14,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
 use super::{Broker, NONE};
-use crate::log::{LogError, PartitionLog};
+use crate::log::{Isolation, LogError, PartitionLog};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -105,6 +113,11 @@ fn read_all(
 ) -> (Vec<(usize, PartitionData)>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
+    let isolation = if isolation_level == READ_COMMITTED {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     let out = wanted
         .iter()
         .map(|w| {
@@ -119,20 +132,32 @@ fn read_all(
                 }
                 Ok(log) => {
                     let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
-                    match log.read(w.fetch_offset, budget, total == 0) {
+                    match log.read_with_isolation(w.fetch_offset, budget, total == 0, isolation) {
                         Ok(read) => {
                             total += read.records.len();
+                            let aborted = read
+                                .aborted_transactions
+                                .iter()
+                                .map(|t| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(t.producer_id))
+                                        .with_first_offset(t.first_offset)
+                                })
+                                .collect();
                             base.with_error_code(NONE)
                                 .with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.high_watermark)
+                                .with_last_stable_offset(read.last_stable_offset)
                                 .with_log_start_offset(read.log_start_offset)
+                                .with_aborted_transactions(
+                                    (isolation == Isolation::ReadCommitted).then_some(aborted),
+                                )
                                 .with_records(Some(read.records))
                         }
                         Err(LogError::OffsetOutOfRange { log_start, log_end, .. }) => {
                             errors = true;
                             base.with_error_code(ResponseError::OffsetOutOfRange.code())
                                 .with_high_watermark(log_end)
-                                .with_last_stable_offset(log_end)
+                                .with_last_stable_offset(log.last_stable_offset())
                                 .with_log_start_offset(log_start)
                         }
                         Err(e) => {

@@ -1,4 +1,7 @@
 //! ListOffsets (key 2): earliest, latest, max-timestamp, or first offset at/after a timestamp.
+//! With `isolation_level` READ_COMMITTED (v2+) "latest" is the last stable offset and a
+//! timestamp lookup finds only offsets below it, as Kafka (`Partition.fetchOffsetForTimestamp`);
+//! READ_UNCOMMITTED bounds them by the high watermark.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -15,6 +18,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 const LATEST_TIERED: i64 = -6;
+const READ_COMMITTED: i8 = 1;
 
 pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = req
@@ -30,7 +34,7 @@ pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOf
                         .with_partition_index(p.partition_index);
                     match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                         None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(log) => lookup(&log, p.timestamp, base, version),
+                        Some(log) => lookup(&log, p.timestamp, req.isolation_level, base, version),
                     }
                 })
                 .collect();
@@ -45,6 +49,7 @@ pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOf
 fn lookup(
     log: &PartitionLog,
     timestamp: i64,
+    isolation_level: i8,
     base: ListOffsetsPartitionResponse,
     version: i16,
 ) -> ListOffsetsPartitionResponse {
@@ -57,13 +62,26 @@ fn lookup(
             .with_timestamp(ts)
             .with_leader_epoch(epoch)
     };
+    // The last offset a consumer of this isolation may read, plus one.
+    let fetchable = || {
+        if isolation_level == READ_COMMITTED {
+            log.last_stable_offset()
+        } else {
+            log.high_watermark()
+        }
+    };
+    let below_fetchable = |found: Option<(i64, i64)>| {
+        let limit = fetchable();
+        found.filter(|&(offset, _)| offset < limit)
+    };
     let result = match timestamp {
-        LATEST | LATEST_TIERED => Ok(Some((log.high_watermark(), -1))),
+        LATEST => Ok(Some((fetchable(), -1))),
+        LATEST_TIERED => Ok(Some((log.high_watermark(), -1))),
         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
         // No tiered storage: nothing is pending upload.
         EARLIEST_PENDING_UPLOAD => Ok(None),
-        MAX_TIMESTAMP => log.max_timestamp_offset(),
-        ts if ts >= 0 => log.offset_for_timestamp(ts),
+        MAX_TIMESTAMP => log.max_timestamp_offset().map(below_fetchable),
+        ts if ts >= 0 => log.offset_for_timestamp(ts).map(below_fetchable),
         _ => {
             return base.with_error_code(ResponseError::InvalidRequest.code());
         }

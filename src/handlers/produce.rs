@@ -3,6 +3,14 @@
 //! (`fsync = "always"`, `flush.messages`), the answer waits until the appended data is durable;
 //! the fsyncs run off the async runtime and are group-committed per partition. acks=0 gets no
 //! response at all.
+//!
+//! Transactions (KIP-98), as Kafka checks them: a request holding transactional batches needs a
+//! transactional id (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED on every partition) and one
+//! producer id/epoch (else INVALID_PRODUCER_ID_MAPPING); clients may not write control batches
+//! (INVALID_RECORD), nor batches with a producer id but no sequence (INVALID_RECORD). The log
+//! refuses a non-transactional batch while its producer's transaction is open
+//! (INVALID_TXN_STATE). Whether the partition was added to the transaction is the
+//! coordinator's to say: see [`verify_transaction`].
 
 use std::sync::Arc;
 
@@ -13,7 +21,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{str_bytes, Broker, NONE};
 use crate::cluster::{topic_config, Topic};
-use crate::log::batch::{self, BatchError};
+use crate::log::batch::{self, BatchError, BatchHeader};
 use crate::log::cleaner;
 use crate::log::producer_state::SequenceError;
 use crate::log::{now_ms, LogError, PartitionLog};
@@ -29,6 +37,30 @@ struct PendingSync {
 
 /// Handles a decoded produce request. `None` means "send no response" (acks=0).
 pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> {
+    if let Some(error) = transactional_request_error(req) {
+        let responses = req
+            .topic_data
+            .iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|p| {
+                                PartitionProduceResponse::default()
+                                    .with_index(p.index)
+                                    .with_base_offset(-1)
+                                    .with_error_code(error.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        tracing::debug!(?error, "transactional produce refused");
+        return (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses));
+    }
     let acks_valid = matches!(req.acks, -1..=1);
     let mut pending = Vec::new();
     let mut responses: Vec<TopicProduceResponse> = req
@@ -51,7 +83,13 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
                     match &topic {
                         None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                         Some(topic) => {
-                            let (response, sync) = produce_partition(broker, topic, p, base);
+                            let (response, sync) = produce_partition(
+                                broker,
+                                req.transactional_id.as_ref().map(|t| t.0.as_str()),
+                                topic,
+                                p,
+                                base,
+                            );
                             if let Some((log, upto)) = sync {
                                 pending.push(PendingSync {
                                     topic: ti,
@@ -92,10 +130,113 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
     (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
+/// The headers of the whole batches in `records`.
+fn headers(records: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let h = BatchHeader::parse(records.get(pos..)?)?;
+        pos += h.total_bytes;
+        Some(h)
+    })
+}
+
+/// Kafka's request-wide checks of transactional produce requests: transactional batches need
+/// the request's transactional id (Kafka: TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as when the
+/// id is not authorized) and a single producer id/epoch (INVALID_PRODUCER_ID_MAPPING).
+fn transactional_request_error(req: &ProduceRequest) -> Option<ResponseError> {
+    let mut transactional = false;
+    let mut producer: Option<(i64, i16)> = None;
+    let mut several = false;
+    let batches = req
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_deref())
+        .flat_map(headers);
+    for h in batches.filter(|h| h.is_transactional()) {
+        transactional = true;
+        if h.has_producer_id() {
+            let this = (h.producer_id, h.producer_epoch);
+            several |= producer.is_some_and(|p| p != this);
+            producer = Some(this);
+        }
+    }
+    if transactional && req.transactional_id.is_none() {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if several {
+        Some(ResponseError::InvalidProducerIdMapping)
+    } else {
+        None
+    }
+}
+
+/// Hook for the transaction coordinator: may `transactional_id`'s producer write transactional
+/// data to this partition now? Kafka (KIP-890 verification) answers INVALID_TXN_STATE ("Partition
+/// was not added to the transaction") when AddPartitionsToTxn did not add it to the ongoing
+/// transaction (and INVALID_PRODUCER_ID_MAPPING when the producer id is not the transactional
+/// id's). Not wired to the coordinator yet: every transactional batch is let through; the log
+/// still enforces the producer epoch, sequences and the open-transaction state.
+fn verify_transaction(
+    _broker: &Broker,
+    _transactional_id: &str,
+    _producer_id: i64,
+    _producer_epoch: i16,
+    _topic: &str,
+    _partition: i32,
+) -> Result<(), ResponseError> {
+    Ok(())
+}
+
+/// Kafka's checks of a client's batch beyond its format (`LogValidator.validateBatch`), and
+/// the transaction hook. The message is Kafka's.
+fn check_client_batch(
+    broker: &Broker,
+    req_transactional_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    h: &BatchHeader,
+) -> Result<(), (ResponseError, String)> {
+    if h.is_control() {
+        return Err((
+            ResponseError::InvalidRecord,
+            format!("Clients are not allowed to write control records in topic partition {topic}-{partition}"),
+        ));
+    }
+    if h.has_producer_id() && h.base_sequence < 0 {
+        return Err((
+            ResponseError::InvalidRecord,
+            format!(
+                "Invalid sequence number {} in record batch with producerId {} in topic partition {topic}-{partition}",
+                h.base_sequence, h.producer_id
+            ),
+        ));
+    }
+    if h.is_transactional() {
+        if !h.has_producer_id() {
+            // Kafka would store it untracked, as plain data; refusing it keeps the LSO honest.
+            return Err((
+                ResponseError::InvalidRecord,
+                format!("Transactional record batch without a producer id in topic partition {topic}-{partition}"),
+            ));
+        }
+        verify_transaction(
+            broker,
+            req_transactional_id.unwrap_or_default(),
+            h.producer_id,
+            h.producer_epoch,
+            topic,
+            partition,
+        )
+        .map_err(|e| (e, "Partition was not added to the transaction".to_string()))?;
+    }
+    Ok(())
+}
+
 /// Appends one partition's batch. Returns the response and, when the flush policy wants it
 /// durable before the answer, the log and offset to sync to.
 fn produce_partition(
     broker: &Broker,
+    transactional_id: Option<&str>,
     topic: &Topic,
     p: &PartitionProduceData,
     base: PartitionProduceResponse,
@@ -154,6 +295,13 @@ fn produce_partition(
         }
         Ok(_) => {}
     }
+    if let Some(h) = BatchHeader::parse(records) {
+        if let Err((error, message)) =
+            check_client_batch(broker, transactional_id, &topic.name, p.index, &h)
+        {
+            return (fail(error, message), None);
+        }
+    }
     if log.config().cleanup_compact && cleaner::has_keyless_record(records).unwrap_or(true) {
         return (
             fail(
@@ -182,6 +330,10 @@ fn produce_partition(
             let error = match e {
                 SequenceError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
                 SequenceError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+                SequenceError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+                SequenceError::CoordinatorFenced { .. } => {
+                    ResponseError::TransactionCoordinatorFenced
+                }
             };
             (fail(error, e.to_string()), None)
         }

@@ -25,7 +25,10 @@ const OFF_RECORDS_COUNT: usize = 57;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-const ATTR_CONTROL: i16 = 0x20;
+/// Attributes bit 4: the batch belongs to a transaction (KIP-98).
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attributes bit 5: a control batch (transaction markers).
+pub const ATTR_CONTROL: i16 = 0x20;
 
 /// Why a batch was refused. Maps onto Kafka error codes in the produce handler.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +99,16 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// Part of a transaction (attributes bit 4): data of an ongoing transaction, or a marker.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// Carries a producer id (idempotent or transactional producer, or a marker).
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
     }
 
     /// Written by an idempotent (or transactional) producer: carries a producer id and sequence.

@@ -10,8 +10,10 @@ pub mod partition;
 pub mod producer_state;
 pub mod segment;
 pub mod store;
+pub mod txn;
 
 pub use partition::{
-    now_ms, AppendInfo, CompactionReport, LogConfig, LogError, PartitionLog, ReadInfo,
+    now_ms, AppendInfo, CompactionReport, Isolation, LogConfig, LogError, PartitionLog, ReadInfo,
     RetentionReport,
 };
+pub use txn::AbortedTxn;

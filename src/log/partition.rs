@@ -1,6 +1,7 @@
 //! One partition's log: an ordered run of segments, the log start and end offsets, and a
 //! notifier that wakes fetches waiting for data.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -9,10 +10,11 @@ use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::Notify;
 
-use super::batch::{self, BatchHeader};
-use super::producer_state::{ProducerStates, SequenceCheck, SequenceError};
+use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::producer_state::{CompletedTxn, ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
 use super::store::SegmentStore;
+use super::txn::{self, AbortedTxn, ControlRecord};
 
 /// Per-partition storage settings (from the topic's configs over the broker defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,21 @@ pub struct ReadInfo {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The LSO when the read began (reported whatever the isolation, as Kafka does).
+    pub last_stable_offset: i64,
+    /// With [`Isolation::ReadCommitted`]: the aborted transactions overlapping the returned
+    /// batches (what a fetch response's `aborted_transactions` lists). Empty otherwise.
+    pub aborted_transactions: Vec<AbortedTxn>,
+}
+
+/// What a read may return (Fetch's `isolation_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    #[default]
+    ReadUncommitted,
+    /// Only batches below the last stable offset.
+    ReadCommitted,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +124,8 @@ pub enum LogError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Sequence(#[from] SequenceError),
+    #[error("invalid transaction marker: {0}")]
+    InvalidMarker(&'static str),
 }
 
 struct LogState {
@@ -183,6 +202,67 @@ impl LogState {
         let i = self.segments.partition_point(|s| s.base_offset <= offset);
         i.saturating_sub(1)
     }
+
+    /// The first offset of the oldest ongoing transaction (never below the log start), else
+    /// the high watermark (= log end on a single node).
+    fn last_stable_offset(&self) -> i64 {
+        let hw = self.log_end_offset();
+        match self.producers.first_unstable_offset() {
+            Some(first) => first.max(self.log_start_offset).min(hw),
+            None => hw,
+        }
+    }
+
+    /// The aborted transactions overlapping `[from, upper)`: marker at or after `from`, first
+    /// offset before `upper`. Segments are searched from the one holding `from` until an
+    /// entry shows that no transaction starting before `upper` was still open (see `txn`).
+    fn aborted_between(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        for s in &self.segments[self.segment_for(from)..] {
+            for e in s.txn_index.entries() {
+                if e.last_offset >= from && e.first_offset < upper {
+                    out.push(*e);
+                }
+                if e.last_stable_offset >= upper {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The index entry of an aborted transaction, given the producer state right after it ended.
+fn aborted_entry(done: &CompletedTxn, producers: &ProducerStates) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: producers
+            .first_unstable_offset()
+            .unwrap_or(done.last_offset + 1),
+    }
+}
+
+/// Rebuilds the transaction index of every segment whose file was missing or inconsistent, by
+/// replaying every batch header of the log into a fresh producer state.
+fn rebuild_txn_indexes(segments: &mut [Segment]) -> io::Result<()> {
+    let mut tracker = ProducerStates::default();
+    for segment in segments.iter_mut() {
+        let mut aborted = Vec::new();
+        segment.for_each_batch_header(&mut |h, c| {
+            if let Some(done) = tracker.replay(h, c) {
+                if done.aborted {
+                    aborted.push(aborted_entry(&done, &tracker));
+                }
+            }
+        })?;
+        if !segment.txn_index_loaded {
+            segment.txn_index.replace(aborted)?;
+            segment.txn_index_loaded = true;
+        }
+    }
+    Ok(())
 }
 
 pub struct PartitionLog {
@@ -251,22 +331,31 @@ impl PartitionLog {
         } else {
             None
         };
+        // Without a snapshot the producer state (open transactions included) is rebuilt from
+        // every batch of the log, and with it every segment's aborted-transaction index.
         let rebuild_producers = snapshot.is_none();
         let mut producers = snapshot.unwrap_or_default();
         let _ = std::fs::remove_file(dir.join(PRODUCER_SNAPSHOT));
-        let mut on_batch = |h: &BatchHeader| {
-            if rebuild_producers && h.is_idempotent() {
-                producers.record(h);
-            }
-        };
         let now = now_ms();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let mut scanned = 0usize;
+        let mut stale_txn_indexes = false;
         for (i, &base) in bases.iter().enumerate() {
             let mut segment = Segment::open_on_disk(dir, base, now)?;
             let below_recovery_point = bases
                 .get(i + 1)
                 .is_some_and(|&next| next <= checkpoint.recovery_point);
+            let mut aborted = Vec::new();
+            let mut on_batch = |h: &BatchHeader, c: Option<ControlRecord>| {
+                if !rebuild_producers {
+                    return;
+                }
+                if let Some(done) = producers.replay(h, c) {
+                    if done.aborted {
+                        aborted.push(aborted_entry(&done, &producers));
+                    }
+                }
+            };
             let report = if clean || below_recovery_point {
                 segment.load(
                     config.index_interval_bytes,
@@ -277,6 +366,16 @@ impl PartitionLog {
                 scanned += 1;
                 segment.recover(true, config.index_interval_bytes, &mut on_batch)?
             };
+            if rebuild_producers {
+                segment.txn_index.replace(aborted)?;
+            } else if !segment.txn_index_loaded
+                || !segment
+                    .txn_index
+                    .consistent_with(segment.base_offset, segment.next_offset)
+            {
+                segment.txn_index_loaded = false;
+                stale_txn_indexes = true;
+            }
             let cut = report.truncated_bytes > 0;
             if cut {
                 tracing::warn!(
@@ -306,6 +405,10 @@ impl PartitionLog {
         }
         if segments.is_empty() {
             segments.push(Segment::open_on_disk(dir, bases[0], now)?);
+        }
+        if stale_txn_indexes {
+            tracing::warn!(dir = %dir.display(), "rebuilding missing or inconsistent transaction indexes");
+            rebuild_txn_indexes(&mut segments)?;
         }
         let log_end = segments.last().map_or(0, |s| s.next_offset);
         let log_start_offset = checkpoint
@@ -363,9 +466,37 @@ impl PartitionLog {
         self.lock().log_start_offset
     }
 
+    /// The last stable offset: the first offset of the oldest ongoing transaction (not below
+    /// the log start), else the high watermark. read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.lock().last_stable_offset()
+    }
+
+    /// The ongoing transactions in this partition: (producer id, first offset), oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.lock().producers.ongoing_transactions()
+    }
+
+    /// The first offset of `producer_id`'s ongoing transaction in this partition, if any.
+    pub fn ongoing_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.lock().producers.ongoing_transaction(producer_id)
+    }
+
+    /// The aborted transactions overlapping offsets `[from, upper)` (marker at or after
+    /// `from`, first offset before `upper`), in marker order: what a read_committed fetch of
+    /// that range reports.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.lock().aborted_between(from, upper)
+    }
+
     /// Appends validated batches (see [`batch::validate_batches`]), assigning their offsets.
     /// With `log_append_time_ms`, stamps them with that time first. A retried idempotent batch
     /// is not appended again: its original offsets are returned.
+    ///
+    /// Batches with a producer id go through the producer state: sequence and epoch checks,
+    /// a transactional batch opens its producer's transaction, a non-transactional one is
+    /// refused while that transaction is open; a control batch holding a transaction marker
+    /// ends it (as [`PartitionLog::append_marker`]).
     pub fn append(
         &self,
         batches: &mut [u8],
@@ -374,15 +505,26 @@ impl PartitionLog {
         if let Some(now) = log_append_time_ms {
             batch::stamp_log_append_time(batches, now);
         }
-        let info = {
+        let (info, index_error) = {
             let mut state = self.lock();
-            let idempotent: Vec<BatchHeader> =
-                headers(batches).filter(|h| h.is_idempotent()).collect();
-            for h in &idempotent {
-                if let SequenceCheck::Duplicate {
+            let mut tracked = false;
+            for (h, control) in batches_with_control(batches) {
+                if !h.has_producer_id() {
+                    continue;
+                }
+                tracked = true;
+                if h.is_control() {
+                    if let Some(c) = control.filter(|c| c.marker().is_some()) {
+                        state.producers.check_marker(
+                            h.producer_id,
+                            h.producer_epoch,
+                            c.coordinator_epoch,
+                        )?;
+                    }
+                } else if let SequenceCheck::Duplicate {
                     base_offset,
                     last_offset,
-                } = state.producers.check(h)?
+                } = state.producers.check(&h)?
                 {
                     return Ok(AppendInfo {
                         base_offset,
@@ -404,24 +546,94 @@ impl PartitionLog {
                 return Err(e.into());
             }
             debug_assert_eq!(active.next_offset, next);
-            if !idempotent.is_empty() {
-                for h in headers(batches).filter(|h| h.is_idempotent()) {
-                    state.producers.record(&h);
+            let mut index_error = None;
+            if tracked {
+                for (h, control) in batches_with_control(batches) {
+                    let Some(done) = state.producers.replay(&h, control) else {
+                        continue;
+                    };
+                    if done.aborted {
+                        let entry = aborted_entry(&done, &state.producers);
+                        if let Err(e) = state.active().txn_index.append(entry) {
+                            index_error = Some(e);
+                        }
+                    }
                 }
             }
             let log_start_offset = state.log_start_offset;
             drop(state);
             let mut flush = self.lock_flush();
             flush.dirty_since_ms.get_or_insert_with(now_ms);
-            AppendInfo {
+            let info = AppendInfo {
                 base_offset,
                 last_offset: next - 1,
                 log_start_offset,
                 needs_sync: next - flush.durable >= flush_messages,
-            }
+            };
+            (info, index_error)
         };
         self.appended.notify_waiters();
-        Ok(info)
+        match index_error {
+            // The marker is in the log and the state in memory is right; the index file is
+            // not (an unclean start rebuilds it from the log).
+            Some(e) => Err(e.into()),
+            None => Ok(info),
+        }
+    }
+
+    /// Ends `producer_id`'s transaction in this partition (the transaction coordinator's
+    /// WriteTxnMarkers): appends a control batch (transactional + control attributes) whose
+    /// one record has key (version 0, type ABORT = 0 | COMMIT = 1) and value (version 0,
+    /// `coordinator_epoch`). Returns the marker's offset. On abort the transaction (producer
+    /// id, first offset, marker offset) goes to the aborted-transaction index. A marker for a
+    /// producer with no ongoing transaction here is written all the same (as Kafka does), and
+    /// indexes nothing.
+    ///
+    /// Refused (as Kafka's transaction versions 0/1): a producer epoch older than the
+    /// producer's (`SequenceError::StaleEpoch`), a coordinator epoch older than the last
+    /// marker's (`SequenceError::CoordinatorFenced`).
+    ///
+    /// Flush policy: when it wants the marker durable (`flush.messages`, `fsync = "always"`),
+    /// this fsyncs before returning (group-committed, see [`PartitionLog::sync_to`]), so it
+    /// may block: call it off the async runtime. [`PartitionLog::append_marker_unsynced`]
+    /// leaves that to the caller.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<i64, LogError> {
+        let info =
+            self.append_marker_unsynced(producer_id, producer_epoch, commit, coordinator_epoch)?;
+        if info.needs_sync {
+            self.sync_to(info.last_offset + 1)?;
+        }
+        Ok(info.base_offset)
+    }
+
+    /// As [`PartitionLog::append_marker`] without the fsync: when `needs_sync` is set, call
+    /// [`PartitionLog::sync_to`] with `last_offset + 1` before relying on the marker.
+    pub fn append_marker_unsynced(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        if producer_id < 0 || producer_epoch < 0 {
+            return Err(LogError::InvalidMarker(
+                "a marker needs a producer id and epoch",
+            ));
+        }
+        let mut marker = txn::encode_marker(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms(),
+        );
+        self.append(&mut marker, None)
     }
 
     fn lock_flush(&self) -> MutexGuard<'_, FlushState> {
@@ -536,9 +748,23 @@ impl PartitionLog {
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
-    /// (but at least one batch when `min_one`, even a larger one: KIP-74).
+    /// (but at least one batch when `min_one`, even a larger one: KIP-74), below the high
+    /// watermark (read_uncommitted).
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadInfo, LogError> {
-        let (store, start, size, high_watermark, log_start_offset, interval) = {
+        self.read_with_isolation(offset, max_bytes, min_one, Isolation::ReadUncommitted)
+    }
+
+    /// As [`PartitionLog::read`], with read_committed returning only batches that end below
+    /// the last stable offset (never one that starts at or after it), and the aborted
+    /// transactions overlapping what it returns.
+    pub fn read_with_isolation(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        isolation: Isolation,
+    ) -> Result<ReadInfo, LogError> {
+        let (store, start, size, high_watermark, last_stable_offset, log_start_offset, interval) = {
             let state = self.lock();
             let log_end = state.log_end_offset();
             if offset < state.log_start_offset || offset > log_end {
@@ -558,6 +784,7 @@ impl PartitionLog {
                 s.scan_start(offset),
                 s.size_bytes,
                 log_end,
+                state.last_stable_offset(),
                 state.log_start_offset,
                 state.config.index_interval_bytes,
             )
@@ -566,8 +793,14 @@ impl PartitionLog {
             records: Bytes::new(),
             high_watermark,
             log_start_offset,
+            last_stable_offset,
+            aborted_transactions: Vec::new(),
         };
-        if offset >= high_watermark {
+        let limit = match isolation {
+            Isolation::ReadUncommitted => high_watermark,
+            Isolation::ReadCommitted => last_stable_offset,
+        };
+        if offset >= limit {
             return Ok(empty);
         }
         let mut window = Window::default();
@@ -583,21 +816,30 @@ impl PartitionLog {
         }
         let first = pos;
         let mut taken = 0usize;
+        let mut end_offset = offset;
         while let Some(h) = window.header(store.as_ref(), pos, size)? {
             let fits = taken + h.total_bytes <= max_bytes;
-            if !(fits || (taken == 0 && min_one)) || pos + h.total_bytes as u64 > size {
+            if !(fits || (taken == 0 && min_one))
+                || pos + h.total_bytes as u64 > size
+                || h.last_offset() >= limit
+            {
                 break;
             }
             taken += h.total_bytes;
             pos += h.total_bytes as u64;
+            end_offset = h.last_offset() + 1;
         }
         if taken == 0 {
             return Ok(empty);
         }
+        let aborted_transactions = match isolation {
+            Isolation::ReadUncommitted => Vec::new(),
+            Isolation::ReadCommitted => self.lock().aborted_between(offset, end_offset),
+        };
         Ok(ReadInfo {
             records: window.slice(store.as_ref(), first, taken, size)?,
-            high_watermark,
-            log_start_offset,
+            aborted_transactions,
+            ..empty
         })
     }
 
@@ -740,14 +982,22 @@ impl PartitionLog {
     /// each rewritten segment is swapped in under the lock.
     pub fn compact(&self, now: i64) -> Result<CompactionReport, LogError> {
         use super::cleaner::{self, OffsetMap, Retain};
-        let (config, candidates) = {
+        let (config, candidates, aborted) = {
             let state = self.lock();
             let config = state.config;
-            let cleanable: Vec<(i64, Arc<dyn SegmentStore>, u64, i64)> = state.segments
-                [..state.segments.len() - 1]
-                .iter()
-                .take_while(|s| now - s.newest_ms() >= config.min_compaction_lag_ms)
-                .map(|s| (s.base_offset, s.store.clone(), s.size_bytes, s.newest_ms()))
+            // Never past the LSO: the data of an ongoing transaction may still be aborted.
+            let lso = state.last_stable_offset();
+            let cleanable: Vec<(i64, Arc<dyn SegmentStore>, u64, i64)> = state
+                .segments
+                .windows(2)
+                .take_while(|w| {
+                    now - w[0].newest_ms() >= config.min_compaction_lag_ms
+                        && w[1].base_offset <= lso
+                })
+                .map(|w| {
+                    let s = &w[0];
+                    (s.base_offset, s.store.clone(), s.size_bytes, s.newest_ms())
+                })
                 .collect();
             let end = state
                 .segments
@@ -756,11 +1006,34 @@ impl PartitionLog {
             if !config.cleanup_compact || cleanable.is_empty() || end <= state.compacted_upto {
                 return Ok(CompactionReport::default());
             }
-            (config, cleanable)
+            // Aborted transactions with data in the range: their records neither supersede
+            // others nor survive (as Kafka's cleaner).
+            let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+            for e in state.segments.iter().flat_map(|s| s.txn_index.entries()) {
+                if e.first_offset < end {
+                    aborted
+                        .entry(e.producer_id)
+                        .or_default()
+                        .push((e.first_offset, e.last_offset));
+                }
+            }
+            (config, cleanable, aborted)
+        };
+        let is_aborted = |h: &BatchHeader| {
+            h.is_transactional()
+                && !h.is_control()
+                && aborted.get(&h.producer_id).is_some_and(|ranges| {
+                    ranges
+                        .iter()
+                        .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
+                })
         };
         let mut map = OffsetMap::new();
         for (_, store, size, _) in &candidates {
             for_each_batch(store.as_ref(), *size, |bytes, h| {
+                if is_aborted(h) {
+                    return Ok(());
+                }
                 cleaner::collect_keys(bytes, h, &mut map)
             })?;
         }
@@ -772,6 +1045,9 @@ impl PartitionLog {
             };
             let mut out = Vec::with_capacity(*size as usize);
             for_each_batch(store.as_ref(), *size, |bytes, h| {
+                if is_aborted(h) {
+                    return Ok(());
+                }
                 if let Some(kept) = cleaner::filter_batch(bytes, h, &retain)? {
                     out.extend_from_slice(&kept);
                 }
@@ -858,7 +1134,9 @@ impl PartitionLog {
                 s
             }
         };
-        segment.recover(false, interval, &mut |_| {})?;
+        segment.recover(false, interval, &mut |_, _| {})?;
+        // The markers stayed: so do the aborted transactions they index.
+        segment.txn_index = std::mem::take(&mut state.segments[i].txn_index);
         state.segments[i] = segment;
         Ok(())
     }
@@ -947,13 +1225,18 @@ fn for_each_batch(
     Ok(())
 }
 
-/// The headers of the whole batches in `buf`.
-fn headers(buf: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+/// The whole batches in `buf`, each with its control record when it is a control batch.
+fn batches_with_control(
+    buf: &[u8],
+) -> impl Iterator<Item = (BatchHeader, Option<ControlRecord>)> + '_ {
     let mut pos = 0;
     std::iter::from_fn(move || {
         let h = BatchHeader::parse(buf.get(pos..)?)?;
+        let body = buf
+            .get(pos + HEADER_BYTES..pos + h.total_bytes)
+            .unwrap_or_default();
         pos += h.total_bytes;
-        Some(h)
+        Some((h, txn::parse_control_record(&h, body)))
     })
 }
 
@@ -1334,5 +1617,514 @@ mod tests {
             }
         }
         out
+    }
+
+    // ---- transactions (KIP-98) ----
+
+    use crate::log::cleaner;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    /// One batch of keyed records from producer `pid` (transactional or merely idempotent).
+    fn producer_batch(
+        pid: i64,
+        epoch: i16,
+        seq: i32,
+        kvs: &[(&str, &str)],
+        transactional: bool,
+    ) -> Vec<u8> {
+        let records: Vec<Record> = kvs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: seq + i as i32,
+                timestamp: now_ms(),
+                key: Some(Bytes::copy_from_slice(k.as_bytes())),
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    fn txn(pid: i64, seq: i32, n: usize) -> Vec<u8> {
+        let kvs: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("k{i}"), format!("p{pid}s{}", seq + i as i32)))
+            .collect();
+        let kvs: Vec<(&str, &str)> = kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        producer_batch(pid, 0, seq, &kvs, true)
+    }
+
+    fn append(log: &PartitionLog, mut batch: Vec<u8>) -> AppendInfo {
+        log.append(&mut batch, None).expect("append")
+    }
+
+    /// Base offsets of the batches a read returns.
+    fn batch_bases(read: &ReadInfo) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Some(h) = BatchHeader::parse(&read.records[pos..]) {
+            out.push(h.base_offset);
+            pos += h.total_bytes;
+            if pos >= read.records.len() {
+                break;
+            }
+        }
+        out
+    }
+
+    fn aborted(pid: i64, first: i64, last: i64, lso: i64) -> AbortedTxn {
+        AbortedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: last,
+            last_stable_offset: lso,
+        }
+    }
+
+    #[test]
+    fn lso_follows_ongoing_transactions_and_markers() {
+        let log = PartitionLog::in_memory(LogConfig::default());
+        append(&log, encode_batch(3, Compression::None, 1)); // 0..=2
+        assert_eq!(
+            log.last_stable_offset(),
+            3,
+            "no transaction: the high watermark"
+        );
+        assert_eq!(append(&log, txn(1, 0, 3)).base_offset, 3); // 3..=5
+        assert_eq!(log.last_stable_offset(), 3);
+        assert_eq!(append(&log, txn(2, 0, 3)).base_offset, 6); // 6..=8
+        append(&log, txn(1, 3, 2)); // 9..=10, same transaction
+        append(&log, encode_batch(1, Compression::None, 1)); // 11
+        assert_eq!(log.last_stable_offset(), 3);
+        assert_eq!(log.high_watermark(), 12);
+        assert_eq!(log.ongoing_transactions(), vec![(1, 3), (2, 6)]);
+
+        // read_committed stops before the first open transaction; read_uncommitted does not.
+        let rc = log
+            .read_with_isolation(0, 1 << 20, true, Isolation::ReadCommitted)
+            .unwrap();
+        assert_eq!(batch_bases(&rc), vec![0]);
+        assert_eq!((rc.last_stable_offset, rc.high_watermark), (3, 12));
+        assert!(log
+            .read_with_isolation(3, 1 << 20, true, Isolation::ReadCommitted)
+            .unwrap()
+            .records
+            .is_empty());
+        let ru = log.read(0, 1 << 20, true).unwrap();
+        assert_eq!(batch_bases(&ru), vec![0, 3, 6, 9, 11]);
+        assert_eq!(ru.last_stable_offset, 3, "the LSO is reported either way");
+        assert!(ru.aborted_transactions.is_empty());
+
+        // A non-transactional write by a producer in a transaction is refused.
+        let mut plain = producer_batch(1, 0, 5, &[("k", "v")], false);
+        assert!(matches!(
+            log.append(&mut plain, None),
+            Err(LogError::Sequence(SequenceError::InvalidTxnState {
+                producer_id: 1
+            }))
+        ));
+
+        assert_eq!(log.append_marker(1, 0, true, 0).unwrap(), 12);
+        assert_eq!(log.last_stable_offset(), 6);
+        assert_eq!(log.append_marker(2, 0, false, 0).unwrap(), 13);
+        assert_eq!(log.last_stable_offset(), 14);
+        assert_eq!(log.high_watermark(), 14);
+        assert!(log.ongoing_transactions().is_empty());
+        assert_eq!(log.aborted_transactions(0, 14), vec![aborted(2, 6, 13, 14)]);
+
+        let rc = log
+            .read_with_isolation(0, 1 << 20, true, Isolation::ReadCommitted)
+            .unwrap();
+        assert_eq!(batch_bases(&rc), vec![0, 3, 6, 9, 11, 12, 13]);
+        assert_eq!(rc.aborted_transactions, vec![aborted(2, 6, 13, 14)]);
+        // A read ending before the aborted transaction starts does not list it.
+        let first = log
+            .read_with_isolation(0, 1, true, Isolation::ReadCommitted)
+            .unwrap();
+        assert_eq!(batch_bases(&first), vec![0]);
+        assert!(first.aborted_transactions.is_empty());
+        // A read starting after its marker does not either.
+        let tail = log
+            .read_with_isolation(14, 1 << 20, true, Isolation::ReadCommitted)
+            .unwrap();
+        assert!(tail.records.is_empty() && tail.aborted_transactions.is_empty());
+
+        // The marker is a control batch with Kafka's control record.
+        let marker = log.read(13, 1 << 20, true).unwrap();
+        let h = BatchHeader::parse(&marker.records).unwrap();
+        assert!(h.is_control() && h.is_transactional() && h.producer_id == 2);
+        let c = txn::parse_control_record(&h, &marker.records[HEADER_BYTES..]).unwrap();
+        assert_eq!(c.marker(), Some(false));
+
+        // A marker with no transaction open is still written, and indexes nothing.
+        assert_eq!(log.append_marker(7, 0, false, 0).unwrap(), 14);
+        assert_eq!(log.aborted_transactions(0, 15).len(), 1);
+        // Stale producer epoch, older coordinator: refused.
+        append(&log, producer_batch(3, 2, 0, &[("k", "v")], true)); // 15
+        assert!(matches!(
+            log.append_marker(3, 1, false, 0),
+            Err(LogError::Sequence(SequenceError::StaleEpoch { .. }))
+        ));
+        log.append_marker(3, 2, false, 5).unwrap(); // 16
+        assert!(matches!(
+            log.append_marker(3, 2, true, 4),
+            Err(LogError::Sequence(SequenceError::CoordinatorFenced {
+                got: 4,
+                current: 5
+            }))
+        ));
+        assert!(matches!(
+            log.append_marker(-1, 0, true, 0),
+            Err(LogError::InvalidMarker(_))
+        ));
+        assert_eq!(log.log_end_offset(), 17);
+        assert_eq!(
+            log.aborted_transactions(0, 17),
+            vec![aborted(2, 6, 13, 14), aborted(3, 15, 16, 17)]
+        );
+    }
+
+    #[test]
+    fn aborted_lookup_spans_segments_and_stops_early() {
+        let log = PartitionLog::in_memory(LogConfig {
+            segment_bytes: 300,
+            ..small_segments()
+        });
+        // pid 1 opens at 0; pid 2's transactions come and go meanwhile; pid 1 aborts last.
+        append(&log, txn(1, 0, 2)); // 0..=1
+        append(&log, txn(2, 0, 2)); // 2..=3
+        log.append_marker(2, 0, false, 0).unwrap(); // 4: LSO after = 0 (pid 1 open)
+        append(&log, txn(2, 2, 2)); // 5..=6
+        log.append_marker(2, 0, true, 0).unwrap(); // 7
+        for _ in 0..4 {
+            append(&log, encode_batch(3, Compression::None, 1));
+        } // 8..=19
+        log.append_marker(1, 0, false, 0).unwrap(); // 20
+        assert!(log.lock().segments.len() > 2, "rolled");
+        let all = vec![aborted(2, 2, 4, 0), aborted(1, 0, 20, 21)];
+        assert_eq!(log.aborted_transactions(0, 21), all);
+        // From inside pid 1's transaction, after pid 2's abort: only pid 1's.
+        assert_eq!(log.aborted_transactions(8, 21), all[1..].to_vec());
+        let rc = log
+            .read_with_isolation(5, 1 << 20, true, Isolation::ReadCommitted)
+            .unwrap();
+        assert_eq!(rc.aborted_transactions, all[1..].to_vec());
+    }
+
+    #[test]
+    fn transactions_survive_clean_and_unclean_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 400,
+            ..small_segments()
+        };
+        let expected_aborts;
+        {
+            let log = PartitionLog::open(dir.path(), config, false).unwrap();
+            append(&log, txn(1, 0, 2)); // 0..=1
+            append(&log, txn(2, 0, 2)); // 2..=3
+            log.append_marker(1, 0, false, 0).unwrap(); // 4
+            for _ in 0..4 {
+                append(&log, encode_batch(3, Compression::None, 1)); // 5..=16
+            }
+            append(&log, txn(3, 0, 2)); // 17..=18
+            log.append_marker(2, 0, false, 0).unwrap(); // 19
+            log.append_marker(3, 0, true, 0).unwrap(); // 20
+            append(&log, txn(4, 0, 1)); // 21: stays open
+            append(&log, encode_batch(2, Compression::None, 1)); // 22..=23
+            assert!(log.lock().segments.len() > 2);
+            expected_aborts = vec![aborted(1, 0, 4, 2), aborted(2, 2, 19, 17)];
+            assert_eq!(log.aborted_transactions(0, 24), expected_aborts);
+            assert_eq!(log.last_stable_offset(), 21);
+            log.sync(true).unwrap();
+        }
+        let txnindex_bytes = || -> u64 {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "txnindex"))
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum()
+        };
+        assert_eq!(txnindex_bytes(), 2 * txn::TXN_ENTRY_BYTES as u64);
+        let check = |log: &PartitionLog, what: &str| {
+            assert_eq!(log.last_stable_offset(), 21, "{what}: LSO");
+            assert_eq!(log.ongoing_transactions(), vec![(4, 21)], "{what}");
+            assert_eq!(
+                log.aborted_transactions(0, 24),
+                expected_aborts,
+                "{what}: aborted"
+            );
+        };
+        // Clean: snapshot + index files.
+        let log = PartitionLog::open(dir.path(), config, true).unwrap();
+        check(&log, "clean");
+        log.sync(true).unwrap();
+        drop(log);
+        // Clean, but the index files are gone or damaged: rebuilt from the log.
+        let mut victims: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "txnindex"))
+            .collect();
+        victims.sort();
+        std::fs::remove_file(&victims[0]).unwrap();
+        std::fs::write(&victims[victims.len() - 2], [1, 2, 3]).unwrap();
+        let log = PartitionLog::open(dir.path(), config, true).unwrap();
+        check(&log, "clean, indexes rebuilt");
+        assert!(victims[0].exists());
+        assert_eq!(txnindex_bytes(), 2 * txn::TXN_ENTRY_BYTES as u64);
+        // Unclean (no snapshot; everything after the recovery point scanned).
+        drop(log);
+        std::fs::remove_file(dir.path().join(PRODUCER_SNAPSHOT)).ok();
+        let log = PartitionLog::open(dir.path(), config, false).unwrap();
+        check(&log, "unclean");
+        // The restored state goes on: the open transaction commits, its pid's next batch
+        // continues its sequence.
+        log.append_marker(4, 0, true, 0).unwrap();
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+        let mut next = txn(4, 1, 1);
+        log.append(&mut next, None).unwrap();
+        let mut gap = txn(4, 5, 1);
+        assert!(matches!(
+            log.append(&mut gap, None),
+            Err(LogError::Sequence(SequenceError::OutOfOrder { .. }))
+        ));
+    }
+
+    #[test]
+    fn unclean_restart_restores_an_open_transaction_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
+            append(&log, encode_batch(2, Compression::None, 1)); // 0..=1
+            append(&log, txn(9, 0, 2)); // 2..=3
+            append(&log, encode_batch(2, Compression::None, 1)); // 4..=5
+                                                                 // dropped without a clean shutdown
+        }
+        let log = PartitionLog::open(dir.path(), small_segments(), false).unwrap();
+        assert_eq!(log.last_stable_offset(), 2);
+        assert_eq!(log.ongoing_transaction(9), Some(2));
+        log.append_marker(9, 0, false, 0).unwrap();
+        assert_eq!(log.aborted_transactions(0, 7), vec![aborted(9, 2, 6, 7)]);
+    }
+
+    #[test]
+    fn retention_and_delete_records_drop_aborted_entries_with_their_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 300,
+            ..small_segments()
+        };
+        let log = PartitionLog::open(dir.path(), config, false).unwrap();
+        for pid in 0..6 {
+            append(&log, txn(pid, 0, 2));
+            log.append_marker(pid, 0, false, 0).unwrap();
+        }
+        let end = log.log_end_offset();
+        assert_eq!(log.aborted_transactions(0, end).len(), 6);
+        let count_txnindex = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "txnindex")
+                })
+                .count()
+        };
+        let segments_before = log.lock().segments.len();
+        assert_eq!(count_txnindex(), segments_before);
+        // DeleteRecords to the middle of the log: entries of dropped segments go with them;
+        // those wholly below the log start are never reported.
+        let start = log.delete_records(9).unwrap();
+        assert!(log.lock().segments.len() < segments_before);
+        assert_eq!(count_txnindex(), log.lock().segments.len());
+        let left = log.aborted_transactions(start, end);
+        assert!(left.iter().all(|e| e.last_offset >= start));
+        assert_eq!(
+            left.iter().map(|e| e.producer_id).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        // Size retention keeps the newest segments only.
+        log.set_config(LogConfig {
+            retention_bytes: 150,
+            retention_ms: -1,
+            ..config
+        });
+        log.enforce_retention(now_ms()).unwrap();
+        let start = log.log_start_offset();
+        assert!(log
+            .aborted_transactions(start, end)
+            .iter()
+            .all(|e| e.last_offset >= start));
+        assert_eq!(count_txnindex(), log.lock().segments.len());
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config, false).unwrap();
+        assert!(log
+            .aborted_transactions(start, end)
+            .iter()
+            .all(|e| e.last_offset >= start));
+    }
+
+    #[test]
+    fn retention_past_an_open_transaction_keeps_the_lso_at_the_log_start() {
+        let log = PartitionLog::in_memory(small_segments());
+        append(&log, txn(1, 0, 3)); // 0..=2, stays open
+        append(&log, encode_batch(3, Compression::None, 1)); // 3..=5
+        assert_eq!(log.last_stable_offset(), 0);
+        log.delete_records(4).unwrap();
+        assert_eq!(log.last_stable_offset(), 4);
+        log.append_marker(1, 0, true, 0).unwrap();
+        assert_eq!(log.last_stable_offset(), 7);
+    }
+
+    #[test]
+    fn compaction_stops_at_the_lso_and_ignores_aborted_data() {
+        for disk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                cleanup_compact: true,
+                cleanup_delete: false,
+                segment_bytes: 250,
+                ..small_segments()
+            };
+            let log = if disk {
+                PartitionLog::open(dir.path(), config, false).unwrap()
+            } else {
+                PartitionLog::in_memory(config)
+            };
+            let plain = |k: &str, v: &str| cleaner::tests_support::keyed(&[(k, Some(v))]);
+            append(&log, plain("a", "a1")); // 0
+            append(&log, plain("b", "b1")); // 1
+                                            // An aborted transaction overwrites a: read_committed consumers never saw it.
+            append(&log, producer_batch(5, 0, 0, &[("a", "aborted")], true)); // 2
+            log.append_marker(5, 0, false, 0).unwrap(); // 3
+            append(&log, plain("b", "b2")); // 4
+            for i in 0..6 {
+                append(&log, plain("c", &format!("c{i}"))); // 5..=10
+            }
+            // An open transaction, then more data that would otherwise be cleanable.
+            append(&log, producer_batch(6, 0, 0, &[("c", "open")], true)); // 11
+            for i in 0..8 {
+                append(&log, plain("d", &format!("d{i}"))); // 12..=19
+            }
+            assert_eq!(log.last_stable_offset(), 11);
+            assert!(log.lock().segments.len() > 3);
+            let report = log.compact(now_ms()).unwrap();
+            assert!(report.segments_cleaned > 0);
+            let values = data_records(&log);
+            let get = |k: &str| -> Vec<(i64, String)> {
+                values
+                    .iter()
+                    .filter(|(_, key, _)| key == k)
+                    .map(|(o, _, v)| (*o, v.clone()))
+                    .collect()
+            };
+            assert_eq!(
+                get("a"),
+                vec![(0, "a1".to_string())],
+                "the committed value stays, the aborted one goes"
+            );
+            assert_eq!(get("b"), vec![(4, "b2".to_string())]);
+            assert!(
+                get("c").contains(&(11, "open".to_string())),
+                "open transaction untouched"
+            );
+            // Nothing at or above the LSO was cleaned: every d is still there.
+            assert_eq!(get("d").len(), 8);
+            // The abort marker and its index entry are kept.
+            assert_eq!(log.aborted_transactions(0, 20), vec![aborted(5, 2, 3, 4)]);
+            let marker = log.read(3, 1 << 20, true).unwrap();
+            assert!(BatchHeader::parse(&marker.records).unwrap().is_control());
+            if disk {
+                drop(log);
+                let log = PartitionLog::open(dir.path(), config, false).unwrap();
+                assert_eq!(data_records(&log), values, "survives a restart");
+                assert_eq!(log.last_stable_offset(), 11);
+                // The rebuilt index may drop the entry: none of that transaction's data is left.
+                assert!(log.aborted_transactions(0, 20).len() <= 1);
+            }
+        }
+    }
+
+    /// Every data record of the log: (offset, key, value).
+    fn data_records(log: &PartitionLog) -> Vec<(i64, String, String)> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let read = log.read(offset, 1 << 20, true).unwrap();
+            if read.records.is_empty() {
+                break;
+            }
+            let mut b = read.records.clone();
+            for set in RecordBatchDecoder::decode_all(&mut b).unwrap() {
+                for r in set.records {
+                    offset = offset.max(r.offset + 1);
+                    if !r.control && r.offset >= log.log_start_offset() {
+                        out.push((
+                            r.offset,
+                            String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
+                            String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                        ));
+                    }
+                }
+            }
+            let mut pos = 0;
+            while let Some(h) = BatchHeader::parse(&read.records[pos..]) {
+                offset = offset.max(h.last_offset() + 1);
+                pos += h.total_bytes;
+                if pos >= read.records.len() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn markers_obey_the_flush_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(
+            dir.path(),
+            LogConfig {
+                flush_messages: 1,
+                ..small_segments()
+            },
+            false,
+        )
+        .unwrap();
+        let info = append(&log, txn(1, 0, 2));
+        log.sync_to(info.last_offset + 1).unwrap();
+        let marker = log.append_marker(1, 0, true, 0).unwrap();
+        assert!(log.durable_offset() > marker, "synced before returning");
+        append(&log, txn(1, 2, 1));
+        let info = log.append_marker_unsynced(1, 0, false, 0).unwrap();
+        assert!(info.needs_sync);
+        assert_eq!(info.base_offset, info.last_offset);
+        assert!(log.durable_offset() <= info.last_offset);
+        log.sync_to(info.last_offset + 1).unwrap();
+        assert!(log.durable_offset() > info.last_offset);
     }
 }

@@ -1,17 +1,26 @@
-//! Idempotent-producer state of one partition: for each producer id, its epoch and the
-//! sequence ranges and offsets of its last few batches. A retried batch is recognised and
-//! answered with its original offsets instead of being appended twice; a gap in sequences or a
-//! stale epoch is refused as Kafka does.
+//! Producer state of one partition: for each producer id, its epoch, the sequence ranges and
+//! offsets of its last few batches, and the first offset of its ongoing transaction.
 //!
-//! A clean shutdown saves the state beside the segments (`producer.snapshot`); otherwise it is
-//! rebuilt from batch headers when the log is opened. Expiry of idle producers (`producer.id.expiration.ms`) comes with the
-//! transactions issue.
+//! Idempotence: a retried batch is recognised and answered with its original offsets instead of
+//! being appended twice; a gap in sequences or a stale epoch is refused as Kafka does.
+//!
+//! Transactions (KIP-98): a producer's first transactional batch in this partition opens its
+//! transaction here (its base offset is remembered); a commit or abort marker closes it. The
+//! smallest first offset of the open transactions bounds the last stable offset. While a
+//! producer's transaction is open its non-transactional batches are refused (Kafka's
+//! INVALID_TXN_STATE); markers with a stale producer epoch or coordinator epoch are refused.
+//!
+//! A clean shutdown saves the state beside the segments (`producer.snapshot`, JSON, open
+//! transactions included); otherwise it is rebuilt from batch headers (and markers' control
+//! records) when the log is opened. Expiry of idle producers (`producer.id.expiration.ms`) is
+//! not done yet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::batch::BatchHeader;
+use super::txn::ControlRecord;
 
 /// Batches remembered per producer: clients keep at most 5 in flight per partition.
 pub const BATCHES_REMEMBERED: usize = 5;
@@ -24,10 +33,40 @@ struct BatchSeq {
     last_offset: i64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+fn no_epoch() -> i32 {
+    -1
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchSeq>,
+    /// Epoch of the coordinator that wrote this producer's last marker (-1: none yet).
+    #[serde(default = "no_epoch")]
+    coordinator_epoch: i32,
+    /// First offset of the producer's ongoing transaction in this partition.
+    #[serde(default)]
+    txn_first_offset: Option<i64>,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: -1,
+            batches: VecDeque::new(),
+            coordinator_epoch: -1,
+            txn_first_offset: None,
+        }
+    }
+}
+
+impl ProducerEntry {
+    fn set_epoch(&mut self, epoch: i16) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+    }
 }
 
 /// What to do with an incoming idempotent batch.
@@ -39,17 +78,60 @@ pub enum SequenceCheck {
     Duplicate { base_offset: i64, last_offset: i64 },
 }
 
+/// Why a producer's batch or marker was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SequenceError {
+    /// Kafka's INVALID_PRODUCER_EPOCH.
     #[error("producer epoch {got} is older than the current epoch {current}")]
     StaleEpoch { got: i16, current: i16 },
+    /// Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER.
     #[error("out of order sequence number: expected {expected}, got {got}")]
     OutOfOrder { expected: i32, got: i32 },
+    /// Kafka's INVALID_TXN_STATE: a non-transactional batch while the producer's transaction is open.
+    #[error("expected a transactional write from producer {producer_id}: its transaction in this partition is ongoing")]
+    InvalidTxnState { producer_id: i64 },
+    /// Kafka's TRANSACTION_COORDINATOR_FENCED: a marker from an older coordinator.
+    #[error("coordinator epoch {got} is older than the current coordinator epoch {current}")]
+    CoordinatorFenced { got: i32, current: i32 },
+}
+
+/// A transaction ended in this partition by a marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(from = "StoredProducerStates")]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: (first offset, producer id). Derived from `producers`.
+    #[serde(skip)]
+    ongoing: BTreeSet<(i64, i64)>,
+}
+
+/// The snapshot's shape (the open-transaction set is derived on load).
+#[derive(Deserialize)]
+struct StoredProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl From<StoredProducerStates> for ProducerStates {
+    fn from(stored: StoredProducerStates) -> Self {
+        let ongoing = stored
+            .producers
+            .iter()
+            .filter_map(|(&pid, e)| e.txn_first_offset.map(|first| (first, pid)))
+            .collect();
+        ProducerStates {
+            producers: stored.producers,
+            ongoing,
+        }
+    }
 }
 
 fn next_sequence(s: i32) -> i32 {
@@ -61,7 +143,9 @@ fn next_sequence(s: i32) -> i32 {
 }
 
 impl ProducerStates {
-    /// Checks an idempotent batch (see [`BatchHeader::is_idempotent`]) before it is appended.
+    /// Checks a data batch carrying a producer id before it is appended. Batches without a
+    /// sequence (internal appends such as the coordinators') get only the epoch and
+    /// transaction-state checks.
     pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
         let Some(entry) = self.producers.get(&h.producer_id) else {
             // Unknown producer (new, or its state predates this log): accept its sequence.
@@ -73,10 +157,28 @@ impl ProducerStates {
                 current: entry.epoch,
             });
         }
+        if h.base_sequence >= 0 {
+            if let Some(duplicate) = Self::check_sequence(entry, h)? {
+                return Ok(duplicate);
+            }
+        }
+        if entry.txn_first_offset.is_some() && !h.is_transactional() {
+            return Err(SequenceError::InvalidTxnState {
+                producer_id: h.producer_id,
+            });
+        }
+        Ok(SequenceCheck::Append)
+    }
+
+    /// Sequence rules of an idempotent batch: `Some(Duplicate)` for a retry.
+    fn check_sequence(
+        entry: &ProducerEntry,
+        h: &BatchHeader,
+    ) -> Result<Option<SequenceCheck>, SequenceError> {
         if h.producer_epoch > entry.epoch {
             // A bumped epoch starts its sequences again at 0.
             return if h.base_sequence == 0 {
-                Ok(SequenceCheck::Append)
+                Ok(None)
             } else {
                 Err(SequenceError::OutOfOrder {
                     expected: 0,
@@ -90,10 +192,10 @@ impl ProducerStates {
             .iter()
             .find(|b| b.first_sequence == h.base_sequence && b.last_sequence == last_sequence)
         {
-            return Ok(SequenceCheck::Duplicate {
+            return Ok(Some(SequenceCheck::Duplicate {
                 base_offset: b.base_offset,
                 last_offset: b.last_offset,
-            });
+            }));
         }
         let expected = entry
             .batches
@@ -106,25 +208,123 @@ impl ProducerStates {
                 got: h.base_sequence,
             });
         }
-        Ok(SequenceCheck::Append)
+        Ok(None)
     }
 
-    /// Records an appended idempotent batch (`h` carries its assigned base offset).
+    /// Records an appended data batch carrying a producer id (`h` has its assigned base
+    /// offset): its sequences, and the start of a transaction for a producer's first
+    /// transactional batch.
     pub fn record(&mut self, h: &BatchHeader) {
         let entry = self.producers.entry(h.producer_id).or_default();
-        if h.producer_epoch != entry.epoch {
-            entry.epoch = h.producer_epoch;
-            entry.batches.clear();
+        entry.set_epoch(h.producer_epoch);
+        if h.base_sequence >= 0 {
+            if entry.batches.len() == BATCHES_REMEMBERED {
+                entry.batches.pop_front();
+            }
+            entry.batches.push_back(BatchSeq {
+                first_sequence: h.base_sequence,
+                last_sequence: h.last_sequence(),
+                base_offset: h.base_offset,
+                last_offset: h.last_offset(),
+            });
         }
-        if entry.batches.len() == BATCHES_REMEMBERED {
-            entry.batches.pop_front();
+        if h.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert((h.base_offset, h.producer_id));
         }
-        entry.batches.push_back(BatchSeq {
-            first_sequence: h.base_sequence,
-            last_sequence: h.last_sequence(),
-            base_offset: h.base_offset,
-            last_offset: h.last_offset(),
-        });
+    }
+
+    /// Checks a transaction marker before it is appended (Kafka's rules for transaction
+    /// versions 0/1): the producer epoch may not go back, nor the coordinator epoch.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), SequenceError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if producer_epoch < entry.epoch {
+            return Err(SequenceError::StaleEpoch {
+                got: producer_epoch,
+                current: entry.epoch,
+            });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(SequenceError::CoordinatorFenced {
+                got: coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an appended marker at `marker_offset`: ends the producer's transaction here (if
+    /// one is open: returns it) and takes the marker's epochs.
+    pub fn complete_txn(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        marker_offset: i64,
+        commit: bool,
+    ) -> Option<CompletedTxn> {
+        let entry = self.producers.entry(producer_id).or_default();
+        entry.set_epoch(producer_epoch);
+        entry.coordinator_epoch = coordinator_epoch;
+        let first_offset = entry.txn_first_offset.take()?;
+        self.ongoing.remove(&(first_offset, producer_id));
+        Some(CompletedTxn {
+            producer_id,
+            first_offset,
+            last_offset: marker_offset,
+            aborted: !commit,
+        })
+    }
+
+    /// Replays one stored batch (rebuilding the state from the log): data batches as
+    /// [`ProducerStates::record`], transaction markers as [`ProducerStates::complete_txn`].
+    /// No checks: the log is what it is.
+    pub fn replay(
+        &mut self,
+        h: &BatchHeader,
+        control: Option<ControlRecord>,
+    ) -> Option<CompletedTxn> {
+        if !h.has_producer_id() {
+            return None;
+        }
+        if !h.is_control() {
+            self.record(h);
+            return None;
+        }
+        let c = control?;
+        let commit = c.marker()?;
+        self.complete_txn(
+            h.producer_id,
+            h.producer_epoch,
+            c.coordinator_epoch,
+            h.base_offset,
+            commit,
+        )
+    }
+
+    /// The first offset of the oldest ongoing transaction.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.first().map(|&(first, _)| first)
+    }
+
+    /// The ongoing transactions: (producer id, first offset), oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.ongoing
+            .iter()
+            .map(|&(first, pid)| (pid, first))
+            .collect()
+    }
+
+    /// The first offset of `producer_id`'s ongoing transaction here.
+    pub fn ongoing_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.producers.get(&producer_id)?.txn_first_offset
     }
 }
 
@@ -186,5 +386,94 @@ mod tests {
         let mut s = ProducerStates::default();
         s.record(&h);
         assert_eq!(s.check(&header(1, 0, 1, 1, -1)), Ok(SequenceCheck::Append));
+    }
+
+    fn txn_header(pid: i64, epoch: i16, seq: i32, count: i32, base_offset: i64) -> BatchHeader {
+        BatchHeader {
+            attributes: crate::log::batch::ATTR_TRANSACTIONAL,
+            ..header(pid, epoch, seq, count, base_offset)
+        }
+    }
+
+    #[test]
+    fn transactions_open_and_close() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.first_unstable_offset(), None);
+        s.record(&txn_header(1, 0, 0, 2, 10));
+        s.record(&txn_header(2, 0, 0, 1, 12));
+        s.record(&txn_header(1, 0, 2, 1, 13)); // same transaction
+        assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.ongoing_transactions(), vec![(1, 10), (2, 12)]);
+        // A plain batch from a producer inside a transaction: refused; from another: fine.
+        assert_eq!(
+            s.check(&header(1, 0, 3, 1, -1)),
+            Err(SequenceError::InvalidTxnState { producer_id: 1 })
+        );
+        assert_eq!(
+            s.check(&txn_header(1, 0, 3, 1, -1)),
+            Ok(SequenceCheck::Append)
+        );
+        // Markers: stale epochs refused, a commit closes, a marker without a transaction too.
+        assert!(s.check_marker(1, 0, 0).is_ok());
+        let done = s.complete_txn(1, 0, 3, 14, true).unwrap();
+        assert_eq!(
+            (done.first_offset, done.last_offset, done.aborted),
+            (10, 14, false)
+        );
+        assert_eq!(
+            s.check_marker(1, 0, 2),
+            Err(SequenceError::CoordinatorFenced { got: 2, current: 3 })
+        );
+        assert_eq!(s.complete_txn(1, 0, 3, 15, false), None);
+        assert_eq!(s.first_unstable_offset(), Some(12));
+        // The sequence survives a marker of the same epoch; an epoch bump resets it.
+        assert_eq!(s.check(&header(1, 0, 3, 1, -1)), Ok(SequenceCheck::Append));
+        s.complete_txn(2, 1, 3, 16, false).unwrap();
+        assert_eq!(
+            s.check(&header(2, 0, 1, 1, -1)),
+            Err(SequenceError::StaleEpoch { got: 0, current: 1 })
+        );
+        assert!(matches!(
+            s.check_marker(2, 0, 3),
+            Err(SequenceError::StaleEpoch { .. })
+        ));
+        // Coordinator writes (no sequence) open transactions too, with no sequence checks.
+        s.record(&txn_header(9, 0, -1, 3, 20));
+        assert_eq!(
+            s.check(&txn_header(9, 0, -1, 1, -1)),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(s.ongoing_transaction(9), Some(20));
+    }
+
+    #[test]
+    fn snapshot_keeps_open_transactions_and_reads_old_snapshots() {
+        let mut s = ProducerStates::default();
+        s.record(&header(1, 0, 0, 1, 0));
+        s.record(&txn_header(2, 3, 0, 2, 1));
+        s.complete_txn(3, 0, 7, 5, false);
+        let json = serde_json::to_vec(&s).unwrap();
+        let back: ProducerStates = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.first_unstable_offset(), Some(1));
+        assert_eq!(back.ongoing_transactions(), vec![(2, 1)]);
+        assert_eq!(
+            back.check_marker(3, 0, 6),
+            Err(SequenceError::CoordinatorFenced { got: 6, current: 7 })
+        );
+        assert_eq!(
+            back.check(&header(1, 0, 0, 1, -1)),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 0,
+                last_offset: 0
+            })
+        );
+        // A snapshot written before transactions existed.
+        let old = br#"{"producers":{"5":{"epoch":2,"batches":[{"first_sequence":0,"last_sequence":4,"base_offset":0,"last_offset":4}]}}}"#;
+        let old: ProducerStates = serde_json::from_slice(old).unwrap();
+        assert_eq!(old.first_unstable_offset(), None);
+        assert_eq!(
+            old.check(&header(5, 2, 5, 1, -1)),
+            Ok(SequenceCheck::Append)
+        );
     }
 }

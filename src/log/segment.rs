@@ -9,6 +9,10 @@ use bytes::Bytes;
 use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
 use super::store::{FileStore, MemStore, SegmentStore};
+use super::txn::{self, ControlRecord, TxnIndex};
+
+/// Sees each batch of a scan: its header and, for a control batch, its control record.
+pub type OnBatch<'a> = dyn FnMut(&BatchHeader, Option<ControlRecord>) + 'a;
 
 /// Bytes read per positional read while scanning batch headers.
 const SCAN_WINDOW_BYTES: usize = 256 * 1024;
@@ -26,6 +30,10 @@ pub struct Segment {
     pub store: Arc<dyn SegmentStore>,
     index: OffsetIndex,
     time_index: TimeIndex,
+    /// Aborted transactions whose markers are in this segment (`<base>.txnindex`).
+    pub txn_index: TxnIndex,
+    /// Whether the transaction index file existed and was well-formed when opened.
+    pub txn_index_loaded: bool,
     bytes_since_index_entry: u64,
     /// Largest batch max-timestamp in the segment (-1 when empty).
     pub max_timestamp: i64,
@@ -49,6 +57,7 @@ impl Segment {
             Arc::new(MemStore::default()),
             OffsetIndex::default(),
             TimeIndex::default(),
+            TxnIndex::default(),
             None,
             now_ms,
         )
@@ -65,15 +74,18 @@ impl Segment {
             &segment_path(dir, base_offset, "timeindex"),
             Some(index.last().map_or(0, |e| e.0)),
         )?;
+        let (txn_index, txns_ok) = TxnIndex::open(&segment_path(dir, base_offset, "txnindex"))?;
         let mut segment = Segment::with_parts(
             base_offset,
             Arc::new(store),
             index,
             time_index,
+            txn_index,
             Some(dir.to_path_buf()),
             now_ms,
         );
         segment.indexes_loaded = offsets_ok && times_ok;
+        segment.txn_index_loaded = txns_ok;
         Ok(segment)
     }
 
@@ -82,6 +94,7 @@ impl Segment {
         store: Arc<dyn SegmentStore>,
         index: OffsetIndex,
         time_index: TimeIndex,
+        txn_index: TxnIndex,
         dir: Option<PathBuf>,
         now_ms: i64,
     ) -> Segment {
@@ -92,6 +105,8 @@ impl Segment {
             store,
             index,
             time_index,
+            txn_index,
+            txn_index_loaded: true,
             bytes_since_index_entry: 0,
             max_timestamp: -1,
             created_ms: now_ms,
@@ -110,7 +125,7 @@ impl Segment {
         &mut self,
         index_interval_bytes: u64,
         every_header: bool,
-        on_batch: &mut dyn FnMut(&BatchHeader),
+        on_batch: &mut OnBatch<'_>,
     ) -> io::Result<RecoveryReport> {
         if self.indexes_loaded {
             let from = self.index.last().map_or(0, |e| e.1 as u64);
@@ -118,14 +133,14 @@ impl Segment {
             // The scan starts at an indexed batch: no new entry for it (bytes since entry = 0).
             self.bytes_since_index_entry = 0;
             let mut tail = Vec::new();
-            let report = self.scan(from, true, index_interval_bytes, false, &mut |h| {
-                tail.push(*h)
+            let report = self.scan(from, true, index_interval_bytes, false, &mut |h, c| {
+                tail.push((*h, c))
             })?;
             if report.truncated_bytes == 0 {
                 if every_header {
                     self.for_each_header(0, from, on_batch)?;
                 }
-                tail.iter().for_each(&mut *on_batch);
+                tail.iter().for_each(|(h, c)| on_batch(h, *c));
                 return Ok(report);
             }
             tracing::warn!(
@@ -136,14 +151,15 @@ impl Segment {
         self.recover(true, index_interval_bytes, on_batch)
     }
 
-    /// Rebuilds the indexes by scanning every stored batch. With `check_crc`, the first batch
-    /// that is torn, out of sequence or fails its CRC ends the log: it and everything after it
-    /// is cut.
+    /// Rebuilds the offset and time indexes by scanning every stored batch. With `check_crc`,
+    /// the first batch that is torn, out of sequence or fails its CRC ends the log: it and
+    /// everything after it is cut. (The transaction index is rebuilt by the caller, which
+    /// replays the producer state.)
     pub fn recover(
         &mut self,
         check_crc: bool,
         index_interval_bytes: u64,
-        on_batch: &mut dyn FnMut(&BatchHeader),
+        on_batch: &mut OnBatch<'_>,
     ) -> io::Result<RecoveryReport> {
         self.index.reset()?;
         self.time_index.reset()?;
@@ -164,7 +180,7 @@ impl Segment {
         check_crc: bool,
         index_interval_bytes: u64,
         cut: bool,
-        on_batch: &mut dyn FnMut(&BatchHeader),
+        on_batch: &mut OnBatch<'_>,
     ) -> io::Result<RecoveryReport> {
         let stored = self.store.stored_bytes()?;
         let mut pos = from;
@@ -184,7 +200,9 @@ impl Segment {
                 }
             }
             self.track_batch_indexed(&header, pos, index_interval_bytes)?;
-            on_batch(&header);
+            let control =
+                read_control_record(&mut window, self.store.as_ref(), pos, &header, stored)?;
+            on_batch(&header, control);
             pos += header.total_bytes as u64;
             self.size_bytes = pos;
             batches += 1;
@@ -206,22 +224,26 @@ impl Segment {
     }
 
     /// Calls `on_batch` with the header of every batch in bytes `[from, to)` (no tracking).
-    fn for_each_header(
-        &self,
-        from: u64,
-        to: u64,
-        on_batch: &mut dyn FnMut(&BatchHeader),
-    ) -> io::Result<()> {
+    fn for_each_header(&self, from: u64, to: u64, on_batch: &mut OnBatch<'_>) -> io::Result<()> {
         let mut window = Window::default();
         let mut pos = from;
         while pos < to {
             let Some(h) = window.header(self.store.as_ref(), pos, to)? else {
                 break;
             };
-            on_batch(&h);
+            if pos + h.total_bytes as u64 > to {
+                break;
+            }
+            let control = read_control_record(&mut window, self.store.as_ref(), pos, &h, to)?;
+            on_batch(&h, control);
             pos += h.total_bytes as u64;
         }
         Ok(())
+    }
+
+    /// Calls `on_batch` with every batch of the segment, in order (no tracking).
+    pub fn for_each_batch_header(&self, on_batch: &mut OnBatch<'_>) -> io::Result<()> {
+        self.for_each_header(0, self.size_bytes, on_batch)
     }
 
     /// When the segment's data was last written, by its newest record's timestamp (or its
@@ -285,13 +307,14 @@ impl Segment {
     pub fn sync(&self) -> io::Result<()> {
         self.store.sync()?;
         self.index.sync()?;
-        self.time_index.sync()
+        self.time_index.sync()?;
+        self.txn_index.sync()
     }
 
     /// Removes the segment's files (disk mode).
     pub fn delete_files(&self) -> io::Result<()> {
         if let Some(dir) = &self.dir {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in ["log", "index", "timeindex", "txnindex"] {
                 match std::fs::remove_file(segment_path(dir, self.base_offset, ext)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
@@ -300,6 +323,22 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// The control record of the control batch `h` stored at `pos` (`None` for data batches).
+fn read_control_record(
+    window: &mut Window,
+    store: &dyn SegmentStore,
+    pos: u64,
+    h: &BatchHeader,
+    limit: u64,
+) -> io::Result<Option<ControlRecord>> {
+    if !h.is_control() || h.total_bytes <= HEADER_BYTES {
+        return Ok(None);
+    }
+    let len = (h.total_bytes - HEADER_BYTES).min(txn::CONTROL_RECORD_PREFIX_BYTES);
+    let bytes = window.slice(store, pos + HEADER_BYTES as u64, len, limit)?;
+    Ok(txn::parse_control_record(h, &bytes))
 }
 
 /// A cached stretch of a store, so that scanning many small batch headers costs one read per

@@ -314,7 +314,9 @@ impl GroupCoordinator {
         }
         for (pid, one) in pending {
             for (id, offsets) in one.offsets {
-                let g = groups.entry(id.clone()).or_insert_with(|| Group::new(&id, now));
+                let g = groups
+                    .entry(id.clone())
+                    .or_insert_with(|| Group::new(&id, now));
                 g.pending_txn.entry(pid).or_default().extend(offsets);
             }
         }
@@ -1018,7 +1020,12 @@ impl GroupCoordinator {
         }
         let changes: Vec<Change<'_>> = accepted
             .iter()
-            .map(|(t, p, o)| Change::Offset { group: group_id, topic: t, partition: *p, value: Some(o) })
+            .map(|(t, p, o)| Change::Offset {
+                group: group_id,
+                topic: t,
+                partition: *p,
+                value: Some(o),
+            })
             .collect();
         let sync = store::append_as(&self.log, &changes, Some((producer_id, producer_epoch)))
             .map_err(|_| ResponseError::KafkaStorageError)?;

@@ -137,7 +137,10 @@ pub fn encode_batch(changes: &[Change<'_>]) -> io::Result<Vec<u8>> {
 
 /// Like [`encode_batch`]; with a producer `(id, epoch)` the batch is transactional: it takes
 /// effect only when that producer's commit marker follows (TxnOffsetCommit).
-pub fn encode_batch_as(changes: &[Change<'_>], producer: Option<(i64, i16)>) -> io::Result<Vec<u8>> {
+pub fn encode_batch_as(
+    changes: &[Change<'_>],
+    producer: Option<(i64, i16)>,
+) -> io::Result<Vec<u8>> {
     let now = now_ms();
     let records: Vec<Record> = changes
         .iter()
@@ -240,7 +243,11 @@ pub fn replay(log: &Arc<PartitionLog>) -> io::Result<Replayed> {
                 }
                 if let Some(key) = r.key {
                     if r.transactional {
-                        state.pending.entry(r.producer_id).or_default().push((key, r.value));
+                        state
+                            .pending
+                            .entry(r.producer_id)
+                            .or_default()
+                            .push((key, r.value));
                     } else {
                         apply(&mut state, key, r.value);
                     }

@@ -24,7 +24,10 @@ fn one(
     for t in topics {
         let topic = broker.topics.get(t.name.0.as_str());
         for &p in &t.partitions {
-            if topic.as_ref().is_none_or(|x| p < 0 || p >= x.partition_count()) {
+            if topic
+                .as_ref()
+                .is_none_or(|x| p < 0 || p >= x.partition_count())
+            {
                 unknown = true;
             }
             wanted.push((t.name.0.to_string(), p));
@@ -39,7 +42,9 @@ fn one(
             _ => Err(ResponseError::InvalidTxnState),
         }
     } else {
-        broker.txns.add_partitions(transactional_id, p, &wanted, None)
+        broker
+            .txns
+            .add_partitions(transactional_id, p, &wanted, None)
     };
     topics
         .iter()
@@ -51,7 +56,9 @@ fn one(
                     t.partitions
                         .iter()
                         .map(|&p| {
-                            let exists = topic.as_ref().is_some_and(|x| p >= 0 && p < x.partition_count());
+                            let exists = topic
+                                .as_ref()
+                                .is_some_and(|x| p >= 0 && p < x.partition_count());
                             let code = match &outcome {
                                 Ok(()) => NONE,
                                 Err(ResponseError::UnknownTopicOrPartition) if !exists => {

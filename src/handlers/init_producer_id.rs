@@ -33,8 +33,14 @@ pub async fn handle(broker: &Arc<Broker>, req: &InitProducerIdRequest) -> InitPr
         });
         let b = broker.clone();
         let result = tokio::task::spawn_blocking(move || {
-            b.txns
-                .init_producer_id(&b.topics, &b.groups, &b.producer_ids, &id, timeout, expected)
+            b.txns.init_producer_id(
+                &b.topics,
+                &b.groups,
+                &b.producer_ids,
+                &id,
+                timeout,
+                expected,
+            )
         })
         .await
         .unwrap_or(Err(ResponseError::UnknownServerError));

@@ -24,7 +24,10 @@ pub fn handle(broker: &Broker, req: &ListTransactionsRequest) -> ListTransaction
         .into_iter()
         .filter(|m| {
             req.state_filters.is_empty()
-                || req.state_filters.iter().any(|s| s.as_str() == m.state.name())
+                || req
+                    .state_filters
+                    .iter()
+                    .any(|s| s.as_str() == m.state.name())
         })
         .filter(|m| {
             req.producer_id_filters.is_empty()

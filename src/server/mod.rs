@@ -14,8 +14,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::cluster::{self, NodeInfo, TopicRegistry};
 use crate::config::Config;
 use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
-use crate::txn::coordinator::{TxnCoordinator, TRANSACTION_TOPIC};
 use crate::handlers::Broker;
+use crate::txn::coordinator::{TxnCoordinator, TRANSACTION_TOPIC};
 use crate::txn::producer_ids::ProducerIdAllocator;
 
 /// How long shutdown waits for open connections to finish their current request.

@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use super::producer_ids::ProducerIdAllocator;
@@ -62,9 +61,18 @@ impl TxnState {
 
     fn from_code(c: i8) -> Option<TxnState> {
         use TxnState::*;
-        [Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort, Dead, PrepareEpochFence]
-            .get(usize::try_from(c).ok()?)
-            .copied()
+        [
+            Empty,
+            Ongoing,
+            PrepareCommit,
+            PrepareAbort,
+            CompleteCommit,
+            CompleteAbort,
+            Dead,
+            PrepareEpochFence,
+        ]
+        .get(usize::try_from(c).ok()?)
+        .copied()
     }
 
     pub const ALL: [&'static str; 8] = [
@@ -154,7 +162,9 @@ impl TxnCoordinator {
         let mut txns = self.lock();
         let now = now_ms();
         let Some(m) = txns.get_mut(transactional_id) else {
-            let producer_id = ids.allocate().map_err(|_| ResponseError::KafkaStorageError)?;
+            let producer_id = ids
+                .allocate()
+                .map_err(|_| ResponseError::KafkaStorageError)?;
             let m = TxnMetadata {
                 transactional_id: transactional_id.to_string(),
                 producer_id,
@@ -166,7 +176,8 @@ impl TxnCoordinator {
                 start_ms: -1,
                 last_update_ms: now,
             };
-            self.persist(&m).map_err(|_| ResponseError::KafkaStorageError)?;
+            self.persist(&m)
+                .map_err(|_| ResponseError::KafkaStorageError)?;
             txns.insert(transactional_id.to_string(), m.clone());
             return Ok(ProducerIdent {
                 producer_id,
@@ -194,7 +205,9 @@ impl TxnCoordinator {
             _ => {}
         }
         if m.producer_epoch >= i16::MAX - 1 {
-            m.producer_id = ids.allocate().map_err(|_| ResponseError::KafkaStorageError)?;
+            m.producer_id = ids
+                .allocate()
+                .map_err(|_| ResponseError::KafkaStorageError)?;
             m.producer_epoch = 0;
         } else {
             m.producer_epoch += 1;
@@ -204,7 +217,8 @@ impl TxnCoordinator {
         m.partitions.clear();
         m.groups.clear();
         m.last_update_ms = now;
-        self.persist(m).map_err(|_| ResponseError::KafkaStorageError)?;
+        self.persist(m)
+            .map_err(|_| ResponseError::KafkaStorageError)?;
         Ok(ProducerIdent {
             producer_id: m.producer_id,
             producer_epoch: m.producer_epoch,
@@ -274,7 +288,11 @@ impl TxnCoordinator {
 
     /// Whether `p` is the current producer of `transactional_id` with an ongoing transaction
     /// (TxnOffsetCommit checks it).
-    pub fn is_ongoing(&self, transactional_id: &str, p: ProducerIdent) -> Result<(), ResponseError> {
+    pub fn is_ongoing(
+        &self,
+        transactional_id: &str,
+        p: ProducerIdent,
+    ) -> Result<(), ResponseError> {
         let mut txns = self.lock();
         let m = Self::check(&mut txns, transactional_id, p)?;
         if m.state == TxnState::Ongoing {
@@ -392,19 +410,14 @@ fn write_markers(
         let Some(log) = topics.get(topic).and_then(|t| t.partition(*partition)) else {
             continue; // deleted meanwhile
         };
-        let offset = append_marker(&log, m.producer_id, m.producer_epoch, commit)?;
-        log.sync_to(offset + 1)?;
+        // Synced inside when the flush policy asks for it.
+        log.append_marker(m.producer_id, m.producer_epoch, commit, 0)
+            .map_err(|e| io::Error::other(e.to_string()))?;
     }
     for group in &m.groups {
         groups.complete_txn_offsets(group, m.producer_id, commit);
     }
     Ok(())
-}
-
-/// TEMPORARY until the log layer's marker API lands (same session): refuses to end
-/// transactions rather than pretending.
-fn append_marker(_log: &PartitionLog, _pid: i64, _epoch: i16, _commit: bool) -> io::Result<i64> {
-    Err(io::Error::other("transaction markers are not available yet"))
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -564,7 +577,9 @@ fn replay(log: &Arc<PartitionLog>) -> io::Result<HashMap<String, TxnMetadata>> {
                 if key.remaining() < 2 || key.get_i16() != 0 {
                     continue;
                 }
-                let Some(id) = get_str(&mut key) else { continue };
+                let Some(id) = get_str(&mut key) else {
+                    continue;
+                };
                 match r.value.and_then(|v| decode_value(id.clone(), v)) {
                     Some(m) => {
                         txns.insert(id, m);

@@ -46,7 +46,8 @@ class Worker(threading.Thread):
     def producer(self):
         p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": self.tid,
                       "linger.ms": 2, "transaction.timeout.ms": 10000,
-                      "message.timeout.ms": 30000, "metadata.recovery.strategy": "none"})
+                      "message.timeout.ms": 10000, "metadata.recovery.strategy": "none",
+                      "log_level": 2})
         while not self.stop_event.is_set():
             try:
                 p.init_transactions(15)
@@ -79,6 +80,9 @@ class Worker(threading.Thread):
             for part, value in records:
                 p.produce(self.topic, value=value, partition=part)
             if abort:
+                # Deliver first so that aborted data really is in the log (an abort alone
+                # purges what is still queued in the client).
+                p.flush(15)
                 p.abort_transaction(15)
                 return "aborted"
             p.commit_transaction(15)
@@ -208,4 +212,5 @@ def test_transactions_under_kill9(brokers, topic):
           + f" read_committed={len(committed_read)} read_uncommitted={len(uncommitted_read)} "
           + "anomalies: " + " ".join(f"{k}={v}" for k, v in anomalies.items()))
     assert counts["committed"] > 50, "the workload hardly ran"
+    assert len(uncommitted_read) > len(committed_read), "aborted data reached the log"
     assert sum(anomalies.values()) == 0, f"anomalies: {anomalies}, examples: {examples}"

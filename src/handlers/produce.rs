@@ -171,19 +171,34 @@ fn transactional_request_error(req: &ProduceRequest) -> Option<ResponseError> {
 }
 
 /// Hook for the transaction coordinator: may `transactional_id`'s producer write transactional
-/// data to this partition now? Kafka (KIP-890 verification) answers INVALID_TXN_STATE ("Partition
-/// was not added to the transaction") when AddPartitionsToTxn did not add it to the ongoing
-/// transaction (and INVALID_PRODUCER_ID_MAPPING when the producer id is not the transactional
-/// id's). Not wired to the coordinator yet: every transactional batch is let through; the log
-/// still enforces the producer epoch, sequences and the open-transaction state.
+/// data to this partition now? As Kafka with partition verification (KIP-890 part 1, on by
+/// default since 3.6): only if AddPartitionsToTxn added this partition to the ongoing
+/// transaction of this producer id and epoch; else INVALID_TXN_STATE ("Partition was not added
+/// to the transaction"), or INVALID_PRODUCER_ID_MAPPING / PRODUCER_FENCED for a producer that
+/// is not the transactional id's current one. This stops a zombie from starting a transaction
+/// that nobody will end (a hanging transaction would pin the last stable offset).
 fn verify_transaction(
-    _broker: &Broker,
-    _transactional_id: &str,
-    _producer_id: i64,
-    _producer_epoch: i16,
-    _topic: &str,
-    _partition: i32,
+    broker: &Broker,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    topic: &str,
+    partition: i32,
 ) -> Result<(), ResponseError> {
+    let Some(m) = broker.txns.describe(transactional_id) else {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    };
+    if m.producer_id != producer_id {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    if producer_epoch < m.producer_epoch {
+        return Err(ResponseError::ProducerFenced);
+    }
+    if m.state != crate::txn::coordinator::TxnState::Ongoing
+        || !m.partitions.contains(&(topic.to_string(), partition))
+    {
+        return Err(ResponseError::InvalidTxnState);
+    }
     Ok(())
 }
 

@@ -239,6 +239,40 @@ fn produce_to(transactional_id: Option<&str>, parts: Vec<(&str, i32, Bytes)>) ->
         .with_topic_data(topic_data)
 }
 
+/// InitProducerId for a transactional id, then AddPartitionsToTxn of partition 0 of `topic`
+/// (the broker verifies a transactional produce's partition was added). Returns the producer
+/// id (epoch 0).
+async fn begin(c: &mut Client, transactional_id: &str, topic: &str) -> i64 {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    let tid = TransactionalId(StrBytes::from_string(transactional_id.into()));
+    let r = c
+        .send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(tid.clone()))
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    assert_eq!((r.error_code, r.producer_epoch), (0, 0));
+    let a = c
+        .send(
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(tid)
+                .with_v3_and_below_producer_id(r.producer_id)
+                .with_v3_and_below_producer_epoch(0)
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![0])]),
+            3,
+        )
+        .await;
+    assert_eq!(
+        a.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    r.producer_id.0
+}
+
 async fn produce_code(c: &mut Client, txn_id: Option<&str>, topic: &str, records: Bytes) -> i16 {
     let r = c
         .send(&produce_to(txn_id, vec![(topic, 0, records)]), 9)
@@ -274,12 +308,17 @@ async fn fetch_read_committed_vs_read_uncommitted() {
     create(&mut c, "t").await;
     let log = broker.broker.topics.get("t").unwrap().partition(0).unwrap();
     assert_eq!(produce_code(&mut c, None, "t", plain(2)).await, 0); // 0..=1
+    let (pa, pb, pc) = (
+        begin(&mut c, "tx-a", "t").await,
+        begin(&mut c, "tx-b", "t").await,
+        begin(&mut c, "tx-c", "t").await,
+    );
     assert_eq!(
-        produce_code(&mut c, Some("tx-a"), "t", txn(7, 0, 2)).await,
+        produce_code(&mut c, Some("tx-a"), "t", txn(pa, 0, 2)).await,
         0
     ); // 2..=3
     assert_eq!(
-        produce_code(&mut c, Some("tx-b"), "t", txn(8, 0, 1)).await,
+        produce_code(&mut c, Some("tx-b"), "t", txn(pb, 0, 1)).await,
         0
     ); // 4
     assert_eq!(produce_code(&mut c, None, "t", plain(1)).await, 0); // 5
@@ -303,13 +342,13 @@ async fn fetch_read_committed_vs_read_uncommitted() {
     );
 
     // 7 aborts, 8 commits: everything is stable; 7's transaction is reported as aborted.
-    assert_eq!(log.append_marker(7, 0, false, 0).unwrap(), 6);
-    assert_eq!(log.append_marker(8, 0, true, 0).unwrap(), 7);
+    assert_eq!(log.append_marker(pa, 0, false, 0).unwrap(), 6);
+    assert_eq!(log.append_marker(pb, 0, true, 0).unwrap(), 7);
     let rc = fetch_partition(&mut c, &fetch("t", 0, READ_COMMITTED, 0)).await;
     assert_eq!((rc.high_watermark, rc.last_stable_offset), (8, 8));
     let aborted = rc.aborted_transactions.unwrap();
     assert_eq!(aborted.len(), 1);
-    assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (7, 2));
+    assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (pa, 2));
     let got = records_of(rc.records.as_ref().unwrap());
     assert_eq!(got.len(), 8);
     assert_eq!(got.iter().filter(|r| r.2).count(), 2, "both markers");
@@ -319,7 +358,7 @@ async fn fetch_read_committed_vs_read_uncommitted() {
 
     // ListOffsets latest: the LSO for READ_COMMITTED, the high watermark otherwise.
     assert_eq!(
-        produce_code(&mut c, Some("tx-c"), "t", txn(9, 0, 1)).await,
+        produce_code(&mut c, Some("tx-c"), "t", txn(pc, 0, 1)).await,
         0
     ); // 8
     assert_eq!(produce_code(&mut c, None, "t", plain(1)).await, 0); // 9
@@ -363,8 +402,9 @@ async fn read_committed_long_poll_wakes_when_the_lso_moves() {
         .unwrap()
         .partition(0)
         .unwrap();
+    let p5 = begin(&mut c, "tx", "lp").await;
     assert_eq!(
-        produce_code(&mut c, Some("tx"), "lp", txn(5, 0, 3)).await,
+        produce_code(&mut c, Some("tx"), "lp", txn(p5, 0, 3)).await,
         0
     ); // 0..=2
 
@@ -385,7 +425,7 @@ async fn read_committed_long_poll_wakes_when_the_lso_moves() {
     let l = log.clone();
     let commit = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        tokio::task::spawn_blocking(move || l.append_marker(5, 0, true, 0))
+        tokio::task::spawn_blocking(move || l.append_marker(p5, 0, true, 0))
             .await
             .unwrap()
             .unwrap()
@@ -468,14 +508,20 @@ async fn produce_refuses_bad_transactional_writes() {
     );
 
     // Inside its transaction a producer may not write non-transactionally.
-    assert_eq!(produce_code(&mut c, Some("x"), "p", txn(4, 0, 2)).await, 0);
+    let px = begin(&mut c, "x", "p").await;
+    // KIP-890 verification: "q" was never added to x's transaction.
     assert_eq!(
-        produce_code(&mut c, None, "p", producer_batch(4, 0, 2, 1, false)).await,
+        produce_code(&mut c, Some("x"), "q", txn(px, 0, 1)).await,
+        code(ResponseError::InvalidTxnState)
+    );
+    assert_eq!(produce_code(&mut c, Some("x"), "p", txn(px, 0, 2)).await, 0);
+    assert_eq!(
+        produce_code(&mut c, None, "p", producer_batch(px, 0, 2, 1, false)).await,
         code(ResponseError::InvalidTxnState)
     );
     // A retried transactional batch is a duplicate, answered with its offsets.
     let r = c
-        .send(&produce_to(Some("x"), vec![("p", 0, txn(4, 0, 2))]), 9)
+        .send(&produce_to(Some("x"), vec![("p", 0, txn(px, 0, 2))]), 9)
         .await;
     let p = &r.responses[0].partition_responses[0];
     assert_eq!((p.error_code, p.base_offset), (0, 0));

@@ -372,3 +372,40 @@ async fn non_empty_groups_cannot_be_deleted_and_bad_requests_are_refused() {
     let _ = j;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_stable_group_survives_a_restart_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let broker = TestBroker::start(config.clone()).await;
+    let mut c = broker.client().await;
+    let j = join_new(&mut c, b"meta").await;
+    let id = j.member_id.to_string();
+    let s1 = c
+        .send(&sync(&id, j.generation_id, &[(&id, b"assigned")]), 5)
+        .await;
+    assert_eq!(s1.error_code, 0);
+    broker.stop().await;
+
+    let broker = TestBroker::start(config).await;
+    let mut c = broker.client().await;
+    // The member heartbeats on as if nothing happened: same member id, same generation.
+    assert_eq!(
+        c.send(&heartbeat(&id, j.generation_id), 4).await.error_code,
+        0
+    );
+    let s2 = c.send(&sync(&id, j.generation_id, &[]), 5).await;
+    assert_eq!((s2.error_code, &s2.assignment[..]), (0, &b"assigned"[..]));
+    let d = c
+        .send(
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+            5,
+        )
+        .await;
+    assert_eq!(d.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(d.groups[0].members[0].member_id.as_str(), id);
+    broker.stop().await;
+}

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::log::{now_ms, PartitionLog};
 use store::Change;
-pub use store::{CommittedOffset, GroupRecord};
+pub use store::{CommittedOffset, GroupRecord, MemberRecord};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -214,11 +214,31 @@ impl Group {
     }
 
     fn record(&self) -> GroupRecord {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let members = if self.state == GroupState::Stable {
+            let mut ms: Vec<&Member> = self.members.values().collect();
+            ms.sort_by_key(|m| m.join_order);
+            ms.into_iter()
+                .map(|m| MemberRecord {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client.client_id.clone(),
+                    client_host: m.client.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         GroupRecord {
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             generation: self.generation,
             protocol: self.protocol.clone(),
             leader: self.leader.clone(),
+            members,
         }
     }
 
@@ -311,6 +331,39 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(&id, now));
             g.generation = record.generation;
             g.protocol_type = (!record.protocol_type.is_empty()).then_some(record.protocol_type);
+            if let (Some(protocol), false) = (&record.protocol, record.members.is_empty()) {
+                // A stable group: its members carry on (they must heartbeat within their
+                // session timeout, counted from now).
+                g.state = GroupState::Stable;
+                g.protocol = Some(protocol.clone());
+                g.leader = record.leader.clone();
+                for (i, m) in record.members.into_iter().enumerate() {
+                    if let Some(instance) = &m.instance_id {
+                        g.static_members
+                            .insert(instance.clone(), m.member_id.clone());
+                    }
+                    g.members.insert(
+                        m.member_id.clone(),
+                        Member {
+                            id: m.member_id,
+                            instance_id: m.instance_id,
+                            client: ClientInfo {
+                                client_id: m.client_id,
+                                client_host: m.client_host,
+                            },
+                            session_timeout_ms: m.session_timeout_ms,
+                            rebalance_timeout_ms: m.rebalance_timeout_ms,
+                            protocols: vec![(protocol.clone(), m.subscription)],
+                            assignment: m.assignment,
+                            last_heartbeat_ms: now,
+                            joined: false,
+                            join_order: i as u64,
+                            join_waiter: None,
+                            sync_waiter: None,
+                        },
+                    );
+                }
+            }
         }
         for (pid, one) in pending {
             for (id, offsets) in one.offsets {

@@ -37,6 +37,23 @@ pub struct GroupRecord {
     pub generation: i32,
     pub protocol: Option<String>,
     pub leader: Option<String>,
+    /// The members of a stable group (empty otherwise), so that after a restart they carry on
+    /// without a rebalance, as with Kafka.
+    pub members: Vec<MemberRecord>,
+}
+
+/// One member as persisted (Kafka's GroupMetadataValue v3 member fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's protocol.
+    pub subscription: Bytes,
+    pub assignment: Bytes,
 }
 
 /// One change to persist.
@@ -122,7 +139,19 @@ fn encode_change(change: &Change<'_>) -> (Bytes, Option<Bytes>) {
                 put_str(&mut b, g.protocol.as_deref());
                 put_str(&mut b, g.leader.as_deref());
                 b.put_i64(now_ms());
-                b.put_i32(0); // members: not persisted
+                b.put_i32(g.members.len() as i32);
+                for m in &g.members {
+                    put_str(&mut b, Some(&m.member_id));
+                    put_str(&mut b, m.instance_id.as_deref());
+                    put_str(&mut b, Some(&m.client_id));
+                    put_str(&mut b, Some(&m.client_host));
+                    b.put_i32(m.rebalance_timeout_ms);
+                    b.put_i32(m.session_timeout_ms);
+                    b.put_i32(m.subscription.len() as i32);
+                    b.put_slice(&m.subscription);
+                    b.put_i32(m.assignment.len() as i32);
+                    b.put_slice(&m.assignment);
+                }
                 b.freeze()
             });
             (key.freeze(), value)
@@ -353,11 +382,47 @@ fn decode_group(mut v: Bytes) -> Option<GroupRecord> {
     let generation = v.get_i32();
     let protocol = get_str(&mut v)?;
     let leader = get_str(&mut v)?;
+    let mut members = Vec::new();
+    if v.remaining() >= 12 {
+        let _state_timestamp = v.get_i64();
+        let n = v.get_i32();
+        for _ in 0..n.max(0) {
+            let member_id = get_str(&mut v)??;
+            let instance_id = get_str(&mut v)?;
+            let client_id = get_str(&mut v)?.unwrap_or_default();
+            let client_host = get_str(&mut v)?.unwrap_or_default();
+            if v.remaining() < 12 {
+                return None;
+            }
+            let rebalance_timeout_ms = v.get_i32();
+            let session_timeout_ms = v.get_i32();
+            let mut bytes = || -> Option<Bytes> {
+                if v.remaining() < 4 {
+                    return None;
+                }
+                let len = v.get_i32().max(0) as usize;
+                (v.remaining() >= len).then(|| v.split_to(len))
+            };
+            let subscription = bytes()?;
+            let assignment = bytes()?;
+            members.push(MemberRecord {
+                member_id,
+                instance_id,
+                client_id,
+                client_host,
+                rebalance_timeout_ms,
+                session_timeout_ms,
+                subscription,
+                assignment,
+            });
+        }
+    }
     Some(GroupRecord {
         protocol_type,
         generation,
         protocol,
         leader,
+        members,
     })
 }
 
@@ -397,7 +462,17 @@ mod tests {
                         protocol_type: "consumer".into(),
                         generation: 4,
                         protocol: Some("range".into()),
-                        leader: None,
+                        leader: Some("m1".into()),
+                        members: vec![MemberRecord {
+                            member_id: "m1".into(),
+                            instance_id: Some("i1".into()),
+                            client_id: "c".into(),
+                            client_host: "/127.0.0.1".into(),
+                            rebalance_timeout_ms: 300_000,
+                            session_timeout_ms: 10_000,
+                            subscription: Bytes::from_static(b"sub"),
+                            assignment: Bytes::from_static(b"asg"),
+                        }],
                     }),
                 },
             ],
@@ -426,5 +501,8 @@ mod tests {
         assert_eq!(r.offsets["g"][&("t".to_string(), 0)], b);
         assert_eq!(r.groups["g"].generation, 4);
         assert_eq!(r.groups["g"].protocol.as_deref(), Some("range"));
+        assert_eq!(r.groups["g"].members.len(), 1);
+        assert_eq!(&r.groups["g"].members[0].assignment[..], b"asg");
+        assert_eq!(r.groups["g"].members[0].instance_id.as_deref(), Some("i1"));
     }
 }

@@ -10,8 +10,25 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from kafka.errors import CommitFailedError, RebalanceInProgressError
+
 from groups.broker import OwnBroker
 from groups.util import create_topic, ends_of, kp_admin, kp_group_offsets, produce_keyed, unique
+
+
+def commit_settled(consumer, offsets, timeout_s=15):
+    """Commit once the member is not in the middle of a rebalance: a commit that races a
+    rebalance (kafka-python rejoins right after its first join when the topic's metadata
+    arrives late) is refused with REBALANCE_IN_PROGRESS, and the application retries after
+    polling, as Kafka's own clients advise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.commit(offsets)
+        except (RebalanceInProgressError, CommitFailedError):
+            if time.monotonic() > deadline:
+                raise
+            consumer.poll(timeout_ms=200)
 
 
 @pytest.fixture
@@ -110,7 +127,7 @@ def test_committed_offsets_survive_clean_restart(own_broker):
         got = drain(c1, len(produced))
         assert len(got) == len(produced)
         first = {p: ends[p] // 2 for p in parts}
-        c1.commit({TopicPartition(topic, p): OffsetAndMetadata(first[p], f"first-{p}", -1) for p in parts})
+        commit_settled(c1, {TopicPartition(topic, p): OffsetAndMetadata(first[p], f"first-{p}", -1) for p in parts})
         assert committed_map(c1, topic, parts) == \
             {p: (first[p], f"first-{p}") for p in parts}
     finally:
@@ -153,7 +170,7 @@ def test_committed_offsets_survive_clean_restart(own_broker):
         expect_exactly(got, produced, first)
         # A second commit: after the next restart the newer one must win the replay.
         second = {p: ends[p] - 1 for p in parts}
-        c2.commit({TopicPartition(topic, p): OffsetAndMetadata(second[p], f"second-{p}", -1) for p in parts})
+        commit_settled(c2, {TopicPartition(topic, p): OffsetAndMetadata(second[p], f"second-{p}", -1) for p in parts})
     finally:
         c2.close(autocommit=False)
 
@@ -189,7 +206,7 @@ def test_committed_offsets_survive_kill9(own_broker):
                 before.extend((m.partition, m.offset, m.key, m.value) for m in msgs)
         assert len(before) >= 100 and {p for p, _, _, _ in before} == set(parts)
         committed = {p: max(o + 1 for q, o, _, _ in before if q == p) for p in parts}
-        c1.commit({TopicPartition(topic, p): OffsetAndMetadata(o, f"k9-{p}", -1) for p, o in committed.items()})
+        commit_settled(c1, {TopicPartition(topic, p): OffsetAndMetadata(o, f"k9-{p}", -1) for p, o in committed.items()})
         assert {p: c1.committed(TopicPartition(topic, p)) for p in parts} == committed
 
         broker.kill9()

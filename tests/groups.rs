@@ -409,3 +409,92 @@ async fn a_stable_group_survives_a_restart_without_a_rebalance() {
     assert_eq!(d.groups[0].members[0].member_id.as_str(), id);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn transactional_offsets_show_only_after_commit_and_require_stable_waits() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    c.send(
+        &MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s("t")))),
+        ])),
+        12,
+    )
+    .await;
+    let tid = TransactionalId(s("txo"));
+    let init = c
+        .send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(tid.clone()))
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    assert_eq!(init.error_code, 0);
+    let add = c
+        .send(
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(tid.clone())
+                .with_producer_id(init.producer_id)
+                .with_producer_epoch(init.producer_epoch)
+                .with_group_id(GroupId(s("txg"))),
+            3,
+        )
+        .await;
+    assert_eq!(add.error_code, 0);
+    let commit = c
+        .send(
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(tid.clone())
+                .with_group_id(GroupId(s("txg")))
+                .with_producer_id(init.producer_id)
+                .with_producer_epoch(init.producer_epoch)
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(9),
+                        ]),
+                ]),
+            3,
+        )
+        .await;
+    assert_eq!(commit.topics[0].partitions[0].error_code, 0);
+    // Not visible yet; require_stable says so.
+    assert_eq!(fetched(&mut c, "txg", "t").await.0, -1);
+    let stable = c
+        .send(
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("txg")))
+                .with_require_stable(true)
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0])])),
+            7,
+        )
+        .await;
+    assert_eq!(
+        stable.topics[0].partitions[0].error_code,
+        ResponseError::UnstableOffsetCommit.code()
+    );
+    let end = c
+        .send(
+            &EndTxnRequest::default()
+                .with_transactional_id(tid)
+                .with_producer_id(init.producer_id)
+                .with_producer_epoch(init.producer_epoch)
+                .with_committed(true),
+            3,
+        )
+        .await;
+    assert_eq!(end.error_code, 0);
+    assert_eq!(
+        fetched(&mut c, "txg", "t").await.0,
+        9,
+        "applied by the commit marker"
+    );
+    broker.stop().await;
+}

@@ -1102,12 +1102,21 @@ impl GroupCoordinator {
         }
     }
 
-    /// Whether a group has transactional offsets not yet committed or aborted for these
-    /// partitions (OffsetFetch `require_stable`).
-    pub fn has_pending_txn_offsets(&self, group_id: &str) -> bool {
+    /// The partitions for which a group has transactional offsets not yet committed or
+    /// aborted (OffsetFetch `require_stable`, KIP-447).
+    pub fn pending_txn_partitions(
+        &self,
+        group_id: &str,
+    ) -> std::collections::HashSet<(String, i32)> {
         self.lock()
             .get(group_id)
-            .is_some_and(|g| g.pending_txn.values().any(|m| !m.is_empty()))
+            .map(|g| {
+                g.pending_txn
+                    .values()
+                    .flat_map(|m| m.keys().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Committed offsets of a group: all of them (`None`) or the ones asked for.

@@ -1,5 +1,7 @@
 //! OffsetFetch (key 9): committed offsets of a group (v1-7) or of several groups (v8+); all of
-//! a group's offsets when no topics are named. Uncommitted partitions answer offset -1.
+//! a group's offsets when no topics are named. Uncommitted partitions answer offset -1;
+//! with `require_stable` (v7+), partitions with a pending transactional commit answer
+//! UNSTABLE_OFFSET_COMMIT.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -8,19 +10,46 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use uuid::Uuid;
 
+use kafka_protocol::error::ResponseError;
+
 use super::{str_bytes, topic_name, Broker, NONE};
 use crate::groups::CommittedOffset;
 
-type Fetched = Vec<(String, i32, Option<CommittedOffset>)>;
-type PerTopic = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+type PerTopic = Vec<(String, Vec<(i32, Result<Option<CommittedOffset>, i16>)>)>;
 
-fn fetch(broker: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+/// A partition's answer: its committed offset, or the error code it gets.
+type Fetched = Vec<(String, i32, Result<Option<CommittedOffset>, i16>)>;
+
+/// With `require_stable` (KIP-447), a partition whose offset a transaction is still committing
+/// answers UNSTABLE_OFFSET_COMMIT (the consumer retries until the transaction ends).
+fn fetch(
+    broker: &Broker,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Fetched {
     let wanted: Option<Vec<(String, i32)>> = topics.map(|ts| {
         ts.into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
-    broker.groups.fetch_offsets(group, wanted.as_deref())
+    let pending = if require_stable {
+        broker.groups.pending_txn_partitions(group)
+    } else {
+        Default::default()
+    };
+    broker
+        .groups
+        .fetch_offsets(group, wanted.as_deref())
+        .into_iter()
+        .map(|(t, p, o)| {
+            if pending.contains(&(t.clone(), p)) {
+                (t, p, Err(ResponseError::UnstableOffsetCommit.code()))
+            } else {
+                (t, p, Ok(o))
+            }
+        })
+        .collect()
 }
 
 /// Groups consecutive entries of one topic.
@@ -35,10 +64,11 @@ fn by_topic(fetched: Fetched) -> PerTopic {
     out
 }
 
-fn fields(o: &Option<CommittedOffset>) -> (i64, i32, String) {
+fn fields(o: &Result<Option<CommittedOffset>, i16>) -> (i64, i32, String, i16) {
     match o {
-        Some(o) => (o.offset, o.leader_epoch, o.metadata.clone()),
-        None => (-1, -1, String::new()),
+        Ok(Some(o)) => (o.offset, o.leader_epoch, o.metadata.clone(), NONE),
+        Ok(None) => (-1, -1, String::new(), NONE),
+        Err(code) => (-1, -1, String::new(), *code),
     }
 }
 
@@ -53,7 +83,7 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let fetched = fetch(broker, g.group_id.0.as_str(), topics);
+                let fetched = fetch(broker, g.group_id.0.as_str(), topics, req.require_stable);
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
                     .with_error_code(NONE)
@@ -67,13 +97,13 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
                                     .with_partitions(
                                         ps.into_iter()
                                             .map(|(p, o)| {
-                                                let (offset, epoch, metadata) = fields(&o);
+                                                let (offset, epoch, metadata, error) = fields(&o);
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(str_bytes(metadata)))
-                                                    .with_error_code(NONE)
+                                                    .with_error_code(error)
                                             })
                                             .collect(),
                                     )
@@ -89,7 +119,12 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let fetched = fetch(broker, req.group_id.0.as_str(), topics);
+    let fetched = fetch(
+        broker,
+        req.group_id.0.as_str(),
+        topics,
+        version >= 7 && req.require_stable,
+    );
     OffsetFetchResponse::default()
         .with_error_code(NONE)
         .with_topics(
@@ -101,7 +136,7 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
                         .with_partitions(
                             ps.into_iter()
                                 .map(|(p, o)| {
-                                    let (offset, epoch, metadata) = fields(&o);
+                                    let (offset, epoch, metadata, error) = fields(&o);
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(offset)
@@ -111,7 +146,7 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
                                             -1
                                         })
                                         .with_metadata(Some(str_bytes(metadata)))
-                                        .with_error_code(NONE)
+                                        .with_error_code(error)
                                 })
                                 .collect(),
                         )

@@ -68,6 +68,20 @@ async fn join_new(c: &mut Client, meta: &'static [u8]) -> JoinGroupResponse {
     c.send(&join(first.member_id.as_str(), None, meta), 5).await
 }
 
+/// The coordinator's timer must not forget a group whose only content is a member id handed
+/// out with MEMBER_ID_REQUIRED (the member's second JoinGroup would get UNKNOWN_MEMBER_ID).
+#[tokio::test]
+async fn a_pending_member_survives_the_timer() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let first = c.send(&join("", None, b"m"), 5).await;
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    broker.broker.groups.tick();
+    let second = c.send(&join(first.member_id.as_str(), None, b"m"), 5).await;
+    assert_eq!((second.error_code, second.generation_id), (0, 1));
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn two_members_rebalance_and_sync() {
     let broker = TestBroker::memory().await;

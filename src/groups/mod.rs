@@ -948,10 +948,14 @@ impl GroupCoordinator {
                 .collect();
             self.persist(&changes);
         }
+        // Forget groups that hold nothing: no members, no member id handed out and awaiting
+        // its join (MEMBER_ID_REQUIRED), no offsets (committed or pending in a transaction).
         groups.retain(|_, g| {
             !(g.state == GroupState::Empty
                 && g.offsets.is_empty()
                 && g.members.is_empty()
+                && g.pending.is_empty()
+                && g.pending_txn.is_empty()
                 && g.protocol_type.is_none())
         });
     }

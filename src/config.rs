@@ -74,6 +74,12 @@ pub struct Config {
     /// How long an empty group's committed offsets are kept (Kafka's
     /// `offsets.retention.minutes`).
     pub offsets_retention_minutes: i64,
+    /// How long an idle producer id's state is kept per partition (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+    /// How long an idle transactional id is kept by the coordinator (Kafka's
+    /// `transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
 }
 
 /// See [`Config::fsync`].
@@ -117,6 +123,8 @@ impl Default for Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }

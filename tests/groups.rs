@@ -510,5 +510,23 @@ async fn transactional_offsets_show_only_after_commit_and_require_stable_waits()
         9,
         "applied by the commit marker"
     );
+
+    // transactional.id.expiration.ms: an idle, finished transactional id is forgotten.
+    let b = &broker.broker;
+    b.txns.tick(&b.topics, &b.groups, 60_000);
+    assert!(b.txns.describe("txo").is_some(), "not idle long enough");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    b.txns.tick(&b.topics, &b.groups, 1);
+    let d = c
+        .send(
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s("txo"))]),
+            0,
+        )
+        .await;
+    assert_eq!(
+        d.transaction_states[0].error_code,
+        ResponseError::TransactionalIdNotFound.code()
+    );
     broker.stop().await;
 }

@@ -429,6 +429,17 @@ impl TopicRegistry {
         }
     }
 
+    /// Forgets idle producer ids in every partition (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now: i64, expiration_ms: i64) {
+        let mut expired = 0;
+        for (_, _, log) in self.all_partitions() {
+            expired += log.expire_producers(now, expiration_ms);
+        }
+        if expired > 0 {
+            tracing::info!(producers = expired, "expired idle producer ids");
+        }
+    }
+
     /// One compaction pass over every partition of compacted topics.
     pub fn compact(&self, now: i64) {
         for (topic, partition, log) in self.all_partitions() {

@@ -1141,6 +1141,11 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Forgets idle producers (see `ProducerStates::expire`). Returns how many.
+    pub fn expire_producers(&self, now: i64, expiration_ms: i64) -> usize {
+        self.lock().producers.expire(now, expiration_ms)
+    }
+
     /// Applies retention (`cleanup.policy` with `delete`): deletes the oldest whole segments
     /// whose newest record is older than `retention.ms`, then while the log exceeds
     /// `retention.bytes`. The active segment is rolled first when it alone is expired by time,

@@ -47,6 +47,10 @@ struct ProducerEntry {
     /// First offset of the producer's ongoing transaction in this partition.
     #[serde(default)]
     txn_first_offset: Option<i64>,
+    /// Largest timestamp of the producer's batches: what `producer.id.expiration.ms` counts
+    /// from (as Kafka, so that a state rebuilt from the log expires the same way).
+    #[serde(default)]
+    last_timestamp_ms: i64,
 }
 
 impl Default for ProducerEntry {
@@ -55,6 +59,7 @@ impl Default for ProducerEntry {
             epoch: -1,
             batches: VecDeque::new(),
             coordinator_epoch: -1,
+            last_timestamp_ms: -1,
             txn_first_offset: None,
         }
     }
@@ -214,9 +219,21 @@ impl ProducerStates {
     /// Records an appended data batch carrying a producer id (`h` has its assigned base
     /// offset): its sequences, and the start of a transaction for a producer's first
     /// transactional batch.
+    /// Forgets producers idle for `expiration_ms` (Kafka's `producer.id.expiration.ms`) that
+    /// have no ongoing transaction here. Returns how many were forgotten. A forgotten
+    /// producer's next batch is accepted as from a new producer.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms - e.last_timestamp_ms < expiration_ms
+        });
+        before - self.producers.len()
+    }
+
     pub fn record(&mut self, h: &BatchHeader) {
         let entry = self.producers.entry(h.producer_id).or_default();
         entry.set_epoch(h.producer_epoch);
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(h.max_timestamp);
         if h.base_sequence >= 0 {
             if entry.batches.len() == BATCHES_REMEMBERED {
                 entry.batches.pop_front();
@@ -345,6 +362,26 @@ mod tests {
             base_sequence: seq,
             records_count: count,
         }
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_in_a_transaction() {
+        let mut s = ProducerStates::default();
+        let mut old = header(1, 0, 0, 1, 0);
+        old.max_timestamp = 1_000;
+        let mut fresh = header(2, 0, 0, 1, 1);
+        fresh.max_timestamp = 9_000;
+        s.record(&old);
+        s.record(&fresh);
+        assert_eq!(s.expire(10_000, 5_000), 1, "producer 1 idle for 9 s");
+        // Producer 2 is still known: its retry is a duplicate.
+        assert!(matches!(
+            s.check(&fresh),
+            Ok(SequenceCheck::Duplicate { .. })
+        ));
+        // Producer 1 is forgotten: its next batch is accepted as from a new producer.
+        assert_eq!(s.check(&header(1, 0, 7, 1, 2)), Ok(SequenceCheck::Append));
+        assert_eq!(s.expire(100_000, 5_000), 1);
     }
 
     #[test]

@@ -44,10 +44,16 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let b = broker.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            b.txns.tick(&b.topics, &b.groups);
+            b.txns.tick(
+                &b.topics,
+                &b.groups,
+                b.config.transactional_id_expiration_ms,
+            );
             b.topics.flush_due(now);
             if retention {
                 b.topics.enforce_retention(now);
+                b.topics
+                    .expire_producers(now, b.config.producer_id_expiration_ms);
             }
             if cleaning {
                 b.topics.compact(now);

@@ -363,9 +363,43 @@ impl TxnCoordinator {
 
     /// The timer: aborts transactions past their timeout (bumping the epoch, which fences the
     /// producer) and finishes transactions a crash left prepared. Blocking.
-    pub fn tick(&self, topics: &TopicRegistry, groups: &GroupCoordinator) {
+    pub fn tick(&self, topics: &TopicRegistry, groups: &GroupCoordinator, expiration_ms: i64) {
         let now = now_ms();
         let mut txns = self.lock();
+        // Transactional ids idle for `transactional.id.expiration.ms` with no transaction in
+        // flight are forgotten (a tombstone in __transaction_state).
+        let idle: Vec<String> = txns
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ) && now - m.last_update_ms > expiration_ms
+            })
+            .map(|m| m.transactional_id.clone())
+            .collect();
+        if !idle.is_empty() {
+            let entries: Vec<(String, Option<&TxnMetadata>)> =
+                idle.iter().map(|id| (id.clone(), None)).collect();
+            let written = encode(&entries).and_then(|mut batch| {
+                self.log
+                    .append(&mut batch, None)
+                    .map(|_| ())
+                    .map_err(|e| io::Error::other(e.to_string()))
+            });
+            match written {
+                Ok(()) => {
+                    for id in &idle {
+                        txns.remove(id);
+                    }
+                    tracing::info!(
+                        transactional_ids = idle.len(),
+                        "expired idle transactional ids"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "expiring transactional ids failed"),
+            }
+        }
         for m in txns.values_mut() {
             let result = match m.state {
                 TxnState::Ongoing if now - m.start_ms > m.timeout_ms as i64 => {

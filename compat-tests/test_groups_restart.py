@@ -16,11 +16,13 @@ from groups.broker import OwnBroker
 from groups.util import create_topic, ends_of, kp_admin, kp_group_offsets, produce_keyed, unique
 
 
-def commit_settled(consumer, offsets, timeout_s=15):
+def commit_settled(consumer, offsets, timeout_s=40):
     """Commit once the member is not in the middle of a rebalance: a commit that races a
     rebalance (kafka-python rejoins right after its first join when the topic's metadata
     arrives late) is refused with REBALANCE_IN_PROGRESS, and the application retries after
-    polling, as Kafka's own clients advise."""
+    polling, as Kafka's own clients advise. The wait allows for a session timeout: members of
+    a stable group are restored after a restart, and one that never comes back holds up the
+    next rebalance until its session (10 s) expires, as with Kafka."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:

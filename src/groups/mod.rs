@@ -1213,7 +1213,9 @@ impl GroupCoordinator {
         if !g.members.is_empty() || g.state != GroupState::Empty {
             return ResponseError::NonEmptyGroup.code();
         }
-        let g = groups.remove(group_id).expect("present");
+        let Some(g) = groups.remove(group_id) else {
+            return ResponseError::GroupIdNotFound.code();
+        };
         let mut changes: Vec<Change<'_>> = g
             .offsets
             .keys()

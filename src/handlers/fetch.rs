@@ -22,9 +22,17 @@ use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
 use super::{Broker, NONE};
-use crate::log::{Isolation, LogError, PartitionLog};
+use crate::log::{Isolation, LogError, PartitionLog, Records};
 
 const READ_COMMITTED: i8 = 1;
+
+/// A fetch answer: the response with every partition's `records` left `None`, and the records
+/// of each partition in response order (topics, then their partitions); the protocol layer
+/// encodes them around the records (`protocol::fetch_frame`).
+pub struct FetchAnswer {
+    pub response: FetchResponse,
+    pub records: Vec<Records>,
+}
 
 /// One requested partition, resolved.
 struct Wanted {
@@ -35,16 +43,14 @@ struct Wanted {
     log: Result<Arc<PartitionLog>, ResponseError>,
 }
 
-pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchResponse {
+/// Handles a decoded fetch request. The records of each partition stay [`Records`] (on disk,
+/// stretches of segment files), see [`FetchAnswer`].
+pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchAnswer {
     if req.session_id != 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
+        return error_answer(ResponseError::FetchSessionIdNotFound);
     }
     if req.session_epoch > 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::InvalidFetchSessionEpoch.code())
-            .with_session_id(0);
+        return error_answer(ResponseError::InvalidFetchSessionEpoch);
     }
     let by_id = version >= 13;
     let mut wanted = Vec::new();
@@ -104,13 +110,25 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchR
     }
 }
 
+fn error_answer(error: ResponseError) -> FetchAnswer {
+    FetchAnswer {
+        response: FetchResponse::default()
+            .with_error_code(error.code())
+            .with_session_id(0),
+        records: Vec::new(),
+    }
+}
+
+/// One partition's answer: its fields (records left `None`) and its records.
+type Answered = (usize, PartitionData, Records);
+
 /// Reads every wanted partition once. Returns the partition answers (by topic index), the
 /// bytes gathered and whether any partition answered with an error.
 fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     isolation_level: i8,
-) -> (Vec<(usize, PartitionData)>, usize, bool) {
+) -> (Vec<Answered>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
     let isolation = if isolation_level == READ_COMMITTED {
@@ -123,8 +141,8 @@ fn read_all(
         .map(|w| {
             let base = PartitionData::default()
                 .with_partition_index(w.partition)
-                .with_aborted_transactions((isolation_level == READ_COMMITTED).then(Vec::new))
-                .with_records(Some(Bytes::new()));
+                .with_aborted_transactions((isolation_level == READ_COMMITTED).then(Vec::new));
+            let mut records = Records::Bytes(Bytes::new());
             let data = match &w.log {
                 Err(e) => {
                     errors = true;
@@ -132,10 +150,10 @@ fn read_all(
                 }
                 Ok(log) => {
                     let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
-                    match log.read_with_isolation(w.fetch_offset, budget, total == 0, isolation) {
+                    match log.read_records(w.fetch_offset, budget, total == 0, isolation) {
                         Ok(read) => {
                             total += read.records.len();
-                            let aborted = read
+                            let aborted: Vec<AbortedTransaction> = read
                                 .aborted_transactions
                                 .iter()
                                 .map(|t| {
@@ -144,14 +162,16 @@ fn read_all(
                                         .with_first_offset(t.first_offset)
                                 })
                                 .collect();
-                            base.with_error_code(NONE)
+                            let data = base
+                                .with_error_code(NONE)
                                 .with_high_watermark(read.high_watermark)
                                 .with_last_stable_offset(read.last_stable_offset)
                                 .with_log_start_offset(read.log_start_offset)
                                 .with_aborted_transactions(
                                     (isolation == Isolation::ReadCommitted).then_some(aborted),
-                                )
-                                .with_records(Some(read.records))
+                                );
+                            records = read.records;
+                            data
                         }
                         Err(LogError::OffsetOutOfRange { log_start, log_end, .. }) => {
                             errors = true;
@@ -168,17 +188,13 @@ fn read_all(
                     }
                 }
             };
-            (w.topic_index, data)
+            (w.topic_index, data, records)
         })
         .collect();
     (out, total, errors)
 }
 
-fn respond(
-    req: &FetchRequest,
-    by_id: bool,
-    partitions: Vec<(usize, PartitionData)>,
-) -> FetchResponse {
+fn respond(req: &FetchRequest, by_id: bool, partitions: Vec<Answered>) -> FetchAnswer {
     let mut topics: Vec<FetchableTopicResponse> = req
         .topics
         .iter()
@@ -188,11 +204,17 @@ fn respond(
                 .with_topic_id(if by_id { t.topic_id } else { Uuid::nil() })
         })
         .collect();
-    for (i, p) in partitions {
+    // The encoder takes the records in response order: topics, then their partitions.
+    let mut by_topic: Vec<Vec<Records>> = vec![Vec::new(); topics.len()];
+    for (i, p, r) in partitions {
         topics[i].partitions.push(p);
+        by_topic[i].push(r);
     }
-    FetchResponse::default()
-        .with_error_code(NONE)
-        .with_session_id(0)
-        .with_responses(topics)
+    FetchAnswer {
+        response: FetchResponse::default()
+            .with_error_code(NONE)
+            .with_session_id(0)
+            .with_responses(topics),
+        records: by_topic.into_iter().flatten().collect(),
+    }
 }

@@ -330,10 +330,14 @@ fn produce_partition(
         );
     }
     let log_append_time = topic_config::log_append_time(&configs, &broker.config).then(now_ms);
-    // The one copy of the produce path: the frame is shared and immutable, offsets are patched
-    // into this buffer, which is then written with one call.
-    let mut buf = records.to_vec();
-    match log.append(&mut buf, log_append_time) {
+    let appended = match log_append_time {
+        // The frame is shared and immutable: the log writes the assigned base offsets in front
+        // of the batches (one vectored write), no copy of the records.
+        None => log.append_shared(records),
+        // LogAppendTime rewrites timestamps and the CRC: a copy to patch.
+        Some(now) => log.append(&mut records.to_vec(), Some(now)),
+    };
+    match appended {
         Ok(info) => (
             base.with_error_code(NONE)
                 .with_base_offset(info.base_offset)

@@ -123,6 +123,17 @@ impl OffsetIndex {
         }
     }
 
+    /// The position of the last entry at or before byte `position` (0 when none): the start of
+    /// a batch.
+    pub fn batch_start_at_or_before(&self, position: u64) -> u32 {
+        let i = self.entries.partition_point(|e| (e.1 as u64) <= position);
+        if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].1
+        }
+    }
+
     pub fn sync(&self) -> io::Result<()> {
         match &self.file {
             Some(f) => f.file.sync_data(),

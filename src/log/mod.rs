@@ -16,4 +16,5 @@ pub use partition::{
     now_ms, AppendInfo, CompactionReport, Isolation, LogConfig, LogError, PartitionLog, ReadInfo,
     RetentionReport,
 };
+pub use store::{FileSlice, Records};
 pub use txn::AbortedTxn;

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::producer_state::{CompletedTxn, ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
-use super::store::SegmentStore;
+use super::store::{Records, SegmentStore};
 use super::txn::{self, AbortedTxn, ControlRecord};
 
 /// Per-partition storage settings (from the topic's configs over the broker defaults).
@@ -89,10 +89,14 @@ pub struct RetentionReport {
     pub log_start_offset: i64,
 }
 
+/// Bytes read per header read while locating a fetch's batches: a few headers' worth, as an
+/// index lookup lands at most an index interval (4 KB by default) before the wanted batch.
+const FETCH_WINDOW_BYTES: usize = 8 * 1024;
+
 /// Whole batches read from the log, with the offsets a fetch response reports.
 #[derive(Debug, Clone)]
-pub struct ReadInfo {
-    pub records: Bytes,
+pub struct ReadInfo<R = Bytes> {
+    pub records: R,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     /// The LSO when the read began (reported whatever the isolation, as Kafka does).
@@ -505,10 +509,24 @@ impl PartitionLog {
         if let Some(now) = log_append_time_ms {
             batch::stamp_log_append_time(batches, now);
         }
+        self.append_batches(AppendInput::Patch(batches))
+    }
+
+    /// As [`PartitionLog::append`] (without LogAppendTime), for batches in a buffer that is
+    /// shared and must not change (a request frame): instead of being patched in, the assigned
+    /// base offsets are written in front of the rest of each batch by one vectored write. The
+    /// produce path's record bytes are thus never copied by the broker.
+    pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.append_batches(AppendInput::Shared(batches))
+    }
+
+    fn append_batches(&self, input: AppendInput<'_>) -> Result<AppendInfo, LogError> {
         let (info, index_error) = {
+            let mut parsed: Vec<(BatchHeader, Option<ControlRecord>)> =
+                batches_with_control(input.bytes()).collect();
             let mut state = self.lock();
             let mut tracked = false;
-            for (h, control) in batches_with_control(batches) {
+            for (h, control) in &parsed {
                 if !h.has_producer_id() {
                     continue;
                 }
@@ -524,7 +542,7 @@ impl PartitionLog {
                 } else if let SequenceCheck::Duplicate {
                     base_offset,
                     last_offset,
-                } = state.producers.check(&h)?
+                } = state.producers.check(h)?
                 {
                     return Ok(AppendInfo {
                         base_offset,
@@ -534,13 +552,27 @@ impl PartitionLog {
                     });
                 }
             }
-            self.maybe_roll(&mut state, batches.len() as u64)?;
+            self.maybe_roll(&mut state, input.bytes().len() as u64)?;
             let base_offset = state.log_end_offset();
-            let next = batch::assign_offsets(batches, base_offset);
+            let mut next = base_offset;
+            for (h, _) in &mut parsed {
+                h.base_offset = next;
+                next += h.last_offset_delta as i64 + 1;
+            }
             let interval = state.config.index_interval_bytes;
             let flush_messages = state.config.flush_messages;
             let active = state.active();
-            if let Err(e) = active.append(batches, interval) {
+            let written = match input {
+                AppendInput::Patch(batches) => {
+                    batch::assign_offsets(batches, base_offset);
+                    active.append(batches, interval)
+                }
+                AppendInput::Shared(batches) => {
+                    let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
+                    active.append_rebased(batches, &headers, interval)
+                }
+            };
+            if let Err(e) = written {
                 // Leave no partial bytes behind: the next append overwrites from the old end.
                 let _ = active.store.truncate(active.size_bytes);
                 return Err(e.into());
@@ -548,7 +580,7 @@ impl PartitionLog {
             debug_assert_eq!(active.next_offset, next);
             let mut index_error = None;
             if tracked {
-                for (h, control) in batches_with_control(batches) {
+                for (h, control) in parsed {
                     let Some(done) = state.producers.replay(&h, control) else {
                         continue;
                     };
@@ -764,83 +796,120 @@ impl PartitionLog {
         min_one: bool,
         isolation: Isolation,
     ) -> Result<ReadInfo, LogError> {
-        let (store, start, size, high_watermark, last_stable_offset, log_start_offset, interval) = {
-            let state = self.lock();
-            let log_end = state.log_end_offset();
-            if offset < state.log_start_offset || offset > log_end {
-                return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    log_start: state.log_start_offset,
-                    log_end,
-                });
-            }
-            let mut i = state.segment_for(offset);
-            while state.segments[i].next_offset <= offset && i + 1 < state.segments.len() {
-                i += 1;
-            }
-            let s = &state.segments[i];
-            (
-                s.store.clone(),
-                s.scan_start(offset),
-                s.size_bytes,
+        let read = self.read_records(offset, max_bytes, min_one, isolation)?;
+        Ok(ReadInfo {
+            records: read.records.to_bytes()?,
+            high_watermark: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+            last_stable_offset: read.last_stable_offset,
+            aborted_transactions: read.aborted_transactions,
+        })
+    }
+
+    /// Fetch's read: as [`PartitionLog::read_with_isolation`], but on disk the records are a
+    /// stretch of the segment file ([`Records::File`]) that the broker never reads into memory;
+    /// only batch headers are read, to find where the stretch starts and ends:
+    /// - start: the offset index gives a batch boundary at most an index interval before the
+    ///   batch holding `offset`; headers are read from there (in windows of
+    ///   [`FETCH_WINDOW_BYTES`]) up to that batch;
+    /// - end: when the limit (high watermark, or LSO for read_committed) is the log end, every
+    ///   batch of the segment is below it, so the stretch runs to the segment's end or to the
+    ///   last batch boundary within `max_bytes` (offset index, then headers for less than an
+    ///   index interval); below the log end (an open transaction), headers are walked.
+    ///
+    /// Whole batches only, never across a segment boundary (the next fetch continues in the
+    /// next segment), at least one batch when `min_one` even if larger than `max_bytes`
+    /// (KIP-74). The partition lock is held throughout, for a handful of header reads.
+    pub fn read_records(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        isolation: Isolation,
+    ) -> Result<ReadInfo<Records>, LogError> {
+        let state = self.lock();
+        let log_end = state.log_end_offset();
+        if offset < state.log_start_offset || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: state.log_start_offset,
                 log_end,
-                state.last_stable_offset(),
-                state.log_start_offset,
-                state.config.index_interval_bytes,
-            )
-        };
-        let empty = ReadInfo {
-            records: Bytes::new(),
-            high_watermark,
-            log_start_offset,
+            });
+        }
+        let last_stable_offset = state.last_stable_offset();
+        let mut out = ReadInfo {
+            records: Records::Bytes(Bytes::new()),
+            high_watermark: log_end,
+            log_start_offset: state.log_start_offset,
             last_stable_offset,
             aborted_transactions: Vec::new(),
         };
         let limit = match isolation {
-            Isolation::ReadUncommitted => high_watermark,
+            Isolation::ReadUncommitted => log_end,
             Isolation::ReadCommitted => last_stable_offset,
         };
         if offset >= limit {
-            return Ok(empty);
+            return Ok(out);
         }
-        let mut window = Window::default();
-        // Prime the window with everything this read may return, so a fetch is one read.
-        let prime = (size - start).min(max_bytes as u64 + 2 * interval);
-        window.slice(store.as_ref(), start, prime as usize, size)?;
-        let mut pos = start;
-        while let Some(h) = window.header(store.as_ref(), pos, size)? {
-            if h.last_offset() >= offset {
-                break;
+        let mut i = state.segment_for(offset);
+        while state.segments[i].next_offset <= offset && i + 1 < state.segments.len() {
+            i += 1;
+        }
+        let s = &state.segments[i];
+        let store = s.store.as_ref();
+        let size = s.size_bytes;
+        let mut window = Window::with_size(FETCH_WINDOW_BYTES);
+        let mut pos = s.scan_start(offset);
+        let first_batch = loop {
+            match window.header(store, pos, size)? {
+                Some(h) if h.last_offset() < offset => pos += h.total_bytes as u64,
+                other => break other,
             }
-            pos += h.total_bytes as u64;
-        }
-        let first = pos;
-        let mut taken = 0usize;
-        let mut end_offset = offset;
-        while let Some(h) = window.header(store.as_ref(), pos, size)? {
-            let fits = taken + h.total_bytes <= max_bytes;
-            if !(fits || (taken == 0 && min_one))
-                || pos + h.total_bytes as u64 > size
-                || h.last_offset() >= limit
-            {
-                break;
-            }
-            taken += h.total_bytes;
-            pos += h.total_bytes as u64;
-            end_offset = h.last_offset() + 1;
-        }
-        if taken == 0 {
-            return Ok(empty);
-        }
-        let aborted_transactions = match isolation {
-            Isolation::ReadUncommitted => Vec::new(),
-            Isolation::ReadCommitted => self.lock().aborted_between(offset, end_offset),
         };
-        Ok(ReadInfo {
-            records: window.slice(store.as_ref(), first, taken, size)?,
-            aborted_transactions,
-            ..empty
-        })
+        let Some(h0) = first_batch.filter(|h| h.last_offset() < limit) else {
+            return Ok(out);
+        };
+        let first = pos;
+        if h0.total_bytes > max_bytes && !min_one {
+            return Ok(out);
+        }
+        // [first, end) holds whole batches; `end_offset` is the offset after the last one.
+        let mut end = first + h0.total_bytes as u64;
+        let mut end_offset = h0.last_offset() + 1;
+        let budget_end = first + max_bytes as u64;
+        if limit == log_end && size <= budget_end {
+            end = size;
+            end_offset = s.next_offset;
+        } else {
+            if limit == log_end {
+                let boundary = s.batch_start_at_or_before(budget_end);
+                if boundary > end {
+                    end = boundary;
+                    end_offset = -1; // known once the header at `end` is read
+                }
+            }
+            while end < size {
+                let Some(h) = window.header(store, end, size)? else {
+                    break;
+                };
+                if end_offset < 0 {
+                    end_offset = h.base_offset;
+                }
+                if end + h.total_bytes as u64 > budget_end || h.last_offset() >= limit {
+                    break;
+                }
+                end += h.total_bytes as u64;
+                end_offset = h.last_offset() + 1;
+            }
+            if end_offset < 0 {
+                end_offset = s.next_offset;
+            }
+        }
+        out.records = store.records(first, (end - first) as usize)?;
+        if isolation == Isolation::ReadCommitted {
+            out.aborted_transactions = state.aborted_between(offset, end_offset);
+        }
+        Ok(out)
     }
 
     /// The first offset whose record timestamp is ≥ `timestamp`, with that timestamp
@@ -1228,6 +1297,21 @@ fn for_each_batch(
         pos += h.total_bytes as u64;
     }
     Ok(())
+}
+
+/// Batches to append: patched in place, or shared (see [`PartitionLog::append_shared`]).
+enum AppendInput<'a> {
+    Patch(&'a mut [u8]),
+    Shared(&'a [u8]),
+}
+
+impl AppendInput<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            AppendInput::Patch(b) => b,
+            AppendInput::Shared(b) => b,
+        }
+    }
 }
 
 /// The whole batches in `buf`, each with its control record when it is a control batch.

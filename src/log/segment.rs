@@ -271,6 +271,36 @@ impl Segment {
         Ok(())
     }
 
+    /// Appends validated batches whose base offsets are still the producer's: `headers` are
+    /// those of `buf`'s batches with the assigned base offsets, which are written in front of
+    /// the rest of each batch (vectored write; `buf` itself is never copied or modified).
+    pub fn append_rebased(
+        &mut self,
+        buf: &[u8],
+        headers: &[BatchHeader],
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
+        let bases: Vec<[u8; 8]> = headers
+            .iter()
+            .map(|h| h.base_offset.to_be_bytes())
+            .collect();
+        let mut slices = Vec::with_capacity(2 * headers.len());
+        let mut pos = 0usize;
+        for (h, base) in headers.iter().zip(&bases) {
+            slices.push(io::IoSlice::new(base));
+            slices.push(io::IoSlice::new(&buf[pos + 8..pos + h.total_bytes]));
+            pos += h.total_bytes;
+        }
+        self.store.write_vectored_at(self.size_bytes, &mut slices)?;
+        let mut pos = self.size_bytes;
+        for h in headers {
+            self.track_batch_indexed(h, pos, index_interval_bytes)?;
+            pos += h.total_bytes as u64;
+        }
+        self.size_bytes = pos;
+        Ok(())
+    }
+
     fn track_batch_indexed(
         &mut self,
         header: &BatchHeader,
@@ -294,6 +324,12 @@ impl Segment {
     pub fn scan_start(&self, offset: i64) -> u64 {
         self.index
             .floor_position((offset - self.base_offset).max(0) as u32) as u64
+    }
+
+    /// The start of the last indexed batch that starts at or before byte `position` (0 when
+    /// none): a batch boundary.
+    pub fn batch_start_at_or_before(&self, position: u64) -> u64 {
+        self.index.batch_start_at_or_before(position) as u64
     }
 
     /// Where to start scanning for the first record with timestamp ≥ `ts`.
@@ -347,9 +383,19 @@ fn read_control_record(
 pub struct Window {
     start: u64,
     bytes: Bytes,
+    /// Bytes per read (0: [`SCAN_WINDOW_BYTES`]).
+    read_bytes: usize,
 }
 
 impl Window {
+    /// A window reading `read_bytes` at a time (small for a few header reads).
+    pub fn with_size(read_bytes: usize) -> Window {
+        Window {
+            read_bytes,
+            ..Window::default()
+        }
+    }
+
     /// The bytes `[pos, pos + len)`; a slice of the window when it covers them, else a fresh read.
     pub fn slice(
         &mut self,
@@ -360,7 +406,12 @@ impl Window {
     ) -> io::Result<Bytes> {
         let end = pos + len as u64;
         if pos < self.start || end > self.start + self.bytes.len() as u64 {
-            let read_len = (len.max(SCAN_WINDOW_BYTES) as u64).min(limit - pos) as usize;
+            let window = if self.read_bytes == 0 {
+                SCAN_WINDOW_BYTES
+            } else {
+                self.read_bytes
+            };
+            let read_len = (len.max(window) as u64).min(limit - pos) as usize;
             self.bytes = store.read_at(pos, read_len.max(len))?;
             self.start = pos;
         }

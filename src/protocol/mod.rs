@@ -2,6 +2,7 @@
 //! routing by ApiKey to the handlers, and response encoding. Anything that cannot be decoded
 //! ends the connection with a logged reason, never a panic.
 
+pub mod fetch_frame;
 pub mod legacy;
 pub mod versions;
 
@@ -14,16 +15,47 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::groups::ClientInfo;
 use crate::handlers::{self, Broker};
+use crate::log::Records;
 
 /// What the connection should do with a request frame.
 #[derive(Debug)]
 pub enum Outcome {
     /// Write this size-prefixed response.
-    Respond(Bytes),
+    Respond(Response),
     /// Send nothing (acks=0 produce).
     NoResponse,
     /// Close the connection; the reason has been logged.
     Close,
+}
+
+/// A size-prefixed response frame, in parts written one after the other: encoded bytes, and
+/// the record data of fetches, which on disk stays in the segment files until the connection
+/// writer sends it (`sendfile`).
+#[derive(Debug)]
+pub struct Response {
+    pub parts: Vec<Records>,
+}
+
+impl Response {
+    fn whole(frame: Bytes) -> Response {
+        Response {
+            parts: vec![Records::Bytes(frame)],
+        }
+    }
+
+    /// Bytes in the frame, size prefix included.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Records::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole frame in memory (file parts read): for tests and benchmarks.
+    pub fn to_bytes(&self) -> std::io::Result<Bytes> {
+        fetch_frame::bytes_of(&self.parts)
+    }
 }
 
 /// Identifies a request in logs.
@@ -78,7 +110,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
     };
     if api_key == ApiKey::Produce && version < versions::PRODUCE_MIN_DECODABLE {
         return match legacy::refuse_old_produce(buf, version, correlation_id) {
-            Ok(Some(frame)) => Outcome::Respond(frame),
+            Ok(Some(frame)) => Outcome::Respond(Response::whole(frame)),
             Ok(None) => Outcome::NoResponse,
             Err(e) => close_undecodable(&meta, peer, &e),
         };
@@ -95,16 +127,17 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
         client_id = meta.client_id
     );
     let _enter = span.enter();
-    let client = ClientInfo {
-        client_id: meta.client_id.unwrap_or_default().to_string(),
-        client_host: format!(
-            "/{}",
-            peer.rsplit_once(':')
-                .map_or(peer, |(host, _)| host)
-                .trim_matches(|c| c == '[' || c == ']')
-        ),
-    };
-    let response = match dispatch(broker, request, version, &client).await {
+    if let RequestKind::Fetch(r) = &request {
+        let answer = handlers::fetch::handle(broker, r, version).await;
+        return match fetch_frame::encode(correlation_id, version, answer) {
+            Ok(frame) => Outcome::Respond(frame),
+            Err(e) => {
+                tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");
+                Outcome::Close
+            }
+        };
+    }
+    let response = match dispatch(broker, request, version, &meta, peer).await {
         Some(r) => r,
         None => return Outcome::NoResponse,
     };
@@ -122,6 +155,19 @@ fn close_undecodable(meta: &Meta<'_>, peer: &str, error: &anyhow::Error) -> Outc
     Outcome::Close
 }
 
+/// Who sent a request, as group descriptions show it (built only for the APIs that need it).
+fn client_info(meta: &Meta<'_>, peer: &str) -> ClientInfo {
+    ClientInfo {
+        client_id: meta.client_id.unwrap_or_default().to_string(),
+        client_host: format!(
+            "/{}",
+            peer.rsplit_once(':')
+                .map_or(peer, |(host, _)| host)
+                .trim_matches(|c| c == '[' || c == ']')
+        ),
+    }
+}
+
 /// Runs a decoder, turning a panic inside it into an error (defence in depth: the decoder
 /// reports malformed input as errors, but a client must never be able to kill a worker).
 fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
@@ -133,14 +179,14 @@ async fn dispatch(
     broker: &Arc<Broker>,
     request: RequestKind,
     version: i16,
-    client: &ClientInfo,
+    meta: &Meta<'_>,
+    peer: &str,
 ) -> Option<ResponseKind> {
     use crate::handlers::*;
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, &r, version)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, &r).await?),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, &r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version))
         }
@@ -163,7 +209,8 @@ async fn dispatch(
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, &r, version))
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(join_group::handle(broker, &r, version, client).await)
+            let client = client_info(meta, peer);
+            ResponseKind::JoinGroup(join_group::handle(broker, &r, version, &client).await)
         }
         RequestKind::SyncGroup(r) => {
             ResponseKind::SyncGroup(sync_group::handle(broker, &r, version).await)
@@ -239,7 +286,7 @@ fn encode(correlation_id: i32, header_version: i16, body: &ResponseKind, version
         Ok(()) => {
             let len = (out.len() - 4) as i32;
             out[0..4].copy_from_slice(&len.to_be_bytes());
-            Outcome::Respond(out.freeze())
+            Outcome::Respond(Response::whole(out.freeze()))
         }
         Err(e) => {
             tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode response");

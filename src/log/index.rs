@@ -11,12 +11,28 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::Mutex;
 
-/// File mirror of an index: entries are appended as they are made (the file is opened in
-/// append mode, so after a truncation writes continue at the new end).
+/// File mirror of an index. New entries are buffered and written in one call when
+/// [`PENDING_BYTES`] have gathered, at `sync` (segment roll, clean shutdown) or before a
+/// truncation (the file is opened in append mode, so after a truncation writes continue at the
+/// new end). A crash may lose the buffered entries: the file then holds a consistent prefix of
+/// the index, and loading scans the log from its last entry, so nothing depends on them.
 struct IndexFile {
     file: File,
+    pending: Mutex<Vec<u8>>,
 }
+
+impl Drop for IndexFile {
+    fn drop(&mut self) {
+        // Best effort: a segment closed without a sync keeps its entries (a lost write only
+        // costs a longer scan when the segment is loaded).
+        let _ = self.write_pending();
+    }
+}
+
+/// Buffered entry bytes that trigger a write (saves a write call per indexed batch).
+const PENDING_BYTES: usize = 4096;
 
 impl IndexFile {
     /// Opens (or creates) the file and returns it with its current contents.
@@ -28,11 +44,46 @@ impl IndexFile {
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        Ok((IndexFile { file }, bytes))
+        Ok((
+            IndexFile {
+                file,
+                pending: Mutex::new(Vec::new()),
+            },
+            bytes,
+        ))
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, entry: &[u8]) -> io::Result<()> {
+        let mut pending = self.pending();
+        pending.extend_from_slice(entry);
+        if pending.len() >= PENDING_BYTES {
+            (&self.file).write_all(&pending)?;
+            pending.clear();
+        }
+        Ok(())
+    }
+
+    fn write_pending(&self) -> io::Result<()> {
+        let mut pending = self.pending();
+        if !pending.is_empty() {
+            (&self.file).write_all(&pending)?;
+            pending.clear();
+        }
+        Ok(())
     }
 
     fn truncate(&self, entries: usize, entry_bytes: usize) -> io::Result<()> {
+        self.write_pending()?;
         self.file.set_len((entries * entry_bytes) as u64)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.write_pending()?;
+        self.file.sync_data()
     }
 }
 
@@ -86,11 +137,11 @@ impl OffsetIndex {
     pub fn append(&mut self, relative_offset: u32, position: u32) -> io::Result<()> {
         debug_assert!(self.entries.last().is_none_or(|e| e.0 < relative_offset));
         self.entries.push((relative_offset, position));
-        if let Some(f) = &mut self.file {
+        if let Some(f) = &self.file {
             let mut entry = [0u8; 8];
             entry[..4].copy_from_slice(&relative_offset.to_be_bytes());
             entry[4..].copy_from_slice(&position.to_be_bytes());
-            f.file.write_all(&entry)?;
+            f.push(&entry)?;
         }
         Ok(())
     }
@@ -136,7 +187,7 @@ impl OffsetIndex {
 
     pub fn sync(&self) -> io::Result<()> {
         match &self.file {
-            Some(f) => f.file.sync_data(),
+            Some(f) => f.sync(),
             None => Ok(()),
         }
     }
@@ -199,11 +250,11 @@ impl TimeIndex {
             return Ok(());
         }
         self.entries.push((max_timestamp, relative_offset));
-        if let Some(f) = &mut self.file {
+        if let Some(f) = &self.file {
             let mut entry = [0u8; 12];
             entry[..8].copy_from_slice(&max_timestamp.to_be_bytes());
             entry[8..].copy_from_slice(&relative_offset.to_be_bytes());
-            f.file.write_all(&entry)?;
+            f.push(&entry)?;
         }
         Ok(())
     }
@@ -232,7 +283,7 @@ impl TimeIndex {
 
     pub fn sync(&self) -> io::Result<()> {
         match &self.file {
-            Some(f) => f.file.sync_data(),
+            Some(f) => f.sync(),
             None => Ok(()),
         }
     }
@@ -276,6 +327,12 @@ mod tests {
         assert!(valid, "an empty index is valid");
         idx.append(1, 2).unwrap();
         idx.append(3, 4).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap().len(),
+            0,
+            "entries are buffered"
+        );
+        idx.sync().unwrap();
         assert_eq!(
             std::fs::read(&path).unwrap(),
             vec![0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]

@@ -771,6 +771,7 @@ impl PartitionLog {
         let segment = match &self.dir {
             Some(dir) => {
                 active.sync()?;
+                active.store.seal(active.size_bytes)?;
                 Segment::open_on_disk(dir, base, now)?
             }
             None => Segment::new_in_memory(base, now),
@@ -995,6 +996,9 @@ impl PartitionLog {
         self.write_checkpoint(false)?;
         if let (true, Some(dir)) = (shutdown, &self.dir) {
             let state = self.lock();
+            if let Some(active) = state.segments.last() {
+                active.store.seal(active.size_bytes)?;
+            }
             let json = serde_json::to_vec(&state.producers).map_err(io::Error::other)?;
             super::fsutil::write_atomically(&dir.join(PRODUCER_SNAPSHOT), &json)?;
         }

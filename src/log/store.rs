@@ -5,8 +5,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -76,6 +78,11 @@ pub trait SegmentStore: Send + Sync {
     fn records(&self, pos: u64, len: usize) -> io::Result<Records>;
     /// Makes everything written so far durable.
     fn sync(&self) -> io::Result<()>;
+    /// The segment takes no more appends (rolled, or the broker is stopping): gives back space
+    /// reserved beyond `len`.
+    fn seal(&self, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Cuts the store to `len` bytes (recovery of a torn tail).
     fn truncate(&self, len: u64) -> io::Result<()>;
     /// Bytes currently stored.
@@ -84,8 +91,46 @@ pub trait SegmentStore: Send + Sync {
 
 /// A segment's `.log` file. Reads and writes are positional (`pread`/`pwrite`), so readers
 /// never contend with the appender for a file cursor.
+///
+/// Appends reserve disk blocks ahead of the data (`fallocate` with `FALLOC_FL_KEEP_SIZE`, so
+/// the file's length stays that of the data): ext4 then maps each page of an append to an
+/// allocated block instead of reserving delayed allocation page by page, which measured about
+/// a fifth of the broker's CPU when producing. The reservation grows with the segment (as much
+/// as is stored, from 1 MB to 8 MB ahead) and is given back when the segment is sealed.
 pub struct FileStore {
     file: Arc<File>,
+    /// End of the reserved range (`u64::MAX` once the file system refused to reserve).
+    reserved: AtomicU64,
+}
+
+/// Reservation ahead of the data, least and most.
+const RESERVE_MIN_BYTES: u64 = 1 << 20;
+const RESERVE_MAX_BYTES: u64 = 8 << 20;
+
+impl FileStore {
+    /// Reserves blocks up to at least `end` (best effort: a refusal only costs speed).
+    fn reserve(&self, end: u64) {
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        if end <= reserved {
+            return;
+        }
+        let ahead = end.clamp(RESERVE_MIN_BYTES, RESERVE_MAX_BYTES);
+        let to = end + ahead;
+        // SAFETY: plain system call on an open descriptor.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                reserved as libc::off_t,
+                (to - reserved) as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            self.reserved.store(to, Ordering::Relaxed);
+        } else if io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+            self.reserved.store(u64::MAX, Ordering::Relaxed);
+        }
+    }
 }
 
 impl FileStore {
@@ -96,19 +141,22 @@ impl FileStore {
             .create(true)
             .truncate(false)
             .open(path)?;
+        let len = file.metadata()?.len();
         Ok(FileStore {
             file: Arc::new(file),
+            reserved: AtomicU64::new(len),
         })
     }
 }
 
 impl SegmentStore for FileStore {
     fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        self.reserve(pos + data.len() as u64);
         self.file.write_all_at(data, pos)
     }
 
     fn write_vectored_at(&self, mut pos: u64, mut data: &mut [io::IoSlice<'_>]) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
+        self.reserve(pos + data.iter().map(|s| s.len() as u64).sum::<u64>());
         while !data.is_empty() {
             let count = data.len().min(IOV_MAX) as libc::c_int;
             // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix), the
@@ -153,6 +201,16 @@ impl SegmentStore for FileStore {
 
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn seal(&self, len: u64) -> io::Result<()> {
+        let reserved = self.reserved.swap(len, Ordering::Relaxed);
+        if reserved == u64::MAX || reserved <= len {
+            return Ok(());
+        }
+        // ext4 frees blocks reserved past the end on a truncation to the same length (a hole
+        // punched past the end would be ignored).
+        self.file.set_len(len)
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
@@ -221,5 +279,37 @@ impl SegmentStore for MemStore {
 
     fn stored_bytes(&self) -> io::Result<u64> {
         Ok(self.data.read().map_err(|_| Self::poisoned())?.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn reservation_keeps_the_length_and_sealing_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let store = FileStore::open(&path).unwrap();
+        store.write_at(0, &[7u8; 1000]).unwrap();
+        let mut parts = [io::IoSlice::new(&[1u8; 10]), io::IoSlice::new(&[2u8; 20])];
+        store.write_vectored_at(1000, &mut parts).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 1030, "the length is the data's");
+        let reserved = meta.blocks() * 512 >= RESERVE_MIN_BYTES;
+        store.seal(1030).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 1030);
+        if reserved {
+            assert!(
+                meta.blocks() * 512 < RESERVE_MIN_BYTES,
+                "sealing frees the reservation"
+            );
+        }
+        let data = store.read_at(0, 1030).unwrap();
+        assert_eq!(&data[..1000], &[7u8; 1000][..]);
+        assert_eq!(&data[1000..1010], &[1u8; 10][..]);
+        assert_eq!(&data[1010..], &[2u8; 20][..]);
     }
 }

@@ -4,48 +4,15 @@
 //! appender: group commit cannot help), read, and an offset-index lookup.
 //! Run: `cargo bench --bench log`.
 
-use bytes::BytesMut;
+mod common;
+
+use common::batch;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use ottla::log::batch::{assign_offsets, validate_batches};
 use ottla::log::{LogConfig, PartitionLog};
 
-/// One batch of `n` records of `size` bytes each.
-fn batch(n: usize, size: usize) -> Vec<u8> {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(vec![b'x'; size].into()),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.to_vec()
-}
-
 fn benches(c: &mut Criterion) {
-    let b = batch(160, 100); // ~16 KB, a typical librdkafka batch
+    let b = batch(160, 100, 1_700_000_000_000); // ~16 KB, a typical librdkafka batch
     let mut g = c.benchmark_group("log");
     g.throughput(Throughput::Bytes(b.len() as u64));
     g.bench_function("validate_16k_batch", |bench| {

@@ -6,6 +6,9 @@
 //! path minus the network): a 16 KB Produce and a 1 MB Fetch.
 //! Run: `cargo bench --bench protocol`.
 
+mod common;
+
+use common::batch;
 use std::hint::black_box;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,9 +25,6 @@ use kafka_protocol::messages::{
     RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use ottla::config::Config;
 use ottla::handlers::Broker;
 use ottla::log::{now_ms, LogConfig, PartitionLog, Records};
@@ -37,38 +37,6 @@ const PRODUCE_VERSION: i16 = 9;
 /// Fetch v16: topics by id, as current clients send.
 const FETCH_VERSION: i16 = 16;
 const PEER: &str = "127.0.0.1:40000";
-
-/// One batch of `n` records of `size` bytes each, timestamped `ts`.
-fn batch(n: usize, size: usize, ts: i64) -> Vec<u8> {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: ts,
-            key: None,
-            value: Some(vec![b'x'; size].into()),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.to_vec()
-}
 
 /// A request frame as `handle_frame` receives it: header and body, no size prefix.
 fn request_frame<R: Request>(req: &R, version: i16) -> Bytes {

@@ -562,15 +562,13 @@ impl PartitionLog {
             let interval = state.config.index_interval_bytes;
             let flush_messages = state.config.flush_messages;
             let active = state.active();
+            let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
             let written = match input {
                 AppendInput::Patch(batches) => {
                     batch::assign_offsets(batches, base_offset);
-                    active.append(batches, interval)
+                    active.append(batches, &headers, false, interval)
                 }
-                AppendInput::Shared(batches) => {
-                    let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
-                    active.append_rebased(batches, &headers, interval)
-                }
+                AppendInput::Shared(batches) => active.append(batches, &headers, true, interval),
             };
             if let Err(e) = written {
                 // Leave no partial bytes behind: the next append overwrites from the old end.
@@ -883,27 +881,25 @@ impl PartitionLog {
             end_offset = s.next_offset;
         } else {
             if limit == log_end {
+                // Every batch of the segment is below the limit: jump to the last indexed
+                // batch boundary within the budget; the header there starts the next batch.
                 let boundary = s.batch_start_at_or_before(budget_end);
                 if boundary > end {
                     end = boundary;
-                    end_offset = -1; // known once the header at `end` is read
+                    end_offset = window
+                        .header(store, end, size)?
+                        .map_or(s.next_offset, |h| h.base_offset);
                 }
             }
             while end < size {
                 let Some(h) = window.header(store, end, size)? else {
                     break;
                 };
-                if end_offset < 0 {
-                    end_offset = h.base_offset;
-                }
                 if end + h.total_bytes as u64 > budget_end || h.last_offset() >= limit {
                     break;
                 }
                 end += h.total_bytes as u64;
                 end_offset = h.last_offset() + 1;
-            }
-            if end_offset < 0 {
-                end_offset = s.next_offset;
             }
         }
         out.records = store.records(first, (end - first) as usize)?;

@@ -269,42 +269,34 @@ impl Segment {
         }
     }
 
-    /// Appends validated, offset-assigned batches. `buf` starts at `self.next_offset`.
-    pub fn append(&mut self, buf: &[u8], index_interval_bytes: u64) -> io::Result<()> {
-        self.store.write_at(self.size_bytes, buf)?;
-        let mut pos = 0usize;
-        while let Some(header) = BatchHeader::parse(&buf[pos..]) {
-            self.track_batch_indexed(&header, self.size_bytes + pos as u64, index_interval_bytes)?;
-            pos += header.total_bytes;
-            if pos >= buf.len() {
-                break;
-            }
-        }
-        self.size_bytes += buf.len() as u64;
-        Ok(())
-    }
-
-    /// Appends validated batches whose base offsets are still the producer's: `headers` are
-    /// those of `buf`'s batches with the assigned base offsets, which are written in front of
-    /// the rest of each batch (vectored write; `buf` itself is never copied or modified).
-    pub fn append_rebased(
+    /// Appends validated batches; `headers` are those of `buf`'s batches with their assigned
+    /// base offsets (the first is `self.next_offset`). With `rebase`, `buf` still holds the
+    /// producer's base offsets: the assigned ones are written in front of the rest of each
+    /// batch by one vectored write, and `buf` is never copied or modified. Without, `buf` is
+    /// already patched and written as it is.
+    pub fn append(
         &mut self,
         buf: &[u8],
         headers: &[BatchHeader],
+        rebase: bool,
         index_interval_bytes: u64,
     ) -> io::Result<()> {
-        let bases: Vec<[u8; 8]> = headers
-            .iter()
-            .map(|h| h.base_offset.to_be_bytes())
-            .collect();
-        let mut slices = Vec::with_capacity(2 * headers.len());
-        let mut pos = 0usize;
-        for (h, base) in headers.iter().zip(&bases) {
-            slices.push(io::IoSlice::new(base));
-            slices.push(io::IoSlice::new(&buf[pos + 8..pos + h.total_bytes]));
-            pos += h.total_bytes;
+        if rebase {
+            let bases: Vec<[u8; 8]> = headers
+                .iter()
+                .map(|h| h.base_offset.to_be_bytes())
+                .collect();
+            let mut slices = Vec::with_capacity(2 * headers.len());
+            let mut pos = 0usize;
+            for (h, base) in headers.iter().zip(&bases) {
+                slices.push(io::IoSlice::new(base));
+                slices.push(io::IoSlice::new(&buf[pos + 8..pos + h.total_bytes]));
+                pos += h.total_bytes;
+            }
+            self.store.write_vectored_at(self.size_bytes, &mut slices)?;
+        } else {
+            self.store.write_at(self.size_bytes, buf)?;
         }
-        self.store.write_vectored_at(self.size_bytes, &mut slices)?;
         let mut pos = self.size_bytes;
         for h in headers {
             self.track_batch_indexed(h, pos, index_interval_bytes)?;

@@ -30,10 +30,15 @@ pub struct FileSlice {
 impl FileSlice {
     /// The bytes, read into memory (tests, and callers that need to look at them).
     pub fn read(&self) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; self.len];
-        self.file.read_exact_at(&mut buf, self.pos)?;
-        Ok(Bytes::from(buf))
+        read_exact(&self.file, self.pos, self.len)
     }
+}
+
+/// `len` bytes of `file` at `pos`, in a new buffer.
+fn read_exact(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(Bytes::from(buf))
 }
 
 /// Record bytes as a read returns them: in memory, or a stretch of a segment file.
@@ -186,9 +191,7 @@ impl SegmentStore for FileStore {
     }
 
     fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, pos)?;
-        Ok(Bytes::from(buf))
+        read_exact(&self.file, pos, len)
     }
 
     fn records(&self, pos: u64, len: usize) -> io::Result<Records> {

@@ -30,7 +30,6 @@ pub fn encode(correlation_id: i32, version: i16, answer: FetchAnswer) -> anyhow:
     let r = &answer.response;
     let mut parts: Vec<Records> = Vec::with_capacity(2 * answer.records.len() + 1);
     let mut out = BytesMut::with_capacity(256);
-    out.put_i32(0); // size, patched below
     out.put_i32(correlation_id);
     if flexible {
         out.put_u8(0); // response header tagged fields
@@ -71,13 +70,12 @@ pub fn encode(correlation_id: i32, version: i16, answer: FetchAnswer) -> anyhow:
         out.put_u8(0); // response tagged fields (node endpoints: none)
     }
     parts.push(Records::Bytes(out.freeze()));
-    let total: usize = parts.iter().map(Records::len).sum();
-    let size = i32::try_from(total - 4)?;
-    if let Some(Records::Bytes(first)) = parts.first_mut() {
-        let mut patched = BytesMut::from(first.as_ref());
-        patched[..4].copy_from_slice(&size.to_be_bytes());
-        *first = patched.freeze();
-    }
+    // The size prefix is a part of its own (the writer's buffer joins the small parts).
+    let size = i32::try_from(parts.iter().map(Records::len).sum::<usize>())?;
+    parts.insert(
+        0,
+        Records::Bytes(Bytes::copy_from_slice(&size.to_be_bytes())),
+    );
     Ok(Response { parts })
 }
 

@@ -13,6 +13,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, topic_error_code, Broker, NONE};
@@ -28,32 +29,47 @@ pub type Failure = (ResponseError, String);
 pub(super) static CONFIG_CHANGES: Mutex<()> = Mutex::new(());
 
 pub fn handle(broker: &Broker, req: &AlterConfigsRequest) -> AlterConfigsResponse {
-    let repeated = repeated_resources(
-        req.resources
-            .iter()
-            .map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    let responses = req
-        .resources
-        .iter()
-        .map(|r| {
-            let outcome = if repeated.contains(&(r.resource_type, r.resource_name.as_str())) {
-                Err(resource_repeated())
-            } else {
-                alter_resource(broker, r, req.validate_only)
-            };
-            let response = AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            match outcome {
-                Ok(()) => response.with_error_code(NONE).with_error_message(None),
-                Err((error, message)) => response
-                    .with_error_code(error.code())
-                    .with_error_message(Some(str_bytes(message))),
-            }
-        })
-        .collect();
+    let responses = outcomes(
+        &req.resources,
+        |r| (r.resource_type, r.resource_name.as_str()),
+        |r| alter_resource(broker, r, req.validate_only),
+    )
+    .map(|(r, outcome)| {
+        let (code, message) = error_fields(outcome);
+        AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone())
+            .with_error_code(code)
+            .with_error_message(message)
+    })
+    .collect();
     AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Each resource with its outcome, in request order: a resource named twice is refused
+/// (every copy, as Kafka does), the others get what `alter` says.
+pub fn outcomes<'a, R>(
+    resources: &'a [R],
+    key: impl Fn(&'a R) -> (i8, &'a str),
+    alter: impl Fn(&R) -> Result<(), Failure>,
+) -> impl Iterator<Item = (&'a R, Result<(), Failure>)> {
+    let repeated = repeated_resources(resources.iter().map(&key));
+    resources.iter().map(move |r| {
+        let outcome = if repeated.contains(&key(r)) {
+            Err(resource_repeated())
+        } else {
+            alter(r)
+        };
+        (r, outcome)
+    })
+}
+
+/// A resource answer's error code and message.
+pub fn error_fields(outcome: Result<(), Failure>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (NONE, None),
+        Err((error, message)) => (error.code(), Some(str_bytes(message))),
+    }
 }
 
 fn alter_resource(

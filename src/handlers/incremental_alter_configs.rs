@@ -11,12 +11,12 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
 use super::alter_configs::{
-    check_broker_name, check_no_nulls, check_topic_name, check_unique_keys, refuse_broker_changes,
-    repeated_resources, replace_topic_configs, resource_repeated, topic_failure,
-    unsupported_resource_type, Failure, CONFIG_CHANGES,
+    check_broker_name, check_no_nulls, check_topic_name, check_unique_keys, error_fields, outcomes,
+    refuse_broker_changes, replace_topic_configs, topic_failure, unsupported_resource_type,
+    Failure, CONFIG_CHANGES,
 };
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_TOPIC};
-use super::{str_bytes, Broker, NONE};
+use super::Broker;
 use crate::cluster::topic_config::{self, ConfigType, TopicOverrides};
 use crate::cluster::TopicError;
 use crate::config::Config;
@@ -40,31 +40,20 @@ pub fn handle(
     broker: &Broker,
     req: &IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let repeated = repeated_resources(
-        req.resources
-            .iter()
-            .map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    let responses = req
-        .resources
-        .iter()
-        .map(|r| {
-            let outcome = if repeated.contains(&(r.resource_type, r.resource_name.as_str())) {
-                Err(resource_repeated())
-            } else {
-                alter_resource(broker, r, req.validate_only)
-            };
-            let response = AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            match outcome {
-                Ok(()) => response.with_error_code(NONE).with_error_message(None),
-                Err((error, message)) => response
-                    .with_error_code(error.code())
-                    .with_error_message(Some(str_bytes(message))),
-            }
-        })
-        .collect();
+    let responses = outcomes(
+        &req.resources,
+        |r| (r.resource_type, r.resource_name.as_str()),
+        |r| alter_resource(broker, r, req.validate_only),
+    )
+    .map(|(r, outcome)| {
+        let (code, message) = error_fields(outcome);
+        AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone())
+            .with_error_code(code)
+            .with_error_message(message)
+    })
+    .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 

@@ -7,7 +7,11 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
+
 use super::Broker;
+use crate::cluster::Topic;
 use crate::groups::CommittedOffset;
 use crate::log::now_ms;
 
@@ -17,47 +21,28 @@ pub async fn handle(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
     for t in &req.topics {
         let topic = broker.topics.get(t.name.0.as_str());
         for p in &t.partitions {
-            let exists = topic.as_ref().is_some_and(|topic| {
-                p.partition_index >= 0 && p.partition_index < topic.partition_count()
-            });
             offsets.push((
                 t.name.0.to_string(),
                 p.partition_index,
-                CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp_ms: now,
-                },
-                exists,
+                committed(
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref(),
+                    now,
+                ),
+                partition_exists(topic.as_deref(), p.partition_index),
             ));
         }
     }
     let count = offsets.len();
-    let errors = match broker.groups.commit_offsets(
+    let result = broker.groups.commit_offsets(
         req.group_id.0.as_str(),
         req.generation_id_or_member_epoch,
         req.member_id.as_str(),
         req.group_instance_id.as_ref().map(|s| s.as_str()),
         offsets,
-    ) {
-        Err(e) => vec![e.code(); count],
-        Ok((errors, None)) => errors,
-        Ok((mut errors, Some(upto))) => {
-            let log = broker.groups.log().clone();
-            let synced = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
-            if !matches!(synced, Ok(Ok(()))) {
-                tracing::error!("fsync of committed offsets failed");
-                let storage = kafka_protocol::error::ResponseError::KafkaStorageError.code();
-                errors.iter_mut().for_each(|e| *e = storage);
-            }
-            errors
-        }
-    };
+    );
+    let errors = settle(broker, result, count).await;
     let mut errors = errors.into_iter();
     OffsetCommitResponse::default().with_topics(
         req.topics
@@ -79,4 +64,47 @@ pub async fn handle(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
             })
             .collect(),
     )
+}
+
+/// An offset as the group coordinator stores it.
+pub(super) fn committed(
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&StrBytes>,
+    now: i64,
+) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata: metadata.map(|m| m.to_string()).unwrap_or_default(),
+        commit_timestamp_ms: now,
+    }
+}
+
+/// Whether `topic` (if it exists) has partition `index`.
+pub(super) fn partition_exists(topic: Option<&Topic>, index: i32) -> bool {
+    topic.is_some_and(|t| index >= 0 && index < t.partition_count())
+}
+
+/// The per-partition error codes of a commit (`count` partitions), once it is durable when
+/// the flush policy asks for it: a failed fsync turns every code into KAFKA_STORAGE_ERROR.
+pub(super) async fn settle(
+    broker: &Broker,
+    result: Result<(Vec<i16>, Option<i64>), ResponseError>,
+    count: usize,
+) -> Vec<i16> {
+    match result {
+        Err(e) => vec![e.code(); count],
+        Ok((errors, None)) => errors,
+        Ok((mut errors, Some(upto))) => {
+            let log = broker.groups.log().clone();
+            let synced = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
+            if !matches!(synced, Ok(Ok(()))) {
+                tracing::error!("fsync of committed offsets failed");
+                let storage = ResponseError::KafkaStorageError.code();
+                errors.iter_mut().for_each(|e| *e = storage);
+            }
+            errors
+        }
+    }
 }

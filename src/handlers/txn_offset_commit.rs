@@ -1,14 +1,13 @@
 //! TxnOffsetCommit (key 28): offsets committed as part of a transaction; they become visible
 //! (OffsetFetch) only when the transaction commits.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
+use super::offset_commit::{committed, partition_exists, settle};
 use super::Broker;
-use crate::groups::CommittedOffset;
 use crate::log::now_ms;
 use crate::txn::coordinator::ProducerIdent;
 
@@ -22,23 +21,16 @@ pub async fn handle(
     for t in &req.topics {
         let topic = broker.topics.get(t.name.0.as_str());
         for p in &t.partitions {
-            let exists = topic
-                .as_ref()
-                .is_some_and(|x| p.partition_index >= 0 && p.partition_index < x.partition_count());
             offsets.push((
                 t.name.0.to_string(),
                 p.partition_index,
-                CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp_ms: now,
-                },
-                exists,
+                committed(
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref(),
+                    now,
+                ),
+                partition_exists(topic.as_deref(), p.partition_index),
             ));
         }
     }
@@ -54,7 +46,7 @@ pub async fn handle(
             req.group_instance_id.as_ref().map(|s| s.as_str()),
         )
     });
-    let errors = match broker
+    let result = broker
         .txns
         .is_ongoing(req.transactional_id.0.as_str(), ident)
         .and_then(|()| {
@@ -65,19 +57,8 @@ pub async fn handle(
                 member,
                 offsets,
             )
-        }) {
-        Err(e) => vec![e.code(); count],
-        Ok((errors, None)) => errors,
-        Ok((mut errors, Some(upto))) => {
-            let log = broker.groups.log().clone();
-            let synced = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
-            if !matches!(synced, Ok(Ok(()))) {
-                let storage = ResponseError::KafkaStorageError.code();
-                errors.iter_mut().for_each(|e| *e = storage);
-            }
-            errors
-        }
-    };
+        });
+    let errors = settle(broker, result, count).await;
     let mut errors = errors.into_iter();
     TxnOffsetCommitResponse::default().with_topics(
         req.topics

@@ -15,9 +15,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, TimestampType};
 
 use crate::log::{now_ms, PartitionLog};
 
@@ -195,17 +193,7 @@ pub fn encode_batch_as(
             }
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(buf.to_vec())
+    crate::log::batch::encode_records(&records)
 }
 
 /// Appends changes to the log. Returns the offset to sync to when the flush policy wants the
@@ -233,70 +221,37 @@ pub fn append_as(
 /// Reads the whole log and rebuilds the state (later records win; tombstones delete).
 pub fn replay(log: &Arc<PartitionLog>) -> io::Result<Replayed> {
     let mut state = Replayed::default();
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let read = log
-            .read(offset, 1 << 20, true)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        if read.records.is_empty() {
-            break;
-        }
-        let mut bytes = read.records.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let mut next = offset + 1;
-        for set in sets {
-            for r in set.records {
-                next = next.max(r.offset + 1);
-                if r.offset < offset {
-                    continue;
-                }
-                if r.control {
-                    // A transaction marker: apply (COMMIT, type 1) or drop (ABORT, type 0) the
-                    // producer's pending offset commits.
-                    let commit = r
-                        .key
-                        .as_ref()
-                        .filter(|k| k.len() >= 4)
-                        .map(|k| (&k[2..4]).get_i16() == 1)
-                        .unwrap_or(false);
-                    if let Some(records) = state.pending.remove(&r.producer_id) {
-                        if commit {
-                            for (key, value) in records {
-                                apply(&mut state, key, value);
-                            }
-                        }
-                    }
-                    continue;
-                }
-                if let Some(key) = r.key {
-                    if r.transactional {
-                        state
-                            .pending
-                            .entry(r.producer_id)
-                            .or_default()
-                            .push((key, r.value));
-                    } else {
-                        apply(&mut state, key, r.value);
+    log.for_each_record(|r| {
+        if r.control {
+            // A transaction marker: apply (COMMIT, type 1) or drop (ABORT, type 0) the
+            // producer's pending offset commits.
+            let commit = r
+                .key
+                .as_ref()
+                .filter(|k| k.len() >= 4)
+                .map(|k| (&k[2..4]).get_i16() == 1)
+                .unwrap_or(false);
+            if let Some(records) = state.pending.remove(&r.producer_id) {
+                if commit {
+                    for (key, value) in records {
+                        apply(&mut state, key, value);
                     }
                 }
             }
+            return;
         }
-        // Compaction may leave gaps: continue after the last batch read.
-        let mut raw = read.records.clone();
-        while raw.len() >= 27 {
-            let base = (&raw[0..8]).get_i64();
-            let len = (&raw[8..12]).get_i32().max(0) as usize;
-            let delta = (&raw[23..27]).get_i32() as i64;
-            next = next.max(base + delta + 1);
-            if raw.len() < 12 + len {
-                break;
+        if let Some(key) = r.key {
+            if r.transactional {
+                state
+                    .pending
+                    .entry(r.producer_id)
+                    .or_default()
+                    .push((key, r.value));
+            } else {
+                apply(&mut state, key, r.value);
             }
-            raw.advance(12 + len);
         }
-        offset = next;
-    }
+    })?;
     Ok(state)
 }
 

@@ -263,6 +263,23 @@ pub fn stamp_log_append_time(buf: &mut [u8], now_ms: i64) {
     }
 }
 
+/// Encodes `records` as uncompressed v2 batches (what the broker writes itself: internal
+/// topics' records). The encoder starts a new batch wherever offset - sequence changes.
+pub fn encode_records(records: &[kafka_protocol::records::Record]) -> std::io::Result<Vec<u8>> {
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(buf.to_vec())
+}
+
 /// Checks one stored batch's CRC (used by recovery).
 pub fn crc_ok(batch: &[u8]) -> bool {
     batch.len() >= HEADER_BYTES

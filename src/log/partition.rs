@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use tokio::sync::Notify;
 
 use super::batch::{self, BatchHeader, HEADER_BYTES};
@@ -907,6 +907,46 @@ impl PartitionLog {
             out.aborted_transactions = state.aborted_between(offset, end_offset);
         }
         Ok(out)
+    }
+
+    /// Calls `on_record` with every record from the log start to the log end, in offset order,
+    /// control records included: how internal topics (`__consumer_offsets`,
+    /// `__transaction_state`) rebuild their state at start. Gaps left by compaction are
+    /// skipped.
+    pub fn for_each_record(&self, mut on_record: impl FnMut(Record)) -> io::Result<()> {
+        let mut offset = self.log_start_offset();
+        let end = self.log_end_offset();
+        while offset < end {
+            let read = self
+                .read(offset, 1 << 20, true)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut next = offset + 1;
+            let mut bytes = read.records.clone();
+            for set in RecordBatchDecoder::decode_all(&mut bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+            {
+                for r in set.records {
+                    next = next.max(r.offset + 1);
+                    if r.offset >= offset {
+                        on_record(r);
+                    }
+                }
+            }
+            // A batch may end in a compaction gap: continue after its last offset.
+            let mut pos = 0;
+            while let Some(h) = BatchHeader::parse(&read.records[pos..]) {
+                next = next.max(h.last_offset() + 1);
+                pos += h.total_bytes;
+                if pos >= read.records.len() {
+                    break;
+                }
+            }
+            offset = next;
+        }
+        Ok(())
     }
 
     /// The first offset whose record timestamp is ≥ `timestamp`, with that timestamp

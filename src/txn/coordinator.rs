@@ -16,9 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, TimestampType};
 
 use super::producer_ids::ProducerIdAllocator;
 use crate::cluster::TopicRegistry;
@@ -573,69 +571,30 @@ fn encode(entries: &[(String, Option<&TxnMetadata>)]) -> io::Result<Vec<u8>> {
             }
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(buf.to_vec())
+    crate::log::batch::encode_records(&records)
 }
 
 fn replay(log: &Arc<PartitionLog>) -> io::Result<HashMap<String, TxnMetadata>> {
     let mut txns = HashMap::new();
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let read = log
-            .read(offset, 1 << 20, true)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        if read.records.is_empty() {
-            break;
+    log.for_each_record(|r| {
+        if r.control {
+            return;
         }
-        let mut bytes = read.records.clone();
-        let mut next = offset + 1;
-        for set in RecordBatchDecoder::decode_all(&mut bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
-        {
-            for r in set.records {
-                next = next.max(r.offset + 1);
-                if r.offset < offset || r.control {
-                    continue;
-                }
-                let Some(mut key) = r.key else { continue };
-                if key.remaining() < 2 || key.get_i16() != 0 {
-                    continue;
-                }
-                let Some(id) = get_str(&mut key) else {
-                    continue;
-                };
-                match r.value.and_then(|v| decode_value(id.clone(), v)) {
-                    Some(m) => {
-                        txns.insert(id, m);
-                    }
-                    None => {
-                        txns.remove(&id);
-                    }
-                }
+        let Some(mut key) = r.key else { return };
+        if key.remaining() < 2 || key.get_i16() != 0 {
+            return;
+        }
+        let Some(id) = get_str(&mut key) else {
+            return;
+        };
+        match r.value.and_then(|v| decode_value(id.clone(), v)) {
+            Some(m) => {
+                txns.insert(id, m);
+            }
+            None => {
+                txns.remove(&id);
             }
         }
-        let mut raw = read.records.clone();
-        while raw.len() >= 27 {
-            let base = (&raw[0..8]).get_i64();
-            let len = (&raw[8..12]).get_i32().max(0) as usize;
-            let delta = (&raw[23..27]).get_i32() as i64;
-            next = next.max(base + delta + 1);
-            if raw.len() < 12 + len {
-                break;
-            }
-            raw.advance(12 + len);
-        }
-        offset = next;
-    }
+    })?;
     Ok(txns)
 }

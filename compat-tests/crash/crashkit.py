@@ -6,12 +6,10 @@ by OTTLA_BIN (default: <repo>/target/release/ottla). Broker stderr goes to one l
 broker (appended to across restarts, each start marked with a header line).
 """
 
-import ctypes
 import os
-import signal
-import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 
@@ -19,28 +17,8 @@ import crc32c
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-OTTLA_BIN = os.environ.get("OTTLA_BIN", os.path.join(REPO, "target", "release", "ottla"))
-READY_TIMEOUT_S = 30
-STOP_TIMEOUT_S = 20
-LOG_TAIL_LINES = 60
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent():
-    """Runs in the child before exec: SIGKILL the broker if the test process dies, so a killed
-    pytest never leaves a broker behind."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from groups.broker import OTTLA_BIN, OwnBroker  # noqa: E402
 
 
 def check_binary():
@@ -54,112 +32,16 @@ def binary_help():
     return subprocess.run([OTTLA_BIN, "--help"], capture_output=True, text=True, timeout=30).stdout
 
 
-class Broker:
-    """One broker identity (data dir + port) that can be started, killed and restarted."""
+class Broker(OwnBroker):
+    """A test-owned broker (see `groups.broker.OwnBroker`) with a flush policy."""
 
     def __init__(self, data_dir, log_path, fsync=None, port=None):
-        self.data_dir = data_dir
-        self.log_path = log_path
+        super().__init__(data_dir, log_path, ["--fsync", fsync] if fsync else [], port=port)
         self.fsync = fsync
-        self.port = port or free_port()
-        self.proc = None
-        self.starts = 0
-        self._start_offset = 0  # where the current run's lines begin in the log file
-
-    @property
-    def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
-
-    def args(self):
-        a = [OTTLA_BIN, "--listen", self.bootstrap, "--advertise", self.bootstrap,
-             "--data-dir", self.data_dir]
-        if self.fsync is not None:
-            a += ["--fsync", self.fsync]
-        return a
-
-    def start(self):
-        assert self.proc is None, "broker already running"
-        check_binary()
-        self.starts += 1
-        with open(self.log_path, "ab") as f:
-            f.write(f"----- crash-test: start #{self.starts}: {' '.join(self.args())}\n".encode())
-            self._start_offset = f.tell()
-        log = open(self.log_path, "ab")
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
-        try:
-            self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         env=env, preexec_fn=_die_with_parent)
-        finally:
-            log.close()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if "ottla ready on" in self.current_log():
-                return
-            if self.proc.poll() is not None:
-                rc = self.proc.returncode
-                self.proc = None
-                raise RuntimeError(f"broker exited with {rc} before it was ready:\n{self.tail()}")
-            time.sleep(0.02)
-        self.kill9()
-        raise RuntimeError(f"broker not ready after {READY_TIMEOUT_S} s:\n{self.tail()}")
-
-    def kill9(self):
-        """SIGKILL: no shutdown code runs, no clean-shutdown marker is written."""
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.proc = None
-        self.check_no_panic()
-
-    def stop(self):
-        """Graceful stop (SIGTERM); the broker must exit 0 within STOP_TIMEOUT_S."""
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-            raise AssertionError(f"broker did not stop within {STOP_TIMEOUT_S} s of SIGTERM")
-        self.proc = None
-        assert rc == 0, f"broker exited with {rc} on SIGTERM"
-        self.check_no_panic()
-
-    def restart(self):
-        self.stop()
-        self.start()
-
-    def cleanup(self):
-        if self.proc is not None:
-            try:
-                self.proc.kill()
-                self.proc.wait(10)
-            except Exception:
-                pass
-            self.proc = None
-
-    def full_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
 
     def current_log(self):
         """The log lines of the current (or last) run only."""
-        with open(self.log_path, "rb") as f:
-            f.seek(self._start_offset)
-            return f.read().decode("utf-8", "replace")
-
-    def tail(self, n=LOG_TAIL_LINES):
-        lines = self.full_log().splitlines()
-        return "\n".join(lines[-n:])
-
-    def check_no_panic(self):
-        assert "panicked" not in self.full_log(), f"broker panicked:\n{self.tail()}"
+        return self.run_log()
 
 
 # ---- segment files ----------------------------------------------------------------------

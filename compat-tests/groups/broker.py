@@ -31,11 +31,14 @@ def free_port():
 
 
 class OwnBroker:
-    def __init__(self, data_dir, log_path, extra_args=()):
+    """One broker identity (data dir + port) that can be started, stopped, killed and started
+    again (the crash tests' `crashkit.Broker` builds on it)."""
+
+    def __init__(self, data_dir, log_path, extra_args=(), port=None):
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_args = list(extra_args)
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = None
         self.starts = 0
         self._run_offset = 0
@@ -54,7 +57,7 @@ class OwnBroker:
             raise RuntimeError(f"no broker binary at {OTTLA_BIN}: cargo build --release --bin ottla")
         self.starts += 1
         with open(self.log_path, "ab") as f:
-            f.write(f"----- groups test: start #{self.starts}: {' '.join(self.args())}\n".encode())
+            f.write(f"----- start #{self.starts}: {' '.join(self.args())}\n".encode())
             self._run_offset = f.tell()
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         with open(self.log_path, "ab") as log:
@@ -87,12 +90,17 @@ class OwnBroker:
         self.check_no_panic()
 
     def kill9(self):
+        """SIGKILL: no shutdown code runs, no clean-shutdown marker is written."""
         if self.proc is None:
             return
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.proc = None
         self.check_no_panic()
+
+    def restart(self):
+        self.stop()
+        self.start()
 
     def cleanup(self):
         if self.proc is not None:

@@ -968,7 +968,7 @@ impl GroupCoordinator {
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
-        offsets: Vec<(String, i32, CommittedOffset, bool /*topic exists*/)>,
+        offsets: Vec<OffsetToCommit>,
     ) -> Result<(Vec<i16>, Option<i64>), ResponseError> {
         let now = now_ms();
         let mut groups = self.lock();
@@ -1000,27 +1000,8 @@ impl GroupCoordinator {
                 m.last_heartbeat_ms = now;
             }
         }
-        let mut errors = Vec::with_capacity(offsets.len());
-        let mut accepted = Vec::new();
-        for (topic, partition, offset, exists) in offsets {
-            if !exists {
-                errors.push(ResponseError::UnknownTopicOrPartition.code());
-            } else if offset.metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                errors.push(ResponseError::OffsetMetadataTooLarge.code());
-            } else {
-                errors.push(NONE);
-                accepted.push((topic, partition, offset));
-            }
-        }
-        let changes: Vec<Change<'_>> = accepted
-            .iter()
-            .map(|(t, p, o)| Change::Offset {
-                group: group_id,
-                topic: t,
-                partition: *p,
-                value: Some(o),
-            })
-            .collect();
+        let (errors, accepted) = screen_offsets(offsets);
+        let changes = offset_changes(group_id, &accepted);
         let sync = match store::append(&self.log, &changes) {
             Ok(sync) => sync,
             Err(e) => {
@@ -1044,7 +1025,7 @@ impl GroupCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         member: Option<(i32, &str, Option<&str>)>,
-        offsets: Vec<(String, i32, CommittedOffset, bool)>,
+        offsets: Vec<OffsetToCommit>,
     ) -> Result<(Vec<i16>, Option<i64>), ResponseError> {
         let now = now_ms();
         let mut groups = self.lock();
@@ -1063,27 +1044,8 @@ impl GroupCoordinator {
                 }
             }
         }
-        let mut errors = Vec::with_capacity(offsets.len());
-        let mut accepted = Vec::new();
-        for (topic, partition, offset, exists) in offsets {
-            if !exists {
-                errors.push(ResponseError::UnknownTopicOrPartition.code());
-            } else if offset.metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                errors.push(ResponseError::OffsetMetadataTooLarge.code());
-            } else {
-                errors.push(NONE);
-                accepted.push((topic, partition, offset));
-            }
-        }
-        let changes: Vec<Change<'_>> = accepted
-            .iter()
-            .map(|(t, p, o)| Change::Offset {
-                group: group_id,
-                topic: t,
-                partition: *p,
-                value: Some(o),
-            })
-            .collect();
+        let (errors, accepted) = screen_offsets(offsets);
+        let changes = offset_changes(group_id, &accepted);
         let sync = store::append_as(&self.log, &changes, Some((producer_id, producer_epoch)))
             .map_err(|_| ResponseError::KafkaStorageError)?;
         let pending = group.pending_txn.entry(producer_id).or_default();
@@ -1414,4 +1376,41 @@ fn sync_result(group: &Group, assignment: &Bytes) -> SyncResult {
         protocol_name: group.protocol.clone(),
         assignment: assignment.clone(),
     }
+}
+
+/// An offset to commit: topic, partition, offset, whether the partition exists.
+type OffsetToCommit = (String, i32, CommittedOffset, bool);
+
+/// The per-partition errors of a commit (in order) and the offsets accepted: those of existing
+/// partitions whose metadata is within the limit.
+fn screen_offsets(offsets: Vec<OffsetToCommit>) -> (Vec<i16>, Vec<(String, i32, CommittedOffset)>) {
+    let mut errors = Vec::with_capacity(offsets.len());
+    let mut accepted = Vec::new();
+    for (topic, partition, offset, exists) in offsets {
+        if !exists {
+            errors.push(ResponseError::UnknownTopicOrPartition.code());
+        } else if offset.metadata.len() > OFFSET_METADATA_MAX_BYTES {
+            errors.push(ResponseError::OffsetMetadataTooLarge.code());
+        } else {
+            errors.push(NONE);
+            accepted.push((topic, partition, offset));
+        }
+    }
+    (errors, accepted)
+}
+
+/// The `__consumer_offsets` records of accepted offsets.
+fn offset_changes<'a>(
+    group_id: &'a str,
+    accepted: &'a [(String, i32, CommittedOffset)],
+) -> Vec<Change<'a>> {
+    accepted
+        .iter()
+        .map(|(t, p, o)| Change::Offset {
+            group: group_id,
+            topic: t,
+            partition: *p,
+            value: Some(o),
+        })
+        .collect()
 }

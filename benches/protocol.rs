@@ -25,8 +25,8 @@ use kafka_protocol::messages::{
     RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use ottla::broker::Broker;
 use ottla::config::Config;
-use ottla::handlers::Broker;
 use ottla::log::{now_ms, LogConfig, PartitionLog, Records};
 use ottla::protocol::fetch_frame::{self, FetchAnswer};
 use ottla::protocol::{handle_frame, Outcome};

@@ -3,9 +3,12 @@
 //! Layers, top to bottom (nothing imports upwards): `server` (sockets, framing) →
 //! `protocol` (headers, versions, routing) → `handlers` (one file per Kafka API) →
 //! `cluster` (topics, node identity), `groups` (consumer-group coordinator) and `log`
-//! (partition storage). See ARCHITECTURE.md.
+//! (partition storage). `broker` holds the state all of them share (the server, the
+//! handlers and the timers reach it there; nothing imports `handlers` but `protocol`).
+//! See ARCHITECTURE.md.
 
 pub mod alloc;
+pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod groups;

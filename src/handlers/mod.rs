@@ -34,48 +34,12 @@ pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::cluster::{NodeInfo, Topic, TopicError, TopicRegistry};
-use crate::config::Config;
-use crate::groups::GroupCoordinator;
-use crate::txn::coordinator::TxnCoordinator;
-use crate::txn::producer_ids::ProducerIdAllocator;
-
-/// Everything a handler may use: configuration, this node's identity, the topics.
-pub struct Broker {
-    pub config: Config,
-    pub node: NodeInfo,
-    pub topics: TopicRegistry,
-    pub producer_ids: ProducerIdAllocator,
-    pub groups: GroupCoordinator,
-    pub txns: TxnCoordinator,
-}
-
-impl Broker {
-    /// The topic named `name`, auto-creating it when allowed and configured. `None` when it
-    /// does not exist (or its creation failed, which is logged).
-    pub fn topic_or_auto_create(&self, name: &str, allow_auto_create: bool) -> Option<Arc<Topic>> {
-        if let Some(t) = self.topics.get(name) {
-            return Some(t);
-        }
-        if !(allow_auto_create && self.config.auto_create_topics) {
-            return None;
-        }
-        match self.topics.create(name, None, Default::default()) {
-            Ok(t) => Some(t),
-            Err(TopicError::AlreadyExists(_)) => self.topics.get(name),
-            Err(e) => {
-                tracing::warn!(topic = name, error = %e, "auto-creating topic failed");
-                None
-            }
-        }
-    }
-}
+use crate::broker::Broker;
+use crate::cluster::TopicError;
 
 /// The Kafka error code for a topic operation's failure.
 pub fn topic_error_code(e: &TopicError) -> ResponseError {

@@ -13,8 +13,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::broker::Broker;
 use crate::groups::ClientInfo;
-use crate::handlers::{self, Broker};
+use crate::handlers;
 use crate::log::Records;
 
 /// What the connection should do with a request frame.

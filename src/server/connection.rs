@@ -22,7 +22,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::handlers::Broker;
+use crate::broker::Broker;
 use crate::log::{FileSlice, Records};
 use crate::protocol::{self, Outcome, Response};
 

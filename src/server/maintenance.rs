@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::handlers::Broker;
+use crate::broker::Broker;
 use crate::log::now_ms;
 
 /// The flush timer's resolution: unflushed data is synced at most this late after `flush.ms`.

@@ -11,12 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::cluster::{self, NodeInfo, TopicRegistry};
+use crate::broker::Broker;
 use crate::config::Config;
-use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
-use crate::handlers::Broker;
-use crate::txn::coordinator::{TxnCoordinator, TRANSACTION_TOPIC};
-use crate::txn::producer_ids::ProducerIdAllocator;
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -124,35 +120,7 @@ impl Server {
                 (host.to_string(), first.port() as i32)
             }
         };
-        let cluster_id =
-            cluster::resolve_cluster_id(&config).map_err(|e| StartError::Storage(e.to_string()))?;
-        let clean_start = !config.memory && cluster::was_clean_shutdown(&config.data_dir);
-        let topics = TopicRegistry::open(&config, clean_start)
-            .map_err(|e| StartError::Storage(e.to_string()))?;
-        if !config.memory {
-            // From here on a crash is unclean until the next graceful shutdown.
-            cluster::forget_clean_shutdown(&config.data_dir)
-                .map_err(|e| StartError::Storage(e.to_string()))?;
-        }
-        let producer_ids =
-            ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
-                .map_err(|e| StartError::Storage(e.to_string()))?;
-        let groups = open_group_coordinator(&topics, &config)
-            .map_err(|e| StartError::Storage(e.to_string()))?;
-        let txns = open_txn_coordinator(&topics).map_err(StartError::Storage)?;
-        let broker = Broker {
-            groups,
-            txns,
-            node: NodeInfo {
-                node_id: config.node_id,
-                host,
-                port,
-                cluster_id,
-            },
-            topics,
-            producer_ids,
-            config,
-        };
+        let broker = Broker::open(config, host, port).map_err(StartError::Storage)?;
         Ok(Server {
             listeners,
             broker: Arc::new(broker),
@@ -219,14 +187,7 @@ impl Server {
             tracing::warn!("connections still open after the grace period; closing anyway");
         }
         let broker = self.broker.clone();
-        let flushed = tokio::task::spawn_blocking(move || {
-            broker.topics.sync_all(true)?;
-            if !broker.config.memory {
-                cluster::mark_clean_shutdown(&broker.config.data_dir)?;
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .await;
+        let flushed = tokio::task::spawn_blocking(move || broker.close()).await;
         match flushed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -238,55 +199,6 @@ impl Server {
         }
         tracing::info!("stopped");
     }
-}
-
-/// An internal compacted topic of one partition, created if missing.
-fn internal_log(
-    topics: &TopicRegistry,
-    name: &str,
-) -> Result<std::sync::Arc<crate::log::PartitionLog>, String> {
-    let topic = match topics.get(name) {
-        Some(t) => t,
-        None => {
-            let configs = [
-                ("cleanup.policy", "compact"),
-                ("segment.bytes", "104857600"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            topics
-                .create(name, Some(1), configs)
-                .map_err(|e| e.to_string())?
-        }
-    };
-    topic
-        .partition(0)
-        .ok_or_else(|| format!("{name} has no partition 0"))
-}
-
-/// Creates `__transaction_state` if missing and loads the transactions from it.
-fn open_txn_coordinator(topics: &TopicRegistry) -> Result<TxnCoordinator, String> {
-    let log = internal_log(topics, TRANSACTION_TOPIC)?;
-    TxnCoordinator::open(log).map_err(|e| format!("loading transaction state: {e}"))
-}
-
-/// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
-fn open_group_coordinator(
-    topics: &TopicRegistry,
-    config: &Config,
-) -> Result<GroupCoordinator, String> {
-    let log = internal_log(topics, OFFSETS_TOPIC)?;
-    GroupCoordinator::open(
-        log,
-        GroupConfig {
-            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            min_session_timeout_ms: config.group_min_session_timeout_ms,
-            max_session_timeout_ms: config.group_max_session_timeout_ms,
-            offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
-        },
-    )
-    .map_err(|e| format!("loading consumer groups: {e}"))
 }
 
 async fn accept_loop(

@@ -1,0 +1,134 @@
+//! The broker's state: everything a request may touch (configuration, this node's identity,
+//! the topic registry, producer ids, the group and transaction coordinators), opened from
+//! the data directory and closed cleanly. The server, the handlers and the maintenance
+//! timers all share one [`Broker`]; none of them owns it, and this module imports neither
+//! the network nor the handlers.
+
+use std::sync::Arc;
+
+use crate::cluster::{self, NodeInfo, Topic, TopicError, TopicRegistry};
+use crate::config::Config;
+use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
+use crate::log::PartitionLog;
+use crate::txn::coordinator::{TxnCoordinator, TRANSACTION_TOPIC};
+use crate::txn::producer_ids::ProducerIdAllocator;
+
+/// Everything a handler may use: configuration, this node's identity, the topics.
+pub struct Broker {
+    pub config: Config,
+    pub node: NodeInfo,
+    pub topics: TopicRegistry,
+    pub producer_ids: ProducerIdAllocator,
+    pub groups: GroupCoordinator,
+    pub txns: TxnCoordinator,
+}
+
+impl Broker {
+    /// Opens (or creates) the state in `config.data_dir` (nothing on disk in memory mode):
+    /// the topics and their logs, recovered if the last stop was not clean, the producer id
+    /// block, and the coordinators loaded from their internal topics. `host:port` is the
+    /// address this node advertises.
+    pub fn open(config: Config, host: String, port: i32) -> Result<Broker, String> {
+        let cluster_id = cluster::resolve_cluster_id(&config).map_err(|e| e.to_string())?;
+        let clean_start = !config.memory && cluster::was_clean_shutdown(&config.data_dir);
+        let topics = TopicRegistry::open(&config, clean_start).map_err(|e| e.to_string())?;
+        if !config.memory {
+            // From here on a crash is unclean until the next graceful shutdown.
+            cluster::forget_clean_shutdown(&config.data_dir).map_err(|e| e.to_string())?;
+        }
+        let producer_ids =
+            ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
+                .map_err(|e| e.to_string())?;
+        let groups = open_group_coordinator(&topics, &config)?;
+        let txns = open_txn_coordinator(&topics)?;
+        Ok(Broker {
+            groups,
+            txns,
+            node: NodeInfo {
+                node_id: config.node_id,
+                host,
+                port,
+                cluster_id,
+            },
+            topics,
+            producer_ids,
+            config,
+        })
+    }
+
+    /// The last step of a graceful stop, once no request can append any more: syncs every
+    /// log (data, indexes, checkpoints, producer snapshots), then writes the clean-shutdown
+    /// marker that lets the next start skip recovery. Blocking: call it on the blocking pool.
+    pub fn close(&self) -> std::io::Result<()> {
+        self.topics.sync_all(true)?;
+        if !self.config.memory {
+            cluster::mark_clean_shutdown(&self.config.data_dir)?;
+        }
+        Ok(())
+    }
+
+    /// The topic named `name`, auto-creating it when allowed and configured. `None` when it
+    /// does not exist (or its creation failed, which is logged).
+    pub fn topic_or_auto_create(&self, name: &str, allow_auto_create: bool) -> Option<Arc<Topic>> {
+        if let Some(t) = self.topics.get(name) {
+            return Some(t);
+        }
+        if !(allow_auto_create && self.config.auto_create_topics) {
+            return None;
+        }
+        match self.topics.create(name, None, Default::default()) {
+            Ok(t) => Some(t),
+            Err(TopicError::AlreadyExists(_)) => self.topics.get(name),
+            Err(e) => {
+                tracing::warn!(topic = name, error = %e, "auto-creating topic failed");
+                None
+            }
+        }
+    }
+}
+
+/// An internal compacted topic of one partition, created if missing.
+fn internal_log(topics: &TopicRegistry, name: &str) -> Result<Arc<PartitionLog>, String> {
+    let topic = match topics.get(name) {
+        Some(t) => t,
+        None => {
+            let configs = [
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "104857600"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            topics
+                .create(name, Some(1), configs)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    topic
+        .partition(0)
+        .ok_or_else(|| format!("{name} has no partition 0"))
+}
+
+/// Creates `__transaction_state` if missing and loads the transactions from it.
+fn open_txn_coordinator(topics: &TopicRegistry) -> Result<TxnCoordinator, String> {
+    let log = internal_log(topics, TRANSACTION_TOPIC)?;
+    TxnCoordinator::open(log).map_err(|e| format!("loading transaction state: {e}"))
+}
+
+/// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
+fn open_group_coordinator(
+    topics: &TopicRegistry,
+    config: &Config,
+) -> Result<GroupCoordinator, String> {
+    let log = internal_log(topics, OFFSETS_TOPIC)?;
+    GroupCoordinator::open(
+        log,
+        GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+        },
+    )
+    .map_err(|e| format!("loading consumer groups: {e}"))
+}

@@ -106,6 +106,7 @@ fn internal_log(topics: &TopicRegistry, name: &str) -> Result<Arc<PartitionLog>,
     };
     topic
         .partition(0)
+        .map(|p| p.log().clone())
         .ok_or_else(|| format!("{name} has no partition 0"))
 }
 

@@ -267,7 +267,15 @@ async fn old_produce_versions_are_refused_cleanly() {
     want.put_i64(-1);
     want.put_i32(0);
     assert_eq!(&body[..], &want[..]);
-    let log = broker.broker.topics.get("t").unwrap().partition(0).unwrap();
+    let log = broker
+        .broker
+        .topics
+        .get("t")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .log()
+        .clone();
     assert_eq!(log.log_end_offset(), 0, "nothing appended");
     broker.stop().await;
 }

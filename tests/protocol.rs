@@ -208,7 +208,9 @@ async fn acks_zero_gets_no_response() {
         .get("a0")
         .unwrap()
         .partition(0)
-        .unwrap();
+        .unwrap()
+        .log()
+        .clone();
     assert_eq!(log.log_end_offset(), 1);
     broker.stop().await;
 }
@@ -504,7 +506,9 @@ async fn idempotent_retries_are_not_duplicated() {
         .get("idem")
         .unwrap()
         .partition(0)
-        .unwrap();
+        .unwrap()
+        .log()
+        .clone();
     assert_eq!(log.log_end_offset(), 6);
     let txn = c
         .send(
@@ -785,7 +789,9 @@ async fn alter_configs_replaces_the_override_set() {
         .get("ac")
         .unwrap()
         .partition(0)
-        .unwrap();
+        .unwrap()
+        .log()
+        .clone();
     let applied = log.config();
     assert_eq!(
         applied.retention_ms, 1002,
@@ -928,7 +934,7 @@ async fn incremental_alter_configs_set_delete_append_subtract() {
     let logs = broker.broker.topics.get("iac").unwrap().partitions();
     assert!(logs
         .iter()
-        .all(|l| l.config().cleanup_compact && l.config().cleanup_delete));
+        .all(|l| l.log().config().cleanup_compact && l.log().config().cleanup_delete));
     assert_eq!(
         send(
             false,
@@ -949,7 +955,7 @@ async fn incremental_alter_configs_set_delete_append_subtract() {
     );
     assert_eq!(shown["retention.ms"], ("5000".into(), DYNAMIC_TOPIC));
     assert_eq!(shown["segment.ms"], ("70000".into(), DYNAMIC_TOPIC));
-    assert!(logs.iter().all(|l| l.config().retention_ms == 5000));
+    assert!(logs.iter().all(|l| l.log().config().retention_ms == 5000));
 
     let mut send = async |validate_only: bool, entries: &[(&str, i8, Option<&str>)], version| {
         let req = IncrementalAlterConfigsRequest::default()
@@ -1031,7 +1037,7 @@ async fn incremental_alter_configs_set_delete_append_subtract() {
     assert_eq!(shown["segment.ms"], ("70000".into(), DYNAMIC_TOPIC));
     assert!(logs
         .iter()
-        .all(|l| l.config().cleanup_compact && !l.config().cleanup_delete));
+        .all(|l| l.log().config().cleanup_compact && !l.log().config().cleanup_delete));
 
     let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
         incremental(2, "missing", &[("retention.ms", SET, Some("1"))]),
@@ -1223,7 +1229,9 @@ async fn disk_altered_configs_and_deleted_records_survive_restart() {
         .get("kept")
         .unwrap()
         .partition(0)
-        .unwrap();
+        .unwrap()
+        .log()
+        .clone();
     assert_eq!(log.config().segment_bytes, 1048576);
     assert_eq!(earliest(&mut c, "kept").await, 3);
     let r = c.send(&fetch("kept", Uuid::nil(), 0, 0, 0), 12).await;

@@ -306,7 +306,15 @@ async fn fetch_read_committed_vs_read_uncommitted() {
     let broker = TestBroker::memory().await;
     let mut c = broker.client().await;
     create(&mut c, "t").await;
-    let log = broker.broker.topics.get("t").unwrap().partition(0).unwrap();
+    let log = broker
+        .broker
+        .topics
+        .get("t")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .log()
+        .clone();
     assert_eq!(produce_code(&mut c, None, "t", plain(2)).await, 0); // 0..=1
     let (pa, pb, pc) = (
         begin(&mut c, "tx-a", "t").await,
@@ -401,7 +409,9 @@ async fn read_committed_long_poll_wakes_when_the_lso_moves() {
         .get("lp")
         .unwrap()
         .partition(0)
-        .unwrap();
+        .unwrap()
+        .log()
+        .clone();
     let p5 = begin(&mut c, "tx", "lp").await;
     assert_eq!(
         produce_code(&mut c, Some("tx"), "lp", txn(p5, 0, 3)).await,
@@ -503,6 +513,7 @@ async fn produce_refuses_bad_transactional_writes() {
             .unwrap()
             .partition(0)
             .unwrap()
+            .log()
             .log_end_offset(),
         0
     );
@@ -525,7 +536,15 @@ async fn produce_refuses_bad_transactional_writes() {
         .await;
     let p = &r.responses[0].partition_responses[0];
     assert_eq!((p.error_code, p.base_offset), (0, 0));
-    let log = broker.broker.topics.get("p").unwrap().partition(0).unwrap();
+    let log = broker
+        .broker
+        .topics
+        .get("p")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .log()
+        .clone();
     assert_eq!(log.log_end_offset(), 2);
     assert_eq!(log.last_stable_offset(), 0);
     broker.stop().await;

@@ -1,14 +1,17 @@
 //! Cluster metadata: who this broker is (node id, cluster id, advertised address) and which
-//! topics and partitions exist. A single node is a cluster of one: it leads every partition.
+//! topics and partitions exist, and this broker's part in each partition (`partition.rs`). A
+//! single node is a cluster of one: it leads every partition.
 //! Replication and a Raft metadata log (openraft) will grow here behind the same API.
 
+pub mod partition;
 pub mod topic_config;
 pub mod topics;
 
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-pub use topics::{Topic, TopicError, TopicRegistry};
+pub use partition::{Leadership, Partition, PartitionError, Role};
+pub use topics::{Topic, TopicError, TopicRef, TopicRegistry};
 
 /// `<data_dir>/meta/clean_shutdown`: written last by a graceful shutdown (after every log was
 /// synced), removed as soon as the next start has opened the logs. Its presence lets that

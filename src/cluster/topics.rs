@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::partition::{Partition, PartitionError};
 use super::topic_config::{self, TopicOverrides};
 use crate::config::Config;
 use crate::log::PartitionLog;
@@ -54,7 +55,15 @@ pub struct Topic {
     pub name: String,
     pub id: Uuid,
     configs: RwLock<Arc<TopicOverrides>>,
-    partitions: RwLock<Vec<Arc<PartitionLog>>>,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+/// How a request names a topic: by name (most APIs, older versions) or by id (Fetch v13+,
+/// Produce v13+, DescribeTopicPartitions...).
+#[derive(Debug, Clone, Copy)]
+pub enum TopicRef<'a> {
+    Name(&'a str),
+    Id(Uuid),
 }
 
 impl Topic {
@@ -66,15 +75,17 @@ impl Topic {
             .clone()
     }
 
-    /// Every partition's log.
-    pub fn partitions(&self) -> Vec<Arc<PartitionLog>> {
+    /// Every partition.
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn partition(&self, index: i32) -> Option<Arc<PartitionLog>> {
+    /// Partition `index`, whatever this broker's role in it (coordinators reach their internal
+    /// topics' logs this way; handlers use [`TopicRegistry::get_partition`]).
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         usize::try_from(index)
             .ok()
@@ -194,12 +205,17 @@ impl TopicRegistry {
         topic: &str,
         configs: &TopicOverrides,
         partition: i32,
-    ) -> Result<Arc<PartitionLog>, TopicError> {
+    ) -> Result<Arc<Partition>, TopicError> {
         let config = topic_config::log_config(configs, &self.broker);
-        Ok(Arc::new(match self.partition_dir(topic, partition) {
+        let log = Arc::new(match self.partition_dir(topic, partition) {
             Some(dir) => PartitionLog::open(&dir, config, self.clean_start)?,
             None => PartitionLog::in_memory(config),
-        }))
+        });
+        Ok(Arc::new(Partition::sole_leader(
+            partition,
+            log,
+            self.broker.node_id,
+        )))
     }
 
     fn build_topic(&self, r: &TopicRecord) -> Result<Arc<Topic>, TopicError> {
@@ -220,6 +236,24 @@ impl TopicRegistry {
 
     pub fn get_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
         self.read_index().by_id.get(id).cloned()
+    }
+
+    /// The partition a request names, if this broker may serve it: the one lookup every
+    /// handler makes. `leader_epoch` is the request's current leader epoch where the API
+    /// carries one (see [`Partition::check_leader`]).
+    pub fn get_partition(
+        &self,
+        topic: TopicRef<'_>,
+        partition: i32,
+        leader_epoch: Option<i32>,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let found = match topic {
+            TopicRef::Name(name) => self.get(name).ok_or(PartitionError::Unknown)?,
+            TopicRef::Id(id) => self.get_by_id(&id).ok_or(PartitionError::UnknownTopicId)?,
+        };
+        let p = found.partition(partition).ok_or(PartitionError::Unknown)?;
+        p.check_leader(leader_epoch)?;
+        Ok(p)
     }
 
     /// All topics, sorted by name.
@@ -298,8 +332,8 @@ impl TopicRegistry {
         };
         self.persist()?;
         let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
-        for log in partitions.iter() {
-            log.delete()?;
+        for p in partitions.iter() {
+            p.log().delete()?;
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.clone())
@@ -383,8 +417,8 @@ impl TopicRegistry {
         let log_config = topic_config::log_config(&configs, &self.broker);
         *topic.configs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(configs);
         self.persist()?;
-        for log in topic.partitions() {
-            log.set_config(log_config);
+        for p in topic.partitions() {
+            p.log().set_config(log_config);
         }
         tracing::info!(topic = name, "altered topic configs");
         Ok(())
@@ -397,8 +431,7 @@ impl TopicRegistry {
             .flat_map(|t| {
                 t.partitions()
                     .into_iter()
-                    .enumerate()
-                    .map(move |(i, log)| (t.clone(), i as i32, log))
+                    .map(move |p| (t.clone(), p.index(), p.log().clone()))
                     .collect::<Vec<_>>()
             })
             .collect()

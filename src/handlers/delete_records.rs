@@ -14,7 +14,8 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::{Broker, NONE};
+use super::{partition_error_code, Broker, NONE};
+use crate::cluster::TopicRef;
 use crate::log::{LogError, PartitionLog};
 
 /// A partition whose deletion is to run: where its result goes, the log, the offset.
@@ -32,7 +33,6 @@ pub async fn handle(broker: &Broker, req: &DeleteRecordsRequest) -> DeleteRecord
         .iter()
         .enumerate()
         .map(|(ti, t)| {
-            let topic = broker.topics.get(t.name.0.as_str());
             let partitions = t
                 .partitions
                 .iter()
@@ -41,10 +41,13 @@ pub async fn handle(broker: &Broker, req: &DeleteRecordsRequest) -> DeleteRecord
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                    else {
-                        return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let log = match broker.topics.get_partition(
+                        TopicRef::Name(t.name.0.as_str()),
+                        p.partition_index,
+                        None,
+                    ) {
+                        Ok(partition) => partition.log().clone(),
+                        Err(e) => return result.with_error_code(partition_error_code(e).code()),
                     };
                     if !log.config().cleanup_delete {
                         return result.with_error_code(ResponseError::PolicyViolation.code());

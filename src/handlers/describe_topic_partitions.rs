@@ -10,10 +10,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
-use kafka_protocol::messages::{DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse};
+use kafka_protocol::messages::{
+    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+};
 use uuid::Uuid;
 
-use super::metadata::TOPIC_OPERATIONS_ALL;
+use super::metadata::{leader_error, TOPIC_OPERATIONS_ALL};
 use super::{topic_name, Broker, NONE};
 
 /// Kafka's `max.request.partition.size.limit` default: the most partitions in one answer.
@@ -62,7 +64,6 @@ pub fn handle(
     } else {
         MAX_PARTITIONS_PER_RESPONSE
     };
-    let node = broker.node_id();
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names {
@@ -83,15 +84,18 @@ pub fn handle(
         first_partition = 0;
         let end = (start + budget).min(count);
         budget -= end - start;
-        let partitions = (start..end)
+        let all = topic.partitions();
+        let partitions = all[start as usize..end as usize]
+            .iter()
             .map(|p| {
+                let l = p.leadership();
                 DescribeTopicPartitionsResponsePartition::default()
-                    .with_error_code(NONE)
-                    .with_partition_index(p)
-                    .with_leader_id(node)
-                    .with_leader_epoch(0)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_error_code(leader_error(l.leader_id))
+                    .with_partition_index(p.index())
+                    .with_leader_id(BrokerId(l.leader_id))
+                    .with_leader_epoch(l.leader_epoch)
+                    .with_replica_nodes(l.replicas.iter().copied().map(BrokerId).collect())
+                    .with_isr_nodes(l.isr.iter().copied().map(BrokerId).collect())
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new()))
             })

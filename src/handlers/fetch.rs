@@ -1,6 +1,8 @@
 //! Fetch (key 1): reads whole batches from each requested partition. When fewer than
-//! `min_bytes` are ready, waits on the partitions' append notifiers (never a sleep loop) until
-//! enough data arrives or `max_wait_ms` passes. No fetch sessions: session id 0 (full fetches).
+//! `min_bytes` are ready, waits on the partitions' high-watermark notifiers (never a sleep
+//! loop) until enough data arrives or `max_wait_ms` passes. No fetch sessions: session id 0
+//! (full fetches). Consumers read below the high watermark; partitions are looked up with the
+//! request's current leader epoch (v9+), see `cluster::partition`.
 //!
 //! Isolation (KIP-98): read_committed (`isolation_level` 1, v4+) returns only batches below the
 //! last stable offset, with the aborted transactions (producer id, first offset) overlapping
@@ -21,8 +23,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
-use super::{Broker, NONE};
-use crate::log::{Isolation, LogError, PartitionLog, Records};
+use super::{partition_error_code, Broker, NONE};
+use crate::cluster::{Partition, TopicRef};
+use crate::log::{Isolation, LogError, Records};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -37,10 +40,10 @@ pub struct FetchAnswer {
 /// One requested partition, resolved.
 struct Wanted {
     topic_index: usize,
-    partition: i32,
+    partition_index: i32,
     fetch_offset: i64,
     max_bytes: usize,
-    log: Result<Arc<PartitionLog>, ResponseError>,
+    partition: Result<Arc<Partition>, ResponseError>,
 }
 
 /// Handles a decoded fetch request. The records of each partition stay [`Records`] (on disk,
@@ -56,24 +59,22 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
     let mut wanted = Vec::new();
     for (topic_index, t) in req.topics.iter().enumerate() {
         let topic = if by_id {
-            broker.topics.get_by_id(&t.topic_id)
+            TopicRef::Id(t.topic_id)
         } else {
-            broker.topics.get(t.topic.0.as_str())
+            TopicRef::Name(t.topic.0.as_str())
         };
         for p in &t.partitions {
-            let log = match &topic {
-                None if by_id => Err(ResponseError::UnknownTopicId),
-                None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(topic) => topic
-                    .partition(p.partition)
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
-            };
+            // current_leader_epoch exists from v9 (-1: not checked).
+            let epoch = (version >= 9).then_some(p.current_leader_epoch);
             wanted.push(Wanted {
                 topic_index,
-                partition: p.partition,
+                partition_index: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
-                log,
+                partition: broker
+                    .topics
+                    .get_partition(topic, p.partition, epoch)
+                    .map_err(partition_error_code),
             });
         }
     }
@@ -86,13 +87,16 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
     let max_wait =
         Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
-    let logs: Vec<Arc<PartitionLog>> = wanted.iter().filter_map(|w| w.log.clone().ok()).collect();
+    let partitions: Vec<Arc<Partition>> = wanted
+        .iter()
+        .filter_map(|w| w.partition.clone().ok())
+        .collect();
     loop {
-        // Register for wake-ups before reading, so an append between the read and the wait
-        // is not missed.
-        let mut waits: Vec<Pin<Box<Notified<'_>>>> = logs
+        // Register for wake-ups before reading, so a high watermark advance between the read
+        // and the wait is not missed.
+        let mut waits: Vec<Pin<Box<Notified<'_>>>> = partitions
             .iter()
-            .map(|l| Box::pin(l.appended().notified()))
+            .map(|p| Box::pin(p.hw_advanced().notified()))
             .collect();
         for w in &mut waits {
             w.as_mut().enable();
@@ -140,15 +144,16 @@ fn read_all(
         .iter()
         .map(|w| {
             let base = PartitionData::default()
-                .with_partition_index(w.partition)
+                .with_partition_index(w.partition_index)
                 .with_aborted_transactions((isolation_level == READ_COMMITTED).then(Vec::new));
             let mut records = Records::Bytes(Bytes::new());
-            let data = match &w.log {
+            let data = match &w.partition {
                 Err(e) => {
                     errors = true;
                     base.with_error_code(e.code())
                 }
-                Ok(log) => {
+                Ok(partition) => {
+                    let log = partition.log();
                     let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                     match log.read_records(w.fetch_offset, budget, total == 0, isolation) {
                         Ok(read) => {
@@ -173,15 +178,15 @@ fn read_all(
                             records = read.records;
                             data
                         }
-                        Err(LogError::OffsetOutOfRange { log_start, log_end, .. }) => {
+                        Err(LogError::OffsetOutOfRange { log_start, .. }) => {
                             errors = true;
                             base.with_error_code(ResponseError::OffsetOutOfRange.code())
-                                .with_high_watermark(log_end)
+                                .with_high_watermark(log.high_watermark())
                                 .with_last_stable_offset(log.last_stable_offset())
                                 .with_log_start_offset(log_start)
                         }
                         Err(e) => {
-                            tracing::error!(partition = w.partition, error = %e, "fetch read failed");
+                            tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
                             errors = true;
                             base.with_error_code(ResponseError::KafkaStorageError.code())
                         }

@@ -9,8 +9,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{Broker, NONE};
-use crate::log::PartitionLog;
+use super::{partition_error_code, Broker, NONE};
+use crate::cluster::{Partition, TopicRef};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -25,16 +25,23 @@ pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOf
         .topics
         .iter()
         .map(|t| {
-            let topic = broker.topics.get(t.name.0.as_str());
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let base = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
-                        None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(log) => lookup(&log, p.timestamp, req.isolation_level, base, version),
+                    // The field exists from v4; -1 (or none) means "do not check".
+                    let epoch = (version >= 4).then_some(p.current_leader_epoch);
+                    match broker.topics.get_partition(
+                        TopicRef::Name(t.name.0.as_str()),
+                        p.partition_index,
+                        epoch,
+                    ) {
+                        Err(e) => base.with_error_code(partition_error_code(e).code()),
+                        Ok(partition) => {
+                            lookup(&partition, p.timestamp, req.isolation_level, base, version)
+                        }
                     }
                 })
                 .collect();
@@ -47,14 +54,19 @@ pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOf
 }
 
 fn lookup(
-    log: &PartitionLog,
+    partition: &Partition,
     timestamp: i64,
     isolation_level: i8,
     base: ListOffsetsPartitionResponse,
     version: i16,
 ) -> ListOffsetsPartitionResponse {
-    // The leader epoch field exists from v4; a single node's partitions stay at epoch 0.
-    let epoch = if version >= 4 { 0 } else { -1 };
+    let log = partition.log();
+    // The leader epoch field exists from v4.
+    let epoch = if version >= 4 {
+        partition.leadership().leader_epoch
+    } else {
+        -1
+    };
     let found = |offset: i64, ts: i64| {
         base.clone()
             .with_error_code(NONE)

@@ -5,7 +5,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use uuid::Uuid;
 
 use super::{str_bytes, topic_name, Broker, NONE};
@@ -31,7 +31,7 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
             .topics
             .list()
             .iter()
-            .map(|t| topic_response(broker, t, include_ops))
+            .map(|t| topic_response(t, include_ops))
             .collect()
     } else {
         let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
@@ -75,7 +75,7 @@ fn by_name(
         );
     }
     match broker.topic_or_auto_create(name, auto_create) {
-        Some(t) => topic_response(broker, &t, include_ops),
+        Some(t) => topic_response(&t, include_ops),
         None => error_topic(
             Some(name),
             Uuid::nil(),
@@ -86,7 +86,7 @@ fn by_name(
 
 fn by_id(broker: &Broker, id: Uuid, include_ops: bool) -> MetadataResponseTopic {
     match broker.topics.get_by_id(&id) {
-        Some(t) => topic_response(broker, &t, include_ops),
+        Some(t) => topic_response(&t, include_ops),
         None => error_topic(None, id, ResponseError::UnknownTopicId),
     }
 }
@@ -98,17 +98,28 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_topic_id(id)
 }
 
-fn topic_response(broker: &Broker, topic: &Topic, include_ops: bool) -> MetadataResponseTopic {
-    let node = broker.node_id();
-    let partitions = (0..topic.partition_count())
+/// A partition's error in Metadata-like answers: LEADER_NOT_AVAILABLE while it has no leader.
+pub fn leader_error(leader_id: i32) -> i16 {
+    if leader_id < 0 {
+        ResponseError::LeaderNotAvailable.code()
+    } else {
+        NONE
+    }
+}
+
+fn topic_response(topic: &Topic, include_ops: bool) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions()
+        .iter()
         .map(|p| {
+            let l = p.leadership();
             MetadataResponsePartition::default()
-                .with_error_code(NONE)
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_error_code(leader_error(l.leader_id))
+                .with_partition_index(p.index())
+                .with_leader_id(BrokerId(l.leader_id))
+                .with_leader_epoch(l.leader_epoch)
+                .with_replica_nodes(l.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(l.isr.iter().copied().map(BrokerId).collect())
         })
         .collect();
     MetadataResponseTopic::default()

@@ -39,7 +39,7 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::cluster::TopicError;
+use crate::cluster::{PartitionError, TopicError};
 
 /// The Kafka error code for a topic operation's failure.
 pub fn topic_error_code(e: &TopicError) -> ResponseError {
@@ -50,6 +50,17 @@ pub fn topic_error_code(e: &TopicError) -> ResponseError {
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// The Kafka error code for a partition lookup's failure ([`crate::cluster::TopicRegistry::get_partition`]).
+pub fn partition_error_code(e: PartitionError) -> ResponseError {
+    match e {
+        PartitionError::Unknown => ResponseError::UnknownTopicOrPartition,
+        PartitionError::UnknownTopicId => ResponseError::UnknownTopicId,
+        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
+        PartitionError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
     }
 }
 

@@ -19,8 +19,8 @@ use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{str_bytes, Broker, NONE};
-use crate::cluster::{topic_config, Topic};
+use super::{partition_error_code, str_bytes, Broker, NONE};
+use crate::cluster::{topic_config, Topic, TopicRef};
 use crate::log::batch::{self, BatchError, BatchHeader};
 use crate::log::cleaner;
 use crate::log::producer_state::SequenceError;
@@ -256,12 +256,14 @@ fn produce_partition(
     p: &PartitionProduceData,
     base: PartitionProduceResponse,
 ) -> (PartitionProduceResponse, Option<(Arc<PartitionLog>, i64)>) {
-    let Some(log) = topic.partition(p.index) else {
-        return (
-            base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-            None,
-        );
+    let partition = match broker
+        .topics
+        .get_partition(TopicRef::Name(&topic.name), p.index, None)
+    {
+        Ok(partition) => partition,
+        Err(e) => return (base.with_error_code(partition_error_code(e).code()), None),
     };
+    let log = partition.log();
     let fail = |error: ResponseError, message: String| {
         tracing::debug!(topic = %topic.name, partition = p.index, %message, "produce refused");
         base.clone()

@@ -143,6 +143,13 @@ struct LogState {
     /// The end offset of the range the last compaction pass covered: a new pass runs only
     /// once more segments have rolled.
     compacted_upto: i64,
+    /// The offset below which records are committed: what consumers may read, what acks=all
+    /// waits for. `log_start_offset <= high_watermark <= log end` always holds.
+    high_watermark: i64,
+    /// While set (a leader that is its partition's only in-sync replica, as on a single
+    /// node) every append moves the high watermark to the new log end; otherwise only
+    /// [`PartitionLog::advance_high_watermark`] does (replication: the ISR's minimum).
+    hw_follows_log_end: bool,
 }
 
 /// Group commit: offsets below `durable` are on stable storage; at most one fsync runs at a
@@ -208,9 +215,9 @@ impl LogState {
     }
 
     /// The first offset of the oldest ongoing transaction (never below the log start), else
-    /// the high watermark (= log end on a single node).
+    /// the high watermark; never above the high watermark.
     fn last_stable_offset(&self) -> i64 {
-        let hw = self.log_end_offset();
+        let hw = self.high_watermark;
         match self.producers.first_unstable_offset() {
             Some(first) => first.max(self.log_start_offset).min(hw),
             None => hw,
@@ -273,7 +280,7 @@ pub struct PartitionLog {
     state: Mutex<LogState>,
     flush: Mutex<FlushState>,
     flushed: Condvar,
-    appended: Notify,
+    hw_advanced: Notify,
     dir: Option<PathBuf>,
 }
 
@@ -288,13 +295,17 @@ impl PartitionLog {
                 config,
                 checkpointed: Checkpoint::default(),
                 compacted_upto: 0,
+                high_watermark: 0,
+                hw_follows_log_end: true,
             },
             None,
         )
     }
 
-    fn with_state(state: LogState, dir: Option<PathBuf>) -> PartitionLog {
+    fn with_state(mut state: LogState, dir: Option<PathBuf>) -> PartitionLog {
         let durable = state.log_end_offset();
+        // A loaded log's records were all committed when they were written (one replica).
+        state.high_watermark = durable;
         PartitionLog {
             state: Mutex::new(state),
             flush: Mutex::new(FlushState {
@@ -303,7 +314,7 @@ impl PartitionLog {
                 dirty_since_ms: None,
             }),
             flushed: Condvar::new(),
-            appended: Notify::new(),
+            hw_advanced: Notify::new(),
             dir,
         }
     }
@@ -430,6 +441,8 @@ impl PartitionLog {
                 config,
                 checkpointed: checkpoint,
                 compacted_upto: 0,
+                high_watermark: 0,
+                hw_follows_log_end: true,
             },
             Some(dir.to_path_buf()),
         ))
@@ -452,18 +465,53 @@ impl PartitionLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Notified after every append; fetches wait on it for new data.
-    pub fn appended(&self) -> &Notify {
-        &self.appended
+    /// Notified whenever the high watermark advances (with it the LSO may move); consumer
+    /// fetches wait on it for new data.
+    pub fn hw_advanced(&self) -> &Notify {
+        &self.hw_advanced
     }
 
     pub fn log_end_offset(&self) -> i64 {
         self.lock().log_end_offset()
     }
 
-    /// The offset up to which consumers may read. A single node's high watermark is its log end.
+    /// The offset up to which consumers may read (see `LogState::high_watermark`).
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.lock().high_watermark
+    }
+
+    /// Chooses who moves the high watermark: with `follows`, every append moves it to the new
+    /// log end (and it is moved there now); without, only
+    /// [`PartitionLog::advance_high_watermark`] does.
+    pub fn set_hw_follows_log_end(&self, follows: bool) {
+        let advanced = {
+            let mut state = self.lock();
+            state.hw_follows_log_end = follows;
+            follows && Self::raise_hw(&mut state, i64::MAX)
+        };
+        if advanced {
+            self.hw_advanced.notify_waiters();
+        }
+    }
+
+    /// Moves the high watermark up to `offset` (clamped to the log end; never down). Returns
+    /// whether it moved; waiting fetches are woken when it did.
+    pub fn advance_high_watermark(&self, offset: i64) -> bool {
+        let advanced = Self::raise_hw(&mut self.lock(), offset);
+        if advanced {
+            self.hw_advanced.notify_waiters();
+        }
+        advanced
+    }
+
+    fn raise_hw(state: &mut LogState, offset: i64) -> bool {
+        let target = offset.min(state.log_end_offset());
+        if target <= state.high_watermark {
+            return false;
+        }
+        state.high_watermark = target;
+        debug_assert!(state.log_start_offset <= state.high_watermark);
+        true
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -521,7 +569,7 @@ impl PartitionLog {
     }
 
     fn append_batches(&self, input: AppendInput<'_>) -> Result<AppendInfo, LogError> {
-        let (info, index_error) = {
+        let (info, index_error, hw_moved) = {
             let mut parsed: Vec<(BatchHeader, Option<ControlRecord>)> =
                 batches_with_control(input.bytes()).collect();
             let mut state = self.lock();
@@ -576,6 +624,7 @@ impl PartitionLog {
                 return Err(e.into());
             }
             debug_assert_eq!(active.next_offset, next);
+            let hw_moved = state.hw_follows_log_end && Self::raise_hw(&mut state, next);
             let mut index_error = None;
             if tracked {
                 for (h, control) in parsed {
@@ -600,9 +649,11 @@ impl PartitionLog {
                 log_start_offset,
                 needs_sync: next - flush.durable >= flush_messages,
             };
-            (info, index_error)
+            (info, index_error, hw_moved)
         };
-        self.appended.notify_waiters();
+        if hw_moved {
+            self.hw_advanced.notify_waiters();
+        }
         match index_error {
             // The marker is in the log and the state in memory is right; the index file is
             // not (an unclean start rebuilds it from the log).
@@ -838,13 +889,13 @@ impl PartitionLog {
         let last_stable_offset = state.last_stable_offset();
         let mut out = ReadInfo {
             records: Records::Bytes(Bytes::new()),
-            high_watermark: log_end,
+            high_watermark: state.high_watermark,
             log_start_offset: state.log_start_offset,
             last_stable_offset,
             aborted_transactions: Vec::new(),
         };
         let limit = match isolation {
-            Isolation::ReadUncommitted => log_end,
+            Isolation::ReadUncommitted => state.high_watermark,
             Isolation::ReadCommitted => last_stable_offset,
         };
         if offset >= limit {
@@ -876,11 +927,12 @@ impl PartitionLog {
         let mut end = first + h0.total_bytes as u64;
         let mut end_offset = h0.last_offset() + 1;
         let budget_end = first + max_bytes as u64;
-        if limit == log_end && size <= budget_end {
+        let all_below_limit = s.next_offset <= limit;
+        if all_below_limit && size <= budget_end {
             end = size;
             end_offset = s.next_offset;
         } else {
-            if limit == log_end {
+            if all_below_limit {
                 // Every batch of the segment is below the limit: jump to the last indexed
                 // batch boundary within the budget; the header there starts the next batch.
                 let boundary = s.batch_start_at_or_before(budget_end);
@@ -1041,19 +1093,19 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// DeleteRecords: moves the log start offset up to `offset` (-1: the high watermark) and
-    /// drops the segments wholly below it. Returns the new log start offset (the low
-    /// watermark). The new start is durable before this returns.
+    /// DeleteRecords: moves the log start offset up to `offset` (-1: the high watermark; never
+    /// past it, as Kafka refuses) and drops the segments wholly below it. Returns the new log
+    /// start offset (the low watermark). The new start is durable before this returns.
     pub fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
         let (start, removed) = {
             let mut state = self.lock();
-            let log_end = state.log_end_offset();
-            let target = if offset == -1 { log_end } else { offset };
-            if target < 0 || target > log_end {
+            let hw = state.high_watermark;
+            let target = if offset == -1 { hw } else { offset };
+            if target < 0 || target > hw {
                 return Err(LogError::OffsetOutOfRange {
                     offset,
                     log_start: state.log_start_offset,
-                    log_end,
+                    log_end: hw,
                 });
             }
             if target > state.log_start_offset {
@@ -1270,6 +1322,8 @@ impl PartitionLog {
                         && s.size_bytes > 0
                         && now - s.newest_ms() > config.retention_ms
                 };
+                // Only committed data is deleted (Kafka: segments below the high watermark).
+                let hw = state.high_watermark;
                 if state.segments.iter().all(expired) {
                     // Everything, the active segment included, is past retention.
                     self.roll(&mut state, now)?;
@@ -1280,7 +1334,7 @@ impl PartitionLog {
                 for s in &state.segments[..state.segments.len() - 1] {
                     let over_size = config.retention_bytes >= 0
                         && remaining - s.size_bytes >= config.retention_bytes as u64;
-                    if !(expired(s) || over_size) {
+                    if !(expired(s) || over_size) || s.next_offset > hw {
                         break;
                     }
                     remaining -= s.size_bytes;
@@ -1434,6 +1488,43 @@ mod tests {
         let all = log.read(0, usize::MAX / 2, true).expect("read");
         assert!(all.records.len() <= 1000, "a read stays within one segment");
         assert_eq!(log.log_end_offset(), appended.len() as i64 * 3);
+    }
+
+    #[test]
+    fn nothing_above_the_high_watermark_is_read_deleted_or_expired() {
+        let log = PartitionLog::in_memory(LogConfig {
+            retention_ms: 1,
+            ..small_segments()
+        });
+        fill(&log, 10);
+        log.set_hw_follows_log_end(false);
+        fill(&log, 30);
+        assert_eq!((log.high_watermark(), log.log_end_offset()), (30, 120));
+        // Reads stop at the HW, across segments.
+        let mut offset = 0;
+        while let Ok(r) = log.read(offset, 1 << 20, true) {
+            if r.records.is_empty() {
+                break;
+            }
+            assert_eq!(r.high_watermark, 30);
+            let batches = batch::validate_batches(&r.records, usize::MAX).unwrap();
+            offset += batches.batch_count as i64 * 3;
+        }
+        assert_eq!(offset, 30);
+        // DeleteRecords may not pass it (-1 means the HW itself).
+        assert!(matches!(
+            log.delete_records(31),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // Retention keeps every segment that is not wholly below it, however old.
+        log.enforce_retention(now_ms() + 1_000_000).unwrap();
+        let start = log.log_start_offset();
+        assert!(start <= 30, "log start {start} passed the high watermark");
+        assert_eq!(log.delete_records(-1).unwrap(), 30);
+        // The LSO never exceeds the HW.
+        assert_eq!(log.last_stable_offset(), 30);
+        log.set_hw_follows_log_end(true);
+        assert_eq!(log.high_watermark(), 120);
     }
 
     #[test]

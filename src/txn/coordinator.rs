@@ -439,7 +439,11 @@ fn write_markers(
     commit: bool,
 ) -> io::Result<()> {
     for (topic, partition) in &m.partitions {
-        let Some(log) = topics.get(topic).and_then(|t| t.partition(*partition)) else {
+        let Some(log) = topics
+            .get(topic)
+            .and_then(|t| t.partition(*partition))
+            .map(|p| p.log().clone())
+        else {
             continue; // deleted meanwhile
         };
         // Synced inside when the flush policy asks for it.

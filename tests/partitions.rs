@@ -1,0 +1,259 @@
+//! Partitions as replicas: what Metadata, DescribeTopicPartitions, Produce, Fetch and
+//! ListOffsets report and refuse follows the partition's leadership and its high watermark,
+//! not literals. Leadership is changed here through the broker's state, as the metadata log
+//! will once the cluster exists.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{batch, Client, TestBroker};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use ottla::cluster::{Leadership, Partition, Role};
+use uuid::Uuid;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.into()))
+}
+
+async fn create(c: &mut Client, topic: &str) {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(1000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)]);
+    let r = c.send(&req, 7).await;
+    assert_eq!(r.topics[0].error_code, 0);
+}
+
+fn produce(topic: &str, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])])
+}
+
+fn fetch(topic: &str, offset: i64, epoch: i32, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(epoch)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+fn list_latest(topic: &str, epoch: i32) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_current_leader_epoch(epoch)
+                .with_timestamp(-1)])])
+}
+
+fn values_of(records: &Option<Bytes>) -> Vec<Vec<u8>> {
+    let mut b = records.clone().unwrap_or_default();
+    RecordBatchDecoder::decode_all(&mut b)
+        .expect("batches decode")
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| r.value.map(|v| v.to_vec()).unwrap_or_default())
+        .collect()
+}
+
+fn partition(broker: &TestBroker, topic: &str) -> std::sync::Arc<Partition> {
+    broker
+        .broker
+        .topics
+        .get(topic)
+        .and_then(|t| t.partition(0))
+        .expect("partition exists")
+}
+
+#[tokio::test]
+async fn metadata_reports_the_partitions_leadership() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "led").await;
+    partition(&broker, "led").set_leadership(Leadership {
+        role: Role::Leader,
+        leader_id: 0,
+        leader_epoch: 5,
+        partition_epoch: 9,
+        replicas: vec![0, 1, 2],
+        isr: vec![0, 2],
+    });
+    let r = c
+        .send(
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("led")))
+            ])),
+            12,
+        )
+        .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!((p.leader_id, p.leader_epoch), (BrokerId(0), 5));
+    assert_eq!(p.replica_nodes, vec![BrokerId(0), BrokerId(1), BrokerId(2)]);
+    assert_eq!(p.isr_nodes, vec![BrokerId(0), BrokerId(2)]);
+
+    let r = c
+        .send(
+            &DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(name("led"))])
+                .with_response_partition_limit(10),
+            0,
+        )
+        .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.leader_id, p.leader_epoch), (BrokerId(0), 5));
+    assert_eq!(p.isr_nodes, vec![BrokerId(0), BrokerId(2)]);
+
+    // The epoch a client saw is checked: older is fenced, newer unknown, equal served.
+    let r = c.send(&fetch("led", 0, 4, 0), 12).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::FencedLeaderEpoch.code()
+    );
+    let r = c.send(&fetch("led", 0, 6, 0), 12).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::UnknownLeaderEpoch.code()
+    );
+    let r = c.send(&fetch("led", 0, 5, 0), 12).await;
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    let r = c.send(&list_latest("led", 4), 7).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::FencedLeaderEpoch.code()
+    );
+    let r = c.send(&list_latest("led", 5), 7).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(r.topics[0].partitions[0].leader_epoch, 5);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_follower_refuses_produce_and_consumer_fetch() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "fol").await;
+    partition(&broker, "fol").set_leadership(Leadership {
+        role: Role::Follower,
+        leader_id: 1,
+        leader_epoch: 1,
+        partition_epoch: 1,
+        replicas: vec![0, 1],
+        isr: vec![0, 1],
+    });
+    let r = c
+        .send(&produce("fol", batch(&[b"x"], Compression::None)), 9)
+        .await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::NotLeaderOrFollower.code()
+    );
+    let r = c.send(&fetch("fol", 0, -1, 0), 12).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::NotLeaderOrFollower.code()
+    );
+    let r = c.send(&list_latest("fol", -1), 7).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::NotLeaderOrFollower.code()
+    );
+    // Metadata names the leader elsewhere.
+    let r = c
+        .send(
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("fol")))
+            ])),
+            12,
+        )
+        .await;
+    assert_eq!(r.topics[0].partitions[0].leader_id, BrokerId(1));
+    // By topic id, an unknown id is UNKNOWN_TOPIC_ID.
+    let mut by_id = fetch("nope", 0, -1, 0);
+    by_id.topics[0].topic_id = Uuid::new_v4();
+    let r = c.send(&by_id, 13).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn consumers_read_below_the_high_watermark_and_wake_when_it_moves() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "hw").await;
+    let p = partition(&broker, "hw");
+    c.send(&produce("hw", batch(&[b"a"], Compression::None)), 9)
+        .await;
+    // From here the high watermark moves only when told (as replication will move it).
+    p.log().set_hw_follows_log_end(false);
+    let r = c
+        .send(&produce("hw", batch(&[b"b", b"c"], Compression::None)), 9)
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 1);
+    assert_eq!((p.high_watermark(), p.log().log_end_offset()), (1, 3));
+
+    let r = c.send(&fetch("hw", 0, -1, 0), 12).await;
+    let part = &r.responses[0].partitions[0];
+    assert_eq!(part.high_watermark, 1);
+    assert_eq!(part.last_stable_offset, 1);
+    assert_eq!(values_of(&part.records), vec![b"a".to_vec()]);
+    // Between the HW and the log end: an empty answer, not OFFSET_OUT_OF_RANGE.
+    let r = c.send(&fetch("hw", 1, -1, 0), 12).await;
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    assert!(values_of(&r.responses[0].partitions[0].records).is_empty());
+    let r = c.send(&list_latest("hw", -1), 7).await;
+    assert_eq!(r.topics[0].partitions[0].offset, 1);
+
+    // A waiting consumer is woken by the HW advance, and then sees the records.
+    let addr = broker.addr;
+    let waiter = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        let started = Instant::now();
+        let r = c.send(&fetch("hw", 1, -1, 20_000), 12).await;
+        (started.elapsed(), r)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(p.log().advance_high_watermark(3));
+    let (elapsed, r) = waiter.await.unwrap();
+    let part = &r.responses[0].partitions[0];
+    assert_eq!(part.high_watermark, 3);
+    assert_eq!(values_of(&part.records), vec![b"b".to_vec(), b"c".to_vec()]);
+    assert!(elapsed < Duration::from_secs(10), "waited {elapsed:?}");
+    // Never past the log end, never down.
+    assert!(!p.log().advance_high_watermark(99));
+    assert!(!p.log().advance_high_watermark(2));
+    assert_eq!(p.high_watermark(), 3);
+    broker.stop().await;
+}

@@ -251,7 +251,9 @@ fn request_path(c: &mut Criterion) {
         .create("bench-produce", Some(1), configs)
         .expect("create")
         .partition(0)
-        .expect("partition 0");
+        .expect("partition 0")
+        .log()
+        .clone();
     let produce = request_frame(
         &produce_request("bench-produce", b.clone()),
         PRODUCE_VERSION,
@@ -294,7 +296,7 @@ fn request_path(c: &mut Criterion) {
         .topics
         .create("bench-fetch", Some(1), Default::default())
         .expect("create");
-    let log = topic.partition(0).expect("partition 0");
+    let log = topic.partition(0).expect("partition 0").log().clone();
     for _ in 0..2000 {
         log.append(&mut b.clone(), None).expect("append");
     }

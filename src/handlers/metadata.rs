@@ -21,6 +21,19 @@ pub const TOPIC_OPERATIONS_ALL: i32 =
 pub const CLUSTER_OPERATIONS_ALL: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
+/// Whether answering may auto-create a topic (file creation: the protocol layer then runs
+/// [`handle`] on the blocking pool).
+pub fn may_create_topics(broker: &Broker, req: &MetadataRequest, version: i16) -> bool {
+    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    broker.config.auto_create_topics
+        && allow_auto_create
+        && req.topics.iter().flatten().any(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| broker.topics.get(n.0.as_str()).is_none())
+        })
+}
+
 pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataResponse {
     let include_ops = req.include_topic_authorized_operations;
     // v0: an empty list means all topics; v1+: null means all, empty means none.

@@ -139,8 +139,9 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
         };
     }
     let response = match dispatch(broker, request, version, &meta, peer).await {
-        Some(r) => r,
-        None => return Outcome::NoResponse,
+        Ok(Some(r)) => r,
+        Ok(None) => return Outcome::NoResponse,
+        Err(Closed) => return Outcome::Close,
     };
     encode(
         correlation_id,
@@ -176,30 +177,57 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
         .unwrap_or_else(|_| Err(anyhow::anyhow!("decoder panicked on malformed input")))
 }
 
+/// Runs a handler that may block (file create/delete, directory walks, fsync: topic creation
+/// and deletion, config and coordinator writes) on the blocking pool, per the threading rule.
+/// [`Closed`] if the handler panicked (logged): the connection is then closed.
+async fn blocking<T: Send + 'static>(
+    broker: &Arc<Broker>,
+    handler: impl FnOnce(&Broker) -> T + Send + 'static,
+) -> Result<T, Closed> {
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || handler(&b))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "closing connection: a handler failed");
+            Closed
+        })
+}
+
+/// The request cannot be answered: the connection is closed.
+struct Closed;
+
 async fn dispatch(
     broker: &Arc<Broker>,
     request: RequestKind,
     version: i16,
     meta: &Meta<'_>,
     peer: &str,
-) -> Option<ResponseKind> {
+) -> Result<Option<ResponseKind>, Closed> {
     use crate::handlers::*;
-    Some(match request {
+    Ok(Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
+        RequestKind::Metadata(r) if metadata::may_create_topics(broker, &r, version) => {
+            ResponseKind::Metadata(
+                blocking(broker, move |b| metadata::handle(b, &r, version)).await?,
+            )
+        }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, &r, version)),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, &r).await?),
+        RequestKind::Produce(r) => match produce::handle(broker, &r).await {
+            Some(answer) => ResponseKind::Produce(answer),
+            None => return Ok(None), // acks=0
+        },
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version))
         }
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(broker, &r, version))
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(broker, &r, version))
-        }
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(broker, &r))
-        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
+            blocking(broker, move |b| create_topics::handle(b, &r, version)).await?,
+        ),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(
+            blocking(broker, move |b| delete_topics::handle(b, &r, version)).await?,
+        ),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            blocking(broker, move |b| create_partitions::handle(b, &r)).await?,
+        ),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r))
         }
@@ -230,21 +258,24 @@ async fn dispatch(
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(describe_groups::handle(broker, &r, version))
         }
-        RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(delete_groups::handle(broker, &r))
-        }
-        RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(offset_delete::handle(broker, &r))
-        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(
+            blocking(broker, move |b| delete_groups::handle(b, &r)).await?,
+        ),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(
+            blocking(broker, move |b| offset_delete::handle(b, &r)).await?,
+        ),
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, &r).await)
         }
-        RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(broker, &r, version))
-        }
-        RequestKind::AddOffsetsToTxn(r) => {
-            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, &r))
-        }
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+            blocking(broker, move |b| {
+                add_partitions_to_txn::handle(b, &r, version)
+            })
+            .await?,
+        ),
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(
+            blocking(broker, move |b| add_offsets_to_txn::handle(b, &r)).await?,
+        ),
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(broker, &r).await),
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, &r, version).await)
@@ -258,21 +289,21 @@ async fn dispatch(
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, &r, version))
         }
-        RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(alter_configs::handle(broker, &r))
-        }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(broker, &r))
-        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(
+            blocking(broker, move |b| alter_configs::handle(b, &r)).await?,
+        ),
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            blocking(broker, move |b| incremental_alter_configs::handle(b, &r)).await?,
+        ),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(broker, &r).await)
         }
         other => {
             // Unreachable while the version table and this match agree (a test checks it).
-            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a supported API");
-            return None;
+            tracing::error!(request = ?std::mem::discriminant(&other), "closing connection: no handler for a supported API");
+            return Err(Closed);
         }
-    })
+    }))
 }
 
 /// Encodes a size-prefixed response frame.

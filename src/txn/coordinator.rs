@@ -8,11 +8,15 @@
 //! goes to Complete{Commit,Abort} (persisted). A start that finds a Prepare state finishes it.
 //! Transactions older than their timeout are aborted with a bumped epoch, which fences the
 //! producer. State lives in the compacted internal topic `__transaction_state` in Kafka's record
-//! format (TransactionLogKey v0, TransactionLogValue v0).
+//! format (TransactionLogKey v0, TransactionLogValue v0), and runs on the coordinator runtime
+//! (`crate::coordinator`): every change is a record, replayed at once and at load alike; no
+//! coordinator lock is held while records are fsynced or markers written, so requests for
+//! other transactional ids never wait behind one transaction's I/O. A request that finds its
+//! id mid-transition (a Prepare state) gets CONCURRENT_TRANSACTIONS, as in Kafka.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -20,6 +24,7 @@ use kafka_protocol::records::{Record, TimestampType};
 
 use super::producer_ids::ProducerIdAllocator;
 use crate::cluster::TopicRegistry;
+use crate::coordinator::{Runtime, Shard, WriteError};
 use crate::groups::GroupCoordinator;
 use crate::log::{now_ms, PartitionLog};
 
@@ -107,39 +112,140 @@ pub struct ProducerIdent {
     pub producer_epoch: i16,
 }
 
+/// The transaction coordinator's state machine (a [`Shard`]): every transactional id's
+/// metadata, changed only by replaying `__transaction_state` records.
+#[derive(Default)]
+pub struct TxnShard {
+    txns: HashMap<String, TxnMetadata>,
+}
+
+/// One `__transaction_state` record: a transactional id's new metadata, or its tombstone.
+pub struct TxnRecord {
+    transactional_id: String,
+    value: Option<TxnMetadata>,
+}
+
+impl TxnRecord {
+    fn put(m: &TxnMetadata) -> TxnRecord {
+        TxnRecord {
+            transactional_id: m.transactional_id.clone(),
+            value: Some(m.clone()),
+        }
+    }
+}
+
+impl Shard for TxnShard {
+    type Record = TxnRecord;
+
+    fn decode(r: Record) -> Option<TxnRecord> {
+        if r.control {
+            return None;
+        }
+        let mut key = r.key?;
+        if key.remaining() < 2 || key.get_i16() != 0 {
+            return None;
+        }
+        let id = get_str(&mut key)?;
+        Some(TxnRecord {
+            value: r.value.and_then(|v| decode_value(id.clone(), v)),
+            transactional_id: id,
+        })
+    }
+
+    fn encode(records: &[TxnRecord]) -> io::Result<Vec<u8>> {
+        let entries: Vec<(String, Option<&TxnMetadata>)> = records
+            .iter()
+            .map(|r| (r.transactional_id.clone(), r.value.as_ref()))
+            .collect();
+        encode(&entries)
+    }
+
+    fn replay(&mut self, r: &TxnRecord) {
+        match &r.value {
+            Some(m) => {
+                self.txns.insert(r.transactional_id.clone(), m.clone());
+            }
+            None => {
+                self.txns.remove(&r.transactional_id);
+            }
+        }
+    }
+}
+
+/// The transaction coordinator: [`TxnShard`] on the coordinator runtime. Every state change is
+/// a record written through the runtime (which serialises them and never holds the shard
+/// while waiting for durability); markers are written with no coordinator lock held.
 pub struct TxnCoordinator {
-    txns: Mutex<HashMap<String, TxnMetadata>>,
-    log: Arc<PartitionLog>,
+    runtime: Runtime<TxnShard>,
+}
+
+/// A runtime write's failure as the client sees it.
+fn refused(e: WriteError<ResponseError>) -> ResponseError {
+    match e {
+        WriteError::Refused(e) => e,
+        WriteError::Storage(e) => {
+            tracing::error!(error = %e, "writing to __transaction_state failed");
+            ResponseError::KafkaStorageError
+        }
+    }
+}
+
+/// Checks that `p` is the current producer of `transactional_id`.
+fn check<'a>(
+    txns: &'a HashMap<String, TxnMetadata>,
+    transactional_id: &str,
+    p: ProducerIdent,
+) -> Result<&'a TxnMetadata, ResponseError> {
+    let m = txns
+        .get(transactional_id)
+        .ok_or(ResponseError::InvalidProducerIdMapping)?;
+    if m.producer_id != p.producer_id {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    if p.producer_epoch < m.producer_epoch {
+        return Err(ResponseError::ProducerFenced);
+    }
+    if p.producer_epoch > m.producer_epoch {
+        return Err(ResponseError::InvalidProducerEpoch);
+    }
+    Ok(m)
+}
+
+/// `m` moved to the first phase of ending its transaction.
+fn prepared(m: &TxnMetadata, commit: bool, now: i64) -> TxnMetadata {
+    let mut next = m.clone();
+    next.state = if commit {
+        TxnState::PrepareCommit
+    } else {
+        TxnState::PrepareAbort
+    };
+    next.last_update_ms = now;
+    next
+}
+
+/// What InitProducerId's write decided.
+enum InitStep {
+    /// The producer's identity to answer with.
+    Done(ProducerIdent),
+    /// An ongoing transaction was fenced (epoch bumped, PrepareAbort written): finish its
+    /// abort, then bump again.
+    Fenced(TxnMetadata),
+}
+
+/// InitProducerId's write may also need a fresh producer id it does not have.
+enum InitError {
+    Client(ResponseError),
+    NeedsProducerId,
 }
 
 impl TxnCoordinator {
     pub fn open(log: Arc<PartitionLog>) -> io::Result<TxnCoordinator> {
-        let txns = replay(&log)?;
-        if !txns.is_empty() {
-            tracing::info!(transactional_ids = txns.len(), "loaded transaction state");
+        let runtime = Runtime::load(log, TxnShard::default())?;
+        let count = runtime.read(|s| s.txns.len());
+        if count > 0 {
+            tracing::info!(transactional_ids = count, "loaded transaction state");
         }
-        Ok(TxnCoordinator {
-            txns: Mutex::new(txns),
-            log,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, TxnMetadata>> {
-        self.txns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends the state of `m` to `__transaction_state` and waits for durability when the
-    /// flush policy asks for it (blocking).
-    fn persist(&self, m: &TxnMetadata) -> io::Result<()> {
-        let mut batch = encode(&[(m.transactional_id.clone(), Some(m))])?;
-        let info = self
-            .log
-            .append(&mut batch, None)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        if info.needs_sync {
-            self.log.sync_to(info.last_offset + 1)?;
-        }
-        Ok(())
+        Ok(TxnCoordinator { runtime })
     }
 
     /// InitProducerId with a transactional id: a new producer id at epoch 0 for a new id,
@@ -157,90 +263,90 @@ impl TxnCoordinator {
         if timeout_ms <= 0 || timeout_ms > MAX_TRANSACTION_TIMEOUT_MS {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
-        let mut txns = self.lock();
-        let now = now_ms();
-        let Some(m) = txns.get_mut(transactional_id) else {
-            let producer_id = ids
-                .allocate()
-                .map_err(|_| ResponseError::KafkaStorageError)?;
-            let m = TxnMetadata {
-                transactional_id: transactional_id.to_string(),
-                producer_id,
-                producer_epoch: 0,
-                timeout_ms,
-                state: TxnState::Empty,
-                partitions: BTreeSet::new(),
-                groups: BTreeSet::new(),
-                start_ms: -1,
-                last_update_ms: now,
-            };
-            self.persist(&m)
-                .map_err(|_| ResponseError::KafkaStorageError)?;
-            txns.insert(transactional_id.to_string(), m.clone());
-            return Ok(ProducerIdent {
-                producer_id,
-                producer_epoch: 0,
+        let mut fresh_id: Option<i64> = None;
+        // Each turn either answers, or changes state (a fence, an abort completed, a fresh id
+        // allocated); a few turns always suffice.
+        for _ in 0..8 {
+            let now = now_ms();
+            let step = self.runtime.write_and_wait(|s: &TxnShard| {
+                let Some(m) = s.txns.get(transactional_id) else {
+                    let producer_id = fresh_id.ok_or(InitError::NeedsProducerId)?;
+                    let m = TxnMetadata {
+                        transactional_id: transactional_id.to_string(),
+                        producer_id,
+                        producer_epoch: 0,
+                        timeout_ms,
+                        state: TxnState::Empty,
+                        partitions: BTreeSet::new(),
+                        groups: BTreeSet::new(),
+                        start_ms: -1,
+                        last_update_ms: now,
+                    };
+                    let ident = ProducerIdent {
+                        producer_id,
+                        producer_epoch: 0,
+                    };
+                    return Ok((vec![TxnRecord::put(&m)], InitStep::Done(ident)));
+                };
+                if let Some(e) = expected {
+                    // KIP-360: a producer re-initialising must name its current id and epoch.
+                    if e.producer_id >= 0
+                        && (e.producer_id != m.producer_id || e.producer_epoch != m.producer_epoch)
+                    {
+                        return Err(InitError::Client(ResponseError::ProducerFenced));
+                    }
+                }
+                match m.state {
+                    TxnState::PrepareCommit
+                    | TxnState::PrepareAbort
+                    | TxnState::PrepareEpochFence => {
+                        Err(InitError::Client(ResponseError::ConcurrentTransactions))
+                    }
+                    TxnState::Ongoing => {
+                        // Fence the old producer: abort its transaction with a bumped epoch.
+                        let mut fenced = prepared(m, false, now);
+                        fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
+                        Ok((vec![TxnRecord::put(&fenced)], InitStep::Fenced(fenced)))
+                    }
+                    _ => {
+                        let mut next = m.clone();
+                        if m.producer_epoch >= i16::MAX - 1 {
+                            next.producer_id = fresh_id.ok_or(InitError::NeedsProducerId)?;
+                            next.producer_epoch = 0;
+                        } else {
+                            next.producer_epoch += 1;
+                        }
+                        next.timeout_ms = timeout_ms;
+                        next.state = TxnState::Empty;
+                        next.partitions.clear();
+                        next.groups.clear();
+                        next.last_update_ms = now;
+                        let ident = ProducerIdent {
+                            producer_id: next.producer_id,
+                            producer_epoch: next.producer_epoch,
+                        };
+                        Ok((vec![TxnRecord::put(&next)], InitStep::Done(ident)))
+                    }
+                }
             });
-        };
-        if let Some(e) = expected {
-            // KIP-360: a producer re-initialising must name its current id and epoch.
-            if e.producer_id >= 0
-                && (e.producer_id != m.producer_id || e.producer_epoch != m.producer_epoch)
-            {
-                return Err(ResponseError::ProducerFenced);
+            match step {
+                Ok(InitStep::Done(ident)) => return Ok(ident),
+                Ok(InitStep::Fenced(fenced)) => self
+                    .complete(topics, groups, &fenced, false)
+                    .map_err(|_| ResponseError::KafkaStorageError)?,
+                Err(WriteError::Refused(InitError::NeedsProducerId)) => {
+                    // Allocated outside the shard (it may write the id block); an id taken
+                    // for a race that was lost is simply never used.
+                    fresh_id = Some(
+                        ids.allocate()
+                            .map_err(|_| ResponseError::KafkaStorageError)?,
+                    );
+                }
+                Err(WriteError::Refused(InitError::Client(e))) => return Err(e),
+                Err(WriteError::Storage(e)) => return Err(refused(WriteError::Storage(e))),
             }
         }
-        match m.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
-                return Err(ResponseError::ConcurrentTransactions)
-            }
-            TxnState::Ongoing => {
-                // Fence the old producer: abort its transaction with a bumped epoch.
-                m.producer_epoch = m.producer_epoch.saturating_add(1);
-                self.finish(topics, groups, m, false)
-                    .map_err(|_| ResponseError::KafkaStorageError)?;
-            }
-            _ => {}
-        }
-        if m.producer_epoch >= i16::MAX - 1 {
-            m.producer_id = ids
-                .allocate()
-                .map_err(|_| ResponseError::KafkaStorageError)?;
-            m.producer_epoch = 0;
-        } else {
-            m.producer_epoch += 1;
-        }
-        m.timeout_ms = timeout_ms;
-        m.state = TxnState::Empty;
-        m.partitions.clear();
-        m.groups.clear();
-        m.last_update_ms = now;
-        self.persist(m)
-            .map_err(|_| ResponseError::KafkaStorageError)?;
-        Ok(ProducerIdent {
-            producer_id: m.producer_id,
-            producer_epoch: m.producer_epoch,
-        })
-    }
-
-    fn check<'a>(
-        txns: &'a mut HashMap<String, TxnMetadata>,
-        transactional_id: &str,
-        p: ProducerIdent,
-    ) -> Result<&'a mut TxnMetadata, ResponseError> {
-        let m = txns
-            .get_mut(transactional_id)
-            .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        if m.producer_id != p.producer_id {
-            return Err(ResponseError::InvalidProducerIdMapping);
-        }
-        if p.producer_epoch < m.producer_epoch {
-            return Err(ResponseError::ProducerFenced);
-        }
-        if p.producer_epoch > m.producer_epoch {
-            return Err(ResponseError::InvalidProducerEpoch);
-        }
-        Ok(m)
+        Err(ResponseError::ConcurrentTransactions)
     }
 
     /// AddPartitionsToTxn / AddOffsetsToTxn: the transaction now spans these partitions.
@@ -251,37 +357,40 @@ impl TxnCoordinator {
         partitions: &[(String, i32)],
         group: Option<&str>,
     ) -> Result<(), ResponseError> {
-        let mut txns = self.lock();
-        let m = Self::check(&mut txns, transactional_id, p)?;
-        match m.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
-                return Err(ResponseError::ConcurrentTransactions)
-            }
-            TxnState::Dead => return Err(ResponseError::InvalidTxnState),
-            _ => {}
-        }
-        let new = partitions.iter().any(|x| !m.partitions.contains(x))
-            || group.is_some_and(|g| !m.groups.contains(g))
-            || m.state != TxnState::Ongoing;
-        if !new {
-            return Ok(());
-        }
-        let mut next = m.clone();
-        if next.state != TxnState::Ongoing {
-            next.start_ms = now_ms();
-            next.partitions.clear();
-            next.groups.clear();
-        }
-        next.state = TxnState::Ongoing;
-        next.partitions.extend(partitions.iter().cloned());
-        if let Some(g) = group {
-            next.groups.insert(g.to_string());
-        }
-        next.last_update_ms = now_ms();
-        self.persist(&next)
-            .map_err(|_| ResponseError::KafkaStorageError)?;
-        *m = next;
-        Ok(())
+        let now = now_ms();
+        self.runtime
+            .write_and_wait(|s: &TxnShard| {
+                let m = check(&s.txns, transactional_id, p)?;
+                match m.state {
+                    TxnState::PrepareCommit
+                    | TxnState::PrepareAbort
+                    | TxnState::PrepareEpochFence => {
+                        return Err(ResponseError::ConcurrentTransactions)
+                    }
+                    TxnState::Dead => return Err(ResponseError::InvalidTxnState),
+                    _ => {}
+                }
+                let new = partitions.iter().any(|x| !m.partitions.contains(x))
+                    || group.is_some_and(|g| !m.groups.contains(g))
+                    || m.state != TxnState::Ongoing;
+                if !new {
+                    return Ok((Vec::new(), ()));
+                }
+                let mut next = m.clone();
+                if next.state != TxnState::Ongoing {
+                    next.start_ms = now;
+                    next.partitions.clear();
+                    next.groups.clear();
+                }
+                next.state = TxnState::Ongoing;
+                next.partitions.extend(partitions.iter().cloned());
+                if let Some(g) = group {
+                    next.groups.insert(g.to_string());
+                }
+                next.last_update_ms = now;
+                Ok((vec![TxnRecord::put(&next)], ()))
+            })
+            .map_err(refused)
     }
 
     /// Whether `p` is the current producer of `transactional_id` with an ongoing transaction
@@ -291,13 +400,14 @@ impl TxnCoordinator {
         transactional_id: &str,
         p: ProducerIdent,
     ) -> Result<(), ResponseError> {
-        let mut txns = self.lock();
-        let m = Self::check(&mut txns, transactional_id, p)?;
-        if m.state == TxnState::Ongoing {
-            Ok(())
-        } else {
-            Err(ResponseError::InvalidTxnState)
-        }
+        self.runtime.read(|s| {
+            let m = check(&s.txns, transactional_id, p)?;
+            if m.state == TxnState::Ongoing {
+                Ok(())
+            } else {
+                Err(ResponseError::InvalidTxnState)
+            }
+        })
     }
 
     /// EndTxn. Blocking (writes markers).
@@ -309,42 +419,49 @@ impl TxnCoordinator {
         p: ProducerIdent,
         commit: bool,
     ) -> Result<(), ResponseError> {
-        let mut txns = self.lock();
-        let m = Self::check(&mut txns, transactional_id, p)?;
-        match (m.state, commit) {
-            (TxnState::Ongoing, _) => {}
-            // A retried EndTxn that already completed.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(()),
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                return Err(ResponseError::ConcurrentTransactions)
-            }
-            // Aborting an empty transaction is allowed (clients do it after an error).
-            (TxnState::Empty, false) => return Ok(()),
-            _ => return Err(ResponseError::InvalidTxnState),
+        let now = now_ms();
+        let to_finish = self
+            .runtime
+            .write_and_wait(|s: &TxnShard| {
+                let m = check(&s.txns, transactional_id, p)?;
+                match (m.state, commit) {
+                    (TxnState::Ongoing, _) => {
+                        let next = prepared(m, commit, now);
+                        Ok((vec![TxnRecord::put(&next)], Some(next)))
+                    }
+                    // A retried EndTxn that already completed.
+                    (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                        Ok((Vec::new(), None))
+                    }
+                    (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                        Err(ResponseError::ConcurrentTransactions)
+                    }
+                    // Aborting an empty transaction is allowed (clients do it after an error).
+                    (TxnState::Empty, false) => Ok((Vec::new(), None)),
+                    _ => Err(ResponseError::InvalidTxnState),
+                }
+            })
+            .map_err(refused)?;
+        match to_finish {
+            Some(m) => self
+                .complete(topics, groups, &m, commit)
+                .map_err(|_| ResponseError::KafkaStorageError),
+            None => Ok(()),
         }
-        self.finish(topics, groups, m, commit)
-            .map_err(|_| ResponseError::KafkaStorageError)
     }
 
-    /// Both phases of ending `m`'s transaction with markers at its current epoch.
-    fn finish(
+    /// The second phase of ending a transaction whose Prepare state is written: markers on
+    /// every partition (and the group offsets applied or dropped), then Complete. Complete is
+    /// written only if the id is still in that Prepare state (nobody finished it meanwhile).
+    fn complete(
         &self,
         topics: &TopicRegistry,
         groups: &GroupCoordinator,
-        m: &mut TxnMetadata,
+        prepared: &TxnMetadata,
         commit: bool,
     ) -> io::Result<()> {
-        let mut prepared = m.clone();
-        prepared.state = if commit {
-            TxnState::PrepareCommit
-        } else {
-            TxnState::PrepareAbort
-        };
-        prepared.last_update_ms = now_ms();
-        self.persist(&prepared)?;
-        *m = prepared;
-        write_markers(topics, groups, m, commit)?;
-        let mut done = m.clone();
+        write_markers(topics, groups, prepared, commit)?;
+        let mut done = prepared.clone();
         done.state = if commit {
             TxnState::CompleteCommit
         } else {
@@ -353,9 +470,26 @@ impl TxnCoordinator {
         done.partitions.clear();
         done.groups.clear();
         done.last_update_ms = now_ms();
-        self.persist(&done)?;
-        *m = done;
-        tracing::debug!(transactional_id = %m.transactional_id, commit, "transaction ended");
+        self.runtime
+            .write_and_wait(|s: &TxnShard| {
+                let current = s.txns.get(&prepared.transactional_id);
+                let unchanged = current.is_some_and(|m| {
+                    m.state == prepared.state
+                        && m.producer_id == prepared.producer_id
+                        && m.producer_epoch == prepared.producer_epoch
+                });
+                let records = if unchanged {
+                    vec![TxnRecord::put(&done)]
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, ()>((records, ()))
+            })
+            .map_err(|e| match e {
+                WriteError::Storage(e) => e,
+                WriteError::Refused(()) => io::Error::other("unreachable: never refused"),
+            })?;
+        tracing::debug!(transactional_id = %prepared.transactional_id, commit, "transaction ended");
         Ok(())
     }
 
@@ -363,54 +497,49 @@ impl TxnCoordinator {
     /// producer) and finishes transactions a crash left prepared. Blocking.
     pub fn tick(&self, topics: &TopicRegistry, groups: &GroupCoordinator, expiration_ms: i64) {
         let now = now_ms();
-        let mut txns = self.lock();
         // Transactional ids idle for `transactional.id.expiration.ms` with no transaction in
         // flight are forgotten (a tombstone in __transaction_state).
-        let idle: Vec<String> = txns
-            .values()
-            .filter(|m| {
-                matches!(
-                    m.state,
-                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
-                ) && now - m.last_update_ms > expiration_ms
-            })
-            .map(|m| m.transactional_id.clone())
-            .collect();
-        if !idle.is_empty() {
-            let entries: Vec<(String, Option<&TxnMetadata>)> =
-                idle.iter().map(|id| (id.clone(), None)).collect();
-            let written = encode(&entries).and_then(|mut batch| {
-                self.log
-                    .append(&mut batch, None)
-                    .map(|_| ())
-                    .map_err(|e| io::Error::other(e.to_string()))
-            });
-            match written {
-                Ok(()) => {
-                    for id in &idle {
-                        txns.remove(id);
-                    }
-                    tracing::info!(
-                        transactional_ids = idle.len(),
-                        "expired idle transactional ids"
-                    );
-                }
-                Err(e) => tracing::error!(error = %e, "expiring transactional ids failed"),
-            }
+        let expired = self.runtime.write_and_wait(|s: &TxnShard| {
+            let tombstones: Vec<TxnRecord> = s
+                .txns
+                .values()
+                .filter(|m| {
+                    matches!(
+                        m.state,
+                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    ) && now - m.last_update_ms > expiration_ms
+                })
+                .map(|m| TxnRecord {
+                    transactional_id: m.transactional_id.clone(),
+                    value: None,
+                })
+                .collect();
+            let count = tombstones.len();
+            Ok::<_, ()>((tombstones, count))
+        });
+        match expired {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(transactional_ids = n, "expired idle transactional ids"),
+            Err(e) => tracing::error!(error = ?e, "expiring transactional ids failed"),
         }
-        for m in txns.values_mut() {
+        let due: Vec<TxnMetadata> = self.runtime.read(|s| {
+            s.txns
+                .values()
+                .filter(|m| match m.state {
+                    TxnState::Ongoing => now - m.start_ms > m.timeout_ms as i64,
+                    TxnState::PrepareCommit
+                    | TxnState::PrepareAbort
+                    | TxnState::PrepareEpochFence => true,
+                    _ => false,
+                })
+                .cloned()
+                .collect()
+        });
+        for m in due {
             let result = match m.state {
-                TxnState::Ongoing if now - m.start_ms > m.timeout_ms as i64 => {
-                    tracing::info!(transactional_id = %m.transactional_id,
-                        timeout_ms = m.timeout_ms, "aborting a transaction past its timeout");
-                    m.producer_epoch = m.producer_epoch.saturating_add(1);
-                    self.finish(topics, groups, m, false)
-                }
-                TxnState::PrepareCommit => self.finish(topics, groups, m, true),
-                TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
-                    self.finish(topics, groups, m, false)
-                }
-                _ => Ok(()),
+                TxnState::Ongoing => self.abort_timed_out(topics, groups, &m, now),
+                TxnState::PrepareCommit => self.complete(topics, groups, &m, true),
+                _ => self.complete(topics, groups, &m, false),
             };
             if let Err(e) = result {
                 tracing::error!(transactional_id = %m.transactional_id, error = %e,
@@ -419,13 +548,50 @@ impl TxnCoordinator {
         }
     }
 
+    /// Aborts `seen`'s transaction with a bumped epoch (which fences its producer), if it is
+    /// still that ongoing transaction.
+    fn abort_timed_out(
+        &self,
+        topics: &TopicRegistry,
+        groups: &GroupCoordinator,
+        seen: &TxnMetadata,
+        now: i64,
+    ) -> io::Result<()> {
+        let fenced = self
+            .runtime
+            .write_and_wait(|s: &TxnShard| {
+                let Some(m) = s.txns.get(&seen.transactional_id) else {
+                    return Ok((Vec::new(), None));
+                };
+                if m.state != TxnState::Ongoing
+                    || m.producer_epoch != seen.producer_epoch
+                    || m.start_ms != seen.start_ms
+                {
+                    return Ok((Vec::new(), None));
+                }
+                tracing::info!(transactional_id = %m.transactional_id,
+                    timeout_ms = m.timeout_ms, "aborting a transaction past its timeout");
+                let mut fenced = prepared(m, false, now);
+                fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
+                Ok::<_, ()>((vec![TxnRecord::put(&fenced)], Some(fenced)))
+            })
+            .map_err(|e| match e {
+                WriteError::Storage(e) => e,
+                WriteError::Refused(()) => io::Error::other("unreachable: never refused"),
+            })?;
+        match fenced {
+            Some(m) => self.complete(topics, groups, &m, false),
+            None => Ok(()),
+        }
+    }
+
     pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
-        self.lock().get(transactional_id).cloned()
+        self.runtime.read(|s| s.txns.get(transactional_id).cloned())
     }
 
     pub fn list(&self) -> Vec<TxnMetadata> {
-        let mut all: Vec<_> = self.lock().values().cloned().collect();
-        all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        let mut all: Vec<_> = self.runtime.read(|s| s.txns.values().cloned().collect());
+        all.sort_by(|a: &TxnMetadata, b| a.transactional_id.cmp(&b.transactional_id));
         all
     }
 }
@@ -576,29 +742,4 @@ fn encode(entries: &[(String, Option<&TxnMetadata>)]) -> io::Result<Vec<u8>> {
         })
         .collect();
     crate::log::batch::encode_records(&records)
-}
-
-fn replay(log: &Arc<PartitionLog>) -> io::Result<HashMap<String, TxnMetadata>> {
-    let mut txns = HashMap::new();
-    log.for_each_record(|r| {
-        if r.control {
-            return;
-        }
-        let Some(mut key) = r.key else { return };
-        if key.remaining() < 2 || key.get_i16() != 0 {
-            return;
-        }
-        let Some(id) = get_str(&mut key) else {
-            return;
-        };
-        match r.value.and_then(|v| decode_value(id.clone(), v)) {
-            Some(m) => {
-                txns.insert(id, m);
-            }
-            None => {
-                txns.remove(&id);
-            }
-        }
-    })?;
-    Ok(txns)
 }

@@ -1,0 +1,224 @@
+//! The coordinator runtime: one way to run every state machine that is kept in a log (the
+//! transaction coordinator in `__transaction_state`; the group coordinator and the metadata
+//! image are to follow), after Kafka's `CoordinatorShard` / `CoordinatorRuntime`.
+//!
+//! A [`Shard`] is the state machine. It changes only by [`Shard::replay`] of one of its own
+//! records, at load (every record of the log, in order) and after every write alike: one code
+//! path, so the state after a restart is the state before it.
+//!
+//! A write ([`Runtime::write`]) runs an operation against the current state; the operation
+//! returns the records that express its decision and the answer for the client. Under the
+//! shard's lock the runtime appends the records to the log (a page-cache write) and replays
+//! them, so the next operation already sees them; then, without the lock, the caller waits
+//! for the [`Committed`] (today: the flush policy's fsync, group-committed; with replication:
+//! the high watermark passing the records) before answering. Operations on one shard are thus
+//! serialised without any lock being held across I/O that another request would wait for.
+//!
+//! If appending fails, nothing was written and nothing is replayed. If the wait fails (an
+//! fsync error), the state holds records the log may have lost: the error is returned, the
+//! log's own failure handling takes over (the partition is unusable from then on), and the
+//! shard must not be trusted until it is reloaded.
+//!
+//! Never imports the network or the handlers; the log is its only dependency.
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kafka_protocol::records::Record;
+
+use crate::log::PartitionLog;
+
+/// A state machine kept in a log.
+pub trait Shard {
+    /// One decoded record of the shard's log.
+    type Record;
+
+    /// Decodes a record read from the log; `None` skips it (control records, unknown
+    /// versions, records of another kind).
+    fn decode(record: Record) -> Option<Self::Record>;
+
+    /// Encodes records as one v2 batch to append.
+    fn encode(records: &[Self::Record]) -> io::Result<Vec<u8>>;
+
+    /// Applies one record: the only way the state changes.
+    fn replay(&mut self, record: &Self::Record);
+}
+
+/// A shard and the log that holds it.
+pub struct Runtime<S: Shard> {
+    shard: Mutex<S>,
+    log: Arc<PartitionLog>,
+}
+
+/// What a write must wait for before its answer may be sent.
+#[must_use = "a write is answered only once it is committed"]
+pub struct Committed {
+    log: Option<Arc<PartitionLog>>,
+    upto: i64,
+}
+
+impl Committed {
+    /// Nothing was written: nothing to wait for.
+    pub fn nothing() -> Committed {
+        Committed { log: None, upto: 0 }
+    }
+
+    /// Blocks until the records are committed (call it off the async runtime).
+    pub fn wait(self) -> io::Result<()> {
+        match self.log {
+            Some(log) => log.sync_to(self.upto),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a write failed.
+#[derive(Debug)]
+pub enum WriteError<E> {
+    /// The operation refused (its own error; nothing was written).
+    Refused(E),
+    /// Encoding or appending the records failed (nothing was written).
+    Storage(io::Error),
+}
+
+impl<S: Shard> Runtime<S> {
+    /// Loads `shard` by replaying every record of `log`.
+    pub fn load(log: Arc<PartitionLog>, mut shard: S) -> io::Result<Runtime<S>> {
+        log.for_each_record(|r| {
+            if let Some(record) = S::decode(r) {
+                shard.replay(&record);
+            }
+        })?;
+        Ok(Runtime {
+            shard: Mutex::new(shard),
+            log,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, S> {
+        // A panic inside an operation leaves the state as its last replay left it.
+        self.shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the state (no write, no wait).
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Runs `op` on the current state; appends and replays the records it returns, under the
+    /// shard lock; returns its answer and what to wait for before sending it. Blocking when the
+    /// append must roll a segment: call it off the async runtime.
+    pub fn write<R, E>(
+        &self,
+        op: impl FnOnce(&S) -> Result<(Vec<S::Record>, R), E>,
+    ) -> Result<(R, Committed), WriteError<E>> {
+        let mut shard = self.lock();
+        let (records, answer) = op(&shard).map_err(WriteError::Refused)?;
+        if records.is_empty() {
+            return Ok((answer, Committed::nothing()));
+        }
+        let mut batch = S::encode(&records).map_err(WriteError::Storage)?;
+        let info = self
+            .log
+            .append(&mut batch, None)
+            .map_err(|e| WriteError::Storage(io::Error::other(e.to_string())))?;
+        for r in &records {
+            shard.replay(r);
+        }
+        let committed = Committed {
+            log: info.needs_sync.then(|| self.log.clone()),
+            upto: info.last_offset + 1,
+        };
+        Ok((answer, committed))
+    }
+
+    /// [`Runtime::write`], then [`Committed::wait`]: the answer once its records are committed.
+    pub fn write_and_wait<R, E>(
+        &self,
+        op: impl FnOnce(&S) -> Result<(Vec<S::Record>, R), E>,
+    ) -> Result<R, WriteError<E>> {
+        let (answer, committed) = self.write(op)?;
+        committed.wait().map_err(WriteError::Storage)?;
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogConfig;
+    use bytes::Bytes;
+    use kafka_protocol::records::TimestampType;
+
+    /// A counter kept in a log: each record adds its value.
+    #[derive(Default)]
+    struct Sum(i64);
+
+    impl Shard for Sum {
+        type Record = i64;
+        fn decode(r: Record) -> Option<i64> {
+            let v = r.value?;
+            Some(i64::from_be_bytes(v[..].try_into().ok()?))
+        }
+        fn encode(records: &[i64]) -> io::Result<Vec<u8>> {
+            let records: Vec<Record> = records
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: i as i32,
+                    timestamp: 0,
+                    key: None,
+                    value: Some(Bytes::copy_from_slice(&v.to_be_bytes())),
+                    headers: Default::default(),
+                })
+                .collect();
+            crate::log::batch::encode_records(&records)
+        }
+        fn replay(&mut self, r: &i64) {
+            self.0 += r;
+        }
+    }
+
+    fn add(rt: &Runtime<Sum>, v: i64) -> Result<i64, WriteError<&'static str>> {
+        rt.write_and_wait(|s: &Sum| {
+            if s.0 + v < 0 {
+                return Err("would go negative");
+            }
+            Ok((vec![v], s.0 + v))
+        })
+    }
+
+    #[test]
+    fn writes_replay_at_once_and_load_replays_the_same() {
+        let log = Arc::new(PartitionLog::in_memory(LogConfig {
+            flush_messages: 1,
+            ..LogConfig::default()
+        }));
+        let rt = Runtime::load(log.clone(), Sum::default()).unwrap();
+        assert_eq!(add(&rt, 5).unwrap(), 5);
+        assert_eq!(add(&rt, -2).unwrap(), 3);
+        assert!(matches!(add(&rt, -4), Err(WriteError::Refused(_))));
+        assert_eq!(rt.read(|s| s.0), 3);
+        assert_eq!(
+            log.log_end_offset(),
+            2,
+            "a refused operation writes nothing"
+        );
+        // A read-only answer writes nothing and waits for nothing.
+        let (answer, committed) = rt.write(|s: &Sum| Ok::<_, ()>((Vec::new(), s.0))).unwrap();
+        assert_eq!(answer, 3);
+        committed.wait().unwrap();
+        assert_eq!(log.log_end_offset(), 2);
+        // Loading the same log gives the same state.
+        let again = Runtime::load(log, Sum::default()).unwrap();
+        assert_eq!(again.read(|s| s.0), 3);
+    }
+}

@@ -237,15 +237,15 @@ async fn dispatch(
             ResponseKind::OffsetDelete(offset_delete::handle(broker, &r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r).await)
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r, version).await)
         }
         RequestKind::AddPartitionsToTxn(r) => {
             ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(broker, &r, version))
         }
         RequestKind::AddOffsetsToTxn(r) => {
-            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, &r))
+            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, &r, version))
         }
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(broker, &r).await),
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(broker, &r, version).await),
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, &r, version).await)
         }

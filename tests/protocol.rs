@@ -1237,3 +1237,174 @@ async fn disk_altered_configs_and_deleted_records_survive_restart() {
     assert_eq!(got, want);
     broker.stop().await;
 }
+
+/// Nullable strings are null where Kafka answers null (an error message on success), and
+/// the empty string or a text where Kafka does: decoded from the wire at every version.
+#[tokio::test]
+async fn nullable_strings_are_null_on_success_as_kafka_answers_them() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let s = |v: &str| StrBytes::from_string(v.into());
+
+    for version in 2..=7 {
+        let topic = format!("n{version}");
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(1000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name(&topic))
+                .with_num_partitions(1)
+                .with_replication_factor(-1)]);
+        let r = c.send(&req, version).await;
+        assert_eq!(r.topics[0].error_code, 0);
+        assert_eq!(r.topics[0].error_message, None, "CreateTopics v{version}");
+        // The same again: an error, with Kafka's message.
+        let r = c.send(&req, version).await;
+        assert_eq!(
+            r.topics[0].error_code,
+            ResponseError::TopicAlreadyExists.code()
+        );
+        assert!(
+            r.topics[0]
+                .error_message
+                .as_ref()
+                .is_some_and(|m| !m.is_empty()),
+            "CreateTopics v{version} error"
+        );
+    }
+    for version in 0..=3 {
+        let r = c
+            .send(
+                &CreatePartitionsRequest::default().with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(name("n2"))
+                        .with_count(2 + version as i32),
+                ]),
+                version,
+            )
+            .await;
+        assert_eq!(r.results[0].error_code, 0);
+        assert_eq!(
+            r.results[0].error_message, None,
+            "CreatePartitions v{version}"
+        );
+    }
+    for version in 0..=2 {
+        let r = c
+            .send(
+                &AlterConfigsRequest::default().with_resources(vec![topic_resource_alter(
+                    "n3",
+                    &[("retention.ms", Some("1000"))],
+                )]),
+                version,
+            )
+            .await;
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "AlterConfigs v{version}"
+        );
+    }
+    for version in 0..=1 {
+        let r = c
+            .send(
+                &IncrementalAlterConfigsRequest::default().with_resources(vec![incremental(
+                    2,
+                    "n3",
+                    &[("retention.ms", 0, Some("2000"))],
+                )]),
+                version,
+            )
+            .await;
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "IncrementalAlterConfigs v{version}"
+        );
+    }
+    // DescribeConfigs: Kafka leaves the message at its default, "", and the documentation
+    // null unless asked for.
+    for version in 1..=4 {
+        let r = c
+            .send(
+                &DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("n3")),
+                ]),
+                version,
+            )
+            .await;
+        assert_eq!(r.results[0].error_code, 0);
+        assert_eq!(r.results[0].error_message.as_deref(), Some(""));
+        let retention = r.results[0]
+            .configs
+            .iter()
+            .find(|e| e.name.as_str() == "retention.ms")
+            .expect("retention.ms is described");
+        assert_eq!(retention.value.as_deref(), Some("2000"));
+        if version >= 3 {
+            assert_eq!(retention.documentation, None, "DescribeConfigs v{version}");
+        }
+    }
+    for version in 5..=6 {
+        let topic = format!("n{}", version + 1);
+        let req = if version >= 6 {
+            DeleteTopicsRequest::default().with_topics(vec![
+                DeleteTopicState::default().with_name(Some(name(&topic)))
+            ])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+        };
+        let r = c.send(&req, version).await;
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "DeleteTopics v{version}"
+        );
+    }
+    for version in 8..=11 {
+        let r = c
+            .send(
+                &produce("n2", 0, 1, batch(&[b"x"], Compression::None)),
+                version,
+            )
+            .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(
+            (p.error_code, &p.error_message),
+            (0, &None),
+            "Produce v{version}"
+        );
+    }
+    for version in 0..=2 {
+        let r = c.send(&DescribeClusterRequest::default(), version).await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.error_message, None, "DescribeCluster v{version}");
+        assert_eq!(r.brokers[0].rack, None);
+    }
+    let r = c
+        .send(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(r.brokers[0].rack, None);
+    assert!(r.cluster_id.is_some());
+    // FindCoordinator: Kafka answers `Errors.NONE.message()` ("NONE") to v1-3 and leaves a
+    // v4+ coordinator's message at its default, "".
+    for version in 1..=6 {
+        let req = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("grp")])
+        } else {
+            FindCoordinatorRequest::default().with_key(s("grp"))
+        };
+        let r = c.send(&req, version).await;
+        let message = if version >= 4 {
+            assert_eq!(r.coordinators[0].error_code, 0);
+            r.coordinators[0].error_message.clone()
+        } else {
+            assert_eq!(r.error_code, 0);
+            r.error_message.clone()
+        };
+        let want = if version >= 4 { "" } else { "NONE" };
+        assert_eq!(message.as_deref(), Some(want), "FindCoordinator v{version}");
+    }
+    broker.stop().await;
+}

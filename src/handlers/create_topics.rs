@@ -37,8 +37,11 @@ pub fn handle(broker: &Broker, req: &CreateTopicsRequest, version: i16) -> Creat
             }
             match create_one(broker, t, req.validate_only) {
                 Ok((id, partitions, overrides)) => {
+                    // Kafka answers a null error message on success (kafka-protocol's
+                    // default is the empty string).
                     let result = result
                         .with_error_code(NONE)
+                        .with_error_message(None)
                         .with_topic_id(id)
                         .with_num_partitions(partitions)
                         .with_replication_factor(1);

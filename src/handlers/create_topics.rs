@@ -11,6 +11,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use uuid::Uuid;
 
+use super::alter_configs::skip_removed_config;
 use super::describe_configs::topic_entries;
 use super::{str_bytes, topic_error_code, Broker, NONE};
 use crate::cluster::topic_config::TopicOverrides;
@@ -132,6 +133,9 @@ fn create_one(
                 ),
             ));
         };
+        if skip_removed_config(name, c.name.as_str()) {
+            continue;
+        }
         overrides.insert(c.name.as_str().to_string(), value.as_str().to_string());
     }
     let failed = |e| (topic_error_code(&e), e.to_string());

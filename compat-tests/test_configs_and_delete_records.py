@@ -304,3 +304,38 @@ def test_confluent_delete_records(bootstrap, topic_name):
     assert next(iter(fs.values())).result(10).low_watermark == 7
     got = ck_consume_from_beginning(bootstrap, topic_name, 3)
     assert [m.offset() for m in got] == [7, 8, 9]
+
+
+def test_confluent_subtract_may_empty_cleanup_policy(bootstrap, topic_name):
+    """As Kafka's ValidList: SUBTRACT of every policy leaves an empty cleanup.policy
+    (described as an override), and DeleteRecords is then a policy violation."""
+    create_topic(bootstrap, topic_name)
+    admin = ck_admin(bootstrap)
+    ck_incremental(admin, topic_name, ("cleanup.policy", "delete", AlterConfigOpType.SUBTRACT))
+    assert ck_describe(admin, topic_name)["cleanup.policy"] == (
+        "", ConfigSource.DYNAMIC_TOPIC_CONFIG)
+    fs = admin.delete_records([CTopicPartition(topic_name, 0, 0)])
+    with pytest.raises(KafkaException) as e:
+        next(iter(fs.values())).result(10)
+    assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION
+
+
+def test_configs_removed_in_kafka_4_are_accepted_as_no_ops(bootstrap, topic_name):
+    """Tooling written for Kafka 3.x sets message.format.version & co.: accepted, ignored."""
+    removed = {"message.format.version": "2.8-IV1", "message.downconversion.enable": "true",
+               "message.timestamp.difference.max.ms": "60000"}
+    create_topic(bootstrap, topic_name, config={**removed, "retention.ms": "123456"})
+    admin = ck_admin(bootstrap)
+    ck_incremental(admin, topic_name,
+                   *[(k, v, AlterConfigOpType.SET) for k, v in removed.items()])
+    shown = ck_describe(admin, topic_name)
+    assert shown["retention.ms"] == ("123456", ConfigSource.DYNAMIC_TOPIC_CONFIG)
+    assert not set(removed) & set(shown)
+    # The legacy AlterConfigs (kafka-python 3.0.12 refuses these names itself, client-side).
+    fs = admin.alter_configs([CConfigResource(ResourceType.TOPIC, topic_name,
+                                              set_config={**removed, "retention.ms": "654321"})])
+    for f in fs.values():
+        f.result(10)
+    shown = ck_describe(admin, topic_name)
+    assert shown["retention.ms"] == ("654321", ConfigSource.DYNAMIC_TOPIC_CONFIG)
+    assert not set(removed) & set(shown)

@@ -88,3 +88,49 @@ def test_three_members_then_one_leaves(bootstrap):
                 m.close()
     for m in members:
         m.check()
+
+
+def test_commit_on_revoke_is_kept(bootstrap):
+    """kafka-python auto-commits synchronously when a rebalance starts, before it revokes its
+    partitions: the group is then PreparingRebalance, the member's generation still current,
+    and Kafka accepts the commit. The next owner starts after what the first one processed
+    (were the commit refused, it would read those records again: duplicates)."""
+    import time
+
+    from kafka import KafkaConsumer
+
+    topic, group = unique("kp-revoke-topic"), unique("kp-revoke")
+    create_topic(bootstrap, topic, 1)
+    produced = produce_keyed(bootstrap, topic, 20, "r")
+
+    def member():
+        # The periodic auto-commit never fires (10 min): the commit on revoke is the only one.
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=True,
+                          auto_commit_interval_ms=600000, auto_offset_reset="earliest",
+                          heartbeat_interval_ms=200, session_timeout_ms=10000)
+        c.subscribe([topic])
+        return c
+
+    first, second = member(), None
+    try:
+        seen = 0
+        deadline = time.monotonic() + 20
+        while seen < len(produced) and time.monotonic() < deadline:
+            seen += sum(len(v) for v in first.poll(200).values())
+        assert seen == len(produced)
+        assert (topic, 0) not in kp_group_offsets(bootstrap, group), "nothing committed yet"
+        second = member()
+        # The second member's join starts a rebalance; the first commits when it learns of it.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not second.assignment() and \
+                first._coordinator._generation.generation_id < 2:
+            first.poll(100)
+            second.poll(100)
+        for _ in range(20):  # both are in the new generation: let them settle
+            first.poll(50)
+            second.poll(50)
+        assert kp_group_offsets(bootstrap, group).get((topic, 0), (None,))[0] == len(produced)
+    finally:
+        first.close(autocommit=False)
+        if second is not None:
+            second.close(autocommit=False)

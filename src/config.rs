@@ -57,7 +57,7 @@ pub struct Config {
     /// Default `flush.messages` of topics: fsync before acknowledging once this many records
     /// are unflushed (Kafka's `log.flush.interval.messages`; 1 is the same as `fsync = "always"`).
     pub flush_messages: i64,
-    /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`, default 5 min).
     pub log_retention_check_interval_ms: u64,
     /// How often the cleaner looks for compaction work (Kafka's `log.cleaner.backoff.ms`).
     pub log_cleaner_backoff_ms: u64,
@@ -115,7 +115,7 @@ impl Default for Config {
             fsync: FsyncPolicy::Interval,
             flush_interval_ms: 1000,
             flush_messages: i64::MAX,
-            log_retention_check_interval_ms: 5000,
+            log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
             log_cleaner_min_compaction_lag_ms: 0,
@@ -230,6 +230,15 @@ impl Config {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// The maintenance intervals default to Kafka's (`log.retention.check.interval.ms`,
+    /// `log.cleaner.backoff.ms`); tests that want fast retention set them themselves.
+    #[test]
+    fn maintenance_intervals_default_to_kafkas() {
+        let c = Config::default();
+        assert_eq!(c.log_retention_check_interval_ms, 300_000);
+        assert_eq!(c.log_cleaner_backoff_ms, 15_000);
+    }
 
     #[test]
     fn layers_merge_in_order() {

@@ -336,6 +336,71 @@ async fn offsets_survive_a_restart_and_groups_can_be_deleted() {
     broker.stop().await;
 }
 
+/// Kafka's ClassicGroup accepts an OffsetCommit from a member of the current generation
+/// while the group is PreparingRebalance (consumers commit on revoke, before rejoining);
+/// only CompletingRebalance answers REBALANCE_IN_PROGRESS.
+#[tokio::test]
+async fn commits_are_accepted_while_preparing_a_rebalance() {
+    let broker = TestBroker::memory().await;
+    let mut a = broker.client().await;
+    let mut b = broker.client().await;
+    a.send(
+        &MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s("t")))),
+        ])),
+        12,
+    )
+    .await;
+    let ja = join_new(&mut a, b"meta-a").await;
+    let a_id = ja.member_id.to_string();
+    a.send(&sync(&a_id, 1, &[(&a_id, b"all")]), 5).await;
+    let r = a.send(&commit("g", 1, &a_id, "t", 10), 8).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0, "stable");
+
+    // B joins: the group is PreparingRebalance, still in generation 1, until A rejoins.
+    let b_first = b.send(&join("", None, b"meta-b"), 5).await;
+    let b_id = b_first.member_id.to_string();
+    let b_join = tokio::spawn(async move {
+        let r = b.send(&join(&b_id, None, b"meta-b"), 5).await;
+        (b, r)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let d = a
+        .send(
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+            5,
+        )
+        .await;
+    assert_eq!(d.groups[0].group_state.as_str(), "PreparingRebalance");
+    // A commits what it processed before giving its partitions up: accepted.
+    let r = a.send(&commit("g", 1, &a_id, "t", 20), 8).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0, "preparing");
+    assert_eq!(fetched(&mut a, "g", "t").await.0, 20);
+
+    // A rejoins: generation 2, CompletingRebalance until the leader syncs.
+    let ja2 = a.send(&join(&a_id, None, b"meta-a"), 5).await;
+    let (_b, jb) = b_join.await.unwrap();
+    assert_eq!((ja2.generation_id, jb.generation_id), (2, 2));
+    let r = a.send(&commit("g", 2, &a_id, "t", 30), 8).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::RebalanceInProgress.code(),
+        "completing"
+    );
+    let r = a.send(&commit("g", 1, &a_id, "t", 30), 8).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::IllegalGeneration.code(),
+        "old generation"
+    );
+    assert_eq!(
+        fetched(&mut a, "g", "t").await.0,
+        20,
+        "nothing refused was stored"
+    );
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn non_empty_groups_cannot_be_deleted_and_bad_requests_are_refused() {
     let broker = TestBroker::memory().await;

@@ -1245,3 +1245,378 @@ async fn disk_altered_configs_and_deleted_records_survive_restart() {
     assert_eq!(got, want);
     broker.stop().await;
 }
+
+/// Nullable strings are null where Kafka answers null (an error message on success), and
+/// the empty string or a text where Kafka does: decoded from the wire at every version.
+#[tokio::test]
+async fn nullable_strings_are_null_on_success_as_kafka_answers_them() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let s = |v: &str| StrBytes::from_string(v.into());
+
+    for version in 2..=7 {
+        let topic = format!("n{version}");
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(1000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name(&topic))
+                .with_num_partitions(1)
+                .with_replication_factor(-1)]);
+        let r = c.send(&req, version).await;
+        assert_eq!(r.topics[0].error_code, 0);
+        assert_eq!(r.topics[0].error_message, None, "CreateTopics v{version}");
+        // The same again: an error, with Kafka's message.
+        let r = c.send(&req, version).await;
+        assert_eq!(
+            r.topics[0].error_code,
+            ResponseError::TopicAlreadyExists.code()
+        );
+        assert!(
+            r.topics[0]
+                .error_message
+                .as_ref()
+                .is_some_and(|m| !m.is_empty()),
+            "CreateTopics v{version} error"
+        );
+    }
+    for version in 0..=3 {
+        let r = c
+            .send(
+                &CreatePartitionsRequest::default().with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(name("n2"))
+                        .with_count(2 + version as i32),
+                ]),
+                version,
+            )
+            .await;
+        assert_eq!(r.results[0].error_code, 0);
+        assert_eq!(
+            r.results[0].error_message, None,
+            "CreatePartitions v{version}"
+        );
+    }
+    for version in 0..=2 {
+        let r = c
+            .send(
+                &AlterConfigsRequest::default().with_resources(vec![topic_resource_alter(
+                    "n3",
+                    &[("retention.ms", Some("1000"))],
+                )]),
+                version,
+            )
+            .await;
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "AlterConfigs v{version}"
+        );
+    }
+    for version in 0..=1 {
+        let r = c
+            .send(
+                &IncrementalAlterConfigsRequest::default().with_resources(vec![incremental(
+                    2,
+                    "n3",
+                    &[("retention.ms", 0, Some("2000"))],
+                )]),
+                version,
+            )
+            .await;
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "IncrementalAlterConfigs v{version}"
+        );
+    }
+    // DescribeConfigs: Kafka leaves the message at its default, "", and the documentation
+    // null unless asked for.
+    for version in 1..=4 {
+        let r = c
+            .send(
+                &DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("n3")),
+                ]),
+                version,
+            )
+            .await;
+        assert_eq!(r.results[0].error_code, 0);
+        assert_eq!(r.results[0].error_message.as_deref(), Some(""));
+        let retention = r.results[0]
+            .configs
+            .iter()
+            .find(|e| e.name.as_str() == "retention.ms")
+            .expect("retention.ms is described");
+        assert_eq!(retention.value.as_deref(), Some("2000"));
+        if version >= 3 {
+            assert_eq!(retention.documentation, None, "DescribeConfigs v{version}");
+        }
+    }
+    for version in 5..=6 {
+        let topic = format!("n{}", version + 1);
+        let req = if version >= 6 {
+            DeleteTopicsRequest::default().with_topics(vec![
+                DeleteTopicState::default().with_name(Some(name(&topic)))
+            ])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+        };
+        let r = c.send(&req, version).await;
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "DeleteTopics v{version}"
+        );
+    }
+    for version in 8..=11 {
+        let r = c
+            .send(
+                &produce("n2", 0, 1, batch(&[b"x"], Compression::None)),
+                version,
+            )
+            .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(
+            (p.error_code, &p.error_message),
+            (0, &None),
+            "Produce v{version}"
+        );
+    }
+    for version in 0..=2 {
+        let r = c.send(&DescribeClusterRequest::default(), version).await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.error_message, None, "DescribeCluster v{version}");
+        assert_eq!(r.brokers[0].rack, None);
+    }
+    let r = c
+        .send(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(r.brokers[0].rack, None);
+    assert!(r.cluster_id.is_some());
+    // FindCoordinator: Kafka answers `Errors.NONE.message()` ("NONE") to v1-3 and leaves a
+    // v4+ coordinator's message at its default, "".
+    for version in 1..=6 {
+        let req = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("grp")])
+        } else {
+            FindCoordinatorRequest::default().with_key(s("grp"))
+        };
+        let r = c.send(&req, version).await;
+        let message = if version >= 4 {
+            assert_eq!(r.coordinators[0].error_code, 0);
+            r.coordinators[0].error_message.clone()
+        } else {
+            assert_eq!(r.error_code, 0);
+            r.error_message.clone()
+        };
+        let want = if version >= 4 { "" } else { "NONE" };
+        assert_eq!(message.as_deref(), Some(want), "FindCoordinator v{version}");
+    }
+    broker.stop().await;
+}
+
+/// IncrementalAlterConfigs v1 of topic "empty-policy": the resource's error code.
+async fn alter_empty_policy(c: &mut Client, entries: &[(&str, i8, Option<&str>)]) -> i16 {
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![incremental(
+        2,
+        "empty-policy",
+        entries,
+    )]);
+    let r = c.send(&req, 1).await;
+    r.responses[0].error_code
+}
+
+/// Kafka's `ValidList` accepts an empty list: a SUBTRACT that removes every policy leaves
+/// `cleanup.policy` = "" (an override, described as such); the log is then neither deleted by
+/// retention nor compacted, and DeleteRecords answers POLICY_VIOLATION (no `delete`).
+#[tokio::test]
+async fn cleanup_policy_may_become_empty_as_in_kafka() {
+    const SET: i8 = 0;
+    const SUBTRACT: i8 = 3;
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "empty-policy", 1).await;
+    assert_eq!(
+        alter_empty_policy(&mut c, &[("cleanup.policy", SET, Some("compact,delete"))]).await,
+        0
+    );
+    assert_eq!(
+        alter_empty_policy(
+            &mut c,
+            &[("cleanup.policy", SUBTRACT, Some("delete,compact"))]
+        )
+        .await,
+        0
+    );
+    let shown = described(&mut c, "empty-policy").await;
+    assert_eq!(shown["cleanup.policy"], ("".into(), DYNAMIC_TOPIC));
+    let log = broker
+        .broker
+        .topics
+        .get("empty-policy")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .log()
+        .clone();
+    assert!(!log.config().cleanup_delete && !log.config().cleanup_compact);
+    let r = c.send(&delete_records("empty-policy", 0, 0), 2).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::PolicyViolation.code()
+    );
+    // SUBTRACT from the default ("delete") empties it too; an empty item is still refused.
+    assert_eq!(
+        alter_empty_policy(&mut c, &[("cleanup.policy", SET, Some("compact"))]).await,
+        0
+    );
+    let r = c
+        .send(
+            &AlterConfigsRequest::default().with_resources(vec![topic_resource_alter(
+                "empty-policy",
+                &[("cleanup.policy", Some(""))],
+            )]),
+            2,
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "AlterConfigs may set it empty"
+    );
+    assert_eq!(
+        described(&mut c, "empty-policy").await["cleanup.policy"],
+        ("".into(), DYNAMIC_TOPIC)
+    );
+    assert_eq!(
+        alter_empty_policy(&mut c, &[("cleanup.policy", SET, Some("compact,"))]).await,
+        ResponseError::InvalidConfig.code()
+    );
+    broker.stop().await;
+}
+
+/// Topic configs Kafka 3.x accepted and 4.0 removed are accepted as deprecated no-ops by
+/// CreateTopics, AlterConfigs and IncrementalAlterConfigs: not stored, not described.
+#[tokio::test]
+async fn configs_removed_in_kafka_4_are_accepted_as_no_ops() {
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    let removed = [
+        ("message.format.version", "2.8-IV1"),
+        ("message.downconversion.enable", "true"),
+        ("message.timestamp.difference.max.ms", "60000"),
+    ];
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let mut configs: Vec<CreatableTopicConfig> = removed
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    configs.push(
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(Some(StrBytes::from_static_str("5000"))),
+    );
+    let r = c
+        .send(
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(name("legacy"))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)
+                    .with_configs(configs)]),
+            7,
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    let listed: Vec<String> = r.topics[0]
+        .configs
+        .iter()
+        .flatten()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert!(listed.iter().any(|n| n == "retention.ms"));
+    let stored = |b: &TestBroker| {
+        b.broker
+            .topics
+            .get("legacy")
+            .unwrap()
+            .configs()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stored(&broker), vec!["retention.ms".to_string()]);
+    let shown = described(&mut c, "legacy").await;
+    assert_eq!(shown["retention.ms"], ("5000".into(), DYNAMIC_TOPIC));
+    for (k, _) in removed {
+        assert!(!shown.contains_key(k), "{k} is not described");
+        assert!(
+            !listed.iter().any(|n| n == k),
+            "{k} is not in CreateTopics' answer"
+        );
+    }
+
+    // AlterConfigs: the removed ones are skipped, the rest replaces the override set.
+    let mut entries: Vec<(&str, Option<&str>)> =
+        removed.iter().map(|(k, v)| (*k, Some(*v))).collect();
+    entries.push(("segment.ms", Some("70000")));
+    let r = c
+        .send(
+            &AlterConfigsRequest::default()
+                .with_resources(vec![topic_resource_alter("legacy", &entries)]),
+            2,
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    assert_eq!(stored(&broker), vec!["segment.ms".to_string()]);
+
+    // IncrementalAlterConfigs: SET and DELETE of them change nothing.
+    let mut entries: Vec<(&str, i8, Option<&str>)> =
+        removed.iter().map(|(k, v)| (*k, SET, Some(*v))).collect();
+    entries.push(("message.format.version", DELETE, None));
+    entries.remove(0);
+    entries.push(("retention.ms", SET, Some("9000")));
+    let r = c
+        .send(
+            &IncrementalAlterConfigsRequest::default()
+                .with_resources(vec![incremental(2, "legacy", &entries)]),
+            1,
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    assert_eq!(
+        stored(&broker),
+        vec!["retention.ms".to_string(), "segment.ms".to_string()]
+    );
+    // Unknown names are still refused.
+    let r = c
+        .send(
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![incremental(
+                2,
+                "legacy",
+                &[("message.format.versionx", SET, Some("1"))],
+            )]),
+            1,
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    broker.stop().await;
+}

@@ -549,3 +549,166 @@ async fn produce_refuses_bad_transactional_writes() {
     assert_eq!(log.last_stable_offset(), 0);
     broker.stop().await;
 }
+
+/// PRODUCER_FENCED (90) reaches only request versions that know it, as Kafka's `KafkaApis`
+/// maps it: InitProducerId v4+, AddPartitionsToTxn / AddOffsetsToTxn / EndTxn v2+; older
+/// versions get INVALID_PRODUCER_EPOCH (47). TxnOffsetCommit and Produce answer 47 at every
+/// version (Kafka's transaction verification turns 90 into 47 for them).
+#[tokio::test]
+async fn producer_fenced_is_answered_only_to_versions_that_know_it() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let fenced = ResponseError::ProducerFenced.code();
+    let stale = ResponseError::InvalidProducerEpoch.code();
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "f").await;
+    let tid = TransactionalId(StrBytes::from_string("fenced".into()));
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(tid.clone()))
+        .with_transaction_timeout_ms(60_000);
+    let old = c.send(&init, 4).await;
+    assert_eq!((old.error_code, old.producer_epoch), (0, 0));
+    // A new incarnation of the producer: epoch 1; epoch 0 is now fenced.
+    let new = c.send(&init, 4).await;
+    assert_eq!((new.error_code, new.producer_epoch), (0, 1));
+    let pid = old.producer_id;
+
+    // KIP-360 re-initialisation naming a producer id that is not the current one.
+    for version in 3..=5 {
+        let r = c
+            .send(
+                &init
+                    .clone()
+                    .with_producer_id(ProducerId(pid.0 + 1000))
+                    .with_producer_epoch(0),
+                version,
+            )
+            .await;
+        let want = if version < 4 { stale } else { fenced };
+        assert_eq!(r.error_code, want, "InitProducerId v{version}");
+    }
+    for version in 0..=3 {
+        let r = c
+            .send(
+                &AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(tid.clone())
+                    .with_v3_and_below_producer_id(pid)
+                    .with_v3_and_below_producer_epoch(0)
+                    .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(name("f"))
+                        .with_partitions(vec![0])]),
+                version,
+            )
+            .await;
+        let want = if version < 2 { stale } else { fenced };
+        assert_eq!(
+            r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, want,
+            "AddPartitionsToTxn v{version}"
+        );
+    }
+    // v4+ is the brokers' batched form: it knows PRODUCER_FENCED.
+    let r = c
+        .send(
+            &AddPartitionsToTxnRequest::default().with_transactions(vec![
+                AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(tid.clone())
+                    .with_producer_id(pid)
+                    .with_producer_epoch(0)
+                    .with_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(name("f"))
+                        .with_partitions(vec![0])]),
+            ]),
+            4,
+        )
+        .await;
+    assert_eq!(
+        r.results_by_transaction[0].topic_results[0].results_by_partition[0].partition_error_code,
+        fenced,
+        "AddPartitionsToTxn v4"
+    );
+    for version in 0..=4 {
+        let r = c
+            .send(
+                &AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(tid.clone())
+                    .with_producer_id(pid)
+                    .with_producer_epoch(0)
+                    .with_group_id(GroupId(StrBytes::from_string("g".into()))),
+                version,
+            )
+            .await;
+        let want = if version < 2 { stale } else { fenced };
+        assert_eq!(r.error_code, want, "AddOffsetsToTxn v{version}");
+    }
+    for version in 0..=4 {
+        let r = c
+            .send(
+                &EndTxnRequest::default()
+                    .with_transactional_id(tid.clone())
+                    .with_producer_id(pid)
+                    .with_producer_epoch(0)
+                    .with_committed(true),
+                version,
+            )
+            .await;
+        let want = if version < 2 { stale } else { fenced };
+        assert_eq!(r.error_code, want, "EndTxn v{version}");
+    }
+    for version in 0..=4 {
+        let r = c
+            .send(
+                &TxnOffsetCommitRequest::default()
+                    .with_transactional_id(tid.clone())
+                    .with_group_id(GroupId(StrBytes::from_string("g".into())))
+                    .with_producer_id(pid)
+                    .with_producer_epoch(0)
+                    .with_generation_id(-1)
+                    .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                        .with_name(name("f"))
+                        .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(5)])]),
+                version,
+            )
+            .await;
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, stale,
+            "TxnOffsetCommit v{version}"
+        );
+    }
+    // A transactional batch of the fenced epoch (the partition has no state of this producer:
+    // the transaction coordinator's verification refuses it).
+    for version in [3, 9, 11] {
+        let r = c
+            .send(
+                &produce_to(
+                    Some("fenced"),
+                    vec![("f", 0, producer_batch(pid.0, 0, 0, 1, true))],
+                ),
+                version,
+            )
+            .await;
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, stale,
+            "Produce v{version}"
+        );
+    }
+    assert_eq!(
+        broker
+            .broker
+            .topics
+            .get("f")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log()
+            .log_end_offset(),
+        0
+    );
+    broker.stop().await;
+}

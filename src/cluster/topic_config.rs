@@ -249,6 +249,20 @@ pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// Topic configs Kafka 3.x accepted and Kafka 4.0 removed (KIP-724, KIP-896, KIP-937).
+/// Tooling written for 3.x still sets them: ottla accepts them as deprecated no-ops (the
+/// handlers skip them with a warning): never stored, never validated, not listed by
+/// DescribeConfigs (Kafka 4 does not know them).
+pub const REMOVED_IN_KAFKA_4: &[&str] = &[
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.difference.max.ms",
+];
+
+pub fn is_removed_in_kafka_4(name: &str) -> bool {
+    REMOVED_IN_KAFKA_4.contains(&name)
+}
+
 /// The default value of a topic config on this broker.
 pub fn default_value(def: &TopicConfigDef, broker: &Config) -> String {
     match def.name {
@@ -292,9 +306,14 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         T::Long => value.trim().parse::<i64>().is_ok(),
         T::Double => value.trim().parse::<f64>().is_ok(),
         T::String => def.allowed.is_empty() || def.allowed.contains(&value),
-        T::List => value
-            .split(',')
-            .all(|v| def.allowed.is_empty() || def.allowed.contains(&v.trim())),
+        // An empty value is the empty list, which Kafka's `ValidList` accepts (an empty
+        // `cleanup.policy`: neither deleted nor compacted); an empty item is not.
+        T::List => {
+            value.trim().is_empty()
+                || value
+                    .split(',')
+                    .all(|v| def.allowed.is_empty() || def.allowed.contains(&v.trim()))
+        }
     };
     if !ok {
         return Err(format!("Invalid value {value} for configuration {name}"));
@@ -381,6 +400,8 @@ mod tests {
         assert!(validate("retention.ms", "soon").is_err());
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("cleanup.policy", "").is_ok());
+        assert!(validate("cleanup.policy", "compact,").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate("compression.type", "gzip").is_err());
         assert!(validate("no.such.config", "1").is_err());

@@ -991,10 +991,12 @@ impl GroupCoordinator {
                 _ if generation != group.generation => {
                     return Err(ResponseError::IllegalGeneration)
                 }
-                GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                    return Err(ResponseError::RebalanceInProgress)
-                }
-                GroupState::Stable => {}
+                // As Kafka's ClassicGroup: only CompletingRebalance refuses (the member has
+                // its new generation but not its assignment yet). In PreparingRebalance a
+                // member of the current generation may still commit: consumers commit what
+                // they processed when their partitions are revoked, before rejoining.
+                GroupState::CompletingRebalance => return Err(ResponseError::RebalanceInProgress),
+                GroupState::PreparingRebalance | GroupState::Stable => {}
             }
             if let Some(m) = group.members.get_mut(member_id) {
                 m.last_heartbeat_ms = now;

@@ -3,11 +3,15 @@
 
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
-use super::{Broker, NONE};
+use super::{producer_fenced_for, Broker, NONE};
 use crate::groups::OFFSETS_TOPIC;
 use crate::txn::coordinator::ProducerIdent;
 
-pub fn handle(broker: &Broker, req: &AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &AddOffsetsToTxnRequest,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
     let p = ProducerIdent {
         producer_id: req.producer_id.0,
         producer_epoch: req.producer_epoch,
@@ -22,7 +26,7 @@ pub fn handle(broker: &Broker, req: &AddOffsetsToTxnRequest) -> AddOffsetsToTxnR
             Some(req.group_id.0.as_str()),
         ) {
             Ok(()) => NONE,
-            Err(e) => e.code(),
+            Err(e) => producer_fenced_for(e, version, 2).code(),
         }
     };
     AddOffsetsToTxnResponse::default().with_error_code(error)

@@ -9,7 +9,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
-use super::{Broker, NONE};
+use super::{producer_fenced_for, Broker, NONE};
 use crate::txn::coordinator::ProducerIdent;
 
 fn one(
@@ -18,6 +18,7 @@ fn one(
     p: ProducerIdent,
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
+    version: i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut wanted = Vec::new();
     let mut unknown = false;
@@ -67,7 +68,7 @@ fn one(
                                 Err(ResponseError::UnknownTopicOrPartition) => {
                                     ResponseError::OperationNotAttempted.code()
                                 }
-                                Err(e) => e.code(),
+                                Err(e) => producer_fenced_for(*e, version, 2).code(),
                             };
                             AddPartitionsToTxnPartitionResult::default()
                                 .with_partition_index(p)
@@ -95,6 +96,7 @@ pub fn handle(
             p,
             &req.v3_and_below_topics,
             false,
+            version,
         );
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     }
@@ -116,6 +118,7 @@ pub fn handle(
                             p,
                             &t.topics,
                             t.verify_only,
+                            version,
                         ))
                 })
                 .collect(),

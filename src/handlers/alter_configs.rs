@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, topic_error_code, Broker, NONE};
-use crate::cluster::topic_config::TopicOverrides;
+use crate::cluster::topic_config::{self, TopicOverrides};
 use crate::cluster::TopicError;
 
 /// A refused resource: the error code and the message sent back.
@@ -90,6 +90,7 @@ fn alter_resource(
             let overrides: TopicOverrides = r
                 .configs
                 .iter()
+                .filter(|c| !skip_removed_config(name, c.name.as_str()))
                 .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
                 .collect();
             let _changes = CONFIG_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
@@ -102,6 +103,20 @@ fn alter_resource(
         // Legacy AlterConfigs never covered broker loggers; Kafka refuses them the same way.
         other => Err(unsupported_resource_type(other)),
     }
+}
+
+/// Whether `config` is one Kafka 4 removed (see `topic_config::REMOVED_IN_KAFKA_4`): the
+/// caller skips it, a deprecated no-op, with a warning.
+pub fn skip_removed_config(topic: &str, config: &str) -> bool {
+    let removed = topic_config::is_removed_in_kafka_4(config);
+    if removed {
+        tracing::warn!(
+            topic,
+            config,
+            "ignoring a topic config Kafka 4.0 removed (accepted as a deprecated no-op)"
+        );
+    }
+    removed
 }
 
 /// The (type, name) pairs that appear more than once: Kafka refuses every copy.

@@ -11,6 +11,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use uuid::Uuid;
 
+use super::alter_configs::skip_removed_config;
 use super::describe_configs::topic_entries;
 use super::{str_bytes, topic_error_code, Broker, NONE};
 use crate::cluster::topic_config::TopicOverrides;
@@ -37,8 +38,11 @@ pub fn handle(broker: &Broker, req: &CreateTopicsRequest, version: i16) -> Creat
             }
             match create_one(broker, t, req.validate_only) {
                 Ok((id, partitions, overrides)) => {
+                    // Kafka answers a null error message on success (kafka-protocol's
+                    // default is the empty string).
                     let result = result
                         .with_error_code(NONE)
+                        .with_error_message(None)
                         .with_topic_id(id)
                         .with_num_partitions(partitions)
                         .with_replication_factor(1);
@@ -129,6 +133,9 @@ fn create_one(
                 ),
             ));
         };
+        if skip_removed_config(name, c.name.as_str()) {
+            continue;
+        }
         overrides.insert(c.name.as_str().to_string(), value.as_str().to_string());
     }
     let failed = |e| (topic_error_code(&e), e.to_string());

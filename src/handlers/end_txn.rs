@@ -6,10 +6,10 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
-use super::{Broker, NONE};
+use super::{producer_fenced_for, Broker, NONE};
 use crate::txn::coordinator::ProducerIdent;
 
-pub async fn handle(broker: &Arc<Broker>, req: &EndTxnRequest) -> EndTxnResponse {
+pub async fn handle(broker: &Arc<Broker>, req: &EndTxnRequest, version: i16) -> EndTxnResponse {
     let p = ProducerIdent {
         producer_id: req.producer_id.0,
         producer_epoch: req.producer_epoch,
@@ -24,7 +24,7 @@ pub async fn handle(broker: &Arc<Broker>, req: &EndTxnRequest) -> EndTxnResponse
     EndTxnResponse::default()
         .with_error_code(match result {
             Ok(()) => NONE,
-            Err(e) => e.code(),
+            Err(e) => producer_fenced_for(e, version, 2).code(),
         })
         .with_producer_id(req.producer_id)
         .with_producer_epoch(req.producer_epoch)

@@ -45,10 +45,11 @@ pub fn handle(
             .iter()
             .map(|key| {
                 let (error, message) = answer(broker, req.key_type, key);
+                // Kafka leaves a v4+ coordinator's message at its default, "" (not null).
                 let c = Coordinator::default()
                     .with_key(key.clone())
                     .with_error_code(error)
-                    .with_error_message(message.map(str_bytes));
+                    .with_error_message(Some(str_bytes(message.unwrap_or_default())));
                 if error == NONE {
                     c.with_node_id(node).with_host(host.clone()).with_port(port)
                 } else {
@@ -62,8 +63,9 @@ pub fn handle(
     let (error, message) = answer(broker, req.key_type, &req.key);
     let r = FindCoordinatorResponse::default()
         .with_error_code(error)
+        // v1-3: Kafka's message is `Errors.message()`, which is "NONE" on success.
         .with_error_message(if version >= 1 {
-            message.map(str_bytes)
+            Some(str_bytes(message.unwrap_or_else(|| "NONE".into())))
         } else {
             None
         });

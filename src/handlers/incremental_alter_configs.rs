@@ -12,8 +12,8 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 
 use super::alter_configs::{
     check_broker_name, check_no_nulls, check_topic_name, check_unique_keys, error_fields, outcomes,
-    refuse_broker_changes, replace_topic_configs, topic_failure, unsupported_resource_type,
-    Failure, CONFIG_CHANGES,
+    refuse_broker_changes, replace_topic_configs, skip_removed_config, topic_failure,
+    unsupported_resource_type, Failure, CONFIG_CHANGES,
 };
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_TOPIC};
 use super::Broker;
@@ -84,7 +84,10 @@ fn alter_resource(
         ));
     }
     let name = r.resource_name.as_str();
-    let ops = r.configs.iter().map(|c| {
+    let ops = r.configs.iter().filter(|c| {
+        r.resource_type != RESOURCE_TOPIC || !skip_removed_config(name, c.name.as_str())
+    });
+    let ops = ops.map(|c| {
         (
             c.name.as_str(),
             c.config_operation,

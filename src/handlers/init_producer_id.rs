@@ -7,13 +7,17 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use std::sync::Arc;
 
-use super::{Broker, NONE};
+use super::{producer_fenced_for, Broker, NONE};
 use crate::txn::coordinator::ProducerIdent;
 
-pub async fn handle(broker: &Arc<Broker>, req: &InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: &InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
     let failed = |e: ResponseError| {
         InitProducerIdResponse::default()
-            .with_error_code(e.code())
+            .with_error_code(producer_fenced_for(e, version, 4).code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };

@@ -80,3 +80,19 @@ impl Broker {
 
 /// Kafka's "no error" code.
 pub const NONE: i16 = 0;
+
+/// PRODUCER_FENCED (90, KIP-588) is answered only to request versions that know it; older
+/// ones get INVALID_PRODUCER_EPOCH instead, as Kafka's `KafkaApis` maps it (InitProducerId
+/// below v4; AddPartitionsToTxn, AddOffsetsToTxn and EndTxn below v2).
+pub fn producer_fenced_for(
+    error: ResponseError,
+    version: i16,
+    first_knowing: i16,
+) -> ResponseError {
+    match error {
+        ResponseError::ProducerFenced if version < first_knowing => {
+            ResponseError::InvalidProducerEpoch
+        }
+        e => e,
+    }
+}

@@ -174,7 +174,7 @@ fn transactional_request_error(req: &ProduceRequest) -> Option<ResponseError> {
 /// data to this partition now? As Kafka with partition verification (KIP-890 part 1, on by
 /// default since 3.6): only if AddPartitionsToTxn added this partition to the ongoing
 /// transaction of this producer id and epoch; else INVALID_TXN_STATE ("Partition was not added
-/// to the transaction"), or INVALID_PRODUCER_ID_MAPPING / PRODUCER_FENCED for a producer that
+/// to the transaction"), or INVALID_PRODUCER_ID_MAPPING / INVALID_PRODUCER_EPOCH for a producer that
 /// is not the transactional id's current one. This stops a zombie from starting a transaction
 /// that nobody will end (a hanging transaction would pin the last stable offset).
 fn verify_transaction(
@@ -191,8 +191,11 @@ fn verify_transaction(
     if m.producer_id != producer_id {
         return Err(ResponseError::InvalidProducerIdMapping);
     }
+    // Kafka's verification answers PRODUCER_FENCED, but the produce path hands clients
+    // INVALID_PRODUCER_EPOCH instead at every version (`AddPartitionsToTxnManager`: producers
+    // expect it there; it aborts the transaction rather than killing the producer).
     if producer_epoch < m.producer_epoch {
-        return Err(ResponseError::ProducerFenced);
+        return Err(ResponseError::InvalidProducerEpoch);
     }
     if m.state != crate::txn::coordinator::TxnState::Ongoing
         || !m.partitions.contains(&(topic.to_string(), partition))

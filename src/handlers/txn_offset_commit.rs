@@ -10,6 +10,7 @@ use super::offset_commit::{committed, partition_exists, settle};
 use super::Broker;
 use crate::log::now_ms;
 use crate::txn::coordinator::ProducerIdent;
+use kafka_protocol::error::ResponseError;
 
 pub async fn handle(
     broker: &Broker,
@@ -49,6 +50,13 @@ pub async fn handle(
     let result = broker
         .txns
         .is_ongoing(req.transactional_id.0.as_str(), ident)
+        // Kafka's group coordinator checks the producer through the transaction
+        // coordinator's verification, which answers a fenced producer with
+        // INVALID_PRODUCER_EPOCH (`AddPartitionsToTxnManager`), at every version.
+        .map_err(|e| match e {
+            ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+            e => e,
+        })
         .and_then(|()| {
             broker.groups.commit_txn_offsets(
                 req.group_id.0.as_str(),

@@ -265,7 +265,7 @@ async fn dispatch(
             blocking(broker, move |b| offset_delete::handle(b, &r)).await?,
         ),
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r).await)
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r, version).await)
         }
         RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
             blocking(broker, move |b| {
@@ -274,9 +274,9 @@ async fn dispatch(
             .await?,
         ),
         RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(
-            blocking(broker, move |b| add_offsets_to_txn::handle(b, &r)).await?,
+            blocking(broker, move |b| add_offsets_to_txn::handle(b, &r, version)).await?,
         ),
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(broker, &r).await),
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(broker, &r, version).await),
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, &r, version).await)
         }

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod codec;
 pub mod fsutil;
 pub mod index;
 pub mod partition;

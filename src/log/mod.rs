@@ -12,6 +12,7 @@ pub mod producer_state;
 pub mod segment;
 pub mod store;
 pub mod txn;
+pub mod validate;
 
 pub use partition::{
     now_ms, AppendInfo, CompactionReport, Isolation, LogConfig, LogError, PartitionLog, ReadInfo,

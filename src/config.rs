@@ -49,6 +49,20 @@ pub struct Config {
     pub log_index_interval_bytes: u64,
     /// Default `message.timestamp.type` of topics: `CreateTime` or `LogAppendTime`.
     pub log_message_timestamp_type: String,
+    /// Default `message.timestamp.before.max.ms` / `after.max.ms` of topics (KIP-937): how far
+    /// a CreateTime record's timestamp may lag / lead the broker's clock.
+    pub log_message_timestamp_before_max_ms: i64,
+    pub log_message_timestamp_after_max_ms: i64,
+    /// Default `compression.type` of topics: `producer` (stored as sent), `uncompressed`,
+    /// `gzip`, `snappy`, `lz4` or `zstd` (recompressed on produce when the batch differs).
+    pub compression_type: String,
+    /// Default `compression.gzip.level` / `lz4.level` / `zstd.level` of topics (KIP-390).
+    pub compression_gzip_level: i32,
+    pub compression_lz4_level: i32,
+    pub compression_zstd_level: i32,
+    /// The most a produced compressed batch may decompress to when the broker must read its
+    /// records (recompression, compacted topics, timestamp bounds); larger: MESSAGE_TOO_LARGE.
+    pub max_decompressed_batch_bytes: usize,
     /// `interval`: acknowledged data sits in the page cache until the periodic flush (Kafka's
     /// default); `always`: every acknowledged produce is fsynced first (group commit).
     pub fsync: FsyncPolicy,
@@ -112,6 +126,13 @@ impl Default for Config {
             log_retention_bytes: -1,
             log_index_interval_bytes: 4096,
             log_message_timestamp_type: "CreateTime".to_string(),
+            log_message_timestamp_before_max_ms: i64::MAX,
+            log_message_timestamp_after_max_ms: i64::MAX,
+            compression_type: "producer".to_string(),
+            compression_gzip_level: crate::log::codec::levels::GZIP_DEFAULT,
+            compression_lz4_level: crate::log::codec::levels::LZ4_DEFAULT,
+            compression_zstd_level: crate::log::codec::levels::ZSTD_DEFAULT,
+            max_decompressed_batch_bytes: 100 * 1024 * 1024,
             fsync: FsyncPolicy::Interval,
             flush_interval_ms: 1000,
             flush_messages: i64::MAX,
@@ -203,6 +224,43 @@ impl Config {
         ) {
             return bad("log_message_timestamp_type must be CreateTime or LogAppendTime".into());
         }
+        if self.log_message_timestamp_before_max_ms < 0
+            || self.log_message_timestamp_after_max_ms < 0
+        {
+            return bad("log_message_timestamp_before/after_max_ms must be ≥ 0".into());
+        }
+        use crate::log::codec;
+        if codec::target_of(&self.compression_type).is_none() {
+            return bad(format!(
+                "compression_type must be one of {}, not {}",
+                codec::COMPRESSION_TYPES.join(", "),
+                self.compression_type
+            ));
+        }
+        for (name, c, level) in [
+            (
+                "compression_gzip_level",
+                codec::Codec::Gzip,
+                self.compression_gzip_level,
+            ),
+            (
+                "compression_lz4_level",
+                codec::Codec::Lz4,
+                self.compression_lz4_level,
+            ),
+            (
+                "compression_zstd_level",
+                codec::Codec::Zstd,
+                self.compression_zstd_level,
+            ),
+        ] {
+            if let Err(why) = codec::check_level(c, level) {
+                return bad(format!("{name}: {why}"));
+            }
+        }
+        if self.max_decompressed_batch_bytes < 1024 {
+            return bad("max_decompressed_batch_bytes must be ≥ 1024".into());
+        }
         if self.flush_interval_ms < 1 || self.flush_messages < 1 {
             return bad("flush_interval_ms and flush_messages must be ≥ 1".into());
         }
@@ -267,6 +325,23 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("ottla.toml", "num_partitions = 0\n")?;
             assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            jail.create_file("ottla.toml", "no_such_key = 1\n")?;
+            assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            jail.create_file("ottla.toml", "compression_type = \"brotli\"\n")?;
+            assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            jail.create_file("ottla.toml", "compression_zstd_level = 23\n")?;
+            assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            jail.create_file("ottla.toml", "compression_gzip_level = 0\n")?;
+            assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            jail.create_file(
+                "ottla.toml",
+                "compression_type = \"zstd\"\ncompression_zstd_level = -7\n",
+            )?;
+            let c = Config::load(None, BTreeMap::<String, String>::new()).expect("valid");
+            assert_eq!(
+                (c.compression_type.as_str(), c.compression_zstd_level),
+                ("zstd", -7)
+            );
             jail.create_file("ottla.toml", "no_such_key = 1\n")?;
             assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
             Ok(())

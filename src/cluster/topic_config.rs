@@ -72,8 +72,32 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         T::String,
         "compression.type",
         Enforced,
-        &["producer"],
-        "Batches are stored as the producer compressed them (only 'producer' is supported).",
+        &crate::log::codec::COMPRESSION_TYPES,
+        "Codec batches are stored with: 'producer' keeps the producer's, a codec (or 'uncompressed') recompresses batches that differ.",
+    ),
+    def(
+        "compression.gzip.level",
+        T::Int,
+        "compression.gzip.level",
+        Enforced,
+        &[],
+        "gzip level of batches the broker compresses (1-9, or -1 for the codec's default).",
+    ),
+    def(
+        "compression.lz4.level",
+        T::Int,
+        "compression.lz4.level",
+        Enforced,
+        &[],
+        "lz4 level of batches the broker compresses (1-17).",
+    ),
+    def(
+        "compression.zstd.level",
+        T::Int,
+        "compression.zstd.level",
+        Enforced,
+        &[],
+        "zstd level of batches the broker compresses (-131072 to 22).",
     ),
     def(
         "delete.retention.ms",
@@ -135,7 +159,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "message.timestamp.after.max.ms",
         T::Long,
         "log.message.timestamp.after.max.ms",
-        StoredOnly,
+        Enforced,
         &[],
         "Allowed lead of a record timestamp over the broker's clock.",
     ),
@@ -143,7 +167,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "message.timestamp.before.max.ms",
         T::Long,
         "log.message.timestamp.before.max.ms",
-        StoredOnly,
+        Enforced,
         &[],
         "Allowed lag of a record timestamp behind the broker's clock.",
     ),
@@ -267,16 +291,19 @@ pub fn is_removed_in_kafka_4(name: &str) -> bool {
 pub fn default_value(def: &TopicConfigDef, broker: &Config) -> String {
     match def.name {
         "cleanup.policy" => "delete".into(),
-        "compression.type" => "producer".into(),
+        "compression.type" => broker.compression_type.clone(),
         "delete.retention.ms" => broker.log_cleaner_delete_retention_ms.to_string(),
         "file.delete.delay.ms" => "60000".into(),
         "flush.messages" => match broker.fsync {
             FsyncPolicy::Always => "1".into(),
             FsyncPolicy::Interval => broker.flush_messages.to_string(),
         },
-        "max.compaction.lag.ms"
-        | "message.timestamp.after.max.ms"
-        | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
+        "max.compaction.lag.ms" => i64::MAX.to_string(),
+        "message.timestamp.after.max.ms" => broker.log_message_timestamp_after_max_ms.to_string(),
+        "message.timestamp.before.max.ms" => broker.log_message_timestamp_before_max_ms.to_string(),
+        "compression.gzip.level" => broker.compression_gzip_level.to_string(),
+        "compression.lz4.level" => broker.compression_lz4_level.to_string(),
+        "compression.zstd.level" => broker.compression_zstd_level.to_string(),
         "flush.ms" => broker.flush_interval_ms.to_string(),
         "index.interval.bytes" => broker.log_index_interval_bytes.to_string(),
         "max.message.bytes" => broker.message_max_bytes.to_string(),
@@ -328,6 +355,18 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         "segment.bytes" => positive(14),
         "segment.ms" | "max.message.bytes" | "index.interval.bytes" => positive(1),
         "min.insync.replicas" => positive(1),
+        "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => positive(0),
+        "compression.gzip.level" | "compression.lz4.level" | "compression.zstd.level" => {
+            use crate::log::codec::{check_level, Codec};
+            let codec = match name {
+                "compression.gzip.level" => Codec::Gzip,
+                "compression.lz4.level" => Codec::Lz4,
+                _ => Codec::Zstd,
+            };
+            let level = value.trim().parse::<i32>().unwrap_or_default();
+            check_level(codec, level)
+                .map_err(|why| format!("Invalid value {value} for configuration {name}: {why}"))
+        }
         _ => Ok(()),
     }
 }
@@ -390,6 +429,33 @@ pub fn log_append_time(overrides: &TopicOverrides, broker: &Config) -> bool {
     effective("message.timestamp.type", overrides, broker).0 == "LogAppendTime"
 }
 
+/// The codec a topic stores batches with (`None`: `producer`, as sent) and its levels.
+pub fn compression(
+    overrides: &TopicOverrides,
+    broker: &Config,
+) -> (
+    Option<crate::log::codec::Codec>,
+    crate::log::validate::Levels,
+) {
+    let target = crate::log::codec::target_of(&effective("compression.type", overrides, broker).0)
+        .unwrap_or(None);
+    let level = |name| effective_i64(name, overrides, broker) as i32;
+    let levels = crate::log::validate::Levels {
+        gzip: level("compression.gzip.level"),
+        lz4: level("compression.lz4.level"),
+        zstd: level("compression.zstd.level"),
+    };
+    (target, levels)
+}
+
+/// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms` (KIP-937).
+pub fn timestamp_bounds(overrides: &TopicOverrides, broker: &Config) -> (i64, i64) {
+    (
+        effective_i64("message.timestamp.before.max.ms", overrides, broker).max(0),
+        effective_i64("message.timestamp.after.max.ms", overrides, broker).max(0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,7 +469,37 @@ mod tests {
         assert!(validate("cleanup.policy", "").is_ok());
         assert!(validate("cleanup.policy", "compact,").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
-        assert!(validate("compression.type", "gzip").is_err());
+        for codec in ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"] {
+            assert!(validate("compression.type", codec).is_ok(), "{codec}");
+        }
+        assert!(validate("compression.type", "brotli").is_err());
+        assert!(validate("compression.type", "none").is_err());
+        for (name, good, bad) in [
+            (
+                "compression.gzip.level",
+                ["-1", "1", "9"],
+                ["0", "10", "-2"],
+            ),
+            ("compression.lz4.level", ["1", "9", "17"], ["0", "18", "-1"]),
+            (
+                "compression.zstd.level",
+                ["-131072", "3", "22"],
+                ["-131073", "23", "x"],
+            ),
+        ] {
+            for v in good {
+                assert!(validate(name, v).is_ok(), "{name}={v}");
+            }
+            for v in bad {
+                assert!(validate(name, v).is_err(), "{name}={v}");
+            }
+        }
+        assert_eq!(
+            validate("compression.gzip.level", "0"),
+            Err("Invalid value 0 for configuration compression.gzip.level: Value must be between 1 and 9 or equal to -1".into())
+        );
+        assert!(validate("message.timestamp.after.max.ms", "-1").is_err());
+        assert!(validate("message.timestamp.after.max.ms", "3600000").is_ok());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("segment.bytes", "0").is_err());
     }

@@ -1,5 +1,7 @@
 //! Produce (key 0): validates each partition's batches (magic 2, lengths, CRC32C, record
-//! counts, size limit), assigns offsets and appends. When the flush policy asks for it
+//! counts, size limit), checks its records where the topic's rules need them and recompresses
+//! it into the topic's `compression.type` ([`check_records`], `log::validate`), assigns
+//! offsets and appends. When the flush policy asks for it
 //! (`fsync = "always"`, `flush.messages`), the answer waits until the appended data is durable;
 //! the fsyncs run off the async runtime and are group-committed per partition. acks=0 gets no
 //! response at all.
@@ -16,14 +18,16 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{partition_error_code, str_bytes, Broker, NONE};
 use crate::cluster::{topic_config, Topic, TopicRef};
 use crate::log::batch::{self, BatchError, BatchHeader};
-use crate::log::cleaner;
 use crate::log::producer_state::SequenceError;
+use crate::log::validate::{self, Checked, Rejection};
 use crate::log::{now_ms, LogError, PartitionLog};
 
 /// An appended partition that must be durable before the answer: where its response is, the
@@ -322,25 +326,19 @@ fn produce_partition(
             return (fail(error, message), None);
         }
     }
-    if log.config().cleanup_compact && cleaner::has_keyless_record(records).unwrap_or(true) {
-        return (
-            fail(
-                ResponseError::InvalidRecord,
-                format!(
-                    "Compacted topic cannot accept message without key in topic partition {}-{}.",
-                    topic.name, p.index
-                ),
-            ),
-            None,
-        );
-    }
     let log_append_time = topic_config::log_append_time(&configs, &broker.config).then(now_ms);
-    let appended = match log_append_time {
+    let checked = match check_records(broker, topic, p.index, records, &configs, max_bytes) {
+        Ok(checked) => checked,
+        Err(refused) => return (refused.into_response(&fail), None),
+    };
+    let appended = match (checked, log_append_time) {
         // The frame is shared and immutable: the log writes the assigned base offsets in front
         // of the batches (one vectored write), no copy of the records.
-        None => log.append_shared(records),
+        (Checked::AsIs, None) => log.append_shared(records),
         // LogAppendTime rewrites timestamps and the CRC: a copy to patch.
-        Some(now) => log.append(&mut records.to_vec(), Some(now)),
+        (Checked::AsIs, Some(now)) => log.append(&mut records.to_vec(), Some(now)),
+        // Recompressed (the topic's codec): the broker's own batch.
+        (Checked::Rewritten(mut batch), now) => log.append(&mut batch, now),
     };
     match appended {
         Ok(info) => (
@@ -366,4 +364,82 @@ fn produce_partition(
             (fail(ResponseError::KafkaStorageError, e.to_string()), None)
         }
     }
+}
+
+/// A batch refused by [`check_records`]: the partition's error and message, and the records
+/// at fault (KIP-467).
+struct RecordsRefused {
+    error: ResponseError,
+    message: String,
+    record_errors: Vec<BatchIndexAndErrorMessage>,
+}
+
+impl RecordsRefused {
+    fn into_response(
+        self,
+        fail: &impl Fn(ResponseError, String) -> PartitionProduceResponse,
+    ) -> PartitionProduceResponse {
+        fail(self.error, self.message).with_record_errors(self.record_errors)
+    }
+}
+
+/// The record-level step of a produce (Kafka's `LogValidator` looking inside the batch): keys
+/// on compacted topics, timestamp bounds (KIP-937), and recompression into the topic's
+/// `compression.type`. The batch comes back untouched unless the topic's codec differs from
+/// it (then a recompressed copy): see [`validate::check_batch`].
+fn check_records(
+    broker: &Broker,
+    topic: &Topic,
+    partition: i32,
+    batch: &[u8],
+    configs: &topic_config::TopicOverrides,
+    max_batch_bytes: usize,
+) -> Result<Checked, RecordsRefused> {
+    let topic_partition = format!("{}-{partition}", topic.name);
+    let (target, levels) = topic_config::compression(configs, &broker.config);
+    let (before, after) = topic_config::timestamp_bounds(configs, &broker.config);
+    let policy = validate::RecordPolicy {
+        topic_partition: &topic_partition,
+        compacted: topic_config::log_config(configs, &broker.config).cleanup_compact,
+        log_append_time: topic_config::log_append_time(configs, &broker.config),
+        timestamp_before_max_ms: before,
+        timestamp_after_max_ms: after,
+        now_ms: now_ms(),
+        target,
+        levels,
+        max_batch_bytes,
+        max_decompressed_bytes: broker.config.max_decompressed_batch_bytes,
+    };
+    validate::check_batch(batch, &policy).map_err(|rejection| {
+        let plain = |error, message| RecordsRefused {
+            error,
+            message,
+            record_errors: Vec::new(),
+        };
+        match rejection {
+            Rejection::Records {
+                invalid_timestamp,
+                message,
+                errors,
+            } => RecordsRefused {
+                error: if invalid_timestamp {
+                    ResponseError::InvalidTimestamp
+                } else {
+                    ResponseError::InvalidRecord
+                },
+                message,
+                record_errors: errors
+                    .into_iter()
+                    .map(|e| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(e.batch_index)
+                            .with_batch_index_error_message(Some(str_bytes(e.message)))
+                    })
+                    .collect(),
+            },
+            Rejection::Corrupt(m) => plain(ResponseError::CorruptMessage, m),
+            Rejection::Invalid(m) => plain(ResponseError::InvalidRecord, m),
+            Rejection::TooLarge(m) => plain(ResponseError::MessageTooLarge, m),
+        }
+    })
 }

@@ -136,21 +136,6 @@ fn walk(section: &Bytes) -> io::Result<Vec<RawRecord>> {
     Ok(out)
 }
 
-/// Whether a (validated) batch holds a record without a key: compacted topics refuse those, as
-/// Kafka does, since compaction could never supersede them.
-pub fn has_keyless_record(batch: &[u8]) -> io::Result<bool> {
-    let Some(header) = BatchHeader::parse(batch) else {
-        return Ok(false);
-    };
-    if header.is_control() {
-        return Ok(false);
-    }
-    let bytes = Bytes::copy_from_slice(&batch[..header.total_bytes.min(batch.len())]);
-    Ok(walk(&records_section(&bytes, &header)?)?
-        .iter()
-        .any(|r| r.key.is_none()))
-}
-
 /// Adds the keys of one stored batch to `map` (later offsets win).
 pub fn collect_keys(batch: &Bytes, header: &BatchHeader, map: &mut OffsetMap) -> io::Result<()> {
     if header.is_control() {

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod codec;
 pub mod fsutil;
 pub mod index;
 pub mod partition;
@@ -11,6 +12,7 @@ pub mod producer_state;
 pub mod segment;
 pub mod store;
 pub mod txn;
+pub mod validate;
 
 pub use partition::{
     now_ms, AppendInfo, CompactionReport, Isolation, LogConfig, LogError, PartitionLog, ReadInfo,

@@ -417,6 +417,7 @@ async fn decompression_is_bounded_and_garbage_is_corrupt() {
             .unwrap()
             .partition(0)
             .unwrap()
+            .log()
             .log_end_offset(),
         0
     );
@@ -428,6 +429,7 @@ async fn decompression_is_bounded_and_garbage_is_corrupt() {
             .unwrap()
             .partition(0)
             .unwrap()
+            .log()
             .log_end_offset(),
         0
     );

@@ -14,6 +14,11 @@ pub fn handle(broker: &Broker, req: &AddOffsetsToTxnRequest) -> AddOffsetsToTxnR
     };
     let error = if req.group_id.0.is_empty() {
         kafka_protocol::error::ResponseError::InvalidGroupId.code()
+    } else if !super::internal_strings_fit([
+        req.group_id.0.as_str(),
+        req.transactional_id.0.as_str(),
+    ]) {
+        kafka_protocol::error::ResponseError::InvalidRequest.code()
     } else {
         match broker.txns.add_partitions(
             req.transactional_id.0.as_str(),

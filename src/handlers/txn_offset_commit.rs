@@ -46,9 +46,27 @@ pub async fn handle(
             req.group_instance_id.as_ref().map(|s| s.as_str()),
         )
     });
-    let result = broker
-        .txns
-        .is_ongoing(req.transactional_id.0.as_str(), ident)
+    let fit = super::internal_strings_fit(
+        [
+            req.transactional_id.0.as_str(),
+            req.group_id.0.as_str(),
+            req.member_id.as_str(),
+        ]
+        .into_iter()
+        .chain(req.group_instance_id.as_ref().map(|s| s.as_str()))
+        .chain(req.topics.iter().map(|t| t.name.0.as_str())),
+    );
+    let result = if !fit {
+        Err(kafka_protocol::error::ResponseError::InvalidRequest)
+    } else {
+        Ok(())
+    };
+    let result = result
+        .and_then(|()| {
+            broker
+                .txns
+                .is_ongoing(req.transactional_id.0.as_str(), ident)
+        })
         .and_then(|()| {
             broker.groups.commit_txn_offsets(
                 req.group_id.0.as_str(),

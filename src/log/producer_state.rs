@@ -380,6 +380,31 @@ mod tests {
     }
 
     #[test]
+    fn new_producer_ids_are_bounded_per_partition() {
+        let mut states = ProducerStates::default();
+        for pid in 0..PRODUCERS_PER_PARTITION_MAX as i64 {
+            let h = header(pid, 0, 0, 1, pid);
+            assert_eq!(states.check(&h), Ok(SequenceCheck::Append));
+            states.record(&h);
+        }
+        let newcomer = header(PRODUCERS_PER_PARTITION_MAX as i64, 0, 0, 1, 0);
+        assert_eq!(
+            states.check(&newcomer),
+            Err(SequenceError::TooManyProducers {
+                limit: PRODUCERS_PER_PARTITION_MAX
+            })
+        );
+        // A tracked producer carries on.
+        assert_eq!(
+            states.check(&header(7, 0, 1, 1, 0)),
+            Ok(SequenceCheck::Append)
+        );
+        // Expiry frees room.
+        assert!(states.expire(i64::MAX, 1) > 0);
+        assert_eq!(states.check(&newcomer), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
     fn idle_producers_expire_unless_in_a_transaction() {
         let mut s = ProducerStates::default();
         let mut old = header(1, 0, 0, 1, 0);

@@ -7,6 +7,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+/// Smallest `segment.bytes` (topic) and `log_segment_bytes` (broker): Kafka 4's 1 MiB.
+pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+/// Largest `segment.bytes`: Kafka's is an int, and index entries hold u32 file positions.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Smallest `fetch_max_bytes` (Kafka's `fetch.max.bytes` lower bound).
+pub const FETCH_MAX_BYTES_MIN: usize = 1024;
+
 /// Every broker setting, with its unit in the name. See README.md for the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +44,13 @@ pub struct Config {
     pub max_in_flight_requests: usize,
     /// Upper bound on a fetch's long-poll wait, whatever the client asks.
     pub fetch_max_wait_ms: u64,
+    /// How long a graceful stop lets open connections finish the request in hand before it
+    /// aborts them (then the logs are synced and the clean-shutdown marker written).
+    pub shutdown_grace_ms: u64,
+    /// Most record bytes one fetch response gathers, whatever the client asks (Kafka's
+    /// `fetch.max.bytes`; the first batch is returned whole even if larger, KIP-74). In memory
+    /// mode these bytes are copied per response: this bounds that memory.
+    pub fetch_max_bytes: usize,
     /// Default `segment.bytes` of topics.
     pub log_segment_bytes: u64,
     /// Default `segment.ms` of topics.
@@ -120,6 +134,8 @@ impl Default for Config {
             max_connections: 10_000,
             max_in_flight_requests: 16,
             fetch_max_wait_ms: 30_000,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            shutdown_grace_ms: 5000,
             log_segment_bytes: 1 << 30,
             log_segment_ms: 7 * 24 * 3600 * 1000,
             log_retention_ms: 7 * 24 * 3600 * 1000,
@@ -275,8 +291,15 @@ impl Config {
         {
             return bad("group timeouts must be ≥ 0 and min ≤ max".into());
         }
-        if self.log_segment_bytes < 1024 || self.log_index_interval_bytes == 0 {
-            return bad("log_segment_bytes must be ≥ 1024, log_index_interval_bytes ≥ 1".into());
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.log_segment_bytes)
+            || self.log_index_interval_bytes == 0
+        {
+            return bad(format!(
+                "log_segment_bytes must be in [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}], log_index_interval_bytes ≥ 1"
+            ));
+        }
+        if self.fetch_max_bytes < FETCH_MAX_BYTES_MIN {
+            return bad(format!("fetch_max_bytes must be ≥ {FETCH_MAX_BYTES_MIN}"));
         }
         Ok(())
     }
@@ -342,6 +365,20 @@ mod tests {
                 (c.compression_type.as_str(), c.compression_zstd_level),
                 ("zstd", -7)
             );
+            // segment bytes: Kafka's bounds, an int of at least 1 MiB.
+            for (bytes, ok) in [
+                (1048575u64, false),
+                (1048576, true),
+                (2147483647, true),
+                (2147483648, false),
+                (1 << 40, false),
+            ] {
+                jail.create_file("ottla.toml", &format!("log_segment_bytes = {bytes}\n"))?;
+                let loaded = Config::load(None, BTreeMap::<String, String>::new());
+                assert_eq!(loaded.is_ok(), ok, "log_segment_bytes = {bytes}");
+            }
+            jail.create_file("ottla.toml", "fetch_max_bytes = 1023\n")?;
+            assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
             jail.create_file("ottla.toml", "no_such_key = 1\n")?;
             assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
             Ok(())

@@ -310,6 +310,11 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     f
 }
 
+/// How long a group join or sync frame is given before it counts as waiting for a rebalance.
+const GROUP_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+/// Any other request not answered within this is a hang (generous: the machine is shared).
+const HANG: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_requests_never_crash_the_broker() {
     let server = Server::bind(Config {
@@ -340,18 +345,21 @@ async fn mutated_requests_never_crash_the_broker() {
     for _ in 0..iterations {
         let seed = &seeds[rng.below(seeds.len())];
         let frame = Bytes::from(mutate(&mut rng, seed));
-        // A JoinGroup may legitimately wait for a rebalance (members that never rejoin): such
-        // frames are counted as pending rather than awaited.
-        match tokio::time::timeout(
-            std::time::Duration::from_millis(200),
-            handle_frame(&broker, frame, "fuzz"),
-        )
-        .await
-        {
+        // Only a group join or sync may legitimately wait (a rebalance waiting for members
+        // that never rejoin, up to the client-chosen rebalance timeout): such frames may be
+        // left pending. Any other request that does not answer promptly is a hang: it fails.
+        let api_key = (frame.len() >= 2).then(|| i16::from_be_bytes([frame[0], frame[1]]));
+        let may_wait = matches!(api_key, Some(k) if k == ApiKey::JoinGroup as i16 || k == ApiKey::SyncGroup as i16);
+        let limit = if may_wait { GROUP_WAIT } else { HANG };
+        match tokio::time::timeout(limit, handle_frame(&broker, frame.clone(), "fuzz")).await {
             Ok(Outcome::Respond(_)) => answered += 1,
             Ok(Outcome::Close) => closed += 1,
             Ok(Outcome::NoResponse) => silent += 1,
-            Err(_) => pending += 1,
+            Err(_) if may_wait => pending += 1,
+            Err(_) => panic!(
+                "a request hung for {HANG:?} (api key {api_key:?}): frame {:02x?}",
+                &frame[..frame.len().min(256)]
+            ),
         }
     }
     println!(

@@ -352,7 +352,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         )),
     };
     match name {
-        "segment.bytes" => positive(14),
+        "segment.bytes" => positive(crate::config::SEGMENT_BYTES_MIN as i64),
         "segment.ms" | "max.message.bytes" | "index.interval.bytes" => positive(1),
         "min.insync.replicas" => positive(1),
         "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => positive(0),
@@ -400,7 +400,10 @@ pub fn log_config(overrides: &TopicOverrides, broker: &Config) -> LogConfig {
     let policy_value = effective("cleanup.policy", overrides, broker).0;
     let policy: Vec<&str> = policy_value.split(',').map(str::trim).collect();
     LogConfig {
-        segment_bytes: effective_i64("segment.bytes", overrides, broker).max(14) as u64,
+        segment_bytes: (effective_i64("segment.bytes", overrides, broker).max(0) as u64).clamp(
+            crate::config::SEGMENT_BYTES_MIN,
+            crate::config::SEGMENT_BYTES_MAX,
+        ),
         segment_ms: effective_i64("segment.ms", overrides, broker).max(1),
         index_interval_bytes: effective_i64("index.interval.bytes", overrides, broker).max(1)
             as u64,
@@ -505,12 +508,22 @@ mod tests {
     }
 
     #[test]
+    fn segment_bytes_is_bounded_as_kafka_does() {
+        // An int of at least 1 MiB (Kafka 4's LogConfig): index positions are u32.
+        assert!(validate("segment.bytes", "1048575").is_err());
+        assert!(validate("segment.bytes", "1048576").is_ok());
+        assert!(validate("segment.bytes", "2147483647").is_ok());
+        assert!(validate("segment.bytes", "2147483648").is_err());
+        assert!(validate("segment.bytes", "17179869184").is_err());
+    }
+
+    #[test]
     fn overrides_beat_defaults() {
         let broker = Config::default();
         let mut o = TopicOverrides::new();
         assert_eq!(log_config(&o, &broker).segment_bytes, 1 << 30);
-        o.insert("segment.bytes".into(), "4096".into());
-        assert_eq!(log_config(&o, &broker).segment_bytes, 4096);
+        o.insert("segment.bytes".into(), "2097152".into());
+        assert_eq!(log_config(&o, &broker).segment_bytes, 2097152);
         assert_eq!(
             effective("retention.ms", &o, &broker),
             ("604800000".into(), false)

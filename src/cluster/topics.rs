@@ -169,6 +169,7 @@ impl TopicRegistry {
             clean_start,
         };
         if let Some(dir) = &registry.data_dir {
+            remove_deleted_dirs(dir);
             let path = meta_file(dir);
             if path.exists() {
                 let text = std::fs::read_to_string(&path)?;
@@ -331,12 +332,19 @@ impl TopicRegistry {
             topic
         };
         self.persist()?;
-        let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
-        for p in partitions.iter() {
-            p.log().delete()?;
+        // Each log is closed (in-flight handles get an error instead of writing) and its
+        // directory renamed aside, so a recreated topic of this name starts afresh; the
+        // renamed directories are removed in the background.
+        let mut aside = Vec::new();
+        for p in topic.partitions().iter() {
+            aside.extend(p.log().delete()?);
         }
+        if let Some(dir) = &self.data_dir {
+            crate::log::fsutil::sync_dir(dir)?;
+        }
+        remove_in_background(aside);
         tracing::info!(topic = name, "deleted topic");
-        Ok(topic.clone())
+        Ok(topic)
     }
 
     /// Grows a topic to `count` partitions; with `validate_only`, only checks.
@@ -388,6 +396,9 @@ impl TopicRegistry {
         let Some(dir) = &self.data_dir else {
             return Ok(());
         };
+        // New partition directories' entries are durable before the topic is recorded (and
+        // before anything is appended to them).
+        crate::log::fsutil::sync_dir(dir)?;
         let records: Vec<TopicRecord> = self.list().iter().map(|t| t.record()).collect();
         let text = serde_json::to_string_pretty(&records)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
@@ -490,11 +501,58 @@ impl TopicRegistry {
     }
 
     /// Flushes every partition; with `shutdown`, also saves what a clean start reads.
+    /// Every partition is synced even when one fails (a failed log answers an error); the
+    /// first error is returned.
     pub fn sync_all(&self, shutdown: bool) -> io::Result<()> {
+        let mut first_error = None;
         for (_, _, log) in self.all_partitions() {
-            log.sync(shutdown)?;
+            if let Err(e) = log.sync(shutdown) {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Removes the directories of deleted partitions (`<topic>-<p>.<uuid>-delete`) that a
+/// previous run renamed aside and did not finish removing.
+fn remove_deleted_dirs(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let is_deleted = name.to_str().is_some_and(|n| {
+            n.ends_with(crate::log::partition::DELETED_DIR_SUFFIX) && n.contains('.')
+        });
+        if is_deleted {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(dir = %e.path().display(), error = %err, "could not remove a deleted partition's directory");
+            }
+        }
+    }
+}
+
+/// Removes deleted partitions' directories off the caller's thread: on the blocking pool
+/// inside the runtime, else on a thread of its own.
+fn remove_in_background(dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    let remove = move || {
+        for dir in dirs {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(remove);
+        }
+        Err(_) => {
+            std::thread::spawn(remove);
+        }
     }
 }
 
@@ -539,9 +597,12 @@ mod tests {
             r.add_partitions("a", 3, false).unwrap();
             r.delete("b").unwrap();
             assert!(!dir.path().join("b-0").exists());
+            // Left over by a run that stopped before removing it: the next start does.
+            std::fs::create_dir(dir.path().join("b-1.0123abcd-delete")).unwrap();
             t.id
         };
         let r = TopicRegistry::open(&config, false).unwrap();
+        assert!(!dir.path().join("b-1.0123abcd-delete").exists());
         let a = r.get("a").unwrap();
         assert_eq!(a.id, id);
         assert_eq!(a.partition_count(), 3);

@@ -34,6 +34,23 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Largest offset-commit metadata string (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
+/// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, per group at most: past it
+/// a new member gets GROUP_MAX_SIZE_REACHED (each entry lives up to its session timeout).
+pub const PENDING_MEMBERS_PER_GROUP_MAX: usize = 1_000;
+/// The same, over all groups of the coordinator.
+pub const PENDING_MEMBERS_MAX: usize = 100_000;
+
+/// What an answer built on a write to `__consumer_offsets` must wait for: nothing, an fsync
+/// up to an offset (the flush policy wants the write durable before it is acknowledged), or
+/// nothing at all because the write failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    Done,
+    SyncTo(i64),
+    Failed,
+}
+
 /// Coordinator settings (from the broker config).
 #[derive(Debug, Clone, Copy)]
 pub struct GroupConfig {
@@ -97,6 +114,9 @@ pub struct JoinResult {
     pub skip_assignment: bool,
     /// The leader's view: (member id, instance id, metadata for the chosen protocol).
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The group metadata this answer reports, written to `__consumer_offsets`: wait for it
+    /// before answering.
+    pub durability: Durability,
 }
 
 impl JoinResult {
@@ -128,6 +148,9 @@ pub struct SyncResult {
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
+    /// The group metadata (with this assignment) written to `__consumer_offsets`: wait for it
+    /// before answering.
+    pub durability: Durability,
 }
 
 impl SyncResult {
@@ -183,6 +206,8 @@ struct Group {
     static_members: HashMap<String, String>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, with when they expire.
     pending: HashMap<String, i64>,
+    /// The last write of this group's metadata (answers that report it wait for it).
+    persisted: Durability,
     rebalance_deadline_ms: i64,
     initial_delay_until_ms: i64,
     sync_deadline_ms: i64,
@@ -204,6 +229,7 @@ impl Group {
             members: BTreeMap::new(),
             static_members: HashMap::new(),
             pending: HashMap::new(),
+            persisted: Durability::Done,
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: 0,
             sync_deadline_ms: 0,
@@ -388,14 +414,28 @@ impl GroupCoordinator {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn persist(&self, changes: &[Change<'_>]) -> Option<i64> {
+    fn persist(&self, changes: &[Change<'_>]) -> Durability {
         match store::append(&self.log, changes) {
-            Ok(sync) => sync,
+            Ok(Some(upto)) => Durability::SyncTo(upto),
+            Ok(None) => Durability::Done,
             Err(e) => {
-                tracing::error!(error = %e, "writing to __consumer_offsets failed");
-                None
+                if !self.log.is_failed() {
+                    tracing::error!(error = %e, "writing to __consumer_offsets failed");
+                }
+                Durability::Failed
             }
         }
+    }
+
+    /// Writes a group's metadata record and remembers the write in the group.
+    fn persist_group(&self, group: &mut Group) -> Durability {
+        let record = group.record();
+        let durability = self.persist(&[Change::Group {
+            group: &group.id,
+            value: Some(&record),
+        }]);
+        group.persisted = durability;
+        durability
     }
 
     /// The log behind the coordinator (for durability waits).
@@ -432,6 +472,14 @@ impl GroupCoordinator {
         tracing::debug!(group = %req.group_id, member = %req.member_id, instance = ?req.group_instance_id,
             "JoinGroup");
         let mut groups = self.lock();
+        let issues_member_id = req.member_id.is_empty()
+            && req.require_known_member_id
+            && req.group_instance_id.is_none();
+        let pending_total: usize = if issues_member_id {
+            groups.values().map(|g| g.pending.len()).sum()
+        } else {
+            0
+        };
         let group = groups
             .entry(req.group_id.clone())
             .or_insert_with(|| Group::new(&req.group_id, now));
@@ -454,6 +502,17 @@ impl GroupCoordinator {
                     return self.rejoin_static(group, old_id, new_id, req, client, now);
                 }
             } else if req.require_known_member_id {
+                group.pending.retain(|_, expires| *expires > now);
+                if group.pending.len() >= PENDING_MEMBERS_PER_GROUP_MAX
+                    || pending_total >= PENDING_MEMBERS_MAX
+                {
+                    tracing::warn!(group = %req.group_id, pending = group.pending.len(), pending_total,
+                        "too many member ids awaiting their join: GROUP_MAX_SIZE_REACHED");
+                    return Reply::Now(JoinResult::error(
+                        ResponseError::GroupMaxSizeReached,
+                        &req.member_id,
+                    ));
+                }
                 let expires = now + req.session_timeout_ms as i64;
                 group.pending.insert(new_id.clone(), expires);
                 return Reply::Now(JoinResult::error(ResponseError::MemberIdRequired, &new_id));
@@ -616,12 +675,9 @@ impl GroupCoordinator {
         match group.state {
             GroupState::Stable if unchanged => {
                 // No rebalance: same generation, same assignment (fetched by SyncGroup).
-                let record = group.record();
-                self.persist(&[Change::Group {
-                    group: &group.id,
-                    value: Some(&record),
-                }]);
+                let durability = self.persist_group(group);
                 let mut result = join_result_for(group, &new_id);
+                result.durability = durability;
                 if was_leader {
                     // The leader need not recompute the assignment (v9 skip_assignment).
                     result.skip_assignment = true;
@@ -667,11 +723,7 @@ impl GroupCoordinator {
             group.protocol = None;
             group.leader = None;
             group.empty_since_ms = now;
-            let record = group.record();
-            self.persist(&[Change::Group {
-                group: &group.id,
-                value: Some(&record),
-            }]);
+            self.persist_group(group);
             return;
         }
         group.protocol = group.select_protocol();
@@ -754,11 +806,9 @@ impl GroupCoordinator {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                     }
                     group.state = GroupState::Stable;
-                    let record = group.record();
-                    self.persist(&[Change::Group {
-                        group: &group.id,
-                        value: Some(&record),
-                    }]);
+                    // Every member's answer waits for this record (Kafka answers SyncGroup
+                    // once the group metadata is stored).
+                    let durability = self.persist_group(group);
                     let protocol_type = group.protocol_type.clone();
                     let protocol = group.protocol.clone();
                     for m in group.members.values_mut() {
@@ -768,6 +818,7 @@ impl GroupCoordinator {
                                 protocol_type: protocol_type.clone(),
                                 protocol_name: protocol.clone(),
                                 assignment: m.assignment.clone(),
+                                durability,
                             });
                         }
                     }
@@ -860,11 +911,7 @@ impl GroupCoordinator {
                     group.protocol = None;
                     group.leader = None;
                     group.empty_since_ms = now;
-                    let record = group.record();
-                    self.persist(&[Change::Group {
-                        group: &group.id,
-                        value: Some(&record),
-                    }]);
+                    self.persist_group(group);
                 } else {
                     prepare_rebalance(group, now, self.config);
                 }
@@ -1168,17 +1215,18 @@ impl GroupCoordinator {
         })
     }
 
-    /// DeleteGroups: only empty groups; their offsets go too.
-    pub fn delete_group(&self, group_id: &str) -> i16 {
+    /// DeleteGroups: only empty groups; their offsets go too. The answer waits for the
+    /// tombstones' [`Durability`].
+    pub fn delete_group(&self, group_id: &str) -> (i16, Durability) {
         let mut groups = self.lock();
         let Some(g) = groups.get(group_id) else {
-            return ResponseError::GroupIdNotFound.code();
+            return (ResponseError::GroupIdNotFound.code(), Durability::Done);
         };
         if !g.members.is_empty() || g.state != GroupState::Empty {
-            return ResponseError::NonEmptyGroup.code();
+            return (ResponseError::NonEmptyGroup.code(), Durability::Done);
         }
         let Some(g) = groups.remove(group_id) else {
-            return ResponseError::GroupIdNotFound.code();
+            return (ResponseError::GroupIdNotFound.code(), Durability::Done);
         };
         let mut changes: Vec<Change<'_>> = g
             .offsets
@@ -1194,17 +1242,17 @@ impl GroupCoordinator {
             group: group_id,
             value: None,
         });
-        self.persist(&changes);
-        NONE
+        (NONE, self.persist(&changes))
     }
 
     /// OffsetDelete: a group's offsets for some partitions, unless the group is actively
-    /// consuming that topic. Group-level error, or per-partition errors.
+    /// consuming that topic. Group-level error, or per-partition errors with the tombstones'
+    /// [`Durability`] (the answer waits for it).
     pub fn delete_offsets(
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
-    ) -> Result<Vec<i16>, ResponseError> {
+    ) -> Result<(Vec<i16>, Durability), ResponseError> {
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else {
             return Err(ResponseError::GroupIdNotFound);
@@ -1236,8 +1284,12 @@ impl GroupCoordinator {
                 value: None,
             })
             .collect();
-        self.persist(&changes);
-        Ok(results)
+        let durability = if changes.is_empty() {
+            Durability::Done
+        } else {
+            self.persist(&changes)
+        };
+        Ok((results, durability))
     }
 }
 
@@ -1368,6 +1420,7 @@ fn join_result_for(group: &Group, member_id: &str) -> JoinResult {
         member_id: member_id.to_string(),
         skip_assignment: false,
         members,
+        durability: Durability::Done,
     }
 }
 
@@ -1377,6 +1430,8 @@ fn sync_result(group: &Group, assignment: &Bytes) -> SyncResult {
         protocol_type: group.protocol_type.clone(),
         protocol_name: group.protocol.clone(),
         assignment: assignment.clone(),
+        // The assignment is the one the last metadata record stored.
+        durability: group.persisted,
     }
 }
 

@@ -77,14 +77,44 @@ pub struct Replayed {
     pub pending: HashMap<i64, Vec<(Bytes, Option<Bytes>)>>,
 }
 
-fn put_str(buf: &mut BytesMut, s: Option<&str>) {
+/// Longest string the internal topics' records hold: Kafka's strings there have an i16
+/// length. Requests carrying a longer one are refused (INVALID_REQUEST) before they get here.
+pub const INTERNAL_STRING_MAX_BYTES: usize = i16::MAX as usize;
+
+/// Whether `s` fits an internal record's i16-length string.
+pub fn fits_internal_string(s: &str) -> bool {
+    s.len() <= INTERNAL_STRING_MAX_BYTES
+}
+
+/// Writes an i16-length string (-1 = null). A longer string is an error: never truncated,
+/// never a wrapped length.
+pub fn put_str(buf: &mut BytesMut, s: Option<&str>) -> io::Result<()> {
     match s {
         Some(s) => {
-            buf.put_i16(s.len().min(i16::MAX as usize) as i16);
-            buf.put_slice(&s.as_bytes()[..s.len().min(i16::MAX as usize)]);
+            let len = i16::try_from(s.len()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a string of {} bytes does not fit an internal record (at most {INTERNAL_STRING_MAX_BYTES})",
+                        s.len()
+                    ),
+                )
+            })?;
+            buf.put_i16(len);
+            buf.put_slice(s.as_bytes());
         }
         None => buf.put_i16(-1),
     }
+    Ok(())
+}
+
+/// Writes an i32-length byte field; longer than `i32::MAX` is an error.
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) -> io::Result<()> {
+    let len = i32::try_from(b.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bytes too long for a record"))?;
+    buf.put_i32(len);
+    buf.put_slice(b);
+    Ok(())
 }
 
 fn get_str(buf: &mut Bytes) -> Option<Option<String>> {
@@ -102,7 +132,7 @@ fn get_str(buf: &mut Bytes) -> Option<Option<String>> {
     Some(Some(String::from_utf8_lossy(&s).into_owned()))
 }
 
-fn encode_change(change: &Change<'_>) -> (Bytes, Option<Bytes>) {
+fn encode_change(change: &Change<'_>) -> io::Result<(Bytes, Option<Bytes>)> {
     let mut key = BytesMut::new();
     match change {
         Change::Offset {
@@ -112,47 +142,54 @@ fn encode_change(change: &Change<'_>) -> (Bytes, Option<Bytes>) {
             value,
         } => {
             key.put_i16(1);
-            put_str(&mut key, Some(group));
-            put_str(&mut key, Some(topic));
+            put_str(&mut key, Some(group))?;
+            put_str(&mut key, Some(topic))?;
             key.put_i32(*partition);
-            let value = value.map(|v| {
-                let mut b = BytesMut::new();
-                b.put_i16(3);
-                b.put_i64(v.offset);
-                b.put_i32(v.leader_epoch);
-                put_str(&mut b, Some(&v.metadata));
-                b.put_i64(v.commit_timestamp_ms);
-                b.freeze()
-            });
-            (key.freeze(), value)
+            let value = match value {
+                None => None,
+                Some(v) => {
+                    let mut b = BytesMut::new();
+                    b.put_i16(3);
+                    b.put_i64(v.offset);
+                    b.put_i32(v.leader_epoch);
+                    put_str(&mut b, Some(&v.metadata))?;
+                    b.put_i64(v.commit_timestamp_ms);
+                    Some(b.freeze())
+                }
+            };
+            Ok((key.freeze(), value))
         }
         Change::Group { group, value } => {
             key.put_i16(2);
-            put_str(&mut key, Some(group));
-            let value = value.map(|g| {
-                let mut b = BytesMut::new();
-                b.put_i16(3);
-                put_str(&mut b, Some(&g.protocol_type));
-                b.put_i32(g.generation);
-                put_str(&mut b, g.protocol.as_deref());
-                put_str(&mut b, g.leader.as_deref());
-                b.put_i64(now_ms());
-                b.put_i32(g.members.len() as i32);
-                for m in &g.members {
-                    put_str(&mut b, Some(&m.member_id));
-                    put_str(&mut b, m.instance_id.as_deref());
-                    put_str(&mut b, Some(&m.client_id));
-                    put_str(&mut b, Some(&m.client_host));
-                    b.put_i32(m.rebalance_timeout_ms);
-                    b.put_i32(m.session_timeout_ms);
-                    b.put_i32(m.subscription.len() as i32);
-                    b.put_slice(&m.subscription);
-                    b.put_i32(m.assignment.len() as i32);
-                    b.put_slice(&m.assignment);
+            put_str(&mut key, Some(group))?;
+            let value = match value {
+                None => None,
+                Some(g) => {
+                    let mut b = BytesMut::new();
+                    b.put_i16(3);
+                    put_str(&mut b, Some(&g.protocol_type))?;
+                    b.put_i32(g.generation);
+                    put_str(&mut b, g.protocol.as_deref())?;
+                    put_str(&mut b, g.leader.as_deref())?;
+                    b.put_i64(now_ms());
+                    let members = i32::try_from(g.members.len()).map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidInput, "too many group members")
+                    })?;
+                    b.put_i32(members);
+                    for m in &g.members {
+                        put_str(&mut b, Some(&m.member_id))?;
+                        put_str(&mut b, m.instance_id.as_deref())?;
+                        put_str(&mut b, Some(&m.client_id))?;
+                        put_str(&mut b, Some(&m.client_host))?;
+                        b.put_i32(m.rebalance_timeout_ms);
+                        b.put_i32(m.session_timeout_ms);
+                        put_bytes(&mut b, &m.subscription)?;
+                        put_bytes(&mut b, &m.assignment)?;
+                    }
+                    Some(b.freeze())
                 }
-                b.freeze()
-            });
-            (key.freeze(), value)
+            };
+            Ok((key.freeze(), value))
         }
     }
 }
@@ -173,8 +210,8 @@ pub fn encode_batch_as(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let (key, value) = encode_change(c);
-            Record {
+            let (key, value) = encode_change(c)?;
+            Ok(Record {
                 transactional: producer.is_some(),
                 control: false,
                 delete_horizon: false,
@@ -190,9 +227,9 @@ pub fn encode_batch_as(
                 key: Some(key),
                 value,
                 headers: Default::default(),
-            }
+            })
         })
-        .collect();
+        .collect::<io::Result<_>>()?;
     crate::log::batch::encode_records(&records)
 }
 
@@ -385,6 +422,45 @@ fn decode_group(mut v: Bytes) -> Option<GroupRecord> {
 mod tests {
     use super::*;
     use crate::log::LogConfig;
+
+    #[test]
+    fn strings_longer_than_i16_are_an_error_never_truncated() {
+        let long = "g".repeat(i16::MAX as usize + 1);
+        let longest = "g".repeat(i16::MAX as usize);
+        let offset = CommittedOffset {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
+        let change = |group: &str, metadata: &str| {
+            encode_batch(&[Change::Offset {
+                group,
+                topic: "t",
+                partition: 0,
+                value: Some(&CommittedOffset {
+                    metadata: metadata.to_string(),
+                    ..offset.clone()
+                }),
+            }])
+        };
+        assert!(change(&long, "").is_err(), "group id");
+        assert!(change("g", &long).is_err(), "metadata");
+        assert!(change(&longest, "").is_ok());
+        let record = GroupRecord {
+            protocol_type: "consumer".into(),
+            members: vec![MemberRecord {
+                member_id: long.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let group = encode_batch(&[Change::Group {
+            group: "g",
+            value: Some(&record),
+        }]);
+        assert!(group.is_err(), "member id");
+    }
 
     #[test]
     fn commits_and_tombstones_replay() {

@@ -18,6 +18,11 @@ pub fn handle(
     };
     let error = if req.group_id.0.is_empty() {
         kafka_protocol::error::ResponseError::InvalidGroupId.code()
+    } else if !super::internal_strings_fit([
+        req.group_id.0.as_str(),
+        req.transactional_id.0.as_str(),
+    ]) {
+        kafka_protocol::error::ResponseError::InvalidRequest.code()
     } else {
         match broker.txns.add_partitions(
             req.transactional_id.0.as_str(),

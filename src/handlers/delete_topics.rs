@@ -1,4 +1,7 @@
 //! DeleteTopics (key 20): by name (v0-5 `topic_names`, v6 `topics`) or by topic id (v6).
+//! The deletions (metadata write, directory renames) run on the blocking pool.
+
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -7,7 +10,11 @@ use uuid::Uuid;
 
 use super::{str_bytes, topic_error_code, topic_name, Broker, NONE};
 
-pub fn handle(broker: &Broker, req: &DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: &DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let wanted: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .iter()
@@ -19,10 +26,15 @@ pub fn handle(broker: &Broker, req: &DeleteTopicsRequest, version: i16) -> Delet
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    let responses = wanted
-        .into_iter()
-        .map(|(name, id)| delete_one(broker, name, id))
-        .collect();
+    let b = broker.clone();
+    let responses = tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|(name, id)| delete_one(&b, name, id))
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
     DeleteTopicsResponse::default().with_responses(responses)
 }
 

@@ -78,10 +78,12 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
             });
         }
     }
+    // Kafka's `fetch.max.bytes` caps what the client asks for (KIP-74 still returns a first
+    // batch larger than that whole).
     let max_bytes = if req.max_bytes <= 0 {
-        i32::MAX as usize
+        broker.config.fetch_max_bytes
     } else {
-        req.max_bytes as usize
+        (req.max_bytes as usize).min(broker.config.fetch_max_bytes)
     };
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_wait =
@@ -185,8 +187,15 @@ fn read_all(
                                 .with_last_stable_offset(log.last_stable_offset())
                                 .with_log_start_offset(log_start)
                         }
+                        Err(LogError::Closed) => {
+                            // The topic was deleted while this fetch held its partition.
+                            errors = true;
+                            base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        }
                         Err(e) => {
-                            tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
+                            if !e.is_latched() {
+                                tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
+                            }
                             errors = true;
                             base.with_error_code(ResponseError::KafkaStorageError.code())
                         }

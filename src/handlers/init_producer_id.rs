@@ -21,10 +21,11 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
+    // Empty, or too long for `__transaction_state`'s i16-length strings (never truncated).
     if req
         .transactional_id
         .as_ref()
-        .is_some_and(|id| id.0.is_empty())
+        .is_some_and(|id| id.0.is_empty() || !super::internal_strings_fit([id.0.as_str()]))
     {
         return failed(ResponseError::InvalidRequest);
     }

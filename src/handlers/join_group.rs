@@ -34,6 +34,24 @@ pub async fn handle(
         require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
+    let fit = super::internal_strings_fit(
+        [
+            join.group_id.as_str(),
+            &join.member_id,
+            &join.protocol_type,
+            &client.client_id,
+            &client.client_host,
+        ]
+        .into_iter()
+        .chain(join.group_instance_id.as_deref())
+        .chain(join.protocols.iter().map(|(name, _)| name.as_str())),
+    );
+    if !fit {
+        return JoinGroupResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_generation_id(-1)
+            .with_member_id(str_bytes(member_id));
+    }
     let result = match broker.groups.join(join, client.clone()) {
         Reply::Now(r) => r,
         Reply::Later(rx) => rx.await.unwrap_or_else(|_| JoinResult {
@@ -43,6 +61,12 @@ pub async fn handle(
             ..Default::default()
         }),
     };
+    if result.error == 0 && !super::durable(broker, result.durability).await {
+        return JoinGroupResponse::default()
+            .with_error_code(ResponseError::NotCoordinator.code())
+            .with_generation_id(-1)
+            .with_member_id(str_bytes(result.member_id));
+    }
     JoinGroupResponse::default()
         .with_error_code(result.error)
         .with_generation_id(result.generation_id)

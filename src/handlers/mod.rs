@@ -78,6 +78,30 @@ impl Broker {
     }
 }
 
+/// Whether every string a request would store in an internal topic's records
+/// (`__consumer_offsets`, `__transaction_state`: i16-length strings) fits there. Requests
+/// with a longer one are refused with INVALID_REQUEST: nothing is ever truncated or wrapped.
+pub fn internal_strings_fit<'a>(strings: impl IntoIterator<Item = &'a str>) -> bool {
+    strings
+        .into_iter()
+        .all(crate::groups::store::fits_internal_string)
+}
+
+/// Waits until a write to `__consumer_offsets` is what the flush policy promises (the fsync
+/// runs on the blocking pool, group-committed). `false` when the write or its fsync failed.
+pub async fn durable(broker: &Broker, durability: crate::groups::Durability) -> bool {
+    use crate::groups::Durability;
+    match durability {
+        Durability::Done => true,
+        Durability::Failed => false,
+        Durability::SyncTo(upto) => {
+            let log = broker.groups.log().clone();
+            let synced = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
+            matches!(synced, Ok(Ok(())))
+        }
+    }
+}
+
 /// Kafka's "no error" code.
 pub const NONE: i16 = 0;
 

@@ -35,13 +35,23 @@ pub async fn handle(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
         }
     }
     let count = offsets.len();
-    let result = broker.groups.commit_offsets(
-        req.group_id.0.as_str(),
-        req.generation_id_or_member_epoch,
-        req.member_id.as_str(),
-        req.group_instance_id.as_ref().map(|s| s.as_str()),
-        offsets,
+    let fit = super::internal_strings_fit(
+        [req.group_id.0.as_str(), req.member_id.as_str()]
+            .into_iter()
+            .chain(req.group_instance_id.as_ref().map(|s| s.as_str()))
+            .chain(req.topics.iter().map(|t| t.name.0.as_str())),
     );
+    let result = if !fit {
+        Err(ResponseError::InvalidRequest)
+    } else {
+        broker.groups.commit_offsets(
+            req.group_id.0.as_str(),
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|s| s.as_str()),
+            offsets,
+        )
+    };
     let errors = settle(broker, result, count).await;
     let mut errors = errors.into_iter();
     OffsetCommitResponse::default().with_topics(

@@ -7,9 +7,9 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::{Broker, NONE};
+use super::{durable, Broker, NONE};
 
-pub fn handle(broker: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(broker: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
     let mut partitions = Vec::new();
     let mut unknown = Vec::new();
     for t in &req.topics {
@@ -31,6 +31,12 @@ pub fn handle(broker: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteRespons
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
         Ok(r) => r,
     };
+    let (results, durability) = results;
+    // Acknowledged once the tombstones are as durable as the flush policy promises.
+    if !durable(broker, durability).await {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::KafkaStorageError.code());
+    }
     let mut results = results.into_iter();
     let mut unknown = unknown.into_iter();
     OffsetDeleteResponse::default()

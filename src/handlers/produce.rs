@@ -125,7 +125,8 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
             Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
         };
-        tracing::error!(error = %error, "fsync of produced data failed");
+        // A failed fsync latches the partition failed and is logged there, once.
+        tracing::debug!(error = %error, "fsync of produced data failed");
         let response = &mut responses[p.topic].partition_responses[p.partition];
         response.error_code = ResponseError::KafkaStorageError.code();
         response.error_message = Some(str_bytes(format!("fsync failed: {error}")));
@@ -356,9 +357,18 @@ fn produce_partition(
                 SequenceError::CoordinatorFenced { .. } => {
                     ResponseError::TransactionCoordinatorFenced
                 }
+                // Retriable: expiry of idle producer ids frees room.
+                SequenceError::TooManyProducers { .. } => ResponseError::ThrottlingQuotaExceeded,
             };
             (fail(error, e.to_string()), None)
         }
+        // The topic was deleted while this request held its partition.
+        Err(e @ LogError::Closed) => (
+            fail(ResponseError::UnknownTopicOrPartition, e.to_string()),
+            None,
+        ),
+        // Latched by an earlier failure, which was logged then.
+        Err(e @ LogError::Failed) => (fail(ResponseError::KafkaStorageError, e.to_string()), None),
         Err(e) => {
             tracing::error!(topic = %topic.name, partition = p.index, error = %e, "append failed");
             (fail(ResponseError::KafkaStorageError, e.to_string()), None)

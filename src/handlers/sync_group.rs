@@ -8,6 +8,16 @@ use super::{str_bytes, Broker};
 use crate::groups::{Reply, SyncRequest, SyncResult};
 
 pub async fn handle(broker: &Broker, req: &SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    let fit = super::internal_strings_fit(
+        [req.group_id.0.as_str(), req.member_id.as_str()]
+            .into_iter()
+            .chain(req.group_instance_id.as_ref().map(|s| s.as_str()))
+            .chain(req.protocol_type.as_ref().map(|s| s.as_str()))
+            .chain(req.protocol_name.as_ref().map(|s| s.as_str())),
+    );
+    if !fit {
+        return SyncGroupResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+    }
     let reply = broker.groups.sync(SyncRequest {
         group_id: req.group_id.0.as_str(),
         generation: req.generation_id,
@@ -28,6 +38,11 @@ pub async fn handle(broker: &Broker, req: &SyncGroupRequest, version: i16) -> Sy
             ..Default::default()
         }),
     };
+    // The assignment is answered once the group metadata holding it is durable (as Kafka,
+    // which maps a failed store to NOT_COORDINATOR).
+    if result.error == 0 && !super::durable(broker, result.durability).await {
+        return SyncGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code());
+    }
     let v5 = version >= 5;
     SyncGroupResponse::default()
         .with_error_code(result.error)

@@ -47,15 +47,33 @@ pub async fn handle(
             req.group_instance_id.as_ref().map(|s| s.as_str()),
         )
     });
-    let result = broker
-        .txns
-        .is_ongoing(req.transactional_id.0.as_str(), ident)
-        // Kafka's group coordinator checks the producer through the transaction
-        // coordinator's verification, which answers a fenced producer with
-        // INVALID_PRODUCER_EPOCH (`AddPartitionsToTxnManager`), at every version.
-        .map_err(|e| match e {
-            ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
-            e => e,
+    let fit = super::internal_strings_fit(
+        [
+            req.transactional_id.0.as_str(),
+            req.group_id.0.as_str(),
+            req.member_id.as_str(),
+        ]
+        .into_iter()
+        .chain(req.group_instance_id.as_ref().map(|s| s.as_str()))
+        .chain(req.topics.iter().map(|t| t.name.0.as_str())),
+    );
+    let result = if !fit {
+        Err(kafka_protocol::error::ResponseError::InvalidRequest)
+    } else {
+        Ok(())
+    };
+    let result = result
+        .and_then(|()| {
+            broker
+                .txns
+                .is_ongoing(req.transactional_id.0.as_str(), ident)
+                // Kafka's group coordinator checks the producer through the transaction
+                // coordinator's verification, which answers a fenced producer with
+                // INVALID_PRODUCER_EPOCH (`AddPartitionsToTxnManager`), at every version.
+                .map_err(|e| match e {
+                    ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+                    e => e,
+                })
         })
         .and_then(|()| {
             broker.groups.commit_txn_offsets(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -130,6 +131,20 @@ pub enum LogError {
     Sequence(#[from] SequenceError),
     #[error("invalid transaction marker: {0}")]
     InvalidMarker(&'static str),
+    /// An earlier write or fsync of this log failed: what the kernel kept is unknown, so the
+    /// log answers nothing until a restart recovers it (Kafka's log-dir failure).
+    #[error("the partition's log is offline after a failed write or fsync")]
+    Failed,
+    /// The log was closed: its topic was deleted, or the broker is stopping.
+    #[error("the partition's log is closed (topic deleted or broker stopping)")]
+    Closed,
+}
+
+impl LogError {
+    /// Whether this error was already reported (the latch logs once): callers need not log it.
+    pub fn is_latched(&self) -> bool {
+        matches!(self, LogError::Failed | LogError::Closed)
+    }
 }
 
 struct LogState {
@@ -193,6 +208,9 @@ impl Checkpoint {
 
 /// The producer-state snapshot written at a clean shutdown: `<dir>/producer.snapshot`.
 const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
+
+/// Suffix of a deleted partition's directory, renamed aside until it is removed (Kafka's).
+pub const DELETED_DIR_SUFFIX: &str = "-delete";
 
 impl LogState {
     fn active(&mut self) -> &mut Segment {
@@ -282,6 +300,26 @@ pub struct PartitionLog {
     flushed: Condvar,
     hw_advanced: Notify,
     dir: Option<PathBuf>,
+    /// Latched by the first failed data write or fsync ("fsyncgate": a retried fsync may
+    /// succeed although the kernel dropped the dirty pages): from then on appends, reads and
+    /// syncs answer [`LogError::Failed`], never success.
+    failed: AtomicBool,
+    /// Set (under the state lock) when the topic is deleted or the broker stops: appends,
+    /// rolls and every file write answer [`LogError::Closed`], so an in-flight handle never
+    /// writes into a directory that now belongs to someone else.
+    closed: AtomicBool,
+    /// A file was created in the directory (a segment at a roll, the directory itself) since
+    /// its last fsync: the next sync fsyncs the directory too, before anything is durable.
+    dir_dirty: AtomicBool,
+}
+
+/// The io::Error form of [`LogError::Failed`] (syncs return io::Result).
+fn failed_io() -> io::Error {
+    io::Error::other(LogError::Failed)
+}
+
+fn closed_io() -> io::Error {
+    io::Error::other(LogError::Closed)
 }
 
 impl PartitionLog {
@@ -316,7 +354,46 @@ impl PartitionLog {
             flushed: Condvar::new(),
             hw_advanced: Notify::new(),
             dir,
+            failed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            dir_dirty: AtomicBool::new(false),
         }
+    }
+
+    /// `Failed` once a write or fsync failed, `Closed` once closed.
+    fn check_usable(&self) -> Result<(), LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(LogError::Failed);
+        }
+        Ok(())
+    }
+
+    /// Latches the log failed (logged at error once, as Kafka's log-dir failure).
+    fn fail(&self, what: &str, error: &io::Error) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(dir = ?self.dir, error = %error,
+                "{what} failed: the partition is offline (KAFKA_STORAGE_ERROR) until a restart recovers it");
+        }
+    }
+
+    /// Whether a write or fsync failed (the log is offline).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Closes the log: every later append, roll, sync or file write answers
+    /// [`LogError::Closed`]; reads of what is there go on. Taken under the state lock, so an
+    /// append either completed before (and a following sync covers it) or is refused.
+    pub fn close(&self) {
+        let _state = self.lock();
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Opens the log in `dir` (created if missing). After a `clean` shutdown every segment is
@@ -325,6 +402,7 @@ impl PartitionLog {
     /// rebuilt; the first torn or corrupt batch ends the log (it and everything after it is
     /// cut, and logged).
     pub fn open(dir: &Path, config: LogConfig, clean: bool) -> io::Result<PartitionLog> {
+        let created_dir = !dir.exists();
         std::fs::create_dir_all(dir)?;
         super::cleaner::finish_interrupted_swaps(dir)?;
         let mut bases: Vec<i64> = std::fs::read_dir(dir)?
@@ -335,6 +413,8 @@ impl PartitionLog {
             })
             .collect();
         bases.sort_unstable();
+        // A new directory or a new first segment file: their entries are not durable yet.
+        let created_files = created_dir || bases.is_empty();
         if bases.is_empty() {
             bases.push(0);
         }
@@ -433,7 +513,7 @@ impl PartitionLog {
         if scanned > 0 {
             tracing::info!(dir = %dir.display(), scanned_segments = scanned, "recovered log");
         }
-        Ok(PartitionLog::with_state(
+        let log = PartitionLog::with_state(
             LogState {
                 segments,
                 log_start_offset,
@@ -445,7 +525,12 @@ impl PartitionLog {
                 hw_follows_log_end: true,
             },
             Some(dir.to_path_buf()),
-        ))
+        );
+        // Fsynced by the first sync (on the blocking pool), before anything is acknowledged
+        // as durable; the parent's entry for a new directory is the registry's (it fsyncs the
+        // data directory before the topic is persisted).
+        log.dir_dirty.store(created_files, Ordering::Release);
+        Ok(log)
     }
 
     /// Replaces the storage settings (AlterConfigs); they apply from the next append.
@@ -573,6 +658,7 @@ impl PartitionLog {
             let mut parsed: Vec<(BatchHeader, Option<ControlRecord>)> =
                 batches_with_control(input.bytes()).collect();
             let mut state = self.lock();
+            self.check_usable()?;
             let mut tracked = false;
             for (h, control) in &parsed {
                 if !h.has_producer_id() {
@@ -600,7 +686,16 @@ impl PartitionLog {
                     });
                 }
             }
-            self.maybe_roll(&mut state, input.bytes().len() as u64)?;
+            let incoming_offsets: i64 = parsed
+                .iter()
+                .map(|(h, _)| h.last_offset_delta as i64 + 1)
+                .sum();
+            if let Err(e) =
+                self.maybe_roll(&mut state, input.bytes().len() as u64, incoming_offsets)
+            {
+                self.fail("rolling a segment", &e);
+                return Err(e.into());
+            }
             let base_offset = state.log_end_offset();
             let mut next = base_offset;
             for (h, _) in &mut parsed {
@@ -621,6 +716,7 @@ impl PartitionLog {
             if let Err(e) = written {
                 // Leave no partial bytes behind: the next append overwrites from the old end.
                 let _ = active.store.truncate(active.size_bytes);
+                self.fail("appending to the log", &e);
                 return Err(e.into());
             }
             debug_assert_eq!(active.next_offset, next);
@@ -724,11 +820,21 @@ impl PartitionLog {
     /// Makes every offset below `upto` durable (blocking; call it off the async runtime).
     /// Group commit: if an fsync is running, wait for it, then one caller fsyncs everything
     /// appended meanwhile for all waiters.
+    ///
+    /// Once an fsync failed the log is latched failed: this answers an error from then on,
+    /// for every waiter, and never fsyncs again (a retried fsync could report success for
+    /// pages the kernel dropped).
     pub fn sync_to(&self, upto: i64) -> io::Result<()> {
         let mut flush = self.lock_flush();
         loop {
+            if self.is_failed() {
+                return Err(failed_io());
+            }
             if flush.durable >= upto {
                 return Ok(());
+            }
+            if self.is_closed() {
+                return Err(closed_io());
             }
             if !flush.in_progress {
                 break;
@@ -747,7 +853,13 @@ impl PartitionLog {
                 .collect();
             (state.log_end_offset(), stores)
         };
-        let result = stores.iter().try_for_each(|s| s.sync());
+        let result = stores
+            .iter()
+            .try_for_each(|s| s.sync())
+            .and_then(|()| self.sync_dir_if_dirty());
+        if let Err(e) = &result {
+            self.fail("fsync", e);
+        }
         let mut flush = self.lock_flush();
         flush.in_progress = false;
         if result.is_ok() {
@@ -761,9 +873,27 @@ impl PartitionLog {
         result
     }
 
+    /// Fsyncs the directory when a file was created in it since its last fsync.
+    fn sync_dir_if_dirty(&self) -> io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        if self.dir_dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = super::fsutil::sync_dir(dir) {
+                self.dir_dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// The periodic flush: fsyncs when unflushed data is older than `flush_ms`, then records
-    /// the new recovery point. Returns whether it flushed.
+    /// the new recovery point. Returns whether it flushed. A failed or closed log is not
+    /// flushed (its failure was logged once).
     pub fn flush_if_due(&self, now: i64) -> io::Result<bool> {
+        if self.check_usable().is_err() {
+            return Ok(false);
+        }
         let flush_ms = self.lock().config.flush_ms;
         let due = self
             .lock_flush()
@@ -782,18 +912,22 @@ impl PartitionLog {
         self.lock_flush().durable
     }
 
-    /// Writes `partition.checkpoint` if its contents changed (disk mode).
-    fn write_checkpoint(&self, force: bool) -> io::Result<()> {
+    /// Writes `partition.checkpoint` if its contents changed (disk mode). A closed log's
+    /// directory may belong to a recreated topic: only the shutdown sync (`closing`) writes it.
+    fn write_checkpoint(&self, closing: bool) -> io::Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
         let durable = self.durable_offset();
         let mut state = self.lock();
+        if self.is_closed() && !closing {
+            return Err(closed_io());
+        }
         let next = Checkpoint {
             log_start_offset: state.log_start_offset,
             recovery_point: durable.min(state.log_end_offset()),
         };
-        if next == state.checkpointed && !force {
+        if next == state.checkpointed {
             return Ok(());
         }
         next.write(dir)?;
@@ -801,27 +935,47 @@ impl PartitionLog {
         Ok(())
     }
 
-    fn maybe_roll(&self, state: &mut LogState, incoming_bytes: u64) -> io::Result<()> {
+    /// Rolls before an append of `incoming_bytes` holding `incoming_offsets` offsets when the
+    /// active segment would exceed `segment.bytes`, is older than `segment.ms`, or its
+    /// relative offsets would no longer fit the indexes (as Kafka, at most `i32::MAX` past
+    /// the segment's base offset).
+    fn maybe_roll(
+        &self,
+        state: &mut LogState,
+        incoming_bytes: u64,
+        incoming_offsets: i64,
+    ) -> io::Result<()> {
         let now = now_ms();
         let config = state.config;
         let active = state.active();
         let full =
             active.size_bytes > 0 && active.size_bytes + incoming_bytes > config.segment_bytes;
         let old = active.size_bytes > 0 && now - active.created_ms >= config.segment_ms;
-        if !(full || old) {
+        let offsets_overflow = active.size_bytes > 0
+            && active.next_offset + incoming_offsets - 1 - active.base_offset
+                > super::segment::RELATIVE_OFFSET_MAX;
+        if !(full || old || offsets_overflow) {
             return Ok(());
         }
         self.roll(state, now)
     }
 
     fn roll(&self, state: &mut LogState, now: i64) -> io::Result<()> {
+        if self.is_closed() {
+            // A deleted topic's log: its directory may be another topic's by now.
+            return Err(closed_io());
+        }
         let active = state.active();
         let base = active.next_offset;
         let segment = match &self.dir {
             Some(dir) => {
                 active.sync()?;
                 active.store.seal(active.size_bytes)?;
-                Segment::open_on_disk(dir, base, now)?
+                let segment = Segment::open_on_disk(dir, base, now)?;
+                // The new file's directory entry is made durable by the next sync_to, before
+                // any append into it is acknowledged as durable.
+                self.dir_dirty.store(true, Ordering::Release);
+                segment
             }
             None => Segment::new_in_memory(base, now),
         };
@@ -877,6 +1031,9 @@ impl PartitionLog {
         min_one: bool,
         isolation: Isolation,
     ) -> Result<ReadInfo<Records>, LogError> {
+        if self.is_failed() {
+            return Err(LogError::Failed);
+        }
         let state = self.lock();
         let log_end = state.log_end_offset();
         if offset < state.log_start_offset || offset > log_end {
@@ -1070,10 +1227,28 @@ impl PartitionLog {
 
     /// Makes everything appended so far durable, indexes included, and records the recovery
     /// point. With `shutdown`, also writes the producer-state snapshot a clean start reads.
+    ///
+    /// With `shutdown` the log is closed first (under its lock): an append still in flight
+    /// either completed before and is covered, or is refused; nothing appends after the sync.
+    /// A failed log answers an error (and the broker must not mark a clean shutdown).
     pub fn sync(&self, shutdown: bool) -> io::Result<()> {
+        if self.is_failed() {
+            return Err(failed_io());
+        }
         {
             let state = self.lock();
-            state.segments.iter().try_for_each(|s| s.sync())?;
+            if shutdown {
+                self.closed.store(true, Ordering::Release);
+            }
+            if let Err(e) = state
+                .segments
+                .iter()
+                .try_for_each(|s| s.sync())
+                .and_then(|()| self.sync_dir_if_dirty())
+            {
+                self.fail("fsync", &e);
+                return Err(e);
+            }
         }
         let end = self.log_end_offset();
         {
@@ -1081,7 +1256,7 @@ impl PartitionLog {
             flush.durable = flush.durable.max(end);
             flush.dirty_since_ms = None;
         }
-        self.write_checkpoint(false)?;
+        self.write_checkpoint(shutdown)?;
         if let (true, Some(dir)) = (shutdown, &self.dir) {
             let state = self.lock();
             if let Some(active) = state.segments.last() {
@@ -1099,6 +1274,7 @@ impl PartitionLog {
     pub fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
         let (start, removed) = {
             let mut state = self.lock();
+            self.check_usable()?;
             let hw = state.high_watermark;
             let target = if offset == -1 { hw } else { offset };
             if target < 0 || target > hw {
@@ -1145,6 +1321,9 @@ impl PartitionLog {
         use super::cleaner::{self, OffsetMap, Retain};
         let (config, candidates, aborted) = {
             let state = self.lock();
+            if self.check_usable().is_err() {
+                return Ok(CompactionReport::default());
+            }
             let config = state.config;
             // Never past the LSO: the data of an ongoing transaction may still be aborted.
             let lso = state.last_stable_offset();
@@ -1244,12 +1423,22 @@ impl PartitionLog {
             .dir
             .as_ref()
             .map(|d| d.join(format!("{base:020}.{CLEANED_SUFFIX}")));
+        if self.is_closed() {
+            return Err(LogError::Closed);
+        }
         if let Some(path) = &cleaned_path {
             let store = super::store::FileStore::open(path)?;
             store.write_at(0, cleaned)?;
             store.sync()?;
         }
         let mut state = self.lock();
+        if self.is_closed() {
+            // Deleted meanwhile: the directory may be a recreated topic's.
+            if let Some(path) = &cleaned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(LogError::Closed);
+        }
         let Some(i) = state
             .segments
             .iter()
@@ -1314,6 +1503,9 @@ impl PartitionLog {
     pub fn enforce_retention(&self, now: i64) -> Result<RetentionReport, LogError> {
         let (report, removed) = {
             let mut state = self.lock();
+            if self.check_usable().is_err() {
+                return Ok(RetentionReport::default());
+            }
             let config = state.config;
             let mut report = RetentionReport::default();
             if config.cleanup_delete {
@@ -1358,19 +1550,28 @@ impl PartitionLog {
         Ok(report)
     }
 
-    /// Deletes every segment file and the partition directory.
-    pub fn delete(&self) -> io::Result<()> {
-        let state = self.lock();
-        for s in &state.segments {
-            s.delete_files()?;
+    /// Deletes the log (its topic was deleted): closes it, so that handles still in flight
+    /// get [`LogError::Closed`] instead of writing, and renames its directory aside to
+    /// `<dir>.<uuid>-delete` (Kafka's suffix), so that a topic recreated under the same name
+    /// starts in a fresh directory. Returns the renamed directory, for the caller to remove in
+    /// the background (a start removes any left over). Blocking (a rename).
+    pub fn delete(&self) -> io::Result<Option<PathBuf>> {
+        self.close();
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return Err(io::Error::other(format!("{} has no name", dir.display())));
+        };
+        let aside = dir.with_file_name(format!(
+            "{name}.{}{DELETED_DIR_SUFFIX}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        match std::fs::rename(dir, &aside) {
+            Ok(()) => Ok(Some(aside)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        if let Some(dir) = &self.dir {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
     }
 }
 
@@ -1488,6 +1689,180 @@ mod tests {
         let all = log.read(0, usize::MAX / 2, true).expect("read");
         assert!(all.records.len() <= 1000, "a read stays within one segment");
         assert_eq!(log.log_end_offset(), appended.len() as i64 * 3);
+    }
+
+    /// A store whose fsync fails while `failing` is set (then succeeds again, as a retried
+    /// fsync may after the kernel dropped the dirty pages).
+    struct FlakySync {
+        inner: Arc<dyn SegmentStore>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl SegmentStore for FlakySync {
+        fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+            self.inner.write_at(pos, data)
+        }
+        fn write_vectored_at(&self, pos: u64, data: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+            self.inner.write_vectored_at(pos, data)
+        }
+        fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+            self.inner.read_at(pos, len)
+        }
+        fn records(&self, pos: u64, len: usize) -> io::Result<Records> {
+            self.inner.records(pos, len)
+        }
+        fn sync(&self) -> io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.inner.sync()
+        }
+        fn truncate(&self, len: u64) -> io::Result<()> {
+            self.inner.truncate(len)
+        }
+        fn stored_bytes(&self) -> io::Result<u64> {
+            self.inner.stored_bytes()
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_latches_the_log_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush_messages: 1,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(dir.path(), config, false).unwrap();
+        let failing = Arc::new(AtomicBool::new(true));
+        {
+            let mut state = log.lock();
+            let active = state.active();
+            active.store = Arc::new(FlakySync {
+                inner: active.store.clone(),
+                failing: failing.clone(),
+            });
+        }
+        let mut b = encode_batch(3, Compression::None, 1_000);
+        let info = log.append(&mut b, None).unwrap();
+        assert!(info.needs_sync);
+        assert!(
+            log.sync_to(info.last_offset + 1).is_err(),
+            "the fsync failed"
+        );
+        // The device "recovers": a retried fsync would now succeed, for data the kernel may
+        // have dropped. The log must never report success again.
+        failing.store(false, Ordering::SeqCst);
+        assert!(
+            log.sync_to(info.last_offset + 1).is_err(),
+            "no success after a failure"
+        );
+        assert!(
+            log.durable_offset() <= info.base_offset,
+            "nothing became durable"
+        );
+        let mut b = encode_batch(3, Compression::None, 2_000);
+        assert!(matches!(log.append(&mut b, None), Err(LogError::Failed)));
+        assert!(matches!(log.read(0, 1 << 20, true), Err(LogError::Failed)));
+        assert!(log.sync(false).is_err());
+        assert!(
+            log.sync(true).is_err(),
+            "a failed log never syncs for a clean shutdown"
+        );
+        assert!(
+            !log.flush_if_due(i64::MAX).unwrap(),
+            "the periodic flush skips it"
+        );
+        assert!(matches!(log.delete_records(1), Err(LogError::Failed)));
+        assert!(log.is_failed());
+    }
+
+    #[test]
+    fn new_segments_and_directories_are_fsynced_before_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let log = PartitionLog::open(&path, small_segments(), false).unwrap();
+        assert!(
+            log.dir_dirty.load(Ordering::SeqCst),
+            "a new directory awaits its fsync"
+        );
+        fill(&log, 1);
+        log.sync_to(log.log_end_offset()).unwrap();
+        assert!(
+            !log.dir_dirty.load(Ordering::SeqCst),
+            "fsynced with the data"
+        );
+        let segments = log.lock().segments.len();
+        fill(&log, 10);
+        assert!(log.lock().segments.len() > segments, "rolled");
+        assert!(
+            log.dir_dirty.load(Ordering::SeqCst),
+            "a rolled segment's entry awaits its fsync"
+        );
+        log.sync_to(log.log_end_offset()).unwrap();
+        assert!(!log.dir_dirty.load(Ordering::SeqCst));
+        drop(log);
+        // Reopening an existing directory with its segments creates nothing.
+        let log = PartitionLog::open(&path, small_segments(), true).unwrap();
+        assert!(!log.dir_dirty.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn relative_offsets_never_overflow_a_segment() {
+        let log = PartitionLog::in_memory(LogConfig::default());
+        fill(&log, 1);
+        for _ in 0..3 {
+            // A batch claiming 2^31 offsets (appends take validated batches; the header alone
+            // decides how many offsets a batch takes; last offset delta at byte 23).
+            let mut b = encode_batch(1, Compression::None, 1_000);
+            b[23..23 + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+            log.append(&mut b, None).unwrap();
+        }
+        let state = log.lock();
+        assert!(
+            state.segments.len() >= 3,
+            "rolled before relative offsets overflowed"
+        );
+        for s in &state.segments {
+            assert!(
+                s.next_offset - 1 - s.base_offset <= super::super::segment::RELATIVE_OFFSET_MAX
+            );
+        }
+    }
+
+    #[test]
+    fn a_deleted_log_never_writes_into_a_recreated_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let old = Arc::new(PartitionLog::open(&path, small_segments(), false).unwrap());
+        fill(&old, 2);
+        let aside = old.delete().unwrap().expect("renamed aside");
+        assert!(!path.exists());
+        let name = aside.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            name.starts_with("t-0.") && name.ends_with(DELETED_DIR_SUFFIX),
+            "{name}"
+        );
+        // The topic is recreated under the same name.
+        let new = PartitionLog::open(&path, small_segments(), false).unwrap();
+        // The old handle (a request in flight) can neither append nor roll into it.
+        for _ in 0..20 {
+            let mut b = encode_batch(3, Compression::None, 1_000);
+            assert!(matches!(old.append(&mut b, None), Err(LogError::Closed)));
+        }
+        assert!(old.enforce_retention(i64::MAX).is_ok());
+        assert!(!old.flush_if_due(i64::MAX).unwrap());
+        assert!(matches!(old.delete_records(1), Err(LogError::Closed)));
+        let files: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            files.iter().all(|f| f.starts_with(&format!("{:020}", 0))),
+            "only the new log's first segment: {files:?}"
+        );
+        assert_eq!(new.log_end_offset(), 0);
+        // What the old log held is still readable by handles that had it.
+        assert!(!old.read(0, 1 << 20, true).unwrap().records.is_empty());
     }
 
     #[test]

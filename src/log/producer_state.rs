@@ -25,6 +25,13 @@ use super::txn::ControlRecord;
 /// Batches remembered per producer: clients keep at most 5 in flight per partition.
 pub const BATCHES_REMEMBERED: usize = 5;
 
+/// Most producer ids one partition tracks. Any client may write batches under a producer id
+/// of its choosing, and each one seen is remembered until `producer.id.expiration.ms` of
+/// idleness: past this, batches from producer ids not yet tracked are refused (retriably)
+/// until expiry frees room. Producers already tracked are never affected. (Kafka bounds the
+/// same growth by expiry plus KIP-936's rate limit on new producer ids.)
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct BatchSeq {
     first_sequence: i32,
@@ -98,6 +105,9 @@ pub enum SequenceError {
     /// Kafka's TRANSACTION_COORDINATOR_FENCED: a marker from an older coordinator.
     #[error("coordinator epoch {got} is older than the current coordinator epoch {current}")]
     CoordinatorFenced { got: i32, current: i32 },
+    /// The partition already tracks [`PRODUCERS_PER_PARTITION_MAX`] producer ids.
+    #[error("the partition already tracks {limit} producer ids; retry once idle ones expire")]
+    TooManyProducers { limit: usize },
 }
 
 /// A transaction ended in this partition by a marker.
@@ -153,6 +163,11 @@ impl ProducerStates {
     /// transaction-state checks.
     pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
         let Some(entry) = self.producers.get(&h.producer_id) else {
+            if self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+                return Err(SequenceError::TooManyProducers {
+                    limit: PRODUCERS_PER_PARTITION_MAX,
+                });
+            }
             // Unknown producer (new, or its state predates this log): accept its sequence.
             return Ok(SequenceCheck::Append);
         };
@@ -362,6 +377,31 @@ mod tests {
             base_sequence: seq,
             records_count: count,
         }
+    }
+
+    #[test]
+    fn new_producer_ids_are_bounded_per_partition() {
+        let mut states = ProducerStates::default();
+        for pid in 0..PRODUCERS_PER_PARTITION_MAX as i64 {
+            let h = header(pid, 0, 0, 1, pid);
+            assert_eq!(states.check(&h), Ok(SequenceCheck::Append));
+            states.record(&h);
+        }
+        let newcomer = header(PRODUCERS_PER_PARTITION_MAX as i64, 0, 0, 1, 0);
+        assert_eq!(
+            states.check(&newcomer),
+            Err(SequenceError::TooManyProducers {
+                limit: PRODUCERS_PER_PARTITION_MAX
+            })
+        );
+        // A tracked producer carries on.
+        assert_eq!(
+            states.check(&header(7, 0, 1, 1, 0)),
+            Ok(SequenceCheck::Append)
+        );
+        // Expiry frees room.
+        assert!(states.expire(i64::MAX, 1) > 0);
+        assert_eq!(states.check(&newcomer), Ok(SequenceCheck::Append));
     }
 
     #[test]

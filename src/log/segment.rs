@@ -22,6 +22,20 @@ const SPARSE_HEADER_READ_BYTES: usize = 4096;
 const SCAN_WINDOW_BYTES: usize = 256 * 1024;
 
 /// `<dir>/<20-digit base offset>.<ext>`, as Kafka names segment files.
+/// Largest offset past a segment's base offset (Kafka's: an int): the log rolls before an
+/// append would pass it, so relative offsets always fit the indexes' u32 entries.
+pub const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
+
+/// The index entry fields of a batch, checked: never a silently truncated u32.
+fn index_u32(value: i64, what: &str) -> io::Result<u32> {
+    u32::try_from(value).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} {value} does not fit a segment index entry"),
+        )
+    })
+}
+
 pub fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
@@ -312,9 +326,10 @@ impl Segment {
         position: u64,
         index_interval_bytes: u64,
     ) -> io::Result<()> {
-        let relative_last = (header.last_offset() - self.base_offset) as u32;
+        let relative_last = index_u32(header.last_offset() - self.base_offset, "relative offset")?;
         if self.bytes_since_index_entry >= index_interval_bytes {
-            self.index.append(relative_last, position as u32)?;
+            let position = index_u32(position as i64, "file position")?;
+            self.index.append(relative_last, position)?;
             self.time_index
                 .maybe_append(self.max_timestamp.max(header.max_timestamp), relative_last)?;
             self.bytes_since_index_entry = 0;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::groups::ClientInfo;
@@ -127,28 +128,33 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
         correlation_id,
         client_id = meta.client_id
     );
-    let _enter = span.enter();
-    if let RequestKind::Fetch(r) = &request {
-        let answer = handlers::fetch::handle(broker, r, version).await;
-        return match fetch_frame::encode(correlation_id, version, answer) {
-            Ok(frame) => Outcome::Respond(frame),
-            Err(e) => {
-                tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");
-                Outcome::Close
-            }
+    // The span covers the handler's awaits too (`instrument`, never a guard held across
+    // an `.await`, which would mark the wrong task's events while this one is parked).
+    async move {
+        if let RequestKind::Fetch(r) = &request {
+            let answer = handlers::fetch::handle(broker, r, version).await;
+            return match fetch_frame::encode(correlation_id, version, answer) {
+                Ok(frame) => Outcome::Respond(frame),
+                Err(e) => {
+                    tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");
+                    Outcome::Close
+                }
+            };
+        }
+        let response = match dispatch(broker, request, version, &meta, peer).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Outcome::NoResponse,
+            Err(Closed) => return Outcome::Close,
         };
+        encode(
+            correlation_id,
+            api_key.response_header_version(version),
+            &response,
+            version,
+        )
     }
-    let response = match dispatch(broker, request, version, &meta, peer).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return Outcome::NoResponse,
-        Err(Closed) => return Outcome::Close,
-    };
-    encode(
-        correlation_id,
-        api_key.response_header_version(version),
-        &response,
-        version,
-    )
+    .instrument(span)
+    .await
 }
 
 fn close_undecodable(meta: &Meta<'_>, peer: &str, error: &anyhow::Error) -> Outcome {
@@ -222,9 +228,9 @@ async fn dispatch(
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
             blocking(broker, move |b| create_topics::handle(b, &r, version)).await?,
         ),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(
-            blocking(broker, move |b| delete_topics::handle(b, &r, version)).await?,
-        ),
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, &r, version).await)
+        }
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
             blocking(broker, move |b| create_partitions::handle(b, &r)).await?,
         ),
@@ -258,12 +264,12 @@ async fn dispatch(
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(describe_groups::handle(broker, &r, version))
         }
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(
-            blocking(broker, move |b| delete_groups::handle(b, &r)).await?,
-        ),
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(
-            blocking(broker, move |b| offset_delete::handle(b, &r)).await?,
-        ),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(broker, &r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(broker, &r).await)
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, &r, version).await)
         }

@@ -10,12 +10,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::config::Config;
-
-/// How long shutdown waits for open connections to finish their current request.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -157,7 +155,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets connections finish the
-    /// request in hand (up to a grace period) and flushes every log.
+    /// request in hand (up to `shutdown_grace_ms`), aborts those still running and waits
+    /// until their tasks are gone, and only then syncs every log (closing it for appends
+    /// first) and writes the clean-shutdown marker: nothing appends after the sync.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(self.broker.config.max_connections));
@@ -175,17 +175,34 @@ impl Server {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = maintenance.await;
+        let mut connections = Vec::new();
         for t in accept_tasks {
-            let _ = t.await;
+            if let Ok(set) = t.await {
+                connections.push(set);
+            }
         }
-        // Every connection holds a permit until it ends: wait for all of them to come back.
-        let max = self.broker.config.max_connections as u32;
-        if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max))
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the grace period; closing anyway");
+        let grace = Duration::from_millis(self.broker.config.shutdown_grace_ms);
+        let drained = tokio::time::timeout(grace, async {
+            for set in &mut connections {
+                while set.join_next().await.is_some() {}
+            }
+        })
+        .await;
+        if drained.is_err() {
+            let open: usize = connections.iter().map(|s| s.len()).sum();
+            tracing::warn!(
+                connections = open,
+                "connections still busy after the grace period: aborting them"
+            );
+            for set in &mut connections {
+                set.abort_all();
+            }
+            // An aborted task stops at its next await point: wait until every one is gone.
+            for set in &mut connections {
+                while set.join_next().await.is_some() {}
+            }
         }
+        drop(permits);
         let broker = self.broker.clone();
         let flushed = tokio::task::spawn_blocking(move || broker.close()).await;
         match flushed {
@@ -201,27 +218,39 @@ impl Server {
     }
 }
 
+/// Accepts connections until `stop`; returns the tasks of those still open (shutdown drains
+/// or aborts them). Finished connection tasks are reaped as they end.
 async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> JoinSet<()> {
+    let mut connections = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.changed() => return,
+        let permit = loop {
+            tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => break p,
+                    Err(_) => return connections,
+                },
+                Some(_) = connections.join_next() => {}
+                _ = stop.changed() => return connections,
+            }
         };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
+        let accepted = loop {
+            tokio::select! {
+                a = listener.accept() => break a,
+                Some(_) = connections.join_next() => {}
+                _ = stop.changed() => return connections,
+            }
         };
         match accepted {
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let stop = stop.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     connection::serve(socket, peer, broker, stop).await;
                     drop(permit);
                 });

@@ -622,9 +622,9 @@ fn write_markers(
     Ok(())
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
-    b.put_slice(s.as_bytes());
+/// An i16-length string; longer than `i16::MAX` bytes is an error (never wrapped).
+fn put_str(b: &mut BytesMut, s: &str) -> io::Result<()> {
+    crate::groups::store::put_str(b, Some(s))
 }
 
 fn get_str(b: &mut Bytes) -> Option<String> {
@@ -638,7 +638,7 @@ fn get_str(b: &mut Bytes) -> Option<String> {
     Some(String::from_utf8_lossy(&b.split_to(len as usize)).into_owned())
 }
 
-fn encode_value(m: &TxnMetadata) -> Bytes {
+fn encode_value(m: &TxnMetadata) -> io::Result<Bytes> {
     let mut b = BytesMut::new();
     b.put_i16(0);
     b.put_i64(m.producer_id);
@@ -654,7 +654,7 @@ fn encode_value(m: &TxnMetadata) -> Bytes {
     }
     b.put_i32(by_topic.len() as i32);
     for (t, ps) in by_topic {
-        put_str(&mut b, t);
+        put_str(&mut b, t)?;
         b.put_i32(ps.len() as i32);
         ps.iter().for_each(|p| b.put_i32(*p));
     }
@@ -662,8 +662,10 @@ fn encode_value(m: &TxnMetadata) -> Bytes {
     b.put_i64(m.start_ms);
     // ottla extension after Kafka's fields: the groups of AddOffsetsToTxn.
     b.put_i32(m.groups.len() as i32);
-    m.groups.iter().for_each(|g| put_str(&mut b, g));
-    b.freeze()
+    for g in &m.groups {
+        put_str(&mut b, g)?;
+    }
+    Ok(b.freeze())
 }
 
 fn decode_value(transactional_id: String, mut b: Bytes) -> Option<TxnMetadata> {
@@ -723,8 +725,8 @@ fn encode(entries: &[(String, Option<&TxnMetadata>)]) -> io::Result<Vec<u8>> {
         .map(|(i, (id, m))| {
             let mut key = BytesMut::new();
             key.put_i16(0);
-            put_str(&mut key, id);
-            Record {
+            put_str(&mut key, id)?;
+            Ok(Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
@@ -736,10 +738,10 @@ fn encode(entries: &[(String, Option<&TxnMetadata>)]) -> io::Result<Vec<u8>> {
                 sequence: i as i32,
                 timestamp: now,
                 key: Some(key.freeze()),
-                value: m.map(encode_value),
+                value: m.map(encode_value).transpose()?,
                 headers: Default::default(),
-            }
+            })
         })
-        .collect();
+        .collect::<io::Result<_>>()?;
     crate::log::batch::encode_records(&records)
 }

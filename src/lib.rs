@@ -17,4 +17,5 @@ pub mod handlers;
 pub mod log;
 pub mod protocol;
 pub mod server;
+pub mod threads;
 pub mod txn;

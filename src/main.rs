@@ -106,10 +106,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match ottla::threads::runtime().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ottla: cannot start the runtime: {e}");

@@ -1,0 +1,99 @@
+//! The threading rule, checked while the broker runs: nothing that can block (fsync, file
+//! create/delete/rename, directory walks, segment rolls) runs on a tokio worker thread; such
+//! work goes to the blocking pool (`spawn_blocking`), where it may also hold a partition's
+//! lock only for what must be atomic with the log (ARCHITECTURE.md, "Threading").
+//!
+//! [`runtime`] builds the broker's runtime with its worker threads marked (a worker marks
+//! itself whenever it parks or wakes, which it does from its first moment on; blocking-pool
+//! threads never do). Every blocking storage operation calls [`may_block`]: on a worker it
+//! counts a violation and logs its kind once. Tests drive workloads on such a runtime and
+//! assert that [`violations`] stays zero; in production the count is a cheap tripwire.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+thread_local! {
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+static VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+static REPORTED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+fn mark_worker() {
+    ON_WORKER.with(|w| w.set(true));
+}
+
+/// The broker's runtime builder: multi-threaded, every driver enabled, worker threads marked.
+pub fn runtime() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .enable_all()
+        .on_thread_park(mark_worker)
+        .on_thread_unpark(mark_worker);
+    builder
+}
+
+/// Whether the calling thread is one of the runtime's worker threads.
+pub fn on_worker() -> bool {
+    ON_WORKER.with(|w| w.get())
+}
+
+/// Declares that the caller is about to do `what`, which may block. On a worker thread this
+/// is a violation of the threading rule: counted, and logged once per kind.
+pub fn may_block(what: &'static str) {
+    if !on_worker() {
+        return;
+    }
+    VIOLATIONS.fetch_add(1, Ordering::Relaxed);
+    let first = REPORTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(what);
+    if first {
+        tracing::warn!(
+            operation = what,
+            "blocking operation on a runtime worker thread (threading rule)"
+        );
+    }
+}
+
+/// How many blocking operations ran on worker threads since the process started.
+pub fn violations() -> u64 {
+    VIOLATIONS.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_marked_and_the_blocking_pool_is_not() {
+        let rt = runtime().worker_threads(2).build().unwrap();
+        let (on_task, on_pool) = rt.block_on(async {
+            let task = tokio::spawn(async {
+                tokio::task::yield_now().await;
+                on_worker()
+            });
+            let pool = tokio::task::spawn_blocking(on_worker);
+            (task.await.unwrap(), pool.await.unwrap())
+        });
+        assert!(on_task, "a spawned task runs on a marked worker");
+        assert!(!on_pool, "the blocking pool is not marked");
+        assert!(!on_worker(), "nor is the thread that called block_on");
+        let before = violations();
+        rt.block_on(async {
+            tokio::spawn(async {
+                tokio::task::yield_now().await;
+                may_block("test: on a worker");
+            })
+            .await
+            .unwrap();
+            tokio::task::spawn_blocking(|| may_block("test: on the pool"))
+                .await
+                .unwrap();
+        });
+        assert_eq!(violations() - before, 1);
+    }
+}

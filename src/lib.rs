@@ -9,6 +9,7 @@
 
 pub mod alloc;
 pub mod broker;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -3,10 +3,10 @@
 //! work goes to the blocking pool (`spawn_blocking`), where it may also hold a partition's
 //! lock only for what must be atomic with the log (ARCHITECTURE.md, "Threading").
 //!
-//! [`runtime`] builds the broker's runtime with its worker threads marked (a worker marks
-//! itself whenever it parks or wakes, which it does from its first moment on; blocking-pool
-//! threads never do). Every blocking storage operation calls [`may_block`]: on a worker it
-//! counts a violation and logs its kind once. Tests drive workloads on such a runtime and
+//! [`runtime`] builds the broker's runtime with every thread it starts marked as a worker, and
+//! [`spawn_blocking`] (the broker's only way onto the blocking pool) clears the mark for the
+//! closures it runs. Every blocking storage operation calls [`may_block`]: on a marked thread
+//! it counts a violation and logs its kind once. Tests drive workloads on such a runtime and
 //! assert that [`violations`] stays zero; in production the count is a cheap tripwire.
 
 use std::cell::Cell;
@@ -25,14 +25,25 @@ fn mark_worker() {
     ON_WORKER.with(|w| w.set(true));
 }
 
-/// The broker's runtime builder: multi-threaded, every driver enabled, worker threads marked.
+/// The broker's runtime builder: multi-threaded, every driver enabled, each thread it starts
+/// marked as a worker (blocking-pool threads too: [`spawn_blocking`] unmarks its closures).
 pub fn runtime() -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().on_thread_start(mark_worker);
     builder
-        .enable_all()
-        .on_thread_park(mark_worker)
-        .on_thread_unpark(mark_worker);
-    builder
+}
+
+/// Runs blocking work on the blocking pool (tokio's `spawn_blocking`), the thread unmarked
+/// while it runs: the way the broker moves blocking work off the workers.
+pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        ON_WORKER.with(|w| w.set(false));
+        f()
+    })
 }
 
 /// Whether the calling thread is one of the runtime's worker threads.
@@ -72,11 +83,8 @@ mod tests {
     fn workers_are_marked_and_the_blocking_pool_is_not() {
         let rt = runtime().worker_threads(2).build().unwrap();
         let (on_task, on_pool) = rt.block_on(async {
-            let task = tokio::spawn(async {
-                tokio::task::yield_now().await;
-                on_worker()
-            });
-            let pool = tokio::task::spawn_blocking(on_worker);
+            let task = tokio::spawn(async { on_worker() });
+            let pool = spawn_blocking(on_worker);
             (task.await.unwrap(), pool.await.unwrap())
         });
         assert!(on_task, "a spawned task runs on a marked worker");
@@ -84,13 +92,10 @@ mod tests {
         assert!(!on_worker(), "nor is the thread that called block_on");
         let before = violations();
         rt.block_on(async {
-            tokio::spawn(async {
-                tokio::task::yield_now().await;
-                may_block("test: on a worker");
-            })
-            .await
-            .unwrap();
-            tokio::task::spawn_blocking(|| may_block("test: on the pool"))
+            tokio::spawn(async { may_block("test: on a worker") })
+                .await
+                .unwrap();
+            spawn_blocking(|| may_block("test: on the pool"))
                 .await
                 .unwrap();
         });

@@ -16,16 +16,19 @@
 //! SyncGroup wait on oneshot channels completed by other requests or by the timer).
 
 pub mod store;
+pub mod timer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
-use crate::log::{now_ms, PartitionLog};
+use crate::clock::Clock;
+use crate::log::PartitionLog;
 use store::Change;
 pub use store::{CommittedOffset, GroupRecord, MemberRecord};
 
@@ -218,6 +221,61 @@ struct Group {
 }
 
 impl Group {
+    /// Nothing to keep: no members, no member id handed out and awaiting its join
+    /// (MEMBER_ID_REQUIRED), no offsets (committed or pending in a transaction).
+    fn holds_nothing(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.offsets.is_empty()
+            && self.members.is_empty()
+            && self.pending.is_empty()
+            && self.pending_txn.is_empty()
+            && self.protocol_type.is_none()
+    }
+
+    /// The earliest moment the clock must look at this group (what [`GroupCoordinator::tick`]
+    /// acts on), `None` when nothing will happen to it without a request.
+    fn next_deadline(&self, config: &GroupConfig) -> Option<i64> {
+        if self.holds_nothing() {
+            return Some(i64::MIN);
+        }
+        let mut at = i64::MAX;
+        for expires in self.pending.values() {
+            // A handed-out member id lapses once the clock reaches its expiry.
+            at = at.min(*expires);
+        }
+        for m in self.members.values() {
+            if m.join_waiter.is_none() && m.sync_waiter.is_none() {
+                // Expired once the time since the last heartbeat exceeds the session timeout.
+                at = at.min(m.last_heartbeat_ms + m.session_timeout_ms as i64 + 1);
+            }
+        }
+        match self.state {
+            GroupState::PreparingRebalance => {
+                at = at
+                    .min(self.rebalance_deadline_ms)
+                    .min(self.initial_delay_until_ms);
+            }
+            GroupState::CompletingRebalance => at = at.min(self.sync_deadline_ms),
+            GroupState::Empty if config.offsets_retention_ms >= 0 => {
+                let simple = self.protocol_type.is_none();
+                for o in self.offsets.values() {
+                    let since = if simple {
+                        o.commit_timestamp_ms
+                    } else {
+                        self.empty_since_ms
+                    };
+                    at = at.min(
+                        since
+                            .saturating_add(config.offsets_retention_ms)
+                            .saturating_add(1),
+                    );
+                }
+            }
+            _ => {}
+        }
+        (at != i64::MAX).then_some(at)
+    }
+
     fn new(id: &str, now: i64) -> Group {
         Group {
             id: id.to_string(),
@@ -325,14 +383,61 @@ impl Group {
 
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Each group's next deadline (lock order: `groups`, then this).
+    deadlines: Mutex<timer::Deadlines>,
     log: Arc<PartitionLog>,
     config: GroupConfig,
     next_join_order: Mutex<u64>,
+    clock: Clock,
+}
+
+/// The groups, locked for a request about one group: when the request is done (the guard
+/// dropped), that group's next deadline is recomputed, so the clock never misses a change.
+struct GroupsGuard<'a> {
+    groups: MutexGuard<'a, HashMap<String, Group>>,
+    coordinator: &'a GroupCoordinator,
+    group_id: String,
+}
+
+impl Deref for GroupsGuard<'_> {
+    type Target = HashMap<String, Group>;
+    fn deref(&self) -> &Self::Target {
+        &self.groups
+    }
+}
+
+impl DerefMut for GroupsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.groups
+    }
+}
+
+impl Drop for GroupsGuard<'_> {
+    fn drop(&mut self) {
+        let at = self
+            .groups
+            .get(&self.group_id)
+            .and_then(|g| g.next_deadline(&self.coordinator.config));
+        self.coordinator
+            .deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(&self.group_id, at);
+    }
 }
 
 impl GroupCoordinator {
     /// Loads every group's offsets and metadata from the `__consumer_offsets` log.
     pub fn open(log: Arc<PartitionLog>, config: GroupConfig) -> io::Result<GroupCoordinator> {
+        Self::open_with_clock(log, config, Clock::system())
+    }
+
+    /// As [`GroupCoordinator::open`], with every deadline computed from `clock`.
+    pub fn open_with_clock(
+        log: Arc<PartitionLog>,
+        config: GroupConfig,
+        clock: Clock,
+    ) -> io::Result<GroupCoordinator> {
         let mut replayed = store::replay(&log)?;
         // Transactional commits still open at the last shutdown: keep them pending (their
         // transaction's marker will come from the transaction coordinator).
@@ -344,7 +449,7 @@ impl GroupCoordinator {
             }
             pending.push((pid, one));
         }
-        let now = now_ms();
+        let now = clock.now_ms();
         let mut groups = HashMap::new();
         for (id, offsets) in replayed.offsets {
             let mut g = Group::new(&id, now);
@@ -402,12 +507,27 @@ impl GroupCoordinator {
         if !groups.is_empty() {
             tracing::info!(groups = groups.len(), "loaded consumer groups");
         }
+        let mut deadlines = timer::Deadlines::default();
+        for (id, g) in &groups {
+            deadlines.set(id, g.next_deadline(&config));
+        }
         Ok(GroupCoordinator {
             groups: Mutex::new(groups),
+            deadlines: Mutex::new(deadlines),
             log,
             config,
             next_join_order: Mutex::new(0),
+            clock,
         })
+    }
+
+    /// The groups, for a request that changes `group_id` (its deadline is updated after).
+    fn lock_group(&self, group_id: &str) -> GroupsGuard<'_> {
+        GroupsGuard {
+            groups: self.lock(),
+            coordinator: self,
+            group_id: group_id.to_string(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
@@ -453,7 +573,7 @@ impl GroupCoordinator {
     }
 
     pub fn join(&self, req: JoinRequest, client: ClientInfo) -> Reply<JoinResult> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if req.group_id.is_empty() {
             return Reply::Now(JoinResult::error(
                 ResponseError::InvalidGroupId,
@@ -471,7 +591,7 @@ impl GroupCoordinator {
         let order = self.join_order();
         tracing::debug!(group = %req.group_id, member = %req.member_id, instance = ?req.group_instance_id,
             "JoinGroup");
-        let mut groups = self.lock();
+        let mut groups = self.lock_group(&req.group_id);
         let issues_member_id = req.member_id.is_empty()
             && req.require_known_member_id
             && req.group_instance_id.is_none();
@@ -765,8 +885,8 @@ impl GroupCoordinator {
             protocol_name,
             assignments,
         } = req;
-        let now = now_ms();
-        let mut groups = self.lock();
+        let now = self.clock.now_ms();
+        let mut groups = self.lock_group(group_id);
         let Some(group) = groups.get_mut(group_id) else {
             return Reply::Now(SyncResult::error(ResponseError::UnknownMemberId));
         };
@@ -836,8 +956,8 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> i16 {
-        let now = now_ms();
-        let mut groups = self.lock();
+        let now = self.clock.now_ms();
+        let mut groups = self.lock_group(group_id);
         let Some(group) = groups.get_mut(group_id) else {
             return ResponseError::UnknownMemberId.code();
         };
@@ -869,8 +989,8 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, ResponseError> {
-        let now = now_ms();
-        let mut groups = self.lock();
+        let now = self.clock.now_ms();
+        let mut groups = self.lock_group(group_id);
         let Some(group) = groups.get_mut(group_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
@@ -921,12 +1041,22 @@ impl GroupCoordinator {
         }
     }
 
-    /// The timer: session expiry, rebalance and sync deadlines, offset retention.
+    /// The clock: the groups whose deadline has come (session expiry, rebalance and sync
+    /// deadlines, handed-out member ids lapsing, offset retention, forgetting an empty group),
+    /// and only those.
     pub fn tick(&self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut groups = self.lock();
+        let due = self
+            .deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_due(now);
         let mut expired_offsets: Vec<(String, Vec<(String, i32)>)> = Vec::new();
-        for group in groups.values_mut() {
+        for id in &due {
+            let Some(group) = groups.get_mut(id) else {
+                continue;
+            };
             group.pending.retain(|_, expires| *expires > now);
             let expired: Vec<String> = group
                 .members
@@ -995,16 +1125,18 @@ impl GroupCoordinator {
                 .collect();
             self.persist(&changes);
         }
-        // Forget groups that hold nothing: no members, no member id handed out and awaiting
-        // its join (MEMBER_ID_REQUIRED), no offsets (committed or pending in a transaction).
-        groups.retain(|_, g| {
-            !(g.state == GroupState::Empty
-                && g.offsets.is_empty()
-                && g.members.is_empty()
-                && g.pending.is_empty()
-                && g.pending_txn.is_empty()
-                && g.protocol_type.is_none())
-        });
+        // Forget groups that hold nothing (see `Group::holds_nothing`); the others get their
+        // next deadline.
+        let mut deadlines = self.deadlines.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &due {
+            match groups.get(id) {
+                Some(g) if g.holds_nothing() => {
+                    groups.remove(id);
+                }
+                Some(g) => deadlines.set(id, g.next_deadline(&self.config)),
+                None => {}
+            }
+        }
     }
 
     /// Validates an offset commit against the group and records the offsets. Returns per
@@ -1017,8 +1149,8 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         offsets: Vec<OffsetToCommit>,
     ) -> Result<(Vec<i16>, Option<i64>), ResponseError> {
-        let now = now_ms();
-        let mut groups = self.lock();
+        let now = self.clock.now_ms();
+        let mut groups = self.lock_group(group_id);
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
@@ -1076,8 +1208,8 @@ impl GroupCoordinator {
         member: Option<(i32, &str, Option<&str>)>,
         offsets: Vec<OffsetToCommit>,
     ) -> Result<(Vec<i16>, Option<i64>), ResponseError> {
-        let now = now_ms();
-        let mut groups = self.lock();
+        let now = self.clock.now_ms();
+        let mut groups = self.lock_group(group_id);
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
@@ -1107,7 +1239,7 @@ impl GroupCoordinator {
     /// The transaction coordinator wrote the marker: apply or drop the producer's pending
     /// offsets for this group.
     pub fn complete_txn_offsets(&self, group_id: &str, producer_id: i64, commit: bool) {
-        let mut groups = self.lock();
+        let mut groups = self.lock_group(group_id);
         if let Some(g) = groups.get_mut(group_id) {
             if let Some(pending) = g.pending_txn.remove(&producer_id) {
                 if commit {
@@ -1218,7 +1350,7 @@ impl GroupCoordinator {
     /// DeleteGroups: only empty groups; their offsets go too. The answer waits for the
     /// tombstones' [`Durability`].
     pub fn delete_group(&self, group_id: &str) -> (i16, Durability) {
-        let mut groups = self.lock();
+        let mut groups = self.lock_group(group_id);
         let Some(g) = groups.get(group_id) else {
             return (ResponseError::GroupIdNotFound.code(), Durability::Done);
         };
@@ -1253,7 +1385,7 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<(Vec<i16>, Durability), ResponseError> {
-        let mut groups = self.lock();
+        let mut groups = self.lock_group(group_id);
         let Some(g) = groups.get_mut(group_id) else {
             return Err(ResponseError::GroupIdNotFound);
         };
@@ -1470,4 +1602,147 @@ fn offset_changes<'a>(
             value: Some(o),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The classic state machine driven by a manual clock: no sleeps, every deadline reached
+    //! by moving time.
+    use super::*;
+    use crate::log::LogConfig;
+
+    const SESSION_MS: i32 = 10_000;
+    const REBALANCE_MS: i32 = 30_000;
+
+    fn coordinator() -> (GroupCoordinator, Clock) {
+        let clock = Clock::manual(1_000_000);
+        let log = Arc::new(PartitionLog::in_memory(LogConfig::default()));
+        let config = GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 300_000,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+        };
+        let c = GroupCoordinator::open_with_clock(log, config, clock.clone()).unwrap();
+        (c, clock)
+    }
+
+    fn join_req(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            group_instance_id: None,
+            session_timeout_ms: SESSION_MS,
+            rebalance_timeout_ms: REBALANCE_MS,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+            require_known_member_id: false,
+        }
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+        }
+    }
+
+    /// The answer if it was given (now, or already sent to the waiter).
+    fn answered<T>(reply: Reply<T>) -> Option<T> {
+        match reply {
+            Reply::Now(t) => Some(t),
+            Reply::Later(mut rx) => rx.try_recv().ok(),
+        }
+    }
+
+    fn sync_alone(c: &GroupCoordinator, joined: &JoinResult) -> SyncResult {
+        let reply = c.sync(SyncRequest {
+            group_id: "g",
+            generation: joined.generation_id,
+            member_id: &joined.member_id,
+            instance_id: None,
+            protocol_type: Some("consumer"),
+            protocol_name: Some("range"),
+            assignments: vec![(joined.member_id.clone(), Bytes::from_static(b"all"))],
+        });
+        answered(reply).expect("the leader's sync is answered at once")
+    }
+
+    fn state(c: &GroupCoordinator) -> GroupState {
+        c.describe("g").expect("group exists").state
+    }
+
+    #[test]
+    fn a_silent_member_expires_exactly_after_its_session_timeout() {
+        let (c, clock) = coordinator();
+        let joined = answered(c.join(join_req(""), client())).expect("a lone member joins at once");
+        assert_eq!(joined.error, 0);
+        assert_eq!(sync_alone(&c, &joined).error, 0);
+        assert_eq!(state(&c), GroupState::Stable);
+
+        clock.advance(SESSION_MS as i64);
+        c.tick();
+        assert_eq!(state(&c), GroupState::Stable, "not past the timeout yet");
+        let hb = c.heartbeat("g", joined.generation_id, &joined.member_id, None);
+        assert_eq!(hb, 0, "a heartbeat restarts the session");
+        clock.advance(SESSION_MS as i64);
+        c.tick();
+        assert_eq!(state(&c), GroupState::Stable);
+        clock.advance(1);
+        c.tick();
+        let g = c.describe("g").unwrap();
+        assert_eq!(g.state, GroupState::Empty, "the member expired");
+        assert!(g.members.is_empty());
+    }
+
+    #[test]
+    fn a_rebalance_completes_without_members_that_do_not_rejoin() {
+        let (c, clock) = coordinator();
+        let a = answered(c.join(join_req(""), client())).unwrap();
+        sync_alone(&c, &a);
+        // b joins: a rebalance starts and b waits for a to rejoin.
+        let b_reply = c.join(join_req(""), client());
+        let Reply::Later(mut b_rx) = b_reply else {
+            panic!("b must wait for the rebalance");
+        };
+        assert_eq!(state(&c), GroupState::PreparingRebalance);
+        // a keeps heartbeating (told to rejoin) but never does; the rebalance timeout ends it.
+        clock.advance(REBALANCE_MS as i64 / 2);
+        let hb = c.heartbeat("g", a.generation_id, &a.member_id, None);
+        assert_eq!(hb, ResponseError::RebalanceInProgress.code());
+        c.tick();
+        assert!(b_rx.try_recv().is_err(), "still waiting for a");
+        clock.advance(REBALANCE_MS as i64 / 2);
+        c.tick();
+        let b = b_rx.try_recv().expect("the deadline completed the join");
+        assert_eq!(b.error, 0);
+        assert_eq!(b.generation_id, a.generation_id + 1);
+        assert_eq!(b.leader, b.member_id, "the member that rejoined leads");
+        let members: Vec<String> = c
+            .describe("g")
+            .unwrap()
+            .members
+            .into_iter()
+            .map(|m| m.member_id)
+            .collect();
+        assert_eq!(members, vec![b.member_id.clone()]);
+    }
+
+    #[test]
+    fn the_clock_visits_only_groups_that_have_a_deadline() {
+        let (c, clock) = coordinator();
+        let joined = answered(c.join(join_req(""), client())).unwrap();
+        sync_alone(&c, &joined);
+        let deadline = |c: &GroupCoordinator| c.deadlines.lock().unwrap().len();
+        assert_eq!(deadline(&c), 1, "the member's session");
+        let left = c.leave("g", &[(joined.member_id.clone(), None)]).unwrap();
+        assert_eq!(left, vec![0]);
+        // Empty, no offsets to expire: nothing will happen to it without a request, so the
+        // clock has nothing to look at (it is kept, as before, for its protocol type).
+        assert_eq!(state(&c), GroupState::Empty);
+        assert_eq!(deadline(&c), 0);
+        clock.advance(i64::from(SESSION_MS) * 100);
+        c.tick();
+        assert_eq!(state(&c), GroupState::Empty);
+    }
 }

@@ -69,7 +69,7 @@ pub async fn handle(broker: &Broker, req: &DeleteRecordsRequest) -> DeleteRecord
     let runs = jobs.into_iter().map(|job| async move {
         let log = job.log.clone();
         let offset = job.offset;
-        let outcome = tokio::task::spawn_blocking(move || log.delete_records(offset)).await;
+        let outcome = crate::threads::spawn_blocking(move || log.delete_records(offset)).await;
         (job, outcome)
     });
     for (job, outcome) in futures::future::join_all(runs).await {

@@ -27,7 +27,7 @@ pub async fn handle(
             .collect()
     };
     let b = broker.clone();
-    let responses = tokio::task::spawn_blocking(move || {
+    let responses = crate::threads::spawn_blocking(move || {
         wanted
             .into_iter()
             .map(|(name, id)| delete_one(&b, name, id))

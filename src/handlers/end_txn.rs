@@ -17,10 +17,11 @@ pub async fn handle(broker: &Arc<Broker>, req: &EndTxnRequest, version: i16) -> 
     let id = req.transactional_id.0.to_string();
     let commit = req.committed;
     let b = broker.clone();
-    let result =
-        tokio::task::spawn_blocking(move || b.txns.end_txn(&b.topics, &b.groups, &id, p, commit))
-            .await
-            .unwrap_or(Err(ResponseError::UnknownServerError));
+    let result = crate::threads::spawn_blocking(move || {
+        b.txns.end_txn(&b.topics, &b.groups, &id, p, commit)
+    })
+    .await
+    .unwrap_or(Err(ResponseError::UnknownServerError));
     EndTxnResponse::default()
         .with_error_code(match result {
             Ok(()) => NONE,

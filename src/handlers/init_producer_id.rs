@@ -37,7 +37,7 @@ pub async fn handle(
             producer_epoch: req.producer_epoch,
         });
         let b = broker.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::threads::spawn_blocking(move || {
             b.txns.init_producer_id(
                 &b.topics,
                 &b.groups,

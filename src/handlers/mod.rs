@@ -96,7 +96,7 @@ pub async fn durable(broker: &Broker, durability: crate::groups::Durability) -> 
         Durability::Failed => false,
         Durability::SyncTo(upto) => {
             let log = broker.groups.log().clone();
-            let synced = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
+            let synced = crate::threads::spawn_blocking(move || log.sync_to(upto)).await;
             matches!(synced, Ok(Ok(())))
         }
     }

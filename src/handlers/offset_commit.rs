@@ -108,7 +108,7 @@ pub(super) async fn settle(
         Ok((errors, None)) => errors,
         Ok((mut errors, Some(upto))) => {
             let log = broker.groups.log().clone();
-            let synced = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
+            let synced = crate::threads::spawn_blocking(move || log.sync_to(upto)).await;
             if !matches!(synced, Ok(Ok(()))) {
                 tracing::error!("fsync of committed offsets failed");
                 let storage = ResponseError::KafkaStorageError.code();

@@ -116,7 +116,7 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
     let syncs = pending.into_iter().map(|p| async move {
         let log = p.log.clone();
         let upto = p.upto;
-        let result = tokio::task::spawn_blocking(move || log.sync_to(upto)).await;
+        let result = crate::threads::spawn_blocking(move || log.sync_to(upto)).await;
         (p, result)
     });
     for (p, result) in futures::future::join_all(syncs).await {

@@ -253,7 +253,13 @@ mod tests {
         );
         let loaded = EpochCache::load(dir.path()).unwrap();
         assert_eq!(loaded.entries(), &[e(0, 0), e(7, 42)]);
-        for bad in ["", "1\n0\n", "0\n2\n0 0\n", "0\n2\n3 5\n2 9\n", "0\n1\nx y\n"] {
+        for bad in [
+            "",
+            "1\n0\n",
+            "0\n2\n0 0\n",
+            "0\n2\n3 5\n2 9\n",
+            "0\n1\nx y\n",
+        ] {
             std::fs::write(dir.path().join(FILE), bad).unwrap();
             assert!(EpochCache::load(dir.path()).is_none(), "{bad:?}");
         }

@@ -191,7 +191,7 @@ async fn blocking<T: Send + 'static>(
     handler: impl FnOnce(&Broker) -> T + Send + 'static,
 ) -> Result<T, Closed> {
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || handler(&b))
+    crate::threads::spawn_blocking(move || handler(&b))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "closing connection: a handler failed");

@@ -81,7 +81,7 @@ async fn every(
             return;
         }
         let b = broker.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || pass(&b)).await {
+        if let Err(e) = crate::threads::spawn_blocking(move || pass(&b)).await {
             tracing::error!(timer = name, error = %e, "maintenance pass failed");
         }
     }

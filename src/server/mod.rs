@@ -204,7 +204,7 @@ impl Server {
         }
         drop(permits);
         let broker = self.broker.clone();
-        let flushed = tokio::task::spawn_blocking(move || broker.close()).await;
+        let flushed = crate::threads::spawn_blocking(move || broker.close()).await;
         match flushed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

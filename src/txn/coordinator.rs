@@ -23,6 +23,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::{Record, TimestampType};
 
 use super::producer_ids::ProducerIdAllocator;
+use crate::clock::Clock;
 use crate::cluster::TopicRegistry;
 use crate::coordinator::{Runtime, Shard, WriteError};
 use crate::groups::GroupCoordinator;
@@ -177,6 +178,7 @@ impl Shard for TxnShard {
 /// while waiting for durability); markers are written with no coordinator lock held.
 pub struct TxnCoordinator {
     runtime: Runtime<TxnShard>,
+    clock: Clock,
 }
 
 /// A runtime write's failure as the client sees it.
@@ -240,12 +242,17 @@ enum InitError {
 
 impl TxnCoordinator {
     pub fn open(log: Arc<PartitionLog>) -> io::Result<TxnCoordinator> {
+        Self::open_with_clock(log, Clock::system())
+    }
+
+    /// As [`TxnCoordinator::open`], with every deadline (timeouts, expiration) from `clock`.
+    pub fn open_with_clock(log: Arc<PartitionLog>, clock: Clock) -> io::Result<TxnCoordinator> {
         let runtime = Runtime::load(log, TxnShard::default())?;
         let count = runtime.read(|s| s.txns.len());
         if count > 0 {
             tracing::info!(transactional_ids = count, "loaded transaction state");
         }
-        Ok(TxnCoordinator { runtime })
+        Ok(TxnCoordinator { runtime, clock })
     }
 
     /// InitProducerId with a transactional id: a new producer id at epoch 0 for a new id,
@@ -267,7 +274,7 @@ impl TxnCoordinator {
         // Each turn either answers, or changes state (a fence, an abort completed, a fresh id
         // allocated); a few turns always suffice.
         for _ in 0..8 {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let step = self.runtime.write_and_wait(|s: &TxnShard| {
                 let Some(m) = s.txns.get(transactional_id) else {
                     let producer_id = fresh_id.ok_or(InitError::NeedsProducerId)?;
@@ -357,7 +364,7 @@ impl TxnCoordinator {
         partitions: &[(String, i32)],
         group: Option<&str>,
     ) -> Result<(), ResponseError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.runtime
             .write_and_wait(|s: &TxnShard| {
                 let m = check(&s.txns, transactional_id, p)?;
@@ -419,7 +426,7 @@ impl TxnCoordinator {
         p: ProducerIdent,
         commit: bool,
     ) -> Result<(), ResponseError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let to_finish = self
             .runtime
             .write_and_wait(|s: &TxnShard| {
@@ -469,7 +476,7 @@ impl TxnCoordinator {
         };
         done.partitions.clear();
         done.groups.clear();
-        done.last_update_ms = now_ms();
+        done.last_update_ms = self.clock.now_ms();
         self.runtime
             .write_and_wait(|s: &TxnShard| {
                 let current = s.txns.get(&prepared.transactional_id);
@@ -496,7 +503,7 @@ impl TxnCoordinator {
     /// The timer: aborts transactions past their timeout (bumping the epoch, which fences the
     /// producer) and finishes transactions a crash left prepared. Blocking.
     pub fn tick(&self, topics: &TopicRegistry, groups: &GroupCoordinator, expiration_ms: i64) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // Transactional ids idle for `transactional.id.expiration.ms` with no transaction in
         // flight are forgotten (a tombstone in __transaction_state).
         let expired = self.runtime.write_and_wait(|s: &TxnShard| {

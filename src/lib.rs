@@ -11,6 +11,7 @@ pub mod alloc;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod fd_limit;
 pub mod groups;
 pub mod handlers;
 pub mod log;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::topic_config::{self, TopicOverrides};
 use crate::config::Config;
+use crate::log::open_files::OpenFiles;
 use crate::log::PartitionLog;
 
 /// Longest legal topic name (Kafka's limit, so that `<topic>-<partition>` fits a file name).
@@ -117,6 +118,8 @@ pub struct TopicRegistry {
     broker: Config,
     /// The previous run shut down cleanly: logs are opened without a recovery scan.
     clean_start: bool,
+    /// The bounded cache every partition's segment files are opened through.
+    files: Arc<OpenFiles>,
 }
 
 /// Checks a topic name against Kafka's rules.
@@ -156,6 +159,7 @@ impl TopicRegistry {
             data_dir,
             broker: broker.clone(),
             clean_start,
+            files: OpenFiles::new(broker.max_open_segment_files),
         };
         if let Some(dir) = &registry.data_dir {
             let path = meta_file(dir);
@@ -197,15 +201,78 @@ impl TopicRegistry {
     ) -> Result<Arc<PartitionLog>, TopicError> {
         let config = topic_config::log_config(configs, &self.broker);
         Ok(Arc::new(match self.partition_dir(topic, partition) {
-            Some(dir) => PartitionLog::open(&dir, config, self.clean_start)?,
+            Some(dir) => {
+                PartitionLog::open_with_files(&dir, config, self.clean_start, self.files.clone())?
+            }
             None => PartitionLog::in_memory(config),
         }))
     }
 
+    /// The open-file cache of the segment files (its counters, for tests and logs).
+    pub fn open_files(&self) -> &Arc<OpenFiles> {
+        &self.files
+    }
+
+    /// Opens partitions `range` of a topic, all or none: on a failure the logs opened so far
+    /// are closed and the partition directories this call created are removed again.
+    fn open_partitions(
+        &self,
+        topic: &str,
+        configs: &TopicOverrides,
+        range: std::ops::Range<i32>,
+    ) -> Result<Vec<Arc<PartitionLog>>, TopicError> {
+        let mut opened = Vec::with_capacity(range.len());
+        let mut created = Vec::new();
+        for p in range {
+            let dir = self.partition_dir(topic, p);
+            if let Some(dir) = dir.as_ref().filter(|d| !d.exists()) {
+                created.push(dir.clone());
+            }
+            match self.open_partition(topic, configs, p) {
+                Ok(log) => opened.push(log),
+                Err(e) => {
+                    drop(opened);
+                    self.remove_created(topic, &created);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Removes partition directories a failed change created (best effort, logged).
+    fn remove_created(&self, topic: &str, dirs: &[PathBuf]) {
+        if dirs.is_empty() {
+            return;
+        }
+        let mut left = 0;
+        for dir in dirs {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    left += 1;
+                    tracing::error!(dir = %dir.display(), error = %e,
+                        "cannot remove a partition directory of a failed change");
+                }
+                _ => {}
+            }
+        }
+        tracing::warn!(
+            topic,
+            removed = dirs.len() - left,
+            "undid a failed topic change"
+        );
+    }
+
+    /// The directories of partitions `range` that do not exist yet.
+    fn missing_dirs(&self, topic: &str, range: std::ops::Range<i32>) -> Vec<PathBuf> {
+        range
+            .filter_map(|p| self.partition_dir(topic, p))
+            .filter(|d| !d.exists())
+            .collect()
+    }
+
     fn build_topic(&self, r: &TopicRecord) -> Result<Arc<Topic>, TopicError> {
-        let partitions = (0..r.partitions)
-            .map(|p| self.open_partition(&r.name, &r.configs, p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let partitions = self.open_partitions(&r.name, &r.configs, 0..r.partitions)?;
         Ok(Arc::new(Topic {
             name: r.name.clone(),
             id: r.id,
@@ -273,13 +340,22 @@ impl TopicRegistry {
             partitions: count,
             configs,
         };
+        // All or nothing: nothing is registered before the partitions exist and the new
+        // registry is persisted; a failure removes the partition directories again.
+        let new_dirs = self.missing_dirs(name, 0..count);
         let topic = self.build_topic(&record)?;
+        let mut records = self.records();
+        records.push(record);
+        if let Err(e) = self.persist_records(&records) {
+            drop(topic);
+            self.remove_created(name, &new_dirs);
+            return Err(e);
+        }
         {
             let mut index = self.write_index();
             index.by_id.insert(topic.id, topic.clone());
             index.by_name.insert(topic.name.clone(), topic.clone());
         }
-        self.persist()?;
         tracing::info!(topic = name, partitions = count, id = %topic.id, "created topic");
         Ok(topic)
     }
@@ -335,27 +411,44 @@ impl TopicRegistry {
         if validate_only {
             return Ok(());
         }
+        // All or nothing, as `create`: the new partitions exist and the new count is persisted
+        // before the topic shows them.
         let configs = topic.configs();
-        let added = (current..count)
-            .map(|p| self.open_partition(name, &configs, p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let new_dirs = self.missing_dirs(name, current..count);
+        let added = self.open_partitions(name, &configs, current..count)?;
+        let mut records = self.records();
+        if let Some(r) = records.iter_mut().find(|r| r.id == topic.id) {
+            r.partitions = count;
+        }
+        if let Err(e) = self.persist_records(&records) {
+            drop(added);
+            self.remove_created(name, &new_dirs);
+            return Err(e);
+        }
         topic
             .partitions
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .extend(added);
-        self.persist()?;
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }
 
+    /// What `meta/topics.json` holds for the registry as it is.
+    fn records(&self) -> Vec<TopicRecord> {
+        self.list().iter().map(|t| t.record()).collect()
+    }
+
     /// Writes `meta/topics.json` atomically (disk mode only).
     fn persist(&self) -> Result<(), TopicError> {
+        self.persist_records(&self.records())
+    }
+
+    fn persist_records(&self, records: &[TopicRecord]) -> Result<(), TopicError> {
         let Some(dir) = &self.data_dir else {
             return Ok(());
         };
-        let records: Vec<TopicRecord> = self.list().iter().map(|t| t.record()).collect();
-        let text = serde_json::to_string_pretty(&records)
+        let text = serde_json::to_string_pretty(records)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         write_atomically(&meta_file(dir), text.as_bytes())?;
         Ok(())

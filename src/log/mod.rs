@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cleaner;
 pub mod fsutil;
 pub mod index;
+pub mod open_files;
 pub mod partition;
 pub mod producer_state;
 pub mod segment;

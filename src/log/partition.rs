@@ -11,6 +11,7 @@ use kafka_protocol::records::{Record, RecordBatchDecoder};
 use tokio::sync::Notify;
 
 use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::open_files::OpenFiles;
 use super::producer_state::{CompletedTxn, ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
 use super::store::{Records, SegmentStore};
@@ -187,6 +188,44 @@ impl Checkpoint {
 /// The producer-state snapshot written at a clean shutdown: `<dir>/producer.snapshot`.
 const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 
+/// The snapshot's list of the segments (base offsets) whose transaction index has entries:
+/// a clean start rebuilds a listed segment's missing `.txnindex`, and needs none for others.
+const SNAPSHOT_TXN_INDEX_SEGMENTS: &str = "txn_index_segments";
+
+/// The snapshot: the producer state's JSON plus [`SNAPSHOT_TXN_INDEX_SEGMENTS`].
+fn producer_snapshot(state: &LogState) -> io::Result<Vec<u8>> {
+    let mut value = serde_json::to_value(&state.producers).map_err(io::Error::other)?;
+    let with_entries: Vec<i64> = state
+        .segments
+        .iter()
+        .filter(|s| !s.txn_index.entries().is_empty())
+        .map(|s| s.base_offset)
+        .collect();
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(SNAPSHOT_TXN_INDEX_SEGMENTS.into(), with_entries.into());
+    }
+    serde_json::to_vec(&value).map_err(io::Error::other)
+}
+
+/// The producer state and the segments with transaction index entries from `dir`'s snapshot
+/// (`None`s when missing or unreadable; the list is `None` in a snapshot of an older version).
+fn read_producer_snapshot(dir: &Path) -> (Option<ProducerStates>, Option<Vec<i64>>) {
+    let Some(mut value) = std::fs::read(dir.join(PRODUCER_SNAPSHOT))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return (None, None);
+    };
+    let segments = value
+        .as_object_mut()
+        .and_then(|fields| fields.remove(SNAPSHOT_TXN_INDEX_SEGMENTS))
+        .and_then(|list| serde_json::from_value(list).ok());
+    match serde_json::from_value::<ProducerStates>(value) {
+        Ok(producers) => (Some(producers), segments),
+        Err(_) => (None, None),
+    }
+}
+
 impl LogState {
     fn active(&mut self) -> &mut Segment {
         self.segments
@@ -275,6 +314,8 @@ pub struct PartitionLog {
     flushed: Condvar,
     appended: Notify,
     dir: Option<PathBuf>,
+    /// Where segment files are opened (disk mode).
+    files: Arc<OpenFiles>,
 }
 
 impl PartitionLog {
@@ -290,10 +331,11 @@ impl PartitionLog {
                 compacted_upto: 0,
             },
             None,
+            OpenFiles::shared_default(),
         )
     }
 
-    fn with_state(state: LogState, dir: Option<PathBuf>) -> PartitionLog {
+    fn with_state(state: LogState, dir: Option<PathBuf>, files: Arc<OpenFiles>) -> PartitionLog {
         let durable = state.log_end_offset();
         PartitionLog {
             state: Mutex::new(state),
@@ -305,6 +347,7 @@ impl PartitionLog {
             flushed: Condvar::new(),
             appended: Notify::new(),
             dir,
+            files,
         }
     }
 
@@ -314,6 +357,17 @@ impl PartitionLog {
     /// rebuilt; the first torn or corrupt batch ends the log (it and everything after it is
     /// cut, and logged).
     pub fn open(dir: &Path, config: LogConfig, clean: bool) -> io::Result<PartitionLog> {
+        Self::open_with_files(dir, config, clean, OpenFiles::shared_default())
+    }
+
+    /// As [`PartitionLog::open`], with segment files opened through `files` (the broker's
+    /// bounded cache of open files).
+    pub fn open_with_files(
+        dir: &Path,
+        config: LogConfig,
+        clean: bool,
+        files: Arc<OpenFiles>,
+    ) -> io::Result<PartitionLog> {
         std::fs::create_dir_all(dir)?;
         super::cleaner::finish_interrupted_swaps(dir)?;
         let mut bases: Vec<i64> = std::fs::read_dir(dir)?
@@ -328,12 +382,10 @@ impl PartitionLog {
             bases.push(0);
         }
         let checkpoint = Checkpoint::read(dir);
-        let snapshot = if clean {
-            std::fs::read(dir.join(PRODUCER_SNAPSHOT))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ProducerStates>(&b).ok())
+        let (snapshot, txn_index_segments) = if clean {
+            read_producer_snapshot(dir)
         } else {
-            None
+            (None, None)
         };
         // Without a snapshot the producer state (open transactions included) is rebuilt from
         // every batch of the log, and with it every segment's aborted-transaction index.
@@ -345,7 +397,7 @@ impl PartitionLog {
         let mut scanned = 0usize;
         let mut stale_txn_indexes = false;
         for (i, &base) in bases.iter().enumerate() {
-            let mut segment = Segment::open_on_disk(dir, base, now)?;
+            let mut segment = Segment::open_on_disk(dir, base, now, &files)?;
             let below_recovery_point = bases
                 .get(i + 1)
                 .is_some_and(|&next| next <= checkpoint.recovery_point);
@@ -376,7 +428,14 @@ impl PartitionLog {
                 || !segment
                     .txn_index
                     .consistent_with(segment.base_offset, segment.next_offset)
+                || (!segment.txn_index.file_exists()
+                    && txn_index_segments
+                        .as_ref()
+                        .is_none_or(|with| with.contains(&base)))
             {
+                // Malformed, or naming markers elsewhere, or missing although the snapshot
+                // says the segment had aborted transactions (a snapshot of an older version
+                // says nothing: every segment had a file then).
                 segment.txn_index_loaded = false;
                 stale_txn_indexes = true;
             }
@@ -399,7 +458,7 @@ impl PartitionLog {
             }
             if cut && i + 1 < bases.len() {
                 for &later in &bases[i + 1..] {
-                    let s = Segment::open_on_disk(dir, later, now)?;
+                    let s = Segment::open_on_disk(dir, later, now, &files)?;
                     tracing::warn!(dir = %dir.display(), segment = later,
                         "deleted a segment after a corrupt batch");
                     s.delete_files()?;
@@ -408,7 +467,7 @@ impl PartitionLog {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::open_on_disk(dir, bases[0], now)?);
+            segments.push(Segment::open_on_disk(dir, bases[0], now, &files)?);
         }
         if stale_txn_indexes {
             tracing::warn!(dir = %dir.display(), "rebuilding missing or inconsistent transaction indexes");
@@ -432,6 +491,7 @@ impl PartitionLog {
                 compacted_upto: 0,
             },
             Some(dir.to_path_buf()),
+            files,
         ))
     }
 
@@ -770,7 +830,7 @@ impl PartitionLog {
             Some(dir) => {
                 active.sync()?;
                 active.store.seal(active.size_bytes)?;
-                Segment::open_on_disk(dir, base, now)?
+                Segment::open_on_disk(dir, base, now, &self.files)?
             }
             None => Segment::new_in_memory(base, now),
         };
@@ -1035,7 +1095,7 @@ impl PartitionLog {
             if let Some(active) = state.segments.last() {
                 active.store.seal(active.size_bytes)?;
             }
-            let json = serde_json::to_vec(&state.producers).map_err(io::Error::other)?;
+            let json = producer_snapshot(&state)?;
             super::fsutil::write_atomically(&dir.join(PRODUCER_SNAPSHOT), &json)?;
         }
         Ok(())
@@ -1193,9 +1253,10 @@ impl PartitionLog {
             .as_ref()
             .map(|d| d.join(format!("{base:020}.{CLEANED_SUFFIX}")));
         if let Some(path) = &cleaned_path {
-            let store = super::store::FileStore::open(path)?;
+            let (store, _) = super::store::FileStore::open(path, &self.files)?;
             store.write_at(0, cleaned)?;
             store.sync()?;
+            store.detach();
         }
         let mut state = self.lock();
         let Some(i) = state
@@ -1227,6 +1288,9 @@ impl PartitionLog {
         let created = state.segments[i].created_ms;
         let mut segment = match (&self.dir, &cleaned_path) {
             (Some(dir), Some(path)) => {
+                // Readers holding the old store keep reading the old file; nothing of the old
+                // segment touches the names the rewrite takes.
+                state.segments[i].detach_files()?;
                 let swap = dir.join(format!("{base:020}.{SWAP_SUFFIX}"));
                 std::fs::rename(path, &swap)?;
                 super::fsutil::sync_dir(dir)?;
@@ -1235,7 +1299,7 @@ impl PartitionLog {
                     let _ = std::fs::remove_file(super::segment::segment_path(dir, base, ext));
                 }
                 super::fsutil::sync_dir(dir)?;
-                Segment::open_on_disk(dir, base, created)?
+                Segment::open_on_disk(dir, base, created, &self.files)?
             }
             _ => {
                 let s = Segment::new_in_memory(base, created);

@@ -499,7 +499,18 @@ impl TopicRegistry {
 
     /// The periodic flush of every partition whose unflushed data is older than its `flush.ms`.
     pub fn flush_due(&self, now: i64) {
-        for (topic, partition, log) in self.all_partitions() {
+        // Every tick (≤ 100 ms) looks at every partition: only those with unflushed data are
+        // collected (no allocation per partition), then flushed outside the topic's lock.
+        let mut dirty = Vec::new();
+        for topic in self.list() {
+            let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
+            for (i, log) in partitions.iter().enumerate() {
+                if log.has_unflushed() {
+                    dirty.push((topic.clone(), i as i32, log.clone()));
+                }
+            }
+        }
+        for (topic, partition, log) in dirty {
             if let Err(e) = log.flush_if_due(now) {
                 tracing::error!(topic = %topic.name, partition, error = %e, "periodic flush failed");
             }
@@ -553,6 +564,10 @@ impl TopicRegistry {
     pub fn sync_all(&self, shutdown: bool) -> io::Result<()> {
         for (_, _, log) in self.all_partitions() {
             log.sync(shutdown)?;
+        }
+        if let (true, Some(dir)) = (shutdown, &self.data_dir) {
+            // The producer snapshots were written without fsync: one sync covers them all.
+            crate::log::fsutil::sync_filesystem(dir)?;
         }
         Ok(())
     }

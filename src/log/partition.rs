@@ -141,6 +141,9 @@ struct LogState {
     config: LogConfig,
     /// What the checkpoint file last recorded (disk mode), to write it only on change.
     checkpointed: Checkpoint,
+    /// The producer snapshot file's contents as last read or written (disk mode): a clean stop
+    /// rewrites it only when they changed.
+    snapshot_on_disk: Option<Vec<u8>>,
     /// The end offset of the range the last compaction pass covered: a new pass runs only
     /// once more segments have rolled.
     compacted_upto: i64,
@@ -207,22 +210,25 @@ fn producer_snapshot(state: &LogState) -> io::Result<Vec<u8>> {
     serde_json::to_vec(&value).map_err(io::Error::other)
 }
 
-/// The producer state and the segments with transaction index entries from `dir`'s snapshot
-/// (`None`s when missing or unreadable; the list is `None` in a snapshot of an older version).
-fn read_producer_snapshot(dir: &Path) -> (Option<ProducerStates>, Option<Vec<i64>>) {
-    let Some(mut value) = std::fs::read(dir.join(PRODUCER_SNAPSHOT))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    else {
-        return (None, None);
+/// The producer state and the segments with transaction index entries from `dir`'s snapshot,
+/// and the file's bytes (`None`s when missing or unreadable; the list is `None` in a snapshot
+/// of an older version).
+type SnapshotRead = (Option<ProducerStates>, Option<Vec<i64>>, Option<Vec<u8>>);
+
+fn read_producer_snapshot(dir: &Path) -> SnapshotRead {
+    let Ok(bytes) = std::fs::read(dir.join(PRODUCER_SNAPSHOT)) else {
+        return (None, None, None);
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return (None, None, None);
     };
     let segments = value
         .as_object_mut()
         .and_then(|fields| fields.remove(SNAPSHOT_TXN_INDEX_SEGMENTS))
         .and_then(|list| serde_json::from_value(list).ok());
     match serde_json::from_value::<ProducerStates>(value) {
-        Ok(producers) => (Some(producers), segments),
-        Err(_) => (None, None),
+        Ok(producers) => (Some(producers), segments, Some(bytes)),
+        Err(_) => (None, None, None),
     }
 }
 
@@ -328,6 +334,7 @@ impl PartitionLog {
                 producers: ProducerStates::default(),
                 config,
                 checkpointed: Checkpoint::default(),
+                snapshot_on_disk: None,
                 compacted_upto: 0,
             },
             None,
@@ -382,16 +389,17 @@ impl PartitionLog {
             bases.push(0);
         }
         let checkpoint = Checkpoint::read(dir);
-        let (snapshot, txn_index_segments) = if clean {
+        // The snapshot is read only after a clean stop and rewritten at every clean stop, so
+        // it is left in place (deleting it costs an unlink per partition at every start).
+        let (snapshot, txn_index_segments, snapshot_on_disk) = if clean {
             read_producer_snapshot(dir)
         } else {
-            (None, None)
+            (None, None, None)
         };
         // Without a snapshot the producer state (open transactions included) is rebuilt from
         // every batch of the log, and with it every segment's aborted-transaction index.
         let rebuild_producers = snapshot.is_none();
         let mut producers = snapshot.unwrap_or_default();
-        let _ = std::fs::remove_file(dir.join(PRODUCER_SNAPSHOT));
         let now = now_ms();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let mut scanned = 0usize;
@@ -488,6 +496,7 @@ impl PartitionLog {
                 producers,
                 config,
                 checkpointed: checkpoint,
+                snapshot_on_disk,
                 compacted_upto: 0,
             },
             Some(dir.to_path_buf()),
@@ -784,6 +793,12 @@ impl PartitionLog {
         self.sync_to(self.log_end_offset())?;
         self.write_checkpoint(false)?;
         Ok(true)
+    }
+
+    /// Whether anything appended is not yet durable (one uncontended lock: what the periodic
+    /// flush checks first, for every partition, every tick).
+    pub fn has_unflushed(&self) -> bool {
+        self.lock_flush().dirty_since_ms.is_some()
     }
 
     /// Offsets below this are durable.
@@ -1091,12 +1106,18 @@ impl PartitionLog {
         }
         self.write_checkpoint(false)?;
         if let (true, Some(dir)) = (shutdown, &self.dir) {
-            let state = self.lock();
+            let mut state = self.lock();
             if let Some(active) = state.segments.last() {
                 active.store.seal(active.size_bytes)?;
             }
             let json = producer_snapshot(&state)?;
-            super::fsutil::write_atomically(&dir.join(PRODUCER_SNAPSHOT), &json)?;
+            if state.snapshot_on_disk.as_ref() != Some(&json) {
+                // Not fsynced here: the broker syncs the file system once after every
+                // partition, before the clean-shutdown marker (the only thing that makes a
+                // start read snapshots).
+                super::fsutil::replace_unsynced(&dir.join(PRODUCER_SNAPSHOT), &json)?;
+                state.snapshot_on_disk = Some(json);
+            }
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ pub fn raise_to_hard() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let from = lim.rlim_cur as u64;
+    let from = lim.rlim_cur;
     if lim.rlim_cur >= lim.rlim_max {
         return Ok((from, from));
     }
@@ -24,7 +24,7 @@ pub fn raise_to_hard() -> io::Result<(u64, u64)> {
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((from, lim.rlim_max as u64))
+    Ok((from, lim.rlim_max))
 }
 
 /// How many segment files to keep open at most, given the configured bound and the

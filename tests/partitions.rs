@@ -244,8 +244,8 @@ async fn a_broker_with_256_descriptors_serves_3000_partitions() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("broker starts");
-    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(cmd.spawn().expect("broker starts"));
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
@@ -334,7 +334,19 @@ async fn a_broker_with_256_descriptors_serves_3000_partitions() {
     assert_eq!(wide.partitions.len(), 3000);
     // SAFETY: signalling our own child.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
     }
-    assert!(child.wait().unwrap().success(), "clean stop");
+    assert!(child.0.wait().unwrap().success(), "clean stop");
+}
+
+/// The broker process, killed if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod common;
 use common::batch;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ottla::log::batch::{assign_offsets, validate_batches};
+use ottla::log::open_files::{LazyFile, Mode, OpenFiles};
 use ottla::log::{LogConfig, PartitionLog};
 
 fn benches(c: &mut Criterion) {
@@ -80,6 +81,31 @@ fn benches(c: &mut Criterion) {
         bench.iter(|| {
             target = (target + 7919) % 4_000_000;
             index.floor_position(target)
+        })
+    });
+    // The open-file cache: a hit (file open), and a miss (2,000 files through a cache of 100:
+    // every get opens a file and closes the least recently used one).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hot = OpenFiles::new(4096);
+    let cold = OpenFiles::new(100);
+    let lazy = |cache: &std::sync::Arc<OpenFiles>, i: usize| {
+        LazyFile::new(
+            dir.path().join(format!("{i:020}.log")),
+            Mode::ReadWrite,
+            false,
+            cache,
+        )
+    };
+    let hits: Vec<LazyFile> = (0..1).map(|i| lazy(&hot, i)).collect();
+    let misses: Vec<LazyFile> = (0..2000).map(|i| lazy(&cold, i)).collect();
+    c.bench_function("open_files_hit", |bench| {
+        bench.iter(|| hits[0].get().expect("open"))
+    });
+    let mut next = 0usize;
+    c.bench_function("open_files_miss_open_and_evict", |bench| {
+        bench.iter(|| {
+            next = (next + 1) % misses.len();
+            misses[next].get().expect("open")
         })
     });
 }

@@ -108,6 +108,10 @@ pub struct Config {
     /// How long an idle transactional id is kept by the coordinator (Kafka's
     /// `transactional.id.expiration.ms`).
     pub transactional_id_expiration_ms: i64,
+    /// Most segment files (`.log`, `.index`, `.timeindex`, `.txnindex`) kept open at once;
+    /// the least recently used are closed and reopened on demand. Lowered at start to half the
+    /// open-file limit (RLIMIT_NOFILE) when that is smaller, leaving room for connections.
+    pub max_open_segment_files: usize,
 }
 
 /// See [`Config::fsync`].
@@ -162,6 +166,7 @@ impl Default for Config {
             offsets_retention_minutes: 7 * 24 * 60,
             producer_id_expiration_ms: 24 * 3600 * 1000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            max_open_segment_files: crate::log::open_files::DEFAULT_MAX_OPEN_SEGMENT_FILES,
         }
     }
 }
@@ -227,6 +232,9 @@ impl Config {
         }
         if self.max_frame_bytes < 1024 {
             return bad("max_frame_bytes must be ≥ 1024".into());
+        }
+        if self.max_open_segment_files < 16 {
+            return bad("max_open_segment_files must be ≥ 16".into());
         }
         if self.max_connections == 0 || self.max_in_flight_requests == 0 {
             return bad("max_connections and max_in_flight_requests must be ≥ 1".into());

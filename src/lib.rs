@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod fd_limit;
 pub mod groups;
 pub mod handlers;
 pub mod log;

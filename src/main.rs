@@ -99,13 +99,29 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), &cli) {
+    let mut config = match Config::load(cli.config.as_deref(), &cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ottla: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    match ottla::fd_limit::raise_to_hard() {
+        Ok((from, to)) => {
+            tracing::info!(from, to, "open-file limit (RLIMIT_NOFILE)");
+            let budget = ottla::fd_limit::segment_file_budget(config.max_open_segment_files, to);
+            if budget < config.max_open_segment_files {
+                tracing::warn!(
+                    configured = config.max_open_segment_files,
+                    used = budget,
+                    limit = to,
+                    "max_open_segment_files lowered to half the open-file limit"
+                );
+                config.max_open_segment_files = budget;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = match ottla::threads::runtime().build() {
         Ok(r) => r,
         Err(e) => {

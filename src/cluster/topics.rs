@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::partition::{Partition, PartitionError};
 use super::topic_config::{self, TopicOverrides};
 use crate::config::Config;
+use crate::log::open_files::OpenFiles;
 use crate::log::PartitionLog;
 
 /// Longest legal topic name (Kafka's limit, so that `<topic>-<partition>` fits a file name).
@@ -128,6 +129,8 @@ pub struct TopicRegistry {
     broker: Config,
     /// The previous run shut down cleanly: logs are opened without a recovery scan.
     clean_start: bool,
+    /// The bounded cache every partition's segment files are opened through.
+    files: Arc<OpenFiles>,
 }
 
 /// Checks a topic name against Kafka's rules.
@@ -167,6 +170,7 @@ impl TopicRegistry {
             data_dir,
             broker: broker.clone(),
             clean_start,
+            files: OpenFiles::new(broker.max_open_segment_files),
         };
         if let Some(dir) = &registry.data_dir {
             remove_deleted_dirs(dir);
@@ -209,7 +213,9 @@ impl TopicRegistry {
     ) -> Result<Arc<Partition>, TopicError> {
         let config = topic_config::log_config(configs, &self.broker);
         let log = Arc::new(match self.partition_dir(topic, partition) {
-            Some(dir) => PartitionLog::open(&dir, config, self.clean_start)?,
+            Some(dir) => {
+                PartitionLog::open_with_files(&dir, config, self.clean_start, self.files.clone())?
+            }
             None => PartitionLog::in_memory(config),
         });
         Ok(Arc::new(Partition::sole_leader(
@@ -219,10 +225,71 @@ impl TopicRegistry {
         )))
     }
 
+    /// The open-file cache of the segment files (its counters, for tests and logs).
+    pub fn open_files(&self) -> &Arc<OpenFiles> {
+        &self.files
+    }
+
+    /// Opens partitions `range` of a topic, all or none: on a failure the logs opened so far
+    /// are closed and the partition directories this call created are removed again.
+    fn open_partitions(
+        &self,
+        topic: &str,
+        configs: &TopicOverrides,
+        range: std::ops::Range<i32>,
+    ) -> Result<Vec<Arc<Partition>>, TopicError> {
+        let mut opened = Vec::with_capacity(range.len());
+        let mut created = Vec::new();
+        for p in range {
+            let dir = self.partition_dir(topic, p);
+            if let Some(dir) = dir.as_ref().filter(|d| !d.exists()) {
+                created.push(dir.clone());
+            }
+            match self.open_partition(topic, configs, p) {
+                Ok(log) => opened.push(log),
+                Err(e) => {
+                    drop(opened);
+                    self.remove_created(topic, &created);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Removes partition directories a failed change created (best effort, logged).
+    fn remove_created(&self, topic: &str, dirs: &[PathBuf]) {
+        if dirs.is_empty() {
+            return;
+        }
+        let mut left = 0;
+        for dir in dirs {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    left += 1;
+                    tracing::error!(dir = %dir.display(), error = %e,
+                        "cannot remove a partition directory of a failed change");
+                }
+                _ => {}
+            }
+        }
+        tracing::warn!(
+            topic,
+            removed = dirs.len() - left,
+            "undid a failed topic change"
+        );
+    }
+
+    /// The directories of partitions `range` that do not exist yet.
+    fn missing_dirs(&self, topic: &str, range: std::ops::Range<i32>) -> Vec<PathBuf> {
+        range
+            .filter_map(|p| self.partition_dir(topic, p))
+            .filter(|d| !d.exists())
+            .collect()
+    }
+
     fn build_topic(&self, r: &TopicRecord) -> Result<Arc<Topic>, TopicError> {
-        let partitions = (0..r.partitions)
-            .map(|p| self.open_partition(&r.name, &r.configs, p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let partitions = self.open_partitions(&r.name, &r.configs, 0..r.partitions)?;
         Ok(Arc::new(Topic {
             name: r.name.clone(),
             id: r.id,
@@ -308,13 +375,22 @@ impl TopicRegistry {
             partitions: count,
             configs,
         };
+        // All or nothing: nothing is registered before the partitions exist and the new
+        // registry is persisted; a failure removes the partition directories again.
+        let new_dirs = self.missing_dirs(name, 0..count);
         let topic = self.build_topic(&record)?;
+        let mut records = self.records();
+        records.push(record);
+        if let Err(e) = self.persist_records(&records) {
+            drop(topic);
+            self.remove_created(name, &new_dirs);
+            return Err(e);
+        }
         {
             let mut index = self.write_index();
             index.by_id.insert(topic.id, topic.clone());
             index.by_name.insert(topic.name.clone(), topic.clone());
         }
-        self.persist()?;
         tracing::info!(topic = name, partitions = count, id = %topic.id, "created topic");
         Ok(topic)
     }
@@ -377,30 +453,47 @@ impl TopicRegistry {
         if validate_only {
             return Ok(());
         }
+        // All or nothing, as `create`: the new partitions exist and the new count is persisted
+        // before the topic shows them.
         let configs = topic.configs();
-        let added = (current..count)
-            .map(|p| self.open_partition(name, &configs, p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let new_dirs = self.missing_dirs(name, current..count);
+        let added = self.open_partitions(name, &configs, current..count)?;
+        let mut records = self.records();
+        if let Some(r) = records.iter_mut().find(|r| r.id == topic.id) {
+            r.partitions = count;
+        }
+        if let Err(e) = self.persist_records(&records) {
+            drop(added);
+            self.remove_created(name, &new_dirs);
+            return Err(e);
+        }
         topic
             .partitions
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .extend(added);
-        self.persist()?;
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }
 
+    /// What `meta/topics.json` holds for the registry as it is.
+    fn records(&self) -> Vec<TopicRecord> {
+        self.list().iter().map(|t| t.record()).collect()
+    }
+
     /// Writes `meta/topics.json` atomically (disk mode only).
     fn persist(&self) -> Result<(), TopicError> {
+        self.persist_records(&self.records())
+    }
+
+    fn persist_records(&self, records: &[TopicRecord]) -> Result<(), TopicError> {
         let Some(dir) = &self.data_dir else {
             return Ok(());
         };
         // New partition directories' entries are durable before the topic is recorded (and
         // before anything is appended to them).
         crate::log::fsutil::sync_dir(dir)?;
-        let records: Vec<TopicRecord> = self.list().iter().map(|t| t.record()).collect();
-        let text = serde_json::to_string_pretty(&records)
+        let text = serde_json::to_string_pretty(records)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         write_atomically(&meta_file(dir), text.as_bytes())?;
         Ok(())
@@ -450,7 +543,18 @@ impl TopicRegistry {
 
     /// The periodic flush of every partition whose unflushed data is older than its `flush.ms`.
     pub fn flush_due(&self, now: i64) {
-        for (topic, partition, log) in self.all_partitions() {
+        // Every tick (≤ 100 ms) looks at every partition: only those with unflushed data are
+        // collected (no allocation per partition), then flushed outside the topic's lock.
+        let mut dirty = Vec::new();
+        for topic in self.list() {
+            let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
+            for p in partitions.iter() {
+                if p.log().has_unflushed() {
+                    dirty.push((topic.clone(), p.index(), p.log().clone()));
+                }
+            }
+        }
+        for (topic, partition, log) in dirty {
             if let Err(e) = log.flush_if_due(now) {
                 tracing::error!(topic = %topic.name, partition, error = %e, "periodic flush failed");
             }
@@ -510,7 +614,14 @@ impl TopicRegistry {
                 first_error.get_or_insert(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if let (true, Some(dir)) = (shutdown, &self.data_dir) {
+            // The producer snapshots were written without fsync: one sync covers them all.
+            crate::log::fsutil::sync_filesystem(dir)?;
+        }
+        Ok(())
     }
 }
 

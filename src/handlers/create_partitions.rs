@@ -1,4 +1,7 @@
-//! CreatePartitions (key 37): grows a topic's partition count (never shrinks it).
+//! CreatePartitions (key 37): grows a topic's partition count (never shrinks it). Creating
+//! directories and files is blocking: the request runs on the blocking pool.
+
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -6,7 +9,31 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use super::{str_bytes, topic_error_code, Broker, NONE};
 
-pub fn handle(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let b = broker.clone();
+    let names: Vec<_> = req.topics.iter().map(|t| t.name.clone()).collect();
+    match crate::threads::spawn_blocking(move || handle_blocking(&b, &req)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "CreatePartitions failed");
+            CreatePartitionsResponse::default().with_results(
+                names
+                    .into_iter()
+                    .map(|name| {
+                        CreatePartitionsTopicResult::default()
+                            .with_name(name)
+                            .with_error_code(ResponseError::UnknownServerError.code())
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn handle_blocking(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePartitionsResponse {
     let node = broker.node.node_id;
     let results = req
         .topics

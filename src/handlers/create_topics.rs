@@ -1,7 +1,9 @@
 //! CreateTopics (key 19): validates names, partition counts, replication (one node: factor 1
 //! or -1 only), manual assignments and configs; `validate_only` checks without creating.
+//! Creating directories and files is blocking: the request runs on the blocking pool.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -16,7 +18,38 @@ use super::describe_configs::topic_entries;
 use super::{str_bytes, topic_error_code, Broker, NONE};
 use crate::cluster::topic_config::TopicOverrides;
 
-pub fn handle(broker: &Broker, req: &CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let b = broker.clone();
+    let names: Vec<_> = req.topics.iter().map(|t| t.name.clone()).collect();
+    match crate::threads::spawn_blocking(move || handle_blocking(&b, &req, version)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "CreateTopics failed");
+            CreateTopicsResponse::default().with_topics(
+                names
+                    .into_iter()
+                    .map(|name| {
+                        error(
+                            CreatableTopicResult::default().with_name(name),
+                            ResponseError::UnknownServerError,
+                            "The topic creation failed.".into(),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn handle_blocking(
+    broker: &Broker,
+    req: &CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<&str> = req
         .topics

@@ -24,3 +24,24 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Replaces `path` with `data` by rename (write a temporary file, rename it over), without
+/// fsync: the caller makes it durable later with [`sync_filesystem`] (one sync for many files
+/// instead of two fsyncs each).
+pub fn replace_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Makes everything written to the file system holding `dir` durable (`syncfs(2)`): data,
+/// inodes and directory entries.
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir)?;
+    // SAFETY: plain system call on an open descriptor.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -8,19 +8,26 @@
 //! An entry is added every `index_interval_bytes` of appended data, so a lookup lands at most
 //! that many bytes before the wanted batch.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::open_files::{LazyFile, Mode, OpenFiles};
 
 /// File mirror of an index. New entries are buffered and written in one call when
 /// [`PENDING_BYTES`] have gathered, at `sync` (segment roll, clean shutdown) or before a
 /// truncation (the file is opened in append mode, so after a truncation writes continue at the
 /// new end). A crash may lose the buffered entries: the file then holds a consistent prefix of
 /// the index, and loading scans the log from its last entry, so nothing depends on them.
+///
+/// The file is created with its first entry (a segment without entries has none: a missing
+/// index file is an empty index) and opened through the open-file cache when written.
 struct IndexFile {
-    file: File,
+    file: LazyFile,
     pending: Mutex<Vec<u8>>,
+    /// Written or cut since the last sync (a sync of an unchanged index opens nothing).
+    dirty: AtomicBool,
 }
 
 impl Drop for IndexFile {
@@ -35,19 +42,18 @@ impl Drop for IndexFile {
 const PENDING_BYTES: usize = 4096;
 
 impl IndexFile {
-    /// Opens (or creates) the file and returns it with its current contents.
-    fn open(path: &Path) -> io::Result<(IndexFile, Vec<u8>)> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+    /// The index file at `path` (not created if missing) with its current contents.
+    fn open(path: &Path, files: &Arc<OpenFiles>) -> io::Result<(IndexFile, Vec<u8>)> {
+        let (bytes, exists) = match std::fs::read(path) {
+            Ok(bytes) => (bytes, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), false),
+            Err(e) => return Err(e),
+        };
         Ok((
             IndexFile {
-                file,
+                file: LazyFile::new(path.to_path_buf(), Mode::Append, exists, files),
                 pending: Mutex::new(Vec::new()),
+                dirty: AtomicBool::new(false),
             },
             bytes,
         ))
@@ -61,16 +67,21 @@ impl IndexFile {
         let mut pending = self.pending();
         pending.extend_from_slice(entry);
         if pending.len() >= PENDING_BYTES {
-            (&self.file).write_all(&pending)?;
+            self.write(&pending)?;
             pending.clear();
         }
         Ok(())
     }
 
+    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        self.dirty.store(true, Ordering::Release);
+        (&*self.file.get()?).write_all(bytes)
+    }
+
     fn write_pending(&self) -> io::Result<()> {
         let mut pending = self.pending();
         if !pending.is_empty() {
-            (&self.file).write_all(&pending)?;
+            self.write(&pending)?;
             pending.clear();
         }
         Ok(())
@@ -78,12 +89,28 @@ impl IndexFile {
 
     fn truncate(&self, entries: usize, entry_bytes: usize) -> io::Result<()> {
         self.write_pending()?;
-        self.file.set_len((entries * entry_bytes) as u64)
+        if !self.file.exists() {
+            return Ok(()); // nothing was ever written
+        }
+        self.dirty.store(true, Ordering::Release);
+        self.file.get()?.set_len((entries * entry_bytes) as u64)
     }
 
     fn sync(&self) -> io::Result<()> {
         self.write_pending()?;
-        self.file.sync_data()
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let synced = self.file.get().and_then(|f| f.sync_data());
+        if synced.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        synced
+    }
+
+    fn detach(&self) {
+        self.pending().clear();
+        self.file.detach();
     }
 }
 
@@ -99,8 +126,12 @@ impl OffsetIndex {
     /// with a segment of `segment_bytes` (strictly increasing offsets and positions, every
     /// position inside the segment). Otherwise the file is emptied and `false` is returned:
     /// the caller rebuilds the index by scanning.
-    pub fn open(path: &Path, segment_bytes: u64) -> io::Result<(OffsetIndex, bool)> {
-        let (file, bytes) = IndexFile::open(path)?;
+    pub fn open(
+        path: &Path,
+        segment_bytes: u64,
+        files: &Arc<OpenFiles>,
+    ) -> io::Result<(OffsetIndex, bool)> {
+        let (file, bytes) = IndexFile::open(path, files)?;
         let entries: Vec<(u32, u32)> = bytes
             .chunks_exact(8)
             .map(|c| {
@@ -191,6 +222,13 @@ impl OffsetIndex {
             None => Ok(()),
         }
     }
+
+    /// The segment is gone: never write or create the file again.
+    pub fn detach(&self) {
+        if let Some(f) = &self.file {
+            f.detach();
+        }
+    }
 }
 
 /// Max timestamp so far -> relative offset.
@@ -203,8 +241,12 @@ pub struct TimeIndex {
 impl TimeIndex {
     /// Like [`OffsetIndex::open`]: the file's entries if consistent (timestamps and offsets
     /// increasing, offsets at most `max_relative_offset`), else emptied and `false`.
-    pub fn open(path: &Path, max_relative_offset: Option<u32>) -> io::Result<(TimeIndex, bool)> {
-        let (file, bytes) = IndexFile::open(path)?;
+    pub fn open(
+        path: &Path,
+        max_relative_offset: Option<u32>,
+        files: &Arc<OpenFiles>,
+    ) -> io::Result<(TimeIndex, bool)> {
+        let (file, bytes) = IndexFile::open(path, files)?;
         let entries: Vec<(i64, u32)> = bytes
             .chunks_exact(12)
             .map(|c| {
@@ -287,11 +329,22 @@ impl TimeIndex {
             None => Ok(()),
         }
     }
+
+    /// The segment is gone: never write or create the file again.
+    pub fn detach(&self) {
+        if let Some(f) = &self.file {
+            f.detach();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn files() -> Arc<OpenFiles> {
+        OpenFiles::shared_default()
+    }
 
     #[test]
     fn offset_floor_lookup() {
@@ -323,26 +376,23 @@ mod tests {
     fn index_files_mirror_entries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let (mut idx, valid) = OffsetIndex::open(&path, 0).unwrap();
+        let (mut idx, valid) = OffsetIndex::open(&path, 0, &files()).unwrap();
         assert!(valid, "an empty index is valid");
+        assert!(!path.exists(), "an empty index has no file");
         idx.append(1, 2).unwrap();
         idx.append(3, 4).unwrap();
-        assert_eq!(
-            std::fs::read(&path).unwrap().len(),
-            0,
-            "entries are buffered"
-        );
+        assert!(!path.exists(), "entries are buffered");
         idx.sync().unwrap();
         assert_eq!(
             std::fs::read(&path).unwrap(),
             vec![0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4]
         );
         drop(idx);
-        let (idx, valid) = OffsetIndex::open(&path, 100).unwrap();
+        let (idx, valid) = OffsetIndex::open(&path, 100, &files()).unwrap();
         assert!(valid);
         assert_eq!(idx.last(), Some((3, 4)));
         // A position beyond the segment: stale, emptied for a rebuild.
-        let (idx, valid) = OffsetIndex::open(&path, 4).unwrap();
+        let (idx, valid) = OffsetIndex::open(&path, 4, &files()).unwrap();
         assert!(!valid);
         assert_eq!(idx.last(), None);
         assert_eq!(std::fs::read(&path).unwrap().len(), 0);
@@ -352,7 +402,7 @@ mod tests {
     fn torn_index_is_rebuilt_and_truncation_keeps_a_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let (mut idx, _) = OffsetIndex::open(&path, 0).unwrap();
+        let (mut idx, _) = OffsetIndex::open(&path, 0, &files()).unwrap();
         for i in 0..5 {
             idx.append(i * 10 + 9, i * 1000).unwrap();
         }
@@ -364,7 +414,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.push(1); // torn entry
         std::fs::write(&path, &bytes).unwrap();
-        let (_, valid) = OffsetIndex::open(&path, 1 << 20).unwrap();
+        let (_, valid) = OffsetIndex::open(&path, 1 << 20, &files()).unwrap();
         assert!(!valid);
     }
 }

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod epoch_cache;
 pub mod fsutil;
 pub mod index;
+pub mod open_files;
 pub mod partition;
 pub mod producer_state;
 pub mod segment;

@@ -12,6 +12,7 @@ use kafka_protocol::records::{Record, RecordBatchDecoder};
 use tokio::sync::Notify;
 
 use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::open_files::OpenFiles;
 use super::producer_state::{CompletedTxn, ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
 use super::store::{Records, SegmentStore};
@@ -155,6 +156,9 @@ struct LogState {
     config: LogConfig,
     /// What the checkpoint file last recorded (disk mode), to write it only on change.
     checkpointed: Checkpoint,
+    /// The producer snapshot file's contents as last read or written (disk mode): a clean stop
+    /// rewrites it only when they changed.
+    snapshot_on_disk: Option<Vec<u8>>,
     /// The end offset of the range the last compaction pass covered: a new pass runs only
     /// once more segments have rolled.
     compacted_upto: i64,
@@ -211,6 +215,47 @@ const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 
 /// Suffix of a deleted partition's directory, renamed aside until it is removed (Kafka's).
 pub const DELETED_DIR_SUFFIX: &str = "-delete";
+
+/// The snapshot's list of the segments (base offsets) whose transaction index has entries:
+/// a clean start rebuilds a listed segment's missing `.txnindex`, and needs none for others.
+const SNAPSHOT_TXN_INDEX_SEGMENTS: &str = "txn_index_segments";
+
+/// The snapshot: the producer state's JSON plus [`SNAPSHOT_TXN_INDEX_SEGMENTS`].
+fn producer_snapshot(state: &LogState) -> io::Result<Vec<u8>> {
+    let mut value = serde_json::to_value(&state.producers).map_err(io::Error::other)?;
+    let with_entries: Vec<i64> = state
+        .segments
+        .iter()
+        .filter(|s| !s.txn_index.entries().is_empty())
+        .map(|s| s.base_offset)
+        .collect();
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(SNAPSHOT_TXN_INDEX_SEGMENTS.into(), with_entries.into());
+    }
+    serde_json::to_vec(&value).map_err(io::Error::other)
+}
+
+/// The producer state and the segments with transaction index entries from `dir`'s snapshot,
+/// and the file's bytes (`None`s when missing or unreadable; the list is `None` in a snapshot
+/// of an older version).
+type SnapshotRead = (Option<ProducerStates>, Option<Vec<i64>>, Option<Vec<u8>>);
+
+fn read_producer_snapshot(dir: &Path) -> SnapshotRead {
+    let Ok(bytes) = std::fs::read(dir.join(PRODUCER_SNAPSHOT)) else {
+        return (None, None, None);
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return (None, None, None);
+    };
+    let segments = value
+        .as_object_mut()
+        .and_then(|fields| fields.remove(SNAPSHOT_TXN_INDEX_SEGMENTS))
+        .and_then(|list| serde_json::from_value(list).ok());
+    match serde_json::from_value::<ProducerStates>(value) {
+        Ok(producers) => (Some(producers), segments, Some(bytes)),
+        Err(_) => (None, None, None),
+    }
+}
 
 impl LogState {
     fn active(&mut self) -> &mut Segment {
@@ -300,6 +345,8 @@ pub struct PartitionLog {
     flushed: Condvar,
     hw_advanced: Notify,
     dir: Option<PathBuf>,
+    /// Where segment files are opened (disk mode).
+    files: Arc<OpenFiles>,
     /// Latched by the first failed data write or fsync ("fsyncgate": a retried fsync may
     /// succeed although the kernel dropped the dirty pages): from then on appends, reads and
     /// syncs answer [`LogError::Failed`], never success.
@@ -332,15 +379,21 @@ impl PartitionLog {
                 producers: ProducerStates::default(),
                 config,
                 checkpointed: Checkpoint::default(),
+                snapshot_on_disk: None,
                 compacted_upto: 0,
                 high_watermark: 0,
                 hw_follows_log_end: true,
             },
             None,
+            OpenFiles::shared_default(),
         )
     }
 
-    fn with_state(mut state: LogState, dir: Option<PathBuf>) -> PartitionLog {
+    fn with_state(
+        mut state: LogState,
+        dir: Option<PathBuf>,
+        files: Arc<OpenFiles>,
+    ) -> PartitionLog {
         let durable = state.log_end_offset();
         // A loaded log's records were all committed when they were written (one replica).
         state.high_watermark = durable;
@@ -357,6 +410,7 @@ impl PartitionLog {
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
+            files,
         }
     }
 
@@ -402,6 +456,17 @@ impl PartitionLog {
     /// rebuilt; the first torn or corrupt batch ends the log (it and everything after it is
     /// cut, and logged).
     pub fn open(dir: &Path, config: LogConfig, clean: bool) -> io::Result<PartitionLog> {
+        Self::open_with_files(dir, config, clean, OpenFiles::shared_default())
+    }
+
+    /// As [`PartitionLog::open`], with segment files opened through `files` (the broker's
+    /// bounded cache of open files).
+    pub fn open_with_files(
+        dir: &Path,
+        config: LogConfig,
+        clean: bool,
+        files: Arc<OpenFiles>,
+    ) -> io::Result<PartitionLog> {
         let created_dir = !dir.exists();
         std::fs::create_dir_all(dir)?;
         super::cleaner::finish_interrupted_swaps(dir)?;
@@ -419,24 +484,23 @@ impl PartitionLog {
             bases.push(0);
         }
         let checkpoint = Checkpoint::read(dir);
-        let snapshot = if clean {
-            std::fs::read(dir.join(PRODUCER_SNAPSHOT))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ProducerStates>(&b).ok())
+        // The snapshot is read only after a clean stop and rewritten at every clean stop, so
+        // it is left in place (deleting it costs an unlink per partition at every start).
+        let (snapshot, txn_index_segments, snapshot_on_disk) = if clean {
+            read_producer_snapshot(dir)
         } else {
-            None
+            (None, None, None)
         };
         // Without a snapshot the producer state (open transactions included) is rebuilt from
         // every batch of the log, and with it every segment's aborted-transaction index.
         let rebuild_producers = snapshot.is_none();
         let mut producers = snapshot.unwrap_or_default();
-        let _ = std::fs::remove_file(dir.join(PRODUCER_SNAPSHOT));
         let now = now_ms();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let mut scanned = 0usize;
         let mut stale_txn_indexes = false;
         for (i, &base) in bases.iter().enumerate() {
-            let mut segment = Segment::open_on_disk(dir, base, now)?;
+            let mut segment = Segment::open_on_disk(dir, base, now, &files)?;
             let below_recovery_point = bases
                 .get(i + 1)
                 .is_some_and(|&next| next <= checkpoint.recovery_point);
@@ -467,7 +531,14 @@ impl PartitionLog {
                 || !segment
                     .txn_index
                     .consistent_with(segment.base_offset, segment.next_offset)
+                || (!segment.txn_index.file_exists()
+                    && txn_index_segments
+                        .as_ref()
+                        .is_none_or(|with| with.contains(&base)))
             {
+                // Malformed, or naming markers elsewhere, or missing although the snapshot
+                // says the segment had aborted transactions (a snapshot of an older version
+                // says nothing: every segment had a file then).
                 segment.txn_index_loaded = false;
                 stale_txn_indexes = true;
             }
@@ -490,7 +561,7 @@ impl PartitionLog {
             }
             if cut && i + 1 < bases.len() {
                 for &later in &bases[i + 1..] {
-                    let s = Segment::open_on_disk(dir, later, now)?;
+                    let s = Segment::open_on_disk(dir, later, now, &files)?;
                     tracing::warn!(dir = %dir.display(), segment = later,
                         "deleted a segment after a corrupt batch");
                     s.delete_files()?;
@@ -499,7 +570,7 @@ impl PartitionLog {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::open_on_disk(dir, bases[0], now)?);
+            segments.push(Segment::open_on_disk(dir, bases[0], now, &files)?);
         }
         if stale_txn_indexes {
             tracing::warn!(dir = %dir.display(), "rebuilding missing or inconsistent transaction indexes");
@@ -520,11 +591,13 @@ impl PartitionLog {
                 producers,
                 config,
                 checkpointed: checkpoint,
+                snapshot_on_disk,
                 compacted_upto: 0,
                 high_watermark: 0,
                 hw_follows_log_end: true,
             },
             Some(dir.to_path_buf()),
+            files,
         );
         // Fsynced by the first sync (on the blocking pool), before anything is acknowledged
         // as durable; the parent's entry for a new directory is the registry's (it fsyncs the
@@ -907,6 +980,12 @@ impl PartitionLog {
         Ok(true)
     }
 
+    /// Whether anything appended is not yet durable (one uncontended lock: what the periodic
+    /// flush checks first, for every partition, every tick).
+    pub fn has_unflushed(&self) -> bool {
+        self.lock_flush().dirty_since_ms.is_some()
+    }
+
     /// Offsets below this are durable.
     pub fn durable_offset(&self) -> i64 {
         self.lock_flush().durable
@@ -971,7 +1050,7 @@ impl PartitionLog {
             Some(dir) => {
                 active.sync()?;
                 active.store.seal(active.size_bytes)?;
-                let segment = Segment::open_on_disk(dir, base, now)?;
+                let segment = Segment::open_on_disk(dir, base, now, &self.files)?;
                 // The new file's directory entry is made durable by the next sync_to, before
                 // any append into it is acknowledged as durable.
                 self.dir_dirty.store(true, Ordering::Release);
@@ -1258,12 +1337,18 @@ impl PartitionLog {
         }
         self.write_checkpoint(shutdown)?;
         if let (true, Some(dir)) = (shutdown, &self.dir) {
-            let state = self.lock();
+            let mut state = self.lock();
             if let Some(active) = state.segments.last() {
                 active.store.seal(active.size_bytes)?;
             }
-            let json = serde_json::to_vec(&state.producers).map_err(io::Error::other)?;
-            super::fsutil::write_atomically(&dir.join(PRODUCER_SNAPSHOT), &json)?;
+            let json = producer_snapshot(&state)?;
+            if state.snapshot_on_disk.as_ref() != Some(&json) {
+                // Not fsynced here: the broker syncs the file system once after every
+                // partition, before the clean-shutdown marker (the only thing that makes a
+                // start read snapshots).
+                super::fsutil::replace_unsynced(&dir.join(PRODUCER_SNAPSHOT), &json)?;
+                state.snapshot_on_disk = Some(json);
+            }
         }
         Ok(())
     }
@@ -1427,9 +1512,10 @@ impl PartitionLog {
             return Err(LogError::Closed);
         }
         if let Some(path) = &cleaned_path {
-            let store = super::store::FileStore::open(path)?;
+            let (store, _) = super::store::FileStore::open(path, &self.files)?;
             store.write_at(0, cleaned)?;
             store.sync()?;
+            store.detach();
         }
         let mut state = self.lock();
         if self.is_closed() {
@@ -1468,6 +1554,9 @@ impl PartitionLog {
         let created = state.segments[i].created_ms;
         let mut segment = match (&self.dir, &cleaned_path) {
             (Some(dir), Some(path)) => {
+                // Readers holding the old store keep reading the old file; nothing of the old
+                // segment touches the names the rewrite takes.
+                state.segments[i].detach_files()?;
                 let swap = dir.join(format!("{base:020}.{SWAP_SUFFIX}"));
                 std::fs::rename(path, &swap)?;
                 super::fsutil::sync_dir(dir)?;
@@ -1476,7 +1565,7 @@ impl PartitionLog {
                     let _ = std::fs::remove_file(super::segment::segment_path(dir, base, ext));
                 }
                 super::fsutil::sync_dir(dir)?;
-                Segment::open_on_disk(dir, base, created)?
+                Segment::open_on_disk(dir, base, created, &self.files)?
             }
             _ => {
                 let s = Segment::new_in_memory(base, created);
@@ -1560,6 +1649,11 @@ impl PartitionLog {
         let Some(dir) = &self.dir else {
             return Ok(None);
         };
+        // Before the rename: no segment file may be (re)opened by its path again, which after
+        // the rename could name a recreated topic's file.
+        for s in &self.lock().segments {
+            s.detach_files()?;
+        }
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
             return Err(io::Error::other(format!("{} has no name", dir.display())));
         };

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
+use super::open_files::OpenFiles;
 use super::store::{FileStore, MemStore, SegmentStore};
 use super::txn::{self, ControlRecord, TxnIndex};
 
@@ -81,18 +82,26 @@ impl Segment {
         )
     }
 
-    /// Opens (or creates) the segment files under `dir` and reads its index files. Before use
-    /// the segment must be brought up to date by [`Segment::load`] or [`Segment::recover`].
-    pub fn open_on_disk(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
-        let store = FileStore::open(&segment_path(dir, base_offset, "log"))?;
-        let stored = store.stored_bytes()?;
+    /// Opens the segment under `dir` (its `.log` created empty if missing; index files are
+    /// created only when they get entries) and reads its index files. Files are opened through
+    /// `files` when used, not kept open. Before use the segment must be brought up to date by
+    /// [`Segment::load`] or [`Segment::recover`].
+    pub fn open_on_disk(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        files: &Arc<OpenFiles>,
+    ) -> io::Result<Segment> {
+        let (store, stored) = FileStore::open(&segment_path(dir, base_offset, "log"), files)?;
         let (index, offsets_ok) =
-            OffsetIndex::open(&segment_path(dir, base_offset, "index"), stored)?;
+            OffsetIndex::open(&segment_path(dir, base_offset, "index"), stored, files)?;
         let (time_index, times_ok) = TimeIndex::open(
             &segment_path(dir, base_offset, "timeindex"),
             Some(index.last().map_or(0, |e| e.0)),
+            files,
         )?;
-        let (txn_index, txns_ok) = TxnIndex::open(&segment_path(dir, base_offset, "txnindex"))?;
+        let (txn_index, txns_ok) =
+            TxnIndex::open(&segment_path(dir, base_offset, "txnindex"), files)?;
         let mut segment = Segment::with_parts(
             base_offset,
             Arc::new(store),
@@ -181,6 +190,8 @@ impl Segment {
     ) -> io::Result<RecoveryReport> {
         self.index.reset()?;
         self.time_index.reset()?;
+        // Bytes found after an unclean stop may not be on stable storage yet.
+        self.store.mark_unsynced();
         self.next_offset = self.base_offset;
         self.size_bytes = 0;
         self.max_timestamp = -1;
@@ -367,9 +378,27 @@ impl Segment {
         self.txn_index.sync()
     }
 
+    /// The segment's files are about to be removed or replaced: holders of its store keep
+    /// reading the current `.log` (kept open), and no file of it is written, reopened or
+    /// created again through this segment.
+    pub fn detach_files(&self) -> io::Result<()> {
+        // Only a reader's clone of the store needs the file kept open (segments are detached
+        // once out of the log's list, or under its lock, so no new reader can appear); pinning
+        // nothing else keeps a mass deletion from opening every file at once.
+        if Arc::strong_count(&self.store) > 1 {
+            self.store.pin()?;
+        }
+        self.store.detach();
+        self.index.detach();
+        self.time_index.detach();
+        self.txn_index.detach();
+        Ok(())
+    }
+
     /// Removes the segment's files (disk mode).
     pub fn delete_files(&self) -> io::Result<()> {
         if let Some(dir) = &self.dir {
+            self.detach_files()?;
             for ext in ["log", "index", "timeindex", "txnindex"] {
                 match std::fs::remove_file(segment_path(dir, self.base_offset, ext)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -3,15 +3,17 @@
 //! The two implementations are the only difference between disk and memory mode; everything
 //! above (indexes, offsets, reads, recovery) is shared.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+
+use super::open_files::{LazyFile, Mode, OpenFiles};
 
 /// Slices per `pwritev` call at most (Linux's IOV_MAX).
 const IOV_MAX: usize = 1024;
@@ -92,6 +94,16 @@ pub trait SegmentStore: Send + Sync {
     fn truncate(&self, len: u64) -> io::Result<()>;
     /// Bytes currently stored.
     fn stored_bytes(&self) -> io::Result<u64>;
+    /// The stored bytes may not be durable (an unclean start scanned them): the next `sync`
+    /// must not be skipped.
+    fn mark_unsynced(&self) {}
+    /// Keeps the bytes readable for the holders of this store although the file's name is
+    /// about to be reused or removed (see `open_files`).
+    fn pin(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// The segment was deleted: its file is never reopened or recreated through this store.
+    fn detach(&self) {}
 }
 
 /// A segment's `.log` file. Reads and writes are positional (`pread`/`pwrite`), so readers
@@ -103,9 +115,12 @@ pub trait SegmentStore: Send + Sync {
 /// a fifth of the broker's CPU when producing. The reservation grows with the segment (as much
 /// as is stored, from 1 MB to 8 MB ahead) and is given back when the segment is sealed.
 pub struct FileStore {
-    file: Arc<File>,
+    file: LazyFile,
     /// End of the reserved range (`u64::MAX` once the file system refused to reserve).
     reserved: AtomicU64,
+    /// Written (or cut) since the last successful sync: a sync of a clean store is skipped,
+    /// so syncing every partition does not open every cold segment file.
+    dirty: AtomicBool,
 }
 
 /// Reservation ahead of the data, least and most.
@@ -114,7 +129,7 @@ const RESERVE_MAX_BYTES: u64 = 8 << 20;
 
 impl FileStore {
     /// Reserves blocks up to at least `end` (best effort: a refusal only costs speed).
-    fn reserve(&self, end: u64) {
+    fn reserve(&self, file: &File, end: u64) {
         let reserved = self.reserved.load(Ordering::Relaxed);
         if end <= reserved {
             return;
@@ -124,7 +139,7 @@ impl FileStore {
         // SAFETY: plain system call on an open descriptor.
         let rc = unsafe {
             libc::fallocate(
-                self.file.as_raw_fd(),
+                file.as_raw_fd(),
                 libc::FALLOC_FL_KEEP_SIZE,
                 reserved as libc::off_t,
                 (to - reserved) as libc::off_t,
@@ -136,39 +151,55 @@ impl FileStore {
             self.reserved.store(u64::MAX, Ordering::Relaxed);
         }
     }
+
+    fn written(&self) -> io::Result<Arc<File>> {
+        let file = self.file.get()?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(file)
+    }
 }
 
 impl FileStore {
-    pub fn open(path: &Path) -> io::Result<FileStore> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        Ok(FileStore {
-            file: Arc::new(file),
+    /// The segment file at `path`, created (empty) if missing, opened through `files` when
+    /// used. Returns the store and the file's length.
+    pub fn open(path: &Path, files: &Arc<OpenFiles>) -> io::Result<(FileStore, u64)> {
+        let len = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Mode::ReadWrite.create_new(path)?;
+                0
+            }
+            Err(e) => return Err(e),
+        };
+        let store = FileStore {
+            file: LazyFile::new(path.to_path_buf(), Mode::ReadWrite, true, files),
             reserved: AtomicU64::new(len),
-        })
+            dirty: AtomicBool::new(false),
+        };
+        Ok((store, len))
     }
 }
 
 impl SegmentStore for FileStore {
     fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
-        self.reserve(pos + data.len() as u64);
-        self.file.write_all_at(data, pos)
+        let file = self.written()?;
+        self.reserve(&file, pos + data.len() as u64);
+        file.write_all_at(data, pos)
     }
 
     fn write_vectored_at(&self, mut pos: u64, mut data: &mut [io::IoSlice<'_>]) -> io::Result<()> {
-        self.reserve(pos + data.iter().map(|s| s.len() as u64).sum::<u64>());
+        let file = self.written()?;
+        self.reserve(
+            &file,
+            pos + data.iter().map(|s| s.len() as u64).sum::<u64>(),
+        );
         while !data.is_empty() {
             let count = data.len().min(IOV_MAX) as libc::c_int;
             // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix), the
             // slices are live borrows, and `count` does not exceed their number.
             let n = unsafe {
                 libc::pwritev(
-                    self.file.as_raw_fd(),
+                    file.as_raw_fd(),
                     data.as_ptr().cast::<libc::iovec>(),
                     count,
                     pos as libc::off_t,
@@ -191,19 +222,32 @@ impl SegmentStore for FileStore {
     }
 
     fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        read_exact(&self.file, pos, len)
+        read_exact(&*self.file.get()?, pos, len)
     }
 
     fn records(&self, pos: u64, len: usize) -> io::Result<Records> {
         Ok(Records::File(FileSlice {
-            file: self.file.clone(),
+            file: self.file.get()?,
             pos,
             len,
         }))
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // A file closed by the cache since it was written is reopened: fsync covers the
+        // inode's dirty pages whichever descriptor wrote them.
+        let synced = self.file.get().and_then(|f| f.sync_data());
+        if synced.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        synced
+    }
+
+    fn mark_unsynced(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
 
     fn seal(&self, len: u64) -> io::Result<()> {
@@ -213,15 +257,27 @@ impl SegmentStore for FileStore {
         }
         // ext4 frees blocks reserved past the end on a truncation to the same length (a hole
         // punched past the end would be ignored).
-        self.file.set_len(len)
+        self.written()?.set_len(len)
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.written()?.set_len(len)
     }
 
     fn stored_bytes(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        // A stat by path when the file is not open: counting bytes opens nothing.
+        match self.file.if_open() {
+            Some(f) => Ok(f.metadata()?.len()),
+            None => Ok(std::fs::metadata(self.file.path())?.len()),
+        }
+    }
+
+    fn pin(&self) -> io::Result<()> {
+        self.file.pin()
+    }
+
+    fn detach(&self) {
+        self.file.detach()
     }
 }
 
@@ -294,7 +350,7 @@ mod tests {
     fn reservation_keeps_the_length_and_sealing_gives_it_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        let store = FileStore::open(&path).unwrap();
+        let (store, _) = FileStore::open(&path, &OpenFiles::shared_default()).unwrap();
         store.write_at(0, &[7u8; 1000]).unwrap();
         let mut parts = [io::IoSlice::new(&[1u8; 10]), io::IoSlice::new(&[2u8; 20])];
         store.write_vectored_at(1000, &mut parts).unwrap();

@@ -16,13 +16,15 @@
 //! once a lookup meets an entry whose LSO is at or beyond the end of the fetched range, every
 //! transaction overlapping that range has been seen (Kafka's early stop).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Buf;
 
 use super::batch::{read_varint, BatchHeader, ATTR_CONTROL, ATTR_TRANSACTIONAL, HEADER_BYTES};
+use super::open_files::{LazyFile, Mode, OpenFiles};
 
 /// Control record types (Kafka's `ControlRecordType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,26 +197,27 @@ impl AbortedTxn {
 }
 
 /// The aborted transactions whose markers lie in one segment, in memory and mirrored to
-/// `<base>.txnindex` (disk mode).
+/// `<base>.txnindex` (disk mode). The file is created with the first entry: a segment without
+/// aborted transactions has none.
 #[derive(Default)]
 pub struct TxnIndex {
     entries: Vec<AbortedTxn>,
     /// Opened in append mode: after a rewrite (truncate) writes continue at the new end.
-    file: Option<File>,
+    file: Option<LazyFile>,
+    /// Written since the last sync.
+    dirty: AtomicBool,
 }
 
 impl TxnIndex {
-    /// Opens (or creates) `path`. The flag is false when the file was missing or malformed
-    /// (then the index is empty and must be rebuilt from the log).
-    pub fn open(path: &Path) -> io::Result<(TxnIndex, bool)> {
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+    /// Reads `path` if it exists. The flag is false when the file is malformed (then the
+    /// index is empty and must be rebuilt from the log); a missing file is an empty index
+    /// (see [`TxnIndex::file_exists`] for callers that expected one).
+    pub fn open(path: &Path, files: &Arc<OpenFiles>) -> io::Result<(TxnIndex, bool)> {
+        let (bytes, exists) = match std::fs::read(path) {
+            Ok(bytes) => (bytes, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), false),
+            Err(e) => return Err(e),
+        };
         let entries: Option<Vec<AbortedTxn>> = bytes
             .chunks_exact(TXN_ENTRY_BYTES)
             .map(AbortedTxn::decode)
@@ -230,12 +233,23 @@ impl TxnIndex {
             } else {
                 Vec::new()
             },
-            file: Some(file),
+            file: Some(LazyFile::new(
+                path.to_path_buf(),
+                Mode::Append,
+                exists,
+                files,
+            )),
+            dirty: AtomicBool::new(false),
         };
         if !well_formed {
-            index.replace(Vec::new())?;
+            index.rewrite()?;
         }
-        Ok((index, existed && well_formed))
+        Ok((index, well_formed))
+    }
+
+    /// Whether the index has a file on disk (memory mode: always).
+    pub fn file_exists(&self) -> bool {
+        self.file.as_ref().is_none_or(|f| f.exists())
     }
 
     pub fn entries(&self) -> &[AbortedTxn] {
@@ -252,40 +266,64 @@ impl TxnIndex {
     /// Records an abort (its marker is the newest in the segment).
     pub fn append(&mut self, entry: AbortedTxn) -> io::Result<()> {
         self.entries.push(entry);
-        if let Some(file) = &mut self.file {
+        if let Some(file) = &self.file {
             let mut buf = Vec::with_capacity(TXN_ENTRY_BYTES);
             entry.encode(&mut buf);
-            file.write_all(&buf)?;
+            self.dirty.store(true, Ordering::Release);
+            (&*file.get()?).write_all(&buf)?;
         }
         Ok(())
     }
 
     /// Replaces every entry (a rebuild); the file is rewritten only when they differ.
     pub fn replace(&mut self, entries: Vec<AbortedTxn>) -> io::Result<()> {
+        let stored_len = match &self.file {
+            Some(f) if f.exists() => Some(std::fs::metadata(f.path())?.len()),
+            _ => None,
+        };
         let unchanged = entries == self.entries
-            && self
-                .file
-                .as_ref()
-                .map(|f| f.metadata().map(|m| m.len()))
-                .transpose()?
-                .is_none_or(|len| len == (entries.len() * TXN_ENTRY_BYTES) as u64);
+            && stored_len.unwrap_or(0) == (entries.len() * TXN_ENTRY_BYTES) as u64;
         self.entries = entries;
         if unchanged {
             return Ok(());
         }
-        if let Some(file) = &mut self.file {
-            file.set_len(0)?;
-            let mut buf = Vec::with_capacity(self.entries.len() * TXN_ENTRY_BYTES);
-            self.entries.iter().for_each(|e| e.encode(&mut buf));
-            file.write_all(&buf)?;
+        self.rewrite()
+    }
+
+    /// Writes the file anew from the entries (none created for no entries).
+    fn rewrite(&mut self) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if self.entries.is_empty() && !file.exists() {
+            return Ok(());
         }
-        Ok(())
+        let f = file.get()?;
+        self.dirty.store(true, Ordering::Release);
+        f.set_len(0)?;
+        let mut buf = Vec::with_capacity(self.entries.len() * TXN_ENTRY_BYTES);
+        self.entries.iter().for_each(|e| e.encode(&mut buf));
+        (&*f).write_all(&buf)
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        match &self.file {
-            Some(f) => f.sync_data(),
-            None => Ok(()),
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let synced = file.get().and_then(|f| f.sync_data());
+        if synced.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        synced
+    }
+
+    /// The segment is gone: never write or create the file again.
+    pub fn detach(&self) {
+        if let Some(f) = &self.file {
+            f.detach();
         }
     }
 }
@@ -324,8 +362,13 @@ mod tests {
     fn index_file_round_trips_and_rejects_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000000.txnindex");
-        let (mut index, ok) = TxnIndex::open(&path).unwrap();
-        assert!(!ok, "a missing file must be rebuilt");
+        let files = super::super::open_files::OpenFiles::shared_default();
+        let (mut index, ok) = TxnIndex::open(&path, &files).unwrap();
+        assert!(
+            ok && !index.file_exists(),
+            "a missing file is an empty index"
+        );
+        assert!(!path.exists(), "not created before the first entry");
         let e = |pid, first, last| AbortedTxn {
             producer_id: pid,
             first_offset: first,
@@ -336,7 +379,7 @@ mod tests {
         index.append(e(2, 3, 9)).unwrap();
         drop(index);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 68);
-        let (index, ok) = TxnIndex::open(&path).unwrap();
+        let (index, ok) = TxnIndex::open(&path, &files).unwrap();
         assert!(ok);
         assert_eq!(index.entries(), &[e(1, 0, 5), e(2, 3, 9)]);
         assert!(index.consistent_with(0, 10));
@@ -345,7 +388,7 @@ mod tests {
         let mut data = std::fs::read(&path).unwrap();
         data.push(1);
         std::fs::write(&path, &data).unwrap();
-        let (index, ok) = TxnIndex::open(&path).unwrap();
+        let (index, ok) = TxnIndex::open(&path, &files).unwrap();
         assert!(!ok && index.entries().is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }

@@ -225,15 +225,15 @@ async fn dispatch(
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version))
         }
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
-            blocking(broker, move |b| create_topics::handle(b, &r, version)).await?,
-        ),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, r, version).await)
+        }
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(delete_topics::handle(broker, &r, version).await)
         }
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
-            blocking(broker, move |b| create_partitions::handle(b, &r)).await?,
-        ),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, r).await)
+        }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r))
         }

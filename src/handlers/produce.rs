@@ -28,7 +28,7 @@ use crate::cluster::{topic_config, Topic, TopicRef};
 use crate::log::batch::{self, BatchError, BatchHeader};
 use crate::log::producer_state::SequenceError;
 use crate::log::validate::{self, Checked, Rejection};
-use crate::log::{now_ms, LogError, PartitionLog};
+use crate::log::{now_ms, AppendInfo, LogError, PartitionLog};
 
 /// An appended partition that must be durable before the answer: where its response is, the
 /// log, and the offset everything below which must be synced.
@@ -67,52 +67,48 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
     }
     let acks_valid = matches!(req.acks, -1..=1);
     let mut pending = Vec::new();
-    let mut responses: Vec<TopicProduceResponse> = req
-        .topic_data
-        .iter()
-        .enumerate()
-        .map(|(ti, t)| {
-            let topic = broker.topics.get(t.name.0.as_str());
-            let partition_responses = t
-                .partition_data
-                .iter()
-                .enumerate()
-                .map(|(pi, p)| {
-                    let base = PartitionProduceResponse::default()
-                        .with_index(p.index)
-                        .with_base_offset(-1);
-                    if !acks_valid {
-                        return base.with_error_code(ResponseError::InvalidRequiredAcks.code());
+    // Partitions in request order, one at a time (an append that must roll a segment waits for
+    // the blocking pool; the next partition's append comes after it).
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+    for (ti, t) in req.topic_data.iter().enumerate() {
+        let topic = broker.topics.get(t.name.0.as_str());
+        let mut partition_responses = Vec::with_capacity(t.partition_data.len());
+        for (pi, p) in t.partition_data.iter().enumerate() {
+            let base = PartitionProduceResponse::default()
+                .with_index(p.index)
+                .with_base_offset(-1);
+            let response = match &topic {
+                _ if !acks_valid => base.with_error_code(ResponseError::InvalidRequiredAcks.code()),
+                None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Some(topic) => {
+                    let (response, sync) = produce_partition(
+                        broker,
+                        req.transactional_id.as_ref().map(|t| t.0.as_str()),
+                        topic,
+                        p,
+                        base,
+                    )
+                    .await;
+                    if let Some((log, upto)) = sync {
+                        pending.push(PendingSync {
+                            topic: ti,
+                            partition: pi,
+                            log,
+                            upto,
+                        });
                     }
-                    match &topic {
-                        None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(topic) => {
-                            let (response, sync) = produce_partition(
-                                broker,
-                                req.transactional_id.as_ref().map(|t| t.0.as_str()),
-                                topic,
-                                p,
-                                base,
-                            );
-                            if let Some((log, upto)) = sync {
-                                pending.push(PendingSync {
-                                    topic: ti,
-                                    partition: pi,
-                                    log,
-                                    upto,
-                                });
-                            }
-                            response
-                        }
-                    }
-                })
-                .collect();
+                    response
+                }
+            };
+            partition_responses.push(response);
+        }
+        responses.push(
             TopicProduceResponse::default()
                 .with_name(t.name.clone())
                 .with_topic_id(t.topic_id)
-                .with_partition_responses(partition_responses)
-        })
-        .collect();
+                .with_partition_responses(partition_responses),
+        );
+    }
     let syncs = pending.into_iter().map(|p| async move {
         let log = p.log.clone();
         let upto = p.upto;
@@ -257,7 +253,7 @@ fn check_client_batch(
 
 /// Appends one partition's batch. Returns the response and, when the flush policy wants it
 /// durable before the answer, the log and offset to sync to.
-fn produce_partition(
+async fn produce_partition(
     broker: &Broker,
     transactional_id: Option<&str>,
     topic: &Topic,
@@ -334,12 +330,19 @@ fn produce_partition(
     };
     let appended = match (checked, log_append_time) {
         // The frame is shared and immutable: the log writes the assigned base offsets in front
-        // of the batches (one vectored write), no copy of the records.
-        (Checked::AsIs, None) => log.append_shared(records),
-        // LogAppendTime rewrites timestamps and the CRC: a copy to patch.
-        (Checked::AsIs, Some(now)) => log.append(&mut records.to_vec(), Some(now)),
-        // Recompressed (the topic's codec): the broker's own batch.
-        (Checked::Rewritten(mut batch), now) => log.append(&mut batch, now),
+        // of the batches (one vectored write), no copy of the records. On the runtime, unless
+        // a segment must be rolled first (a file created): then on the blocking pool.
+        (Checked::AsIs, None) => match log.try_append_shared(records) {
+            Err(LogError::RollNeeded) => {
+                let (log, records) = (log.clone(), records.clone());
+                off_runtime(move || log.append_shared(&records)).await
+            }
+            done => done,
+        },
+        // LogAppendTime rewrites timestamps and the CRC (a copy to patch); a recompressed batch
+        // is the broker's own. Likewise on the runtime unless a roll is needed.
+        (Checked::AsIs, Some(now)) => append_owned(log, records.to_vec(), Some(now)).await,
+        (Checked::Rewritten(batch), now) => append_owned(log, batch, now).await,
     };
     match appended {
         Ok(info) => (
@@ -374,6 +377,31 @@ fn produce_partition(
             (fail(ResponseError::KafkaStorageError, e.to_string()), None)
         }
     }
+}
+
+/// Appends a batch the broker owns: on the runtime, or on the blocking pool when a segment must
+/// be rolled first.
+async fn append_owned(
+    log: &Arc<PartitionLog>,
+    mut batch: Vec<u8>,
+    log_append_time_ms: Option<i64>,
+) -> Result<AppendInfo, LogError> {
+    match log.try_append(&mut batch, log_append_time_ms) {
+        Err(LogError::RollNeeded) => {
+            let log = log.clone();
+            off_runtime(move || log.append(&mut batch, log_append_time_ms)).await
+        }
+        done => done,
+    }
+}
+
+/// Runs an append that may block on the blocking pool.
+async fn off_runtime(
+    append: impl FnOnce() -> Result<AppendInfo, LogError> + Send + 'static,
+) -> Result<AppendInfo, LogError> {
+    crate::threads::spawn_blocking(append)
+        .await
+        .unwrap_or_else(|e| Err(LogError::Io(std::io::Error::other(e.to_string()))))
 }
 
 /// A batch refused by [`check_records`]: the partition's error and message, and the records

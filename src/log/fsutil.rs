@@ -6,6 +6,7 @@ use std::path::Path;
 /// Replaces `path` with `data`: write a temporary file, fsync it, rename it over, fsync the
 /// directory. A crash leaves either the old or the new contents, never a mix.
 pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    crate::threads::may_block("atomic file replacement");
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no parent", path.display())))?;
@@ -22,6 +23,7 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// Makes a directory's entries (created, renamed, removed files) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    crate::threads::may_block("directory fsync");
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -29,6 +31,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// fsync: the caller makes it durable later with [`sync_filesystem`] (one sync for many files
 /// instead of two fsyncs each).
 pub fn replace_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
+    crate::threads::may_block("file replacement");
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
@@ -37,6 +40,7 @@ pub fn replace_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
 /// Makes everything written to the file system holding `dir` durable (`syncfs(2)`): data,
 /// inodes and directory entries.
 pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    crate::threads::may_block("file system sync");
     use std::os::fd::AsRawFd;
     let d = std::fs::File::open(dir)?;
     // SAFETY: plain system call on an open descriptor.

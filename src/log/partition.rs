@@ -139,6 +139,11 @@ pub enum LogError {
     /// The log was closed: its topic was deleted, or the broker is stopping.
     #[error("the partition's log is closed (topic deleted or broker stopping)")]
     Closed,
+    /// [`PartitionLog::try_append_shared`]: the append needs a new segment first (a file to
+    /// create), which must not happen on the async runtime. Nothing was appended; append with
+    /// [`PartitionLog::append_shared`] on the blocking pool.
+    #[error("the append needs a new segment")]
+    RollNeeded,
 }
 
 impl LogError {
@@ -347,6 +352,9 @@ pub struct PartitionLog {
     dir: Option<PathBuf>,
     /// Where segment files are opened (disk mode).
     files: Arc<OpenFiles>,
+    /// Held (on the blocking pool only) by whoever creates this log's next segment, so
+    /// segment files are created one at a time; taken before the state lock.
+    roll_lock: Mutex<()>,
     /// Latched by the first failed data write or fsync ("fsyncgate": a retried fsync may
     /// succeed although the kernel dropped the dirty pages): from then on appends, reads and
     /// syncs answer [`LogError::Failed`], never success.
@@ -407,6 +415,7 @@ impl PartitionLog {
             flushed: Condvar::new(),
             hw_advanced: Notify::new(),
             dir,
+            roll_lock: Mutex::new(()),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
@@ -467,6 +476,7 @@ impl PartitionLog {
         clean: bool,
         files: Arc<OpenFiles>,
     ) -> io::Result<PartitionLog> {
+        crate::threads::may_block("opening a partition log");
         let created_dir = !dir.exists();
         std::fs::create_dir_all(dir)?;
         super::cleaner::finish_interrupted_swaps(dir)?;
@@ -715,18 +725,108 @@ impl PartitionLog {
         if let Some(now) = log_append_time_ms {
             batch::stamp_log_append_time(batches, now);
         }
-        self.append_batches(AppendInput::Patch(batches))
+        self.append_rolling(AppendInput::Patch(batches))
     }
 
     /// As [`PartitionLog::append`] (without LogAppendTime), for batches in a buffer that is
     /// shared and must not change (a request frame): instead of being patched in, the assigned
     /// base offsets are written in front of the rest of each batch by one vectored write. The
     /// produce path's record bytes are thus never copied by the broker.
+    /// Rolls a segment first when it must (a file created, outside the partition lock):
+    /// blocking, call it off the async runtime, or try [`PartitionLog::try_append_shared`].
     pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        self.append_batches(AppendInput::Shared(batches))
+        self.append_rolling(AppendInput::Shared(batches))
     }
 
-    fn append_batches(&self, input: AppendInput<'_>) -> Result<AppendInfo, LogError> {
+    /// As [`PartitionLog::append_shared`], but never blocks: when the append needs a new
+    /// segment it answers [`LogError::RollNeeded`] and appends nothing. The produce path
+    /// appends this way on the async runtime and falls back to the blocking pool.
+    pub fn try_append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        let rolling = if self.dir.is_some() {
+            Rolling::Refuse
+        } else {
+            Rolling::Inline
+        };
+        self.append_batches(&mut AppendInput::Shared(batches), rolling)
+    }
+
+    /// As [`PartitionLog::append`], but never blocks: [`LogError::RollNeeded`] (nothing
+    /// appended) when a segment must be rolled first.
+    pub fn try_append(
+        &self,
+        batches: &mut [u8],
+        log_append_time_ms: Option<i64>,
+    ) -> Result<AppendInfo, LogError> {
+        if let Some(now) = log_append_time_ms {
+            batch::stamp_log_append_time(batches, now);
+        }
+        let rolling = if self.dir.is_some() {
+            Rolling::Refuse
+        } else {
+            Rolling::Inline
+        };
+        self.append_batches(&mut AppendInput::Patch(batches), rolling)
+    }
+
+    /// An append that rolls when it must, with the new segment's files created outside the
+    /// partition lock: appends are tried without rolling; when a roll is needed, the next
+    /// segment (based at the log end) is created unlocked, then installed under the lock if
+    /// the log end has not moved meanwhile (else it is removed and the append tried again).
+    /// `roll_lock` makes this partition's rolls one at a time, so the created file is ours.
+    fn append_rolling(&self, mut input: AppendInput<'_>) -> Result<AppendInfo, LogError> {
+        let Some(dir) = &self.dir else {
+            // A memory segment is no file: rolling never blocks.
+            return self.append_batches(&mut input, Rolling::Inline);
+        };
+        let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match self.append_batches(&mut input, Rolling::Refuse) {
+                Err(LogError::RollNeeded) => {}
+                done => return done,
+            }
+            let base = self.log_end_offset();
+            crate::threads::may_block("creating a segment");
+            let segment = match Segment::open_on_disk(dir, base, now_ms(), &self.files) {
+                Ok(segment) => segment,
+                Err(e) => {
+                    self.fail("rolling a segment", &e);
+                    return Err(e.into());
+                }
+            };
+            let sealed = {
+                let mut state = self.lock();
+                self.check_usable()?;
+                let active = state.active();
+                if active.next_offset == base && active.base_offset < base {
+                    let sealed = (active.store.clone(), active.size_bytes);
+                    state.segments.push(segment);
+                    // The new file's directory entry is made durable by the next sync_to,
+                    // before any append into it is acknowledged as durable.
+                    self.dir_dirty.store(true, Ordering::Release);
+                    Some(sealed)
+                } else {
+                    drop(state);
+                    // Appends moved the end meanwhile (the batch fitted after all): this
+                    // file was never used.
+                    segment.delete_files()?;
+                    None
+                }
+            };
+            if let Some((store, size)) = sealed {
+                // The old segment's reserved blocks are given back outside the lock; its data
+                // is fsynced by the next sync (the flush policy's, or the periodic flush).
+                if let Err(e) = store.seal(size) {
+                    tracing::warn!(error = %e, "giving back a rolled segment's reserved blocks failed");
+                }
+            }
+        }
+    }
+
+    fn append_batches(
+        &self,
+        input: &mut AppendInput<'_>,
+        rolling: Rolling,
+    ) -> Result<AppendInfo, LogError> {
         let (info, index_error, hw_moved) = {
             let mut parsed: Vec<(BatchHeader, Option<ControlRecord>)> =
                 batches_with_control(input.bytes()).collect();
@@ -763,11 +863,16 @@ impl PartitionLog {
                 .iter()
                 .map(|(h, _)| h.last_offset_delta as i64 + 1)
                 .sum();
-            if let Err(e) =
-                self.maybe_roll(&mut state, input.bytes().len() as u64, incoming_offsets)
-            {
-                self.fail("rolling a segment", &e);
-                return Err(e.into());
+            if self.roll_needed(&mut state, input.bytes().len() as u64, incoming_offsets) {
+                match rolling {
+                    Rolling::Refuse => return Err(LogError::RollNeeded),
+                    Rolling::Inline => {
+                        if let Err(e) = self.roll(&mut state, now_ms()) {
+                            self.fail("rolling a segment", &e);
+                            return Err(e.into());
+                        }
+                    }
+                }
             }
             let base_offset = state.log_end_offset();
             let mut next = base_offset;
@@ -779,7 +884,7 @@ impl PartitionLog {
             let flush_messages = state.config.flush_messages;
             let active = state.active();
             let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
-            let written = match input {
+            let written = match &mut *input {
                 AppendInput::Patch(batches) => {
                     batch::assign_offsets(batches, base_offset);
                     active.append(batches, &headers, false, interval)
@@ -1018,12 +1123,12 @@ impl PartitionLog {
     /// active segment would exceed `segment.bytes`, is older than `segment.ms`, or its
     /// relative offsets would no longer fit the indexes (as Kafka, at most `i32::MAX` past
     /// the segment's base offset).
-    fn maybe_roll(
+    fn roll_needed(
         &self,
         state: &mut LogState,
         incoming_bytes: u64,
         incoming_offsets: i64,
-    ) -> io::Result<()> {
+    ) -> bool {
         let now = now_ms();
         let config = state.config;
         let active = state.active();
@@ -1033,10 +1138,7 @@ impl PartitionLog {
         let offsets_overflow = active.size_bytes > 0
             && active.next_offset + incoming_offsets - 1 - active.base_offset
                 > super::segment::RELATIVE_OFFSET_MAX;
-        if !(full || old || offsets_overflow) {
-            return Ok(());
-        }
-        self.roll(state, now)
+        full || old || offsets_overflow
     }
 
     fn roll(&self, state: &mut LogState, now: i64) -> io::Result<()> {
@@ -1048,7 +1150,8 @@ impl PartitionLog {
         let base = active.next_offset;
         let segment = match &self.dir {
             Some(dir) => {
-                active.sync()?;
+                // The old segment's data is fsynced by the next sync, not here under the lock.
+                crate::threads::may_block("rolling a segment");
                 active.store.seal(active.size_bytes)?;
                 let segment = Segment::open_on_disk(dir, base, now, &self.files)?;
                 // The new file's directory entry is made durable by the next sync_to, before
@@ -1590,6 +1693,8 @@ impl PartitionLog {
     /// `retention.bytes`. The active segment is rolled first when it alone is expired by time,
     /// as Kafka does. The log start offset moves to the first remaining segment.
     pub fn enforce_retention(&self, now: i64) -> Result<RetentionReport, LogError> {
+        // It may roll the active segment: rolls are one at a time (see `append_rolling`).
+        let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (report, removed) = {
             let mut state = self.lock();
             if self.check_usable().is_err() {
@@ -1686,6 +1791,14 @@ fn for_each_batch(
         pos += h.total_bytes as u64;
     }
     Ok(())
+}
+
+/// Whether an append may roll a segment where it stands (memory mode; the blocking pool) or
+/// must answer [`LogError::RollNeeded`] instead (the async runtime).
+#[derive(Clone, Copy)]
+enum Rolling {
+    Inline,
+    Refuse,
 }
 
 /// Batches to append: patched in place, or shared (see [`PartitionLog::append_shared`]).

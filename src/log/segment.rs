@@ -397,6 +397,7 @@ impl Segment {
 
     /// Removes the segment's files (disk mode).
     pub fn delete_files(&self) -> io::Result<()> {
+        crate::threads::may_block("deleting segment files");
         if let Some(dir) = &self.dir {
             self.detach_files()?;
             for ext in ["log", "index", "timeindex", "txnindex"] {

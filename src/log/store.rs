@@ -237,6 +237,7 @@ impl SegmentStore for FileStore {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
+        crate::threads::may_block("fsync of a segment");
         // A file closed by the cache since it was written is reopened: fsync covers the
         // inode's dirty pages whichever descriptor wrote them.
         let synced = self.file.get().and_then(|f| f.sync_data());

@@ -1,0 +1,192 @@
+//! The threading rule, checked: a workload of every kind of blocking storage work (segment
+//! rolls under produce, fsyncs of `fsync = "always"`, topic creation and deletion, config
+//! writes, DeleteRecords, transactions) runs against a disk broker on the broker's own
+//! runtime (`threads::runtime`, workers marked), and no blocking operation may have run on a
+//! worker thread. Every record produced is read back byte for byte.
+
+mod common;
+
+use bytes::Bytes;
+use common::{batch, Client, TestBroker};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use ottla::config::{Config, FsyncPolicy};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.into()))
+}
+
+async fn create(c: &mut Client, topic: &str, segment_bytes: &str) {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(2)
+            .with_replication_factor(-1)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("segment.bytes"))
+                .with_value(Some(StrBytes::from_string(segment_bytes.into())))])]);
+    let r = c.send(&req, 7).await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+}
+
+fn produce(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+async fn read_all(c: &mut Client, topic: &str, partition: i32) -> Vec<Vec<u8>> {
+    let mut values = Vec::new();
+    let mut offset = 0;
+    loop {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(8 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(8 << 20)])]);
+        let r = c.send(&req, 12).await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let mut records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            return values;
+        }
+        for set in RecordBatchDecoder::decode_all(&mut records).expect("batches decode") {
+            for r in set.records {
+                offset = r.offset + 1;
+                values.push(r.value.map(|v| v.to_vec()).unwrap_or_default());
+            }
+        }
+    }
+}
+
+#[test]
+fn blocking_storage_work_never_runs_on_a_runtime_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = ottla::threads::runtime().worker_threads(2).build().unwrap();
+    let before = ottla::threads::violations();
+    rt.block_on(async {
+        let broker = TestBroker::start(Config {
+            data_dir: dir.path().to_path_buf(),
+            fsync: FsyncPolicy::Always,
+            ..Config::default()
+        })
+        .await;
+        let mut c = broker.client().await;
+        // 1 MiB segments (Kafka's minimum) and ~100 KB batches: several rolls per partition.
+        create(&mut c, "rolls", "1048576").await;
+        let mut sent: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+        for i in 0..60u32 {
+            let partition = (i % 2) as i32;
+            let values: Vec<Vec<u8>> = (0..4)
+                .map(|j| format!("{i}-{j}-").into_bytes().repeat(2_000))
+                .collect();
+            let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+            let r = c
+                .send(
+                    &produce("rolls", partition, batch(&refs, Compression::None)),
+                    9,
+                )
+                .await;
+            assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+            sent[partition as usize].extend(values);
+        }
+        for partition in 0..2 {
+            assert_eq!(
+                read_all(&mut c, "rolls", partition).await,
+                sent[partition as usize],
+                "partition {partition} reads back byte for byte"
+            );
+        }
+        let dr = c
+            .send(
+                &DeleteRecordsRequest::default()
+                    .with_timeout_ms(5000)
+                    .with_topics(vec![DeleteRecordsTopic::default()
+                        .with_name(name("rolls"))
+                        .with_partitions(vec![DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(40)])]),
+                2,
+            )
+            .await;
+        assert_eq!(dr.topics[0].partitions[0].error_code, 0);
+        // Transactions: InitProducerId, AddPartitionsToTxn, EndTxn write and fsync
+        // __transaction_state and markers.
+        let init = c
+            .send(
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+                    .with_transaction_timeout_ms(60_000),
+                4,
+            )
+            .await;
+        assert_eq!(init.error_code, 0);
+        let add = c
+            .send(
+                &AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(
+                        "tx",
+                    )))
+                    .with_v3_and_below_producer_id(init.producer_id)
+                    .with_v3_and_below_producer_epoch(init.producer_epoch)
+                    .with_v3_and_below_topics(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(name("rolls"))
+                            .with_partitions(vec![1]),
+                    ]),
+                3,
+            )
+            .await;
+        assert_eq!(
+            add.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
+        let end = c
+            .send(
+                &EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                    .with_producer_id(init.producer_id)
+                    .with_producer_epoch(init.producer_epoch)
+                    .with_committed(false),
+                3,
+            )
+            .await;
+        assert_eq!(end.error_code, 0);
+        let del = c
+            .send(
+                &DeleteTopicsRequest::default()
+                    .with_timeout_ms(5000)
+                    .with_topic_names(vec![name("rolls")]),
+                5,
+            )
+            .await;
+        assert_eq!(del.responses[0].error_code, 0);
+        create(&mut c, "rolls", "1048576").await;
+        broker.stop().await;
+    });
+    assert_eq!(
+        ottla::threads::violations() - before,
+        0,
+        "blocking operations ran on runtime workers (the broker's log names them)"
+    );
+}

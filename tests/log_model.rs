@@ -1,7 +1,9 @@
 //! Property test of the partition log against a simple model: random sequences of append,
-//! read, roll (small segments), restart (clean and unclean), DeleteRecords, size retention and
-//! compaction, on disk and in memory. After every step the log must hold exactly the model's
-//! records (offsets, keys, values) between the model's start and end offsets.
+//! read, roll (small segments), restart (clean and unclean), DeleteRecords, size retention,
+//! compaction and truncation, on disk and in memory. After every step the log must hold exactly
+//! the model's records (offsets, keys, values) between the model's start and end offsets.
+//! A second test replicates a leader's log into a follower's with `append_as_follower`, with a
+//! divergence cut by `truncate_to`, and checks the replicas byte for byte.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +26,8 @@ enum Op {
     Restart {
         clean: bool,
     },
+    /// Truncation (a follower's) at this fraction of the live range.
+    Truncate(f64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,6 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (200u64..3000).prop_map(Op::RetainBytes),
         2 => Just(Op::Compact),
         2 => any::<bool>().prop_map(|clean| Op::Restart { clean }),
+        1 => (0.0f64..1.0).prop_map(Op::Truncate),
     ]
 }
 
@@ -228,6 +233,41 @@ fn run(ops: Vec<Op>, disk: bool) -> Result<(), TestCaseError> {
                 }
                 model.records = after;
             }
+            Op::Truncate(f) => {
+                let target = model.start + ((model.end - model.start) as f64 * f) as i64;
+                if target >= model.end {
+                    continue;
+                }
+                // Every batch that ends at or after the target goes (the one holding it too):
+                // the log then ends after the last batch wholly below it.
+                let mut below_end = None;
+                let mut offset = model.start;
+                while offset < model.end {
+                    let read = log.read(offset, 1, true).expect("read");
+                    if read.records.is_empty() {
+                        break;
+                    }
+                    let b = &read.records;
+                    let base = i64::from_be_bytes(b[..8].try_into().unwrap());
+                    let last = base + i32::from_be_bytes(b[23..27].try_into().unwrap()) as i64;
+                    if last >= target {
+                        break;
+                    }
+                    below_end = Some(last + 1);
+                    offset = last + 1;
+                }
+                let end = log.truncate_to(target).expect("truncate");
+                // At most the target; never below the end of a batch wholly below it (an empty
+                // stretch left by compaction may remain: the segment it is in starts later).
+                prop_assert!(end <= target);
+                if let Some(kept_to) = below_end {
+                    prop_assert!(end >= kept_to, "end {} cut a batch below {}", end, kept_to);
+                }
+                prop_assert!(log.high_watermark() <= end);
+                model.end = end;
+                model.start = model.start.min(end);
+                model.records.split_off(&end);
+            }
             Op::Restart { clean } => {
                 if !disk {
                     continue;
@@ -258,4 +298,84 @@ proptest! {
     fn disk_log_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
         run(ops, true)?;
     }
+}
+
+/// A leader log and a follower fed with `append_as_follower` from what the leader serves; a
+/// leader change (epoch 1) with a divergent tail on the old leader, which truncates to where
+/// the new leader's epoch starts and catches up. Replicas end byte-identical, batch by batch,
+/// with the same leader-epoch caches.
+#[test]
+fn followers_replicate_byte_for_byte_and_truncate_a_divergent_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = PartitionLog::open(&dir.path().join("leader"), config(), false).unwrap();
+    let follower = PartitionLog::open(&dir.path().join("follower"), config(), false).unwrap();
+    let batch_of = |n: i64| -> Vec<u8> {
+        let records: Vec<(i64, Value)> = (0..3)
+            .map(|i| {
+                (
+                    i,
+                    (vec![b'k', i as u8], Some(format!("v{n}-{i}").into_bytes())),
+                )
+            })
+            .collect();
+        encode(0, &records, Compression::None)
+    };
+    let replicate = |from: &PartitionLog, to: &PartitionLog| loop {
+        let offset = to.log_end_offset();
+        if offset >= from.log_end_offset() {
+            break;
+        }
+        let read = from.read(offset, 1 << 16, true).expect("leader read");
+        to.append_as_follower(&read.records)
+            .expect("follower append");
+    };
+    // Epoch 0: the leader appends, the follower follows.
+    for n in 0..20 {
+        leader.append_shared(&batch_of(n)).unwrap();
+    }
+    replicate(&leader, &follower);
+    assert_eq!(read_all(&follower), read_all(&leader));
+    // The old leader (now `leader`) writes a tail the follower never gets; the follower
+    // becomes leader at epoch 1 and writes its own.
+    for n in 20..25 {
+        leader.append_shared(&batch_of(n)).unwrap();
+    }
+    follower.set_leader_epoch(1);
+    let epoch1_start = follower.log_end_offset();
+    for n in 100..110 {
+        follower.append_shared(&batch_of(n)).unwrap();
+    }
+    assert_eq!(
+        follower.end_offset_for_epoch(0),
+        (0, epoch1_start),
+        "epoch 0 ends where epoch 1 starts"
+    );
+    // The old leader asks where its last epoch (0) ends on the new leader, truncates there.
+    let (epoch, end) = follower.end_offset_for_epoch(0);
+    assert_eq!(epoch, 0);
+    assert_eq!(leader.truncate_to(end).unwrap(), end);
+    replicate(&follower, &leader);
+    assert_eq!(read_all(&leader), read_all(&follower));
+    assert_eq!(leader.epoch_entries(), follower.epoch_entries());
+    assert_eq!(leader.epoch_entries().len(), 2);
+    // Byte for byte: every batch the two serve is the same.
+    let mut offset = 0;
+    while offset < follower.log_end_offset() {
+        let a = leader.read(offset, 1, true).unwrap().records;
+        let b = follower.read(offset, 1, true).unwrap().records;
+        assert_eq!(a, b, "batch at {offset}");
+        let delta = i32::from_be_bytes(a[23..27].try_into().unwrap()) as i64;
+        let epoch = i32::from_be_bytes(a[12..16].try_into().unwrap());
+        assert_eq!(epoch, if offset < epoch1_start { 0 } else { 1 });
+        offset += delta + 1;
+    }
+    // A batch that does not continue the log is refused.
+    let stale = leader.read(0, 1, true).unwrap().records;
+    assert!(leader.append_as_follower(&stale).is_err());
+    // Both survive an unclean restart with their epochs.
+    let epochs = follower.epoch_entries();
+    drop(follower);
+    let follower = PartitionLog::open(&dir.path().join("follower"), config(), false).unwrap();
+    assert_eq!(follower.epoch_entries(), epochs);
+    assert_eq!(read_all(&follower), read_all(&leader));
 }

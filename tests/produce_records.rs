@@ -220,10 +220,11 @@ async fn topic_compression_type_recompresses_into_the_topic_codec() {
             assert_eq!(h.records_count, 20);
             assert_eq!(h.max_timestamp, now - 100 + 19);
             if *same {
-                // Same codec: stored exactly as sent (base offset aside).
+                // Same codec: stored exactly as sent (the base offset and the leader epoch the
+                // leader stamps, bytes 0-7 and 12-15, aside).
                 let pos = data
-                    .windows(original.len() - 8)
-                    .position(|w| w == &original[8..]);
+                    .windows(original.len() - 16)
+                    .position(|w| w == &original[16..]);
                 assert!(
                     pos.is_some(),
                     "{topic}: the producer's batch is stored untouched"

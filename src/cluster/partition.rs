@@ -142,6 +142,10 @@ impl Partition {
             next.leader_epoch,
             l.leader_epoch
         );
+        if next.role == Role::Leader {
+            // What this replica appends as leader from now on carries the new epoch.
+            self.log.set_leader_epoch(next.leader_epoch);
+        }
         *l = Arc::new(next);
     }
 }

@@ -12,6 +12,8 @@ pub const HEADER_BYTES: usize = 61;
 pub const LOG_OVERHEAD_BYTES: usize = 12;
 
 const OFF_LENGTH: usize = 8;
+/// The partition leader epoch (bytes 12-15): outside the CRC, set by the leader that appends.
+const OFF_PARTITION_LEADER_EPOCH: usize = 12;
 const OFF_MAGIC: usize = 16;
 const OFF_CRC: usize = 17;
 const OFF_ATTRIBUTES: usize = 21;
@@ -53,6 +55,8 @@ pub struct BatchHeader {
     pub base_offset: i64,
     /// Size of the whole batch in bytes, including the 12-byte log overhead.
     pub total_bytes: usize,
+    /// The epoch of the leader that appended the batch (-1: none yet, as producers send it).
+    pub partition_leader_epoch: i32,
     pub attributes: i16,
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
@@ -77,6 +81,7 @@ impl BatchHeader {
         Some(BatchHeader {
             base_offset: (&buf[0..]).get_i64(),
             total_bytes: batch_length as usize + LOG_OVERHEAD_BYTES,
+            partition_leader_epoch: (&buf[OFF_PARTITION_LEADER_EPOCH..]).get_i32(),
             attributes: (&buf[OFF_ATTRIBUTES..]).get_i16(),
             last_offset_delta: (&buf[OFF_LAST_OFFSET_DELTA..]).get_i32(),
             base_timestamp: (&buf[OFF_BASE_TIMESTAMP..]).get_i64(),
@@ -231,6 +236,19 @@ pub fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
 
 /// Rewrites the base offset of every batch in `buf` so that they take consecutive offsets from
 /// `first_offset`. Returns the next free offset. `buf` must have passed [`validate_batches`].
+/// Sets every whole batch's partition leader epoch (bytes 12-15, outside the CRC).
+pub fn stamp_leader_epoch(buf: &mut [u8], epoch: i32) {
+    let mut pos = 0;
+    while let Some(header) = BatchHeader::parse(&buf[pos..]) {
+        let at = pos + OFF_PARTITION_LEADER_EPOCH;
+        buf[at..at + 4].copy_from_slice(&epoch.to_be_bytes());
+        pos += header.total_bytes;
+        if pos >= buf.len() {
+            break;
+        }
+    }
+}
+
 pub fn assign_offsets(buf: &mut [u8], first_offset: i64) -> i64 {
     let mut next = first_offset;
     let mut pos = 0;

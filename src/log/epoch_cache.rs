@@ -5,12 +5,13 @@
 //!
 //! Entries are strictly increasing in both epoch and start offset. On disk it is Kafka's
 //! `leader-epoch-checkpoint`: a version line (`0`), a count line, then `epoch start_offset`
-//! per line, replaced atomically (write, fsync, rename, fsync the directory) whenever it
-//! changes. Rebuilding it from the batches' `partition_leader_epoch` gives the same entries,
-//! which is what loading does when the file is missing or malformed.
+//! per line. The cache changes in memory (an append under the partition lock must not write a
+//! file); the log writes the file when it writes its own checkpoint (off the runtime, outside
+//! the lock), so the file covers at least everything below the recovery point, and a recovery
+//! scan reassigns the epochs of the batches it reads.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Kafka's "no epoch" and "no offset" answers (`UNDEFINED_EPOCH`, `UNDEFINED_EPOCH_OFFSET`).
 pub const UNDEFINED_EPOCH: i32 = -1;
@@ -26,37 +27,34 @@ pub struct EpochEntry {
     pub start_offset: i64,
 }
 
-/// The cache; the file (disk mode) mirrors it after every change.
-#[derive(Debug, Default)]
+/// The cache (in memory; see the module docs for the file).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EpochCache {
     entries: Vec<EpochEntry>,
-    file: Option<PathBuf>,
 }
 
 impl EpochCache {
-    /// An empty cache held in memory only.
-    pub fn in_memory() -> EpochCache {
-        EpochCache::default()
-    }
-
     /// The cache of the partition in `dir`, from its checkpoint file. `None` when the file
-    /// is missing or not a valid checkpoint (the caller rebuilds it from the log).
+    /// is missing or not a valid checkpoint.
     pub fn load(dir: &Path) -> Option<EpochCache> {
-        let path = dir.join(FILE);
-        let text = std::fs::read_to_string(&path).ok()?;
-        let entries = parse(&text)?;
+        let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
         Some(EpochCache {
-            entries,
-            file: Some(path),
+            entries: parse(&text)?,
         })
     }
 
-    /// An empty cache that writes `dir`'s checkpoint file on every change.
-    pub fn empty_on_disk(dir: &Path) -> EpochCache {
-        EpochCache {
-            entries: Vec::new(),
-            file: Some(dir.join(FILE)),
+    /// The checkpoint file's text for these entries.
+    pub fn checkpoint_text(&self) -> String {
+        let mut text = format!("0\n{}\n", self.entries.len());
+        for e in &self.entries {
+            text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
         }
+        text
+    }
+
+    /// Replaces `dir`'s checkpoint file with `text` (atomically, fsynced). Blocking.
+    pub fn write(dir: &Path, text: &str) -> io::Result<()> {
+        super::fsutil::write_atomically(&dir.join(FILE), text.as_bytes())
     }
 
     pub fn entries(&self) -> &[EpochEntry] {
@@ -72,18 +70,17 @@ impl EpochCache {
     /// at that offset). Nothing changes when the newest entry already is this epoch at or
     /// before this offset; entries that would break monotonicity (an epoch at or above
     /// `epoch`, or starting at or after `start_offset`) are dropped first, as Kafka does.
-    /// Returns whether the cache changed (then the file was rewritten). Blocking in disk mode
-    /// when it changes (a file replaced): rare, once per leader epoch.
-    pub fn assign(&mut self, epoch: i32, start_offset: i64) -> io::Result<bool> {
+    /// Returns whether the cache changed.
+    pub fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
         if epoch < 0 || start_offset < 0 {
-            return Ok(false);
+            return false;
         }
         let needed = match self.entries.last() {
             Some(last) => epoch != last.epoch || start_offset < last.start_offset,
             None => true,
         };
         if !needed {
-            return Ok(false);
+            return false;
         }
         self.entries
             .retain(|e| e.epoch < epoch && e.start_offset < start_offset);
@@ -91,8 +88,7 @@ impl EpochCache {
             epoch,
             start_offset,
         });
-        self.flush()?;
-        Ok(true)
+        true
     }
 
     /// Where `requested` epoch ends (Kafka's `endOffsetFor`), given the log end: `(epoch,
@@ -118,44 +114,29 @@ impl EpochCache {
     }
 
     /// The log was cut at `end_offset` (a follower's truncation, a torn tail): entries that
-    /// start at or after it go.
-    pub fn truncate_from_end(&mut self, end_offset: i64) -> io::Result<()> {
+    /// start at or after it go. Returns whether the cache changed.
+    pub fn truncate_from_end(&mut self, end_offset: i64) -> bool {
         let before = self.entries.len();
         self.entries.retain(|e| e.start_offset < end_offset);
-        if self.entries.len() != before {
-            self.flush()?;
-        }
-        Ok(())
+        self.entries.len() != before
     }
 
     /// The log now starts at `start_offset` (retention, DeleteRecords): entries wholly below
-    /// it go, and the one covering it starts there.
-    pub fn truncate_from_start(&mut self, start_offset: i64) -> io::Result<()> {
+    /// it go, and the one covering it starts there. Returns whether the cache changed.
+    pub fn truncate_from_start(&mut self, start_offset: i64) -> bool {
         let Some(floor) = self
             .entries
             .iter()
             .rposition(|e| e.start_offset <= start_offset)
         else {
-            return Ok(());
+            return false;
         };
         if floor == 0 && self.entries[0].start_offset == start_offset {
-            return Ok(());
+            return false;
         }
         self.entries.drain(..floor);
         self.entries[0].start_offset = start_offset;
-        self.flush()
-    }
-
-    fn flush(&self) -> io::Result<()> {
-        let Some(path) = &self.file else {
-            return Ok(());
-        };
-        crate::threads::may_block("leader-epoch checkpoint write");
-        let mut text = format!("0\n{}\n", self.entries.len());
-        for e in &self.entries {
-            text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
-        }
-        super::fsutil::write_atomically(path, text.as_bytes())
+        true
     }
 }
 
@@ -198,27 +179,27 @@ mod tests {
 
     #[test]
     fn assign_keeps_entries_monotonic() {
-        let mut c = EpochCache::in_memory();
-        assert!(c.assign(0, 0).unwrap());
-        assert!(!c.assign(0, 5).unwrap(), "same epoch later: nothing new");
-        assert!(c.assign(2, 10).unwrap());
-        assert!(c.assign(3, 20).unwrap());
+        let mut c = EpochCache::default();
+        assert!(c.assign(0, 0));
+        assert!(!c.assign(0, 5), "same epoch later: nothing new");
+        assert!(c.assign(2, 10));
+        assert!(c.assign(3, 20));
         assert_eq!(c.entries(), &[e(0, 0), e(2, 10), e(3, 20)]);
         // A new leader's epoch 3 restarting at 15 (after a truncation the cache missed)
         // replaces what it contradicts.
-        assert!(c.assign(3, 15).unwrap());
+        assert!(c.assign(3, 15));
         assert_eq!(c.entries(), &[e(0, 0), e(2, 10), e(3, 15)]);
-        assert!(c.assign(4, 12).unwrap());
+        assert!(c.assign(4, 12));
         assert_eq!(c.entries(), &[e(0, 0), e(2, 10), e(4, 12)]);
-        assert!(!c.assign(-1, 30).unwrap(), "no epoch: ignored");
+        assert!(!c.assign(-1, 30), "no epoch: ignored");
     }
 
     #[test]
     fn end_offsets_follow_kafka() {
-        let mut c = EpochCache::in_memory();
-        c.assign(1, 0).unwrap();
-        c.assign(3, 10).unwrap();
-        c.assign(5, 20).unwrap();
+        let mut c = EpochCache::default();
+        c.assign(1, 0);
+        c.assign(3, 10);
+        c.assign(5, 20);
         assert_eq!(c.end_offset_for(5, 27), (5, 27), "the newest: the log end");
         assert_eq!(c.end_offset_for(3, 27), (3, 20));
         assert_eq!(c.end_offset_for(4, 27), (3, 20), "unknown epoch: its floor");
@@ -229,24 +210,25 @@ mod tests {
 
     #[test]
     fn truncation_from_either_end() {
-        let mut c = EpochCache::in_memory();
+        let mut c = EpochCache::default();
         for (ep, off) in [(1, 0), (3, 10), (5, 20)] {
-            c.assign(ep, off).unwrap();
+            c.assign(ep, off);
         }
-        c.truncate_from_end(20).unwrap();
+        assert!(c.truncate_from_end(20));
         assert_eq!(c.entries(), &[e(1, 0), e(3, 10)]);
-        c.truncate_from_start(12).unwrap();
+        assert!(c.truncate_from_start(12));
         assert_eq!(c.entries(), &[e(3, 12)]);
-        c.truncate_from_start(5).unwrap();
+        assert!(!c.truncate_from_start(5));
         assert_eq!(c.entries(), &[e(3, 12)], "never moves back");
     }
 
     #[test]
     fn the_checkpoint_file_round_trips_and_bad_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = EpochCache::empty_on_disk(dir.path());
-        c.assign(0, 0).unwrap();
-        c.assign(7, 42).unwrap();
+        let mut c = EpochCache::default();
+        c.assign(0, 0);
+        c.assign(7, 42);
+        EpochCache::write(dir.path(), &c.checkpoint_text()).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
             "0\n2\n0 0\n7 42\n"

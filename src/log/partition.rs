@@ -12,6 +12,7 @@ use kafka_protocol::records::{Record, RecordBatchDecoder};
 use tokio::sync::Notify;
 
 use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::epoch_cache::{EpochCache, EpochEntry};
 use super::open_files::OpenFiles;
 use super::producer_state::{CompletedTxn, ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
@@ -144,6 +145,9 @@ pub enum LogError {
     /// [`PartitionLog::append_shared`] on the blocking pool.
     #[error("the append needs a new segment")]
     RollNeeded,
+    /// [`PartitionLog::append_as_follower`]: a batch does not continue the log.
+    #[error("follower append at offset {got}, expected at least {expected_at_least}")]
+    UnexpectedOffset { expected_at_least: i64, got: i64 },
 }
 
 impl LogError {
@@ -174,6 +178,12 @@ struct LogState {
     /// node) every append moves the high watermark to the new log end; otherwise only
     /// [`PartitionLog::advance_high_watermark`] does (replication: the ISR's minimum).
     hw_follows_log_end: bool,
+    /// The epoch a leader append stamps on its batches (`partition_leader_epoch`).
+    leader_epoch: i32,
+    /// Leader epoch -> first offset, for every epoch that wrote (see `epoch_cache`).
+    epochs: EpochCache,
+    /// The leader-epoch checkpoint as last written (disk mode), to write it only on change.
+    epochs_written: Option<String>,
 }
 
 /// Group commit: offsets below `durable` are on stable storage; at most one fsync runs at a
@@ -355,6 +365,8 @@ pub struct PartitionLog {
     /// Held (on the blocking pool only) by whoever creates this log's next segment, so
     /// segment files are created one at a time; taken before the state lock.
     roll_lock: Mutex<()>,
+    /// Held while the checkpoint files are written (outside the state lock).
+    checkpoint_lock: Mutex<()>,
     /// Latched by the first failed data write or fsync ("fsyncgate": a retried fsync may
     /// succeed although the kernel dropped the dirty pages): from then on appends, reads and
     /// syncs answer [`LogError::Failed`], never success.
@@ -391,6 +403,9 @@ impl PartitionLog {
                 compacted_upto: 0,
                 high_watermark: 0,
                 hw_follows_log_end: true,
+                leader_epoch: 0,
+                epochs: EpochCache::default(),
+                epochs_written: None,
             },
             None,
             OpenFiles::shared_default(),
@@ -416,6 +431,7 @@ impl PartitionLog {
             hw_advanced: Notify::new(),
             dir,
             roll_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
@@ -505,6 +521,10 @@ impl PartitionLog {
         // every batch of the log, and with it every segment's aborted-transaction index.
         let rebuild_producers = snapshot.is_none();
         let mut producers = snapshot.unwrap_or_default();
+        // The leader-epoch checkpoint covers at least what is below the recovery point; the
+        // batches a recovery scan reads assign their epochs again.
+        let mut epochs = EpochCache::load(dir).unwrap_or_default();
+        let epochs_written = Some(epochs.checkpoint_text());
         let now = now_ms();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let mut scanned = 0usize;
@@ -516,6 +536,7 @@ impl PartitionLog {
                 .is_some_and(|&next| next <= checkpoint.recovery_point);
             let mut aborted = Vec::new();
             let mut on_batch = |h: &BatchHeader, c: Option<ControlRecord>| {
+                epochs.assign(h.partition_leader_epoch, h.base_offset);
                 if !rebuild_producers {
                     return;
                 }
@@ -591,6 +612,8 @@ impl PartitionLog {
             .log_start_offset
             .max(segments[0].base_offset)
             .min(log_end);
+        epochs.truncate_from_end(log_end);
+        epochs.truncate_from_start(log_start_offset);
         if scanned > 0 {
             tracing::info!(dir = %dir.display(), scanned_segments = scanned, "recovered log");
         }
@@ -605,6 +628,9 @@ impl PartitionLog {
                 compacted_upto: 0,
                 high_watermark: 0,
                 hw_follows_log_end: true,
+                leader_epoch: 0,
+                epochs,
+                epochs_written,
             },
             Some(dir.to_path_buf()),
             files,
@@ -750,6 +776,93 @@ impl PartitionLog {
         self.append_batches(&mut AppendInput::Shared(batches), rolling)
     }
 
+    /// The leader epoch stamped on what this log appends as leader from now on.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.lock().leader_epoch = epoch;
+    }
+
+    /// The leader-epoch cache: (epoch, first offset) of every epoch that wrote.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.lock().epochs.entries().to_vec()
+    }
+
+    /// Where `epoch` ends in this log (OffsetForLeaderEpoch): see [`EpochCache::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let state = self.lock();
+        state.epochs.end_offset_for(epoch, state.log_end_offset())
+    }
+
+    /// Appends a leader's batches as they are (a follower's fetch): offsets, leader epochs,
+    /// producer ids and control batches unchanged; the first batch at or after the log end.
+    /// The producer state, the aborted-transaction index and the leader-epoch cache are
+    /// rebuilt from what is appended; sequences are not checked (the leader did). Rolls when
+    /// it must: call it off the async runtime.
+    pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.append_rolling(AppendInput::Follower(batches))
+    }
+
+    /// Cuts the log at `offset` (a follower whose log diverged from its new leader's): every
+    /// batch that ends at or after `offset` goes, the one holding `offset` too (the log end
+    /// becomes its base). Segments wholly above are deleted; the producer state is rebuilt
+    /// from what remains; the leader-epoch cache, the high watermark and the durable point
+    /// come down with the end, and the recovery point with them (the log start too, if the
+    /// cut batch began below it). Returns the new log end.
+    /// Blocking (files cut and deleted): call it off the async runtime.
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (removed, new_end) = {
+            let mut state = self.lock();
+            self.check_usable()?;
+            let log_end = state.log_end_offset();
+            if offset >= log_end {
+                return Ok(log_end);
+            }
+            if offset < state.log_start_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start: state.log_start_offset,
+                    log_end,
+                });
+            }
+            crate::threads::may_block("truncating a log");
+            let keep = state
+                .segments
+                .partition_point(|s| s.base_offset < offset)
+                .max(1);
+            let removed: Vec<Segment> = state.segments.drain(keep..).collect();
+            let interval = state.config.index_interval_bytes;
+            if let Err(e) = state.active().truncate_to(offset, interval) {
+                self.fail("truncating the log", &e);
+                return Err(e.into());
+            }
+            let new_end = state.log_end_offset();
+            let mut producers = ProducerStates::default();
+            for segment in &state.segments {
+                segment.for_each_batch_header(&mut |h, c| {
+                    producers.replay(h, c);
+                })?;
+            }
+            state.producers = producers;
+            state.epochs.truncate_from_end(new_end);
+            state.high_watermark = state.high_watermark.min(new_end);
+            // The batch holding `offset` may start below the log start (DeleteRecords into
+            // the middle of a batch): the log then starts where it ends, as in Kafka.
+            state.log_start_offset = state.log_start_offset.min(new_end);
+            (removed, new_end)
+        };
+        {
+            let mut flush = self.lock_flush();
+            flush.durable = flush.durable.min(new_end);
+        }
+        // The recovery point comes down with the durable point.
+        self.write_checkpoint(false)?;
+        for s in &removed {
+            s.detach_files()?;
+            s.delete_files()?;
+        }
+        Ok(new_end)
+    }
+
     /// As [`PartitionLog::append`], but never blocks: [`LogError::RollNeeded`] (nothing
     /// appended) when a segment must be rolled first.
     pub fn try_append(
@@ -832,12 +945,17 @@ impl PartitionLog {
                 batches_with_control(input.bytes()).collect();
             let mut state = self.lock();
             self.check_usable()?;
+            let follower = matches!(input, AppendInput::Follower(_));
             let mut tracked = false;
             for (h, control) in &parsed {
                 if !h.has_producer_id() {
                     continue;
                 }
                 tracked = true;
+                if follower {
+                    // The leader checked sequences and markers; a follower takes its batches.
+                    continue;
+                }
                 if h.is_control() {
                     if let Some(c) = control.filter(|c| c.marker().is_some()) {
                         state.producers.check_marker(
@@ -859,10 +977,17 @@ impl PartitionLog {
                     });
                 }
             }
-            let incoming_offsets: i64 = parsed
-                .iter()
-                .map(|(h, _)| h.last_offset_delta as i64 + 1)
-                .sum();
+            let log_end = state.log_end_offset();
+            if follower {
+                check_follower_offsets(&parsed, log_end)?;
+            }
+            let incoming_offsets: i64 = match (follower, parsed.last()) {
+                (true, Some((last, _))) => last.last_offset() + 1 - log_end,
+                _ => parsed
+                    .iter()
+                    .map(|(h, _)| h.last_offset_delta as i64 + 1)
+                    .sum(),
+            };
             if self.roll_needed(&mut state, input.bytes().len() as u64, incoming_offsets) {
                 match rolling {
                     Rolling::Refuse => return Err(LogError::RollNeeded),
@@ -874,12 +999,22 @@ impl PartitionLog {
                     }
                 }
             }
-            let base_offset = state.log_end_offset();
-            let mut next = base_offset;
-            for (h, _) in &mut parsed {
-                h.base_offset = next;
-                next += h.last_offset_delta as i64 + 1;
-            }
+            let leader_epoch = state.leader_epoch;
+            let (base_offset, next) = if follower {
+                // As the leader wrote them: offsets and epochs unchanged.
+                let first = parsed.first().map_or(log_end, |(h, _)| h.base_offset);
+                let last = parsed.last().map_or(log_end, |(h, _)| h.last_offset() + 1);
+                (first, last)
+            } else {
+                let base_offset = state.log_end_offset();
+                let mut next = base_offset;
+                for (h, _) in &mut parsed {
+                    h.base_offset = next;
+                    h.partition_leader_epoch = leader_epoch;
+                    next += h.last_offset_delta as i64 + 1;
+                }
+                (base_offset, next)
+            };
             let interval = state.config.index_interval_bytes;
             let flush_messages = state.config.flush_messages;
             let active = state.active();
@@ -887,9 +1022,11 @@ impl PartitionLog {
             let written = match &mut *input {
                 AppendInput::Patch(batches) => {
                     batch::assign_offsets(batches, base_offset);
+                    batch::stamp_leader_epoch(batches, leader_epoch);
                     active.append(batches, &headers, false, interval)
                 }
                 AppendInput::Shared(batches) => active.append(batches, &headers, true, interval),
+                AppendInput::Follower(batches) => active.append(batches, &headers, false, interval),
             };
             if let Err(e) = written {
                 // Leave no partial bytes behind: the next append overwrites from the old end.
@@ -898,6 +1035,9 @@ impl PartitionLog {
                 return Err(e.into());
             }
             debug_assert_eq!(active.next_offset, next);
+            for h in &headers {
+                state.epochs.assign(h.partition_leader_epoch, h.base_offset);
+            }
             let hw_moved = state.hw_follows_log_end && Self::raise_hw(&mut state, next);
             let mut index_error = None;
             if tracked {
@@ -1102,20 +1242,39 @@ impl PartitionLog {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
+        // One writer at a time, and the files are written without the state lock.
+        let _writing = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let durable = self.durable_offset();
-        let mut state = self.lock();
-        if self.is_closed() && !closing {
-            return Err(closed_io());
-        }
-        let next = Checkpoint {
-            log_start_offset: state.log_start_offset,
-            recovery_point: durable.min(state.log_end_offset()),
+        let (next, epochs) = {
+            let state = self.lock();
+            if self.is_closed() && !closing {
+                return Err(closed_io());
+            }
+            let next = Checkpoint {
+                log_start_offset: state.log_start_offset,
+                recovery_point: durable.min(state.log_end_offset()),
+            };
+            let text = state.epochs.checkpoint_text();
+            let epochs = (state.epochs_written.as_deref() != Some(text.as_str())).then_some(text);
+            ((next != state.checkpointed).then_some(next), epochs)
         };
-        if next == state.checkpointed {
-            return Ok(());
+        // The epochs first: the file must cover everything below the new recovery point.
+        if let Some(text) = &epochs {
+            EpochCache::write(dir, text)?;
         }
-        next.write(dir)?;
-        state.checkpointed = next;
+        if let Some(next) = &next {
+            next.write(dir)?;
+        }
+        let mut state = self.lock();
+        if let Some(text) = epochs {
+            state.epochs_written = Some(text);
+        }
+        if let Some(next) = next {
+            state.checkpointed = next;
+        }
         Ok(())
     }
 
@@ -1805,6 +1964,8 @@ enum Rolling {
 enum AppendInput<'a> {
     Patch(&'a mut [u8]),
     Shared(&'a [u8]),
+    /// A follower's: the leader's batches with their offsets and epochs, written unchanged.
+    Follower(&'a [u8]),
 }
 
 impl AppendInput<'_> {
@@ -1812,8 +1973,28 @@ impl AppendInput<'_> {
         match self {
             AppendInput::Patch(b) => b,
             AppendInput::Shared(b) => b,
+            AppendInput::Follower(b) => b,
         }
     }
+}
+
+/// A follower's batches must continue the log: the first at or after its end (a compacted
+/// leader's log may leave gaps), each after the one before.
+fn check_follower_offsets(
+    parsed: &[(BatchHeader, Option<ControlRecord>)],
+    log_end: i64,
+) -> Result<(), LogError> {
+    let mut next = log_end;
+    for (h, _) in parsed {
+        if h.base_offset < next {
+            return Err(LogError::UnexpectedOffset {
+                expected_at_least: next,
+                got: h.base_offset,
+            });
+        }
+        next = h.last_offset() + 1;
+    }
+    Ok(())
 }
 
 /// The whole batches in `buf`, each with its control record when it is a control batch.

@@ -368,6 +368,7 @@ mod tests {
         BatchHeader {
             base_offset,
             total_bytes: 100,
+            partition_leader_epoch: 0,
             attributes: 0,
             last_offset_delta: count - 1,
             base_timestamp: 0,

@@ -252,6 +252,34 @@ impl Segment {
         })
     }
 
+    /// Cuts the segment before the first batch that ends at or after `offset` (so the batch
+    /// holding `offset` goes too), then rebuilds the tracking and the indexes from what
+    /// remains, and drops the aborted transactions whose markers were cut. Blocking.
+    pub fn truncate_to(&mut self, offset: i64, index_interval_bytes: u64) -> io::Result<()> {
+        let mut window = Window::default();
+        let mut pos = self.scan_start(offset);
+        while let Some(h) = window.header(self.store.as_ref(), pos, self.size_bytes)? {
+            if h.last_offset() >= offset {
+                break;
+            }
+            pos += h.total_bytes as u64;
+        }
+        self.store.truncate(pos)?;
+        self.recover(false, index_interval_bytes, &mut |_, _| {})?;
+        let end = self.next_offset;
+        let kept: Vec<_> = self
+            .txn_index
+            .entries()
+            .iter()
+            .filter(|e| e.last_offset < end)
+            .copied()
+            .collect();
+        if kept.len() != self.txn_index.entries().len() {
+            self.txn_index.replace(kept)?;
+        }
+        Ok(())
+    }
+
     /// Calls `on_batch` with the header of every batch in bytes `[from, to)` (no tracking).
     ///
     /// Only headers (and control records) are wanted: after a large batch the next header is
@@ -297,8 +325,9 @@ impl Segment {
     /// Appends validated batches; `headers` are those of `buf`'s batches with their assigned
     /// base offsets (the first is `self.next_offset`). With `rebase`, `buf` still holds the
     /// producer's base offsets: the assigned ones are written in front of the rest of each
-    /// batch by one vectored write, and `buf` is never copied or modified. Without, `buf` is
-    /// already patched and written as it is.
+    /// batch by one vectored write (with its length and the leader epoch of `headers`: the
+    /// first 16 bytes), and `buf` is never copied or modified. Without, `buf` is already
+    /// patched (or a follower's, as the leader wrote it) and written as it is.
     pub fn append(
         &mut self,
         buf: &[u8],
@@ -307,15 +336,23 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> io::Result<()> {
         if rebase {
-            let bases: Vec<[u8; 8]> = headers
-                .iter()
-                .map(|h| h.base_offset.to_be_bytes())
-                .collect();
+            // Each batch's first 16 bytes come from here: its assigned base offset, its length
+            // (as sent) and the leader epoch in `headers`; the rest straight from `buf`.
+            let mut fronts: Vec<[u8; 16]> = Vec::with_capacity(headers.len());
+            let mut pos = 0usize;
+            for h in headers {
+                let mut front = [0u8; 16];
+                front[..8].copy_from_slice(&h.base_offset.to_be_bytes());
+                front[8..12].copy_from_slice(&buf[pos + 8..pos + 12]);
+                front[12..].copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
+                fronts.push(front);
+                pos += h.total_bytes;
+            }
             let mut slices = Vec::with_capacity(2 * headers.len());
             let mut pos = 0usize;
-            for (h, base) in headers.iter().zip(&bases) {
-                slices.push(io::IoSlice::new(base));
-                slices.push(io::IoSlice::new(&buf[pos + 8..pos + h.total_bytes]));
+            for (h, front) in headers.iter().zip(&fronts) {
+                slices.push(io::IoSlice::new(front));
+                slices.push(io::IoSlice::new(&buf[pos + 16..pos + h.total_bytes]));
                 pos += h.total_bytes;
             }
             self.store.write_vectored_at(self.size_bytes, &mut slices)?;

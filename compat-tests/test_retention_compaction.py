@@ -90,7 +90,7 @@ def test_time_retention_deletes_old_segments(broker):
     bootstrap, _ = broker
     topic = "retained"
     # Small segments; records stamped 10 minutes ago expire under retention.ms = 1 minute.
-    create(bootstrap, topic, {"segment.bytes": "1024", "retention.ms": "60000"})
+    create(bootstrap, topic, {"internal.segment.bytes": "1024", "retention.ms": "60000"})
     old = int(time.time() * 1000) - 600_000
     produce(bootstrap, topic, [(None, b"old-%03d" % i + b"x" * 100, old + i) for i in range(60)])
 
@@ -112,7 +112,7 @@ def test_time_retention_deletes_old_segments(broker):
 def test_size_retention_keeps_the_newest_bytes(broker):
     bootstrap, _ = broker
     topic = "sized"
-    create(bootstrap, topic, {"segment.bytes": "2000", "retention.bytes": "4000",
+    create(bootstrap, topic, {"internal.segment.bytes": "2000", "retention.bytes": "4000",
                               "retention.ms": "-1"})
     now = int(time.time() * 1000)
     values = [b"%04d" % i + b"y" * 200 for i in range(100)]
@@ -140,7 +140,7 @@ def test_size_retention_keeps_the_newest_bytes(broker):
 def test_compaction_keeps_the_latest_value_per_key(broker):
     bootstrap, _ = broker
     topic = "compacted"
-    create(bootstrap, topic, {"cleanup.policy": "compact", "segment.bytes": "1024",
+    create(bootstrap, topic, {"cleanup.policy": "compact", "internal.segment.bytes": "1024",
                               "delete.retention.ms": "0", "min.compaction.lag.ms": "0"})
     now = int(time.time() * 1000)
     records = []

@@ -236,6 +236,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Size at which a new segment is started.",
     ),
     def(
+        "internal.segment.bytes",
+        T::Int,
+        "log.segment.bytes",
+        Enforced,
+        &[],
+        "Internal (as in Kafka 4, for tests): the segment size, overriding segment.bytes, without its 1 MiB minimum. Described only when set.",
+    ),
+    def(
         "segment.index.bytes",
         T::Int,
         "log.index.size.max.bytes",
@@ -315,7 +323,7 @@ pub fn default_value(def: &TopicConfigDef, broker: &Config) -> String {
         "preallocate" | "unclean.leader.election.enable" => "false".into(),
         "retention.bytes" => broker.log_retention_bytes.to_string(),
         "retention.ms" => broker.log_retention_ms.to_string(),
-        "segment.bytes" => broker.log_segment_bytes.to_string(),
+        "segment.bytes" | "internal.segment.bytes" => broker.log_segment_bytes.to_string(),
         "segment.index.bytes" => "10485760".into(),
         "segment.ms" => broker.log_segment_ms.to_string(),
         _ => String::new(),
@@ -353,6 +361,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     };
     match name {
         "segment.bytes" => positive(crate::config::SEGMENT_BYTES_MIN as i64),
+        "internal.segment.bytes" => positive(1),
         "segment.ms" | "max.message.bytes" | "index.interval.bytes" => positive(1),
         "min.insync.replicas" => positive(1),
         "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => positive(0),
@@ -400,10 +409,17 @@ pub fn log_config(overrides: &TopicOverrides, broker: &Config) -> LogConfig {
     let policy_value = effective("cleanup.policy", overrides, broker).0;
     let policy: Vec<&str> = policy_value.split(',').map(str::trim).collect();
     LogConfig {
-        segment_bytes: (effective_i64("segment.bytes", overrides, broker).max(0) as u64).clamp(
-            crate::config::SEGMENT_BYTES_MIN,
-            crate::config::SEGMENT_BYTES_MAX,
-        ),
+        segment_bytes: match overrides.get("internal.segment.bytes") {
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(crate::config::SEGMENT_BYTES_MIN)
+                .clamp(1, crate::config::SEGMENT_BYTES_MAX),
+            None => (effective_i64("segment.bytes", overrides, broker).max(0) as u64).clamp(
+                crate::config::SEGMENT_BYTES_MIN,
+                crate::config::SEGMENT_BYTES_MAX,
+            ),
+        },
         segment_ms: effective_i64("segment.ms", overrides, broker).max(1),
         index_interval_bytes: effective_i64("index.interval.bytes", overrides, broker).max(1)
             as u64,
@@ -505,6 +521,17 @@ mod tests {
         assert!(validate("message.timestamp.after.max.ms", "3600000").is_ok());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("segment.bytes", "0").is_err());
+    }
+
+    #[test]
+    fn internal_segment_bytes_overrides_without_the_minimum() {
+        let broker = Config::default();
+        assert!(validate("internal.segment.bytes", "1024").is_ok());
+        assert!(validate("internal.segment.bytes", "0").is_err());
+        let mut o = TopicOverrides::new();
+        o.insert("segment.bytes".into(), "2097152".into());
+        o.insert("internal.segment.bytes".into(), "1024".into());
+        assert_eq!(log_config(&o, &broker).segment_bytes, 1024);
     }
 
     #[test]

@@ -507,6 +507,8 @@ impl GroupCoordinator {
         if !groups.is_empty() {
             tracing::info!(groups = groups.len(), "loaded consumer groups");
         }
+        // Groups whose records were all tombstoned (DeleteGroups, expired offsets) are gone.
+        groups.retain(|_, g| !g.holds_nothing());
         let mut deadlines = timer::Deadlines::default();
         for (id, g) in &groups {
             deadlines.set(id, g.next_deadline(&config));

@@ -38,6 +38,8 @@ pub struct ConfigEntry {
 pub fn topic_entries(overrides: &TopicOverrides, broker: &Config) -> Vec<ConfigEntry> {
     TOPIC_CONFIGS
         .iter()
+        // Kafka describes an internal key only where the topic sets it.
+        .filter(|def| !def.name.starts_with("internal.") || overrides.contains_key(def.name))
         .map(|def| {
             let default = topic_config::default_value(def, broker);
             let (value, overridden) = topic_config::effective(def.name, overrides, broker);

@@ -467,6 +467,35 @@ pub fn compression(
     (target, levels)
 }
 
+/// What a produce checks of a topic, resolved once per config change rather than per
+/// request (each lookup above finds a definition and formats a default).
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceRules {
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    /// The codec batches are stored with (`None`: `producer`, as sent) and its levels.
+    pub compression: Option<crate::log::codec::Codec>,
+    pub levels: crate::log::validate::Levels,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub compacted: bool,
+}
+
+/// The [`ProduceRules`] of a topic with `overrides`.
+pub fn produce_rules(overrides: &TopicOverrides, broker: &Config) -> ProduceRules {
+    let (compression, levels) = compression(overrides, broker);
+    let (timestamp_before_max_ms, timestamp_after_max_ms) = timestamp_bounds(overrides, broker);
+    ProduceRules {
+        max_message_bytes: max_message_bytes(overrides, broker),
+        log_append_time: log_append_time(overrides, broker),
+        compression,
+        levels,
+        timestamp_before_max_ms,
+        timestamp_after_max_ms,
+        compacted: log_config(overrides, broker).cleanup_compact,
+    }
+}
+
 /// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms` (KIP-937).
 pub fn timestamp_bounds(overrides: &TopicOverrides, broker: &Config) -> (i64, i64) {
     (

@@ -55,6 +55,8 @@ struct TopicRecord {
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
+    /// What produce checks, resolved from the configs whenever they change.
+    rules: RwLock<topic_config::ProduceRules>,
     configs: RwLock<Arc<TopicOverrides>>,
     partitions: RwLock<Vec<Arc<Partition>>>,
 }
@@ -68,6 +70,11 @@ pub enum TopicRef<'a> {
 }
 
 impl Topic {
+    /// The produce checks of the current configs.
+    pub fn produce_rules(&self) -> topic_config::ProduceRules {
+        *self.rules.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The topic's config overrides (AlterConfigs may replace them at any time).
     pub fn configs(&self) -> Arc<TopicOverrides> {
         self.configs
@@ -293,6 +300,7 @@ impl TopicRegistry {
         Ok(Arc::new(Topic {
             name: r.name.clone(),
             id: r.id,
+            rules: RwLock::new(topic_config::produce_rules(&r.configs, &self.broker)),
             configs: RwLock::new(Arc::new(r.configs.clone())),
             partitions: RwLock::new(partitions),
         }))
@@ -519,6 +527,8 @@ impl TopicRegistry {
             return Ok(());
         }
         let log_config = topic_config::log_config(&configs, &self.broker);
+        *topic.rules.write().unwrap_or_else(|p| p.into_inner()) =
+            topic_config::produce_rules(&configs, &self.broker);
         *topic.configs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(configs);
         self.persist()?;
         for p in topic.partitions() {

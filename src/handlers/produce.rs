@@ -289,8 +289,8 @@ async fn produce_partition(
             None,
         );
     };
-    let configs = topic.configs();
-    let max_bytes = topic_config::max_message_bytes(&configs, &broker.config);
+    let rules = topic.produce_rules();
+    let max_bytes = rules.max_message_bytes;
     match batch::validate_batches(records, max_bytes) {
         Err(e) => {
             let error = match e {
@@ -323,8 +323,8 @@ async fn produce_partition(
             return (fail(error, message), None);
         }
     }
-    let log_append_time = topic_config::log_append_time(&configs, &broker.config).then(now_ms);
-    let checked = match check_records(broker, topic, p.index, records, &configs, max_bytes) {
+    let log_append_time = rules.log_append_time.then(now_ms);
+    let checked = match check_records(broker, topic, p.index, records, &rules) {
         Ok(checked) => checked,
         Err(refused) => return (refused.into_response(&fail), None),
     };
@@ -430,22 +430,19 @@ fn check_records(
     topic: &Topic,
     partition: i32,
     batch: &[u8],
-    configs: &topic_config::TopicOverrides,
-    max_batch_bytes: usize,
+    rules: &topic_config::ProduceRules,
 ) -> Result<Checked, RecordsRefused> {
     let topic_partition = format!("{}-{partition}", topic.name);
-    let (target, levels) = topic_config::compression(configs, &broker.config);
-    let (before, after) = topic_config::timestamp_bounds(configs, &broker.config);
     let policy = validate::RecordPolicy {
         topic_partition: &topic_partition,
-        compacted: topic_config::log_config(configs, &broker.config).cleanup_compact,
-        log_append_time: topic_config::log_append_time(configs, &broker.config),
-        timestamp_before_max_ms: before,
-        timestamp_after_max_ms: after,
+        compacted: rules.compacted,
+        log_append_time: rules.log_append_time,
+        timestamp_before_max_ms: rules.timestamp_before_max_ms,
+        timestamp_after_max_ms: rules.timestamp_after_max_ms,
         now_ms: now_ms(),
-        target,
-        levels,
-        max_batch_bytes,
+        target: rules.compression,
+        levels: rules.levels,
+        max_batch_bytes: rules.max_message_bytes,
         max_decompressed_bytes: broker.config.max_decompressed_batch_bytes,
     };
     validate::check_batch(batch, &policy).map_err(|rejection| {

@@ -8,44 +8,27 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{batch, Client, TestBroker};
+use common::{batch, produce_request, topic_name, Client, TestBroker};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use ottla::cluster::{Leadership, Partition, Role};
 use uuid::Uuid;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.into()))
-}
 
 async fn create(c: &mut Client, topic: &str) {
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(1000)
         .with_topics(vec![CreatableTopic::default()
-            .with_name(name(topic))
+            .with_name(topic_name(topic))
             .with_num_partitions(1)
             .with_replication_factor(-1)]);
     let r = c.send(&req, 7).await;
     assert_eq!(r.topics[0].error_code, 0);
-}
-
-fn produce(topic: &str, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(1000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])])
 }
 
 fn fetch(topic: &str, offset: i64, epoch: i32, max_wait_ms: i32) -> FetchRequest {
@@ -56,7 +39,7 @@ fn fetch(topic: &str, offset: i64, epoch: i32, max_wait_ms: i32) -> FetchRequest
         .with_max_bytes(1 << 20)
         .with_session_epoch(-1)
         .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
+            .with_topic(topic_name(topic))
             .with_partitions(vec![FetchPartition::default()
                 .with_partition(0)
                 .with_current_leader_epoch(epoch)
@@ -68,7 +51,7 @@ fn list_latest(topic: &str, epoch: i32) -> ListOffsetsRequest {
     ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(name(topic))
+            .with_name(topic_name(topic))
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(0)
                 .with_current_leader_epoch(epoch)
@@ -110,7 +93,7 @@ async fn metadata_reports_the_partitions_leadership() {
     let r = c
         .send(
             &MetadataRequest::default().with_topics(Some(vec![
-                MetadataRequestTopic::default().with_name(Some(name("led")))
+                MetadataRequestTopic::default().with_name(Some(topic_name("led")))
             ])),
             12,
         )
@@ -124,7 +107,7 @@ async fn metadata_reports_the_partitions_leadership() {
     let r = c
         .send(
             &DescribeTopicPartitionsRequest::default()
-                .with_topics(vec![TopicRequest::default().with_name(name("led"))])
+                .with_topics(vec![TopicRequest::default().with_name(topic_name("led"))])
                 .with_response_partition_limit(10),
             0,
         )
@@ -171,7 +154,10 @@ async fn a_follower_refuses_produce_and_consumer_fetch() {
         isr: vec![0, 1],
     });
     let r = c
-        .send(&produce("fol", batch(&[b"x"], Compression::None)), 9)
+        .send(
+            &produce_request("fol", 0, 1, batch(&[b"x"], Compression::None)),
+            9,
+        )
         .await;
     assert_eq!(
         r.responses[0].partition_responses[0].error_code,
@@ -191,7 +177,7 @@ async fn a_follower_refuses_produce_and_consumer_fetch() {
     let r = c
         .send(
             &MetadataRequest::default().with_topics(Some(vec![
-                MetadataRequestTopic::default().with_name(Some(name("fol")))
+                MetadataRequestTopic::default().with_name(Some(topic_name("fol")))
             ])),
             12,
         )
@@ -214,12 +200,18 @@ async fn consumers_read_below_the_high_watermark_and_wake_when_it_moves() {
     let mut c = broker.client().await;
     create(&mut c, "hw").await;
     let p = partition(&broker, "hw");
-    c.send(&produce("hw", batch(&[b"a"], Compression::None)), 9)
-        .await;
+    c.send(
+        &produce_request("hw", 0, 1, batch(&[b"a"], Compression::None)),
+        9,
+    )
+    .await;
     // From here the high watermark moves only when told (as replication will move it).
     p.log().set_hw_follows_log_end(false);
     let r = c
-        .send(&produce("hw", batch(&[b"b", b"c"], Compression::None)), 9)
+        .send(
+            &produce_request("hw", 0, 1, batch(&[b"b", b"c"], Compression::None)),
+            9,
+        )
         .await;
     assert_eq!(r.responses[0].partition_responses[0].base_offset, 1);
     assert_eq!((p.high_watermark(), p.log().log_end_offset()), (1, 3));

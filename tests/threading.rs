@@ -6,28 +6,22 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{batch, Client, TestBroker};
+use common::{batch, produce_request, topic_name, Client, TestBroker};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use ottla::config::{Config, FsyncPolicy};
 
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.into()))
-}
-
 async fn create(c: &mut Client, topic: &str, segment_bytes: &str) {
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(5000)
         .with_topics(vec![CreatableTopic::default()
-            .with_name(name(topic))
+            .with_name(topic_name(topic))
             .with_num_partitions(2)
             .with_replication_factor(-1)
             .with_configs(vec![CreatableTopicConfig::default()
@@ -35,17 +29,6 @@ async fn create(c: &mut Client, topic: &str, segment_bytes: &str) {
                 .with_value(Some(StrBytes::from_string(segment_bytes.into())))])]);
     let r = c.send(&req, 7).await;
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
-}
-
-fn produce(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])])
 }
 
 async fn read_all(c: &mut Client, topic: &str, partition: i32) -> Vec<Vec<u8>> {
@@ -58,7 +41,7 @@ async fn read_all(c: &mut Client, topic: &str, partition: i32) -> Vec<Vec<u8>> {
             .with_max_bytes(8 << 20)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
-                .with_topic(name(topic))
+                .with_topic(topic_name(topic))
                 .with_partitions(vec![FetchPartition::default()
                     .with_partition(partition)
                     .with_fetch_offset(offset)
@@ -103,7 +86,7 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
             let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
             let r = c
                 .send(
-                    &produce("rolls", partition, batch(&refs, Compression::None)),
+                    &produce_request("rolls", partition, -1, batch(&refs, Compression::None)),
                     9,
                 )
                 .await;
@@ -122,7 +105,7 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
                 &DeleteRecordsRequest::default()
                     .with_timeout_ms(5000)
                     .with_topics(vec![DeleteRecordsTopic::default()
-                        .with_name(name("rolls"))
+                        .with_name(topic_name("rolls"))
                         .with_partitions(vec![DeleteRecordsPartition::default()
                             .with_partition_index(0)
                             .with_offset(40)])]),
@@ -151,7 +134,7 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
                     .with_v3_and_below_producer_epoch(init.producer_epoch)
                     .with_v3_and_below_topics(vec![
                         add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                            .with_name(name("rolls"))
+                            .with_name(topic_name("rolls"))
                             .with_partitions(vec![1]),
                     ]),
                 3,
@@ -176,7 +159,7 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
             .send(
                 &DeleteTopicsRequest::default()
                     .with_timeout_ms(5000)
-                    .with_topic_names(vec![name("rolls")]),
+                    .with_topic_names(vec![topic_name("rolls")]),
                 5,
             )
             .await;

@@ -1,6 +1,6 @@
 //! The threading rule, checked: a workload of every kind of blocking storage work (segment
-//! rolls under produce, fsyncs of `fsync = "always"`, topic creation and deletion, config
-//! writes, DeleteRecords, transactions) runs against a disk broker on the broker's own
+//! rolls under produce and under group commits, fsyncs of `fsync = "always"`, topic creation
+//! and deletion, config writes, DeleteRecords, transactions) runs against a disk broker on the broker's own
 //! runtime (`threads::runtime`, workers marked), and no blocking operation may have run on a
 //! worker thread. Every record produced is read back byte for byte.
 
@@ -155,6 +155,49 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
             )
             .await;
         assert_eq!(end.error_code, 0);
+        // Group commits append to __consumer_offsets; with tiny segments they roll there.
+        let alter = c
+            .send(
+                &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("__consumer_offsets"))
+                        .with_configs(vec![
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("internal.segment.bytes"))
+                                .with_config_operation(0)
+                                .with_value(Some(StrBytes::from_static_str("1024"))),
+                        ]),
+                ]),
+                1,
+            )
+            .await;
+        assert_eq!(alter.responses[0].error_code, 0);
+        let before_commits = broker.broker.groups.log().log_end_offset();
+        for i in 0..40 {
+            let commit = c
+                .send(
+                    &OffsetCommitRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("committer")))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![
+                            offset_commit_request::OffsetCommitRequestTopic::default()
+                                .with_name(topic_name("rolls"))
+                                .with_partitions(vec![
+                                    offset_commit_request::OffsetCommitRequestPartition::default()
+                                        .with_partition_index(0)
+                                        .with_committed_offset(i)
+                                        .with_committed_metadata(Some(StrBytes::from_string(
+                                            "m".repeat(100),
+                                        ))),
+                                ]),
+                        ]),
+                    8,
+                )
+                .await;
+            assert_eq!(commit.topics[0].partitions[0].error_code, 0);
+        }
+        assert!(broker.broker.groups.log().log_end_offset() >= before_commits + 40);
         let del = c
             .send(
                 &DeleteTopicsRequest::default()

@@ -5,11 +5,13 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
+use std::sync::Arc;
+
 use super::{str_bytes, Broker};
 use crate::groups::{ClientInfo, JoinRequest, JoinResult, Reply};
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     req: &JoinGroupRequest,
     version: i16,
     client: &ClientInfo,
@@ -52,7 +54,18 @@ pub async fn handle(
             .with_generation_id(-1)
             .with_member_id(str_bytes(member_id));
     }
-    let result = match broker.groups.join(join, client.clone()) {
+    // A completed join writes the group's metadata to `__consumer_offsets`: off the runtime.
+    let (b, client) = (broker.clone(), client.clone());
+    let reply = match crate::threads::spawn_blocking(move || b.groups.join(join, client)).await {
+        Ok(reply) => reply,
+        Err(_) => Reply::Now(JoinResult {
+            error: ResponseError::UnknownServerError.code(),
+            generation_id: -1,
+            member_id: member_id.clone(),
+            ..Default::default()
+        }),
+    };
+    let result = match reply {
         Reply::Now(r) => r,
         Reply::Later(rx) => rx.await.unwrap_or_else(|_| JoinResult {
             error: ResponseError::UnknownMemberId.code(),

@@ -10,12 +10,14 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
 use super::Broker;
 use crate::cluster::Topic;
 use crate::groups::CommittedOffset;
 use crate::log::now_ms;
 
-pub async fn handle(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCommitResponse {
     let now = now_ms();
     let mut offsets = Vec::new();
     for t in &req.topics {
@@ -44,13 +46,23 @@ pub async fn handle(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
     let result = if !fit {
         Err(ResponseError::InvalidRequest)
     } else {
-        broker.groups.commit_offsets(
-            req.group_id.0.as_str(),
+        // The commit appends to `__consumer_offsets` (a roll there may create a file): off
+        // the runtime.
+        let (b, group, generation) = (
+            broker.clone(),
+            req.group_id.0.to_string(),
             req.generation_id_or_member_epoch,
-            req.member_id.as_str(),
-            req.group_instance_id.as_ref().map(|s| s.as_str()),
-            offsets,
-        )
+        );
+        let (member, instance) = (
+            req.member_id.to_string(),
+            req.group_instance_id.as_ref().map(|s| s.to_string()),
+        );
+        crate::threads::spawn_blocking(move || {
+            b.groups
+                .commit_offsets(&group, generation, &member, instance.as_deref(), offsets)
+        })
+        .await
+        .unwrap_or(Err(ResponseError::UnknownServerError))
     };
     let errors = settle(broker, result, count).await;
     let mut errors = errors.into_iter();

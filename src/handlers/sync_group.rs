@@ -4,10 +4,16 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
+use std::sync::Arc;
+
 use super::{str_bytes, Broker};
 use crate::groups::{Reply, SyncRequest, SyncResult};
 
-pub async fn handle(broker: &Broker, req: &SyncGroupRequest, version: i16) -> SyncGroupResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: &SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
     let fit = super::internal_strings_fit(
         [req.group_id.0.as_str(), req.member_id.as_str()]
             .into_iter()
@@ -18,18 +24,30 @@ pub async fn handle(broker: &Broker, req: &SyncGroupRequest, version: i16) -> Sy
     if !fit {
         return SyncGroupResponse::default().with_error_code(ResponseError::InvalidRequest.code());
     }
-    let reply = broker.groups.sync(SyncRequest {
-        group_id: req.group_id.0.as_str(),
-        generation: req.generation_id,
-        member_id: req.member_id.as_str(),
-        instance_id: req.group_instance_id.as_ref().map(|s| s.as_str()),
-        protocol_type: req.protocol_type.as_ref().map(|s| s.as_str()),
-        protocol_name: req.protocol_name.as_ref().map(|s| s.as_str()),
-        assignments: req
-            .assignments
-            .iter()
-            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
-            .collect(),
+    // The leader's sync writes the group's metadata to `__consumer_offsets`: off the runtime.
+    let (b, req_owned) = (broker.clone(), req.clone());
+    let reply = crate::threads::spawn_blocking(move || {
+        let req = &req_owned;
+        b.groups.sync(SyncRequest {
+            group_id: req.group_id.0.as_str(),
+            generation: req.generation_id,
+            member_id: req.member_id.as_str(),
+            instance_id: req.group_instance_id.as_ref().map(|s| s.as_str()),
+            protocol_type: req.protocol_type.as_ref().map(|s| s.as_str()),
+            protocol_name: req.protocol_name.as_ref().map(|s| s.as_str()),
+            assignments: req
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .collect(),
+        })
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Reply::Now(SyncResult {
+            error: ResponseError::UnknownServerError.code(),
+            ..Default::default()
+        })
     });
     let result = match reply {
         Reply::Now(r) => r,

@@ -6,6 +6,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
+use std::sync::Arc;
+
 use super::offset_commit::{committed, partition_exists, settle};
 use super::Broker;
 use crate::log::now_ms;
@@ -13,7 +15,7 @@ use crate::txn::coordinator::ProducerIdent;
 use kafka_protocol::error::ResponseError;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     req: &TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
@@ -75,15 +77,31 @@ pub async fn handle(
                     e => e,
                 })
         })
-        .and_then(|()| {
-            broker.groups.commit_txn_offsets(
-                req.group_id.0.as_str(),
-                ident.producer_id,
-                ident.producer_epoch,
-                member,
-                offsets,
-            )
+        .map(|()| {
+            let (b, group) = (broker.clone(), req.group_id.0.to_string());
+            let member = member.map(|(generation, id, instance)| {
+                (generation, id.to_string(), instance.map(str::to_string))
+            });
+            // Appends to `__consumer_offsets`: off the runtime.
+            crate::threads::spawn_blocking(move || {
+                let member = member.as_ref().map(|(generation, id, instance)| {
+                    (*generation, id.as_str(), instance.as_deref())
+                });
+                b.groups.commit_txn_offsets(
+                    &group,
+                    ident.producer_id,
+                    ident.producer_epoch,
+                    member,
+                    offsets,
+                )
+            })
         });
+    let result = match result {
+        Ok(commit) => commit
+            .await
+            .unwrap_or(Err(ResponseError::UnknownServerError)),
+        Err(e) => Err(e),
+    };
     let errors = settle(broker, result, count).await;
     let mut errors = errors.into_iter();
     TxnOffsetCommitResponse::default().with_topics(

@@ -251,9 +251,9 @@ async fn dispatch(
             ResponseKind::SyncGroup(sync_group::handle(broker, &r, version).await)
         }
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(broker, &r)),
-        RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(leave_group::handle(broker, &r, version))
-        }
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(
+            blocking(broker, move |b| leave_group::handle(b, &r, version)).await?,
+        ),
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(offset_commit::handle(broker, &r).await)
         }

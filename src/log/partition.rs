@@ -898,6 +898,9 @@ impl PartitionLog {
                 done => return done,
             }
             let base = self.log_end_offset();
+            // A deleted log's directory may be another topic's by now: no file is created for
+            // it (deletion takes `roll_lock` too, so it cannot close the log from here on).
+            self.check_usable()?;
             crate::threads::may_block("creating a segment");
             let segment = match Segment::open_on_disk(dir, base, now_ms(), &self.files) {
                 Ok(segment) => segment,
@@ -908,7 +911,12 @@ impl PartitionLog {
             };
             let sealed = {
                 let mut state = self.lock();
-                self.check_usable()?;
+                if let Err(e) = self.check_usable() {
+                    // Closed by a stop meanwhile: the file was never used.
+                    drop(state);
+                    segment.delete_files()?;
+                    return Err(e);
+                }
                 let active = state.active();
                 if active.next_offset == base && active.base_offset < base {
                     let sealed = (active.store.clone(), active.size_bytes);
@@ -1909,6 +1917,8 @@ impl PartitionLog {
     /// starts in a fresh directory. Returns the renamed directory, for the caller to remove in
     /// the background (a start removes any left over). Blocking (a rename).
     pub fn delete(&self) -> io::Result<Option<PathBuf>> {
+        // No roll may be creating a file while the directory is renamed away.
+        let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.close();
         let Some(dir) = &self.dir else {
             return Ok(None);

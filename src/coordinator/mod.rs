@@ -148,7 +148,6 @@ mod tests {
     use super::*;
     use crate::log::LogConfig;
     use bytes::Bytes;
-    use kafka_protocol::records::TimestampType;
 
     /// A counter kept in a log: each record adds its value.
     #[derive(Default)]
@@ -164,20 +163,9 @@ mod tests {
             let records: Vec<Record> = records
                 .iter()
                 .enumerate()
-                .map(|(i, v)| Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: 0,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: i as i32,
-                    timestamp: 0,
-                    key: None,
-                    value: Some(Bytes::copy_from_slice(&v.to_be_bytes())),
-                    headers: Default::default(),
+                .map(|(i, v)| {
+                    let value = Bytes::copy_from_slice(&v.to_be_bytes());
+                    crate::log::batch::plain_record(i, None, Some(value), 0)
                 })
                 .collect();
             crate::log::batch::encode_records(&records)

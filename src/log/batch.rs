@@ -281,6 +281,32 @@ pub fn stamp_log_append_time(buf: &mut [u8], now_ms: i64) {
     }
 }
 
+/// The `index`-th record of a batch the broker writes itself (internal topics): no producer,
+/// not transactional, CreateTime; offset and sequence both `index`, so that
+/// [`encode_records`] keeps the records in one batch.
+pub fn plain_record(
+    index: usize,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
+    timestamp: i64,
+) -> kafka_protocol::records::Record {
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: index as i64,
+        sequence: index as i32,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
 /// Encodes `records` as uncompressed v2 batches (what the broker writes itself: internal
 /// topics' records). The encoder starts a new batch wherever offset - sequence changes.
 pub fn encode_records(records: &[kafka_protocol::records::Record]) -> std::io::Result<Vec<u8>> {

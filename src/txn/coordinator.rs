@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{Record, TimestampType};
+use kafka_protocol::records::Record;
 
 use super::producer_ids::ProducerIdAllocator;
 use crate::clock::Clock;
@@ -733,21 +733,12 @@ fn encode(entries: &[(String, Option<&TxnMetadata>)]) -> io::Result<Vec<u8>> {
             let mut key = BytesMut::new();
             key.put_i16(0);
             put_str(&mut key, id)?;
-            Ok(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: now,
-                key: Some(key.freeze()),
-                value: m.map(encode_value).transpose()?,
-                headers: Default::default(),
-            })
+            Ok(crate::log::batch::plain_record(
+                i,
+                Some(key.freeze()),
+                m.map(encode_value).transpose()?,
+                now,
+            ))
         })
         .collect::<io::Result<_>>()?;
     crate::log::batch::encode_records(&records)

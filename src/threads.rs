@@ -70,6 +70,16 @@ pub fn may_block(what: &'static str) {
     }
 }
 
+/// The kinds of blocking operation that ran on worker threads since the process started.
+pub fn violation_kinds() -> Vec<&'static str> {
+    REPORTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect()
+}
+
 /// How many blocking operations ran on worker threads since the process started.
 pub fn violations() -> u64 {
     VIOLATIONS.load(Ordering::Relaxed)

@@ -62,6 +62,36 @@ async fn read_all(c: &mut Client, topic: &str, partition: i32) -> Vec<Vec<u8>> {
     }
 }
 
+/// Drops the pages of the topic's segment files from the page cache (they are clean: every
+/// append was fsynced). Returns how many files are then not wholly cached.
+fn drop_page_cache(data_dir: &std::path::Path, topic: &str) -> usize {
+    let mut dropped = 0;
+    for partition in 0..2 {
+        let pdir = data_dir.join(format!("{topic}-{partition}"));
+        for entry in std::fs::read_dir(&pdir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let f = std::fs::File::open(&path).unwrap();
+                let len = f.metadata().unwrap().len() as usize;
+                // SAFETY: plain system call on an open descriptor.
+                let rc = unsafe {
+                    libc::posix_fadvise(
+                        std::os::fd::AsRawFd::as_raw_fd(&f),
+                        0,
+                        0,
+                        libc::POSIX_FADV_DONTNEED,
+                    )
+                };
+                assert_eq!(rc, 0);
+                if !ottla::log::cold::resident(&f, 0, len) {
+                    dropped += 1;
+                }
+            }
+        }
+    }
+    dropped
+}
+
 #[test]
 fn blocking_storage_work_never_runs_on_a_runtime_worker() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,6 +128,44 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
                 read_all(&mut c, "rolls", partition).await,
                 sent[partition as usize],
                 "partition {partition} reads back byte for byte"
+            );
+        }
+        // Cold reads: drop the segments' pages from the page cache (clean, since every
+        // append was fsynced), then read everything again. The fetches' reads would wait for
+        // the disk; they must happen on the blocking pool, never on a worker.
+        let dropped = drop_page_cache(dir.path(), "rolls");
+        assert!(dropped > 0, "no segment left the page cache");
+        for partition in 0..2 {
+            assert_eq!(
+                read_all(&mut c, "rolls", partition).await,
+                sent[partition as usize],
+                "partition {partition} reads back byte for byte from cold segments"
+            );
+        }
+        // Timestamp lookups read batch headers from cold segments too.
+        assert!(drop_page_cache(dir.path(), "rolls") > 0);
+        // (MAX_TIMESTAMP's answer depends on the batches' clock: only its range is checked.)
+        for (timestamp, want) in [(0i64, 0..1), (-3, 0..120)] {
+            let lo = c
+                .send(
+                    &ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                            .with_name(topic_name("rolls"))
+                            .with_partitions(vec![
+                                list_offsets_request::ListOffsetsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_timestamp(timestamp),
+                            ])]),
+                    7,
+                )
+                .await;
+            let p = &lo.topics[0].partitions[0];
+            assert_eq!(p.error_code, 0, "timestamp {timestamp}");
+            assert!(
+                want.contains(&p.offset),
+                "timestamp {timestamp}: {}",
+                p.offset
             );
         }
         let dr = c
@@ -213,6 +281,7 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
     assert_eq!(
         ottla::threads::violations() - before,
         0,
-        "blocking operations ran on runtime workers (the broker's log names them)"
+        "blocking operations ran on runtime workers: {:?}",
+        ottla::threads::violation_kinds()
     );
 }

@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 use super::{partition_error_code, Broker, NONE};
 use crate::cluster::{Partition, TopicRef};
-use crate::log::{Isolation, LogError, Records};
+use crate::log::{cold, Isolation, LogError, ReadInfo, Records};
+use crate::threads;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -103,14 +104,14 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         for w in &mut waits {
             w.as_mut().enable();
         }
-        let (partitions, bytes, errors) = read_all(&wanted, max_bytes, req.isolation_level);
+        let (partitions, bytes, errors) = read_all(&wanted, max_bytes, req.isolation_level).await;
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || waits.is_empty() {
             return respond(req, by_id, partitions);
         }
         let any_append = futures::future::select_all(waits);
         if tokio::time::timeout_at(deadline, any_append).await.is_err() {
-            let (partitions, _, _) = read_all(&wanted, max_bytes, req.isolation_level);
+            let (partitions, _, _) = read_all(&wanted, max_bytes, req.isolation_level).await;
             return respond(req, by_id, partitions);
         }
     }
@@ -130,7 +131,7 @@ type Answered = (usize, PartitionData, Records);
 
 /// Reads every wanted partition once. Returns the partition answers (by topic index), the
 /// bytes gathered and whether any partition answered with an error.
-fn read_all(
+async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     isolation_level: i8,
@@ -142,70 +143,111 @@ fn read_all(
     } else {
         Isolation::ReadUncommitted
     };
-    let out = wanted
-        .iter()
-        .map(|w| {
-            let base = PartitionData::default()
-                .with_partition_index(w.partition_index)
-                .with_aborted_transactions((isolation_level == READ_COMMITTED).then(Vec::new));
-            let mut records = Records::Bytes(Bytes::new());
-            let data = match &w.partition {
-                Err(e) => {
-                    errors = true;
-                    base.with_error_code(e.code())
-                }
-                Ok(partition) => {
-                    let log = partition.log();
-                    let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
-                    match log.read_records(w.fetch_offset, budget, total == 0, isolation) {
-                        Ok(read) => {
-                            total += read.records.len();
-                            let aborted: Vec<AbortedTransaction> = read
-                                .aborted_transactions
-                                .iter()
-                                .map(|t| {
-                                    AbortedTransaction::default()
-                                        .with_producer_id(ProducerId(t.producer_id))
-                                        .with_first_offset(t.first_offset)
-                                })
-                                .collect();
-                            let data = base
-                                .with_error_code(NONE)
-                                .with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.last_stable_offset)
-                                .with_log_start_offset(read.log_start_offset)
-                                .with_aborted_transactions(
-                                    (isolation == Isolation::ReadCommitted).then_some(aborted),
-                                );
-                            records = read.records;
-                            data
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let base = PartitionData::default()
+            .with_partition_index(w.partition_index)
+            .with_aborted_transactions((isolation_level == READ_COMMITTED).then(Vec::new));
+        let mut records = Records::Bytes(Bytes::new());
+        let data = match &w.partition {
+            Err(e) => {
+                errors = true;
+                base.with_error_code(e.code())
+            }
+            Ok(partition) => {
+                let log = partition.log();
+                let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+                let read = read_partition(partition, w.fetch_offset, budget, total == 0, isolation);
+                match read.await {
+                    Ok(read) => {
+                        total += read.records.len();
+                        let aborted: Vec<AbortedTransaction> = read
+                            .aborted_transactions
+                            .iter()
+                            .map(|t| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(t.producer_id))
+                                    .with_first_offset(t.first_offset)
+                            })
+                            .collect();
+                        let data = base
+                            .with_error_code(NONE)
+                            .with_high_watermark(read.high_watermark)
+                            .with_last_stable_offset(read.last_stable_offset)
+                            .with_log_start_offset(read.log_start_offset)
+                            .with_aborted_transactions(
+                                (isolation == Isolation::ReadCommitted).then_some(aborted),
+                            );
+                        records = read.records;
+                        data
+                    }
+                    Err(LogError::OffsetOutOfRange { log_start, .. }) => {
+                        errors = true;
+                        base.with_error_code(ResponseError::OffsetOutOfRange.code())
+                            .with_high_watermark(log.high_watermark())
+                            .with_last_stable_offset(log.last_stable_offset())
+                            .with_log_start_offset(log_start)
+                    }
+                    Err(LogError::Closed) => {
+                        // The topic was deleted while this fetch held its partition.
+                        errors = true;
+                        base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                    }
+                    Err(e) => {
+                        if !e.is_latched() {
+                            tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
                         }
-                        Err(LogError::OffsetOutOfRange { log_start, .. }) => {
-                            errors = true;
-                            base.with_error_code(ResponseError::OffsetOutOfRange.code())
-                                .with_high_watermark(log.high_watermark())
-                                .with_last_stable_offset(log.last_stable_offset())
-                                .with_log_start_offset(log_start)
-                        }
-                        Err(LogError::Closed) => {
-                            // The topic was deleted while this fetch held its partition.
-                            errors = true;
-                            base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        }
-                        Err(e) => {
-                            if !e.is_latched() {
-                                tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
-                            }
-                            errors = true;
-                            base.with_error_code(ResponseError::KafkaStorageError.code())
-                        }
+                        errors = true;
+                        base.with_error_code(ResponseError::KafkaStorageError.code())
                     }
                 }
-            };
-            (w.topic_index, data, records)
-        })
-        .collect();
+            }
+        };
+        out.push((w.topic_index, data, records));
+    }
     (out, total, errors)
+}
+
+/// Reads one partition without ever waiting for the disk on this worker (`log::cold`): first
+/// from the page cache only; a read that would wait (data or file not cached) is done again
+/// on the blocking pool, and a stretch of records the cache does not wholly hold is read into
+/// it there before the connection sends it.
+async fn read_partition(
+    partition: &Arc<Partition>,
+    offset: i64,
+    budget: usize,
+    min_one: bool,
+    isolation: Isolation,
+) -> Result<ReadInfo<Records>, LogError> {
+    let first = cold::without_blocking(|| {
+        partition
+            .log()
+            .read_records(offset, budget, min_one, isolation)
+    });
+    let read = match first {
+        Err(LogError::Io(e)) if cold::is_would_block(&e) => {
+            let log = partition.log().clone();
+            return threads::spawn_blocking(move || {
+                let read = log.read_records(offset, budget, min_one, isolation)?;
+                if let Records::File(slice) = &read.records {
+                    slice.warm()?;
+                }
+                Ok(read)
+            })
+            .await
+            .unwrap_or_else(|e| Err(LogError::Io(std::io::Error::other(e.to_string()))));
+        }
+        other => other?,
+    };
+    if let Records::File(slice) = &read.records {
+        if !slice.is_resident() {
+            let slice = slice.clone();
+            threads::spawn_blocking(move || slice.warm())
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
+    }
+    Ok(read)
 }
 
 fn respond(req: &FetchRequest, by_id: bool, partitions: Vec<Answered>) -> FetchAnswer {

@@ -9,8 +9,11 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use std::sync::Arc;
+
 use super::{partition_error_code, Broker, NONE};
 use crate::cluster::{Partition, TopicRef};
+use crate::log::LogError;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -20,7 +23,30 @@ const EARLIEST_PENDING_UPLOAD: i64 = -5;
 const LATEST_TIERED: i64 = -6;
 const READ_COMMITTED: i8 = 1;
 
-pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+/// Answers from the page cache on the worker (`log::cold`); if a timestamp lookup would wait
+/// for the disk, the whole request (read-only) is answered again on the blocking pool.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let mut cold = false;
+    let response = crate::log::cold::without_blocking(|| answer(broker, &req, version, &mut cold));
+    if !cold {
+        return response;
+    }
+    let b = broker.clone();
+    crate::threads::spawn_blocking(move || answer(&b, &req, version, &mut false))
+        .await
+        .unwrap_or(response)
+}
+
+fn answer(
+    broker: &Broker,
+    req: &ListOffsetsRequest,
+    version: i16,
+    cold: &mut bool,
+) -> ListOffsetsResponse {
     let topics = req
         .topics
         .iter()
@@ -39,9 +65,14 @@ pub fn handle(broker: &Broker, req: &ListOffsetsRequest, version: i16) -> ListOf
                         epoch,
                     ) {
                         Err(e) => base.with_error_code(partition_error_code(e).code()),
-                        Ok(partition) => {
-                            lookup(&partition, p.timestamp, req.isolation_level, base, version)
-                        }
+                        Ok(partition) => lookup(
+                            &partition,
+                            p.timestamp,
+                            req.isolation_level,
+                            base,
+                            version,
+                            cold,
+                        ),
                     }
                 })
                 .collect();
@@ -59,6 +90,7 @@ fn lookup(
     isolation_level: i8,
     base: ListOffsetsPartitionResponse,
     version: i16,
+    cold: &mut bool,
 ) -> ListOffsetsPartitionResponse {
     let log = partition.log();
     // The leader epoch field exists from v4.
@@ -102,6 +134,10 @@ fn lookup(
         Ok(Some((offset, ts))) => found(offset, ts),
         // Kafka answers "no such offset" with offset and timestamp -1.
         Ok(None) => found(-1, -1),
+        Err(LogError::Io(e)) if crate::log::cold::is_would_block(&e) => {
+            *cold = true;
+            base.with_error_code(ResponseError::KafkaStorageError.code())
+        }
         Err(e) => {
             tracing::warn!(error = %e, "ListOffsets lookup failed");
             base.with_error_code(ResponseError::KafkaStorageError.code())

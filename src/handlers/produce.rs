@@ -432,9 +432,11 @@ fn check_records(
     batch: &[u8],
     rules: &topic_config::ProduceRules,
 ) -> Result<Checked, RecordsRefused> {
-    let topic_partition = format!("{}-{partition}", topic.name);
     let policy = validate::RecordPolicy {
-        topic_partition: &topic_partition,
+        topic_partition: validate::TopicPartition {
+            topic: &topic.name,
+            partition,
+        },
         compacted: rules.compacted,
         log_append_time: rules.log_append_time,
         timestamp_before_max_ms: rules.timestamp_before_max_ms,

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cleaner;
 pub mod codec;
+pub mod cold;
 pub mod epoch_cache;
 pub mod fsutil;
 pub mod index;

@@ -265,6 +265,7 @@ impl LazyFile {
                 format!("{} was deleted", self.slot.path.display()),
             ));
         }
+        crate::threads::may_block("open of a segment or index file");
         let file = self.slot.mode.options(!st.exists).open(&self.slot.path)?;
         let identity = Identity::of(&file.metadata()?);
         if st.identity.is_some_and(|id| id != identity) {

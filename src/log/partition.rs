@@ -141,7 +141,7 @@ pub enum LogError {
     #[error("the partition's log is closed (topic deleted or broker stopping)")]
     Closed,
     /// [`PartitionLog::try_append_shared`]: the append needs a new segment first (a file to
-    /// create), which must not happen on the async runtime. Nothing was appended; append with
+    /// create) or its segment file opened, which must not happen on the async runtime. Nothing was appended; append with
     /// [`PartitionLog::append_shared`] on the blocking pool.
     #[error("the append needs a new segment")]
     RollNeeded,
@@ -768,11 +768,7 @@ impl PartitionLog {
     /// segment it answers [`LogError::RollNeeded`] and appends nothing. The produce path
     /// appends this way on the async runtime and falls back to the blocking pool.
     pub fn try_append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        let rolling = if self.dir.is_some() {
-            Rolling::Refuse
-        } else {
-            Rolling::Inline
-        };
+        let rolling = self.rolling_on_runtime()?;
         self.append_batches(&mut AppendInput::Shared(batches), rolling)
     }
 
@@ -873,12 +869,21 @@ impl PartitionLog {
         if let Some(now) = log_append_time_ms {
             batch::stamp_log_append_time(batches, now);
         }
-        let rolling = if self.dir.is_some() {
-            Rolling::Refuse
-        } else {
-            Rolling::Inline
-        };
+        let rolling = self.rolling_on_runtime()?;
         self.append_batches(&mut AppendInput::Patch(batches), rolling)
+    }
+
+    /// How an append on the async runtime may roll: inline in memory mode; on disk not at all,
+    /// and only if the active segment's file is open ([`LogError::RollNeeded`] otherwise,
+    /// nothing appended: the append moves to the blocking pool).
+    fn rolling_on_runtime(&self) -> Result<Rolling, LogError> {
+        if self.dir.is_none() {
+            return Ok(Rolling::Inline);
+        }
+        if !self.lock().active().store.is_ready() {
+            return Err(LogError::RollNeeded);
+        }
+        Ok(Rolling::Refuse)
     }
 
     /// An append that rolls when it must, with the new segment's files created outside the
@@ -893,6 +898,11 @@ impl PartitionLog {
         };
         let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
+            // The active segment's file may have been closed by the open-files cache: it is
+            // reopened here, not under the partition lock.
+            let active = self.lock().active().store.clone();
+            crate::threads::may_block("opening a segment file");
+            active.prepare()?;
             match self.append_batches(&mut input, Rolling::Refuse) {
                 Err(LogError::RollNeeded) => {}
                 done => return done,

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
+use super::cold;
 use super::open_files::{LazyFile, Mode, OpenFiles};
 
 /// Slices per `pwritev` call at most (Linux's IOV_MAX).
@@ -30,6 +31,16 @@ pub struct FileSlice {
 }
 
 impl FileSlice {
+    /// Whether the page cache holds the whole stretch (never waits; see [`cold`]).
+    pub fn is_resident(&self) -> bool {
+        cold::resident(&self.file, self.pos, self.len)
+    }
+
+    /// Brings the stretch into the page cache (blocking: the pool only).
+    pub fn warm(&self) -> io::Result<()> {
+        cold::warm(&self.file, self.pos, self.len)
+    }
+
     /// The bytes, read into memory (tests, and callers that need to look at them).
     pub fn read(&self) -> io::Result<Bytes> {
         read_exact(&self.file, self.pos, self.len)
@@ -83,6 +94,15 @@ pub trait SegmentStore: Send + Sync {
     /// The `len` bytes at `pos` for sending: a file stretch on disk (nothing read), the bytes
     /// in memory mode.
     fn records(&self, pos: u64, len: usize) -> io::Result<Records>;
+    /// Whether a write can start without opening anything (the file is open).
+    fn is_ready(&self) -> bool {
+        true
+    }
+    /// Opens what a write needs (blocking: may `open(2)` the file; call it off the runtime
+    /// and outside the partition lock).
+    fn prepare(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes everything written so far durable.
     fn sync(&self) -> io::Result<()>;
     /// The segment takes no more appends (rolled, or the broker is stopping): gives back space
@@ -150,6 +170,14 @@ impl FileStore {
         } else if io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
             self.reserved.store(u64::MAX, Ordering::Relaxed);
         }
+    }
+
+    /// The file if the cache holds it open; `WouldBlock` otherwise (an `open(2)` may wait for
+    /// the disk, see [`cold`]).
+    fn open_file_no_wait(&self) -> io::Result<Arc<File>> {
+        self.file
+            .if_open()
+            .ok_or_else(|| cold::would_block("segment file not open"))
     }
 
     fn written(&self) -> io::Result<Arc<File>> {
@@ -222,15 +250,28 @@ impl SegmentStore for FileStore {
     }
 
     fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if cold::no_wait() {
+            return cold::read_cached(&*self.open_file_no_wait()?, pos, len);
+        }
+        crate::threads::may_block("read of a segment file");
         read_exact(&*self.file.get()?, pos, len)
     }
 
     fn records(&self, pos: u64, len: usize) -> io::Result<Records> {
-        Ok(Records::File(FileSlice {
-            file: self.file.get()?,
-            pos,
-            len,
-        }))
+        let file = if cold::no_wait() {
+            self.open_file_no_wait()?
+        } else {
+            self.file.get()?
+        };
+        Ok(Records::File(FileSlice { file, pos, len }))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.file.if_open().is_some()
+    }
+
+    fn prepare(&self) -> io::Result<()> {
+        self.file.get().map(drop)
     }
 
     fn sync(&self) -> io::Result<()> {

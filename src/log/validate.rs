@@ -62,11 +62,24 @@ impl Levels {
     }
 }
 
+/// A partition named as Kafka's messages name it: `topic-partition`.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicPartition<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for TopicPartition<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
 /// What a topic asks of the records of a produced batch.
 #[derive(Debug, Clone)]
 pub struct RecordPolicy<'a> {
-    /// `topic-partition`, for messages.
-    pub topic_partition: &'a str,
+    /// The partition, for messages (formatted only when a batch is refused).
+    pub topic_partition: TopicPartition<'a>,
     /// `cleanup.policy` includes `compact`.
     pub compacted: bool,
     /// `message.timestamp.type=LogAppendTime`.
@@ -481,7 +494,10 @@ mod tests {
 
     fn policy(target: Option<Codec>) -> RecordPolicy<'static> {
         RecordPolicy {
-            topic_partition: "t-0",
+            topic_partition: TopicPartition {
+                topic: "t",
+                partition: 0,
+            },
             compacted: false,
             log_append_time: false,
             timestamp_before_max_ms: i64::MAX,

@@ -223,7 +223,7 @@ async fn dispatch(
             None => return Ok(None), // acks=0
         },
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(broker, &r, version))
+            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version).await)
         }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(create_topics::handle(broker, r, version).await)

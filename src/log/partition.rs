@@ -1,7 +1,15 @@
-//! One partition's log: an ordered run of segments, the log start and end offsets, and a
-//! notifier that wakes fetches waiting for data.
+//! The partition log (Kafka's `UnifiedLog`): one partition's log as the broker sees it. It
+//! owns the state lock, under which the local log of segments (`local_log`), the producer
+//! state, the leader-epoch cache, the high watermark and the log start offset change
+//! together; leader appends (`append_as_leader`: offsets assigned, the leader epoch stamped,
+//! sequences checked) and follower appends (`append_as_follower`: a leader's batches as they
+//! are); truncation; the last stable offset and read isolation; reads and timestamp lookups;
+//! and the notifier that wakes fetches waiting for data.
+//!
+//! The rest of the log's work lives beside it: opening and recovery in `loader`, fsyncs and
+//! checkpoint files in `flush`, retention and DeleteRecords in `retention`, compaction in
+//! `cleaner`.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +21,12 @@ use tokio::sync::Notify;
 
 use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::epoch_cache::{EpochCache, EpochEntry};
+use super::flush::{closed_io, Checkpoint, FlushState};
+use super::local_log::LocalLog;
 use super::open_files::OpenFiles;
-use super::producer_state::{CompletedTxn, ProducerStates, SequenceCheck, SequenceError};
+use super::producer_state::{ProducerStates, SequenceCheck, SequenceError};
 use super::segment::{Segment, Window};
-use super::store::{Records, SegmentStore};
+use super::store::Records;
 use super::txn::{self, AbortedTxn, ControlRecord};
 
 /// Per-partition storage settings (from the topic's configs over the broker defaults).
@@ -74,22 +84,6 @@ pub struct AppendInfo {
     /// The flush policy wants this append durable before it is acknowledged: call
     /// [`PartitionLog::sync_to`] with `last_offset + 1`.
     pub needs_sync: bool,
-}
-
-/// What a compaction pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CompactionReport {
-    pub segments_cleaned: usize,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
-/// What a retention pass removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetentionReport {
-    pub segments_deleted: usize,
-    pub bytes_deleted: u64,
-    pub log_start_offset: i64,
 }
 
 /// Bytes read per header read while locating a fetch's batches: a few headers' worth, as an
@@ -157,236 +151,75 @@ impl LogError {
     }
 }
 
-struct LogState {
-    /// Ordered by base offset; never empty; the last one is active.
-    segments: Vec<Segment>,
-    log_start_offset: i64,
-    producers: ProducerStates,
-    config: LogConfig,
+/// What the state lock guards.
+pub(super) struct LogState {
+    /// The segments.
+    pub(super) local: LocalLog,
+    pub(super) log_start_offset: i64,
+    pub(super) producers: ProducerStates,
+    pub(super) config: LogConfig,
     /// What the checkpoint file last recorded (disk mode), to write it only on change.
-    checkpointed: Checkpoint,
+    pub(super) checkpointed: Checkpoint,
     /// The producer snapshot file's contents as last read or written (disk mode): a clean stop
     /// rewrites it only when they changed.
-    snapshot_on_disk: Option<Vec<u8>>,
+    pub(super) snapshot_on_disk: Option<Vec<u8>>,
     /// The end offset of the range the last compaction pass covered: a new pass runs only
     /// once more segments have rolled.
-    compacted_upto: i64,
+    pub(super) compacted_upto: i64,
     /// The offset below which records are committed: what consumers may read, what acks=all
     /// waits for. `log_start_offset <= high_watermark <= log end` always holds.
-    high_watermark: i64,
+    pub(super) high_watermark: i64,
     /// While set (a leader that is its partition's only in-sync replica, as on a single
     /// node) every append moves the high watermark to the new log end; otherwise only
     /// [`PartitionLog::advance_high_watermark`] does (replication: the ISR's minimum).
-    hw_follows_log_end: bool,
+    pub(super) hw_follows_log_end: bool,
     /// The epoch a leader append stamps on its batches (`partition_leader_epoch`).
-    leader_epoch: i32,
+    pub(super) leader_epoch: i32,
     /// Leader epoch -> first offset, for every epoch that wrote (see `epoch_cache`).
-    epochs: EpochCache,
+    pub(super) epochs: EpochCache,
     /// The leader-epoch checkpoint as last written (disk mode), to write it only on change.
-    epochs_written: Option<String>,
+    pub(super) epochs_written: Option<String>,
 }
-
-/// Group commit: offsets below `durable` are on stable storage; at most one fsync runs at a
-/// time and everyone waiting is covered by the next one.
-struct FlushState {
-    durable: i64,
-    in_progress: bool,
-    /// When data first became non-durable after the last flush (for `flush_ms`).
-    dirty_since_ms: Option<i64>,
-}
-
-/// Per-partition facts that outlive a restart: `<dir>/partition.checkpoint`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// DeleteRecords and retention advance it; reads below it are out of range.
-    pub log_start_offset: i64,
-    /// Everything below it was fsynced: an unclean start only CRC-scans from here.
-    pub recovery_point: i64,
-}
-
-impl Checkpoint {
-    const FILE: &'static str = "partition.checkpoint";
-
-    fn read(dir: &Path) -> Checkpoint {
-        let text = std::fs::read_to_string(dir.join(Self::FILE)).unwrap_or_default();
-        let mut fields = text.split_whitespace();
-        match (fields.next(), fields.next(), fields.next()) {
-            (Some("v1"), Some(start), Some(recovery)) => Checkpoint {
-                log_start_offset: start.parse().unwrap_or(0),
-                recovery_point: recovery.parse().unwrap_or(0),
-            },
-            _ => Checkpoint::default(),
-        }
-    }
-
-    fn write(&self, dir: &Path) -> io::Result<()> {
-        let text = format!("v1 {} {}\n", self.log_start_offset, self.recovery_point);
-        super::fsutil::write_atomically(&dir.join(Self::FILE), text.as_bytes())
-    }
-}
-
-/// The producer-state snapshot written at a clean shutdown: `<dir>/producer.snapshot`.
-const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 
 /// Suffix of a deleted partition's directory, renamed aside until it is removed (Kafka's).
 pub const DELETED_DIR_SUFFIX: &str = "-delete";
 
-/// The snapshot's list of the segments (base offsets) whose transaction index has entries:
-/// a clean start rebuilds a listed segment's missing `.txnindex`, and needs none for others.
-const SNAPSHOT_TXN_INDEX_SEGMENTS: &str = "txn_index_segments";
-
-/// The snapshot: the producer state's JSON plus [`SNAPSHOT_TXN_INDEX_SEGMENTS`].
-fn producer_snapshot(state: &LogState) -> io::Result<Vec<u8>> {
-    let mut value = serde_json::to_value(&state.producers).map_err(io::Error::other)?;
-    let with_entries: Vec<i64> = state
-        .segments
-        .iter()
-        .filter(|s| !s.txn_index.entries().is_empty())
-        .map(|s| s.base_offset)
-        .collect();
-    if let Some(fields) = value.as_object_mut() {
-        fields.insert(SNAPSHOT_TXN_INDEX_SEGMENTS.into(), with_entries.into());
-    }
-    serde_json::to_vec(&value).map_err(io::Error::other)
-}
-
-/// The producer state and the segments with transaction index entries from `dir`'s snapshot,
-/// and the file's bytes (`None`s when missing or unreadable; the list is `None` in a snapshot
-/// of an older version).
-type SnapshotRead = (Option<ProducerStates>, Option<Vec<i64>>, Option<Vec<u8>>);
-
-fn read_producer_snapshot(dir: &Path) -> SnapshotRead {
-    let Ok(bytes) = std::fs::read(dir.join(PRODUCER_SNAPSHOT)) else {
-        return (None, None, None);
-    };
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return (None, None, None);
-    };
-    let segments = value
-        .as_object_mut()
-        .and_then(|fields| fields.remove(SNAPSHOT_TXN_INDEX_SEGMENTS))
-        .and_then(|list| serde_json::from_value(list).ok());
-    match serde_json::from_value::<ProducerStates>(value) {
-        Ok(producers) => (Some(producers), segments, Some(bytes)),
-        Err(_) => (None, None, None),
-    }
-}
-
 impl LogState {
-    fn active(&mut self) -> &mut Segment {
-        self.segments
-            .last_mut()
-            .expect("a log always has an active segment")
-    }
-
-    fn log_end_offset(&self) -> i64 {
-        self.segments
-            .last()
-            .expect("a log always has an active segment")
-            .next_offset
-    }
-
-    /// Index of the segment holding `offset` (the last one starting at or below it).
-    fn segment_for(&self, offset: i64) -> usize {
-        let i = self.segments.partition_point(|s| s.base_offset <= offset);
-        i.saturating_sub(1)
-    }
-
     /// The first offset of the oldest ongoing transaction (never below the log start), else
     /// the high watermark; never above the high watermark.
-    fn last_stable_offset(&self) -> i64 {
+    pub(super) fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark;
         match self.producers.first_unstable_offset() {
             Some(first) => first.max(self.log_start_offset).min(hw),
             None => hw,
         }
     }
-
-    /// The aborted transactions overlapping `[from, upper)`: marker at or after `from`, first
-    /// offset before `upper`. Segments are searched from the one holding `from` until an
-    /// entry shows that no transaction starting before `upper` was still open (see `txn`).
-    fn aborted_between(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
-        let mut out = Vec::new();
-        for s in &self.segments[self.segment_for(from)..] {
-            for e in s.txn_index.entries() {
-                if e.last_offset >= from && e.first_offset < upper {
-                    out.push(*e);
-                }
-                if e.last_stable_offset >= upper {
-                    return out;
-                }
-            }
-        }
-        out
-    }
-}
-
-/// The index entry of an aborted transaction, given the producer state right after it ended.
-fn aborted_entry(done: &CompletedTxn, producers: &ProducerStates) -> AbortedTxn {
-    AbortedTxn {
-        producer_id: done.producer_id,
-        first_offset: done.first_offset,
-        last_offset: done.last_offset,
-        last_stable_offset: producers
-            .first_unstable_offset()
-            .unwrap_or(done.last_offset + 1),
-    }
-}
-
-/// Rebuilds the transaction index of every segment whose file was missing or inconsistent, by
-/// replaying every batch header of the log into a fresh producer state.
-fn rebuild_txn_indexes(segments: &mut [Segment]) -> io::Result<()> {
-    let mut tracker = ProducerStates::default();
-    for segment in segments.iter_mut() {
-        let mut aborted = Vec::new();
-        segment.for_each_batch_header(&mut |h, c| {
-            if let Some(done) = tracker.replay(h, c) {
-                if done.aborted {
-                    aborted.push(aborted_entry(&done, &tracker));
-                }
-            }
-        })?;
-        if !segment.txn_index_loaded {
-            segment.txn_index.replace(aborted)?;
-            segment.txn_index_loaded = true;
-        }
-    }
-    Ok(())
 }
 
 pub struct PartitionLog {
-    state: Mutex<LogState>,
-    flush: Mutex<FlushState>,
-    flushed: Condvar,
-    hw_advanced: Notify,
-    dir: Option<PathBuf>,
+    pub(super) state: Mutex<LogState>,
+    pub(super) flush: Mutex<FlushState>,
+    pub(super) flushed: Condvar,
+    pub(super) hw_advanced: Notify,
+    pub(super) dir: Option<PathBuf>,
     /// Where segment files are opened (disk mode).
-    files: Arc<OpenFiles>,
+    pub(super) files: Arc<OpenFiles>,
     /// Held (on the blocking pool only) by whoever creates this log's next segment, so
     /// segment files are created one at a time; taken before the state lock.
-    roll_lock: Mutex<()>,
+    pub(super) roll_lock: Mutex<()>,
     /// Held while the checkpoint files are written (outside the state lock).
-    checkpoint_lock: Mutex<()>,
+    pub(super) checkpoint_lock: Mutex<()>,
     /// Latched by the first failed data write or fsync ("fsyncgate": a retried fsync may
     /// succeed although the kernel dropped the dirty pages): from then on appends, reads and
     /// syncs answer [`LogError::Failed`], never success.
-    failed: AtomicBool,
+    pub(super) failed: AtomicBool,
     /// Set (under the state lock) when the topic is deleted or the broker stops: appends,
     /// rolls and every file write answer [`LogError::Closed`], so an in-flight handle never
     /// writes into a directory that now belongs to someone else.
-    closed: AtomicBool,
+    pub(super) closed: AtomicBool,
     /// A file was created in the directory (a segment at a roll, the directory itself) since
     /// its last fsync: the next sync fsyncs the directory too, before anything is durable.
-    dir_dirty: AtomicBool,
-}
-
-/// The io::Error form of [`LogError::Failed`] (syncs return io::Result).
-fn failed_io() -> io::Error {
-    io::Error::other(LogError::Failed)
-}
-
-fn closed_io() -> io::Error {
-    io::Error::other(LogError::Closed)
+    pub(super) dir_dirty: AtomicBool,
 }
 
 impl PartitionLog {
@@ -394,7 +227,7 @@ impl PartitionLog {
     pub fn in_memory(config: LogConfig) -> PartitionLog {
         PartitionLog::with_state(
             LogState {
-                segments: vec![Segment::new_in_memory(0, now_ms())],
+                local: LocalLog::new(vec![Segment::new_in_memory(0, now_ms())]),
                 log_start_offset: 0,
                 producers: ProducerStates::default(),
                 config,
@@ -417,16 +250,12 @@ impl PartitionLog {
         dir: Option<PathBuf>,
         files: Arc<OpenFiles>,
     ) -> PartitionLog {
-        let durable = state.log_end_offset();
+        let durable = state.local.log_end_offset();
         // A loaded log's records were all committed when they were written (one replica).
         state.high_watermark = durable;
         PartitionLog {
             state: Mutex::new(state),
-            flush: Mutex::new(FlushState {
-                durable,
-                in_progress: false,
-                dirty_since_ms: None,
-            }),
+            flush: Mutex::new(FlushState::new(durable)),
             flushed: Condvar::new(),
             hw_advanced: Notify::new(),
             dir,
@@ -440,7 +269,7 @@ impl PartitionLog {
     }
 
     /// `Failed` once a write or fsync failed, `Closed` once closed.
-    fn check_usable(&self) -> Result<(), LogError> {
+    pub(super) fn check_usable(&self) -> Result<(), LogError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
@@ -451,7 +280,7 @@ impl PartitionLog {
     }
 
     /// Latches the log failed (logged at error once, as Kafka's log-dir failure).
-    fn fail(&self, what: &str, error: &io::Error) {
+    pub(super) fn fail(&self, what: &str, error: &io::Error) {
         if !self.failed.swap(true, Ordering::AcqRel) {
             tracing::error!(dir = ?self.dir, error = %error,
                 "{what} failed: the partition is offline (KAFKA_STORAGE_ERROR) until a restart recovers it");
@@ -493,144 +322,21 @@ impl PartitionLog {
         files: Arc<OpenFiles>,
     ) -> io::Result<PartitionLog> {
         crate::threads::may_block("opening a partition log");
-        let created_dir = !dir.exists();
-        std::fs::create_dir_all(dir)?;
-        super::cleaner::finish_interrupted_swaps(dir)?;
-        let mut bases: Vec<i64> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".log")?.parse::<i64>().ok()
-            })
-            .collect();
-        bases.sort_unstable();
-        // A new directory or a new first segment file: their entries are not durable yet.
-        let created_files = created_dir || bases.is_empty();
-        if bases.is_empty() {
-            bases.push(0);
-        }
-        let checkpoint = Checkpoint::read(dir);
-        // The snapshot is read only after a clean stop and rewritten at every clean stop, so
-        // it is left in place (deleting it costs an unlink per partition at every start).
-        let (snapshot, txn_index_segments, snapshot_on_disk) = if clean {
-            read_producer_snapshot(dir)
-        } else {
-            (None, None, None)
-        };
-        // Without a snapshot the producer state (open transactions included) is rebuilt from
-        // every batch of the log, and with it every segment's aborted-transaction index.
-        let rebuild_producers = snapshot.is_none();
-        let mut producers = snapshot.unwrap_or_default();
-        // The leader-epoch checkpoint covers at least what is below the recovery point; the
-        // batches a recovery scan reads assign their epochs again.
-        let mut epochs = EpochCache::load(dir).unwrap_or_default();
-        let epochs_written = Some(epochs.checkpoint_text());
-        let now = now_ms();
-        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
-        let mut scanned = 0usize;
-        let mut stale_txn_indexes = false;
-        for (i, &base) in bases.iter().enumerate() {
-            let mut segment = Segment::open_on_disk(dir, base, now, &files)?;
-            let below_recovery_point = bases
-                .get(i + 1)
-                .is_some_and(|&next| next <= checkpoint.recovery_point);
-            let mut aborted = Vec::new();
-            let mut on_batch = |h: &BatchHeader, c: Option<ControlRecord>| {
-                epochs.assign(h.partition_leader_epoch, h.base_offset);
-                if !rebuild_producers {
-                    return;
-                }
-                if let Some(done) = producers.replay(h, c) {
-                    if done.aborted {
-                        aborted.push(aborted_entry(&done, &producers));
-                    }
-                }
-            };
-            let report = if clean || below_recovery_point {
-                segment.load(
-                    config.index_interval_bytes,
-                    rebuild_producers,
-                    &mut on_batch,
-                )?
-            } else {
-                scanned += 1;
-                segment.recover(true, config.index_interval_bytes, &mut on_batch)?
-            };
-            if rebuild_producers {
-                segment.txn_index.replace(aborted)?;
-            } else if !segment.txn_index_loaded
-                || !segment
-                    .txn_index
-                    .consistent_with(segment.base_offset, segment.next_offset)
-                || (!segment.txn_index.file_exists()
-                    && txn_index_segments
-                        .as_ref()
-                        .is_none_or(|with| with.contains(&base)))
-            {
-                // Malformed, or naming markers elsewhere, or missing although the snapshot
-                // says the segment had aborted transactions (a snapshot of an older version
-                // says nothing: every segment had a file then).
-                segment.txn_index_loaded = false;
-                stale_txn_indexes = true;
-            }
-            let cut = report.truncated_bytes > 0;
-            if cut {
-                tracing::warn!(
-                    dir = %dir.display(),
-                    segment = base,
-                    kept_batches = report.batches,
-                    truncated_bytes = report.truncated_bytes,
-                    "truncated a torn or corrupt tail of the log"
-                );
-            }
-            let empty_follower = segment.size_bytes == 0 && !segments.is_empty();
-            if empty_follower && i + 1 < bases.len() {
-                // An empty segment in the middle (a crash right after a roll): drop it.
-                segment.delete_files()?;
-            } else {
-                segments.push(segment);
-            }
-            if cut && i + 1 < bases.len() {
-                for &later in &bases[i + 1..] {
-                    let s = Segment::open_on_disk(dir, later, now, &files)?;
-                    tracing::warn!(dir = %dir.display(), segment = later,
-                        "deleted a segment after a corrupt batch");
-                    s.delete_files()?;
-                }
-                break;
-            }
-        }
-        if segments.is_empty() {
-            segments.push(Segment::open_on_disk(dir, bases[0], now, &files)?);
-        }
-        if stale_txn_indexes {
-            tracing::warn!(dir = %dir.display(), "rebuilding missing or inconsistent transaction indexes");
-            rebuild_txn_indexes(&mut segments)?;
-        }
-        let log_end = segments.last().map_or(0, |s| s.next_offset);
-        let log_start_offset = checkpoint
-            .log_start_offset
-            .max(segments[0].base_offset)
-            .min(log_end);
-        epochs.truncate_from_end(log_end);
-        epochs.truncate_from_start(log_start_offset);
-        if scanned > 0 {
-            tracing::info!(dir = %dir.display(), scanned_segments = scanned, "recovered log");
-        }
+        let loaded = super::loader::load(dir, config, clean, &files)?;
         let log = PartitionLog::with_state(
             LogState {
-                segments,
-                log_start_offset,
-                producers,
+                local: loaded.local,
+                log_start_offset: loaded.log_start_offset,
+                producers: loaded.producers,
                 config,
-                checkpointed: checkpoint,
-                snapshot_on_disk,
+                checkpointed: loaded.checkpoint,
+                snapshot_on_disk: loaded.snapshot_on_disk,
                 compacted_upto: 0,
                 high_watermark: 0,
                 hw_follows_log_end: true,
                 leader_epoch: 0,
-                epochs,
-                epochs_written,
+                epochs: loaded.epochs,
+                epochs_written: loaded.epochs_written,
             },
             Some(dir.to_path_buf()),
             files,
@@ -638,7 +344,7 @@ impl PartitionLog {
         // Fsynced by the first sync (on the blocking pool), before anything is acknowledged
         // as durable; the parent's entry for a new directory is the registry's (it fsyncs the
         // data directory before the topic is persisted).
-        log.dir_dirty.store(created_files, Ordering::Release);
+        log.dir_dirty.store(loaded.created_files, Ordering::Release);
         Ok(log)
     }
 
@@ -651,7 +357,7 @@ impl PartitionLog {
         self.lock().config
     }
 
-    fn lock(&self) -> MutexGuard<'_, LogState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, LogState> {
         // A panic while holding the lock cannot leave the state half-written in a way that
         // matters more than refusing all further service, so recover the guard.
         self.state
@@ -666,7 +372,7 @@ impl PartitionLog {
     }
 
     pub fn log_end_offset(&self) -> i64 {
-        self.lock().log_end_offset()
+        self.lock().local.log_end_offset()
     }
 
     /// The offset up to which consumers may read (see `LogState::high_watermark`).
@@ -699,7 +405,7 @@ impl PartitionLog {
     }
 
     fn raise_hw(state: &mut LogState, offset: i64) -> bool {
-        let target = offset.min(state.log_end_offset());
+        let target = offset.min(state.local.log_end_offset());
         if target <= state.high_watermark {
             return false;
         }
@@ -732,18 +438,24 @@ impl PartitionLog {
     /// `from`, first offset before `upper`), in marker order: what a read_committed fetch of
     /// that range reports.
     pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
-        self.lock().aborted_between(from, upper)
+        self.lock().local.aborted_between(from, upper)
     }
 
-    /// Appends validated batches (see [`batch::validate_batches`]), assigning their offsets.
-    /// With `log_append_time_ms`, stamps them with that time first. A retried idempotent batch
-    /// is not appended again: its original offsets are returned.
+    /// Appends validated batches as the partition's leader (Kafka's `appendAsLeader`; see
+    /// [`batch::validate_batches`]), assigning their offsets and stamping the log's leader
+    /// epoch on them. With `log_append_time_ms`, stamps them with that time first. A retried
+    /// idempotent batch is not appended again: its original offsets are returned.
     ///
     /// Batches with a producer id go through the producer state: sequence and epoch checks,
     /// a transactional batch opens its producer's transaction, a non-transactional one is
     /// refused while that transaction is open; a control batch holding a transaction marker
     /// ends it (as [`PartitionLog::append_marker`]).
-    pub fn append(
+    ///
+    /// Rolls a segment first when it must: blocking on disk, call it off the async runtime
+    /// (or try [`PartitionLog::try_append`]). The other leader appends:
+    /// [`PartitionLog::append_shared`] (a shared buffer, never modified),
+    /// [`PartitionLog::try_append`] and [`PartitionLog::try_append_shared`] (never block).
+    pub fn append_as_leader(
         &self,
         batches: &mut [u8],
         log_append_time_ms: Option<i64>,
@@ -754,10 +466,19 @@ impl PartitionLog {
         self.append_rolling(AppendInput::Patch(batches))
     }
 
-    /// As [`PartitionLog::append`] (without LogAppendTime), for batches in a buffer that is
-    /// shared and must not change (a request frame): instead of being patched in, the assigned
-    /// base offsets are written in front of the rest of each batch by one vectored write. The
-    /// produce path's record bytes are thus never copied by the broker.
+    /// [`PartitionLog::append_as_leader`], by its short name.
+    pub fn append(
+        &self,
+        batches: &mut [u8],
+        log_append_time_ms: Option<i64>,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_as_leader(batches, log_append_time_ms)
+    }
+
+    /// As [`PartitionLog::append_as_leader`] (without LogAppendTime), for batches in a buffer
+    /// that is shared and must not change (a request frame): instead of being patched in, the
+    /// assigned base offsets are written in front of the rest of each batch by one vectored
+    /// write. The produce path's record bytes are thus never copied by the broker.
     /// Rolls a segment first when it must (a file created, outside the partition lock):
     /// blocking, call it off the async runtime, or try [`PartitionLog::try_append_shared`].
     pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
@@ -789,7 +510,9 @@ impl PartitionLog {
     /// Where `epoch` ends in this log (OffsetForLeaderEpoch): see [`EpochCache::end_offset_for`].
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         let state = self.lock();
-        state.epochs.end_offset_for(epoch, state.log_end_offset())
+        state
+            .epochs
+            .end_offset_for(epoch, state.local.log_end_offset())
     }
 
     /// Appends a leader's batches as they are (a follower's fetch): offsets, leader epochs,
@@ -813,7 +536,7 @@ impl PartitionLog {
         let (removed, new_end) = {
             let mut state = self.lock();
             self.check_usable()?;
-            let log_end = state.log_end_offset();
+            let log_end = state.local.log_end_offset();
             if offset >= log_end {
                 return Ok(log_end);
             }
@@ -825,19 +548,17 @@ impl PartitionLog {
                 });
             }
             crate::threads::may_block("truncating a log");
-            let keep = state
-                .segments
-                .partition_point(|s| s.base_offset < offset)
-                .max(1);
-            let removed: Vec<Segment> = state.segments.drain(keep..).collect();
             let interval = state.config.index_interval_bytes;
-            if let Err(e) = state.active().truncate_to(offset, interval) {
-                self.fail("truncating the log", &e);
-                return Err(e.into());
-            }
-            let new_end = state.log_end_offset();
+            let removed = match state.local.truncate_to(offset, interval) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    self.fail("truncating the log", &e);
+                    return Err(e.into());
+                }
+            };
+            let new_end = state.local.log_end_offset();
             let mut producers = ProducerStates::default();
-            for segment in &state.segments {
+            for segment in state.local.segments() {
                 segment.for_each_batch_header(&mut |h, c| {
                     producers.replay(h, c);
                 })?;
@@ -917,20 +638,20 @@ impl PartitionLog {
                     segment.delete_files()?;
                     return Err(e);
                 }
-                let active = state.active();
-                if active.next_offset == base && active.base_offset < base {
-                    let sealed = (active.store.clone(), active.size_bytes);
-                    state.segments.push(segment);
-                    // The new file's directory entry is made durable by the next sync_to,
-                    // before any append into it is acknowledged as durable.
-                    self.dir_dirty.store(true, Ordering::Release);
-                    Some(sealed)
-                } else {
-                    drop(state);
-                    // Appends moved the end meanwhile (the batch fitted after all): this
-                    // file was never used.
-                    segment.delete_files()?;
-                    None
+                match state.local.install_rolled(segment) {
+                    Ok(sealed) => {
+                        // The new file's directory entry is made durable by the next sync_to,
+                        // before any append into it is acknowledged as durable.
+                        self.dir_dirty.store(true, Ordering::Release);
+                        Some(sealed)
+                    }
+                    Err(segment) => {
+                        drop(state);
+                        // Appends moved the end meanwhile (the batch fitted after all): this
+                        // file was never used.
+                        segment.delete_files()?;
+                        None
+                    }
                 }
             };
             if let Some((store, size)) = sealed {
@@ -985,7 +706,7 @@ impl PartitionLog {
                     });
                 }
             }
-            let log_end = state.log_end_offset();
+            let log_end = state.local.log_end_offset();
             if follower {
                 check_follower_offsets(&parsed, log_end)?;
             }
@@ -996,7 +717,11 @@ impl PartitionLog {
                     .map(|(h, _)| h.last_offset_delta as i64 + 1)
                     .sum(),
             };
-            if self.roll_needed(&mut state, input.bytes().len() as u64, incoming_offsets) {
+            let config = state.config;
+            if state
+                .local
+                .roll_needed(&config, input.bytes().len() as u64, incoming_offsets)
+            {
                 match rolling {
                     Rolling::Refuse => return Err(LogError::RollNeeded),
                     Rolling::Inline => {
@@ -1014,7 +739,7 @@ impl PartitionLog {
                 let last = parsed.last().map_or(log_end, |(h, _)| h.last_offset() + 1);
                 (first, last)
             } else {
-                let base_offset = state.log_end_offset();
+                let base_offset = state.local.log_end_offset();
                 let mut next = base_offset;
                 for (h, _) in &mut parsed {
                     h.base_offset = next;
@@ -1025,7 +750,7 @@ impl PartitionLog {
             };
             let interval = state.config.index_interval_bytes;
             let flush_messages = state.config.flush_messages;
-            let active = state.active();
+            let active = state.local.active_mut();
             let headers: Vec<BatchHeader> = parsed.iter().map(|(h, _)| *h).collect();
             let written = match &mut *input {
                 AppendInput::Patch(batches) => {
@@ -1038,11 +763,11 @@ impl PartitionLog {
             };
             if let Err(e) = written {
                 // Leave no partial bytes behind: the next append overwrites from the old end.
-                let _ = active.store.truncate(active.size_bytes);
+                let _ = active.store().truncate(active.size_bytes());
                 self.fail("appending to the log", &e);
                 return Err(e.into());
             }
-            debug_assert_eq!(active.next_offset, next);
+            debug_assert_eq!(active.next_offset(), next);
             for h in &headers {
                 state.epochs.assign(h.partition_leader_epoch, h.base_offset);
             }
@@ -1054,8 +779,8 @@ impl PartitionLog {
                         continue;
                     };
                     if done.aborted {
-                        let entry = aborted_entry(&done, &state.producers);
-                        if let Err(e) = state.active().txn_index.append(entry) {
+                        let entry = done.index_entry(&state.producers);
+                        if let Err(e) = state.local.active_mut().txn_index_mut().append(entry) {
                             index_error = Some(e);
                         }
                     }
@@ -1139,196 +864,19 @@ impl PartitionLog {
         self.append(&mut marker, None)
     }
 
-    fn lock_flush(&self) -> MutexGuard<'_, FlushState> {
-        self.flush.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes every offset below `upto` durable (blocking; call it off the async runtime).
-    /// Group commit: if an fsync is running, wait for it, then one caller fsyncs everything
-    /// appended meanwhile for all waiters.
-    ///
-    /// Once an fsync failed the log is latched failed: this answers an error from then on,
-    /// for every waiter, and never fsyncs again (a retried fsync could report success for
-    /// pages the kernel dropped).
-    pub fn sync_to(&self, upto: i64) -> io::Result<()> {
-        let mut flush = self.lock_flush();
-        loop {
-            if self.is_failed() {
-                return Err(failed_io());
-            }
-            if flush.durable >= upto {
-                return Ok(());
-            }
-            if self.is_closed() {
-                return Err(closed_io());
-            }
-            if !flush.in_progress {
-                break;
-            }
-            flush = self.flushed.wait(flush).unwrap_or_else(|p| p.into_inner());
-        }
-        flush.in_progress = true;
-        let durable = flush.durable;
-        drop(flush);
-        let (end, stores) = {
-            let state = self.lock();
-            let first = state.segment_for(durable);
-            let stores: Vec<_> = state.segments[first..]
-                .iter()
-                .map(|s| s.store.clone())
-                .collect();
-            (state.log_end_offset(), stores)
-        };
-        let result = stores
-            .iter()
-            .try_for_each(|s| s.sync())
-            .and_then(|()| self.sync_dir_if_dirty());
-        if let Err(e) = &result {
-            self.fail("fsync", e);
-        }
-        let mut flush = self.lock_flush();
-        flush.in_progress = false;
-        if result.is_ok() {
-            flush.durable = flush.durable.max(end);
-            if self.log_end_offset() <= flush.durable {
-                flush.dirty_since_ms = None;
-            }
-        }
-        drop(flush);
-        self.flushed.notify_all();
-        result
-    }
-
-    /// Fsyncs the directory when a file was created in it since its last fsync.
-    fn sync_dir_if_dirty(&self) -> io::Result<()> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        if self.dir_dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = super::fsutil::sync_dir(dir) {
-                self.dir_dirty.store(true, Ordering::Release);
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// The periodic flush: fsyncs when unflushed data is older than `flush_ms`, then records
-    /// the new recovery point. Returns whether it flushed. A failed or closed log is not
-    /// flushed (its failure was logged once).
-    pub fn flush_if_due(&self, now: i64) -> io::Result<bool> {
-        if self.check_usable().is_err() {
-            return Ok(false);
-        }
-        let flush_ms = self.lock().config.flush_ms;
-        let due = self
-            .lock_flush()
-            .dirty_since_ms
-            .is_some_and(|since| now - since >= flush_ms);
-        if !due {
-            return Ok(false);
-        }
-        self.sync_to(self.log_end_offset())?;
-        self.write_checkpoint(false)?;
-        Ok(true)
-    }
-
-    /// Whether anything appended is not yet durable (one uncontended lock: what the periodic
-    /// flush checks first, for every partition, every tick).
-    pub fn has_unflushed(&self) -> bool {
-        self.lock_flush().dirty_since_ms.is_some()
-    }
-
-    /// Offsets below this are durable.
-    pub fn durable_offset(&self) -> i64 {
-        self.lock_flush().durable
-    }
-
-    /// Writes `partition.checkpoint` if its contents changed (disk mode). A closed log's
-    /// directory may belong to a recreated topic: only the shutdown sync (`closing`) writes it.
-    fn write_checkpoint(&self, closing: bool) -> io::Result<()> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        // One writer at a time, and the files are written without the state lock.
-        let _writing = self
-            .checkpoint_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let durable = self.durable_offset();
-        let (next, epochs) = {
-            let state = self.lock();
-            if self.is_closed() && !closing {
-                return Err(closed_io());
-            }
-            let next = Checkpoint {
-                log_start_offset: state.log_start_offset,
-                recovery_point: durable.min(state.log_end_offset()),
-            };
-            let text = state.epochs.checkpoint_text();
-            let epochs = (state.epochs_written.as_deref() != Some(text.as_str())).then_some(text);
-            ((next != state.checkpointed).then_some(next), epochs)
-        };
-        // The epochs first: the file must cover everything below the new recovery point.
-        if let Some(text) = &epochs {
-            EpochCache::write(dir, text)?;
-        }
-        if let Some(next) = &next {
-            next.write(dir)?;
-        }
-        let mut state = self.lock();
-        if let Some(text) = epochs {
-            state.epochs_written = Some(text);
-        }
-        if let Some(next) = next {
-            state.checkpointed = next;
-        }
-        Ok(())
-    }
-
-    /// Rolls before an append of `incoming_bytes` holding `incoming_offsets` offsets when the
-    /// active segment would exceed `segment.bytes`, is older than `segment.ms`, or its
-    /// relative offsets would no longer fit the indexes (as Kafka, at most `i32::MAX` past
-    /// the segment's base offset).
-    fn roll_needed(
-        &self,
-        state: &mut LogState,
-        incoming_bytes: u64,
-        incoming_offsets: i64,
-    ) -> bool {
-        let now = now_ms();
-        let config = state.config;
-        let active = state.active();
-        let full =
-            active.size_bytes > 0 && active.size_bytes + incoming_bytes > config.segment_bytes;
-        let old = active.size_bytes > 0 && now - active.created_ms >= config.segment_ms;
-        let offsets_overflow = active.size_bytes > 0
-            && active.next_offset + incoming_offsets - 1 - active.base_offset
-                > super::segment::RELATIVE_OFFSET_MAX;
-        full || old || offsets_overflow
-    }
-
-    fn roll(&self, state: &mut LogState, now: i64) -> io::Result<()> {
+    /// Rolls the active segment where it stands (under the state lock): in memory, or by
+    /// retention on the blocking pool. Refused once the log is closed.
+    pub(super) fn roll(&self, state: &mut LogState, now: i64) -> io::Result<()> {
         if self.is_closed() {
             // A deleted topic's log: its directory may be another topic's by now.
             return Err(closed_io());
         }
-        let active = state.active();
-        let base = active.next_offset;
-        let segment = match &self.dir {
-            Some(dir) => {
-                // The old segment's data is fsynced by the next sync, not here under the lock.
-                crate::threads::may_block("rolling a segment");
-                active.store.seal(active.size_bytes)?;
-                let segment = Segment::open_on_disk(dir, base, now, &self.files)?;
-                // The new file's directory entry is made durable by the next sync_to, before
-                // any append into it is acknowledged as durable.
-                self.dir_dirty.store(true, Ordering::Release);
-                segment
-            }
-            None => Segment::new_in_memory(base, now),
-        };
-        state.segments.push(segment);
+        state.local.roll(self.dir.as_deref(), &self.files, now)?;
+        if self.dir.is_some() {
+            // The new file's directory entry is made durable by the next sync_to, before any
+            // append into it is acknowledged as durable.
+            self.dir_dirty.store(true, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -1384,7 +932,7 @@ impl PartitionLog {
             return Err(LogError::Failed);
         }
         let state = self.lock();
-        let log_end = state.log_end_offset();
+        let log_end = state.local.log_end_offset();
         if offset < state.log_start_offset || offset > log_end {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -1407,13 +955,9 @@ impl PartitionLog {
         if offset >= limit {
             return Ok(out);
         }
-        let mut i = state.segment_for(offset);
-        while state.segments[i].next_offset <= offset && i + 1 < state.segments.len() {
-            i += 1;
-        }
-        let s = &state.segments[i];
-        let store = s.store.as_ref();
-        let size = s.size_bytes;
+        let s = state.local.segment_to_read(offset);
+        let store = s.store().as_ref();
+        let size = s.size_bytes();
         let mut window = Window::with_size(FETCH_WINDOW_BYTES);
         let mut pos = s.scan_start(offset);
         let first_batch = loop {
@@ -1433,10 +977,10 @@ impl PartitionLog {
         let mut end = first + h0.total_bytes as u64;
         let mut end_offset = h0.last_offset() + 1;
         let budget_end = first + max_bytes as u64;
-        let all_below_limit = s.next_offset <= limit;
+        let all_below_limit = s.next_offset() <= limit;
         if all_below_limit && size <= budget_end {
             end = size;
-            end_offset = s.next_offset;
+            end_offset = s.next_offset();
         } else {
             if all_below_limit {
                 // Every batch of the segment is below the limit: jump to the last indexed
@@ -1446,7 +990,7 @@ impl PartitionLog {
                     end = boundary;
                     end_offset = window
                         .header(store, end, size)?
-                        .map_or(s.next_offset, |h| h.base_offset);
+                        .map_or(s.next_offset(), |h| h.base_offset);
                 }
             }
             while end < size {
@@ -1462,7 +1006,7 @@ impl PartitionLog {
         }
         out.records = store.records(first, (end - first) as usize)?;
         if isolation == Isolation::ReadCommitted {
-            out.aborted_transactions = state.aborted_between(offset, end_offset);
+            out.aborted_transactions = state.local.aborted_between(offset, end_offset);
         }
         Ok(out)
     }
@@ -1510,20 +1054,19 @@ impl PartitionLog {
     /// The first offset whose record timestamp is ≥ `timestamp`, with that timestamp
     /// (ListOffsets by time). `None` when every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
-        let (store, start, size) =
-            {
-                let state = self.lock();
-                let Some(s) = state.segments.iter().find(|s| {
-                    s.max_timestamp >= timestamp && s.next_offset > state.log_start_offset
-                }) else {
-                    return Ok(None);
-                };
-                (
-                    s.store.clone(),
-                    s.scan_start_for_time(timestamp),
-                    s.size_bytes,
-                )
+        let (store, start, size) = {
+            let state = self.lock();
+            let Some(s) = state.local.segments().iter().find(|s| {
+                s.max_timestamp() >= timestamp && s.next_offset() > state.log_start_offset
+            }) else {
+                return Ok(None);
             };
+            (
+                s.store().clone(),
+                s.scan_start_for_time(timestamp),
+                s.size_bytes(),
+            )
+        };
         let mut window = Window::default();
         let mut pos = start;
         while let Some(h) = window.header(store.as_ref(), pos, size)? {
@@ -1542,11 +1085,12 @@ impl PartitionLog {
         let (store, size, max_ts, log_start) = {
             let state = self.lock();
             let Some(s) = state
-                .segments
+                .local
+                .segments()
                 .iter()
-                .filter(|s| s.max_timestamp >= 0 && s.next_offset > state.log_start_offset)
+                .filter(|s| s.max_timestamp() >= 0 && s.next_offset() > state.log_start_offset)
                 .reduce(|best, s| {
-                    if s.max_timestamp > best.max_timestamp {
+                    if s.max_timestamp() > best.max_timestamp() {
                         s
                     } else {
                         best
@@ -1556,9 +1100,9 @@ impl PartitionLog {
                 return Ok(None);
             };
             (
-                s.store.clone(),
-                s.size_bytes,
-                s.max_timestamp,
+                s.store().clone(),
+                s.size_bytes(),
+                s.max_timestamp(),
                 state.log_start_offset,
             )
         };
@@ -1574,341 +1118,9 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// Makes everything appended so far durable, indexes included, and records the recovery
-    /// point. With `shutdown`, also writes the producer-state snapshot a clean start reads.
-    ///
-    /// With `shutdown` the log is closed first (under its lock): an append still in flight
-    /// either completed before and is covered, or is refused; nothing appends after the sync.
-    /// A failed log answers an error (and the broker must not mark a clean shutdown).
-    pub fn sync(&self, shutdown: bool) -> io::Result<()> {
-        if self.is_failed() {
-            return Err(failed_io());
-        }
-        {
-            let state = self.lock();
-            if shutdown {
-                self.closed.store(true, Ordering::Release);
-            }
-            if let Err(e) = state
-                .segments
-                .iter()
-                .try_for_each(|s| s.sync())
-                .and_then(|()| self.sync_dir_if_dirty())
-            {
-                self.fail("fsync", &e);
-                return Err(e);
-            }
-        }
-        let end = self.log_end_offset();
-        {
-            let mut flush = self.lock_flush();
-            flush.durable = flush.durable.max(end);
-            flush.dirty_since_ms = None;
-        }
-        self.write_checkpoint(shutdown)?;
-        if let (true, Some(dir)) = (shutdown, &self.dir) {
-            let mut state = self.lock();
-            if let Some(active) = state.segments.last() {
-                active.store.seal(active.size_bytes)?;
-            }
-            let json = producer_snapshot(&state)?;
-            if state.snapshot_on_disk.as_ref() != Some(&json) {
-                // Not fsynced here: the broker syncs the file system once after every
-                // partition, before the clean-shutdown marker (the only thing that makes a
-                // start read snapshots).
-                super::fsutil::replace_unsynced(&dir.join(PRODUCER_SNAPSHOT), &json)?;
-                state.snapshot_on_disk = Some(json);
-            }
-        }
-        Ok(())
-    }
-
-    /// DeleteRecords: moves the log start offset up to `offset` (-1: the high watermark; never
-    /// past it, as Kafka refuses) and drops the segments wholly below it. Returns the new log
-    /// start offset (the low watermark). The new start is durable before this returns.
-    pub fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
-        let (start, removed) = {
-            let mut state = self.lock();
-            self.check_usable()?;
-            let hw = state.high_watermark;
-            let target = if offset == -1 { hw } else { offset };
-            if target < 0 || target > hw {
-                return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    log_start: state.log_start_offset,
-                    log_end: hw,
-                });
-            }
-            if target > state.log_start_offset {
-                state.log_start_offset = target;
-            }
-            let removed = Self::drop_segments_below_start(&mut state);
-            (state.log_start_offset, removed)
-        };
-        self.write_checkpoint(false)?;
-        Self::delete_segment_files(&removed)?;
-        Ok(start)
-    }
-
-    /// Removes non-active segments that end at or below the log start offset.
-    fn drop_segments_below_start(state: &mut LogState) -> Vec<Segment> {
-        // A segment ends where the next one begins (compaction may leave a gap after its last
-        // batch): it is wholly below the start when the next segment begins at or below it.
-        let keep_from = state
-            .segments
-            .windows(2)
-            .position(|w| w[1].base_offset > state.log_start_offset)
-            .unwrap_or(state.segments.len() - 1);
-        state.segments.drain(..keep_from).collect()
-    }
-
-    fn delete_segment_files(removed: &[Segment]) -> io::Result<()> {
-        // Readers holding a segment's store keep reading it: an unlinked file lives on while
-        // open.
-        removed.iter().try_for_each(|s| s.delete_files())
-    }
-
-    /// Compacts the log (`cleanup.policy` with `compact`; see `cleaner`): rewrites every
-    /// non-active segment older than `min.compaction.lag.ms` keeping the newest record per key.
-    /// Runs only when segments rolled since the last pass. Reads and appends go on meanwhile;
-    /// each rewritten segment is swapped in under the lock.
-    pub fn compact(&self, now: i64) -> Result<CompactionReport, LogError> {
-        use super::cleaner::{self, OffsetMap, Retain};
-        let (config, candidates, aborted) = {
-            let state = self.lock();
-            if self.check_usable().is_err() {
-                return Ok(CompactionReport::default());
-            }
-            let config = state.config;
-            // Never past the LSO: the data of an ongoing transaction may still be aborted.
-            let lso = state.last_stable_offset();
-            let cleanable: Vec<(i64, Arc<dyn SegmentStore>, u64, i64)> = state
-                .segments
-                .windows(2)
-                .take_while(|w| {
-                    now - w[0].newest_ms() >= config.min_compaction_lag_ms
-                        && w[1].base_offset <= lso
-                })
-                .map(|w| {
-                    let s = &w[0];
-                    (s.base_offset, s.store.clone(), s.size_bytes, s.newest_ms())
-                })
-                .collect();
-            let end = state
-                .segments
-                .get(cleanable.len())
-                .map_or(0, |s| s.base_offset);
-            if !config.cleanup_compact || cleanable.is_empty() || end <= state.compacted_upto {
-                return Ok(CompactionReport::default());
-            }
-            // Aborted transactions with data in the range: their records neither supersede
-            // others nor survive (as Kafka's cleaner).
-            let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
-            for e in state.segments.iter().flat_map(|s| s.txn_index.entries()) {
-                if e.first_offset < end {
-                    aborted
-                        .entry(e.producer_id)
-                        .or_default()
-                        .push((e.first_offset, e.last_offset));
-                }
-            }
-            (config, cleanable, aborted)
-        };
-        let is_aborted = |h: &BatchHeader| {
-            h.is_transactional()
-                && !h.is_control()
-                && aborted.get(&h.producer_id).is_some_and(|ranges| {
-                    ranges
-                        .iter()
-                        .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
-                })
-        };
-        let mut map = OffsetMap::new();
-        for (_, store, size, _) in &candidates {
-            for_each_batch(store.as_ref(), *size, |bytes, h| {
-                if is_aborted(h) {
-                    return Ok(());
-                }
-                cleaner::collect_keys(bytes, h, &mut map)
-            })?;
-        }
-        let mut report = CompactionReport::default();
-        for (base, store, size, newest) in &candidates {
-            let retain = Retain {
-                map: &map,
-                keep_tombstones: now - newest < config.delete_retention_ms,
-            };
-            let mut out = Vec::with_capacity(*size as usize);
-            for_each_batch(store.as_ref(), *size, |bytes, h| {
-                if is_aborted(h) {
-                    return Ok(());
-                }
-                if let Some(kept) = cleaner::filter_batch(bytes, h, &retain)? {
-                    out.extend_from_slice(&kept);
-                }
-                Ok(())
-            })?;
-            report.bytes_before += size;
-            report.bytes_after += out.len() as u64;
-            if out.len() as u64 == *size {
-                continue; // nothing removed
-            }
-            self.swap_in_cleaned(*base, *size, &out)?;
-            report.segments_cleaned += 1;
-        }
-        let mut state = self.lock();
-        state.compacted_upto = candidates
-            .last()
-            .and_then(|(base, ..)| {
-                state
-                    .segments
-                    .iter()
-                    .find(|s| s.base_offset > *base)
-                    .map(|s| s.base_offset)
-            })
-            .unwrap_or(state.compacted_upto);
-        Ok(report)
-    }
-
-    /// Replaces segment `base` (if it is still there, unchanged at `size` bytes) with the
-    /// cleaned bytes, crash-safely on disk (see `cleaner`).
-    fn swap_in_cleaned(&self, base: i64, size: u64, cleaned: &[u8]) -> Result<(), LogError> {
-        use super::cleaner::{CLEANED_SUFFIX, SWAP_SUFFIX};
-        let cleaned_path = self
-            .dir
-            .as_ref()
-            .map(|d| d.join(format!("{base:020}.{CLEANED_SUFFIX}")));
-        if self.is_closed() {
-            return Err(LogError::Closed);
-        }
-        if let Some(path) = &cleaned_path {
-            let (store, _) = super::store::FileStore::open(path, &self.files)?;
-            store.write_at(0, cleaned)?;
-            store.sync()?;
-            store.detach();
-        }
-        let mut state = self.lock();
-        if self.is_closed() {
-            // Deleted meanwhile: the directory may be a recreated topic's.
-            if let Some(path) = &cleaned_path {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(LogError::Closed);
-        }
-        let Some(i) = state
-            .segments
-            .iter()
-            .position(|s| s.base_offset == base && s.size_bytes == size)
-        else {
-            // Deleted (retention, DeleteRecords) while cleaning: drop the rewrite.
-            if let Some(path) = &cleaned_path {
-                let _ = std::fs::remove_file(path);
-            }
-            return Ok(());
-        };
-        if i + 1 == state.segments.len() {
-            return Ok(()); // never the active segment
-        }
-        if cleaned.is_empty() && i > 0 {
-            // Every record was superseded: the segment goes (reads skip the offset gap). The
-            // first segment stays, empty, so that its base still marks the log start.
-            let old = state.segments.remove(i);
-            drop(state);
-            if let Some(path) = &cleaned_path {
-                let _ = std::fs::remove_file(path);
-            }
-            old.delete_files()?;
-            return Ok(());
-        }
-        let interval = state.config.index_interval_bytes;
-        let created = state.segments[i].created_ms;
-        let mut segment = match (&self.dir, &cleaned_path) {
-            (Some(dir), Some(path)) => {
-                // Readers holding the old store keep reading the old file; nothing of the old
-                // segment touches the names the rewrite takes.
-                state.segments[i].detach_files()?;
-                let swap = dir.join(format!("{base:020}.{SWAP_SUFFIX}"));
-                std::fs::rename(path, &swap)?;
-                super::fsutil::sync_dir(dir)?;
-                std::fs::rename(&swap, dir.join(format!("{base:020}.log")))?;
-                for ext in ["index", "timeindex"] {
-                    let _ = std::fs::remove_file(super::segment::segment_path(dir, base, ext));
-                }
-                super::fsutil::sync_dir(dir)?;
-                Segment::open_on_disk(dir, base, created, &self.files)?
-            }
-            _ => {
-                let s = Segment::new_in_memory(base, created);
-                s.store.write_at(0, cleaned)?;
-                s
-            }
-        };
-        segment.recover(false, interval, &mut |_, _| {})?;
-        // The markers stayed: so do the aborted transactions they index.
-        segment.txn_index = std::mem::take(&mut state.segments[i].txn_index);
-        state.segments[i] = segment;
-        Ok(())
-    }
-
     /// Forgets idle producers (see `ProducerStates::expire`). Returns how many.
     pub fn expire_producers(&self, now: i64, expiration_ms: i64) -> usize {
         self.lock().producers.expire(now, expiration_ms)
-    }
-
-    /// Applies retention (`cleanup.policy` with `delete`): deletes the oldest whole segments
-    /// whose newest record is older than `retention.ms`, then while the log exceeds
-    /// `retention.bytes`. The active segment is rolled first when it alone is expired by time,
-    /// as Kafka does. The log start offset moves to the first remaining segment.
-    pub fn enforce_retention(&self, now: i64) -> Result<RetentionReport, LogError> {
-        // It may roll the active segment: rolls are one at a time (see `append_rolling`).
-        let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (report, removed) = {
-            let mut state = self.lock();
-            if self.check_usable().is_err() {
-                return Ok(RetentionReport::default());
-            }
-            let config = state.config;
-            let mut report = RetentionReport::default();
-            if config.cleanup_delete {
-                let expired = |s: &Segment| {
-                    config.retention_ms >= 0
-                        && s.size_bytes > 0
-                        && now - s.newest_ms() > config.retention_ms
-                };
-                // Only committed data is deleted (Kafka: segments below the high watermark).
-                let hw = state.high_watermark;
-                if state.segments.iter().all(expired) {
-                    // Everything, the active segment included, is past retention.
-                    self.roll(&mut state, now)?;
-                }
-                let total: u64 = state.segments.iter().map(|s| s.size_bytes).sum();
-                let mut remaining = total;
-                let mut count = 0;
-                for s in &state.segments[..state.segments.len() - 1] {
-                    let over_size = config.retention_bytes >= 0
-                        && remaining - s.size_bytes >= config.retention_bytes as u64;
-                    if !(expired(s) || over_size) || s.next_offset > hw {
-                        break;
-                    }
-                    remaining -= s.size_bytes;
-                    count += 1;
-                }
-                if count > 0 {
-                    let new_start = state.segments[count].base_offset;
-                    state.log_start_offset = state.log_start_offset.max(new_start);
-                }
-            }
-            let removed = Self::drop_segments_below_start(&mut state);
-            report.segments_deleted = removed.len();
-            report.bytes_deleted = removed.iter().map(|s| s.size_bytes).sum();
-            report.log_start_offset = state.log_start_offset;
-            (report, removed)
-        };
-        if !removed.is_empty() {
-            self.write_checkpoint(false)?;
-            Self::delete_segment_files(&removed)?;
-        }
-        Ok(report)
     }
 
     /// Deletes the log (its topic was deleted): closes it, so that handles still in flight
@@ -1925,7 +1137,7 @@ impl PartitionLog {
         };
         // Before the rename: no segment file may be (re)opened by its path again, which after
         // the rename could name a recreated topic's file.
-        for s in &self.lock().segments {
+        for s in self.lock().local.segments() {
             s.detach_files()?;
         }
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
@@ -1941,25 +1153,6 @@ impl PartitionLog {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Calls `f` with every stored batch of a segment's first `size` bytes.
-fn for_each_batch(
-    store: &dyn SegmentStore,
-    size: u64,
-    mut f: impl FnMut(&Bytes, &BatchHeader) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut window = Window::default();
-    let mut pos = 0u64;
-    while let Some(h) = window.header(store, pos, size)? {
-        if pos + h.total_bytes as u64 > size {
-            break;
-        }
-        let bytes = window.slice(store, pos, h.total_bytes, size)?;
-        f(&bytes, &h)?;
-        pos += h.total_bytes as u64;
-    }
-    Ok(())
 }
 
 /// Whether an append may roll a segment where it stands (memory mode; the blocking pool) or
@@ -2056,6 +1249,8 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use crate::log::batch::tests::encode_batch;
+    use crate::log::flush::PRODUCER_SNAPSHOT;
+    use crate::log::store::SegmentStore;
     use kafka_protocol::records::Compression;
 
     fn small_segments() -> LogConfig {
@@ -2134,11 +1329,12 @@ mod tests {
         let failing = Arc::new(AtomicBool::new(true));
         {
             let mut state = log.lock();
-            let active = state.active();
-            active.store = Arc::new(FlakySync {
-                inner: active.store.clone(),
+            let active = state.local.active_mut();
+            let inner = active.store().clone();
+            active.set_store(Arc::new(FlakySync {
+                inner,
                 failing: failing.clone(),
-            });
+            }));
         }
         let mut b = encode_batch(3, Compression::None, 1_000);
         let info = log.append(&mut b, None).unwrap();
@@ -2189,9 +1385,9 @@ mod tests {
             !log.dir_dirty.load(Ordering::SeqCst),
             "fsynced with the data"
         );
-        let segments = log.lock().segments.len();
+        let segments = log.lock().local.segments().len();
         fill(&log, 10);
-        assert!(log.lock().segments.len() > segments, "rolled");
+        assert!(log.lock().local.segments().len() > segments, "rolled");
         assert!(
             log.dir_dirty.load(Ordering::SeqCst),
             "a rolled segment's entry awaits its fsync"
@@ -2217,12 +1413,12 @@ mod tests {
         }
         let state = log.lock();
         assert!(
-            state.segments.len() >= 3,
+            state.local.segments().len() >= 3,
             "rolled before relative offsets overflowed"
         );
-        for s in &state.segments {
+        for s in state.local.segments() {
             assert!(
-                s.next_offset - 1 - s.base_offset <= super::super::segment::RELATIVE_OFFSET_MAX
+                s.next_offset() - 1 - s.base_offset() <= super::super::segment::RELATIVE_OFFSET_MAX
             );
         }
     }
@@ -2304,7 +1500,7 @@ mod tests {
     fn memory_log_appends_rolls_and_reads() {
         let log = PartitionLog::in_memory(small_segments());
         let appended = fill(&log, 40);
-        assert!(log.lock().segments.len() > 3, "segments rolled");
+        assert!(log.lock().local.segments().len() > 3, "segments rolled");
         check_reads(&log, &appended);
         assert!(matches!(
             log.read(121, 100, true),
@@ -2436,7 +1632,7 @@ mod tests {
             };
             let log = open(false);
             fill(&log, 40);
-            let segments = log.lock().segments.len();
+            let segments = log.lock().local.segments().len();
             assert_eq!(log.delete_records(10).unwrap(), 10);
             assert!(matches!(
                 log.read(9, 100, true),
@@ -2457,11 +1653,11 @@ mod tests {
             let report = log.enforce_retention(now_ms()).unwrap();
             assert!(report.segments_deleted > 0);
             assert_eq!(
-                log.lock().segments.len(),
+                log.lock().local.segments().len(),
                 segments - report.segments_deleted
             );
             let start = log.log_start_offset();
-            assert_eq!(start, log.lock().segments[0].base_offset);
+            assert_eq!(start, log.lock().local.segments()[0].base_offset());
             assert!(start > 10);
             // Time retention: the records' timestamps (1000..) are ancient: everything goes,
             // the active segment is rolled first.
@@ -2547,7 +1743,7 @@ mod tests {
             let records = all_records(&log);
             // In the compacted range (below the active segment) one record per key; overall the
             // last record of each key is its newest value, at its original offset.
-            let active_base = log.lock().segments.last().unwrap().base_offset;
+            let active_base = log.lock().local.segments().last().unwrap().base_offset();
             let mut in_range = std::collections::HashSet::new();
             let mut seen = std::collections::HashMap::new();
             for (offset, key, value) in &records {
@@ -2812,7 +2008,7 @@ mod tests {
             append(&log, encode_batch(3, Compression::None, 1));
         } // 8..=19
         log.append_marker(1, 0, false, 0).unwrap(); // 20
-        assert!(log.lock().segments.len() > 2, "rolled");
+        assert!(log.lock().local.segments().len() > 2, "rolled");
         let all = vec![aborted(2, 2, 4, 0), aborted(1, 0, 20, 21)];
         assert_eq!(log.aborted_transactions(0, 21), all);
         // From inside pid 1's transaction, after pid 2's abort: only pid 1's.
@@ -2844,7 +2040,7 @@ mod tests {
             log.append_marker(3, 0, true, 0).unwrap(); // 20
             append(&log, txn(4, 0, 1)); // 21: stays open
             append(&log, encode_batch(2, Compression::None, 1)); // 22..=23
-            assert!(log.lock().segments.len() > 2);
+            assert!(log.lock().local.segments().len() > 2);
             expected_aborts = vec![aborted(1, 0, 4, 2), aborted(2, 2, 19, 17)];
             assert_eq!(log.aborted_transactions(0, 24), expected_aborts);
             assert_eq!(log.last_stable_offset(), 21);
@@ -2947,13 +2143,13 @@ mod tests {
                 })
                 .count()
         };
-        let segments_before = log.lock().segments.len();
+        let segments_before = log.lock().local.segments().len();
         assert_eq!(count_txnindex(), segments_before);
         // DeleteRecords to the middle of the log: entries of dropped segments go with them;
         // those wholly below the log start are never reported.
         let start = log.delete_records(9).unwrap();
-        assert!(log.lock().segments.len() < segments_before);
-        assert_eq!(count_txnindex(), log.lock().segments.len());
+        assert!(log.lock().local.segments().len() < segments_before);
+        assert_eq!(count_txnindex(), log.lock().local.segments().len());
         let left = log.aborted_transactions(start, end);
         assert!(left.iter().all(|e| e.last_offset >= start));
         assert_eq!(
@@ -2972,7 +2168,7 @@ mod tests {
             .aborted_transactions(start, end)
             .iter()
             .all(|e| e.last_offset >= start));
-        assert_eq!(count_txnindex(), log.lock().segments.len());
+        assert_eq!(count_txnindex(), log.lock().local.segments().len());
         drop(log);
         let log = PartitionLog::open(dir.path(), config, false).unwrap();
         assert!(log
@@ -3024,7 +2220,7 @@ mod tests {
                 append(&log, plain("d", &format!("d{i}"))); // 12..=19
             }
             assert_eq!(log.last_stable_offset(), 11);
-            assert!(log.lock().segments.len() > 3);
+            assert!(log.lock().local.segments().len() > 3);
             let report = log.compact(now_ms()).unwrap();
             assert!(report.segments_cleaned > 0);
             let values = data_records(&log);

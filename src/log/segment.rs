@@ -42,21 +42,21 @@ pub fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
 }
 
 pub struct Segment {
-    pub base_offset: i64,
+    base_offset: i64,
     /// Offset after the last batch in this segment (= `base_offset` when empty).
-    pub next_offset: i64,
-    pub size_bytes: u64,
-    pub store: Arc<dyn SegmentStore>,
+    next_offset: i64,
+    size_bytes: u64,
+    store: Arc<dyn SegmentStore>,
     index: OffsetIndex,
     time_index: TimeIndex,
     /// Aborted transactions whose markers are in this segment (`<base>.txnindex`).
-    pub txn_index: TxnIndex,
+    txn_index: TxnIndex,
     /// Whether the transaction index file existed and was well-formed when opened.
-    pub txn_index_loaded: bool,
+    txn_index_loaded: bool,
     bytes_since_index_entry: u64,
     /// Largest batch max-timestamp in the segment (-1 when empty).
-    pub max_timestamp: i64,
-    pub created_ms: i64,
+    max_timestamp: i64,
+    created_ms: i64,
     /// Whether the index files held consistent entries when opened (else they need a rebuild).
     indexes_loaded: bool,
     /// The segment's directory when on disk (for deletion of its files).

@@ -10,11 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::batch::BatchHeader;
+use super::config::LogConfig;
 use super::epoch_cache::EpochCache;
 use super::flush::{read_producer_snapshot, Checkpoint};
 use super::local_log::LocalLog;
 use super::open_files::OpenFiles;
-use super::partition::{now_ms, LogConfig};
+use super::partition::now_ms;
 use super::producer_state::ProducerStates;
 use super::segment::Segment;
 use super::txn::ControlRecord;

@@ -11,8 +11,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::config::LogConfig;
 use super::open_files::OpenFiles;
-use super::partition::{now_ms, LogConfig};
+use super::partition::now_ms;
 use super::segment::{Segment, RELATIVE_OFFSET_MAX};
 use super::store::SegmentStore;
 use super::txn::AbortedTxn;

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cleaner;
 pub mod codec;
+mod config;
 pub mod epoch_cache;
 mod flush;
 pub mod fsutil;
@@ -21,8 +22,9 @@ pub mod txn;
 pub mod validate;
 
 pub use cleaner::CompactionReport;
+pub use config::LogConfig;
 pub use flush::Checkpoint;
-pub use partition::{now_ms, AppendInfo, Isolation, LogConfig, LogError, PartitionLog, ReadInfo};
+pub use partition::{now_ms, AppendInfo, Isolation, LogError, PartitionLog, ReadInfo};
 pub use retention::RetentionReport;
 pub use store::{FileSlice, Records};
 pub use txn::AbortedTxn;

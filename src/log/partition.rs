@@ -112,7 +112,7 @@ impl LogError {
 
 /// What the state lock guards.
 pub(super) struct LogState {
-    /// The segments.
+    /// The segments (no lock of their own: this one guards them).
     pub(super) local: LocalLog,
     pub(super) log_start_offset: i64,
     pub(super) producers: ProducerStates,

@@ -1,6 +1,8 @@
-//! Log compaction (`cleanup.policy=compact`): keep the newest record of every key.
+//! Log compaction (`cleanup.policy=compact`): keep the newest record of every key. Kafka's
+//! `LogCleaner` (its `Cleaner` pass and the segment swap); the pass over one partition is
+//! [`PartitionLog::compact`], run by the broker's cleaner timer.
 //!
-//! A pass over one partition (see `PartitionLog::compact`):
+//! A pass over one partition:
 //! 1. the cleanable range is every non-active segment whose newest record is older than
 //!    `min.compaction.lag.ms`; the active segment is never touched;
 //! 2. an offset map (key -> newest offset) is built over that range;
@@ -19,11 +21,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::compression::{self as codec, Decompressor};
 
 use super::batch::{read_varint, BatchHeader, HEADER_BYTES};
+use super::partition::{LogError, PartitionLog};
+use super::segment::{Segment, Window};
+use super::store::{FileStore, SegmentStore};
 
 /// Suffix of a finished rewrite not yet swapped in.
 pub const CLEANED_SUFFIX: &str = "log.cleaned";
@@ -200,6 +206,220 @@ pub fn filter_batch(
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(Some(Bytes::from(out)))
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub segments_cleaned: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl PartitionLog {
+    /// Compacts the log (`cleanup.policy` with `compact`; see the module's steps): rewrites
+    /// every non-active segment older than `min.compaction.lag.ms` keeping the newest record
+    /// per key. Runs only when segments rolled since the last pass. Reads and appends go on
+    /// meanwhile; each rewritten segment is swapped in under the lock.
+    pub fn compact(&self, now: i64) -> Result<CompactionReport, LogError> {
+        let (config, candidates, aborted) = {
+            let state = self.lock();
+            if self.check_usable().is_err() {
+                return Ok(CompactionReport::default());
+            }
+            let config = state.config;
+            // Never past the LSO: the data of an ongoing transaction may still be aborted.
+            let lso = state.last_stable_offset();
+            let segments = state.local.segments();
+            let cleanable: Vec<(i64, Arc<dyn SegmentStore>, u64, i64)> = segments
+                .windows(2)
+                .take_while(|w| {
+                    now - w[0].newest_ms() >= config.min_compaction_lag_ms
+                        && w[1].base_offset() <= lso
+                })
+                .map(|w| {
+                    let s = &w[0];
+                    (
+                        s.base_offset(),
+                        s.store().clone(),
+                        s.size_bytes(),
+                        s.newest_ms(),
+                    )
+                })
+                .collect();
+            let end = segments.get(cleanable.len()).map_or(0, |s| s.base_offset());
+            if !config.cleanup_compact || cleanable.is_empty() || end <= state.compacted_upto {
+                return Ok(CompactionReport::default());
+            }
+            // Aborted transactions with data in the range: their records neither supersede
+            // others nor survive (as Kafka's cleaner).
+            let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+            for e in segments.iter().flat_map(|s| s.txn_index().entries()) {
+                if e.first_offset < end {
+                    aborted
+                        .entry(e.producer_id)
+                        .or_default()
+                        .push((e.first_offset, e.last_offset));
+                }
+            }
+            (config, cleanable, aborted)
+        };
+        let is_aborted = |h: &BatchHeader| {
+            h.is_transactional()
+                && !h.is_control()
+                && aborted.get(&h.producer_id).is_some_and(|ranges| {
+                    ranges
+                        .iter()
+                        .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
+                })
+        };
+        let mut map = OffsetMap::new();
+        for (_, store, size, _) in &candidates {
+            for_each_batch(store.as_ref(), *size, |bytes, h| {
+                if is_aborted(h) {
+                    return Ok(());
+                }
+                collect_keys(bytes, h, &mut map)
+            })?;
+        }
+        let mut report = CompactionReport::default();
+        for (base, store, size, newest) in &candidates {
+            let retain = Retain {
+                map: &map,
+                keep_tombstones: now - newest < config.delete_retention_ms,
+            };
+            let mut out = Vec::with_capacity(*size as usize);
+            for_each_batch(store.as_ref(), *size, |bytes, h| {
+                if is_aborted(h) {
+                    return Ok(());
+                }
+                if let Some(kept) = filter_batch(bytes, h, &retain)? {
+                    out.extend_from_slice(&kept);
+                }
+                Ok(())
+            })?;
+            report.bytes_before += size;
+            report.bytes_after += out.len() as u64;
+            if out.len() as u64 == *size {
+                continue; // nothing removed
+            }
+            self.swap_in_cleaned(*base, *size, &out)?;
+            report.segments_cleaned += 1;
+        }
+        let mut state = self.lock();
+        state.compacted_upto = candidates
+            .last()
+            .and_then(|(base, ..)| {
+                state
+                    .local
+                    .segments()
+                    .iter()
+                    .find(|s| s.base_offset() > *base)
+                    .map(|s| s.base_offset())
+            })
+            .unwrap_or(state.compacted_upto);
+        Ok(report)
+    }
+
+    /// Replaces segment `base` (if it is still there, unchanged at `size` bytes) with the
+    /// cleaned bytes, crash-safely on disk (step 4 of the module's).
+    fn swap_in_cleaned(&self, base: i64, size: u64, cleaned: &[u8]) -> Result<(), LogError> {
+        let cleaned_path = self
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{base:020}.{CLEANED_SUFFIX}")));
+        if self.is_closed() {
+            return Err(LogError::Closed);
+        }
+        if let Some(path) = &cleaned_path {
+            let (store, _) = FileStore::open(path, &self.files)?;
+            store.write_at(0, cleaned)?;
+            store.sync()?;
+            store.detach();
+        }
+        let mut state = self.lock();
+        if self.is_closed() {
+            // Deleted meanwhile: the directory may be a recreated topic's.
+            if let Some(path) = &cleaned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(LogError::Closed);
+        }
+        let Some(i) = state
+            .local
+            .segments()
+            .iter()
+            .position(|s| s.base_offset() == base && s.size_bytes() == size)
+        else {
+            // Deleted (retention, DeleteRecords) while cleaning: drop the rewrite.
+            if let Some(path) = &cleaned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            return Ok(());
+        };
+        if i + 1 == state.local.segments().len() {
+            return Ok(()); // never the active segment
+        }
+        if cleaned.is_empty() && i > 0 {
+            // Every record was superseded: the segment goes (reads skip the offset gap). The
+            // first segment stays, empty, so that its base still marks the log start.
+            let old = state.local.remove(i);
+            drop(state);
+            if let Some(path) = &cleaned_path {
+                let _ = std::fs::remove_file(path);
+            }
+            old.delete_files()?;
+            return Ok(());
+        }
+        let interval = state.config.index_interval_bytes;
+        let old = &mut state.local.segments_mut()[i];
+        let created = old.created_ms();
+        let mut segment = match (&self.dir, &cleaned_path) {
+            (Some(dir), Some(path)) => {
+                // Readers holding the old store keep reading the old file; nothing of the old
+                // segment touches the names the rewrite takes.
+                old.detach_files()?;
+                let swap = dir.join(format!("{base:020}.{SWAP_SUFFIX}"));
+                std::fs::rename(path, &swap)?;
+                super::fsutil::sync_dir(dir)?;
+                std::fs::rename(&swap, dir.join(format!("{base:020}.log")))?;
+                for ext in ["index", "timeindex"] {
+                    let _ = std::fs::remove_file(super::segment::segment_path(dir, base, ext));
+                }
+                super::fsutil::sync_dir(dir)?;
+                Segment::open_on_disk(dir, base, created, &self.files)?
+            }
+            _ => {
+                let s = Segment::new_in_memory(base, created);
+                s.store().write_at(0, cleaned)?;
+                s
+            }
+        };
+        segment.recover(false, interval, &mut |_, _| {})?;
+        // The markers stayed: so do the aborted transactions they index.
+        *segment.txn_index_mut() = std::mem::take(old.txn_index_mut());
+        *old = segment;
+        Ok(())
+    }
+}
+
+/// Calls `f` with every stored batch of a segment's first `size` bytes.
+fn for_each_batch(
+    store: &dyn SegmentStore,
+    size: u64,
+    mut f: impl FnMut(&Bytes, &BatchHeader) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut window = Window::default();
+    let mut pos = 0u64;
+    while let Some(h) = window.header(store, pos, size)? {
+        if pos + h.total_bytes as u64 > size {
+            break;
+        }
+        let bytes = window.slice(store, pos, h.total_bytes, size)?;
+        f(&bytes, &h)?;
+        pos += h.total_bytes as u64;
+    }
+    Ok(())
 }
 
 /// Builders shared by tests of the log.

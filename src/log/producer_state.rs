@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::batch::BatchHeader;
-use super::txn::ControlRecord;
+use super::txn::{AbortedTxn, ControlRecord};
 
 /// Batches remembered per producer: clients keep at most 5 in flight per partition.
 pub const BATCHES_REMEMBERED: usize = 5;
@@ -118,6 +118,21 @@ pub struct CompletedTxn {
     /// The marker's offset.
     pub last_offset: i64,
     pub aborted: bool,
+}
+
+impl CompletedTxn {
+    /// The transaction index entry of this (aborted) transaction, given the producer state
+    /// right after it ended.
+    pub fn index_entry(&self, producers: &ProducerStates) -> AbortedTxn {
+        AbortedTxn {
+            producer_id: self.producer_id,
+            first_offset: self.first_offset,
+            last_offset: self.last_offset,
+            last_stable_offset: producers
+                .first_unstable_offset()
+                .unwrap_or(self.last_offset + 1),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

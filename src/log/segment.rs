@@ -22,7 +22,6 @@ const SPARSE_HEADER_READ_BYTES: usize = 4096;
 /// Bytes read per positional read while scanning batch headers.
 const SCAN_WINDOW_BYTES: usize = 256 * 1024;
 
-/// `<dir>/<20-digit base offset>.<ext>`, as Kafka names segment files.
 /// Largest offset past a segment's base offset (Kafka's: an int): the log rolls before an
 /// append would pass it, so relative offsets always fit the indexes' u32 entries.
 pub const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
@@ -37,26 +36,27 @@ fn index_u32(value: i64, what: &str) -> io::Result<u32> {
     })
 }
 
+/// `<dir>/<20-digit base offset>.<ext>`, as Kafka names segment files.
 pub fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
 
 pub struct Segment {
-    pub base_offset: i64,
+    base_offset: i64,
     /// Offset after the last batch in this segment (= `base_offset` when empty).
-    pub next_offset: i64,
-    pub size_bytes: u64,
-    pub store: Arc<dyn SegmentStore>,
+    next_offset: i64,
+    size_bytes: u64,
+    store: Arc<dyn SegmentStore>,
     index: OffsetIndex,
     time_index: TimeIndex,
     /// Aborted transactions whose markers are in this segment (`<base>.txnindex`).
-    pub txn_index: TxnIndex,
+    txn_index: TxnIndex,
     /// Whether the transaction index file existed and was well-formed when opened.
-    pub txn_index_loaded: bool,
+    txn_index_loaded: bool,
     bytes_since_index_entry: u64,
     /// Largest batch max-timestamp in the segment (-1 when empty).
-    pub max_timestamp: i64,
-    pub created_ms: i64,
+    max_timestamp: i64,
+    created_ms: i64,
     /// Whether the index files held consistent entries when opened (else they need a rebuild).
     indexes_loaded: bool,
     /// The segment's directory when on disk (for deletion of its files).
@@ -140,6 +140,70 @@ impl Segment {
             indexes_loaded: true,
             dir,
         }
+    }
+
+    /// The offset of the segment's first batch (its files' name).
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// The offset after the segment's last batch (= `base_offset` when empty).
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Bytes of whole batches in the segment (its store may hold a torn tail beyond, until
+    /// a recovery cuts it).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Where the segment's batches are stored.
+    pub fn store(&self) -> &Arc<dyn SegmentStore> {
+        &self.store
+    }
+
+    /// Largest batch max-timestamp in the segment (-1 when empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// When the segment was created (or opened, for one found on disk).
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// The aborted transactions whose markers are in this segment.
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+
+    pub fn txn_index_mut(&mut self) -> &mut TxnIndex {
+        &mut self.txn_index
+    }
+
+    /// Whether the transaction index is trusted: its file existed and was well-formed when
+    /// opened (and nothing marked it stale since), or it was rebuilt.
+    pub fn txn_index_loaded(&self) -> bool {
+        self.txn_index_loaded
+    }
+
+    /// The transaction index cannot be trusted: [`Segment::rebuild_txn_index`] must replace it.
+    pub fn mark_txn_index_stale(&mut self) {
+        self.txn_index_loaded = false;
+    }
+
+    /// Replaces the transaction index with `entries` (rebuilt from the log), trusted from now on.
+    pub fn rebuild_txn_index(&mut self, entries: Vec<txn::AbortedTxn>) -> io::Result<()> {
+        self.txn_index.replace(entries)?;
+        self.txn_index_loaded = true;
+        Ok(())
+    }
+
+    /// Swaps the store (tests: a store that fails on demand).
+    #[cfg(test)]
+    pub fn set_store(&mut self, store: Arc<dyn SegmentStore>) {
+        self.store = store;
     }
 
     /// Brings an opened segment up to date trusting its index files: only the batches from the

@@ -137,6 +137,8 @@ impl TxnRecord {
 
 impl Shard for TxnShard {
     type Record = TxnRecord;
+    /// Everything the transaction coordinator knows is in its log.
+    type Volatile = ();
 
     fn decode(r: Record) -> Option<TxnRecord> {
         if r.control {
@@ -247,7 +249,7 @@ impl TxnCoordinator {
 
     /// As [`TxnCoordinator::open`], with every deadline (timeouts, expiration) from `clock`.
     pub fn open_with_clock(log: Arc<PartitionLog>, clock: Clock) -> io::Result<TxnCoordinator> {
-        let runtime = Runtime::load(log, TxnShard::default())?;
+        let runtime = Runtime::load(log, TxnShard::default(), |_| ())?;
         let count = runtime.read(|s| s.txns.len());
         if count > 0 {
             tracing::info!(transactional_ids = count, "loaded transaction state");

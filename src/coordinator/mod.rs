@@ -1,18 +1,25 @@
 //! The coordinator runtime: one way to run every state machine that is kept in a log (the
-//! transaction coordinator in `__transaction_state`; the group coordinator and the metadata
-//! image are to follow), after Kafka's `CoordinatorShard` / `CoordinatorRuntime`.
+//! transaction coordinator in `__transaction_state`, the group coordinator in
+//! `__consumer_offsets`; the metadata image is to follow), after Kafka's `CoordinatorShard` /
+//! `CoordinatorRuntime`.
 //!
-//! A [`Shard`] is the state machine. It changes only by [`Shard::replay`] of one of its own
-//! records, at load (every record of the log, in order) and after every write alike: one code
+//! A [`Shard`] is the state machine. Its log-held state changes only by [`Shard::replay`] of
+//! one of its own records, at load (every record of the log, in order) and after every write alike: one code
 //! path, so the state after a restart is the state before it.
 //!
-//! A write ([`Runtime::write`]) runs an operation against the current state; the operation
+//! A write ([`Runtime::write`], or [`Runtime::lock`] then [`ShardGuard::append`]) runs an operation against the current state; the operation
 //! returns the records that express its decision and the answer for the client. Under the
 //! shard's lock the runtime appends the records to the log (a page-cache write) and replays
 //! them, so the next operation already sees them; then, without the lock, the caller waits
 //! for the [`Committed`] (today: the flush policy's fsync, group-committed; with replication:
 //! the high watermark passing the records) before answering. Operations on one shard are thus
 //! serialised without any lock being held across I/O that another request would wait for.
+//!
+//! Not everything a coordinator knows belongs in its log: members' sessions, answers waiting
+//! for other requests, timers. That is the shard's [`Shard::Volatile`] state: operations change
+//! it directly (under the same lock), it is never replayed, and [`Runtime::load`] derives it
+//! afresh from the replayed state. The log-held state has one writer, replay; an operation
+//! that needs to change it says so with records.
 //!
 //! If appending fails, nothing was written and nothing is replayed. If the wait fails (an
 //! fsync error), the state holds records the log may have lost: the error is returned, the
@@ -21,6 +28,7 @@
 //!
 //! Never imports the network or the handlers; the log is its only dependency.
 
+use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -33,6 +41,10 @@ pub trait Shard {
     /// One decoded record of the shard's log.
     type Record;
 
+    /// What the shard keeps in memory only (not in its log, so never replayed): operations
+    /// change it directly; a load derives it from the replayed state.
+    type Volatile;
+
     /// Decodes a record read from the log; `None` skips it (control records, unknown
     /// versions, records of another kind).
     fn decode(record: Record) -> Option<Self::Record>;
@@ -40,27 +52,49 @@ pub trait Shard {
     /// Encodes records as one v2 batch to append.
     fn encode(records: &[Self::Record]) -> io::Result<Vec<u8>>;
 
-    /// Applies one record: the only way the state changes.
+    /// Applies one record: the only way the log-held state changes.
     fn replay(&mut self, record: &Self::Record);
+}
+
+/// The shard and its in-memory state, under one lock.
+struct Held<S: Shard> {
+    shard: S,
+    volatile: S::Volatile,
 }
 
 /// A shard and the log that holds it.
 pub struct Runtime<S: Shard> {
-    shard: Mutex<S>,
+    held: Mutex<Held<S>>,
     log: Arc<PartitionLog>,
 }
 
-/// What a write must wait for before its answer may be sent.
+/// What a write must wait for before its answer may be sent. Cloned when several answers
+/// wait for the same write.
+#[derive(Clone)]
 #[must_use = "a write is answered only once it is committed"]
 pub struct Committed {
     log: Option<Arc<PartitionLog>>,
     upto: i64,
 }
 
+impl fmt::Debug for Committed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.log {
+            Some(_) => write!(f, "Committed(upto {})", self.upto),
+            None => f.write_str("Committed(nothing to wait for)"),
+        }
+    }
+}
+
 impl Committed {
     /// Nothing was written: nothing to wait for.
     pub fn nothing() -> Committed {
         Committed { log: None, upto: 0 }
+    }
+
+    /// Whether there is nothing to wait for.
+    pub fn is_nothing(&self) -> bool {
+        self.log.is_none()
     }
 
     /// Blocks until the records are committed (call it off the async runtime).
@@ -81,28 +115,89 @@ pub enum WriteError<E> {
     Storage(io::Error),
 }
 
+/// The shard locked for one operation: read the log-held state, change the in-memory state,
+/// append records (replayed at once). Dropping it lets the next operation in; wait for the
+/// [`Committed`] of its appends only after that.
+pub struct ShardGuard<'a, S: Shard> {
+    held: MutexGuard<'a, Held<S>>,
+    log: &'a Arc<PartitionLog>,
+}
+
+impl<S: Shard> ShardGuard<'_, S> {
+    /// The log-held state.
+    pub fn shard(&self) -> &S {
+        &self.held.shard
+    }
+
+    /// The in-memory state.
+    pub fn volatile(&mut self) -> &mut S::Volatile {
+        &mut self.held.volatile
+    }
+
+    /// Both: the log-held state to read, the in-memory state to change.
+    pub fn parts(&mut self) -> (&S, &mut S::Volatile) {
+        let held = &mut *self.held;
+        (&held.shard, &mut held.volatile)
+    }
+
+    /// Appends `records` as one batch and replays them. Blocking when the append must roll a
+    /// segment: call it off the async runtime. On an error nothing was written or replayed.
+    pub fn append(&mut self, records: &[S::Record]) -> io::Result<Committed> {
+        if records.is_empty() {
+            return Ok(Committed::nothing());
+        }
+        let mut batch = S::encode(records)?;
+        let info = self
+            .log
+            .append(&mut batch, None)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        for r in records {
+            self.held.shard.replay(r);
+        }
+        Ok(Committed {
+            log: info.needs_sync.then(|| self.log.clone()),
+            upto: info.last_offset + 1,
+        })
+    }
+}
+
 impl<S: Shard> Runtime<S> {
-    /// Loads `shard` by replaying every record of `log`.
-    pub fn load(log: Arc<PartitionLog>, mut shard: S) -> io::Result<Runtime<S>> {
+    /// Loads `shard` by replaying every record of `log`, then derives the in-memory state
+    /// from what was replayed.
+    pub fn load(
+        log: Arc<PartitionLog>,
+        mut shard: S,
+        volatile: impl FnOnce(&S) -> S::Volatile,
+    ) -> io::Result<Runtime<S>> {
         log.for_each_record(|r| {
             if let Some(record) = S::decode(r) {
                 shard.replay(&record);
             }
         })?;
+        let volatile = volatile(&shard);
         Ok(Runtime {
-            shard: Mutex::new(shard),
+            held: Mutex::new(Held { shard, volatile }),
             log,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, S> {
-        // A panic inside an operation leaves the state as its last replay left it.
-        self.shard.lock().unwrap_or_else(|p| p.into_inner())
+    /// The log behind the shard.
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
     }
 
-    /// Reads the state (no write, no wait).
+    /// Locks the shard for one operation.
+    pub fn lock(&self) -> ShardGuard<'_, S> {
+        ShardGuard {
+            // A panic inside an operation leaves the state as its last replay left it.
+            held: self.held.lock().unwrap_or_else(|p| p.into_inner()),
+            log: &self.log,
+        }
+    }
+
+    /// Reads the log-held state (no write, no wait).
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        f(&self.lock())
+        f(self.lock().shard())
     }
 
     /// Runs `op` on the current state; appends and replays the records it returns, under the
@@ -112,23 +207,9 @@ impl<S: Shard> Runtime<S> {
         &self,
         op: impl FnOnce(&S) -> Result<(Vec<S::Record>, R), E>,
     ) -> Result<(R, Committed), WriteError<E>> {
-        let mut shard = self.lock();
-        let (records, answer) = op(&shard).map_err(WriteError::Refused)?;
-        if records.is_empty() {
-            return Ok((answer, Committed::nothing()));
-        }
-        let mut batch = S::encode(&records).map_err(WriteError::Storage)?;
-        let info = self
-            .log
-            .append(&mut batch, None)
-            .map_err(|e| WriteError::Storage(io::Error::other(e.to_string())))?;
-        for r in &records {
-            shard.replay(r);
-        }
-        let committed = Committed {
-            log: info.needs_sync.then(|| self.log.clone()),
-            upto: info.last_offset + 1,
-        };
+        let mut guard = self.lock();
+        let (records, answer) = op(guard.shard()).map_err(WriteError::Refused)?;
+        let committed = guard.append(&records).map_err(WriteError::Storage)?;
         Ok((answer, committed))
     }
 
@@ -155,6 +236,7 @@ mod tests {
 
     impl Shard for Sum {
         type Record = i64;
+        type Volatile = ();
         fn decode(r: Record) -> Option<i64> {
             let v = r.value?;
             Some(i64::from_be_bytes(v[..].try_into().ok()?))
@@ -190,7 +272,7 @@ mod tests {
             flush_messages: 1,
             ..LogConfig::default()
         }));
-        let rt = Runtime::load(log.clone(), Sum::default()).unwrap();
+        let rt = Runtime::load(log.clone(), Sum::default(), |_| ()).unwrap();
         assert_eq!(add(&rt, 5).unwrap(), 5);
         assert_eq!(add(&rt, -2).unwrap(), 3);
         assert!(matches!(add(&rt, -4), Err(WriteError::Refused(_))));
@@ -206,7 +288,7 @@ mod tests {
         committed.wait().unwrap();
         assert_eq!(log.log_end_offset(), 2);
         // Loading the same log gives the same state.
-        let again = Runtime::load(log, Sum::default()).unwrap();
+        let again = Runtime::load(log, Sum::default(), |_| ()).unwrap();
         assert_eq!(again.read(|s| s.0), 3);
     }
 }

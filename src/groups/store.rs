@@ -8,16 +8,18 @@
 //!   i64, members: written empty — members rejoin after a restart);
 //! - a null value (tombstone) deletes the key: compaction then drops it.
 //!
-//! Strings are i16 length + UTF-8 (-1 = null). On start the whole partition is replayed.
+//! - offset commits inside a transaction (TxnOffsetCommit) are a transactional batch of that
+//!   producer; its commit/abort marker (a control batch) applies or drops them.
+//!
+//! Strings are i16 length + UTF-8 (-1 = null). [`OffsetsRecord`] is one record decoded; the
+//! group shard (`shard.rs`) replays them.
 
-use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{Record, TimestampType};
 
-use crate::log::{now_ms, PartitionLog};
+use crate::log::now_ms;
 
 /// What a group has committed for one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,27 +56,29 @@ pub struct MemberRecord {
     pub assignment: Bytes,
 }
 
-/// One change to persist.
-pub enum Change<'a> {
+/// One record of `__consumer_offsets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetsRecord {
+    /// A group's committed offset for a partition (`None`: a tombstone). With `producer`,
+    /// written inside that producer's transaction: pending until its marker.
     Offset {
-        group: &'a str,
-        topic: &'a str,
+        group: String,
+        topic: String,
         partition: i32,
-        value: Option<&'a CommittedOffset>,
+        value: Option<CommittedOffset>,
+        producer: Option<(i64, i16)>,
     },
+    /// A group's metadata (`None`: a tombstone).
     Group {
-        group: &'a str,
-        value: Option<&'a GroupRecord>,
+        group: String,
+        value: Option<GroupRecord>,
     },
-}
-
-/// Everything replayed from the log.
-#[derive(Default)]
-pub struct Replayed {
-    pub offsets: HashMap<String, HashMap<(String, i32), CommittedOffset>>,
-    pub groups: HashMap<String, GroupRecord>,
-    /// Transactional offset commits without a marker yet: producer id -> records.
-    pub pending: HashMap<i64, Vec<(Bytes, Option<Bytes>)>>,
+    /// A transaction marker: the producer's pending offsets apply (commit) or are dropped.
+    Marker {
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    },
 }
 
 /// Longest string the internal topics' records hold: Kafka's strings there have an i16
@@ -132,14 +136,16 @@ fn get_str(buf: &mut Bytes) -> Option<Option<String>> {
     Some(Some(String::from_utf8_lossy(&s).into_owned()))
 }
 
-fn encode_change(change: &Change<'_>) -> io::Result<(Bytes, Option<Bytes>)> {
+/// The key and value of a data record (not a marker).
+fn encode_key_value(record: &OffsetsRecord) -> io::Result<(Bytes, Option<Bytes>)> {
     let mut key = BytesMut::new();
-    match change {
-        Change::Offset {
+    match record {
+        OffsetsRecord::Offset {
             group,
             topic,
             partition,
             value,
+            ..
         } => {
             key.put_i16(1);
             put_str(&mut key, Some(group))?;
@@ -159,7 +165,7 @@ fn encode_change(change: &Change<'_>) -> io::Result<(Bytes, Option<Bytes>)> {
             };
             Ok((key.freeze(), value))
         }
-        Change::Group { group, value } => {
+        OffsetsRecord::Group { group, value } => {
             key.put_i16(2);
             put_str(&mut key, Some(group))?;
             let value = match value {
@@ -191,26 +197,51 @@ fn encode_change(change: &Change<'_>) -> io::Result<(Bytes, Option<Bytes>)> {
             };
             Ok((key.freeze(), value))
         }
+        OffsetsRecord::Marker { .. } => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a marker is a control batch of its own",
+        )),
     }
 }
 
-/// Encodes changes as one record batch (offsets assigned by the log on append).
-pub fn encode_batch(changes: &[Change<'_>]) -> io::Result<Vec<u8>> {
-    encode_batch_as(changes, None)
-}
-
-/// Like [`encode_batch`]; with a producer `(id, epoch)` the batch is transactional: it takes
-/// effect only when that producer's commit marker follows (TxnOffsetCommit).
-pub fn encode_batch_as(
-    changes: &[Change<'_>],
-    producer: Option<(i64, i16)>,
-) -> io::Result<Vec<u8>> {
+/// Encodes records as one batch (offsets assigned by the log on append): a marker alone as
+/// a control batch; offsets inside a transaction as a transactional batch of their producer
+/// (all of one producer); anything else as a plain batch.
+pub fn encode(records: &[OffsetsRecord]) -> io::Result<Vec<u8>> {
+    if let [OffsetsRecord::Marker {
+        producer_id,
+        producer_epoch,
+        commit,
+    }] = records
+    {
+        return Ok(crate::log::txn::encode_marker(
+            *producer_id,
+            *producer_epoch,
+            *commit,
+            0,
+            now_ms(),
+        ));
+    }
+    let producer = match records.first() {
+        Some(OffsetsRecord::Offset { producer, .. }) => *producer,
+        _ => None,
+    };
     let now = now_ms();
-    let records: Vec<Record> = changes
+    let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let (key, value) = encode_change(c)?;
+        .map(|(i, r)| {
+            let same_producer = match r {
+                OffsetsRecord::Offset { producer: p, .. } => *p == producer,
+                _ => producer.is_none(),
+            };
+            if !same_producer {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "one batch holds the records of one transaction, or none",
+                ));
+            }
+            let (key, value) = encode_key_value(r)?;
             Ok(Record {
                 transactional: producer.is_some(),
                 control: false,
@@ -233,108 +264,53 @@ pub fn encode_batch_as(
     crate::log::batch::encode_records(&records)
 }
 
-/// Appends changes to the log. Returns the offset to sync to when the flush policy wants the
-/// write durable before it is acknowledged.
-pub fn append(log: &PartitionLog, changes: &[Change<'_>]) -> io::Result<Option<i64>> {
-    append_as(log, changes, None)
-}
-
-/// [`append`], transactional for `producer` when given.
-pub fn append_as(
-    log: &PartitionLog,
-    changes: &[Change<'_>],
-    producer: Option<(i64, i16)>,
-) -> io::Result<Option<i64>> {
-    if changes.is_empty() {
-        return Ok(None);
+/// Decodes one record read from `__consumer_offsets`; `None` for what is not ours (unknown
+/// key versions, group metadata inside a transaction, malformed keys).
+pub fn decode(r: Record) -> Option<OffsetsRecord> {
+    if r.control {
+        // Key: version, then ABORT (0) or COMMIT (1); anything else drops the pending offsets.
+        let commit = r
+            .key
+            .as_ref()
+            .is_some_and(|k| k.len() >= 4 && (&k[2..4]).get_i16() == 1);
+        return Some(OffsetsRecord::Marker {
+            producer_id: r.producer_id,
+            producer_epoch: r.producer_epoch,
+            commit,
+        });
     }
-    let mut batch = encode_batch_as(changes, producer)?;
-    let info = log
-        .append(&mut batch, None)
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(info.needs_sync.then_some(info.last_offset + 1))
-}
-
-/// Reads the whole log and rebuilds the state (later records win; tombstones delete).
-pub fn replay(log: &Arc<PartitionLog>) -> io::Result<Replayed> {
-    let mut state = Replayed::default();
-    log.for_each_record(|r| {
-        if r.control {
-            // A transaction marker: apply (COMMIT, type 1) or drop (ABORT, type 0) the
-            // producer's pending offset commits.
-            let commit = r
-                .key
-                .as_ref()
-                .filter(|k| k.len() >= 4)
-                .map(|k| (&k[2..4]).get_i16() == 1)
-                .unwrap_or(false);
-            if let Some(records) = state.pending.remove(&r.producer_id) {
-                if commit {
-                    for (key, value) in records {
-                        apply(&mut state, key, value);
-                    }
-                }
-            }
-            return;
-        }
-        if let Some(key) = r.key {
-            if r.transactional {
-                state
-                    .pending
-                    .entry(r.producer_id)
-                    .or_default()
-                    .push((key, r.value));
-            } else {
-                apply(&mut state, key, r.value);
-            }
-        }
-    })?;
-    Ok(state)
-}
-
-/// Applies one offset/group record to `state` (used to sort out pending transactional ones).
-pub fn apply_public(state: &mut Replayed, key: Bytes, value: Option<Bytes>) {
-    apply(state, key, value)
-}
-
-fn apply(state: &mut Replayed, mut key: Bytes, value: Option<Bytes>) {
+    let mut key = r.key?;
     if key.remaining() < 2 {
-        return;
+        return None;
     }
     match key.get_i16() {
         0 | 1 => {
             let (Some(Some(group)), Some(Some(topic))) = (get_str(&mut key), get_str(&mut key))
             else {
-                return;
+                return None;
             };
             if key.remaining() < 4 {
-                return;
+                return None;
             }
             let partition = key.get_i32();
-            let offsets = state.offsets.entry(group).or_default();
-            match value.and_then(decode_offset) {
-                Some(v) => {
-                    offsets.insert((topic, partition), v);
-                }
-                None => {
-                    offsets.remove(&(topic, partition));
-                }
-            }
+            Some(OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: r.value.and_then(decode_offset),
+                producer: r.transactional.then_some((r.producer_id, r.producer_epoch)),
+            })
         }
-        2 => {
+        2 if !r.transactional => {
             let Some(Some(group)) = get_str(&mut key) else {
-                return;
+                return None;
             };
-            match value.and_then(decode_group) {
-                Some(g) => {
-                    state.groups.insert(group, g);
-                }
-                None => {
-                    state.groups.remove(&group);
-                }
-            }
+            Some(OffsetsRecord::Group {
+                group,
+                value: r.value.and_then(decode_group),
+            })
         }
-        _ => {}
+        _ => None,
     }
 }
 
@@ -421,7 +397,20 @@ fn decode_group(mut v: Bytes) -> Option<GroupRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::LogConfig;
+    use crate::coordinator::Runtime;
+    use crate::groups::shard::GroupShard;
+    use crate::log::{LogConfig, PartitionLog};
+    use std::sync::Arc;
+
+    fn offset_record(group: &str, partition: i32, value: Option<CommittedOffset>) -> OffsetsRecord {
+        OffsetsRecord::Offset {
+            group: group.into(),
+            topic: "t".into(),
+            partition,
+            value,
+            producer: None,
+        }
+    }
 
     #[test]
     fn strings_longer_than_i16_are_an_error_never_truncated() {
@@ -434,15 +423,14 @@ mod tests {
             commit_timestamp_ms: 0,
         };
         let change = |group: &str, metadata: &str| {
-            encode_batch(&[Change::Offset {
+            encode(&[offset_record(
                 group,
-                topic: "t",
-                partition: 0,
-                value: Some(&CommittedOffset {
+                0,
+                Some(CommittedOffset {
                     metadata: metadata.to_string(),
                     ..offset.clone()
                 }),
-            }])
+            )])
         };
         assert!(change(&long, "").is_err(), "group id");
         assert!(change("g", &long).is_err(), "metadata");
@@ -455,9 +443,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        let group = encode_batch(&[Change::Group {
-            group: "g",
-            value: Some(&record),
+        let group = encode(&[OffsetsRecord::Group {
+            group: "g".into(),
+            value: Some(record),
         }]);
         assert!(group.is_err(), "member id");
     }
@@ -465,6 +453,10 @@ mod tests {
     #[test]
     fn commits_and_tombstones_replay() {
         let log = Arc::new(PartitionLog::in_memory(LogConfig::default()));
+        let append = |records: &[OffsetsRecord]| {
+            let mut batch = encode(records).unwrap();
+            log.append(&mut batch, None).unwrap();
+        };
         let c = |o| CommittedOffset {
             offset: o,
             leader_epoch: 3,
@@ -472,68 +464,72 @@ mod tests {
             commit_timestamp_ms: 9,
         };
         let (a, b) = (c(5), c(7));
-        append(
-            &log,
-            &[
-                Change::Offset {
-                    group: "g",
-                    topic: "t",
-                    partition: 0,
-                    value: Some(&a),
-                },
-                Change::Offset {
-                    group: "g",
-                    topic: "t",
-                    partition: 1,
-                    value: Some(&a),
-                },
-                Change::Group {
-                    group: "g",
-                    value: Some(&GroupRecord {
-                        protocol_type: "consumer".into(),
-                        generation: 4,
-                        protocol: Some("range".into()),
-                        leader: Some("m1".into()),
-                        members: vec![MemberRecord {
-                            member_id: "m1".into(),
-                            instance_id: Some("i1".into()),
-                            client_id: "c".into(),
-                            client_host: "/127.0.0.1".into(),
-                            rebalance_timeout_ms: 300_000,
-                            session_timeout_ms: 10_000,
-                            subscription: Bytes::from_static(b"sub"),
-                            assignment: Bytes::from_static(b"asg"),
-                        }],
-                    }),
-                },
-            ],
-        )
+        append(&[
+            offset_record("g", 0, Some(a.clone())),
+            offset_record("g", 1, Some(a.clone())),
+            OffsetsRecord::Group {
+                group: "g".into(),
+                value: Some(GroupRecord {
+                    protocol_type: "consumer".into(),
+                    generation: 4,
+                    protocol: Some("range".into()),
+                    leader: Some("m1".into()),
+                    members: vec![MemberRecord {
+                        member_id: "m1".into(),
+                        instance_id: Some("i1".into()),
+                        client_id: "c".into(),
+                        client_host: "/127.0.0.1".into(),
+                        rebalance_timeout_ms: 300_000,
+                        session_timeout_ms: 10_000,
+                        subscription: Bytes::from_static(b"sub"),
+                        assignment: Bytes::from_static(b"asg"),
+                    }],
+                }),
+            },
+        ]);
+        append(&[
+            offset_record("g", 0, Some(b.clone())),
+            offset_record("g", 1, None),
+        ]);
+        // A transaction's offsets apply at its commit marker; an aborted one's never.
+        let txn = |producer_id: i64, partition: i32, commit: bool| {
+            append(&[OffsetsRecord::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition,
+                value: Some(c(100 + producer_id)),
+                producer: Some((producer_id, 0)),
+            }]);
+            append(&[OffsetsRecord::Marker {
+                producer_id,
+                producer_epoch: 0,
+                commit,
+            }]);
+        };
+        txn(1, 2, true);
+        txn(2, 3, false);
+        let config = crate::groups::GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 1,
+            max_session_timeout_ms: 1,
+            offsets_retention_ms: -1,
+        };
+        let rt = Runtime::load(log.clone(), GroupShard::default(), |s| {
+            crate::groups::shard::Groups::load(s, config, 0)
+        })
         .unwrap();
-        append(
-            &log,
-            &[
-                Change::Offset {
-                    group: "g",
-                    topic: "t",
-                    partition: 0,
-                    value: Some(&b),
-                },
-                Change::Offset {
-                    group: "g",
-                    topic: "t",
-                    partition: 1,
-                    value: None,
-                },
-            ],
-        )
-        .unwrap();
-        let r = replay(&log).unwrap();
-        assert_eq!(r.offsets["g"].len(), 1);
-        assert_eq!(r.offsets["g"][&("t".to_string(), 0)], b);
-        assert_eq!(r.groups["g"].generation, 4);
-        assert_eq!(r.groups["g"].protocol.as_deref(), Some("range"));
-        assert_eq!(r.groups["g"].members.len(), 1);
-        assert_eq!(&r.groups["g"].members[0].assignment[..], b"asg");
-        assert_eq!(r.groups["g"].members[0].instance_id.as_deref(), Some("i1"));
+        rt.read(|s| {
+            let offsets = s.offsets().of("g").unwrap();
+            assert_eq!(offsets.len(), 2);
+            assert_eq!(offsets[&("t".to_string(), 0)], b);
+            assert_eq!(offsets[&("t".to_string(), 2)].offset, 101);
+            assert!(s.offsets().pending_partitions("g").is_empty());
+            let g = s.metadata("g").unwrap();
+            assert_eq!(g.generation, 4);
+            assert_eq!(g.protocol.as_deref(), Some("range"));
+            assert_eq!(g.members.len(), 1);
+            assert_eq!(&g.members[0].assignment[..], b"asg");
+            assert_eq!(g.members[0].instance_id.as_deref(), Some("i1"));
+        });
     }
 }

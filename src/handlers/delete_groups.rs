@@ -2,42 +2,45 @@
 //! remain, GROUP_ID_NOT_FOUND for unknown ones). The answer waits until the tombstones are as
 //! durable as the flush policy promises (KAFKA_STORAGE_ERROR if that fails).
 
+use std::sync::Arc;
+
 use kafka_protocol::error::ResponseError;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::{durable, Broker, NONE};
+use super::{Broker, NONE};
 
-pub async fn handle(broker: &Broker, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let mut results = Vec::with_capacity(req.groups_names.len());
-    for g in &req.groups_names {
-        let (code, durability) = broker.groups.delete_group(g.0.as_str());
-        results.push((g.clone(), code, durability));
-    }
-    // The log's offsets only grow: one wait for the last write covers the others.
-    let last = results.iter().filter_map(|r| match r.2 {
-        crate::groups::Durability::SyncTo(upto) => Some(upto),
-        _ => None,
-    });
-    let synced = match last.max() {
-        Some(upto) => durable(broker, crate::groups::Durability::SyncTo(upto)).await,
-        None => true,
-    };
-    DeleteGroupsResponse::default().with_results(
-        results
+pub async fn handle(broker: &Arc<Broker>, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+    // The tombstones are appended to `__consumer_offsets` (a roll there may create a file),
+    // then waited for: off the runtime, the wait with no lock held.
+    let (b, names) = (broker.clone(), req.groups_names.clone());
+    let codes = crate::threads::spawn_blocking(move || {
+        let deleted: Vec<_> = names
+            .iter()
+            .map(|g| b.groups.delete_group(g.0.as_str()))
+            .collect();
+        deleted
             .into_iter()
-            .map(|(g, code, durability)| {
-                let failed = code == NONE
-                    && (durability == crate::groups::Durability::Failed
-                        || (matches!(durability, crate::groups::Durability::SyncTo(_)) && !synced));
+            .map(|(code, durability)| {
+                if code == NONE && !durability.wait() {
+                    ResponseError::KafkaStorageError.code()
+                } else {
+                    code
+                }
+            })
+            .collect::<Vec<i16>>()
+    })
+    .await
+    .unwrap_or_else(|_| vec![ResponseError::UnknownServerError.code(); req.groups_names.len()]);
+    DeleteGroupsResponse::default().with_results(
+        req.groups_names
+            .iter()
+            .zip(codes)
+            .map(|(g, code)| {
                 DeletableGroupResult::default()
-                    .with_group_id(g)
-                    .with_error_code(if failed {
-                        ResponseError::KafkaStorageError.code()
-                    } else {
-                        code
-                    })
+                    .with_group_id(g.clone())
+                    .with_error_code(code)
             })
             .collect(),
     )

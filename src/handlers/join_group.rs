@@ -74,7 +74,7 @@ pub async fn handle(
             ..Default::default()
         }),
     };
-    if result.error == 0 && !super::durable(broker, result.durability).await {
+    if result.error == 0 && !super::durable(result.durability).await {
         return JoinGroupResponse::default()
             .with_error_code(ResponseError::NotCoordinator.code())
             .with_generation_id(-1)

@@ -89,16 +89,14 @@ pub fn internal_strings_fit<'a>(strings: impl IntoIterator<Item = &'a str>) -> b
 
 /// Waits until a write to `__consumer_offsets` is what the flush policy promises (the fsync
 /// runs on the blocking pool, group-committed). `false` when the write or its fsync failed.
-pub async fn durable(broker: &Broker, durability: crate::groups::Durability) -> bool {
+pub async fn durable(durability: crate::groups::Durability) -> bool {
     use crate::groups::Durability;
     match durability {
         Durability::Done => true,
         Durability::Failed => false,
-        Durability::SyncTo(upto) => {
-            let log = broker.groups.log().clone();
-            let synced = crate::threads::spawn_blocking(move || log.sync_to(upto)).await;
-            matches!(synced, Ok(Ok(())))
-        }
+        pending => crate::threads::spawn_blocking(move || pending.wait())
+            .await
+            .unwrap_or(false),
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::Broker;
 use crate::cluster::Topic;
-use crate::groups::CommittedOffset;
+use crate::groups::{CommittedOffset, Durability};
 use crate::log::now_ms;
 
 pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCommitResponse {
@@ -64,7 +64,7 @@ pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCo
         .await
         .unwrap_or(Err(ResponseError::UnknownServerError))
     };
-    let errors = settle(broker, result, count).await;
+    let errors = settle(result, count).await;
     let mut errors = errors.into_iter();
     OffsetCommitResponse::default().with_topics(
         req.topics
@@ -111,17 +111,14 @@ pub(super) fn partition_exists(topic: Option<&Topic>, index: i32) -> bool {
 /// The per-partition error codes of a commit (`count` partitions), once it is durable when
 /// the flush policy asks for it: a failed fsync turns every code into KAFKA_STORAGE_ERROR.
 pub(super) async fn settle(
-    broker: &Broker,
-    result: Result<(Vec<i16>, Option<i64>), ResponseError>,
+    result: Result<(Vec<i16>, Durability), ResponseError>,
     count: usize,
 ) -> Vec<i16> {
     match result {
         Err(e) => vec![e.code(); count],
-        Ok((errors, None)) => errors,
-        Ok((mut errors, Some(upto))) => {
-            let log = broker.groups.log().clone();
-            let synced = crate::threads::spawn_blocking(move || log.sync_to(upto)).await;
-            if !matches!(synced, Ok(Ok(()))) {
+        Ok((errors, Durability::Done)) => errors,
+        Ok((mut errors, durability)) => {
+            if !super::durable(durability).await {
                 tracing::error!("fsync of committed offsets failed");
                 let storage = ResponseError::KafkaStorageError.code();
                 errors.iter_mut().for_each(|e| *e = storage);

@@ -7,9 +7,11 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
+use std::sync::Arc;
+
 use super::{durable, Broker, NONE};
 
-pub async fn handle(broker: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(broker: &Arc<Broker>, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
     let mut partitions = Vec::new();
     let mut unknown = Vec::new();
     for t in &req.topics {
@@ -24,16 +26,20 @@ pub async fn handle(broker: &Broker, req: &OffsetDeleteRequest) -> OffsetDeleteR
             unknown.push(!exists);
         }
     }
-    let results = match broker
-        .groups
-        .delete_offsets(req.group_id.0.as_str(), &partitions)
-    {
+    // The tombstones are appended to `__consumer_offsets` (a roll may create a file): off
+    // the runtime.
+    let (b, group) = (broker.clone(), req.group_id.0.to_string());
+    let deleted =
+        crate::threads::spawn_blocking(move || b.groups.delete_offsets(&group, &partitions))
+            .await
+            .unwrap_or(Err(ResponseError::UnknownServerError));
+    let results = match deleted {
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
         Ok(r) => r,
     };
     let (results, durability) = results;
     // Acknowledged once the tombstones are as durable as the flush policy promises.
-    if !durable(broker, durability).await {
+    if !durable(durability).await {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::KafkaStorageError.code());
     }

@@ -58,7 +58,7 @@ pub async fn handle(
     };
     // The assignment is answered once the group metadata holding it is durable (as Kafka,
     // which maps a failed store to NOT_COORDINATOR).
-    if result.error == 0 && !super::durable(broker, result.durability).await {
+    if result.error == 0 && !super::durable(result.durability).await {
         return SyncGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code());
     }
     let v5 = version >= 5;

@@ -102,7 +102,7 @@ pub async fn handle(
             .unwrap_or(Err(ResponseError::UnknownServerError)),
         Err(e) => Err(e),
     };
-    let errors = settle(broker, result, count).await;
+    let errors = settle(result, count).await;
     let mut errors = errors.into_iter();
     TxnOffsetCommitResponse::default().with_topics(
         req.topics

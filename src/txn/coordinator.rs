@@ -26,7 +26,7 @@ use super::producer_ids::ProducerIdAllocator;
 use crate::clock::Clock;
 use crate::cluster::TopicRegistry;
 use crate::coordinator::{Runtime, Shard, WriteError};
-use crate::groups::GroupCoordinator;
+use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::log::{now_ms, PartitionLog};
 
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
@@ -137,6 +137,8 @@ impl TxnRecord {
 
 impl Shard for TxnShard {
     type Record = TxnRecord;
+    /// Everything the transaction coordinator knows is in its log.
+    type Volatile = ();
 
     fn decode(r: Record) -> Option<TxnRecord> {
         if r.control {
@@ -247,7 +249,7 @@ impl TxnCoordinator {
 
     /// As [`TxnCoordinator::open`], with every deadline (timeouts, expiration) from `clock`.
     pub fn open_with_clock(log: Arc<PartitionLog>, clock: Clock) -> io::Result<TxnCoordinator> {
-        let runtime = Runtime::load(log, TxnShard::default())?;
+        let runtime = Runtime::load(log, TxnShard::default(), |_| ())?;
         let count = runtime.read(|s| s.txns.len());
         if count > 0 {
             tracing::info!(transactional_ids = count, "loaded transaction state");
@@ -603,8 +605,8 @@ impl TxnCoordinator {
     }
 }
 
-/// Appends a marker to every partition of the transaction; the group coordinator applies or
-/// drops the transaction's offsets.
+/// Appends a marker to every partition of the transaction; on `__consumer_offsets` the group
+/// coordinator writes it, applying or dropping the transaction's offsets.
 fn write_markers(
     topics: &TopicRegistry,
     groups: &GroupCoordinator,
@@ -612,6 +614,12 @@ fn write_markers(
     commit: bool,
 ) -> io::Result<()> {
     for (topic, partition) in &m.partitions {
+        if topic == OFFSETS_TOPIC && *partition == 0 {
+            // The group coordinator's log: its runtime writes the marker and replays it (the
+            // transaction's offsets apply or are dropped) as one step.
+            groups.write_txn_marker(m.producer_id, m.producer_epoch, commit)?;
+            continue;
+        }
         let Some(log) = topics
             .get(topic)
             .and_then(|t| t.partition(*partition))
@@ -622,9 +630,6 @@ fn write_markers(
         // Synced inside when the flush policy asks for it.
         log.append_marker(m.producer_id, m.producer_epoch, commit, 0)
             .map_err(|e| io::Error::other(e.to_string()))?;
-    }
-    for group in &m.groups {
-        groups.complete_txn_offsets(group, m.producer_id, commit);
     }
     Ok(())
 }

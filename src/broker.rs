@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::cluster::{self, NodeInfo, Topic, TopicError, TopicRegistry};
 use crate::config::Config;
 use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
@@ -21,6 +22,9 @@ pub struct Broker {
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
+    /// The time every deadline is computed from (sessions, transactions, flush, retention,
+    /// offset retention, timestamp bounds): the system's, or a manual one in tests.
+    pub clock: Clock,
 }
 
 impl Broker {
@@ -29,6 +33,16 @@ impl Broker {
     /// block, and the coordinators loaded from their internal topics. `host:port` is the
     /// address this node advertises.
     pub fn open(config: Config, host: String, port: i32) -> Result<Broker, String> {
+        Broker::open_with_clock(config, host, port, Clock::system())
+    }
+
+    /// As [`Broker::open`], with every deadline computed from `clock`.
+    pub fn open_with_clock(
+        config: Config,
+        host: String,
+        port: i32,
+        clock: Clock,
+    ) -> Result<Broker, String> {
         let cluster_id = cluster::resolve_cluster_id(&config).map_err(|e| e.to_string())?;
         let clean_start = !config.memory && cluster::was_clean_shutdown(&config.data_dir);
         let topics = TopicRegistry::open(&config, clean_start).map_err(|e| e.to_string())?;
@@ -39,11 +53,12 @@ impl Broker {
         let producer_ids =
             ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
                 .map_err(|e| e.to_string())?;
-        let groups = open_group_coordinator(&topics, &config)?;
-        let txns = open_txn_coordinator(&topics)?;
+        let groups = open_group_coordinator(&topics, &config, &clock)?;
+        let txns = open_txn_coordinator(&topics, &clock)?;
         Ok(Broker {
             groups,
             txns,
+            clock,
             node: NodeInfo {
                 node_id: config.node_id,
                 host,
@@ -111,18 +126,20 @@ fn internal_log(topics: &TopicRegistry, name: &str) -> Result<Arc<PartitionLog>,
 }
 
 /// Creates `__transaction_state` if missing and loads the transactions from it.
-fn open_txn_coordinator(topics: &TopicRegistry) -> Result<TxnCoordinator, String> {
+fn open_txn_coordinator(topics: &TopicRegistry, clock: &Clock) -> Result<TxnCoordinator, String> {
     let log = internal_log(topics, TRANSACTION_TOPIC)?;
-    TxnCoordinator::open(log).map_err(|e| format!("loading transaction state: {e}"))
+    TxnCoordinator::open_with_clock(log, clock.clone())
+        .map_err(|e| format!("loading transaction state: {e}"))
 }
 
 /// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
 fn open_group_coordinator(
     topics: &TopicRegistry,
     config: &Config,
+    clock: &Clock,
 ) -> Result<GroupCoordinator, String> {
     let log = internal_log(topics, OFFSETS_TOPIC)?;
-    GroupCoordinator::open(
+    GroupCoordinator::open_with_clock(
         log,
         GroupConfig {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -130,6 +147,7 @@ fn open_group_coordinator(
             max_session_timeout_ms: config.group_max_session_timeout_ms,
             offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
         },
+        clock.clone(),
     )
     .map_err(|e| format!("loading consumer groups: {e}"))
 }

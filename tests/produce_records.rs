@@ -18,6 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use ottla::config::Config;
 use ottla::log::batch::BatchHeader;
 use ottla::log::now_ms;
 
@@ -483,6 +484,33 @@ async fn keyless_records_on_a_compacted_topic_are_listed_in_record_errors() {
     }
     let data = fetch_all(&mut c, &broker, "compacted").await;
     assert_eq!(stored_batches(&data).len(), CODECS.len());
+    broker.stop().await;
+}
+
+/// The bounds are checked against the broker's clock (injected: a manual clock here), not
+/// the system's: a record stamped with the system's time is an hour and more in the future of
+/// a broker clock set a day back, and the clock moving forward makes it acceptable.
+#[tokio::test]
+async fn timestamp_bounds_follow_the_broker_clock() {
+    let day = 86_400_000i64;
+    let clock = ottla::clock::Clock::manual(now_ms() - day);
+    let broker = TestBroker::start_with_clock(
+        Config {
+            memory: true,
+            ..Config::default()
+        },
+        clock.clone(),
+    )
+    .await;
+    let mut c = broker.client().await;
+    let bounds = [("message.timestamp.after.max.ms", "3600000")];
+    assert_eq!(create(&mut c, "clocked", &bounds).await, 0);
+    let records = [record(0, Some("k"), b"now", now_ms())];
+    let p = send_produce(&mut c, "clocked", encode(&records, Compression::None)).await;
+    assert_eq!(p.error_code, ResponseError::InvalidTimestamp.code());
+    clock.advance(day);
+    let p = send_produce(&mut c, "clocked", encode(&records, Compression::None)).await;
+    assert_eq!(p.error_code, 0);
     broker.stop().await;
 }
 

@@ -210,8 +210,9 @@ async fn read_all(
 
 /// Reads one partition without ever waiting for the disk on this worker (`log::cold`): first
 /// from the page cache only; a read that would wait (data or file not cached) is done again
-/// on the blocking pool, and a stretch of records the cache does not wholly hold is read into
-/// it there before the connection sends it.
+/// on the blocking pool, after the data it touches was read into the page cache there without
+/// the partition lock; and a stretch of records the cache does not wholly hold is read into
+/// it on the pool before the connection sends it.
 async fn read_partition(
     partition: &Arc<Partition>,
     offset: i64,
@@ -228,9 +229,12 @@ async fn read_partition(
         Err(LogError::Io(e)) if cold::is_would_block(&e) => {
             let log = partition.log().clone();
             return threads::spawn_blocking(move || {
+                log.prefetch(offset, budget)?;
                 let read = log.read_records(offset, budget, min_one, isolation)?;
                 if let Records::File(slice) = &read.records {
-                    slice.warm()?;
+                    if !slice.is_resident() {
+                        slice.warm()?;
+                    }
                 }
                 Ok(read)
             })

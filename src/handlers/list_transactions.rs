@@ -7,11 +7,10 @@ use kafka_protocol::messages::{
 };
 
 use super::{str_bytes, Broker, NONE};
-use crate::log::now_ms;
 use crate::txn::coordinator::TxnState;
 
 pub fn handle(broker: &Broker, req: &ListTransactionsRequest) -> ListTransactionsResponse {
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     let unknown: Vec<_> = req
         .state_filters
         .iter()

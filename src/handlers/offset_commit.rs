@@ -15,10 +15,9 @@ use std::sync::Arc;
 use super::Broker;
 use crate::cluster::Topic;
 use crate::groups::{CommittedOffset, Durability};
-use crate::log::now_ms;
 
 pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCommitResponse {
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     let mut offsets = Vec::new();
     for t in &req.topics {
         let topic = broker.topics.get(t.name.0.as_str());

@@ -28,7 +28,7 @@ use crate::cluster::{topic_config, Topic, TopicRef};
 use crate::log::batch::{self, BatchError, BatchHeader};
 use crate::log::producer_state::SequenceError;
 use crate::log::validate::{self, Checked, Rejection};
-use crate::log::{now_ms, AppendInfo, LogError, PartitionLog};
+use crate::log::{AppendInfo, LogError, PartitionLog};
 
 /// An appended partition that must be durable before the answer: where its response is, the
 /// log, and the offset everything below which must be synced.
@@ -323,7 +323,7 @@ async fn produce_partition(
             return (fail(error, message), None);
         }
     }
-    let log_append_time = rules.log_append_time.then(now_ms);
+    let log_append_time = rules.log_append_time.then(|| broker.clock.now_ms());
     let checked = match check_records(broker, topic, p.index, records, &rules) {
         Ok(checked) => checked,
         Err(refused) => return (refused.into_response(&fail), None),
@@ -441,7 +441,7 @@ fn check_records(
         log_append_time: rules.log_append_time,
         timestamp_before_max_ms: rules.timestamp_before_max_ms,
         timestamp_after_max_ms: rules.timestamp_after_max_ms,
-        now_ms: now_ms(),
+        now_ms: broker.clock.now_ms(),
         target: rules.compression,
         levels: rules.levels,
         max_batch_bytes: rules.max_message_bytes,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use super::offset_commit::{committed, partition_exists, settle};
 use super::Broker;
-use crate::log::now_ms;
 use crate::txn::coordinator::ProducerIdent;
 use kafka_protocol::error::ResponseError;
 
@@ -19,7 +18,7 @@ pub async fn handle(
     req: &TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     let mut offsets = Vec::new();
     for t in &req.topics {
         let topic = broker.topics.get(t.name.0.as_str());

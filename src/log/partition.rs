@@ -445,6 +445,27 @@ impl PartitionLog {
         })
     }
 
+    /// Brings into the page cache what a read of up to `max_bytes` from `offset` will touch
+    /// (batch headers and records), reading the segment file without the partition lock:
+    /// blocking, for the blocking pool, before a [`PartitionLog::read_records`] of data that
+    /// was not cached (`log::cold`), so that read holds the lock only for cached reads.
+    pub fn prefetch(&self, offset: i64, max_bytes: usize) -> io::Result<()> {
+        let (store, start, len) = {
+            let state = self.lock();
+            if offset < state.log_start_offset || offset >= state.local.log_end_offset() {
+                return Ok(());
+            }
+            let s = state.local.segment_to_read(offset);
+            let start = s.scan_start(offset);
+            let len = s
+                .size_bytes()
+                .saturating_sub(start)
+                .min((max_bytes + FETCH_WINDOW_BYTES) as u64);
+            (s.store().clone(), start, len as usize)
+        };
+        store.prefetch(start, len)
+    }
+
     /// Fetch's read: as [`PartitionLog::read_with_isolation`], but on disk the records are a
     /// stretch of the segment file ([`Records::File`]) that the broker never reads into memory;
     /// only batch headers are read, to find where the stretch starts and ends:

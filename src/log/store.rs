@@ -103,6 +103,10 @@ pub trait SegmentStore: Send + Sync {
     fn prepare(&self) -> io::Result<()> {
         Ok(())
     }
+    /// Reads `[pos, pos + len)` into the page cache (blocking; nothing to do in memory).
+    fn prefetch(&self, _pos: u64, _len: usize) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes everything written so far durable.
     fn sync(&self) -> io::Result<()>;
     /// The segment takes no more appends (rolled, or the broker is stopping): gives back space
@@ -272,6 +276,10 @@ impl SegmentStore for FileStore {
 
     fn prepare(&self) -> io::Result<()> {
         self.file.get().map(drop)
+    }
+
+    fn prefetch(&self, pos: u64, len: usize) -> io::Result<()> {
+        cold::warm(&*self.file.get()?, pos, len)
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::log::now_ms;
 
 /// The flush timer's resolution: unflushed data is synced at most this late after `flush.ms`.
 const FLUSH_TICK_MAX: Duration = Duration::from_millis(100);
@@ -45,16 +44,16 @@ pub async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
             )
         }),
         every("flush", flush_tick, &broker, &stop, |b| {
-            b.topics.flush_due(now_ms())
+            b.topics.flush_due(b.clock.now_ms())
         }),
         every("retention", retention_every, &broker, &stop, |b| {
-            let now = now_ms();
+            let now = b.clock.now_ms();
             b.topics.enforce_retention(now);
             b.topics
                 .expire_producers(now, b.config.producer_id_expiration_ms);
         }),
         every("cleaner", cleaner_every, &broker, &stop, |b| {
-            b.topics.compact(now_ms())
+            b.topics.compact(b.clock.now_ms())
         }),
     ];
     futures::future::join_all(timers).await;

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
+use crate::clock::Clock;
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,11 @@ fn listen_addrs(spec: &str) -> Result<Vec<SocketAddr>, StartError> {
 impl Server {
     /// Opens the data directory and binds every listener.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
+        Server::bind_with_clock(config, Clock::system()).await
+    }
+
+    /// As [`Server::bind`], with every deadline of the broker computed from `clock`.
+    pub async fn bind_with_clock(config: Config, clock: Clock) -> Result<Server, StartError> {
         let started = Instant::now();
         let mut listeners = Vec::new();
         for spec in &config.listen {
@@ -118,7 +124,8 @@ impl Server {
                 (host.to_string(), first.port() as i32)
             }
         };
-        let broker = Broker::open(config, host, port).map_err(StartError::Storage)?;
+        let broker =
+            Broker::open_with_clock(config, host, port, clock).map_err(StartError::Storage)?;
         Ok(Server {
             listeners,
             broker: Arc::new(broker),

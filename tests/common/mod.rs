@@ -27,11 +27,18 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub async fn start(config: Config) -> TestBroker {
+        TestBroker::start_with_clock(config, ottla::clock::Clock::system()).await
+    }
+
+    /// A broker whose deadlines all come from `clock`.
+    pub async fn start_with_clock(config: Config, clock: ottla::clock::Clock) -> TestBroker {
         let config = Config {
             listen: vec!["127.0.0.1:0".into()],
             ..config
         };
-        let server = Server::bind(config).await.expect("broker binds");
+        let server = Server::bind_with_clock(config, clock)
+            .await
+            .expect("broker binds");
         let addr = server.local_addrs()[0];
         let broker = server.broker();
         let (tx, rx) = oneshot::channel();

@@ -22,8 +22,10 @@ pub struct Broker {
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
-    /// The time every deadline is computed from (sessions, transactions, flush, retention,
-    /// offset retention, timestamp bounds): the system's, or a manual one in tests.
+    /// The time the broker's deadlines are computed from (group sessions and rebalances,
+    /// transactions, retention and compaction, offset retention, timestamp bounds): the
+    /// system's, or a manual one in tests. The log's own timers (`segment.ms` rolls, the
+    /// `flush.ms` deadline) read the system clock.
     pub clock: Clock,
 }
 

@@ -66,6 +66,7 @@ impl Broker {
                 host,
                 port,
                 cluster_id,
+                rack: config.broker_rack.clone(),
             },
             topics,
             producer_ids,
@@ -91,6 +92,14 @@ impl Broker {
             return Some(t);
         }
         if !(allow_auto_create && self.config.auto_create_topics) {
+            return None;
+        }
+        if i32::from(self.config.default_replication_factor) > cluster::LIVE_BROKERS {
+            // Refused as CreateTopics refuses it; logged once at start, not per request.
+            tracing::debug!(
+                topic = name,
+                "not auto-creating: default_replication_factor exceeds the available brokers"
+            );
             return None;
         }
         match self.topics.create(name, None, Default::default()) {

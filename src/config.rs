@@ -26,8 +26,28 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Keep everything in memory: nothing is written to disk, nothing survives a restart.
     pub memory: bool,
-    /// This broker's node id.
+    /// This node's id (Kafka's `node.id`): its broker id and, with the controller role, its
+    /// id among the controller voters.
     pub node_id: i32,
+    /// What this node runs (Kafka's `process.roles`): `broker`, `controller`, or both
+    /// (combined mode, the default). Written as a list or a comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub process_roles: Vec<ProcessRole>,
+    /// `HOST:PORT` the controller listens on (Kafka's controller listener); needed by a node
+    /// with the controller role once voters are configured.
+    pub controller_listen: Option<String>,
+    /// The controller quorum (Kafka's `controller.quorum.voters`): `ID@HOST:PORT` entries, as a
+    /// list or a comma-separated string. Empty: this node is a cluster of one.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub controller_quorum_voters: Vec<Voter>,
+    /// This broker's rack (Kafka's `broker.rack`), reported in Metadata and DescribeCluster.
+    pub broker_rack: Option<String>,
+    /// Replication factor of topics created without one (`-1`) or auto-created (Kafka's
+    /// `default.replication.factor`).
+    pub default_replication_factor: i16,
+    /// Default `min.insync.replicas` of topics: replicas that must have an acks=all write
+    /// (stored and reported; enforced once partitions have followers).
+    pub min_insync_replicas: i32,
     /// Cluster id; generated once and stored in the data directory when unset.
     pub cluster_id: Option<String>,
     /// Partitions of a topic created without a count (auto-created or `num_partitions = -1`).
@@ -114,6 +134,154 @@ pub struct Config {
     pub max_open_segment_files: usize,
 }
 
+/// One of [`Config::process_roles`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessRole {
+    Broker,
+    Controller,
+}
+
+impl ProcessRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessRole::Broker => "broker",
+            ProcessRole::Controller => "controller",
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProcessRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "broker" => Ok(ProcessRole::Broker),
+            "controller" => Ok(ProcessRole::Controller),
+            other => Err(format!(
+                "unknown process role '{other}' (only 'broker' and 'controller' are allowed roles)"
+            )),
+        }
+    }
+}
+
+/// One controller voter, `ID@HOST:PORT` (an entry of Kafka's `controller.quorum.voters`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Voter {
+    pub id: i32,
+    /// A host name or IP address (an IPv6 address without its brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Voter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.id, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.id, self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for Voter {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let spec = spec.trim();
+        let bad = || {
+            format!("invalid controller quorum voter \"{spec}\": expected ID@HOST:PORT, e.g. 1@localhost:9093")
+        };
+        let (id, address) = spec.split_once('@').ok_or_else(bad)?;
+        let id: i32 = id.trim().parse().map_err(|_| bad())?;
+        if id < 0 {
+            return Err(format!(
+                "invalid controller quorum voter \"{spec}\": the id must be ≥ 0"
+            ));
+        }
+        let (host, port) = split_host_port(address).ok_or_else(bad)?;
+        if port == 0 {
+            return Err(format!(
+                "invalid controller quorum voter \"{spec}\": the port must not be 0"
+            ));
+        }
+        Ok(Voter {
+            id,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl Serialize for Voter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `HOST:PORT` split into its host (brackets of an IPv6 address removed) and port; `None`
+/// unless the host is non-empty (no `@`, no spaces) and the port a number.
+pub fn split_host_port(spec: &str) -> Option<(&str, u16)> {
+    let (host, port) = spec.trim().rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    if host.is_empty() || host.contains(['@', ' ', ',', '[', ']', '/']) {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// Whether two listen addresses would bind the same socket: same (non-ephemeral) port and the
+/// same host, a wildcard host, or two names of the loopback (`localhost` is both).
+fn listen_overlap(a: &str, b: &str) -> bool {
+    let (Some((ha, pa)), Some((hb, pb))) = (split_host_port(a), split_host_port(b)) else {
+        return false;
+    };
+    if pa != pb || pa == 0 {
+        return false;
+    }
+    let wildcard = |h: &str| matches!(h, "0.0.0.0" | "::");
+    let loopback = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1");
+    ha.eq_ignore_ascii_case(hb)
+        || wildcard(ha)
+        || wildcard(hb)
+        || (loopback(ha) && loopback(hb) && (ha == "localhost" || hb == "localhost"))
+}
+
+/// Deserializes a list either as a sequence or as one comma-separated string (how an
+/// `OTTLA_*` variable gives it), each item parsed with `FromStr`.
+fn list_or_csv<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Items::deserialize(d)? {
+        Items::One(s) if s.trim().is_empty() => Vec::new(),
+        Items::One(s) => s.split(',').map(str::to_string).collect(),
+        Items::Many(v) => v,
+    };
+    items
+        .iter()
+        .map(|i| i.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 /// See [`Config::fsync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,6 +298,12 @@ impl Default for Config {
             data_dir: PathBuf::from("./ottla-data"),
             memory: false,
             node_id: 1,
+            process_roles: vec![ProcessRole::Broker, ProcessRole::Controller],
+            controller_listen: None,
+            controller_quorum_voters: Vec::new(),
+            broker_rack: None,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics: true,
@@ -309,7 +483,124 @@ impl Config {
         if self.fetch_max_bytes < FETCH_MAX_BYTES_MIN {
             return bad(format!("fetch_max_bytes must be ≥ {FETCH_MAX_BYTES_MIN}"));
         }
+        self.validate_cluster()
+    }
+
+    /// Roles, controller listener, voters and replication defaults, checked as Kafka's
+    /// KafkaConfig does (in snake case).
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.process_roles.is_empty() {
+            return bad("process_roles must name at least one role: broker, controller, or both (broker,controller)".into());
+        }
+        let mut roles = self.process_roles.clone();
+        roles.sort_unstable();
+        roles.dedup();
+        if roles.len() != self.process_roles.len() {
+            return bad(format!(
+                "duplicate role names found in process_roles: {}",
+                self.process_roles_csv()
+            ));
+        }
+        if let Some(rack) = &self.broker_rack {
+            if rack.trim().is_empty() {
+                return bad("broker_rack must not be empty (leave it unset for no rack)".into());
+            }
+        }
+        if self.default_replication_factor < 1 {
+            return bad(format!(
+                "default_replication_factor must be ≥ 1, not {}",
+                self.default_replication_factor
+            ));
+        }
+        if self.min_insync_replicas < 1 {
+            return bad(format!(
+                "min_insync_replicas must be ≥ 1, not {}",
+                self.min_insync_replicas
+            ));
+        }
+        if let Some(listen) = &self.controller_listen {
+            if split_host_port(listen).is_none() {
+                return bad(format!(
+                    "bad controller_listen address {listen:?}: expected HOST:PORT"
+                ));
+            }
+            if let Some(client) = self.listen.iter().find(|l| listen_overlap(l, listen)) {
+                return bad(format!(
+                    "controller_listen {listen} is also a client listener ({client}): the controller needs a listener of its own"
+                ));
+            }
+        }
+        let voters = &self.controller_quorum_voters;
+        if voters.is_empty() {
+            // A cluster of one: this node is its own controller and its only broker.
+            if !(self.is_broker() && self.is_controller()) {
+                return bad(format!(
+                    "process_roles = {} needs controller_quorum_voters: without voters this node is a cluster of one, which needs both roles (broker,controller, the default)",
+                    self.process_roles_csv()
+                ));
+            }
+            if self.controller_listen.is_some() {
+                return bad("controller_listen needs controller_quorum_voters (the controllers this listener joins); without voters this node is a cluster of one and has no controller listener".into());
+            }
+            return Ok(());
+        }
+        let mut ids: Vec<i32> = voters.iter().map(|v| v.id).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!(
+                "controller_quorum_voters names voter {} more than once: {}",
+                w[0],
+                self.controller_quorum_voters_csv()
+            ));
+        }
+        let listed = ids.contains(&self.node_id);
+        if self.is_controller() {
+            if !listed {
+                return bad(format!(
+                    "process_roles contains the controller role, so node_id {} must be one of the voters in controller_quorum_voters (ids {ids:?})",
+                    self.node_id
+                ));
+            }
+            if self.controller_listen.is_none() {
+                return bad("process_roles contains the controller role, so controller_listen (the controller's HOST:PORT) must be set".into());
+            }
+        } else {
+            if listed {
+                return bad(format!(
+                    "process_roles contains just the broker role, so node_id {} must not be one of the voters in controller_quorum_voters (ids {ids:?})",
+                    self.node_id
+                ));
+            }
+            if self.controller_listen.is_some() {
+                return bad("controller_listen is for nodes with the controller role; this node's process_roles is broker".into());
+            }
+        }
         Ok(())
+    }
+
+    pub fn is_broker(&self) -> bool {
+        self.process_roles.contains(&ProcessRole::Broker)
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.process_roles.contains(&ProcessRole::Controller)
+    }
+
+    /// `process.roles` as Kafka writes it: `broker,controller`.
+    pub fn process_roles_csv(&self) -> String {
+        let roles: Vec<&str> = self.process_roles.iter().map(|r| r.as_str()).collect();
+        roles.join(",")
+    }
+
+    /// `controller.quorum.voters` as Kafka writes it: `1@host:9093,2@host:9093`.
+    pub fn controller_quorum_voters_csv(&self) -> String {
+        let voters: Vec<String> = self
+            .controller_quorum_voters
+            .iter()
+            .map(Voter::to_string)
+            .collect();
+        voters.join(",")
     }
 }
 
@@ -389,6 +680,247 @@ mod tests {
             assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
             jail.create_file("ottla.toml", "no_such_key = 1\n")?;
             assert!(Config::load(None, BTreeMap::<String, String>::new()).is_err());
+            Ok(())
+        });
+    }
+
+    fn load_toml(jail: &mut figment::Jail, toml: &str) -> Result<Config, String> {
+        jail.create_file("ottla.toml", toml)
+            .expect("write ottla.toml");
+        Config::load(None, BTreeMap::<String, String>::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cluster_settings_default_to_a_combined_cluster_of_one() {
+        let c = Config::default();
+        assert_eq!(
+            c.process_roles,
+            vec![ProcessRole::Broker, ProcessRole::Controller]
+        );
+        assert_eq!(c.process_roles_csv(), "broker,controller");
+        assert!(c.controller_quorum_voters.is_empty());
+        assert_eq!(c.controller_quorum_voters_csv(), "");
+        assert_eq!(c.controller_listen, None);
+        assert_eq!(c.broker_rack, None);
+        assert_eq!(c.default_replication_factor, 1);
+        assert_eq!(c.min_insync_replicas, 1);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn voters_parse_as_kafka_writes_them() {
+        let v: Voter = "1@localhost:9093".parse().expect("voter");
+        assert_eq!(
+            v,
+            Voter {
+                id: 1,
+                host: "localhost".into(),
+                port: 9093
+            }
+        );
+        assert_eq!(v.to_string(), "1@localhost:9093");
+        let v6: Voter = " 2@[::1]:9094 ".parse().expect("IPv6 voter");
+        assert_eq!((v6.id, v6.host.as_str(), v6.port), (2, "::1", 9094));
+        assert_eq!(v6.to_string(), "2@[::1]:9094");
+        for bad in [
+            "",
+            "1",
+            "localhost:9093",
+            "x@localhost:9093",
+            "-1@localhost:9093",
+            "1@localhost",
+            "1@:9093",
+            "1@localhost:0",
+            "1@localhost:70000",
+            "1@::1:9093",
+            "1@a@b:9093",
+        ] {
+            assert!(bad.parse::<Voter>().is_err(), "{bad:?} parsed");
+        }
+        let roles: Result<ProcessRole, _> = "brokr".parse();
+        assert!(roles
+            .unwrap_err()
+            .contains("only 'broker' and 'controller'"));
+    }
+
+    #[test]
+    fn cluster_settings_layer_as_lists_or_comma_separated() {
+        figment::Jail::expect_with(|jail| {
+            let c = load_toml(
+                jail,
+                "process_roles = [\"broker\", \"controller\"]\n\
+                 node_id = 2\n\
+                 controller_listen = \"127.0.0.1:9093\"\n\
+                 controller_quorum_voters = [\"1@h1:9093\", \"2@h2:9093\", \"3@h3:9093\"]\n\
+                 broker_rack = \"rack-a\"\n\
+                 default_replication_factor = 3\n\
+                 min_insync_replicas = 2\n",
+            )
+            .expect("valid");
+            assert_eq!(c.controller_quorum_voters.len(), 3);
+            assert_eq!(
+                c.controller_quorum_voters_csv(),
+                "1@h1:9093,2@h2:9093,3@h3:9093"
+            );
+            assert_eq!(c.broker_rack.as_deref(), Some("rack-a"));
+            assert_eq!(
+                (c.default_replication_factor, c.min_insync_replicas),
+                (3, 2)
+            );
+            // The environment gives lists as comma-separated strings, as Kafka writes them.
+            jail.create_file("ottla.toml", "")?;
+            jail.set_env("OTTLA_PROCESS_ROLES", "broker");
+            jail.set_env("OTTLA_NODE_ID", "4");
+            jail.set_env("OTTLA_CONTROLLER_QUORUM_VOTERS", "1@h1:9093,2@h2:9093");
+            jail.set_env("OTTLA_BROKER_RACK", "rack-b");
+            let c = Config::load(None, BTreeMap::<String, String>::new()).expect("env");
+            assert_eq!(c.process_roles, vec![ProcessRole::Broker]);
+            assert_eq!(c.controller_quorum_voters[1].host, "h2");
+            assert_eq!(c.broker_rack.as_deref(), Some("rack-b"));
+            // Flags (clap splits them at commas) arrive as lists.
+            let flags = serde_json::json!({
+                "process_roles": ["broker", "controller"],
+                "controller_quorum_voters": ["4@h4:9093"],
+                "controller_listen": "0.0.0.0:9093",
+            });
+            let c = Config::load(None, &flags).expect("flags");
+            assert!(c.is_broker() && c.is_controller());
+            assert_eq!(c.controller_quorum_voters_csv(), "4@h4:9093");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_as_kafka_does() {
+        figment::Jail::expect_with(|jail| {
+            let refused = |jail: &mut figment::Jail, toml: &str, why: &str| {
+                let err = load_toml(jail, toml).expect_err(toml);
+                assert!(err.contains(why), "{toml:?}: {err}");
+            };
+            // Roles.
+            refused(jail, "process_roles = []\n", "at least one role");
+            refused(jail, "process_roles = \"\"\n", "at least one role");
+            refused(
+                jail,
+                "process_roles = [\"brokr\"]\n",
+                "unknown process role 'brokr'",
+            );
+            refused(
+                jail,
+                "process_roles = \"broker,broker\"\n",
+                "duplicate role",
+            );
+            // Without voters: a cluster of one, which needs both roles.
+            refused(jail, "process_roles = [\"broker\"]\n", "cluster of one");
+            refused(jail, "process_roles = [\"controller\"]\n", "cluster of one");
+            refused(
+                jail,
+                "controller_listen = \"127.0.0.1:9093\"\n",
+                "needs controller_quorum_voters",
+            );
+            assert!(load_toml(jail, "process_roles = \"controller,broker\"\n").is_ok());
+            // Voters.
+            refused(
+                jail,
+                "controller_quorum_voters = [\"1@h1\"]\n",
+                "expected ID@HOST:PORT",
+            );
+            refused(
+                jail,
+                "controller_quorum_voters = \"1@h1:9093,one@h2:9093\"\n",
+                "\"one@h2:9093\"",
+            );
+            refused(
+                jail,
+                "controller_listen = \"127.0.0.1:9093\"\ncontroller_quorum_voters = [\"1@h1:9093\", \"1@h2:9093\"]\n",
+                "voter 1 more than once",
+            );
+            let voters =
+                "controller_quorum_voters = [\"1@h1:9093\", \"2@h2:9093\", \"3@h3:9093\"]\n";
+            // A controller must be a voter and have its listener.
+            refused(
+                jail,
+                &format!("node_id = 4\ncontroller_listen = \"127.0.0.1:9093\"\n{voters}"),
+                "node_id 4 must be one of the voters",
+            );
+            refused(jail, &format!("node_id = 2\n{voters}"), "controller_listen");
+            refused(
+                jail,
+                &format!("process_roles = \"controller\"\nnode_id = 2\n{voters}"),
+                "controller_listen",
+            );
+            assert!(load_toml(
+                jail,
+                &format!("node_id = 2\ncontroller_listen = \"127.0.0.1:9093\"\n{voters}")
+            )
+            .is_ok());
+            assert!(load_toml(
+                jail,
+                &format!("process_roles = \"controller\"\nnode_id = 3\ncontroller_listen = \"[::]:9093\"\n{voters}")
+            )
+            .is_ok());
+            // A broker-only node is no voter and has no controller listener.
+            assert!(load_toml(
+                jail,
+                &format!("process_roles = \"broker\"\nnode_id = 4\n{voters}")
+            )
+            .is_ok());
+            refused(
+                jail,
+                &format!("process_roles = \"broker\"\nnode_id = 1\n{voters}"),
+                "must not be one of the voters",
+            );
+            refused(
+                jail,
+                &format!("process_roles = \"broker\"\nnode_id = 4\ncontroller_listen = \"127.0.0.1:9093\"\n{voters}"),
+                "controller role",
+            );
+            // The controller listener is not a client listener.
+            for (listen, controller, clash) in [
+                ("127.0.0.1:9092", "127.0.0.1:9092", true),
+                ("localhost:9092", "127.0.0.1:9092", true),
+                ("[::1]:9092", "localhost:9092", true),
+                ("0.0.0.0:9092", "10.0.0.1:9092", true),
+                ("127.0.0.1:9092", "0.0.0.0:9092", true),
+                ("127.0.0.1:9092", "127.0.0.1:9093", false),
+                ("127.0.0.1:9092", "10.0.0.1:9092", false),
+                ("127.0.0.1:0", "127.0.0.1:0", false),
+            ] {
+                let toml = format!(
+                    "listen = [\"{listen}\"]\nnode_id = 1\ncontroller_listen = \"{controller}\"\n{voters}"
+                );
+                match load_toml(jail, &toml) {
+                    Err(e) if clash => assert!(e.contains("also a client listener"), "{e}"),
+                    Ok(_) if !clash => {}
+                    other => panic!("{listen} / {controller}: {other:?}"),
+                }
+            }
+            refused(
+                jail,
+                &format!("node_id = 1\ncontroller_listen = \"nohost\"\n{voters}"),
+                "bad controller_listen",
+            );
+            // Replication defaults and rack.
+            refused(
+                jail,
+                "default_replication_factor = 0\n",
+                "default_replication_factor must be ≥ 1",
+            );
+            refused(
+                jail,
+                "min_insync_replicas = 0\n",
+                "min_insync_replicas must be ≥ 1",
+            );
+            refused(jail, "broker_rack = \" \"\n", "broker_rack");
+            let c = load_toml(
+                jail,
+                "default_replication_factor = 3\nmin_insync_replicas = 2\n",
+            )
+            .expect("stored as given on one node too");
+            assert_eq!(
+                (c.default_replication_factor, c.min_insync_replicas),
+                (3, 2)
+            );
             Ok(())
         });
     }

@@ -61,6 +61,33 @@ struct Cli {
     #[arg(long, value_name = "ID")]
     #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<i32>,
+    /// What this node runs: broker, controller, or both (combined mode)
+    /// [default: broker,controller].
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    process_roles: Vec<String>,
+    /// The controller's listener, needed with the controller role once voters are set.
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controller_listen: Option<String>,
+    /// The controller quorum, e.g. 1@h1:9093,2@h2:9093,3@h3:9093 [default: none, a cluster
+    /// of one].
+    #[arg(long, value_name = "ID@HOST:PORT,...", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    controller_quorum_voters: Vec<String>,
+    /// This broker's rack, reported to clients in metadata [default: none].
+    #[arg(long, value_name = "RACK")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_rack: Option<String>,
+    /// Replication factor of topics created without one [default: 1].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_replication_factor: Option<i16>,
+    /// Default min.insync.replicas of topics (stored and reported; not enforced yet)
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_insync_replicas: Option<i32>,
     /// When produced data is fsynced: `interval` (page cache, then every
     /// flush_interval_ms) or `always` (before every acknowledgement, group-committed)
     /// [default: interval].

@@ -46,6 +46,40 @@ pub struct NodeInfo {
     pub host: String,
     pub port: i32,
     pub cluster_id: String,
+    /// `broker_rack`, reported in Metadata and DescribeCluster.
+    pub rack: Option<String>,
+}
+
+/// Brokers that may hold a replica today: this node (the quorum that registers others is a
+/// later step). CreateTopics refuses a replication factor above it, as Kafka does.
+pub const LIVE_BROKERS: i32 = 1;
+
+/// What a validated configuration may not run yet, and what it runs differently from what
+/// it describes. `controller_quorum_voters` is validated and reported, but the controller
+/// quorum is not implemented: a node with voters still runs as a cluster of one (logged).
+/// A controller-only node, which serves no clients, needs the quorum and is refused.
+pub fn check_startable(config: &Config) -> Result<(), String> {
+    if !config.is_broker() {
+        return Err(format!(
+            "process_roles = {}: a controller-only node needs the controller quorum, which this version does not run yet; use broker,controller (or broker)",
+            config.process_roles_csv()
+        ));
+    }
+    if !config.controller_quorum_voters.is_empty() {
+        tracing::warn!(
+            process_roles = %config.process_roles_csv(),
+            voters = %config.controller_quorum_voters_csv(),
+            "controller_quorum_voters is validated and reported, but the controller quorum is not implemented yet: this node runs as a cluster of one"
+        );
+    }
+    if i32::from(config.default_replication_factor) > LIVE_BROKERS {
+        tracing::warn!(
+            default_replication_factor = config.default_replication_factor,
+            brokers = LIVE_BROKERS,
+            "default_replication_factor is larger than the brokers available: topics created without a factor, and auto-created topics, are refused (INVALID_REPLICATION_FACTOR)"
+        );
+    }
+    Ok(())
 }
 
 /// The cluster id: configured, else stored in `<data_dir>/meta/cluster_id`, else new.

@@ -319,7 +319,7 @@ pub fn default_value(def: &TopicConfigDef, broker: &Config) -> String {
         "min.cleanable.dirty.ratio" => "0.5".into(),
         "min.compaction.lag.ms" => broker.log_cleaner_min_compaction_lag_ms.to_string(),
         "segment.jitter.ms" => "0".into(),
-        "min.insync.replicas" => "1".into(),
+        "min.insync.replicas" => broker.min_insync_replicas.to_string(),
         "preallocate" | "unclean.leader.election.enable" => "false".into(),
         "retention.bytes" => broker.log_retention_bytes.to_string(),
         "retention.ms" => broker.log_retention_ms.to_string(),

@@ -1,5 +1,7 @@
-//! CreateTopics (key 19): validates names, partition counts, replication (one node: factor 1
-//! or -1 only), manual assignments and configs; `validate_only` checks without creating.
+//! CreateTopics (key 19): validates names, partition counts, replication (-1 means
+//! `default_replication_factor`; a factor above the live brokers, one today, is
+//! INVALID_REPLICATION_FACTOR), manual assignments and configs; `validate_only` checks
+//! without creating.
 //! Creating directories and files is blocking: the request runs on the blocking pool.
 
 use std::collections::HashSet;
@@ -17,6 +19,7 @@ use super::alter_configs::skip_removed_config;
 use super::describe_configs::topic_entries;
 use super::{str_bytes, topic_error_code, Broker, NONE};
 use crate::cluster::topic_config::TopicOverrides;
+use crate::cluster::LIVE_BROKERS;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -70,7 +73,7 @@ fn handle_blocking(
                 );
             }
             match create_one(broker, t, req.validate_only) {
-                Ok((id, partitions, overrides)) => {
+                Ok((id, partitions, replication_factor, overrides)) => {
                     // Kafka answers a null error message on success (kafka-protocol's
                     // default is the empty string).
                     let result = result
@@ -78,7 +81,7 @@ fn handle_blocking(
                         .with_error_message(None)
                         .with_topic_id(id)
                         .with_num_partitions(partitions)
-                        .with_replication_factor(1);
+                        .with_replication_factor(replication_factor);
                     if version >= 5 {
                         result.with_configs(Some(
                             topic_entries(&overrides, &broker.config)
@@ -86,7 +89,7 @@ fn handle_blocking(
                                 .map(|e| {
                                     CreatableTopicConfigs::default()
                                         .with_name(str_bytes(e.name))
-                                        .with_value(Some(str_bytes(e.value)))
+                                        .with_value(e.value.map(str_bytes))
                                         .with_read_only(e.read_only)
                                         .with_config_source(e.source)
                                 })
@@ -117,11 +120,13 @@ fn error(
 
 type CreateError = (ResponseError, String);
 
+/// Creates (or with `validate_only` checks) one topic: its id, partition count, replication
+/// factor and config overrides.
 fn create_one(
     broker: &Broker,
     t: &CreatableTopic,
     validate_only: bool,
-) -> Result<(Uuid, i32, TopicOverrides), CreateError> {
+) -> Result<(Uuid, i32, i16, TopicOverrides), CreateError> {
     let name = t.name.0.as_str();
     let node = broker.node.node_id;
     let mut partitions = (t.num_partitions != -1).then_some(t.num_partitions);
@@ -146,12 +151,24 @@ fn create_one(
             ));
         }
         partitions = Some(indexes.len() as i32);
-    } else if t.replication_factor != -1 && t.replication_factor != 1 {
+    }
+    // Manual assignments give each partition one replica, on this node.
+    let replication_factor = match t.replication_factor {
+        _ if !t.assignments.is_empty() => 1,
+        -1 => broker.config.default_replication_factor,
+        rf => rf,
+    };
+    if replication_factor < 1 {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+        ));
+    }
+    if i32::from(replication_factor) > LIVE_BROKERS {
         return Err((
             ResponseError::InvalidReplicationFactor,
             format!(
-                "Replication factor: {} larger than available brokers: 1.",
-                t.replication_factor
+                "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {LIVE_BROKERS} broker(s) are registered."
             ),
         ));
     }
@@ -177,7 +194,7 @@ fn create_one(
             .topics
             .check_create(name, partitions, &overrides)
             .map_err(failed)?;
-        return Ok((Uuid::nil(), count, overrides));
+        return Ok((Uuid::nil(), count, replication_factor, overrides));
     }
     let topic = broker
         .topics
@@ -186,6 +203,7 @@ fn create_one(
     Ok((
         topic.id,
         topic.partition_count(),
+        replication_factor,
         (*topic.configs()).clone(),
     ))
 }

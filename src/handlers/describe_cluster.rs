@@ -24,7 +24,8 @@ pub fn handle(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterR
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(broker.node_id())
             .with_host(str_bytes(node.host.clone()))
-            .with_port(node.port)])
+            .with_port(node.port)
+            .with_rack(node.rack.clone().map(str_bytes))])
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             super::metadata::CLUSTER_OPERATIONS_ALL
         } else {

@@ -13,6 +13,9 @@ use crate::cluster::topic_config::{self, ConfigType, TopicOverrides, TOPIC_CONFI
 use crate::cluster::NodeInfo;
 use crate::config::Config;
 
+/// The name `listeners` gives `controller_listen` (Kafka's usual `controller.listener.names`).
+const CONTROLLER_LISTENER: &str = "CONTROLLER";
+
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
@@ -25,7 +28,8 @@ pub const SOURCE_DEFAULT: i8 = 5;
 /// One described config.
 pub struct ConfigEntry {
     pub name: String,
-    pub value: String,
+    /// `None`: unset, with no default (Kafka answers a null value, e.g. `broker.rack`).
+    pub value: Option<String>,
     pub source: i8,
     pub read_only: bool,
     pub config_type: ConfigType,
@@ -45,7 +49,7 @@ pub fn topic_entries(overrides: &TopicOverrides, broker: &Config) -> Vec<ConfigE
             let (value, overridden) = topic_config::effective(def.name, overrides, broker);
             ConfigEntry {
                 name: def.name.to_string(),
-                value,
+                value: Some(value),
                 source: if overridden {
                     SOURCE_TOPIC
                 } else {
@@ -66,6 +70,12 @@ fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
         .listen
         .iter()
         .map(|l| format!("PLAINTEXT://{l}"))
+        .chain(
+            config
+                .controller_listen
+                .iter()
+                .map(|l| format!("{CONTROLLER_LISTENER}://{l}")),
+        )
         .collect::<Vec<_>>()
         .join(",");
     let advertised = format!("PLAINTEXT://{}:{}", node.host, node.port);
@@ -74,106 +84,133 @@ fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
     } else {
         config.data_dir.display().to_string()
     };
-    let rows: Vec<(&str, String, ConfigType, &'static str)> = vec![
+    let rows: Vec<(&str, Option<String>, ConfigType, &'static str)> = vec![
         (
             "listeners",
-            listeners,
+            Some(listeners),
             ConfigType::List,
             "Addresses the broker listens on.",
         ),
         (
             "advertised.listeners",
-            advertised,
+            Some(advertised),
             ConfigType::List,
             "Address given to clients in Metadata.",
         ),
         (
             "node.id",
-            config.node_id.to_string(),
+            Some(config.node_id.to_string()),
             ConfigType::Int,
             "This broker's id.",
         ),
         (
+            "process.roles",
+            Some(config.process_roles_csv()),
+            ConfigType::List,
+            "The roles this node runs: broker, controller, or both (combined mode).",
+        ),
+        (
+            "controller.quorum.voters",
+            Some(config.controller_quorum_voters_csv()),
+            ConfigType::List,
+            "The controller voters, id@host:port (empty: a cluster of one).",
+        ),
+        (
+            "controller.listener.names",
+            config
+                .controller_listen
+                .as_ref()
+                .map(|_| CONTROLLER_LISTENER.to_string()),
+            ConfigType::List,
+            "The listener the controller serves on.",
+        ),
+        (
+            "broker.rack",
+            config.broker_rack.clone(),
+            ConfigType::String,
+            "This broker's rack.",
+        ),
+        (
             "broker.id",
-            config.node_id.to_string(),
+            Some(config.node_id.to_string()),
             ConfigType::Int,
             "This broker's id.",
         ),
         (
             "num.partitions",
-            config.num_partitions.to_string(),
+            Some(config.num_partitions.to_string()),
             ConfigType::Int,
             "Default partition count of new topics.",
         ),
         (
             "auto.create.topics.enable",
-            config.auto_create_topics.to_string(),
+            Some(config.auto_create_topics.to_string()),
             ConfigType::Boolean,
             "Create unknown topics on metadata requests.",
         ),
         (
             "message.max.bytes",
-            config.message_max_bytes.to_string(),
+            Some(config.message_max_bytes.to_string()),
             ConfigType::Int,
             "Largest record batch accepted.",
         ),
         (
             "socket.request.max.bytes",
-            config.max_frame_bytes.to_string(),
+            Some(config.max_frame_bytes.to_string()),
             ConfigType::Int,
             "Largest request accepted.",
         ),
         (
             "log.dirs",
-            data_dir,
+            Some(data_dir),
             ConfigType::String,
             "Where partition logs are stored.",
         ),
         (
             "log.segment.bytes",
-            config.log_segment_bytes.to_string(),
+            Some(config.log_segment_bytes.to_string()),
             ConfigType::Int,
             "Default segment size.",
         ),
         (
             "log.roll.ms",
-            config.log_segment_ms.to_string(),
+            Some(config.log_segment_ms.to_string()),
             ConfigType::Long,
             "Default segment age before rolling.",
         ),
         (
             "log.retention.ms",
-            config.log_retention_ms.to_string(),
+            Some(config.log_retention_ms.to_string()),
             ConfigType::Long,
             "Default retention time.",
         ),
         (
             "log.retention.bytes",
-            config.log_retention_bytes.to_string(),
+            Some(config.log_retention_bytes.to_string()),
             ConfigType::Long,
             "Default retention size.",
         ),
         (
             "log.index.interval.bytes",
-            config.log_index_interval_bytes.to_string(),
+            Some(config.log_index_interval_bytes.to_string()),
             ConfigType::Int,
             "Bytes between offset index entries.",
         ),
         (
             "log.message.timestamp.type",
-            config.log_message_timestamp_type.clone(),
+            Some(config.log_message_timestamp_type.clone()),
             ConfigType::String,
             "Default timestamp type of topics.",
         ),
         (
             "default.replication.factor",
-            "1".into(),
+            Some(config.default_replication_factor.to_string()),
             ConfigType::Int,
             "Replication factor of auto-created topics.",
         ),
         (
             "min.insync.replicas",
-            "1".into(),
+            Some(config.min_insync_replicas.to_string()),
             ConfigType::Int,
             "Replicas that must acknowledge an acks=all write.",
         ),
@@ -181,8 +218,12 @@ fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
     rows.into_iter()
         .map(|(name, value, config_type, doc)| ConfigEntry {
             name: name.to_string(),
+            source: if value.is_some() {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            },
             value,
-            source: SOURCE_STATIC_BROKER,
             read_only: true,
             config_type,
             doc,
@@ -267,7 +308,7 @@ fn describe_entry(
             synonyms.push(
                 DescribeConfigsSynonym::default()
                     .with_name(str_bytes(e.name.clone()))
-                    .with_value(Some(str_bytes(e.value.clone())))
+                    .with_value(e.value.clone().map(str_bytes))
                     .with_source(SOURCE_TOPIC),
             );
         }
@@ -282,7 +323,7 @@ fn describe_entry(
     }
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(e.name))
-        .with_value(Some(str_bytes(e.value)))
+        .with_value(e.value.map(str_bytes))
         .with_read_only(e.read_only)
         .with_config_source(e.source)
         .with_is_sensitive(false)

@@ -27,6 +27,8 @@ pub enum StartError {
     Address(String),
     #[error("cannot open the data directory: {0}")]
     Storage(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A bound, ready broker. [`Server::run`] serves until the shutdown future completes.
@@ -66,6 +68,7 @@ impl Server {
     /// As [`Server::bind`], with every deadline of the broker computed from `clock`.
     pub async fn bind_with_clock(config: Config, clock: Clock) -> Result<Server, StartError> {
         let started = Instant::now();
+        crate::cluster::check_startable(&config).map_err(StartError::Unsupported)?;
         let mut listeners = Vec::new();
         for spec in &config.listen {
             let addrs = listen_addrs(spec)?;

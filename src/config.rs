@@ -19,6 +19,7 @@ pub const FETCH_MAX_BYTES_MIN: usize = 1024;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Addresses to listen on. `localhost:PORT` means both 127.0.0.1 and [::1].
+    #[serde(deserialize_with = "list_or_csv")]
     pub listen: Vec<String>,
     /// Address clients are told to connect to (Metadata); defaults to the first listener.
     pub advertise: Option<String>,
@@ -263,7 +264,8 @@ fn listen_overlap(a: &str, b: &str) -> bool {
 fn list_or_csv<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: std::str::FromStr<Err = String>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
 {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -773,7 +775,9 @@ mod tests {
             jail.set_env("OTTLA_NODE_ID", "4");
             jail.set_env("OTTLA_CONTROLLER_QUORUM_VOTERS", "1@h1:9093,2@h2:9093");
             jail.set_env("OTTLA_BROKER_RACK", "rack-b");
+            jail.set_env("OTTLA_LISTEN", "0.0.0.0:9092,127.0.0.1:9094");
             let c = Config::load(None, BTreeMap::<String, String>::new()).expect("env");
+            assert_eq!(c.listen, ["0.0.0.0:9092", "127.0.0.1:9094"]);
             assert_eq!(c.process_roles, vec![ProcessRole::Broker]);
             assert_eq!(c.controller_quorum_voters[1].host, "h2");
             assert_eq!(c.broker_rack.as_deref(), Some("rack-b"));

@@ -22,10 +22,9 @@ pub struct Broker {
     pub producer_ids: ProducerIdAllocator,
     pub groups: GroupCoordinator,
     pub txns: TxnCoordinator,
-    /// The time the broker's deadlines are computed from (group sessions and rebalances,
-    /// transactions, retention and compaction, offset retention, timestamp bounds): the
-    /// system's, or a manual one in tests. The log's own timers (`segment.ms` rolls, the
-    /// `flush.ms` deadline) read the system clock.
+    /// The time every deadline is computed from (group sessions and rebalances,
+    /// transactions, the logs' `segment.ms` and `flush.ms`, retention and compaction, offset
+    /// retention, timestamp bounds): the system's, or a manual one in tests.
     pub clock: Clock,
 }
 
@@ -47,7 +46,8 @@ impl Broker {
     ) -> Result<Broker, String> {
         let cluster_id = cluster::resolve_cluster_id(&config).map_err(|e| e.to_string())?;
         let clean_start = !config.memory && cluster::was_clean_shutdown(&config.data_dir);
-        let topics = TopicRegistry::open(&config, clean_start).map_err(|e| e.to_string())?;
+        let topics = TopicRegistry::open_with_clock(&config, clean_start, clock.clone())
+            .map_err(|e| e.to_string())?;
         if !config.memory {
             // From here on a crash is unclean until the next graceful shutdown.
             cluster::forget_clean_shutdown(&config.data_dir).map_err(|e| e.to_string())?;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::partition::{Partition, PartitionError};
 use super::topic_config::{self, TopicOverrides};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::log::open_files::OpenFiles;
 use crate::log::PartitionLog;
@@ -138,6 +139,8 @@ pub struct TopicRegistry {
     clean_start: bool,
     /// The bounded cache every partition's segment files are opened through.
     files: Arc<OpenFiles>,
+    /// The clock every partition log's timers run on.
+    clock: Clock,
 }
 
 /// Checks a topic name against Kafka's rules.
@@ -170,6 +173,15 @@ impl TopicRegistry {
     /// `clean_start` (the previous run wrote its clean-shutdown marker) partition logs trust
     /// their index files; otherwise they recover from their recovery points.
     pub fn open(broker: &Config, clean_start: bool) -> Result<TopicRegistry, TopicError> {
+        TopicRegistry::open_with_clock(broker, clean_start, Clock::system())
+    }
+
+    /// As [`TopicRegistry::open`], the partition logs' timers on `clock`.
+    pub fn open_with_clock(
+        broker: &Config,
+        clean_start: bool,
+        clock: Clock,
+    ) -> Result<TopicRegistry, TopicError> {
         let data_dir = (!broker.memory).then(|| broker.data_dir.clone());
         let registry = TopicRegistry {
             index: RwLock::default(),
@@ -178,6 +190,7 @@ impl TopicRegistry {
             broker: broker.clone(),
             clean_start,
             files: OpenFiles::new(broker.max_open_segment_files),
+            clock,
         };
         if let Some(dir) = &registry.data_dir {
             remove_deleted_dirs(dir);
@@ -220,10 +233,14 @@ impl TopicRegistry {
     ) -> Result<Arc<Partition>, TopicError> {
         let config = topic_config::log_config(configs, &self.broker);
         let log = Arc::new(match self.partition_dir(topic, partition) {
-            Some(dir) => {
-                PartitionLog::open_with_files(&dir, config, self.clean_start, self.files.clone())?
-            }
-            None => PartitionLog::in_memory(config),
+            Some(dir) => PartitionLog::open_with_files(
+                &dir,
+                config,
+                self.clean_start,
+                self.files.clone(),
+                self.clock.clone(),
+            )?,
+            None => PartitionLog::in_memory_with_clock(config, self.clock.clone()),
         });
         Ok(Arc::new(Partition::sole_leader(
             partition,

@@ -15,7 +15,6 @@ use super::epoch_cache::EpochCache;
 use super::flush::{read_producer_snapshot, Checkpoint};
 use super::local_log::LocalLog;
 use super::open_files::OpenFiles;
-use super::partition::now_ms;
 use super::producer_state::ProducerStates;
 use super::segment::Segment;
 use super::txn::ControlRecord;
@@ -46,6 +45,7 @@ pub(super) fn load(
     config: LogConfig,
     clean: bool,
     files: &Arc<OpenFiles>,
+    now: i64,
 ) -> io::Result<LoadedLog> {
     let created_dir = !dir.exists();
     std::fs::create_dir_all(dir)?;
@@ -79,7 +79,6 @@ pub(super) fn load(
     // batches a recovery scan reads assign their epochs again.
     let mut epochs = EpochCache::load(dir).unwrap_or_default();
     let epochs_written = Some(epochs.checkpoint_text());
-    let now = now_ms();
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut scanned = 0usize;
     let mut stale_txn_indexes = false;

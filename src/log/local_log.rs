@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use super::config::LogConfig;
 use super::open_files::OpenFiles;
-use super::partition::now_ms;
 use super::segment::{Segment, RELATIVE_OFFSET_MAX};
 use super::store::SegmentStore;
 use super::txn::AbortedTxn;
@@ -81,8 +80,8 @@ impl LocalLog {
         config: &LogConfig,
         incoming_bytes: u64,
         incoming_offsets: i64,
+        now: i64,
     ) -> bool {
-        let now = now_ms();
         let active = self.active();
         let size = active.size_bytes();
         let full = size > 0 && size + incoming_bytes > config.segment_bytes;

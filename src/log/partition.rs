@@ -12,6 +12,7 @@
 //! checkpoint files in `flush`, retention and DeleteRecords in `retention`, compaction in
 //! `cleaner`.
 
+use crate::clock::Clock;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,6 +164,9 @@ pub struct PartitionLog {
     pub(super) dir: Option<PathBuf>,
     /// Where segment files are opened (disk mode).
     pub(super) files: Arc<OpenFiles>,
+    /// The time of the log's own timers: segment creation (`segment.ms`), when data became
+    /// dirty (`flush.ms`), marker timestamps.
+    pub(super) clock: Clock,
     /// Held (on the blocking pool only) by whoever creates this log's next segment, so
     /// segment files are created one at a time; taken before the state lock.
     pub(super) roll_lock: Mutex<()>,
@@ -184,9 +188,14 @@ pub struct PartitionLog {
 impl PartitionLog {
     /// An empty log held in memory.
     pub fn in_memory(config: LogConfig) -> PartitionLog {
+        PartitionLog::in_memory_with_clock(config, Clock::system())
+    }
+
+    /// As [`PartitionLog::in_memory`], with its timers (`segment.ms`, `flush.ms`) on `clock`.
+    pub fn in_memory_with_clock(config: LogConfig, clock: Clock) -> PartitionLog {
         PartitionLog::with_state(
             LogState {
-                local: LocalLog::new(vec![Segment::new_in_memory(0, now_ms())]),
+                local: LocalLog::new(vec![Segment::new_in_memory(0, clock.now_ms())]),
                 log_start_offset: 0,
                 producers: ProducerStates::default(),
                 config,
@@ -201,6 +210,7 @@ impl PartitionLog {
             },
             None,
             OpenFiles::shared_default(),
+            clock,
         )
     }
 
@@ -208,6 +218,7 @@ impl PartitionLog {
         mut state: LogState,
         dir: Option<PathBuf>,
         files: Arc<OpenFiles>,
+        clock: Clock,
     ) -> PartitionLog {
         let durable = state.local.log_end_offset();
         // A loaded log's records were all committed when they were written (one replica).
@@ -224,6 +235,7 @@ impl PartitionLog {
             closed: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
             files,
+            clock,
         }
     }
 
@@ -269,19 +281,27 @@ impl PartitionLog {
     /// rebuilt; the first torn or corrupt batch ends the log (it and everything after it is
     /// cut, and logged).
     pub fn open(dir: &Path, config: LogConfig, clean: bool) -> io::Result<PartitionLog> {
-        Self::open_with_files(dir, config, clean, OpenFiles::shared_default())
+        Self::open_with_files(
+            dir,
+            config,
+            clean,
+            OpenFiles::shared_default(),
+            Clock::system(),
+        )
     }
 
     /// As [`PartitionLog::open`], with segment files opened through `files` (the broker's
-    /// bounded cache of open files).
+    /// bounded cache of open files) and the log's timers (`segment.ms`, `flush.ms`) on
+    /// `clock`.
     pub fn open_with_files(
         dir: &Path,
         config: LogConfig,
         clean: bool,
         files: Arc<OpenFiles>,
+        clock: Clock,
     ) -> io::Result<PartitionLog> {
         crate::threads::may_block("opening a partition log");
-        let loaded = super::loader::load(dir, config, clean, &files)?;
+        let loaded = super::loader::load(dir, config, clean, &files, clock.now_ms())?;
         let log = PartitionLog::with_state(
             LogState {
                 local: loaded.local,
@@ -299,6 +319,7 @@ impl PartitionLog {
             },
             Some(dir.to_path_buf()),
             files,
+            clock,
         );
         // Fsynced by the first sync (on the blocking pool), before anything is acknowledged
         // as durable; the parent's entry for a new directory is the registry's (it fsyncs the

@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::log::now_ms;
 
 /// The flush timer's resolution: unflushed data is synced at most this late after `flush.ms`.
 const FLUSH_TICK_MAX: Duration = Duration::from_millis(100);
@@ -45,9 +44,7 @@ pub async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
             )
         }),
         every("flush", flush_tick, &broker, &stop, |b| {
-            // The log stamps when data became dirty with its own (system) time: the flush
-            // deadline is computed on that time, not the broker clock's.
-            b.topics.flush_due(now_ms())
+            b.topics.flush_due(b.clock.now_ms())
         }),
         every("retention", retention_every, &broker, &stop, |b| {
             let now = b.clock.now_ms();

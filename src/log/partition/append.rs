@@ -7,7 +7,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 
-use super::{now_ms, AppendInfo, LogError, LogState, PartitionLog};
+use super::{AppendInfo, LogError, LogState, PartitionLog};
 use crate::log::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::log::flush::closed_io;
 use crate::log::producer_state::{ProducerStates, SequenceCheck};
@@ -140,7 +140,7 @@ impl PartitionLog {
             producer_epoch,
             commit,
             coordinator_epoch,
-            now_ms(),
+            self.clock.now_ms(),
         );
         self.append(&mut marker, None)
     }
@@ -184,7 +184,7 @@ impl PartitionLog {
             // it (deletion takes `roll_lock` too, so it cannot close the log from here on).
             self.check_usable()?;
             crate::threads::may_block("creating a segment");
-            let segment = match Segment::open_on_disk(dir, base, now_ms(), &self.files) {
+            let segment = match Segment::open_on_disk(dir, base, self.clock.now_ms(), &self.files) {
                 Ok(segment) => segment,
                 Err(e) => {
                     self.fail("rolling a segment", &e);
@@ -279,14 +279,16 @@ impl PartitionLog {
                     .sum(),
             };
             let config = state.config;
-            if state
-                .local
-                .roll_needed(&config, input.bytes().len() as u64, incoming_offsets)
-            {
+            if state.local.roll_needed(
+                &config,
+                input.bytes().len() as u64,
+                incoming_offsets,
+                self.clock.now_ms(),
+            ) {
                 match rolling {
                     Rolling::Refuse => return Err(LogError::RollNeeded),
                     Rolling::Inline => {
-                        if let Err(e) = self.roll(&mut state, now_ms()) {
+                        if let Err(e) = self.roll(&mut state, self.clock.now_ms()) {
                             self.fail("rolling a segment", &e);
                             return Err(e.into());
                         }
@@ -350,7 +352,9 @@ impl PartitionLog {
             let log_start_offset = state.log_start_offset;
             drop(state);
             let mut flush = self.lock_flush();
-            flush.dirty_since_ms.get_or_insert_with(now_ms);
+            flush
+                .dirty_since_ms
+                .get_or_insert_with(|| self.clock.now_ms());
             let info = AppendInfo {
                 base_offset,
                 last_offset: next - 1,

@@ -1071,3 +1071,39 @@ fn markers_obey_the_flush_policy() {
     log.sync_to(info.last_offset + 1).unwrap();
     assert!(log.durable_offset() > info.last_offset);
 }
+
+/// The log's own timers run on its clock: a manual clock that stands still never rolls by
+/// `segment.ms` nor makes a flush due, and moving it does both (no sleeps).
+#[test]
+fn segment_ms_rolls_and_flush_ms_follow_the_log_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(1_000_000);
+    let config = LogConfig {
+        segment_ms: 60_000,
+        flush_ms: 5_000,
+        ..LogConfig::default()
+    };
+    let log =
+        PartitionLog::open_with_files(dir.path(), config, false, OpenFiles::new(64), clock.clone())
+            .unwrap();
+    fill(&log, 2);
+    let segments = || log.lock().local.segments().len();
+    assert_eq!(segments(), 1);
+    assert!(!log.flush_if_due(clock.now_ms()).unwrap(), "not due yet");
+    clock.advance(5_000);
+    assert!(
+        log.flush_if_due(clock.now_ms()).unwrap(),
+        "due after flush.ms"
+    );
+    assert_eq!(log.durable_offset(), log.log_end_offset());
+    clock.advance(54_999);
+    fill(&log, 1);
+    assert_eq!(segments(), 1, "younger than segment.ms");
+    clock.advance(1);
+    fill(&log, 1);
+    assert_eq!(
+        segments(),
+        2,
+        "rolled once segment.ms passed on the log's clock"
+    );
+}

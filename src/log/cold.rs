@@ -97,8 +97,8 @@ pub(crate) fn read_cached(file: &File, pos: u64, len: usize) -> io::Result<Bytes
     Ok(Bytes::from(buf))
 }
 
-/// Whether the page cache holds every byte of `file` in `[pos, pos + len)`. Never waits for
-/// the disk. On a kernel without `cachestat(2)` (before 6.5) the pages are checked with
+/// Whether the page cache holds every byte of `file` in `[pos, pos + len)`, a stretch within
+/// the file. Never waits for the disk (one system call). On a kernel without `cachestat(2)` (before 6.5) the pages are checked with
 /// `mincore(2)` on a mapping of the stretch; if neither works the stretch counts as cold.
 pub fn resident(file: &File, pos: u64, len: usize) -> bool {
     if len == 0 {
@@ -157,10 +157,9 @@ fn cachestat_resident(file: &File, pos: u64, len: usize) -> Option<bool> {
         if rc != 0 {
             return None;
         }
-        // The last page may lie past the end of the file (not counted as cached).
-        let size = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-        let in_file = pages(start, (size.min(range.off + range.len) - start) as usize);
-        Some(stat.nr_cache >= in_file)
+        // Every page of the range holds file data (the stretch lies within the file), so all
+        // of them are cached when the stretch is.
+        Some(stat.nr_cache >= pages(pos, len))
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {

@@ -69,16 +69,14 @@ impl PartitionLog {
         if let Some(now) = log_append_time_ms {
             batch::stamp_log_append_time(batches, now);
         }
-        let rolling = self.rolling_on_runtime()?;
-        self.append_batches(&mut AppendInput::Patch(batches), rolling)
+        self.append_batches(&mut AppendInput::Patch(batches), self.rolling_on_runtime())
     }
 
     /// As [`PartitionLog::append_shared`], but never blocks: when the append needs a new
     /// segment it answers [`LogError::RollNeeded`] and appends nothing. The produce path
     /// appends this way on the async runtime and falls back to the blocking pool.
     pub fn try_append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        let rolling = self.rolling_on_runtime()?;
-        self.append_batches(&mut AppendInput::Shared(batches), rolling)
+        self.append_batches(&mut AppendInput::Shared(batches), self.rolling_on_runtime())
     }
 
     /// Appends a leader's batches as they are (a follower's fetch): offsets, leader epochs,
@@ -145,17 +143,14 @@ impl PartitionLog {
         self.append(&mut marker, None)
     }
 
-    /// How an append on the async runtime may roll: inline in memory mode; on disk not at all,
-    /// and only if the active segment's file is open ([`LogError::RollNeeded`] otherwise,
-    /// nothing appended: the append moves to the blocking pool).
-    fn rolling_on_runtime(&self) -> Result<Rolling, LogError> {
+    /// How an append on the async runtime may roll: inline in memory mode (nothing blocks);
+    /// on disk never, nor write into a segment file that is not open ([`Rolling::Runtime`]).
+    fn rolling_on_runtime(&self) -> Rolling {
         if self.dir.is_none() {
-            return Ok(Rolling::Inline);
+            Rolling::Inline
+        } else {
+            Rolling::Runtime
         }
-        if !self.lock().local.active().store().is_ready() {
-            return Err(LogError::RollNeeded);
-        }
-        Ok(Rolling::Refuse)
     }
 
     /// An append that rolls when it must, with the new segment's files created outside the
@@ -235,6 +230,11 @@ impl PartitionLog {
                 batches_with_control(input.bytes()).collect();
             let mut state = self.lock();
             self.check_usable()?;
+            if matches!(rolling, Rolling::Runtime) && !state.local.active().store().is_ready() {
+                // The open-files cache closed the active segment's file: reopening it may
+                // block, so the append moves to the blocking pool (nothing appended).
+                return Err(LogError::RollNeeded);
+            }
             let follower = matches!(input, AppendInput::Follower(_));
             let mut tracked = false;
             for (h, control) in &parsed {
@@ -286,7 +286,7 @@ impl PartitionLog {
                 self.clock.now_ms(),
             ) {
                 match rolling {
-                    Rolling::Refuse => return Err(LogError::RollNeeded),
+                    Rolling::Refuse | Rolling::Runtime => return Err(LogError::RollNeeded),
                     Rolling::Inline => {
                         if let Err(e) = self.roll(&mut state, self.clock.now_ms()) {
                             self.fail("rolling a segment", &e);
@@ -455,8 +455,14 @@ impl PartitionLog {
 /// must answer [`LogError::RollNeeded`] instead (the async runtime).
 #[derive(Clone, Copy)]
 enum Rolling {
+    /// Roll under the lock (memory mode: no file to create).
     Inline,
+    /// Answer [`LogError::RollNeeded`] instead of rolling (the roll is done by the caller,
+    /// the file created outside the lock).
     Refuse,
+    /// As `Refuse`, and also when the active segment's file is not open (on the async
+    /// runtime, where opening it must not happen).
+    Runtime,
 }
 
 /// Batches to append: patched in place, or shared (see [`PartitionLog::append_shared`]).

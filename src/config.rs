@@ -133,6 +133,12 @@ pub struct Config {
     /// the least recently used are closed and reopened on demand. Lowered at start to half the
     /// open-file limit (RLIMIT_NOFILE) when that is smaller, leaving room for connections.
     pub max_open_segment_files: usize,
+    /// How often a broker heartbeats to the active controller (Kafka's
+    /// `broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker without a heartbeat for this long is fenced (Kafka's
+    /// `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
 }
 
 /// One of [`Config::process_roles`].
@@ -179,6 +185,17 @@ pub struct Voter {
     /// A host name or IP address (an IPv6 address without its brackets).
     pub host: String,
     pub port: u16,
+}
+
+impl Voter {
+    /// `HOST:PORT` of its controller listener (an IPv6 host in brackets).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl std::fmt::Display for Voter {
@@ -343,6 +360,8 @@ impl Default for Config {
             producer_id_expiration_ms: 24 * 3600 * 1000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             max_open_segment_files: crate::log::open_files::DEFAULT_MAX_OPEN_SEGMENT_FILES,
+            broker_heartbeat_interval_ms: 2000,
+            broker_session_timeout_ms: 9000,
         }
     }
 }
@@ -468,6 +487,11 @@ impl Config {
             return bad(
                 "log_retention_check_interval_ms and log_cleaner_backoff_ms must be ≥ 1".into(),
             );
+        }
+        if self.broker_heartbeat_interval_ms < 1
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return bad("broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms".into());
         }
         if self.group_initial_rebalance_delay_ms < 0
             || self.group_min_session_timeout_ms < 1

@@ -1,6 +1,9 @@
-//! The topic registry: names, ids, partition counts and config overrides of every topic, with
-//! each partition's log. On disk it persists to `<data_dir>/meta/topics.json` (written to a
-//! temporary file, fsynced and renamed, so a crash leaves the old or the new version).
+//! The topic registry: this broker's materialization of the metadata image's topics, with the
+//! log of every partition it holds a replica of. It persists nothing of its own: the
+//! metadata log is the record of which topics exist; the registry opens, creates and deletes
+//! local logs as the image changes ([`Publisher`]), and on start from the whole image
+//! ([`TopicRegistry::materialize`]). `meta/topics.json`, where earlier versions kept the
+//! topics, is read once to migrate it ([`legacy_topics`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -10,19 +13,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::partition::{Partition, PartitionError};
+use super::partition::{Leadership, Partition, PartitionError, Role};
 use super::topic_config::{self, TopicOverrides};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::log::open_files::OpenFiles;
 use crate::log::PartitionLog;
+use crate::meta::image::{Delta, MetadataImage, PartitionImage, TopicImage};
+use crate::meta::state_machine::Publisher;
 
 /// Longest legal topic name (Kafka's limit, so that `<topic>-<partition>` fits a file name).
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
 /// Most partitions one topic may have (a named bound, not a Kafka rule).
 pub const PARTITIONS_MAX: i32 = 100_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum TopicError {
     #[error("Topic '{0}' already exists.")]
     AlreadyExists(String),
@@ -44,13 +49,13 @@ impl From<io::Error> for TopicError {
     }
 }
 
-/// What is persisted about a topic.
+/// A topic as `meta/topics.json` of earlier versions recorded it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct TopicRecord {
-    name: String,
-    id: Uuid,
-    partitions: i32,
-    configs: TopicOverrides,
+pub struct LegacyTopic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub configs: TopicOverrides,
 }
 
 pub struct Topic {
@@ -59,7 +64,8 @@ pub struct Topic {
     /// What produce checks, resolved from the configs whenever they change.
     rules: RwLock<topic_config::ProduceRules>,
     configs: RwLock<Arc<TopicOverrides>>,
-    partitions: RwLock<Vec<Arc<Partition>>>,
+    /// By index, every partition of the topic; `None` where this broker holds no replica.
+    partitions: RwLock<Vec<Option<Arc<Partition>>>>,
 }
 
 /// How a request names a topic: by name (most APIs, older versions) or by id (Fetch v13+,
@@ -84,12 +90,15 @@ impl Topic {
             .clone()
     }
 
-    /// Every partition.
+    /// Every partition this broker holds a replica of.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Partition `index`, whatever this broker's role in it (coordinators reach their internal
@@ -98,9 +107,10 @@ impl Topic {
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         usize::try_from(index)
             .ok()
-            .and_then(|i| partitions.get(i).cloned())
+            .and_then(|i| partitions.get(i).cloned().flatten())
     }
 
+    /// Partitions of the topic (on every broker, not only this one's replicas).
     pub fn partition_count(&self) -> i32 {
         self.partitions
             .read()
@@ -112,15 +122,6 @@ impl Topic {
     pub fn is_internal(&self) -> bool {
         self.name.starts_with("__")
     }
-
-    fn record(&self) -> TopicRecord {
-        TopicRecord {
-            name: self.name.clone(),
-            id: self.id,
-            partitions: self.partition_count(),
-            configs: (*self.configs()).clone(),
-        }
-    }
 }
 
 #[derive(Default)]
@@ -129,10 +130,22 @@ struct Index {
     by_id: HashMap<Uuid, Arc<Topic>>,
 }
 
+/// What the registry has seen of the image.
+#[derive(Default)]
+struct Published {
+    /// The newest image the metadata layer published.
+    latest: Option<Arc<MetadataImage>>,
+    /// Logs follow the image (set by [`TopicRegistry::materialize`]); until then changes
+    /// only update `latest`.
+    materialized: bool,
+}
+
 pub struct TopicRegistry {
     index: RwLock<Index>,
-    /// Serialises changes (create, delete, add partitions) and the metadata file writes.
-    changes: Mutex<()>,
+    /// Serialises the image's changes to local logs.
+    changes: Mutex<Published>,
+    /// The node whose replicas this registry holds.
+    node_id: i32,
     data_dir: Option<PathBuf>,
     broker: Config,
     /// The previous run shut down cleanly: logs are opened without a recovery scan.
@@ -185,7 +198,8 @@ impl TopicRegistry {
         let data_dir = (!broker.memory).then(|| broker.data_dir.clone());
         let registry = TopicRegistry {
             index: RwLock::default(),
-            changes: Mutex::new(()),
+            changes: Mutex::new(Published::default()),
+            node_id: broker.node_id,
             data_dir,
             broker: broker.clone(),
             clean_start,
@@ -194,19 +208,6 @@ impl TopicRegistry {
         };
         if let Some(dir) = &registry.data_dir {
             remove_deleted_dirs(dir);
-            let path = meta_file(dir);
-            if path.exists() {
-                let text = std::fs::read_to_string(&path)?;
-                let records: Vec<TopicRecord> = serde_json::from_str(&text).map_err(|e| {
-                    TopicError::Storage(format!("{} is not valid: {e}", path.display()))
-                })?;
-                let mut index = registry.write_index();
-                for r in records {
-                    let topic = registry.build_topic(&r)?;
-                    index.by_id.insert(topic.id, topic.clone());
-                    index.by_name.insert(topic.name.clone(), topic);
-                }
-            }
         }
         Ok(registry)
     }
@@ -230,6 +231,7 @@ impl TopicRegistry {
         topic: &str,
         configs: &TopicOverrides,
         partition: i32,
+        image: &PartitionImage,
     ) -> Result<Arc<Partition>, TopicError> {
         let config = topic_config::log_config(configs, &self.broker);
         let log = Arc::new(match self.partition_dir(topic, partition) {
@@ -242,85 +244,31 @@ impl TopicRegistry {
             )?,
             None => PartitionLog::in_memory_with_clock(config, self.clock.clone()),
         });
-        Ok(Arc::new(Partition::sole_leader(
-            partition,
-            log,
-            self.broker.node_id,
-        )))
+        let p = Partition::sole_leader(partition, log, self.node_id);
+        p.set_leadership(self.leadership(image));
+        Ok(Arc::new(p))
+    }
+
+    /// This broker's part in a partition as the image describes it. A leader's high
+    /// watermark follows its log end until replication (a later step) feeds it from followers.
+    fn leadership(&self, image: &PartitionImage) -> Leadership {
+        Leadership {
+            role: if image.leader == self.node_id {
+                Role::Leader
+            } else {
+                Role::Follower
+            },
+            leader_id: image.leader,
+            leader_epoch: image.leader_epoch,
+            partition_epoch: image.partition_epoch,
+            replicas: image.replicas.clone(),
+            isr: image.isr.clone(),
+        }
     }
 
     /// The open-file cache of the segment files (its counters, for tests and logs).
     pub fn open_files(&self) -> &Arc<OpenFiles> {
         &self.files
-    }
-
-    /// Opens partitions `range` of a topic, all or none: on a failure the logs opened so far
-    /// are closed and the partition directories this call created are removed again.
-    fn open_partitions(
-        &self,
-        topic: &str,
-        configs: &TopicOverrides,
-        range: std::ops::Range<i32>,
-    ) -> Result<Vec<Arc<Partition>>, TopicError> {
-        let mut opened = Vec::with_capacity(range.len());
-        let mut created = Vec::new();
-        for p in range {
-            let dir = self.partition_dir(topic, p);
-            if let Some(dir) = dir.as_ref().filter(|d| !d.exists()) {
-                created.push(dir.clone());
-            }
-            match self.open_partition(topic, configs, p) {
-                Ok(log) => opened.push(log),
-                Err(e) => {
-                    drop(opened);
-                    self.remove_created(topic, &created);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(opened)
-    }
-
-    /// Removes partition directories a failed change created (best effort, logged).
-    fn remove_created(&self, topic: &str, dirs: &[PathBuf]) {
-        if dirs.is_empty() {
-            return;
-        }
-        let mut left = 0;
-        for dir in dirs {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    left += 1;
-                    tracing::error!(dir = %dir.display(), error = %e,
-                        "cannot remove a partition directory of a failed change");
-                }
-                _ => {}
-            }
-        }
-        tracing::warn!(
-            topic,
-            removed = dirs.len() - left,
-            "undid a failed topic change"
-        );
-    }
-
-    /// The directories of partitions `range` that do not exist yet.
-    fn missing_dirs(&self, topic: &str, range: std::ops::Range<i32>) -> Vec<PathBuf> {
-        range
-            .filter_map(|p| self.partition_dir(topic, p))
-            .filter(|d| !d.exists())
-            .collect()
-    }
-
-    fn build_topic(&self, r: &TopicRecord) -> Result<Arc<Topic>, TopicError> {
-        let partitions = self.open_partitions(&r.name, &r.configs, 0..r.partitions)?;
-        Ok(Arc::new(Topic {
-            name: r.name.clone(),
-            id: r.id,
-            rules: RwLock::new(topic_config::produce_rules(&r.configs, &self.broker)),
-            configs: RwLock::new(Arc::new(r.configs.clone())),
-            partitions: RwLock::new(partitions),
-        }))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -356,203 +304,190 @@ impl TopicRegistry {
         topics
     }
 
-    /// Checks a create request without creating anything (CreateTopics `validate_only`).
-    /// `partitions` of `None` means the broker default.
-    pub fn check_create(
-        &self,
-        name: &str,
-        partitions: Option<i32>,
-        configs: &TopicOverrides,
-    ) -> Result<i32, TopicError> {
-        validate_name(name)?;
-        if self.get(name).is_some() {
-            return Err(TopicError::AlreadyExists(name.to_string()));
-        }
-        let count = partitions.unwrap_or(self.broker.num_partitions);
-        if count < 1 {
-            return Err(TopicError::InvalidPartitions(
-                "Number of partitions must be larger than 0.".into(),
-            ));
-        }
-        if count > PARTITIONS_MAX {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Number of partitions must be at most {PARTITIONS_MAX}."
-            )));
-        }
-        for (k, v) in configs {
-            topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
-        }
-        Ok(count)
-    }
-
-    /// Creates a topic (or fails with the reason Kafka would give).
-    pub fn create(
-        &self,
-        name: &str,
-        partitions: Option<i32>,
-        configs: TopicOverrides,
-    ) -> Result<Arc<Topic>, TopicError> {
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let count = self.check_create(name, partitions, &configs)?;
-        let record = TopicRecord {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            partitions: count,
-            configs,
+    /// Opens the logs of every partition the image places on this broker (and closes those
+    /// of topics it no longer has), moves aside partition directories the image does not
+    /// know (a deletion a crash interrupted), and from then on follows every published
+    /// change. Blocking: call it on the blocking pool, before serving.
+    pub fn materialize(&self, image: &Arc<MetadataImage>) {
+        let mut published = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = |i: &MetadataImage| i.applied.map_or(0, |l| l.index);
+        let image = match &published.latest {
+            Some(latest) if applied(latest) > applied(image) => latest.clone(),
+            _ => image.clone(),
         };
-        // All or nothing: nothing is registered before the partitions exist and the new
-        // registry is persisted; a failure removes the partition directories again.
-        let new_dirs = self.missing_dirs(name, 0..count);
-        let topic = self.build_topic(&record)?;
-        let mut records = self.records();
-        records.push(record);
-        if let Err(e) = self.persist_records(&records) {
-            drop(topic);
-            self.remove_created(name, &new_dirs);
-            return Err(e);
+        for t in self.list() {
+            if image.topic(&t.id).is_none() {
+                self.remove_topic(&t.id);
+            }
         }
-        {
-            let mut index = self.write_index();
-            index.by_id.insert(topic.id, topic.clone());
-            index.by_name.insert(topic.name.clone(), topic.clone());
-        }
-        tracing::info!(topic = name, partitions = count, id = %topic.id, "created topic");
-        Ok(topic)
-    }
-
-    /// Deletes a topic and its data.
-    pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = {
-            let mut index = self.write_index();
-            let topic = index
-                .by_name
-                .remove(name)
-                .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-            index.by_id.remove(&topic.id);
-            topic
-        };
-        self.persist()?;
-        // Each log is closed (in-flight handles get an error instead of writing) and its
-        // directory renamed aside, so a recreated topic of this name starts afresh; the
-        // renamed directories are removed in the background.
-        let mut aside = Vec::new();
-        for p in topic.partitions().iter() {
-            aside.extend(p.log().delete()?);
+        for t in image.topics.values() {
+            self.sync_topic(t);
         }
         if let Some(dir) = &self.data_dir {
-            crate::log::fsutil::sync_dir(dir)?;
+            self.sweep_orphans(dir, &image);
+        }
+        published.latest = Some(image);
+        published.materialized = true;
+    }
+
+    /// Whether the image puts a replica of this partition here.
+    fn hosts(&self, p: &PartitionImage) -> bool {
+        p.replicas.contains(&self.node_id)
+    }
+
+    /// Brings one topic's local logs, configs and leadership in line with the image.
+    fn sync_topic(&self, t: &TopicImage) {
+        let Some(topic) = self.get_by_id(&t.id) else {
+            let partitions = t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| self.open_if_hosted(t, i as i32, p))
+                .collect();
+            let topic = Arc::new(Topic {
+                name: t.name.clone(),
+                id: t.id,
+                rules: RwLock::new(topic_config::produce_rules(&t.configs, &self.broker)),
+                configs: RwLock::new(Arc::new(t.configs.clone())),
+                partitions: RwLock::new(partitions),
+            });
+            let mut index = self.write_index();
+            index.by_id.insert(topic.id, topic.clone());
+            index.by_name.insert(topic.name.clone(), topic);
+            tracing::info!(topic = %t.name, partitions = t.partitions.len(), id = %t.id, "created topic");
+            return;
+        };
+        if *topic.configs() != t.configs {
+            let log_config = topic_config::log_config(&t.configs, &self.broker);
+            *topic.rules.write().unwrap_or_else(|p| p.into_inner()) =
+                topic_config::produce_rules(&t.configs, &self.broker);
+            *topic.configs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t.configs.clone());
+            for p in topic.partitions() {
+                p.log().set_config(log_config);
+            }
+            tracing::info!(topic = %t.name, "altered topic configs");
+        }
+        let mut local = topic.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let before = local.len();
+        local.resize(t.partitions.len().max(before), None);
+        let mut aside = Vec::new();
+        for (i, p) in t.partitions.iter().enumerate() {
+            match (&local[i], self.hosts(p)) {
+                (None, true) => local[i] = self.open_if_hosted(t, i as i32, p),
+                (Some(part), true) => {
+                    let next = self.leadership(p);
+                    let now = part.leadership();
+                    if next.leader_epoch < now.leader_epoch {
+                        tracing::error!(topic = %t.name, partition = i, epoch = next.leader_epoch, current = now.leader_epoch,
+                            "ignored a leadership whose leader epoch goes back");
+                    } else if *now != next {
+                        part.set_leadership(next);
+                    }
+                }
+                (Some(part), false) => {
+                    // The replica moved away from this broker.
+                    match part.log().delete() {
+                        Ok(dir) => aside.extend(dir),
+                        Err(e) => tracing::error!(topic = %t.name, partition = i, error = %e, "cannot delete a moved replica"),
+                    }
+                    local[i] = None;
+                }
+                (None, false) => {}
+            }
+        }
+        if t.partitions.len() > before {
+            tracing::info!(topic = %t.name, from = before, to = t.partitions.len(), "added partitions");
+        }
+        drop(local);
+        remove_in_background(aside);
+    }
+
+    /// Opens partition `index`'s log if the image places a replica here. A log that cannot
+    /// be opened leaves the partition offline on this broker (logged).
+    fn open_if_hosted(&self, t: &TopicImage, index: i32, p: &PartitionImage) -> Option<Arc<Partition>> {
+        if !self.hosts(p) {
+            return None;
+        }
+        match self.open_partition(&t.name, &t.configs, index, p) {
+            Ok(part) => Some(part),
+            Err(e) => {
+                tracing::error!(topic = %t.name, partition = index, error = %e,
+                    "cannot open a partition's log: it is offline on this broker");
+                None
+            }
+        }
+    }
+
+    /// Closes and deletes a removed topic's logs (directories renamed aside, then removed in
+    /// the background).
+    fn remove_topic(&self, id: &Uuid) {
+        let topic = {
+            let mut index = self.write_index();
+            let Some(topic) = index.by_id.remove(id) else {
+                return;
+            };
+            index.by_name.remove(&topic.name);
+            topic
+        };
+        // Each log is closed (in-flight handles get an error instead of writing) and its
+        // directory renamed aside, so a recreated topic of this name starts afresh.
+        let mut aside = Vec::new();
+        for p in topic.partitions() {
+            match p.log().delete() {
+                Ok(dir) => aside.extend(dir),
+                Err(e) => tracing::error!(topic = %topic.name, partition = p.index(), error = %e, "cannot delete a partition's log"),
+            }
+        }
+        if let Some(dir) = &self.data_dir {
+            if let Err(e) = crate::log::fsutil::sync_dir(dir) {
+                tracing::error!(error = %e, "cannot sync the data directory after a topic deletion");
+            }
         }
         remove_in_background(aside);
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic)
+        tracing::info!(topic = %topic.name, "deleted topic");
     }
 
-    /// Grows a topic to `count` partitions; with `validate_only`, only checks.
-    pub fn add_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<(), TopicError> {
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self
-            .get(name)
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        let current = topic.partition_count();
-        if count < current {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Topic currently has {current} partitions, which is higher than the requested {count}."
-            )));
-        }
-        if count == current {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Topic already has {current} partitions."
-            )));
-        }
-        if count > PARTITIONS_MAX {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Number of partitions must be at most {PARTITIONS_MAX}."
-            )));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        // All or nothing, as `create`: the new partitions exist and the new count is persisted
-        // before the topic shows them.
-        let configs = topic.configs();
-        let new_dirs = self.missing_dirs(name, current..count);
-        let added = self.open_partitions(name, &configs, current..count)?;
-        let mut records = self.records();
-        if let Some(r) = records.iter_mut().find(|r| r.id == topic.id) {
-            r.partitions = count;
-        }
-        if let Err(e) = self.persist_records(&records) {
-            drop(added);
-            self.remove_created(name, &new_dirs);
-            return Err(e);
-        }
-        topic
-            .partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(added);
-        tracing::info!(topic = name, from = current, to = count, "added partitions");
-        Ok(())
-    }
-
-    /// What `meta/topics.json` holds for the registry as it is.
-    fn records(&self) -> Vec<TopicRecord> {
-        self.list().iter().map(|t| t.record()).collect()
-    }
-
-    /// Writes `meta/topics.json` atomically (disk mode only).
-    fn persist(&self) -> Result<(), TopicError> {
-        self.persist_records(&self.records())
-    }
-
-    fn persist_records(&self, records: &[TopicRecord]) -> Result<(), TopicError> {
-        let Some(dir) = &self.data_dir else {
-            return Ok(());
+    /// Moves aside partition directories of topics or replicas the image does not place here.
+    fn sweep_orphans(&self, dir: &Path, image: &MetadataImage) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
         };
-        // New partition directories' entries are durable before the topic is recorded (and
-        // before anything is appended to them).
-        crate::log::fsutil::sync_dir(dir)?;
-        let text = serde_json::to_string_pretty(records)
-            .map_err(|e| TopicError::Storage(e.to_string()))?;
-        write_atomically(&meta_file(dir), text.as_bytes())?;
-        Ok(())
-    }
-
-    /// Replaces a topic's config overrides (AlterConfigs: the full set;
-    /// IncrementalAlterConfigs: the result of its operations). Validates every entry, persists,
-    /// and applies the storage settings to the partitions. With `validate_only`, only checks.
-    pub fn alter_configs(
-        &self,
-        name: &str,
-        configs: TopicOverrides,
-        validate_only: bool,
-    ) -> Result<(), TopicError> {
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self
-            .get(name)
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        for (k, v) in &configs {
-            topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
+        let mut aside = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((topic, p)) = parse_partition_dir(name) else {
+                continue;
+            };
+            if !e.path().is_dir() {
+                continue;
+            }
+            let hosted = image
+                .topic_by_name(topic)
+                .and_then(|t| t.partitions.get(p as usize))
+                .is_some_and(|p| self.hosts(p));
+            if hosted {
+                continue;
+            }
+            let to = dir.join(format!(
+                "{name}.{}{}",
+                Uuid::new_v4().simple(),
+                crate::log::partition::DELETED_DIR_SUFFIX
+            ));
+            match std::fs::rename(e.path(), &to) {
+                Ok(()) => {
+                    tracing::warn!(dir = name, "removing a partition directory the metadata does not know");
+                    aside.push(to);
+                }
+                Err(err) => tracing::error!(dir = name, error = %err, "cannot move aside an unknown partition directory"),
+            }
         }
-        if validate_only {
-            return Ok(());
+        if !aside.is_empty() {
+            if let Err(e) = crate::log::fsutil::sync_dir(dir) {
+                tracing::error!(error = %e, "cannot sync the data directory");
+            }
         }
-        let log_config = topic_config::log_config(&configs, &self.broker);
-        *topic.rules.write().unwrap_or_else(|p| p.into_inner()) =
-            topic_config::produce_rules(&configs, &self.broker);
-        *topic.configs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(configs);
-        self.persist()?;
-        for p in topic.partitions() {
-            p.log().set_config(log_config);
-        }
-        tracing::info!(topic = name, "altered topic configs");
-        Ok(())
+        remove_in_background(aside);
     }
 
     /// Every partition log with its topic and index.
@@ -575,7 +510,7 @@ impl TopicRegistry {
         let mut dirty = Vec::new();
         for topic in self.list() {
             let partitions = topic.partitions.read().unwrap_or_else(|p| p.into_inner());
-            for p in partitions.iter() {
+            for p in partitions.iter().flatten() {
                 if p.log().has_unflushed() {
                     dirty.push((topic.clone(), p.index(), p.log().clone()));
                 }
@@ -698,6 +633,35 @@ fn meta_file(data_dir: &Path) -> PathBuf {
     data_dir.join("meta").join("topics.json")
 }
 
+/// The topics `meta/topics.json` of an earlier version holds (None: no such file, or it was
+/// migrated already).
+pub fn legacy_topics(data_dir: &Path) -> Result<Option<Vec<LegacyTopic>>, TopicError> {
+    let path = meta_file(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| TopicError::Storage(format!("{} is not valid: {e}", path.display())))
+}
+
+/// Renames `meta/topics.json` to `topics.json.migrated` once the metadata log holds its
+/// topics (durably: the directory is synced).
+pub fn retire_legacy_topics(data_dir: &Path) -> io::Result<()> {
+    let path = meta_file(data_dir);
+    std::fs::rename(&path, path.with_extension("json.migrated"))?;
+    crate::log::fsutil::sync_dir(&data_dir.join("meta"))
+}
+
+/// `<topic>-<partition>` of a partition directory's name.
+fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, p) = name.rsplit_once('-')?;
+    let p: i32 = p.parse().ok()?;
+    (p >= 0 && validate_name(topic).is_ok()).then_some((topic, p))
+}
+
 pub use crate::log::fsutil::write_atomically;
 
 #[cfg(test)]
@@ -773,5 +737,23 @@ mod tests {
             r.add_partitions("t", 1, false),
             Err(TopicError::InvalidPartitions(_))
         ));
+    }
+}
+
+impl Publisher for TopicRegistry {
+    fn publish(&self, image: &Arc<MetadataImage>, delta: &Delta) {
+        let mut published = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        published.latest = Some(image.clone());
+        if !published.materialized {
+            return;
+        }
+        for t in &delta.removed_topics {
+            self.remove_topic(&t.id);
+        }
+        for id in &delta.changed_topics {
+            if let Some(t) = image.topic(id) {
+                self.sync_topic(t);
+            }
+        }
     }
 }

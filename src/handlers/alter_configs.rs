@@ -213,10 +213,21 @@ pub fn replace_topic_configs(
     validate_only: bool,
 ) -> Result<(), Failure> {
     check_topic_name(name)?;
+    for (k, v) in &overrides {
+        crate::cluster::topic_config::validate(k, v)
+            .map_err(|e| topic_failure(name, &crate::cluster::TopicError::InvalidConfig(e)))?;
+    }
     broker
-        .topics
-        .alter_configs(name, overrides, validate_only)
-        .map_err(|e| topic_failure(name, &e))
+        .submit_blocking(crate::meta::controller::ControllerRequest::AlterTopicConfigs {
+            name: name.to_string(),
+            configs: overrides,
+            validate_only,
+        })
+        .map(|_| ())
+        .map_err(|e| match e {
+            crate::meta::controller::ControllerError::Topic(t) => topic_failure(name, &t),
+            other => super::controller_failure(&other),
+        })
 }
 
 /// Kafka has no cluster-wide topic config resource (an empty name).

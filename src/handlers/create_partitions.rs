@@ -1,5 +1,6 @@
-//! CreatePartitions (key 37): grows a topic's partition count (never shrinks it). Creating
-//! directories and files is blocking: the request runs on the blocking pool.
+//! CreatePartitions (key 37): grows a topic's partition count (never shrinks it), placing the
+//! new replicas or taking the request's assignments; the active controller decides (the
+//! request may arrive at any broker). The request waits on the blocking pool.
 
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{str_bytes, topic_error_code, Broker, NONE};
+use super::{controller_failure, str_bytes, Broker, NONE};
+use crate::meta::controller::ControllerRequest;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -34,7 +36,6 @@ pub async fn handle(
 }
 
 fn handle_blocking(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let node = broker.node.node_id;
     let results = req
         .topics
         .iter()
@@ -53,27 +54,23 @@ fn handle_blocking(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePart
                     format!("The topic '{name}' does not exist."),
                 );
             };
-            if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {
-                let added = (t.count - topic.partition_count()).max(0) as usize;
-                let valid = assignments.len() == added
-                    && assignments
-                        .iter()
-                        .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node);
-                if !valid {
-                    return fail(
-                        ResponseError::InvalidReplicaAssignment,
-                        format!(
-                            "Each new partition needs one assignment, to this broker ({node})."
-                        ),
-                    );
+            let assignments = t.assignments.as_ref().filter(|a| !a.is_empty()).map(|a| {
+                a.iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            let _ = topic;
+            match broker.submit_blocking(ControllerRequest::CreatePartitions {
+                name: name.to_string(),
+                count: t.count,
+                assignments,
+                validate_only: req.validate_only,
+            }) {
+                Ok(_) => result.with_error_code(NONE),
+                Err(e) => {
+                    let (code, message) = controller_failure(&e);
+                    fail(code, message)
                 }
-            }
-            match broker
-                .topics
-                .add_partitions(name, t.count, req.validate_only)
-            {
-                Ok(()) => result.with_error_code(NONE),
-                Err(e) => fail(topic_error_code(&e), e.to_string()),
             }
         })
         .collect();

@@ -1,8 +1,9 @@
-//! CreateTopics (key 19): validates names, partition counts, replication (-1 means
-//! `default_replication_factor`; a factor above the live brokers, one today, is
-//! INVALID_REPLICATION_FACTOR), manual assignments and configs; `validate_only` checks
-//! without creating.
-//! Creating directories and files is blocking: the request runs on the blocking pool.
+//! CreateTopics (key 19): the active controller validates names, partition counts,
+//! replication (-1 means `default_replication_factor`; a factor above the registered brokers
+//! is INVALID_REPLICATION_FACTOR), manual assignments and configs, places the replicas and
+//! commits the topic; `validate_only` checks without creating. The request may arrive at any
+//! broker (it is forwarded) and waits on the blocking pool until this broker's image shows
+//! the topic.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use uuid::Uuid;
 
 use super::alter_configs::skip_removed_config;
 use super::describe_configs::topic_entries;
-use super::{str_bytes, topic_error_code, Broker, NONE};
+use super::{controller_failure, str_bytes, Broker, NONE};
+use crate::meta::controller::NewTopic;
 use crate::cluster::topic_config::TopicOverrides;
-use crate::cluster::LIVE_BROKERS;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -120,16 +121,15 @@ fn error(
 
 type CreateError = (ResponseError, String);
 
-/// Creates (or with `validate_only` checks) one topic: its id, partition count, replication
-/// factor and config overrides.
+/// Creates (or with `validate_only` checks) one topic through the active controller: its id,
+/// partition count, replication factor and config overrides.
 fn create_one(
     broker: &Broker,
     t: &CreatableTopic,
     validate_only: bool,
 ) -> Result<(Uuid, i32, i16, TopicOverrides), CreateError> {
     let name = t.name.0.as_str();
-    let node = broker.node.node_id;
-    let mut partitions = (t.num_partitions != -1).then_some(t.num_partitions);
+    let mut assignments = None;
     if !t.assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err((
@@ -137,40 +137,24 @@ fn create_one(
                 "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
             ));
         }
-        let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
-        indexes.sort_unstable();
-        let contiguous = indexes.iter().enumerate().all(|(i, p)| *p == i as i32);
-        let on_this_node = t
-            .assignments
+        let mut by_index: Vec<_> = t.assignments.iter().collect();
+        by_index.sort_by_key(|a| a.partition_index);
+        let contiguous = by_index
             .iter()
-            .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node);
-        if !contiguous || !on_this_node {
+            .enumerate()
+            .all(|(i, a)| a.partition_index == i as i32);
+        if !contiguous {
             return Err((
                 ResponseError::InvalidReplicaAssignment,
-                format!("Every partition must be assigned, exactly once, to this broker ({node})."),
+                "Partitions should be a consecutive 0-based integer sequence".into(),
             ));
         }
-        partitions = Some(indexes.len() as i32);
-    }
-    // Manual assignments give each partition one replica, on this node.
-    let replication_factor = match t.replication_factor {
-        _ if !t.assignments.is_empty() => 1,
-        -1 => broker.config.default_replication_factor,
-        rf => rf,
-    };
-    if replication_factor < 1 {
-        return Err((
-            ResponseError::InvalidReplicationFactor,
-            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
-        ));
-    }
-    if i32::from(replication_factor) > LIVE_BROKERS {
-        return Err((
-            ResponseError::InvalidReplicationFactor,
-            format!(
-                "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {LIVE_BROKERS} broker(s) are registered."
-            ),
-        ));
+        assignments = Some(
+            by_index
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect(),
+        );
     }
     let mut overrides = TopicOverrides::new();
     for c in &t.configs {
@@ -188,22 +172,20 @@ fn create_one(
         }
         overrides.insert(c.name.as_str().to_string(), value.as_str().to_string());
     }
-    let failed = |e| (topic_error_code(&e), e.to_string());
-    if validate_only {
-        let count = broker
-            .topics
-            .check_create(name, partitions, &overrides)
-            .map_err(failed)?;
-        return Ok((Uuid::nil(), count, replication_factor, overrides));
-    }
-    let topic = broker
-        .topics
-        .create(name, partitions, overrides)
-        .map_err(failed)?;
+    let summary = broker
+        .create_topic(NewTopic {
+            name: name.to_string(),
+            partitions: (t.num_partitions != -1).then_some(t.num_partitions),
+            replication_factor: (t.replication_factor != -1).then_some(t.replication_factor),
+            assignments,
+            configs: overrides,
+            validate_only,
+        })
+        .map_err(|e| controller_failure(&e))?;
     Ok((
-        topic.id,
-        topic.partition_count(),
-        replication_factor,
-        (*topic.configs()).clone(),
+        summary.id,
+        summary.partitions,
+        summary.replication_factor,
+        summary.configs,
     ))
 }

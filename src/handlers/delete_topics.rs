@@ -1,5 +1,6 @@
 //! DeleteTopics (key 20): by name (v0-5 `topic_names`, v6 `topics`) or by topic id (v6).
-//! The deletions (metadata write, directory renames) run on the blocking pool.
+//! The active controller removes the topics (the request may arrive at any broker); every
+//! replica's broker deletes its logs when it applies the removal. Waits on the blocking pool.
 
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use uuid::Uuid;
 
-use super::{str_bytes, topic_error_code, topic_name, Broker, NONE};
+use super::{controller_failure, str_bytes, topic_name, Broker, NONE};
+use crate::meta::controller::{ControllerRequest, ControllerResponse};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -49,7 +51,7 @@ fn delete_one(broker: &Broker, name: Option<String>, id: Uuid) -> DeletableTopic
     };
     let name = match (name, id.is_nil()) {
         (Some(n), true) => n,
-        (None, false) => match broker.topics.get_by_id(&id) {
+        (None, false) => match broker.meta.image().topic(&id) {
             Some(t) => t.name.clone(),
             None => {
                 return fail(
@@ -68,15 +70,19 @@ fn delete_one(broker: &Broker, name: Option<String>, id: Uuid) -> DeletableTopic
         }
     };
     let result = result.with_name(Some(topic_name(name.clone())));
-    if broker.topics.get(&name).is_some_and(|t| t.is_internal()) {
+    if broker.meta.image().topic_by_name(&name).is_some_and(|t| t.is_internal()) {
         return fail(
             result,
             ResponseError::InvalidTopicException,
             format!("Internal topic {name} cannot be deleted"),
         );
     }
-    match broker.topics.delete(&name) {
-        Ok(t) => result.with_error_code(NONE).with_topic_id(t.id),
-        Err(e) => fail(result, topic_error_code(&e), e.to_string()),
+    match broker.submit_blocking(ControllerRequest::DeleteTopic { name }) {
+        Ok(ControllerResponse::Topic(t)) => result.with_error_code(NONE).with_topic_id(t.id),
+        Ok(_) => result.with_error_code(NONE),
+        Err(e) => {
+            let (code, message) = controller_failure(&e);
+            fail(result, code, message)
+        }
     }
 }

@@ -1,8 +1,9 @@
-//! DescribeCluster (key 60): cluster id, controller and brokers (this node).
+//! DescribeCluster (key 60): cluster id, the active controller and the registered brokers,
+//! from the metadata image (fenced ones only when asked, v2+).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{str_bytes, Broker};
 
@@ -16,16 +17,29 @@ pub fn handle(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterR
             .with_error_message(Some(str_bytes("This endpoint serves brokers only")))
             .with_endpoint_type(req.endpoint_type);
     }
-    let node = &broker.node;
+    let image = broker.meta.image();
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
-        .with_cluster_id(str_bytes(node.cluster_id.clone()))
-        .with_controller_id(broker.node_id())
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(broker.node_id())
-            .with_host(str_bytes(node.host.clone()))
-            .with_port(node.port)
-            .with_rack(node.rack.clone().map(str_bytes))])
+        .with_cluster_id(str_bytes(broker.node.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.meta.controller_id().unwrap_or(-1)))
+        .with_brokers(
+            image
+                .brokers
+                .values()
+                .filter(|b| req.include_fenced_brokers || !b.fenced)
+                .filter_map(|b| {
+                    let e = b.endpoints.first()?;
+                    Some(
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(b.id))
+                            .with_host(str_bytes(e.host.clone()))
+                            .with_port(i32::from(e.port))
+                            .with_rack(b.rack.clone().map(str_bytes))
+                            .with_is_fenced(b.fenced),
+                    )
+                })
+                .collect(),
+        )
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
             super::metadata::CLUSTER_OPERATIONS_ALL
         } else {

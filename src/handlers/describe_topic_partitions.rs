@@ -25,13 +25,9 @@ pub fn handle(
     broker: &Broker,
     req: &DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
+    let image = broker.meta.image();
     let mut names: Vec<String> = if req.topics.is_empty() {
-        broker
-            .topics
-            .list()
-            .iter()
-            .map(|t| t.name.clone())
-            .collect()
+        image.names.keys().cloned().collect()
     } else {
         req.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -75,24 +71,23 @@ pub fn handle(
             );
             break;
         }
-        let Some(topic) = broker.topics.get(&name) else {
+        let Some(topic) = image.topic_by_name(&name) else {
             topics.push(error_topic(name, ResponseError::UnknownTopicOrPartition));
             continue;
         };
-        let count = topic.partition_count();
+        let count = topic.partitions.len() as i32;
         let start = first_partition.min(count);
         first_partition = 0;
         let end = (start + budget).min(count);
         budget -= end - start;
-        let all = topic.partitions();
-        let partitions = all[start as usize..end as usize]
+        let partitions = topic.partitions[start as usize..end as usize]
             .iter()
-            .map(|p| {
-                let l = p.leadership();
+            .zip(start..)
+            .map(|(l, index)| {
                 DescribeTopicPartitionsResponsePartition::default()
-                    .with_error_code(leader_error(l.leader_id))
-                    .with_partition_index(p.index())
-                    .with_leader_id(BrokerId(l.leader_id))
+                    .with_error_code(leader_error(l.leader))
+                    .with_partition_index(index)
+                    .with_leader_id(BrokerId(l.leader))
                     .with_leader_epoch(l.leader_epoch)
                     .with_replica_nodes(l.replicas.iter().copied().map(BrokerId).collect())
                     .with_isr_nodes(l.isr.iter().copied().map(BrokerId).collect())

@@ -1,4 +1,5 @@
-//! Metadata (key 3): brokers, cluster id, controller, and topics with their partitions.
+//! Metadata (key 3): brokers, cluster id, controller, and topics with their partitions, from
+//! the metadata image (the same answer on every broker).
 //! Unknown topics are auto-created when the broker and the request allow it.
 
 use kafka_protocol::error::ResponseError;
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use super::{str_bytes, topic_name, Broker, NONE};
 use crate::cluster::topics::validate_name;
-use crate::cluster::Topic;
+use crate::meta::image::TopicImage;
 
 /// Every topic operation allowed (no ACLs yet): READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE,
 /// DESCRIBE_CONFIGS, ALTER_CONFIGS as bits of Kafka's AclOperation codes.
@@ -30,7 +31,7 @@ pub fn may_create_topics(broker: &Broker, req: &MetadataRequest, version: i16) -
         && req.topics.iter().flatten().any(|t| {
             t.name
                 .as_ref()
-                .is_some_and(|n| broker.topics.get(n.0.as_str()).is_none())
+                .is_some_and(|n| broker.meta.image().topic_by_name(n.0.as_str()).is_none())
         })
 }
 
@@ -41,9 +42,9 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
         req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
     let topics = if all_topics {
         broker
-            .topics
-            .list()
-            .iter()
+            .meta
+            .image()
+            .topics_by_name()
             .map(|t| topic_response(t, include_ops))
             .collect()
     } else {
@@ -57,14 +58,25 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
             })
             .collect()
     };
+    let image = broker.meta.image();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(broker.node_id())
-            .with_host(str_bytes(broker.node.host.clone()))
-            .with_port(broker.node.port)
-            .with_rack(broker.node.rack.clone().map(str_bytes))])
+        .with_brokers(
+            image
+                .live_brokers()
+                .filter_map(|b| {
+                    let e = b.endpoints.first()?;
+                    Some(
+                        MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(b.id))
+                            .with_host(str_bytes(e.host.clone()))
+                            .with_port(i32::from(e.port))
+                            .with_rack(b.rack.clone().map(str_bytes)),
+                    )
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(str_bytes(broker.node.cluster_id.clone())))
-        .with_controller_id(broker.node_id())
+        .with_controller_id(BrokerId(broker.meta.controller_id().unwrap_or(-1)))
         .with_topics(topics)
         .with_cluster_authorized_operations(
             if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
@@ -88,7 +100,13 @@ fn by_name(
             ResponseError::InvalidTopicException,
         );
     }
-    match broker.topic_or_auto_create(name, auto_create) {
+    let found = match broker.meta.image().topic_by_name(name) {
+        Some(t) => Some(t.clone()),
+        None => broker
+            .topic_or_auto_create(name, auto_create)
+            .and_then(|_| broker.meta.image().topic_by_name(name).cloned()),
+    };
+    match found {
         Some(t) => topic_response(&t, include_ops),
         None => error_topic(
             Some(name),
@@ -99,8 +117,8 @@ fn by_name(
 }
 
 fn by_id(broker: &Broker, id: Uuid, include_ops: bool) -> MetadataResponseTopic {
-    match broker.topics.get_by_id(&id) {
-        Some(t) => topic_response(&t, include_ops),
+    match broker.meta.image().topic(&id) {
+        Some(t) => topic_response(t, include_ops),
         None => error_topic(None, id, ResponseError::UnknownTopicId),
     }
 }
@@ -121,16 +139,16 @@ pub fn leader_error(leader_id: i32) -> i16 {
     }
 }
 
-fn topic_response(topic: &Topic, include_ops: bool) -> MetadataResponseTopic {
+fn topic_response(topic: &TopicImage, include_ops: bool) -> MetadataResponseTopic {
     let partitions = topic
-        .partitions()
+        .partitions
         .iter()
-        .map(|p| {
-            let l = p.leadership();
+        .zip(0..)
+        .map(|(l, index)| {
             MetadataResponsePartition::default()
-                .with_error_code(leader_error(l.leader_id))
-                .with_partition_index(p.index())
-                .with_leader_id(BrokerId(l.leader_id))
+                .with_error_code(leader_error(l.leader))
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(l.leader))
                 .with_leader_epoch(l.leader_epoch)
                 .with_replica_nodes(l.replicas.iter().copied().map(BrokerId).collect())
                 .with_isr_nodes(l.isr.iter().copied().map(BrokerId).collect())

@@ -53,6 +53,23 @@ pub fn topic_error_code(e: &TopicError) -> ResponseError {
     }
 }
 
+/// The Kafka error code and message for a controller's refusal.
+pub fn controller_failure(e: &crate::meta::controller::ControllerError) -> (ResponseError, String) {
+    use crate::meta::controller::ControllerError as E;
+    let code = match e {
+        E::Topic(t) => topic_error_code(t),
+        E::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        E::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        E::InvalidRequest(_) => ResponseError::InvalidRequest,
+        E::NotController(_) => ResponseError::NotController,
+        E::StaleBrokerEpoch => ResponseError::StaleBrokerEpoch,
+        E::BrokerNotRegistered => ResponseError::BrokerIdNotRegistered,
+        E::Timeout => ResponseError::RequestTimedOut,
+        E::Internal(_) => ResponseError::UnknownServerError,
+    };
+    (code, e.to_string())
+}
+
 /// The Kafka error code for a partition lookup's failure ([`crate::cluster::TopicRegistry::get_partition`]).
 pub fn partition_error_code(e: PartitionError) -> ResponseError {
     match e {

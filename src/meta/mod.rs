@@ -3,7 +3,11 @@
 //! Handlers read the image; the active controller (the raft leader) is the only writer of the
 //! log. See ARCHITECTURE.md, "Cluster: the metadata quorum".
 
+pub mod controller;
+pub mod image;
 pub mod records;
+pub mod node;
+pub mod state_machine;
 
 use std::io::Cursor;
 

@@ -40,7 +40,6 @@ pub enum MetaRecord {
     /// `epoch` is this record's log index, so epochs grow across registrations.
     RegisterBroker {
         id: i32,
-        epoch: i64,
         incarnation: Uuid,
         endpoints: Vec<Endpoint>,
         rack: Option<String>,

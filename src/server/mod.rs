@@ -36,6 +36,8 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     broker: Arc<Broker>,
     started: Instant,
+    /// Stops the controller listener (after the client listeners).
+    controller_stop: watch::Sender<bool>,
 }
 
 /// Resolves `HOST:PORT`; `localhost` means both loopback addresses (librdkafka tries ::1 first).
@@ -127,12 +129,44 @@ impl Server {
                 (host.to_string(), first.port() as i32)
             }
         };
-        let broker =
-            Broker::open_with_clock(config, host, port, clock).map_err(StartError::Storage)?;
+        // The controller listener serves peers' raft RPCs while this node forms or joins the
+        // quorum: bound first, served as soon as the metadata node exists.
+        let (controller_stop, controller_stop_rx) = watch::channel(false);
+        let serve_controller = match &config.controller_listen {
+            Some(spec) if !config.controller_quorum_voters.is_empty() => {
+                let addr = *listen_addrs(spec)?
+                    .first()
+                    .ok_or_else(|| StartError::Address(spec.clone()))?;
+                let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+                    addr: addr.to_string(),
+                    source: e,
+                })?;
+                let max_frame = config.max_frame_bytes;
+                let serve: Box<dyn FnOnce(Arc<crate::meta::node::MetaNode>) + Send> =
+                    Box::new(move |node| {
+                        let handler: controller_listener::ControllerHandler =
+                            Arc::new(move |key, version, body| {
+                                Box::pin(node.clone().handle_controller_request(key, version, body))
+                            });
+                        tokio::spawn(controller_listener::serve(
+                            listener,
+                            handler,
+                            max_frame,
+                            controller_stop_rx,
+                        ));
+                    });
+                Some(serve)
+            }
+            _ => None,
+        };
+        let broker = Broker::open_with_clock(config, host, port, clock, serve_controller)
+            .await
+            .map_err(StartError::Storage)?;
         Ok(Server {
             listeners,
             broker: Arc::new(broker),
             started,
+            controller_stop,
         })
     }
 
@@ -181,10 +215,16 @@ impl Server {
             )));
         }
         let maintenance = tokio::spawn(maintenance::run(self.broker.clone(), stop_rx.clone()));
+        let heartbeats = tokio::spawn(self.broker.clone().heartbeat_loop(stop_rx.clone()));
+        let fencing = tokio::spawn(self.broker.meta.clone().fencing_loop(
+            Duration::from_millis(self.broker.config.broker_session_timeout_ms),
+            stop_rx.clone(),
+        ));
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = maintenance.await;
+        let _ = fencing.await;
         let mut connections = Vec::new();
         for t in accept_tasks {
             if let Ok(set) = t.await {
@@ -224,6 +264,12 @@ impl Server {
                 tracing::error!(error = %e, "flushing logs at shutdown failed; the next start recovers")
             }
         }
+        // A controlled shutdown: the controller fences this broker before it goes (moving
+        // leadership away first is replication's part).
+        let _ = heartbeats.await;
+        self.broker.controlled_shutdown().await;
+        let _ = self.controller_stop.send(true);
+        self.broker.meta.shutdown().await;
         tracing::info!("stopped");
     }
 }

@@ -1,0 +1,647 @@
+//! The active controller: turns requests (create or delete topics, add partitions, change
+//! configs, register brokers, hand out producer-id blocks) into metadata records, proposes
+//! them to the quorum and answers once they are committed and applied here. It runs on
+//! whichever node leads the raft quorum; one request at a time (as Kafka's single-threaded
+//! controller), each validated against the image every earlier request has already changed.
+//! Requests arriving at another node are forwarded here ([`ControllerRequest`] is their wire
+//! form).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::image::MetadataImage;
+use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides};
+use super::state_machine::ImageCell;
+use super::{MetaBatch, Raft};
+use crate::cluster::placement::{self, BrokerSlot, PlacementError};
+use crate::cluster::topic_config;
+use crate::cluster::topics::{validate_name, TopicError, PARTITIONS_MAX};
+
+/// Producer ids per block (Kafka's `ProducerIdManager` block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTopic {
+    pub name: String,
+    /// None: `num_partitions`.
+    pub partitions: Option<i32>,
+    /// None: `default_replication_factor`.
+    pub replication_factor: Option<i16>,
+    /// Manual assignment: the replicas of each partition, in partition order.
+    pub assignments: Option<Vec<Vec<i32>>>,
+    pub configs: Overrides,
+    pub validate_only: bool,
+}
+
+/// What a created (or validated) topic looks like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    /// Nil when only validated.
+    pub id: Uuid,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: Overrides,
+}
+
+/// A request to the controller (also the body of a forwarded one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControllerRequest {
+    CreateTopic(NewTopic),
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    },
+    /// Replaces the topic's whole override set.
+    AlterTopicConfigs {
+        name: String,
+        configs: Overrides,
+        validate_only: bool,
+    },
+    RegisterBroker {
+        id: i32,
+        incarnation: Uuid,
+        endpoints: Vec<Endpoint>,
+        rack: Option<String>,
+    },
+    /// A broker's heartbeat: `applied` is how far its image has caught up.
+    Heartbeat {
+        id: i32,
+        epoch: i64,
+        applied: u64,
+        want_shutdown: bool,
+    },
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+}
+
+/// The controller's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ControllerResponse {
+    Topic(TopicSummary),
+    Done,
+    Registered { epoch: i64 },
+    Heartbeat { fenced: bool, shutdown_ok: bool },
+    ProducerIds { first: i64, size: i64 },
+}
+
+/// Why the controller refused or could not complete a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ControllerError {
+    #[error("{0}")]
+    Topic(TopicError),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// This node is not the active controller (the leader's id when known).
+    #[error("this node is not the active controller")]
+    NotController(Option<i32>),
+    #[error("stale broker epoch")]
+    StaleBrokerEpoch,
+    #[error("the broker is not registered")]
+    BrokerNotRegistered,
+    #[error("the controller did not answer in time")]
+    Timeout,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<TopicError> for ControllerError {
+    fn from(e: TopicError) -> Self {
+        ControllerError::Topic(e)
+    }
+}
+
+pub type ControllerResult = Result<ControllerResponse, ControllerError>;
+
+/// Broker defaults the controller applies (from this node's configuration).
+#[derive(Debug, Clone)]
+pub struct ControllerDefaults {
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+}
+
+/// The active controller's state on this node (idle unless it leads the quorum).
+pub struct Controller {
+    raft: Raft,
+    cell: Arc<ImageCell>,
+    defaults: ControllerDefaults,
+    /// One request at a time, each seeing what the previous one committed.
+    lock: tokio::sync::Mutex<()>,
+    /// When each broker last heartbeated (volatile: a new controller starts every session
+    /// afresh).
+    sessions: std::sync::Mutex<HashMap<i32, Instant>>,
+}
+
+/// The records a request turns into, or its answer without records.
+enum Decision {
+    Records(Vec<MetaRecord>, ControllerResponse),
+    Answer(ControllerResponse),
+}
+
+impl Controller {
+    pub fn new(raft: Raft, cell: Arc<ImageCell>, defaults: ControllerDefaults) -> Controller {
+        Controller {
+            raft,
+            cell,
+            defaults,
+            lock: tokio::sync::Mutex::new(()),
+            sessions: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Instant>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every broker's session starts now (this node just became the controller).
+    pub fn reset_sessions(&self) {
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        for t in sessions.values_mut() {
+            *t = now;
+        }
+    }
+
+    /// Unfenced brokers (id, epoch) whose last heartbeat is older than `timeout`; brokers
+    /// never heard from start their session now.
+    pub fn expired_sessions(&self, image: &MetadataImage, timeout: Duration) -> Vec<(i32, i64)> {
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        image
+            .live_brokers()
+            .filter(|b| now.duration_since(*sessions.entry(b.id).or_insert(now)) > timeout)
+            .map(|b| (b.id, b.epoch))
+            .collect()
+    }
+
+    /// Validates `request` against the image, proposes its records and waits until they are
+    /// applied here. Returns the answer and the log index the caller's image must reach to
+    /// see the change (0 when nothing was written).
+    pub async fn execute(&self, request: ControllerRequest) -> (ControllerResult, u64) {
+        match &request {
+            ControllerRequest::Heartbeat { id, .. } | ControllerRequest::RegisterBroker { id, .. } => {
+                self.sessions().insert(*id, Instant::now());
+            }
+            _ => {}
+        }
+        let _one_at_a_time = self.lock.lock().await;
+        let image = self.cell.current();
+        let decision = match self.decide(&image, request) {
+            Ok(d) => d,
+            Err(e) => return (Err(e), 0),
+        };
+        match decision {
+            Decision::Answer(a) => (Ok(a), 0),
+            Decision::Records(records, answer) => match self.propose(records).await {
+                Ok(index) => {
+                    let answer = match answer {
+                        // A broker's epoch is the index of its registration record.
+                        ControllerResponse::Registered { .. } => {
+                            ControllerResponse::Registered { epoch: index as i64 }
+                        }
+                        a => a,
+                    };
+                    (Ok(answer), index)
+                }
+                Err(e) => (Err(e), 0),
+            },
+        }
+    }
+
+    /// Proposes one entry; its index once committed and applied.
+    pub async fn propose(&self, records: Vec<MetaRecord>) -> Result<u64, ControllerError> {
+        match self.raft.client_write(MetaBatch { records }).await {
+            Ok(r) => {
+                let index = r.log_id.index;
+                self.cell.wait_applied(index).await;
+                Ok(index)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
+                ControllerError::NotController(f.leader_id.and_then(|id| i32::try_from(id).ok())),
+            ),
+            Err(e) => Err(ControllerError::Internal(format!(
+                "the metadata quorum refused the change: {e}"
+            ))),
+        }
+    }
+
+    fn decide(
+        &self,
+        image: &MetadataImage,
+        request: ControllerRequest,
+    ) -> Result<Decision, ControllerError> {
+        match request {
+            ControllerRequest::CreateTopic(t) => self.create_topic(image, t),
+            ControllerRequest::DeleteTopic { name } => {
+                let topic = image
+                    .topic_by_name(&name)
+                    .ok_or_else(|| TopicError::Unknown(name.clone()))?;
+                Ok(Decision::Records(
+                    vec![MetaRecord::RemoveTopic { id: topic.id }],
+                    ControllerResponse::Topic(summary(topic.id, topic)),
+                ))
+            }
+            ControllerRequest::CreatePartitions {
+                name,
+                count,
+                assignments,
+                validate_only,
+            } => self.create_partitions(image, &name, count, assignments, validate_only),
+            ControllerRequest::AlterTopicConfigs {
+                name,
+                configs,
+                validate_only,
+            } => {
+                let topic = image
+                    .topic_by_name(&name)
+                    .ok_or_else(|| TopicError::Unknown(name.clone()))?;
+                for (k, v) in &configs {
+                    topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
+                }
+                if validate_only {
+                    return Ok(Decision::Answer(ControllerResponse::Done));
+                }
+                let resource = ConfigResource::Topic(name.clone());
+                let mut records: Vec<MetaRecord> = topic
+                    .configs
+                    .keys()
+                    .filter(|k| !configs.contains_key(*k))
+                    .map(|k| MetaRecord::Config {
+                        resource: resource.clone(),
+                        name: k.clone(),
+                        value: None,
+                    })
+                    .collect();
+                records.extend(
+                    configs
+                        .iter()
+                        .filter(|(k, v)| topic.configs.get(*k) != Some(*v))
+                        .map(|(k, v)| MetaRecord::Config {
+                            resource: resource.clone(),
+                            name: k.clone(),
+                            value: Some(v.clone()),
+                        }),
+                );
+                if records.is_empty() {
+                    return Ok(Decision::Answer(ControllerResponse::Done));
+                }
+                Ok(Decision::Records(records, ControllerResponse::Done))
+            }
+            ControllerRequest::RegisterBroker {
+                id,
+                incarnation,
+                endpoints,
+                rack,
+            } => Ok(Decision::Records(
+                vec![MetaRecord::RegisterBroker {
+                    id,
+                    incarnation,
+                    endpoints,
+                    rack,
+                }],
+                ControllerResponse::Registered { epoch: 0 },
+            )),
+            ControllerRequest::Heartbeat {
+                id,
+                epoch,
+                applied,
+                want_shutdown,
+            } => {
+                let b = image
+                    .brokers
+                    .get(&id)
+                    .ok_or(ControllerError::BrokerNotRegistered)?;
+                if b.epoch != epoch {
+                    return Err(ControllerError::StaleBrokerEpoch);
+                }
+                let registered_at = u64::try_from(b.epoch).unwrap_or(0);
+                if want_shutdown && !b.in_shutdown {
+                    return Ok(Decision::Records(
+                        vec![
+                            MetaRecord::BrokerShutdown { id, epoch },
+                            MetaRecord::FenceBroker { id, epoch },
+                        ],
+                        ControllerResponse::Heartbeat {
+                            fenced: true,
+                            shutdown_ok: true,
+                        },
+                    ));
+                }
+                if b.fenced && !want_shutdown && applied >= registered_at {
+                    return Ok(Decision::Records(
+                        vec![MetaRecord::UnfenceBroker { id, epoch }],
+                        ControllerResponse::Heartbeat {
+                            fenced: false,
+                            shutdown_ok: false,
+                        },
+                    ));
+                }
+                Ok(Decision::Answer(ControllerResponse::Heartbeat {
+                    fenced: b.fenced,
+                    shutdown_ok: b.in_shutdown,
+                }))
+            }
+            ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => {
+                let b = image
+                    .brokers
+                    .get(&broker_id)
+                    .ok_or(ControllerError::BrokerNotRegistered)?;
+                if b.epoch != broker_epoch {
+                    return Err(ControllerError::StaleBrokerEpoch);
+                }
+                let first = image.next_producer_id;
+                Ok(Decision::Records(
+                    vec![MetaRecord::ProducerIdsBlock {
+                        broker_id,
+                        broker_epoch,
+                        first,
+                        size: PRODUCER_ID_BLOCK_SIZE,
+                    }],
+                    ControllerResponse::ProducerIds {
+                        first,
+                        size: PRODUCER_ID_BLOCK_SIZE,
+                    },
+                ))
+            }
+        }
+    }
+
+    fn create_topic(&self, image: &MetadataImage, t: NewTopic) -> Result<Decision, ControllerError> {
+        validate_name(&t.name)?;
+        if image.names.contains_key(&t.name) {
+            return Err(TopicError::AlreadyExists(t.name.clone()).into());
+        }
+        if let Some(clash) = collision(image, &t.name) {
+            return Err(TopicError::InvalidName(format!(
+                "Topic '{}' collides with existing topic: {clash}",
+                t.name
+            ))
+            .into());
+        }
+        for (k, v) in &t.configs {
+            topic_config::validate(k, v).map_err(TopicError::InvalidConfig)?;
+        }
+        let assignment = match &t.assignments {
+            Some(a) => {
+                check_assignment(image, a, None)?;
+                a.clone()
+            }
+            None => {
+                let count = t.partitions.unwrap_or(self.defaults.num_partitions);
+                check_count(count)?;
+                let rf = t
+                    .replication_factor
+                    .unwrap_or(self.defaults.default_replication_factor);
+                place(image, 0, count, rf)?
+            }
+        };
+        let replication_factor = assignment.first().map_or(0, |r| r.len() as i16);
+        let id = if t.validate_only {
+            Uuid::nil()
+        } else {
+            Uuid::new_v4()
+        };
+        let answer = ControllerResponse::Topic(TopicSummary {
+            id,
+            partitions: assignment.len() as i32,
+            replication_factor,
+            configs: t.configs.clone(),
+        });
+        if t.validate_only {
+            return Ok(Decision::Answer(answer));
+        }
+        let mut records = vec![MetaRecord::Topic {
+            name: t.name.clone(),
+            id,
+        }];
+        records.extend(partition_records(image, id, 0, &assignment));
+        records.extend(t.configs.iter().map(|(k, v)| MetaRecord::Config {
+            resource: ConfigResource::Topic(t.name.clone()),
+            name: k.clone(),
+            value: Some(v.clone()),
+        }));
+        Ok(Decision::Records(records, answer))
+    }
+
+    fn create_partitions(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<Decision, ControllerError> {
+        let topic = image
+            .topic_by_name(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count < current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            ))
+            .into());
+        }
+        if count == current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic already has {current} partitions."
+            ))
+            .into());
+        }
+        check_count(count)?;
+        let added = match assignments {
+            Some(a) => {
+                if a.len() as i32 != count - current {
+                    return Err(ControllerError::InvalidReplicaAssignment(format!(
+                        "Increasing the number of partitions by {} but {} assignments provided.",
+                        count - current,
+                        a.len()
+                    )));
+                }
+                check_assignment(image, &a, None)?;
+                a
+            }
+            None => {
+                let rf = topic
+                    .partitions
+                    .first()
+                    .map_or(1, |p| p.replicas.len() as i16);
+                place(image, current, count - current, rf)?
+            }
+        };
+        if validate_only {
+            return Ok(Decision::Answer(ControllerResponse::Done));
+        }
+        Ok(Decision::Records(
+            partition_records(image, topic.id, current, &added),
+            ControllerResponse::Done,
+        ))
+    }
+}
+
+/// Kafka refuses topic names that differ only in '.' versus '_' (they clash in metric names).
+fn collision(image: &MetadataImage, name: &str) -> Option<String> {
+    let norm = |n: &str| n.replace('.', "_");
+    let wanted = norm(name);
+    image
+        .names
+        .keys()
+        .find(|n| norm(n) == wanted)
+        .cloned()
+}
+
+fn check_count(count: i32) -> Result<(), ControllerError> {
+    if count < 1 {
+        return Err(TopicError::InvalidPartitions(
+            "Number of partitions must be larger than 0.".into(),
+        )
+        .into());
+    }
+    if count > PARTITIONS_MAX {
+        return Err(TopicError::InvalidPartitions(format!(
+            "Number of partitions must be at most {PARTITIONS_MAX}."
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Brokers that may receive replicas: every registered broker, fenced ones marked.
+fn slots(image: &MetadataImage) -> Vec<BrokerSlot> {
+    image
+        .brokers
+        .values()
+        .map(|b| BrokerSlot {
+            id: b.id,
+            rack: b.rack.clone(),
+            fenced: b.fenced || b.in_shutdown,
+        })
+        .collect()
+}
+
+fn place(
+    image: &MetadataImage,
+    first: i32,
+    count: i32,
+    rf: i16,
+) -> Result<Vec<Vec<i32>>, ControllerError> {
+    if rf < 1 {
+        return Err(ControllerError::InvalidReplicationFactor(
+            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+        ));
+    }
+    let mut seed = Uuid::new_v4().as_u128();
+    let mut rng = move |n: usize| {
+        seed = seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+        (seed % n.max(1) as u128) as usize
+    };
+    placement::place(&slots(image), first, count, rf, &mut rng).map_err(|e| match e {
+        PlacementError::NotEnoughBrokers { wanted, available } => {
+            ControllerError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {wanted} time(s): The target replication factor of {wanted} cannot be reached because only {available} broker(s) are registered."
+            ))
+        }
+        PlacementError::InvalidReplicationFactor => ControllerError::InvalidReplicationFactor(
+            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+        ),
+    })
+}
+
+/// A manual assignment: every partition's replicas distinct, registered brokers, and one
+/// replication factor for all.
+fn check_assignment(
+    image: &MetadataImage,
+    assignment: &[Vec<i32>],
+    _existing_rf: Option<usize>,
+) -> Result<(), ControllerError> {
+    if assignment.is_empty() {
+        return Err(ControllerError::InvalidReplicaAssignment(
+            "The manual partition assignment is empty.".into(),
+        ));
+    }
+    check_count(assignment.len() as i32)?;
+    let rf = assignment[0].len();
+    for (p, replicas) in assignment.iter().enumerate() {
+        if replicas.is_empty() {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "The manual partition assignment includes an empty replica list for partition {p}."
+            )));
+        }
+        if replicas.len() != rf {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+                replicas.len()
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in replicas {
+            if !seen.insert(r) {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "The manual partition assignment includes the broker {r} more than once."
+                )));
+            }
+            if !image.brokers.contains_key(r) {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "The manual partition assignment includes broker {r}, but no such broker is registered."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The partition records of a new assignment: all replicas in the ISR, the first live
+/// replica the leader (none if every replica is fenced), epochs 0.
+fn partition_records(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    first: i32,
+    assignment: &[Vec<i32>],
+) -> Vec<MetaRecord> {
+    let live = |id: &i32| image.brokers.get(id).is_some_and(|b| !b.fenced);
+    assignment
+        .iter()
+        .enumerate()
+        .map(|(i, replicas)| {
+            let isr: Vec<i32> = replicas.iter().copied().filter(live).collect();
+            MetaRecord::Partition {
+                topic_id,
+                index: first + i as i32,
+                replicas: replicas.clone(),
+                leader: isr.first().copied().unwrap_or(-1),
+                isr,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }
+        })
+        .collect()
+}
+
+fn summary(id: Uuid, topic: &super::image::TopicImage) -> TopicSummary {
+    TopicSummary {
+        id,
+        partitions: topic.partitions.len() as i32,
+        replication_factor: topic.partitions.first().map_or(0, |p| p.replicas.len() as i16),
+        configs: topic.configs.clone(),
+    }
+}

@@ -1,0 +1,443 @@
+//! The metadata image: the state the committed metadata log describes (brokers, topics,
+//! partitions, configs, producer-id blocks), immutable once built. Applying records makes a
+//! new image and a [`Delta`] naming what changed; unchanged topics are shared between the
+//! two (`Arc`), so an apply costs a pointer copy per topic plus the changed topics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides};
+use super::LogId;
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerImage {
+    pub id: i32,
+    /// The log index of its registration.
+    pub epoch: i64,
+    pub incarnation: Uuid,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+    /// A fenced broker leads nothing and is in no ISR it could be elected from.
+    pub fenced: bool,
+    /// It asked for a controlled shutdown.
+    pub in_shutdown: bool,
+}
+
+/// One partition as the controller decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionImage {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// -1: no leader.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// A topic: its name, id, partitions (by index) and config overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<PartitionImage>,
+    pub configs: Overrides,
+}
+
+impl TopicImage {
+    /// Topics whose name starts with `__` are Kafka-internal (`__consumer_offsets`...).
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+}
+
+/// The whole image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    /// The last log entry applied (None: nothing yet).
+    pub applied: Option<LogId>,
+    pub cluster_id: Option<String>,
+    pub brokers: BTreeMap<i32, BrokerImage>,
+    pub topics: BTreeMap<Uuid, Arc<TopicImage>>,
+    /// Topic names to ids.
+    pub names: BTreeMap<String, Uuid>,
+    /// Dynamic broker configs (per broker id) and cluster-wide ones.
+    pub broker_configs: BTreeMap<i32, Overrides>,
+    pub cluster_configs: Overrides,
+    /// The first producer id no block has been given out for.
+    pub next_producer_id: i64,
+    /// The producer-id block each broker holds now.
+    pub producer_id_blocks: BTreeMap<i32, (i64, i64)>,
+}
+
+/// What one apply changed, for the publisher (which turns it into local logs and leadership).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// Topics created or changed (partitions added, leadership or configs changed).
+    pub changed_topics: BTreeSet<Uuid>,
+    /// Topics removed, as they were.
+    pub removed_topics: Vec<Arc<TopicImage>>,
+    pub brokers_changed: bool,
+    pub cluster_id_set: bool,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.changed_topics.is_empty()
+            && self.removed_topics.is_empty()
+            && !self.brokers_changed
+            && !self.cluster_id_set
+    }
+}
+
+/// A record that does not fit the image (the controller validates before proposing, so this
+/// means a bug or a corrupt log; the record is skipped and logged, never applied halfway).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metadata record does not apply: {0}")]
+pub struct ApplyError(pub String);
+
+impl MetadataImage {
+    pub fn topic_by_name(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.names.get(name).and_then(|id| self.topics.get(id))
+    }
+
+    pub fn topic(&self, id: &Uuid) -> Option<&Arc<TopicImage>> {
+        self.topics.get(id)
+    }
+
+    /// Topics sorted by name.
+    pub fn topics_by_name(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
+        self.names.values().filter_map(|id| self.topics.get(id))
+    }
+
+    /// Unfenced brokers.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Applies the records of one entry at `log_id`, returning what changed. Records that do
+    /// not fit are skipped with an error log (see [`ApplyError`]).
+    pub fn apply(&mut self, log_id: LogId, records: &[MetaRecord], delta: &mut Delta) {
+        for r in records {
+            if let Err(e) = self.apply_one(log_id.index, r, delta) {
+                tracing::error!(index = log_id.index, record = ?r, error = %e, "skipped a metadata record");
+            }
+        }
+        self.applied = Some(log_id);
+    }
+
+    fn topic_mut(&mut self, id: &Uuid) -> Result<&mut TopicImage, ApplyError> {
+        self.topics
+            .get_mut(id)
+            .map(Arc::make_mut)
+            .ok_or_else(|| ApplyError(format!("no topic with id {id}")))
+    }
+
+    fn apply_one(
+        &mut self,
+        index: u64,
+        record: &MetaRecord,
+        delta: &mut Delta,
+    ) -> Result<(), ApplyError> {
+        match record {
+            MetaRecord::ClusterId { id } => {
+                if self.cluster_id.as_ref().is_some_and(|c| c != id) {
+                    return Err(ApplyError(format!(
+                        "the cluster id is already {:?}",
+                        self.cluster_id
+                    )));
+                }
+                self.cluster_id = Some(id.clone());
+                delta.cluster_id_set = true;
+            }
+            MetaRecord::RegisterBroker {
+                id,
+                incarnation,
+                endpoints,
+                rack,
+            } => {
+                // A broker's epoch is the log index of its registration (as KRaft's).
+                self.brokers.insert(
+                    *id,
+                    BrokerImage {
+                        id: *id,
+                        epoch: index as i64,
+                        incarnation: *incarnation,
+                        endpoints: endpoints.clone(),
+                        rack: rack.clone(),
+                        fenced: true,
+                        in_shutdown: false,
+                    },
+                );
+                delta.brokers_changed = true;
+            }
+            MetaRecord::UnfenceBroker { id, epoch }
+            | MetaRecord::FenceBroker { id, epoch }
+            | MetaRecord::BrokerShutdown { id, epoch } => {
+                let b = self
+                    .brokers
+                    .get_mut(id)
+                    .filter(|b| b.epoch == *epoch)
+                    .ok_or_else(|| ApplyError(format!("no broker {id} at epoch {epoch}")))?;
+                match record {
+                    MetaRecord::UnfenceBroker { .. } => {
+                        b.fenced = false;
+                        b.in_shutdown = false;
+                    }
+                    MetaRecord::FenceBroker { .. } => b.fenced = true,
+                    _ => b.in_shutdown = true,
+                }
+                delta.brokers_changed = true;
+            }
+            MetaRecord::UnregisterBroker { id, epoch } => {
+                if self.brokers.get(id).is_some_and(|b| b.epoch == *epoch) {
+                    self.brokers.remove(id);
+                    delta.brokers_changed = true;
+                }
+            }
+            MetaRecord::Topic { name, id } => {
+                if self.names.contains_key(name) || self.topics.contains_key(id) {
+                    return Err(ApplyError(format!("topic {name} ({id}) exists")));
+                }
+                self.names.insert(name.clone(), *id);
+                self.topics.insert(
+                    *id,
+                    Arc::new(TopicImage {
+                        name: name.clone(),
+                        id: *id,
+                        partitions: Vec::new(),
+                        configs: Overrides::new(),
+                    }),
+                );
+                delta.changed_topics.insert(*id);
+            }
+            MetaRecord::Partition {
+                topic_id,
+                index: p,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let topic = self.topic_mut(topic_id)?;
+                let image = PartitionImage {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                };
+                match usize::try_from(*p) {
+                    Ok(i) if i < topic.partitions.len() => topic.partitions[i] = image,
+                    Ok(i) if i == topic.partitions.len() => topic.partitions.push(image),
+                    _ => {
+                        return Err(ApplyError(format!(
+                            "partition {p} of {} does not follow its {} partitions",
+                            topic.name,
+                            topic.partitions.len()
+                        )))
+                    }
+                }
+                delta.changed_topics.insert(*topic_id);
+            }
+            MetaRecord::PartitionChange {
+                topic_id,
+                index: p,
+                isr,
+                leader,
+                replicas,
+            } => {
+                let topic = self.topic_mut(topic_id)?;
+                let name = topic.name.clone();
+                let part = usize::try_from(*p)
+                    .ok()
+                    .and_then(|i| topic.partitions.get_mut(i))
+                    .ok_or_else(|| ApplyError(format!("no partition {p} of {name}")))?;
+                if let Some(isr) = isr {
+                    part.isr = isr.clone();
+                }
+                if let Some(replicas) = replicas {
+                    part.replicas = replicas.clone();
+                }
+                if let Some(leader) = leader {
+                    if *leader != part.leader {
+                        part.leader = *leader;
+                        part.leader_epoch += 1;
+                    }
+                }
+                part.partition_epoch += 1;
+                delta.changed_topics.insert(*topic_id);
+            }
+            MetaRecord::RemoveTopic { id } => {
+                let topic = self
+                    .topics
+                    .remove(id)
+                    .ok_or_else(|| ApplyError(format!("no topic with id {id}")))?;
+                self.names.remove(&topic.name);
+                delta.changed_topics.remove(id);
+                delta.removed_topics.push(topic);
+            }
+            MetaRecord::Config {
+                resource,
+                name,
+                value,
+            } => {
+                let target = match resource {
+                    ConfigResource::Topic(topic) => {
+                        let id = *self
+                            .names
+                            .get(topic)
+                            .ok_or_else(|| ApplyError(format!("no topic {topic}")))?;
+                        delta.changed_topics.insert(id);
+                        &mut self.topic_mut(&id)?.configs
+                    }
+                    ConfigResource::Broker(b) => self.broker_configs.entry(*b).or_default(),
+                    ConfigResource::Cluster => &mut self.cluster_configs,
+                };
+                match value {
+                    Some(v) => target.insert(name.clone(), v.clone()),
+                    None => target.remove(name),
+                };
+            }
+            MetaRecord::ProducerIdsBlock {
+                broker_id,
+                first,
+                size,
+                ..
+            } => {
+                if *first < self.next_producer_id || *size < 1 {
+                    return Err(ApplyError(format!(
+                        "producer id block {first}+{size} overlaps ids given out (next {})",
+                        self.next_producer_id
+                    )));
+                }
+                self.next_producer_id = first + size;
+                self.producer_id_blocks
+                    .insert(*broker_id, (*first, first + size));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId};
+
+    fn log_id(index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    #[test]
+    fn topics_partitions_changes_and_removal_apply_and_share_unchanged_topics() {
+        let mut image = MetadataImage::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let part = |t, i| MetaRecord::Partition {
+            topic_id: t,
+            index: i,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let mut delta = Delta::default();
+        image.apply(
+            log_id(1),
+            &[
+                MetaRecord::Topic {
+                    name: "a".into(),
+                    id: a,
+                },
+                part(a, 0),
+                part(a, 1),
+                MetaRecord::Topic {
+                    name: "b".into(),
+                    id: b,
+                },
+                part(b, 0),
+            ],
+            &mut delta,
+        );
+        assert_eq!(delta.changed_topics, [a, b].into_iter().collect());
+        let before = image.clone();
+        let mut delta = Delta::default();
+        image.apply(
+            log_id(2),
+            &[MetaRecord::PartitionChange {
+                topic_id: a,
+                index: 1,
+                isr: Some(vec![1]),
+                leader: Some(2),
+                replicas: None,
+            }],
+            &mut delta,
+        );
+        let p = &image.topic(&a).unwrap().partitions[1];
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (2, 1, 1));
+        assert_eq!(p.isr, vec![1]);
+        assert!(Arc::ptr_eq(
+            before.topic(&b).unwrap(),
+            image.topic(&b).unwrap()
+        ));
+        assert_eq!(before.topic(&a).unwrap().partitions[1].leader, 1);
+        // A partition index that skips one is refused; the rest of the entry applies.
+        let mut delta = Delta::default();
+        image.apply(
+            log_id(3),
+            &[part(b, 5), MetaRecord::RemoveTopic { id: a }],
+            &mut delta,
+        );
+        assert_eq!(image.topic(&b).unwrap().partitions.len(), 1);
+        assert!(image.topic_by_name("a").is_none());
+        assert_eq!(delta.removed_topics.len(), 1);
+        assert_eq!(image.applied, Some(log_id(3)));
+    }
+
+    #[test]
+    fn brokers_fence_by_epoch_and_producer_blocks_never_overlap() {
+        let mut image = MetadataImage::default();
+        let mut delta = Delta::default();
+        image.apply(
+            log_id(7),
+            &[
+                MetaRecord::RegisterBroker {
+                    id: 2,
+                    incarnation: Uuid::new_v4(),
+                    endpoints: vec![],
+                    rack: None,
+                },
+                MetaRecord::UnfenceBroker { id: 2, epoch: 6 },
+            ],
+            &mut delta,
+        );
+        assert!(image.brokers[&2].fenced, "a stale epoch does not unfence");
+        image.apply(
+            log_id(8),
+            &[
+                MetaRecord::UnfenceBroker { id: 2, epoch: 7 },
+                MetaRecord::ProducerIdsBlock {
+                    broker_id: 2,
+                    broker_epoch: 7,
+                    first: 0,
+                    size: 1000,
+                },
+                MetaRecord::ProducerIdsBlock {
+                    broker_id: 2,
+                    broker_epoch: 7,
+                    first: 500,
+                    size: 1000,
+                },
+            ],
+            &mut delta,
+        );
+        assert!(!image.brokers[&2].fenced);
+        assert_eq!(image.next_producer_id, 1000);
+        assert_eq!(image.live_brokers().count(), 1);
+    }
+}

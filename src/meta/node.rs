@@ -1,0 +1,399 @@
+//! This node's part in the metadata quorum: opens the raft log and the state machine, forms
+//! or joins the quorum (no format step: every pristine voter initializes with the same
+//! membership), waits until its image has caught up, and routes controller requests to the
+//! active controller (here, or forwarded over the controller listener).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use super::controller::{
+    Controller, ControllerDefaults, ControllerError, ControllerRequest, ControllerResult,
+};
+use super::image::MetadataImage;
+use super::network::{voters_digest, Network};
+use super::raft_log::LogStore;
+use super::rpc::{RpcClient, APPEND_ENTRIES, FORWARD, INSTALL_SNAPSHOT, VOTE};
+use super::service::handle_raft_rpc;
+use super::state_machine::{ImageCell, Publisher, StateMachine};
+use super::Raft;
+
+/// How long a request waits for the quorum (a leader, a commit) before it times out.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the metadata layer needs to start.
+pub struct MetaOptions {
+    pub node_id: i32,
+    /// `(id, controller HOST:PORT)` of every voter; empty: a cluster of one.
+    pub voters: Vec<(u64, String)>,
+    /// `<data>/meta/raft`, or None in memory mode.
+    pub dir: Option<PathBuf>,
+    pub defaults: ControllerDefaults,
+    pub publisher: Arc<dyn Publisher>,
+    /// Raft timings (tests shorten them).
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Starts serving the controller listener for this node (raft RPCs from peers, forwarded
+    /// requests), before the node waits for the quorum. None: no listener (a cluster of one).
+    pub serve: Option<Box<dyn FnOnce(Arc<MetaNode>) + Send>>,
+}
+
+impl MetaOptions {
+    /// Kafka-like timings: a heartbeat every 100 ms, elections after 0.5-1 s of silence.
+    pub const HEARTBEAT_MS: u64 = 100;
+    pub const ELECTION_MS: (u64, u64) = (500, 1000);
+}
+
+/// A forwarded request's answer: the result and the index to wait for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardReply {
+    pub result: ControllerResult,
+    pub index: u64,
+}
+
+pub struct MetaNode {
+    pub raft: Raft,
+    pub cell: Arc<ImageCell>,
+    pub controller: Controller,
+    node_id: i32,
+    voters: BTreeMap<u64, String>,
+    digest: u64,
+    forward: Mutex<HashMap<u64, Arc<RpcClient>>>,
+    /// The raft directory was empty at start (a new node or a new cluster).
+    pristine: bool,
+}
+
+impl MetaNode {
+    /// Opens the log and the image, starts raft and waits until this node knows a leader and
+    /// has applied what was committed when it stopped.
+    pub async fn start(mut opts: MetaOptions) -> Result<Arc<MetaNode>, String> {
+        let node_id = opts.node_id;
+        let id = node_id as u64;
+        let voters: BTreeMap<u64, String> = if opts.voters.is_empty() {
+            [(id, String::new())].into_iter().collect()
+        } else {
+            opts.voters.iter().cloned().collect()
+        };
+        let digest = voters_digest(&voters.iter().map(|(i, a)| (*i, a.clone())).collect::<Vec<_>>());
+        let dir = opts.dir.clone();
+        let publisher = opts.publisher.clone();
+        let opened = crate::threads::spawn_blocking(move || {
+            let log = LogStore::open(dir.as_deref())?;
+            let (sm, cell) = StateMachine::open(dir.as_deref(), publisher)?;
+            std::io::Result::Ok((log, sm, cell))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the metadata log: {e}"))?;
+        let (mut log, sm, cell) = opened;
+        let state = log
+            .get_log_state()
+            .await
+            .map_err(|e| format!("cannot read the metadata log: {e}"))?;
+        let vote = log
+            .read_vote()
+            .await
+            .map_err(|e| format!("cannot read the metadata vote: {e}"))?;
+        let committed = log
+            .read_committed()
+            .await
+            .map_err(|e| format!("cannot read the metadata log: {e}"))?;
+        let pristine = state.last_log_id.is_none() && vote.is_none();
+        let config = openraft::Config {
+            cluster_name: "ottla-metadata".into(),
+            heartbeat_interval: opts.heartbeat_interval_ms,
+            election_timeout_min: opts.election_timeout_ms.0,
+            election_timeout_max: opts.election_timeout_ms.1,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| format!("metadata quorum settings: {e}"))?,
+        );
+        let network = Network::new(digest, format!("ottla-controller-{node_id}"));
+        let raft = Raft::new(id, config, network, log, sm)
+            .await
+            .map_err(|e| format!("cannot start the metadata quorum: {e}"))?;
+        if pristine {
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(i, addr)| (*i, BasicNode { addr: addr.clone() }))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(voters = voters.len(), "initialized the metadata quorum"),
+                // Another voter got there first and this node already took part.
+                Err(e) => tracing::info!(error = %e, "metadata quorum already initialized"),
+            }
+        }
+        let controller = Controller::new(raft.clone(), cell.clone(), opts.defaults.clone());
+        let node = Arc::new(MetaNode {
+            raft,
+            cell,
+            controller,
+            node_id,
+            voters,
+            digest,
+            forward: Mutex::new(HashMap::new()),
+            pristine,
+        });
+        if let Some(serve) = opts.serve.take() {
+            serve(node.clone());
+        }
+        // Caught up: applied what was committed at the last stop (on a cluster of one, the
+        // whole log: it commits it as soon as it leads again).
+        let target = if node.voters.len() == 1 {
+            state.last_log_id.map_or(0, |l| l.index)
+        } else {
+            committed.map_or(0, |l| l.index)
+        };
+        node.wait_for_leader().await;
+        let mut waited = 0u64;
+        while tokio::time::timeout(Duration::from_secs(5), node.cell.wait_applied(target))
+            .await
+            .is_err()
+        {
+            waited += 5;
+            tracing::warn!(
+                applied = node.cell.applied_index(),
+                target,
+                waited_s = waited,
+                "waiting for the metadata log to catch up"
+            );
+        }
+        Ok(node)
+    }
+
+    /// Waits until some node leads the quorum (logged every 5 s while none does).
+    pub async fn wait_for_leader(&self) {
+        let mut waited = 0u64;
+        loop {
+            let found = self
+                .raft
+                .wait(Some(Duration::from_secs(5)))
+                .metrics(|m| m.current_leader.is_some(), "a metadata leader")
+                .await;
+            if found.is_ok() {
+                return;
+            }
+            waited += 5;
+            tracing::warn!(
+                waited_s = waited,
+                voters = self.voters.len(),
+                "no metadata leader yet: waiting for a majority of the controller quorum"
+            );
+        }
+    }
+
+    /// The raft directory was empty when this node started.
+    pub fn was_pristine(&self) -> bool {
+        self.pristine
+    }
+
+    /// The digest of the configured voter list every raft RPC carries.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The image handlers read.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.cell.current()
+    }
+
+    /// The active controller's node id, if known.
+    pub fn controller_id(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .and_then(|l| i32::try_from(l).ok())
+    }
+
+    /// Whether this node is the active controller.
+    pub fn is_controller(&self) -> bool {
+        self.controller_id() == Some(self.node_id)
+    }
+
+    /// The voters as configured: `(id, controller HOST:PORT)`.
+    pub fn voters(&self) -> &BTreeMap<u64, String> {
+        &self.voters
+    }
+
+    /// Runs a controller request wherever the active controller is, then waits until this
+    /// node's image includes its effect.
+    pub async fn submit(&self, request: ControllerRequest) -> ControllerResult {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let mut last_error = ControllerError::Timeout;
+        while tokio::time::Instant::now() < deadline {
+            let leader = match self.controller_id() {
+                Some(l) => l,
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), self.wait_for_leader()).await;
+                    continue;
+                }
+            };
+            let (result, index) = if leader == self.node_id {
+                self.controller.execute(request.clone()).await
+            } else {
+                match self.forward(leader, &request, deadline).await {
+                    Ok(reply) => (reply.result, reply.index),
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "forwarding to the controller failed; retrying");
+                        last_error = ControllerError::Timeout;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            };
+            match result {
+                Err(ControllerError::NotController(_)) => {
+                    last_error = ControllerError::NotController(None);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                other => {
+                    if index > 0
+                        && tokio::time::timeout_at(deadline, self.cell.wait_applied(index))
+                            .await
+                            .is_err()
+                    {
+                        return Err(ControllerError::Timeout);
+                    }
+                    return other;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn forward(
+        &self,
+        leader: i32,
+        request: &ControllerRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<ForwardReply, String> {
+        let id = leader as u64;
+        let addr = self
+            .voters
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("controller {leader} is not a configured voter"))?;
+        let client = {
+            let mut clients = self.forward.lock().unwrap_or_else(|p| p.into_inner());
+            clients
+                .entry(id)
+                .or_insert_with(|| {
+                    Arc::new(RpcClient::new(addr, format!("ottla-broker-{}", self.node_id)))
+                })
+                .clone()
+        };
+        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let answer = client
+            .call(FORWARD, 0, &body, left)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&answer).map_err(|e| format!("bad forward reply: {e}"))
+    }
+
+    /// Answers one request of the controller listener: raft RPCs from peers and requests
+    /// forwarded by brokers. None closes the connection (logged).
+    pub async fn handle_controller_request(
+        self: Arc<Self>,
+        api_key: i16,
+        _version: i16,
+        body: Bytes,
+    ) -> Option<Bytes> {
+        match api_key {
+            VOTE | APPEND_ENTRIES | INSTALL_SNAPSHOT => {
+                handle_raft_rpc(&self.raft, self.digest, api_key, body).await
+            }
+            FORWARD => self.handle_forward(body).await,
+            other => {
+                tracing::warn!(api_key = other, "closing controller connection: API not served on the controller listener");
+                None
+            }
+        }
+    }
+
+    /// The controller listener's side of a forwarded request.
+    pub async fn handle_forward(&self, body: Bytes) -> Option<Bytes> {
+        let request: ControllerRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "closing controller connection: undecodable forwarded request");
+                return None;
+            }
+        };
+        let reply = if self.is_controller() {
+            let (result, index) = self.controller.execute(request).await;
+            ForwardReply { result, index }
+        } else {
+            ForwardReply {
+                result: Err(ControllerError::NotController(self.controller_id())),
+                index: 0,
+            }
+        };
+        serde_json::to_vec(&reply).ok().map(Bytes::from)
+    }
+
+    /// While this node is the active controller, fences every unfenced broker that has not
+    /// heartbeated for `session_timeout` (a new controller first gives every broker a fresh
+    /// session). Runs until `stop`.
+    pub async fn fencing_loop(
+        self: Arc<Self>,
+        session_timeout: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let tick = (session_timeout / 4).max(Duration::from_millis(50));
+        let mut led_term = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.changed() => return,
+            }
+            let metrics = self.raft.metrics().borrow().clone();
+            if metrics.current_leader != Some(self.node_id as u64) {
+                led_term = None;
+                continue;
+            }
+            if led_term != Some(metrics.current_term) {
+                led_term = Some(metrics.current_term);
+                self.controller.reset_sessions();
+            }
+            let image = self.image();
+            let expired = self.controller.expired_sessions(&image, session_timeout);
+            if expired.is_empty() {
+                continue;
+            }
+            let records = expired
+                .iter()
+                .map(|(id, epoch)| super::records::MetaRecord::FenceBroker { id: *id, epoch: *epoch })
+                .collect();
+            match self.controller.propose(records).await {
+                Ok(_) => tracing::warn!(brokers = ?expired.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    timeout_ms = session_timeout.as_millis() as u64, "fenced brokers whose session expired"),
+                Err(e) => tracing::warn!(error = %e, "cannot fence brokers whose session expired"),
+            }
+        }
+    }
+
+    /// Stops raft (its tasks end; the log's writer thread finishes its queue).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping the metadata quorum");
+        }
+    }
+}

@@ -3,7 +3,12 @@
 //! Handlers read the image; the active controller (the raft leader) is the only writer of the
 //! log. See ARCHITECTURE.md, "Cluster: the metadata quorum".
 
+pub mod network;
 pub mod records;
+pub mod rpc;
+pub mod service;
+#[cfg(test)]
+mod transport_tests;
 
 use std::io::Cursor;
 

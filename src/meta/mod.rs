@@ -5,9 +5,14 @@
 
 pub mod controller;
 pub mod image;
-pub mod records;
+pub mod network;
 pub mod node;
+pub mod records;
+pub mod rpc;
+pub mod service;
 pub mod state_machine;
+#[cfg(test)]
+mod transport_tests;
 
 use std::io::Cursor;
 

@@ -28,7 +28,7 @@ use crate::protocol::{self, Outcome, Response};
 
 /// Bytes read from the socket per call at most (a frame larger than this takes several reads;
 /// memory grows with the data actually received, never with the length a client claims).
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Answers written but not yet flushed.
 struct Output {
@@ -144,7 +144,7 @@ fn may_wait(frame: &Bytes) -> bool {
 
 /// The next complete frame in `buf`, if there is one. `Err` on a frame size out of bounds
 /// (logged): the connection closes.
-fn next_buffered_frame(
+pub(super) fn next_buffered_frame(
     buf: &mut BytesMut,
     max_frame: usize,
     peer: &str,
@@ -166,7 +166,7 @@ fn next_buffered_frame(
 }
 
 /// Reads more bytes into `buf`. `false` at end of stream or on an error (logged).
-async fn read_more(
+pub(super) async fn read_more(
     reader: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     max_frame: usize,

@@ -2,6 +2,7 @@
 //! once), runs one task per connection and shuts everything down gracefully on request.
 
 mod connection;
+pub mod controller_listener;
 mod maintenance;
 
 use std::net::SocketAddr;

@@ -7,6 +7,13 @@ pub mod controller;
 pub mod image;
 pub mod network;
 pub mod node;
+pub mod raft_log;
+pub mod records;
+pub mod rpc;
+pub mod service;
+pub mod state_machine;
+#[cfg(test)]
+mod transport_tests;
 pub mod records;
 pub mod rpc;
 pub mod service;

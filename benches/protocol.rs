@@ -246,9 +246,8 @@ fn request_path(c: &mut Criterion) {
     ]
     .into_iter()
     .collect();
-    let produce_log = broker
-        .topics
-        .create("bench-produce", Some(1), configs)
+    let produce_log = rt
+        .block_on(broker.admin_create_topic("bench-produce", Some(1), configs))
         .expect("create")
         .partition(0)
         .expect("partition 0")
@@ -292,9 +291,8 @@ fn request_path(c: &mut Criterion) {
     produce_ok(); // still accepted after all the iterations and retention passes
 
     // Fetch: 2000 batches (~33 MB) preloaded; each request reads 1 MB from its own offset.
-    let topic = broker
-        .topics
-        .create("bench-fetch", Some(1), Default::default())
+    let topic = rt
+        .block_on(broker.admin_create_topic("bench-fetch", Some(1), Default::default()))
         .expect("create");
     let log = topic.partition(0).expect("partition 0").log().clone();
     for _ in 0..2000 {

@@ -232,6 +232,39 @@ impl Broker {
         }
     }
 
+    /// Creates a topic with the broker defaults for what is not given, through the active
+    /// controller, and returns this broker's view of it once its image shows it.
+    pub async fn admin_create_topic(
+        &self,
+        name: &str,
+        partitions: Option<i32>,
+        configs: Overrides,
+    ) -> Result<Arc<Topic>, ControllerError> {
+        self.meta
+            .submit(ControllerRequest::CreateTopic(NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor: None,
+                assignments: None,
+                configs,
+                validate_only: false,
+            }))
+            .await?;
+        self.topics
+            .get(name)
+            .ok_or_else(|| ControllerError::Internal(format!("{name} is not on this broker")))
+    }
+
+    /// Deletes a topic through the active controller.
+    pub async fn admin_delete_topic(&self, name: &str) -> Result<(), ControllerError> {
+        self.meta
+            .submit(ControllerRequest::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// The topic named `name`, auto-creating it when allowed and configured. `None` when it
     /// does not exist (or its creation failed, which is logged). Blocking-pool threads only
     /// when it may create.

@@ -16,8 +16,13 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use ottla::cluster::topic_config::TopicOverrides;
+use std::sync::Arc;
+
+use openraft::{CommittedLeaderId, LogId};
 use ottla::cluster::TopicRegistry;
+use ottla::meta::image::{Delta, MetadataImage};
+use ottla::meta::records::MetaRecord;
+use uuid::Uuid;
 use ottla::config::Config;
 use ottla::log::Isolation;
 
@@ -41,57 +46,57 @@ fn partition_dirs(dir: &Path, topic: &str) -> Vec<String> {
     dirs
 }
 
-fn topics_json(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("meta/topics.json")).unwrap_or_default()
+/// An image holding `topics` (name, partitions), every partition on node 1.
+fn image_of(topics: &[(&str, i32)]) -> Arc<MetadataImage> {
+    let mut records = Vec::new();
+    for (name, partitions) in topics {
+        let id = Uuid::new_v4();
+        records.push(MetaRecord::Topic {
+            name: name.to_string(),
+            id,
+        });
+        records.extend((0..*partitions).map(|index| MetaRecord::Partition {
+            topic_id: id,
+            index,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }));
+    }
+    let mut image = MetadataImage::default();
+    image.apply(
+        LogId::new(CommittedLeaderId::new(1, 1), 1),
+        &records,
+        &mut Delta::default(),
+    );
+    Arc::new(image)
 }
 
+/// The metadata log decides that a topic exists; a partition whose log cannot be opened here
+/// is offline on this broker while the others serve, and opens on the next start once the
+/// obstacle is gone.
 #[test]
-fn a_failed_create_topics_leaves_nothing_behind() {
+fn a_partition_that_cannot_be_opened_is_offline_and_the_rest_serve() {
     let dir = tempfile::tempdir().unwrap();
     let config = disk(dir.path());
-    let r = TopicRegistry::open(&config, false).unwrap();
-    r.create("keep", Some(1), TopicOverrides::new()).unwrap();
+    let image = image_of(&[("keep", 1), ("t", 10)]);
     // Partition 5's directory cannot be created: a file is in the way.
     std::fs::write(dir.path().join("t-5"), b"in the way").unwrap();
-    assert!(r.create("t", Some(10), TopicOverrides::new()).is_err());
-    assert!(r.get("t").is_none(), "not registered");
-    assert_eq!(partition_dirs(dir.path(), "t"), vec!["t-5".to_string()]);
-    assert!(!topics_json(dir.path()).contains("\"t\""));
-    // The registry file cannot be written: nothing stays either.
+    let r = TopicRegistry::open(&config, false).unwrap();
+    r.materialize(&image);
+    let t = r.get("t").unwrap();
+    assert_eq!(t.partition_count(), 10);
+    assert!(t.partition(5).is_none(), "offline here");
+    assert_eq!(t.partitions().len(), 9);
+    assert!(r.get("keep").unwrap().partition(0).is_some());
+    drop((t, r));
     std::fs::remove_file(dir.path().join("t-5")).unwrap();
-    std::fs::create_dir(dir.path().join("meta/topics.tmp")).unwrap();
-    assert!(r.create("t", Some(10), TopicOverrides::new()).is_err());
-    assert!(r.get("t").is_none());
-    assert!(partition_dirs(dir.path(), "t").is_empty());
-    std::fs::remove_dir(dir.path().join("meta/topics.tmp")).unwrap();
-    drop(r);
     let r = TopicRegistry::open(&config, false).unwrap();
-    assert!(r.get("t").is_none() && r.get("keep").is_some());
-    r.create("t", Some(10), TopicOverrides::new()).unwrap();
+    r.materialize(&image);
+    assert_eq!(r.get("t").unwrap().partitions().len(), 10);
     assert_eq!(partition_dirs(dir.path(), "t").len(), 10);
-}
-
-#[test]
-fn a_failed_create_partitions_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = disk(dir.path());
-    let r = TopicRegistry::open(&config, false).unwrap();
-    r.create("u", Some(2), TopicOverrides::new()).unwrap();
-    std::fs::write(dir.path().join("u-6"), b"in the way").unwrap();
-    assert!(r.add_partitions("u", 8, false).is_err());
-    assert_eq!(r.get("u").unwrap().partition_count(), 2);
-    assert_eq!(partition_dirs(dir.path(), "u"), vec!["u-0", "u-1", "u-6"]);
-    std::fs::remove_file(dir.path().join("u-6")).unwrap();
-    std::fs::create_dir(dir.path().join("meta/topics.tmp")).unwrap();
-    assert!(r.add_partitions("u", 8, false).is_err());
-    assert_eq!(r.get("u").unwrap().partition_count(), 2);
-    assert_eq!(partition_dirs(dir.path(), "u"), vec!["u-0", "u-1"]);
-    std::fs::remove_dir(dir.path().join("meta/topics.tmp")).unwrap();
-    drop(r);
-    let r = TopicRegistry::open(&config, false).unwrap();
-    assert_eq!(r.get("u").unwrap().partition_count(), 2);
-    r.add_partitions("u", 8, false).unwrap();
-    assert_eq!(partition_dirs(dir.path(), "u").len(), 8);
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -124,8 +129,10 @@ fn many_partitions_share_a_small_cache_of_open_files() {
         ..disk(dir.path())
     };
     const N: i32 = 300;
+    let image = image_of(&[("many", N)]);
     let r = TopicRegistry::open(&config, false).unwrap();
-    let t = r.create("many", Some(N), TopicOverrides::new()).unwrap();
+    r.materialize(&image);
+    let t = r.get("many").unwrap();
     assert_eq!(r.open_files().stats().open, 0, "creating opens nothing");
     assert_eq!(
         files_in(&dir.path().join("many-0")),
@@ -181,10 +188,12 @@ fn many_partitions_share_a_small_cache_of_open_files() {
     r.sync_all(true).unwrap();
     drop((t, r));
     let r = TopicRegistry::open(&config, true).unwrap();
+    r.materialize(&image);
     read_all(&r.get("many").unwrap());
     // Unclean: dropped without a sync.
     drop(r);
     let r = TopicRegistry::open(&config, false).unwrap();
+    r.materialize(&image);
     let t = r.get("many").unwrap();
     read_all(&t);
     assert!(r.open_files().stats().open <= 16);

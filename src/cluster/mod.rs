@@ -51,34 +51,21 @@ pub struct NodeInfo {
     pub rack: Option<String>,
 }
 
-/// Brokers that may hold a replica today: this node (the quorum that registers others is a
-/// later step). CreateTopics refuses a replication factor above it, as Kafka does.
-pub const LIVE_BROKERS: i32 = 1;
-
-/// What a validated configuration may not run yet, and what it runs differently from what
-/// it describes. `controller_quorum_voters` is validated and reported, but the controller
-/// quorum is not implemented: a node with voters still runs as a cluster of one (logged).
-/// A controller-only node, which serves no clients, needs the quorum and is refused.
+/// What a validated configuration may not run yet. A controller-only node (which serves no
+/// clients) and a broker-only node (which would follow the metadata log as a raft learner)
+/// are both refused: every node of a cluster runs in combined mode for now.
 pub fn check_startable(config: &Config) -> Result<(), String> {
     if !config.is_broker() {
         return Err(format!(
-            "process_roles = {}: a controller-only node needs the controller quorum, which this version does not run yet; use broker,controller (or broker)",
+            "process_roles = {}: controller-only nodes are not supported yet; run every node with broker,controller (combined mode)",
             config.process_roles_csv()
         ));
     }
-    if !config.controller_quorum_voters.is_empty() {
-        tracing::warn!(
-            process_roles = %config.process_roles_csv(),
-            voters = %config.controller_quorum_voters_csv(),
-            "controller_quorum_voters is validated and reported, but the controller quorum is not implemented yet: this node runs as a cluster of one"
-        );
-    }
-    if i32::from(config.default_replication_factor) > LIVE_BROKERS {
-        tracing::warn!(
-            default_replication_factor = config.default_replication_factor,
-            brokers = LIVE_BROKERS,
-            "default_replication_factor is larger than the brokers available: topics created without a factor, and auto-created topics, are refused (INVALID_REPLICATION_FACTOR)"
-        );
+    if !config.is_controller() {
+        return Err(format!(
+            "process_roles = {}: broker-only nodes are not supported yet; run every node with broker,controller (combined mode) and list it in controller_quorum_voters",
+            config.process_roles_csv()
+        ));
     }
     Ok(())
 }

@@ -684,36 +684,103 @@ mod tests {
         assert!(validate_name(&"x".repeat(250)).is_err());
     }
 
-    #[test]
-    fn topics_persist_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = disk_config(dir.path());
-        let id = {
-            let r = TopicRegistry::open(&config, false).unwrap();
-            let t = r.create("a", Some(2), TopicOverrides::new()).unwrap();
-            r.create("b", None, TopicOverrides::new()).unwrap();
-            assert_eq!(
-                r.create("a", Some(1), TopicOverrides::new()).err(),
-                Some(TopicError::AlreadyExists("a".into()))
-            );
-            r.add_partitions("a", 3, false).unwrap();
-            r.delete("b").unwrap();
-            assert!(!dir.path().join("b-0").exists());
-            // Left over by a run that stopped before removing it: the next start does.
-            std::fs::create_dir(dir.path().join("b-1.0123abcd-delete")).unwrap();
-            t.id
-        };
-        let r = TopicRegistry::open(&config, false).unwrap();
-        assert!(!dir.path().join("b-1.0123abcd-delete").exists());
-        let a = r.get("a").unwrap();
-        assert_eq!(a.id, id);
-        assert_eq!(a.partition_count(), 3);
-        assert!(r.get("b").is_none());
-        assert!(r.get_by_id(&id).is_some());
+    use crate::meta::records::MetaRecord;
+    use openraft::{CommittedLeaderId, LogId};
+
+    /// Applies `records` to `image` as one entry at `index`, returning the new image and delta.
+    fn apply(
+        image: &MetadataImage,
+        index: u64,
+        records: Vec<MetaRecord>,
+    ) -> (Arc<MetadataImage>, Delta) {
+        let mut next = image.clone();
+        let mut delta = Delta::default();
+        next.apply(LogId::new(CommittedLeaderId::new(1, 1), index), &records, &mut delta);
+        (Arc::new(next), delta)
+    }
+
+    fn topic(name: &str, id: Uuid, partitions: std::ops::Range<i32>, replicas: &[i32]) -> Vec<MetaRecord> {
+        let mut r = vec![MetaRecord::Topic {
+            name: name.into(),
+            id,
+        }];
+        if partitions.start > 0 {
+            r.clear();
+        }
+        r.extend(partitions.map(|index| MetaRecord::Partition {
+            topic_id: id,
+            index,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader: replicas[0],
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }));
+        r
     }
 
     #[test]
-    fn bad_creates_are_refused() {
+    fn logs_follow_the_image_and_unknown_directories_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = disk_config(dir.path());
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut records = topic("a", a, 0..2, &[1]);
+        records.extend(topic("b", b, 0..1, &[1]));
+        // Placed on other brokers only: no local log.
+        records.extend(topic("c", c, 0..2, &[2, 3]));
+        let (image, _) = apply(&MetadataImage::default(), 1, records);
+        // Left over by a deletion a crash interrupted, and by a run that did not finish
+        // removing a deleted partition.
+        std::fs::create_dir(dir.path().join("gone-0")).unwrap();
+        std::fs::create_dir(dir.path().join("b-1.0123abcd-delete")).unwrap();
+        let r = TopicRegistry::open(&config, false).unwrap();
+        assert!(!dir.path().join("b-1.0123abcd-delete").exists());
+        r.materialize(&image);
+        assert!(!dir.path().join("gone-0").exists(), "swept");
+        assert_eq!(r.get("a").unwrap().partitions().len(), 2);
+        assert_eq!(r.get("c").unwrap().partition_count(), 2);
+        assert!(r.get("c").unwrap().partitions().is_empty());
+        assert!(!dir.path().join("c-0").exists());
+        let l = r.get("a").unwrap().partition(1).unwrap().leadership();
+        assert_eq!((l.role, l.leader_id), (Role::Leader, 1));
+
+        // Partitions added, a topic removed, a leader moved, configs changed.
+        let mut records = topic("a", a, 2..3, &[1]);
+        records.push(MetaRecord::RemoveTopic { id: b });
+        records.push(MetaRecord::PartitionChange {
+            topic_id: a,
+            index: 0,
+            isr: None,
+            leader: Some(2),
+            replicas: Some(vec![1, 2]),
+        });
+        records.push(MetaRecord::Config {
+            resource: crate::meta::records::ConfigResource::Topic("a".into()),
+            name: "retention.ms".into(),
+            value: Some("1000".into()),
+        });
+        let (image, delta) = apply(&image, 2, records);
+        r.publish(&image, &delta);
+        let t = r.get("a").unwrap();
+        assert_eq!(t.partition_count(), 3);
+        assert!(dir.path().join("a-2").exists());
+        let l = t.partition(0).unwrap().leadership();
+        assert_eq!((l.role, l.leader_id, l.leader_epoch), (Role::Follower, 2, 1));
+        assert_eq!(t.configs().get("retention.ms").map(String::as_str), Some("1000"));
+        assert!(r.get("b").is_none() && r.get_by_id(&b).is_none());
+        assert!(!dir.path().join("b-0").exists());
+
+        // A new registry on the same directory, from the image: the same topics again.
+        drop((t, r));
+        let r = TopicRegistry::open(&config, false).unwrap();
+        r.materialize(&image);
+        assert_eq!(r.get("a").unwrap().id, a);
+        assert_eq!(r.get("a").unwrap().partitions().len(), 3);
+        assert!(r.get("b").is_none());
+    }
+
+    #[test]
+    fn changes_before_materialize_only_update_the_image() {
         let r = TopicRegistry::open(
             &Config {
                 memory: true,
@@ -722,21 +789,13 @@ mod tests {
             false,
         )
         .unwrap();
-        assert!(matches!(
-            r.create("t", Some(0), TopicOverrides::new()),
-            Err(TopicError::InvalidPartitions(_))
-        ));
-        let mut bad = TopicOverrides::new();
-        bad.insert("retention.ms".into(), "x".into());
-        assert!(matches!(
-            r.create("t", None, bad),
-            Err(TopicError::InvalidConfig(_))
-        ));
-        r.create("t", None, TopicOverrides::new()).unwrap();
-        assert!(matches!(
-            r.add_partitions("t", 1, false),
-            Err(TopicError::InvalidPartitions(_))
-        ));
+        let id = Uuid::new_v4();
+        let (image, delta) = apply(&MetadataImage::default(), 1, topic("t", id, 0..1, &[1]));
+        r.publish(&image, &delta);
+        assert!(r.get("t").is_none(), "not yet materialized");
+        // Materializing an older image still takes the newest published one.
+        r.materialize(&Arc::new(MetadataImage::default()));
+        assert_eq!(r.get("t").unwrap().id, id);
     }
 }
 

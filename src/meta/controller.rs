@@ -564,6 +564,7 @@ fn place(
         PlacementError::InvalidReplicationFactor => ControllerError::InvalidReplicationFactor(
             "Replication factor must be larger than 0, or -1 to use the default value.".into(),
         ),
+        e @ PlacementError::AllBrokersFenced => ControllerError::InvalidReplicationFactor(e.to_string()),
     })
 }
 

@@ -14,12 +14,6 @@ pub mod service;
 pub mod state_machine;
 #[cfg(test)]
 mod transport_tests;
-pub mod records;
-pub mod rpc;
-pub mod service;
-pub mod state_machine;
-#[cfg(test)]
-mod transport_tests;
 
 use std::io::Cursor;
 

@@ -112,6 +112,8 @@ impl MetaNode {
             election_timeout_max: opts.election_timeout_ms.1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
             max_in_snapshot_log_to_keep: 1_000,
+            // openraft's 200 ms per snapshot chunk is tight for multi-MB chunks.
+            install_snapshot_timeout: 5_000,
             ..Default::default()
         };
         let config = Arc::new(

@@ -134,7 +134,8 @@ impl Server {
         // quorum: bound first, served as soon as the metadata node exists.
         let (controller_stop, controller_stop_rx) = watch::channel(false);
         let serve_controller = match &config.controller_listen {
-            Some(spec) if !config.controller_quorum_voters.is_empty() => {
+            // A lone voter has no peers to serve.
+            Some(spec) if config.controller_quorum_voters.len() > 1 => {
                 let addr = *listen_addrs(spec)?
                     .first()
                     .ok_or_else(|| StartError::Address(spec.clone()))?;

@@ -17,7 +17,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use ottla::cluster::{Leadership, Partition, Role};
+use ottla::meta::records::{Endpoint, MetaRecord};
+use ottla::cluster::{Partition, Role};
 use uuid::Uuid;
 
 async fn create(c: &mut Client, topic: &str) {
@@ -77,19 +78,43 @@ fn partition(broker: &TestBroker, topic: &str) -> std::sync::Arc<Partition> {
         .expect("partition exists")
 }
 
+/// Commits a new leadership for partition 0 of `topic` through the metadata log, as the
+/// controller would after an election.
+async fn decide(
+    broker: &TestBroker,
+    topic: &str,
+    leader: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    replicas: &[i32],
+    isr: &[i32],
+) {
+    let topic_id = broker.broker.meta.image().topic_by_name(topic).unwrap().id;
+    broker
+        .broker
+        .meta
+        .controller
+        .propose(vec![MetaRecord::Partition {
+            topic_id,
+            index: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch,
+            partition_epoch,
+        }])
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn metadata_reports_the_partitions_leadership() {
     let broker = TestBroker::memory().await;
     let mut c = broker.client().await;
     create(&mut c, "led").await;
-    partition(&broker, "led").set_leadership(Leadership {
-        role: Role::Leader,
-        leader_id: 0,
-        leader_epoch: 5,
-        partition_epoch: 9,
-        replicas: vec![0, 1, 2],
-        isr: vec![0, 2],
-    });
+    // This broker is node 1; the controller decides a new leadership for partition 0.
+    decide(&broker, "led", 1, 5, 9, &[1, 2, 3], &[1, 3]).await;
+    assert_eq!(partition(&broker, "led").leadership().role, Role::Leader);
     let r = c
         .send(
             &MetadataRequest::default().with_topics(Some(vec![
@@ -100,9 +125,9 @@ async fn metadata_reports_the_partitions_leadership() {
         .await;
     let p = &r.topics[0].partitions[0];
     assert_eq!(p.error_code, 0);
-    assert_eq!((p.leader_id, p.leader_epoch), (BrokerId(0), 5));
-    assert_eq!(p.replica_nodes, vec![BrokerId(0), BrokerId(1), BrokerId(2)]);
-    assert_eq!(p.isr_nodes, vec![BrokerId(0), BrokerId(2)]);
+    assert_eq!((p.leader_id, p.leader_epoch), (BrokerId(1), 5));
+    assert_eq!(p.replica_nodes, vec![BrokerId(1), BrokerId(2), BrokerId(3)]);
+    assert_eq!(p.isr_nodes, vec![BrokerId(1), BrokerId(3)]);
 
     let r = c
         .send(
@@ -113,8 +138,8 @@ async fn metadata_reports_the_partitions_leadership() {
         )
         .await;
     let p = &r.topics[0].partitions[0];
-    assert_eq!((p.leader_id, p.leader_epoch), (BrokerId(0), 5));
-    assert_eq!(p.isr_nodes, vec![BrokerId(0), BrokerId(2)]);
+    assert_eq!((p.leader_id, p.leader_epoch), (BrokerId(1), 5));
+    assert_eq!(p.isr_nodes, vec![BrokerId(1), BrokerId(3)]);
 
     // The epoch a client saw is checked: older is fenced, newer unknown, equal served.
     let r = c.send(&fetch("led", 0, 4, 0), 12).await;
@@ -145,29 +170,58 @@ async fn a_follower_refuses_produce_and_consumer_fetch() {
     let broker = TestBroker::memory().await;
     let mut c = broker.client().await;
     create(&mut c, "fol").await;
-    partition(&broker, "fol").set_leadership(Leadership {
-        role: Role::Follower,
-        leader_id: 1,
-        leader_epoch: 1,
-        partition_epoch: 1,
-        replicas: vec![0, 1],
-        isr: vec![0, 1],
-    });
-    let r = c
-        .send(
-            &produce_request("fol", 0, 1, batch(&[b"x"], Compression::None)),
-            9,
-        )
-        .await;
-    assert_eq!(
-        r.responses[0].partition_responses[0].error_code,
-        ResponseError::NotLeaderOrFollower.code()
-    );
-    let r = c.send(&fetch("fol", 0, -1, 0), 12).await;
-    assert_eq!(
-        r.responses[0].partitions[0].error_code,
-        ResponseError::NotLeaderOrFollower.code()
-    );
+    // Broker 2 registers and becomes the leader.
+    broker
+        .broker
+        .meta
+        .controller
+        .propose(vec![MetaRecord::RegisterBroker {
+            id: 2,
+            incarnation: Uuid::new_v4(),
+            endpoints: vec![Endpoint {
+                name: "PLAINTEXT".into(),
+                host: "broker-two".into(),
+                port: 9999,
+                security_protocol: 0,
+            }],
+            rack: Some("r2".into()),
+        }])
+        .await
+        .unwrap();
+    decide(&broker, "fol", 2, 1, 1, &[1, 2], &[1, 2]).await;
+    assert_eq!(partition(&broker, "fol").leadership().role, Role::Follower);
+    for version in [9, 11] {
+        let r = c
+            .send(
+                &produce_request("fol", 0, 1, batch(&[b"x"], Compression::None)),
+                version,
+            )
+            .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+        // KIP-951 (v10+): where the leader is, so the client moves in one round trip.
+        if version >= 10 {
+            assert_eq!((p.current_leader.leader_id, p.current_leader.leader_epoch), (BrokerId(2), 1));
+            assert_eq!(r.node_endpoints.len(), 1);
+            let e = &r.node_endpoints[0];
+            assert_eq!((e.node_id, e.host.as_str(), e.port, e.rack.as_deref()), (BrokerId(2), "broker-two", 9999, Some("r2")));
+        } else {
+            assert!(r.node_endpoints.is_empty());
+        }
+    }
+    let topic_id = broker.broker.meta.image().topic_by_name("fol").unwrap().id;
+    for version in [12, 16] {
+        let mut f = fetch("fol", 0, -1, 0);
+        f.topics[0].topic_id = topic_id;
+        let r = c.send(&f, version).await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+        if version >= 16 {
+            assert_eq!((p.current_leader.leader_id, p.current_leader.leader_epoch), (BrokerId(2), 1));
+            assert_eq!(r.node_endpoints.len(), 1);
+            assert_eq!(r.node_endpoints[0].host.as_str(), "broker-two");
+        }
+    }
     let r = c.send(&list_latest("fol", -1), 7).await;
     assert_eq!(
         r.topics[0].partitions[0].error_code,
@@ -182,7 +236,7 @@ async fn a_follower_refuses_produce_and_consumer_fetch() {
             12,
         )
         .await;
-    assert_eq!(r.topics[0].partitions[0].leader_id, BrokerId(1));
+    assert_eq!(r.topics[0].partitions[0].leader_id, BrokerId(2));
     // By topic id, an unknown id is UNKNOWN_TOPIC_ID.
     let mut by_id = fetch("nope", 0, -1, 0);
     by_id.topics[0].topic_id = Uuid::new_v4();

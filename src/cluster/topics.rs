@@ -292,7 +292,14 @@ impl TopicRegistry {
             TopicRef::Name(name) => self.get(name).ok_or(PartitionError::Unknown)?,
             TopicRef::Id(id) => self.get_by_id(&id).ok_or(PartitionError::UnknownTopicId)?,
         };
-        let p = found.partition(partition).ok_or(PartitionError::Unknown)?;
+        let p = match found.partition(partition) {
+            Some(p) => p,
+            // The partition exists, on other brokers only.
+            None if (0..found.partition_count()).contains(&partition) => {
+                return Err(PartitionError::NotLeader)
+            }
+            None => return Err(PartitionError::Unknown),
+        };
         p.check_leader(leader_epoch)?;
         Ok(p)
     }

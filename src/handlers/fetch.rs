@@ -23,7 +23,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
-use super::{partition_error_code, Broker, NONE};
+use super::{partition_error_code, str_bytes, wants_leader_hint, Broker, LeaderHints, NONE};
+use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
+use kafka_protocol::messages::BrokerId;
 use crate::cluster::{Partition, TopicRef};
 use crate::log::{cold, Isolation, LogError, ReadInfo, Records};
 use crate::threads;
@@ -107,12 +109,12 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         let (partitions, bytes, errors) = read_all(&wanted, max_bytes, req.isolation_level).await;
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || waits.is_empty() {
-            return respond(req, by_id, partitions);
+            return respond(broker, req, by_id, partitions);
         }
         let any_append = futures::future::select_all(waits);
         if tokio::time::timeout_at(deadline, any_append).await.is_err() {
             let (partitions, _, _) = read_all(&wanted, max_bytes, req.isolation_level).await;
-            return respond(req, by_id, partitions);
+            return respond(broker, req, by_id, partitions);
         }
     }
 }
@@ -254,7 +256,7 @@ async fn read_partition(
     Ok(read)
 }
 
-fn respond(req: &FetchRequest, by_id: bool, partitions: Vec<Answered>) -> FetchAnswer {
+fn respond(broker: &Broker, req: &FetchRequest, by_id: bool, partitions: Vec<Answered>) -> FetchAnswer {
     let mut topics: Vec<FetchableTopicResponse> = req
         .topics
         .iter()
@@ -266,15 +268,43 @@ fn respond(req: &FetchRequest, by_id: bool, partitions: Vec<Answered>) -> FetchA
         .collect();
     // The encoder takes the records in response order: topics, then their partitions.
     let mut by_topic: Vec<Vec<Records>> = vec![Vec::new(); topics.len()];
-    for (i, p, r) in partitions {
+    let mut hints: Option<LeaderHints> = None;
+    for (i, mut p, r) in partitions {
+        if wants_leader_hint(p.error_code) {
+            let hints = hints.get_or_insert_with(|| LeaderHints::new(broker));
+            let t = &req.topics[i];
+            let topic = if by_id {
+                TopicRef::Id(t.topic_id)
+            } else {
+                TopicRef::Name(t.topic.0.as_str())
+            };
+            if let Some((leader, epoch)) = hints.leader(topic, p.partition_index) {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+            }
+        }
         topics[i].partitions.push(p);
         by_topic[i].push(r);
     }
+    let node_endpoints = hints.map_or_else(Vec::new, |h| {
+        h.endpoints()
+            .into_iter()
+            .map(|(id, host, port, rack)| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+                    .with_rack(rack.map(str_bytes))
+            })
+            .collect()
+    });
     FetchAnswer {
         response: FetchResponse::default()
             .with_error_code(NONE)
             .with_session_id(0)
-            .with_responses(topics),
+            .with_responses(topics)
+            .with_node_endpoints(node_endpoints),
         records: by_topic.into_iter().flatten().collect(),
     }
 }

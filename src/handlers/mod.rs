@@ -53,6 +53,55 @@ pub fn topic_error_code(e: &TopicError) -> ResponseError {
     }
 }
 
+/// Where a partition's leader is, from the image, for answers that refuse a request because
+/// this broker does not lead it (KIP-951: `current_leader` per partition and the leaders'
+/// `node_endpoints`, so a client moves in one round trip). Collects each leader once.
+pub struct LeaderHints {
+    image: std::sync::Arc<crate::meta::image::MetadataImage>,
+    /// Leader ids whose endpoints the answer carries.
+    pub leaders: std::collections::BTreeSet<i32>,
+}
+
+impl LeaderHints {
+    pub fn new(broker: &Broker) -> LeaderHints {
+        LeaderHints {
+            image: broker.meta.image(),
+            leaders: Default::default(),
+        }
+    }
+
+    /// The partition's leader id and leader epoch, if it has a registered leader.
+    pub fn leader(&mut self, topic: crate::cluster::TopicRef<'_>, partition: i32) -> Option<(i32, i32)> {
+        let t = match topic {
+            crate::cluster::TopicRef::Name(n) => self.image.topic_by_name(n),
+            crate::cluster::TopicRef::Id(id) => self.image.topic(&id),
+        }?;
+        let p = t.partitions.get(usize::try_from(partition).ok()?)?;
+        if p.leader < 0 || !self.image.brokers.contains_key(&p.leader) {
+            return None;
+        }
+        self.leaders.insert(p.leader);
+        Some((p.leader, p.leader_epoch))
+    }
+
+    /// `(id, host, port, rack)` of every leader named.
+    pub fn endpoints(&self) -> Vec<(i32, String, i32, Option<String>)> {
+        self.leaders
+            .iter()
+            .filter_map(|id| {
+                let b = self.image.brokers.get(id)?;
+                let e = b.endpoints.first()?;
+                Some((*id, e.host.clone(), i32::from(e.port), b.rack.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Whether an error is one KIP-951 answers with the current leader.
+pub fn wants_leader_hint(code: i16) -> bool {
+    code == ResponseError::NotLeaderOrFollower.code() || code == ResponseError::FencedLeaderEpoch.code()
+}
+
 /// The Kafka error code and message for a controller's refusal.
 pub fn controller_failure(e: &crate::meta::controller::ControllerError) -> (ResponseError, String) {
     use crate::meta::controller::ControllerError as E;

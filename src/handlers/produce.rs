@@ -23,7 +23,9 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{partition_error_code, str_bytes, Broker, NONE};
+use super::{partition_error_code, str_bytes, wants_leader_hint, Broker, LeaderHints, NONE};
+use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
+use kafka_protocol::messages::BrokerId;
 use crate::cluster::{topic_config, Topic, TopicRef};
 use crate::log::batch::{self, BatchError, BatchHeader};
 use crate::log::producer_state::SequenceError;
@@ -109,6 +111,7 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
                 .with_partition_responses(partition_responses),
         );
     }
+    let node_endpoints = add_leader_hints(broker, req, &mut responses);
     let syncs = pending.into_iter().map(|p| async move {
         let log = p.log.clone();
         let upto = p.upto;
@@ -128,7 +131,11 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
         response.error_message = Some(str_bytes(format!("fsync failed: {error}")));
         response.base_offset = -1;
     }
-    (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    (req.acks != 0).then(|| {
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints)
+    })
 }
 
 /// The headers of the whole batches in `records`.
@@ -249,6 +256,41 @@ fn check_client_batch(
         .map_err(|e| (e, "Partition was not added to the transaction".to_string()))?;
     }
     Ok(())
+}
+
+/// KIP-951: a partition refused because this broker does not lead it names its leader, and
+/// the response carries the leaders' endpoints.
+fn add_leader_hints(
+    broker: &Broker,
+    req: &ProduceRequest,
+    responses: &mut [TopicProduceResponse],
+) -> Vec<NodeEndpoint> {
+    let mut hints: Option<LeaderHints> = None;
+    for (t, r) in req.topic_data.iter().zip(responses.iter_mut()) {
+        for p in r.partition_responses.iter_mut() {
+            if !wants_leader_hint(p.error_code) {
+                continue;
+            }
+            let hints = hints.get_or_insert_with(|| LeaderHints::new(broker));
+            if let Some((leader, epoch)) = hints.leader(TopicRef::Name(t.name.0.as_str()), p.index) {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+            }
+        }
+    }
+    hints.map_or_else(Vec::new, |h| {
+        h.endpoints()
+            .into_iter()
+            .map(|(id, host, port, rack)| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+                    .with_rack(rack.map(str_bytes))
+            })
+            .collect()
+    })
 }
 
 /// Appends one partition's batch. Returns the response and, when the flush policy wants it

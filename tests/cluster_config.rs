@@ -335,3 +335,35 @@ async fn broker_only_and_controller_only_nodes_are_refused_for_now() {
     let err = refused.err().expect("a controller-only node is refused");
     assert!(err.to_string().contains("controller-only"), "{err}");
 }
+
+#[tokio::test]
+async fn describe_quorum_reports_the_metadata_log() {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let request = |topic: &str| {
+        DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])])
+    };
+    for version in 0..=2 {
+        let r = c.send(&request("__cluster_metadata"), version).await;
+        assert_eq!(r.error_code, 0);
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0, "v{version}");
+        assert_eq!(p.leader_id, BrokerId(1));
+        assert!(p.leader_epoch >= 1);
+        // Registration, unfencing and the internal topics were committed.
+        assert!(p.high_watermark > 3, "{}", p.high_watermark);
+        assert_eq!(p.current_voters.len(), 1);
+        assert_eq!(p.current_voters[0].replica_id, BrokerId(1));
+        assert!(p.current_voters[0].log_end_offset >= p.high_watermark);
+        assert!(p.observers.is_empty());
+    }
+    let r = c.send(&request("other"), 1).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    broker.stop().await;
+}

@@ -86,6 +86,29 @@ pub enum ControllerRequest {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// The quorum as the active controller sees it (DescribeQuorum).
+    DescribeQuorum,
+}
+
+/// One voter or observer of the metadata log, as DescribeQuorum reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaProgress {
+    pub id: i32,
+    /// The next offset after its last log entry (-1: unknown).
+    pub log_end_offset: i64,
+    /// When it last fetched / was last caught up, ms since the epoch (-1: unknown).
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
+}
+
+/// The metadata quorum's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumState {
+    pub leader: i32,
+    pub epoch: i64,
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaProgress>,
+    pub observers: Vec<ReplicaProgress>,
 }
 
 /// The controller's answer.
@@ -97,6 +120,7 @@ pub enum ControllerResponse {
     Registered { epoch: i64 },
     Heartbeat { fenced: bool, shutdown_ok: bool },
     ProducerIds { first: i64, size: i64 },
+    Quorum(QuorumState),
 }
 
 /// Why the controller refused or could not complete a request.
@@ -243,12 +267,58 @@ impl Controller {
         }
     }
 
+    /// The quorum from this node's raft metrics (meaningful on the leader, which tracks every
+    /// follower's progress). Log offsets are raft indexes + 1 (the next offset, as Kafka's log
+    /// end offsets).
+    pub fn quorum_state(&self) -> QuorumState {
+        let m = self.raft.metrics().borrow().clone();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let next = |index: Option<u64>| index.map_or(0, |i| i as i64 + 1);
+        let replication = m.replication.clone().unwrap_or_default();
+        let progress = |id: u64| {
+            if Some(id) == m.current_leader && id == m.id {
+                ReplicaProgress {
+                    id: id as i32,
+                    log_end_offset: next(m.last_log_index),
+                    last_fetch_ms: now_ms,
+                    last_caught_up_ms: now_ms,
+                }
+            } else {
+                let matched = replication.get(&id).cloned().flatten();
+                ReplicaProgress {
+                    id: id as i32,
+                    log_end_offset: matched.map_or(-1, |l| l.index as i64 + 1),
+                    last_fetch_ms: -1,
+                    last_caught_up_ms: -1,
+                }
+            }
+        };
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        QuorumState {
+            leader: m.current_leader.map_or(-1, |l| l as i32),
+            epoch: m.current_term as i64,
+            high_watermark: next(m.last_applied.map(|l| l.index)),
+            voters: voters.iter().map(|id| progress(*id)).collect(),
+            observers: membership
+                .learner_ids()
+                .filter(|id| !voters.contains(id))
+                .map(progress)
+                .collect(),
+        }
+    }
+
     fn decide(
         &self,
         image: &MetadataImage,
         request: ControllerRequest,
     ) -> Result<Decision, ControllerError> {
         match request {
+            ControllerRequest::DescribeQuorum => {
+                Ok(Decision::Answer(ControllerResponse::Quorum(self.quorum_state())))
+            }
             ControllerRequest::CreateTopic(t) => self.create_topic(image, t),
             ControllerRequest::DeleteTopic { name } => {
                 let topic = image

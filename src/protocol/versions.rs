@@ -38,6 +38,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
@@ -99,6 +100,7 @@ mod tests {
                 (42, 0, 2),
                 (44, 0, 1),
                 (47, 0, 0),
+                (55, 0, 2),
                 (60, 0, 2),
                 (65, 0, 0),
                 (66, 0, 1),
@@ -142,6 +144,7 @@ mod tests {
             ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
             ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
             other => panic!("no decoder range listed for {other:?}"),
         };

@@ -115,7 +115,7 @@ impl Broker {
         let producer_ids =
             ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
                 .map_err(|e| e.to_string())?;
-        let epoch = register(&meta, &config, incarnation, &host, port).await?;
+        let epoch = register(&meta, &config, &cluster_id, incarnation, &host, port).await?;
         for (name, configs) in internal_topics() {
             if meta.image().topic_by_name(name).is_none() {
                 let created = meta
@@ -189,7 +189,7 @@ impl Broker {
                 Ok(Ok(_)) => {}
                 Ok(Err(ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered)) => {
                     tracing::warn!(epoch, "the controller does not know this broker's epoch: registering again");
-                    match register(&self.meta, &self.config, self.incarnation, &self.node.host, self.node.port).await {
+                    match register(&self.meta, &self.config, &self.node.cluster_id, self.incarnation, &self.node.host, self.node.port).await {
                         Ok(e) => self.broker_epoch.store(e, Ordering::Relaxed),
                         Err(e) => tracing::warn!(error = %e, "registering again failed"),
                     }
@@ -377,6 +377,7 @@ fn legacy_records(node_id: i32, t: &LegacyTopic) -> Vec<MetaRecord> {
 async fn register(
     meta: &MetaNode,
     config: &Config,
+    cluster_id: &str,
     incarnation: Uuid,
     host: &str,
     port: i32,
@@ -384,6 +385,7 @@ async fn register(
     let registered = meta
         .submit(ControllerRequest::RegisterBroker {
             id: config.node_id,
+            cluster_id: cluster_id.to_string(),
             incarnation,
             endpoints: vec![Endpoint {
                 name: "PLAINTEXT".into(),

@@ -21,7 +21,7 @@ pub fn handle(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterR
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
         .with_cluster_id(str_bytes(broker.node.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.meta.controller_id().unwrap_or(-1)))
+        .with_controller_id(super::admin_controller_id(broker))
         .with_brokers(
             image
                 .brokers

@@ -76,7 +76,7 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
                 .collect(),
         )
         .with_cluster_id(Some(str_bytes(broker.node.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.meta.controller_id().unwrap_or(-1)))
+        .with_controller_id(super::admin_controller_id(broker))
         .with_topics(topics)
         .with_cluster_authorized_operations(
             if req.include_cluster_authorized_operations && (8..=10).contains(&version) {

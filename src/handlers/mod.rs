@@ -98,6 +98,16 @@ impl LeaderHints {
     }
 }
 
+/// The `controller_id` Metadata and DescribeCluster report: where clients send admin requests.
+/// As in KRaft Kafka (which names a random alive broker), it is a broker, not necessarily the
+/// active controller: every broker forwards admin requests to the active controller. This
+/// broker names itself: it is alive (it is answering), so a client's cached controller does
+/// not die with the active controller (librdkafka would wait for its next periodic metadata
+/// refresh, 5 minutes by default). DescribeQuorum names the active controller.
+pub fn admin_controller_id(broker: &Broker) -> BrokerId {
+    BrokerId(broker.node.node_id)
+}
+
 /// Whether an error is one KIP-951 answers with the current leader.
 pub fn wants_leader_hint(code: i16) -> bool {
     code == ResponseError::NotLeaderOrFollower.code() || code == ResponseError::FencedLeaderEpoch.code()
@@ -114,6 +124,7 @@ pub fn controller_failure(e: &crate::meta::controller::ControllerError) -> (Resp
         E::NotController(_) => ResponseError::NotController,
         E::StaleBrokerEpoch => ResponseError::StaleBrokerEpoch,
         E::BrokerNotRegistered => ResponseError::BrokerIdNotRegistered,
+        E::InconsistentClusterId => ResponseError::InconsistentClusterId,
         E::Timeout => ResponseError::RequestTimedOut,
         E::Internal(_) => ResponseError::UnknownServerError,
     };

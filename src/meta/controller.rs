@@ -71,6 +71,8 @@ pub enum ControllerRequest {
     },
     RegisterBroker {
         id: i32,
+        /// The cluster the broker believes it joins.
+        cluster_id: String,
         incarnation: Uuid,
         endpoints: Vec<Endpoint>,
         rack: Option<String>,
@@ -141,6 +143,8 @@ pub enum ControllerError {
     StaleBrokerEpoch,
     #[error("the broker is not registered")]
     BrokerNotRegistered,
+    #[error("the broker belongs to another cluster")]
+    InconsistentClusterId,
     #[error("the controller did not answer in time")]
     Timeout,
     #[error("{0}")]
@@ -377,10 +381,15 @@ impl Controller {
             }
             ControllerRequest::RegisterBroker {
                 id,
+                cluster_id,
                 incarnation,
                 endpoints,
                 rack,
-            } => Ok(Decision::Records(
+            } => {
+                if image.cluster_id.as_ref().is_some_and(|c| *c != cluster_id) {
+                    return Err(ControllerError::InconsistentClusterId);
+                }
+                Ok(Decision::Records(
                 vec![MetaRecord::RegisterBroker {
                     id,
                     incarnation,
@@ -388,7 +397,8 @@ impl Controller {
                     rack,
                 }],
                 ControllerResponse::Registered { epoch: 0 },
-            )),
+            ))
+            }
             ControllerRequest::Heartbeat {
                 id,
                 epoch,

@@ -3,6 +3,7 @@
 //! Handlers read the image; the active controller (the raft leader) is the only writer of the
 //! log. See ARCHITECTURE.md, "Cluster: the metadata quorum".
 
+pub mod broker_lifecycle;
 pub mod controller;
 pub mod image;
 pub mod network;

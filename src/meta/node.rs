@@ -20,6 +20,7 @@ use super::image::MetadataImage;
 use super::network::{voters_digest, Network};
 use super::raft_log::LogStore;
 use super::rpc::{RpcClient, APPEND_ENTRIES, FORWARD, INSTALL_SNAPSHOT, VOTE};
+use super::broker_lifecycle::{self, HEARTBEAT_KEY, REGISTRATION_KEY};
 use super::service::handle_raft_rpc;
 use super::state_machine::{ImageCell, Publisher, StateMachine};
 use super::Raft;
@@ -67,6 +68,33 @@ pub struct MetaNode {
     forward: Mutex<HashMap<u64, Arc<RpcClient>>>,
     /// The raft directory was empty at start (a new node or a new cluster).
     pristine: bool,
+}
+
+/// Logs every change of the active controller (one line per change, for operators).
+async fn log_leader_changes(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    node_id: i32,
+) {
+    let mut last = None;
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != last {
+            match leader {
+                Some(l) if l == node_id as u64 => {
+                    tracing::info!(term, "this node is now the active controller")
+                }
+                Some(l) => tracing::info!(controller = l, term, "the active controller changed"),
+                None => tracing::info!(term, "no active controller"),
+            }
+            last = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl MetaNode {
@@ -150,6 +178,7 @@ impl MetaNode {
         if let Some(serve) = opts.serve.take() {
             serve(node.clone());
         }
+        tokio::spawn(log_leader_changes(node.raft.metrics(), node_id));
         // Caught up: applied what was committed at the last stop (on a cluster of one, the
         // whole log: it commits it as soon as it leads again).
         let target = if node.voters.len() == 1 {
@@ -301,8 +330,17 @@ impl MetaNode {
                 })
                 .clone()
         };
-        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Some(wire) = broker_lifecycle::to_wire(request) {
+            let (key, version, body) = wire.map_err(|e| e.to_string())?;
+            let answer = client
+                .call(key, version, &body, left)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (result, index) = broker_lifecycle::from_wire(key, version, answer);
+            return Ok(ForwardReply { result, index });
+        }
+        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         let answer = client
             .call(FORWARD, 0, &body, left)
             .await
@@ -315,7 +353,7 @@ impl MetaNode {
     pub async fn handle_controller_request(
         self: Arc<Self>,
         api_key: i16,
-        _version: i16,
+        version: i16,
         body: Bytes,
     ) -> Option<Bytes> {
         match api_key {
@@ -323,6 +361,18 @@ impl MetaNode {
                 handle_raft_rpc(&self.raft, self.digest, api_key, body).await
             }
             FORWARD => self.handle_forward(body).await,
+            REGISTRATION_KEY | HEARTBEAT_KEY => {
+                let Some(request) = broker_lifecycle::request_from_wire(api_key, version, body) else {
+                    tracing::warn!(api_key, version, "closing controller connection: undecodable broker registration or heartbeat");
+                    return None;
+                };
+                let result = if self.is_controller() {
+                    self.controller.execute(request).await.0
+                } else {
+                    Err(ControllerError::NotController(self.controller_id()))
+                };
+                broker_lifecycle::response_to_wire(api_key, version, &result)
+            }
             other => {
                 tracing::warn!(api_key = other, "closing controller connection: API not served on the controller listener");
                 None

@@ -88,14 +88,19 @@ impl Broker {
             serve: serve_controller,
         })
         .await?;
+        // An earlier version's topic list: adopted by the entry that establishes the cluster
+        // (so a crash before that entry repeats the migration), retired once it is in the log.
         let legacy = match &data_dir {
-            Some(dir) if meta.was_pristine() => legacy_topics(dir).map_err(|e| e.to_string())?,
-            _ => None,
+            Some(dir) => legacy_topics(dir).map_err(|e| e.to_string())?,
+            None => None,
         };
         if legacy.is_some() && meta.voters().len() > 1 {
             return Err("this data directory holds topics of a single-node ottla (meta/topics.json): start this node alone first (without controller_quorum_voters) to migrate them; a cluster of several voters cannot adopt them".into());
         }
         let cluster_id = establish_cluster(&config, &meta, legacy.as_deref()).await?;
+        if let Some(missing) = legacy.iter().flatten().find(|t| meta.image().topic(&t.id).is_none()) {
+            return Err(format!("meta/topics.json lists topic {} ({}), which this node's metadata log does not have: it was not migrated when the cluster was established; refusing to start rather than dropping its data (move meta/topics.json away to start without it)", missing.name, missing.id));
+        }
         let incarnation = Uuid::new_v4();
         let runtime = tokio::runtime::Handle::current();
         // Logs follow the image from here on.

@@ -226,6 +226,13 @@ impl Broker {
     /// Runs a controller request from a blocking-pool thread (the handlers of topic changes
     /// run there) and waits for its answer.
     pub fn submit_blocking(&self, request: ControllerRequest) -> Result<ControllerResponse, ControllerError> {
+        if crate::threads::on_worker() {
+            // Waiting here would stall a worker (and block_on inside the runtime panics).
+            tracing::error!("a controller request was made on a runtime worker; refused");
+            return Err(ControllerError::Internal(
+                "a controller request was made from a runtime worker".into(),
+            ));
+        }
         self.runtime.block_on(self.meta.submit(request))
     }
 

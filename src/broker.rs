@@ -417,17 +417,32 @@ async fn register(
 }
 
 /// Partition 0 of an internal topic (created through the controller at start).
-fn internal_log(topics: &TopicRegistry, name: &str) -> Result<Arc<PartitionLog>, String> {
-    topics
+/// TEMP: a node without partition 0 gets an in-memory log, until the coordinators run on
+/// the partition leaders.
+fn internal_log(
+    topics: &TopicRegistry,
+    name: &str,
+    clock: &Clock,
+) -> Result<Arc<PartitionLog>, String> {
+    Ok(topics
         .get(name)
         .and_then(|t| t.partition(0))
         .map(|p| p.log().clone())
-        .ok_or_else(|| format!("{name} has no partition 0 on this broker"))
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                topic = name,
+                "TEMP: partition 0 is not local: coordinator on an in-memory log"
+            );
+            Arc::new(PartitionLog::in_memory_with_clock(
+                Default::default(),
+                clock.clone(),
+            ))
+        }))
 }
 
 /// Creates `__transaction_state` if missing and loads the transactions from it.
 fn open_txn_coordinator(topics: &TopicRegistry, clock: &Clock) -> Result<TxnCoordinator, String> {
-    let log = internal_log(topics, TRANSACTION_TOPIC)?;
+    let log = internal_log(topics, TRANSACTION_TOPIC, clock)?;
     TxnCoordinator::open_with_clock(log, clock.clone())
         .map_err(|e| format!("loading transaction state: {e}"))
 }
@@ -438,7 +453,7 @@ fn open_group_coordinator(
     config: &Config,
     clock: &Clock,
 ) -> Result<GroupCoordinator, String> {
-    let log = internal_log(topics, OFFSETS_TOPIC)?;
+    let log = internal_log(topics, OFFSETS_TOPIC, clock)?;
     GroupCoordinator::open_with_clock(
         log,
         GroupConfig {

@@ -301,6 +301,22 @@ impl MetaNode {
                 })
                 .clone()
         };
+        // A controller that failed lately (killed, say) is backed off for up to a second:
+        // wait that out only while it still leads, so a newly elected controller is asked
+        // as soon as it is known.
+        if let Some(at) = client.backoff_until() {
+            let wait = at
+                .min(deadline)
+                .saturating_duration_since(tokio::time::Instant::now());
+            let moved = self
+                .raft
+                .wait(Some(wait))
+                .metrics(|m| m.current_leader != Some(id), "the controller to move")
+                .await;
+            if moved.is_ok() {
+                return Err(format!("controller {leader} is no longer the leader"));
+            }
+        }
         let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let answer = client

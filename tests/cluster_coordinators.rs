@@ -24,8 +24,7 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 const KEY_GROUP: i8 = 0;
@@ -46,7 +45,11 @@ async fn coordinator(cluster: &Cluster, via: i32, key_type: i8, key: &str) -> i3
             3,
         )
         .await;
-    assert_eq!(r.error_code, 0, "FindCoordinator via {via}: {:?}", r.error_message);
+    assert_eq!(
+        r.error_code, 0,
+        "FindCoordinator via {via}: {:?}",
+        r.error_message
+    );
     r.node_id.0
 }
 
@@ -120,7 +123,11 @@ async fn every_broker_names_one_group_coordinator_and_offsets_follow_it() {
     for via in all {
         named.insert(coordinator(&cluster, via, KEY_GROUP, "g").await);
     }
-    assert_eq!(named.len(), 1, "every broker names the same coordinator: {named:?}");
+    assert_eq!(
+        named.len(),
+        1,
+        "every broker names the same coordinator: {named:?}"
+    );
     let coord = *named.iter().next().expect("one");
     assert_eq!(coord, internal_leader(&cluster, "__consumer_offsets").await);
 
@@ -176,17 +183,31 @@ async fn every_broker_names_one_transaction_coordinator() {
     for via in all {
         named.insert(coordinator(&cluster, via, KEY_TRANSACTION, "tx").await);
     }
-    assert_eq!(named.len(), 1, "every broker names the same coordinator: {named:?}");
+    assert_eq!(
+        named.len(),
+        1,
+        "every broker names the same coordinator: {named:?}"
+    );
     let coord = *named.iter().next().expect("one");
-    assert_eq!(coord, internal_leader(&cluster, "__transaction_state").await);
+    assert_eq!(
+        coord,
+        internal_leader(&cluster, "__transaction_state").await
+    );
 
     let mut c = cluster.client(coord).await;
     let first = c.send(&init_producer_id(Some("tx")), 4).await;
     assert_eq!(first.error_code, 0);
     let again = c.send(&init_producer_id(Some("tx")), 4).await;
     assert_eq!(again.error_code, 0);
-    assert_eq!(again.producer_id, first.producer_id, "one transactional id, one producer id");
-    assert_eq!(again.producer_epoch, first.producer_epoch + 1, "the epoch is bumped");
+    assert_eq!(
+        again.producer_id, first.producer_id,
+        "one transactional id, one producer id"
+    );
+    assert_eq!(
+        again.producer_epoch,
+        first.producer_epoch + 1,
+        "the epoch is bumped"
+    );
     for other in all.into_iter().filter(|&i| i != coord) {
         let mut c = cluster.client(other).await;
         let r = c.send(&init_producer_id(Some("tx")), 4).await;
@@ -260,7 +281,12 @@ async fn producer_ids_are_unique_across_brokers() {
     for (who, (_, id, epoch)) in [("a", a), ("b", b)] {
         let r = c
             .send(
-                &common::produce_request("pid-clash", 0, -1, idempotent_batch(id, epoch, who.as_bytes())),
+                &common::produce_request(
+                    "pid-clash",
+                    0,
+                    -1,
+                    idempotent_batch(id, epoch, who.as_bytes()),
+                ),
                 9,
             )
             .await;
@@ -292,5 +318,9 @@ async fn producer_ids_are_unique_across_brokers() {
         ids.len(),
         "producer ids handed out by brokers 1, 2, 3 (via, id, epoch): {ids:?}; the two producers' batches were acknowledged at offsets {offsets:?} and the partition holds {values:?}"
     );
-    assert_eq!(values.len(), 2, "both producers' records are stored: {values:?}");
+    assert_eq!(
+        values.len(),
+        2,
+        "both producers' records are stored: {values:?}"
+    );
 }

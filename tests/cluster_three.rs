@@ -12,7 +12,6 @@ mod cluster;
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, SIGKILL, SIGTERM};
@@ -24,12 +23,9 @@ use kafka_protocol::records::Compression;
 use uuid::Uuid;
 
 /// The tests of this file run one at a time (each starts three processes; the machine's
-/// cores are few and the timings printed would mean little side by side).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// cores are few and the timings printed would mean little side by side). A tokio mutex: it
+/// is held across awaits, and each test has a runtime of its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn ms(d: Duration) -> u128 {
     d.as_millis()
@@ -186,7 +182,7 @@ async fn agreeing_metadata(cluster: &Cluster, on: &[i32]) -> MetadataResponse {
 
 #[tokio::test]
 async fn ready_time_of_one_and_three_nodes() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let one = Cluster::start(1).await;
     eprintln!(
         "ready: 1-node cluster {} ms from spawn to ready and agreeing (ready line after {} ms)",
@@ -208,7 +204,7 @@ async fn ready_time_of_one_and_three_nodes() {
 
 #[tokio::test]
 async fn topics_through_any_broker_and_the_same_metadata_everywhere() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3).await;
     let all = [1, 2, 3];
     let controller = cluster.controller(&all).await;
@@ -336,7 +332,7 @@ async fn topics_through_any_broker_and_the_same_metadata_everywhere() {
 
 #[tokio::test]
 async fn controller_failover_and_the_killed_node_catches_up() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3).await;
     let all = [1, 2, 3];
     let old = cluster.controller(&all).await;
@@ -435,7 +431,7 @@ async fn controller_failover_and_the_killed_node_catches_up() {
 
 #[tokio::test]
 async fn the_image_survives_clean_and_unclean_restarts_of_every_node() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3).await;
     let all = [1, 2, 3];
     create_ok(&cluster, 1, "keep-rf3", 12, 3).await;
@@ -501,4 +497,94 @@ async fn the_image_survives_clean_and_unclean_restarts_of_every_node() {
     // And the quorum still takes changes.
     create_ok(&cluster, 2, "after-restarts", 1, 3).await;
     wait_topic_everywhere(&cluster, &all, "after-restarts", 1).await;
+}
+
+/// DescribeCluster from `on` until `pred` holds for its view (fenced brokers excluded).
+async fn wait_view(
+    cluster: &Cluster,
+    on: i32,
+    what: &str,
+    pred: impl Fn(&cluster::View) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = cluster.view(on).await {
+            if pred(&v) {
+                return t0.elapsed();
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            cluster.print_logs();
+            panic!(
+                "node {on}: {what}: not within 20 s ({:?})",
+                cluster.view(on).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_silent_broker_is_fenced_and_unfenced_when_it_is_back() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start_with(
+        3,
+        cluster::Options {
+            env: vec![
+                ("OTTLA_BROKER_HEARTBEAT_INTERVAL_MS".into(), "100".into()),
+                ("OTTLA_BROKER_SESSION_TIMEOUT_MS".into(), "1000".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let all = [1, 2, 3];
+    let controller = cluster.controller(&all).await;
+    let victim = all
+        .into_iter()
+        .find(|&i| i != controller)
+        .expect("a broker");
+    let other = all
+        .into_iter()
+        .find(|&i| i != controller && i != victim)
+        .expect("another");
+
+    // Paused (SIGSTOP): no heartbeats, the controller fences it after the session timeout.
+    cluster.signal(victim, cluster::SIGSTOP);
+    let fenced = wait_view(&cluster, controller, "fenced", |v| {
+        !v.brokers.contains(&victim)
+    })
+    .await;
+    wait_view(&cluster, other, "fenced", |v| !v.brokers.contains(&victim)).await;
+    let md = cluster.metadata(other).await;
+    assert!(
+        brokers(&md).iter().all(|(id, _, _)| *id != victim),
+        "Metadata lists no fenced broker"
+    );
+    // New partitions get no leader on the fenced broker.
+    create_ok(&cluster, other, "while-fenced", 6, 1).await;
+    let md = cluster.metadata(other).await;
+    for (i, p) in &topics(&md)["while-fenced"].partitions {
+        assert_ne!(p.leader, victim, "partition {i} led by the fenced broker");
+    }
+    cluster.signal(victim, cluster::SIGCONT);
+    let back = wait_view(&cluster, controller, "unfenced", |v| {
+        v.brokers.contains(&victim)
+    })
+    .await;
+    eprintln!(
+        "fencing: a paused broker fenced {} ms after SIGSTOP (session timeout 1000 ms), unfenced {} ms after SIGCONT",
+        ms(fenced),
+        ms(back)
+    );
+
+    // Killed: fenced likewise, and unfenced once it is restarted.
+    cluster.kill(victim, SIGKILL);
+    wait_view(&cluster, controller, "fenced after SIGKILL", |v| {
+        !v.brokers.contains(&victim)
+    })
+    .await;
+    cluster.restart(victim).await;
+    cluster.wait_agree(&all, &all).await;
+    agreeing_metadata(&cluster, &all).await;
 }

@@ -24,7 +24,9 @@ use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest, Metadata
 
 use crate::common::Client;
 
-pub use libc::{SIGKILL, SIGTERM};
+// Not every test crate that includes this module uses every signal.
+#[allow(unused_imports)]
+pub use libc::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
 
 /// How long a node may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -252,6 +254,20 @@ impl Cluster {
             "--- harness: node {id} exited after signal {signal}: {status} ---"
         ));
         Some(status)
+    }
+
+    /// Sends `signal` to node `id` without waiting (SIGSTOP / SIGCONT pause and resume it).
+    pub fn signal(&mut self, id: i32, signal: i32) {
+        let node = self.node_mut(id);
+        if let Some(c) = &node.child {
+            // SAFETY: as in `kill`.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, signal);
+            }
+            lock(&node.log).push(format!(
+                "--- harness: signal {signal} sent to node {id} ---"
+            ));
+        }
     }
 
     /// Sends `signal` to every running node at once, then waits for all of them.

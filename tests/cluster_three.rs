@@ -18,7 +18,10 @@ use cluster::{Cluster, SIGKILL, SIGTERM};
 use common::Client;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, MetadataResponse};
+use kafka_protocol::messages::{
+    create_partitions_request, CreatePartitionsRequest, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, MetadataResponse,
+};
 use kafka_protocol::records::Compression;
 use uuid::Uuid;
 
@@ -327,7 +330,58 @@ async fn topics_through_any_broker_and_the_same_metadata_everywhere() {
             "through node {via}"
         );
     }
-    agreeing_metadata(&cluster, &all).await;
+    // CreatePartitions and DeleteTopics through brokers that are not the controller.
+    let followers: Vec<i32> = all.iter().copied().filter(|&i| i != controller).collect();
+    let mut c = cluster.client(followers[0]).await;
+    let r = c
+        .send(
+            &CreatePartitionsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(common::topic_name("via-1"))
+                        .with_count(6),
+                ]),
+            3,
+        )
+        .await;
+    assert_eq!(
+        r.results[0].error_code, 0,
+        "{:?}",
+        r.results[0].error_message
+    );
+    wait_topic_everywhere(&cluster, &all, "via-1", 6).await;
+    let mut c = cluster.client(followers[1]).await;
+    let r = c
+        .send(
+            &DeleteTopicsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topic_names(vec![common::topic_name("via-2")]),
+            5,
+        )
+        .await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    for id in all {
+        let t0 = Instant::now();
+        while topics(&cluster.metadata(id).await).contains_key("via-2") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "via-2 still on node {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let md = agreeing_metadata(&cluster, &all).await;
+    let t = topics(&md);
+    assert!(!t.contains_key("via-2"));
+    assert_eq!(t["via-1"].partitions.len(), 6);
+    for (i, p) in &t["via-1"].partitions {
+        assert_eq!(p.replicas.len(), 3, "via-1 partition {i}: {:?}", p.replicas);
+    }
 }
 
 #[tokio::test]

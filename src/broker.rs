@@ -105,7 +105,8 @@ impl Broker {
             .await
             .map_err(|e| e.to_string())?;
         if let (Some(dir), Some(_)) = (&data_dir, &legacy) {
-            retire_legacy_topics(dir).map_err(|e| format!("cannot retire meta/topics.json: {e}"))?;
+            retire_legacy_topics(dir)
+                .map_err(|e| format!("cannot retire meta/topics.json: {e}"))?;
             tracing::info!("migrated meta/topics.json into the metadata log");
         }
         if !config.memory {
@@ -187,9 +188,22 @@ impl Broker {
             });
             match tokio::time::timeout(every * 2, beat).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered)) => {
-                    tracing::warn!(epoch, "the controller does not know this broker's epoch: registering again");
-                    match register(&self.meta, &self.config, self.incarnation, &self.node.host, self.node.port).await {
+                Ok(Err(
+                    ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered,
+                )) => {
+                    tracing::warn!(
+                        epoch,
+                        "the controller does not know this broker's epoch: registering again"
+                    );
+                    match register(
+                        &self.meta,
+                        &self.config,
+                        self.incarnation,
+                        &self.node.host,
+                        self.node.port,
+                    )
+                    .await
+                    {
                         Ok(e) => self.broker_epoch.store(e, Ordering::Relaxed),
                         Err(e) => tracing::warn!(error = %e, "registering again failed"),
                     }
@@ -220,7 +234,10 @@ impl Broker {
 
     /// Runs a controller request from a blocking-pool thread (the handlers of topic changes
     /// run there) and waits for its answer.
-    pub fn submit_blocking(&self, request: ControllerRequest) -> Result<ControllerResponse, ControllerError> {
+    pub fn submit_blocking(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerError> {
         self.runtime.block_on(self.meta.submit(request))
     }
 
@@ -228,7 +245,9 @@ impl Broker {
     pub fn create_topic(&self, t: NewTopic) -> Result<TopicSummary, ControllerError> {
         match self.submit_blocking(ControllerRequest::CreateTopic(t))? {
             ControllerResponse::Topic(s) => Ok(s),
-            other => Err(ControllerError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ControllerError::Internal(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -284,7 +303,9 @@ impl Broker {
             validate_only: false,
         });
         match created {
-            Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => self.topics.get(name),
+            Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {
+                self.topics.get(name)
+            }
             Err(ControllerError::InvalidReplicationFactor(why)) => {
                 // Refused as CreateTopics refuses it; logged at debug, not per request.
                 tracing::debug!(topic = name, %why, "not auto-creating");
@@ -301,10 +322,13 @@ impl Broker {
 /// The internal topics every cluster has, with their configs.
 fn internal_topics() -> Vec<(&'static str, Overrides)> {
     let compacted = || -> Overrides {
-        [("cleanup.policy", "compact"), ("segment.bytes", "104857600")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     };
     vec![
         (OFFSETS_TOPIC, compacted()),
@@ -324,12 +348,20 @@ async fn establish_cluster(
     loop {
         if let Some(id) = meta.image().cluster_id.clone() {
             if let Some(wanted) = config.cluster_id.as_ref().filter(|w| **w != id) {
-                return Err(format!("cluster_id {wanted} is configured, but this node belongs to cluster {id}"));
+                return Err(format!(
+                    "cluster_id {wanted} is configured, but this node belongs to cluster {id}"
+                ));
             }
             if !config.memory {
                 let path = config.data_dir.join("meta").join("cluster_id");
-                if std::fs::read_to_string(&path).map(|s| s.trim().to_string()).ok().as_deref() != Some(&id) {
-                    crate::log::fsutil::write_atomically(&path, id.as_bytes()).map_err(|e| e.to_string())?;
+                if std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_string())
+                    .ok()
+                    .as_deref()
+                    != Some(&id)
+                {
+                    crate::log::fsutil::write_atomically(&path, id.as_bytes())
+                        .map_err(|e| e.to_string())?;
                 }
             }
             return Ok(id);
@@ -337,7 +369,12 @@ async fn establish_cluster(
         if meta.is_controller() {
             let id = cluster::resolve_cluster_id(config).map_err(|e| e.to_string())?;
             let mut records = vec![MetaRecord::ClusterId { id }];
-            records.extend(legacy.unwrap_or_default().iter().flat_map(|t| legacy_records(config.node_id, t)));
+            records.extend(
+                legacy
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|t| legacy_records(config.node_id, t)),
+            );
             match meta.controller.propose(records).await {
                 Ok(_) | Err(ControllerError::NotController(_)) => continue,
                 Err(e) => return Err(format!("cannot write the cluster id: {e}")),
@@ -412,7 +449,11 @@ async fn register(
         Ok(other) => tracing::warn!(answer = ?other, "still fenced after the first heartbeat"),
         Err(e) => tracing::warn!(error = %e, "first heartbeat failed"),
     }
-    tracing::info!(broker = config.node_id, epoch, "registered with the controller");
+    tracing::info!(
+        broker = config.node_id,
+        epoch,
+        "registered with the controller"
+    );
     Ok(epoch)
 }
 

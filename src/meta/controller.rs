@@ -197,7 +197,8 @@ impl Controller {
     /// see the change (0 when nothing was written).
     pub async fn execute(&self, request: ControllerRequest) -> (ControllerResult, u64) {
         match &request {
-            ControllerRequest::Heartbeat { id, .. } | ControllerRequest::RegisterBroker { id, .. } => {
+            ControllerRequest::Heartbeat { id, .. }
+            | ControllerRequest::RegisterBroker { id, .. } => {
                 self.sessions().insert(*id, Instant::now());
             }
             _ => {}
@@ -214,9 +215,9 @@ impl Controller {
                 Ok(index) => {
                     let answer = match answer {
                         // A broker's epoch is the index of its registration record.
-                        ControllerResponse::Registered { .. } => {
-                            ControllerResponse::Registered { epoch: index as i64 }
-                        }
+                        ControllerResponse::Registered { .. } => ControllerResponse::Registered {
+                            epoch: index as i64,
+                        },
                         a => a,
                     };
                     (Ok(answer), index)
@@ -387,7 +388,11 @@ impl Controller {
         }
     }
 
-    fn create_topic(&self, image: &MetadataImage, t: NewTopic) -> Result<Decision, ControllerError> {
+    fn create_topic(
+        &self,
+        image: &MetadataImage,
+        t: NewTopic,
+    ) -> Result<Decision, ControllerError> {
         validate_name(&t.name)?;
         if image.names.contains_key(&t.name) {
             return Err(TopicError::AlreadyExists(t.name.clone()).into());
@@ -503,11 +508,7 @@ impl Controller {
 fn collision(image: &MetadataImage, name: &str) -> Option<String> {
     let norm = |n: &str| n.replace('.', "_");
     let wanted = norm(name);
-    image
-        .names
-        .keys()
-        .find(|n| norm(n) == wanted)
-        .cloned()
+    image.names.keys().find(|n| norm(n) == wanted).cloned()
 }
 
 fn check_count(count: i32) -> Result<(), ControllerError> {
@@ -642,7 +643,10 @@ fn summary(id: Uuid, topic: &super::image::TopicImage) -> TopicSummary {
     TopicSummary {
         id,
         partitions: topic.partitions.len() as i32,
-        replication_factor: topic.partitions.first().map_or(0, |p| p.replicas.len() as i16),
+        replication_factor: topic
+            .partitions
+            .first()
+            .map_or(0, |p| p.replicas.len() as i16),
         configs: topic.configs.clone(),
     }
 }

@@ -80,7 +80,12 @@ impl MetaNode {
         } else {
             opts.voters.iter().cloned().collect()
         };
-        let digest = voters_digest(&voters.iter().map(|(i, a)| (*i, a.clone())).collect::<Vec<_>>());
+        let digest = voters_digest(
+            &voters
+                .iter()
+                .map(|(i, a)| (*i, a.clone()))
+                .collect::<Vec<_>>(),
+        );
         let dir = opts.dir.clone();
         let publisher = opts.publisher.clone();
         let opened = crate::threads::spawn_blocking(move || {
@@ -242,7 +247,9 @@ impl MetaNode {
             let leader = match self.controller_id() {
                 Some(l) => l,
                 None => {
-                    let _ = tokio::time::timeout(Duration::from_millis(500), self.wait_for_leader()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), self.wait_for_leader())
+                            .await;
                     continue;
                 }
             };
@@ -297,7 +304,10 @@ impl MetaNode {
             clients
                 .entry(id)
                 .or_insert_with(|| {
-                    Arc::new(RpcClient::new(addr, format!("ottla-broker-{}", self.node_id)))
+                    Arc::new(RpcClient::new(
+                        addr,
+                        format!("ottla-broker-{}", self.node_id),
+                    ))
                 })
                 .clone()
         };
@@ -340,7 +350,10 @@ impl MetaNode {
             }
             FORWARD => self.handle_forward(body).await,
             other => {
-                tracing::warn!(api_key = other, "closing controller connection: API not served on the controller listener");
+                tracing::warn!(
+                    api_key = other,
+                    "closing controller connection: API not served on the controller listener"
+                );
                 None
             }
         }
@@ -398,11 +411,16 @@ impl MetaNode {
             }
             let records = expired
                 .iter()
-                .map(|(id, epoch)| super::records::MetaRecord::FenceBroker { id: *id, epoch: *epoch })
+                .map(|(id, epoch)| super::records::MetaRecord::FenceBroker {
+                    id: *id,
+                    epoch: *epoch,
+                })
                 .collect();
             match self.controller.propose(records).await {
-                Ok(_) => tracing::warn!(brokers = ?expired.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                    timeout_ms = session_timeout.as_millis() as u64, "fenced brokers whose session expired"),
+                Ok(_) => {
+                    tracing::warn!(brokers = ?expired.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    timeout_ms = session_timeout.as_millis() as u64, "fenced brokers whose session expired")
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot fence brokers whose session expired"),
             }
         }

@@ -45,3 +45,23 @@ def create_topic(bootstrap, name, partitions=1, config=None):
         )
     finally:
         admin.close()
+
+
+@pytest.fixture(scope="module")
+def cluster3(request):
+    """Three ottla nodes (combined mode, one quorum) on free loopback ports, from OTTLA_BIN
+    (default target/release/ottla), ready and agreeing on the controller; one cluster per test
+    module. Stopped with SIGTERM at teardown (each node must exit 0); the nodes' log tails are
+    printed when a test of the module failed. OTTLA_CLUSTER_KEEP=1 keeps their files."""
+    from cluster import Cluster
+
+    failed_before = request.session.testsfailed
+    c = Cluster(3)
+    try:
+        c.start()
+        yield c
+        c.stop()
+    finally:
+        if request.session.testsfailed > failed_before:
+            print("\n" + c.tails())
+        c.cleanup()

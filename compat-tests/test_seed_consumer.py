@@ -63,9 +63,9 @@ class Proc:
     """A python -u subprocess whose stdout lines and SEEDT stderr stamps are collected with the
     time (monotonic) they arrived."""
 
-    def __init__(self, script):
+    def __init__(self, script, *args):
         self.t_start = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-u", script], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-u", script, *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=SAMPLES)
         self.lines = queue.Queue()
         self.out_lines = []

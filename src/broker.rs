@@ -98,7 +98,11 @@ impl Broker {
             return Err("this data directory holds topics of a single-node ottla (meta/topics.json): start this node alone first (without controller_quorum_voters) to migrate them; a cluster of several voters cannot adopt them".into());
         }
         let cluster_id = establish_cluster(&config, &meta, legacy.as_deref()).await?;
-        if let Some(missing) = legacy.iter().flatten().find(|t| meta.image().topic(&t.id).is_none()) {
+        if let Some(missing) = legacy
+            .iter()
+            .flatten()
+            .find(|t| meta.image().topic(&t.id).is_none())
+        {
             return Err(format!("meta/topics.json lists topic {} ({}), which this node's metadata log does not have: it was not migrated when the cluster was established; refusing to start rather than dropping its data (move meta/topics.json away to start without it)", missing.name, missing.id));
         }
         let incarnation = Uuid::new_v4();
@@ -110,7 +114,8 @@ impl Broker {
             .await
             .map_err(|e| e.to_string())?;
         if let (Some(dir), Some(_)) = (&data_dir, &legacy) {
-            retire_legacy_topics(dir).map_err(|e| format!("cannot retire meta/topics.json: {e}"))?;
+            retire_legacy_topics(dir)
+                .map_err(|e| format!("cannot retire meta/topics.json: {e}"))?;
             tracing::info!("migrated meta/topics.json into the metadata log");
         }
         if !config.memory {
@@ -192,9 +197,23 @@ impl Broker {
             });
             match tokio::time::timeout(every * 2, beat).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered)) => {
-                    tracing::warn!(epoch, "the controller does not know this broker's epoch: registering again");
-                    match register(&self.meta, &self.config, &self.node.cluster_id, self.incarnation, &self.node.host, self.node.port).await {
+                Ok(Err(
+                    ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered,
+                )) => {
+                    tracing::warn!(
+                        epoch,
+                        "the controller does not know this broker's epoch: registering again"
+                    );
+                    match register(
+                        &self.meta,
+                        &self.config,
+                        &self.node.cluster_id,
+                        self.incarnation,
+                        &self.node.host,
+                        self.node.port,
+                    )
+                    .await
+                    {
                         Ok(e) => self.broker_epoch.store(e, Ordering::Relaxed),
                         Err(e) => tracing::warn!(error = %e, "registering again failed"),
                     }
@@ -225,7 +244,10 @@ impl Broker {
 
     /// Runs a controller request from a blocking-pool thread (the handlers of topic changes
     /// run there) and waits for its answer.
-    pub fn submit_blocking(&self, request: ControllerRequest) -> Result<ControllerResponse, ControllerError> {
+    pub fn submit_blocking(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerError> {
         if crate::threads::on_worker() {
             // Waiting here would stall a worker (and block_on inside the runtime panics).
             tracing::error!("a controller request was made on a runtime worker; refused");
@@ -240,7 +262,9 @@ impl Broker {
     pub fn create_topic(&self, t: NewTopic) -> Result<TopicSummary, ControllerError> {
         match self.submit_blocking(ControllerRequest::CreateTopic(t))? {
             ControllerResponse::Topic(s) => Ok(s),
-            other => Err(ControllerError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ControllerError::Internal(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -296,7 +320,9 @@ impl Broker {
             validate_only: false,
         });
         match created {
-            Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => self.topics.get(name),
+            Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {
+                self.topics.get(name)
+            }
             Err(ControllerError::InvalidReplicationFactor(why)) => {
                 // Refused as CreateTopics refuses it; logged at debug, not per request.
                 tracing::debug!(topic = name, %why, "not auto-creating");
@@ -313,10 +339,13 @@ impl Broker {
 /// The internal topics every cluster has, with their configs.
 fn internal_topics() -> Vec<(&'static str, Overrides)> {
     let compacted = || -> Overrides {
-        [("cleanup.policy", "compact"), ("segment.bytes", "104857600")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     };
     vec![
         (OFFSETS_TOPIC, compacted()),
@@ -336,12 +365,20 @@ async fn establish_cluster(
     loop {
         if let Some(id) = meta.image().cluster_id.clone() {
             if let Some(wanted) = config.cluster_id.as_ref().filter(|w| **w != id) {
-                return Err(format!("cluster_id {wanted} is configured, but this node belongs to cluster {id}"));
+                return Err(format!(
+                    "cluster_id {wanted} is configured, but this node belongs to cluster {id}"
+                ));
             }
             if !config.memory {
                 let path = config.data_dir.join("meta").join("cluster_id");
-                if std::fs::read_to_string(&path).map(|s| s.trim().to_string()).ok().as_deref() != Some(&id) {
-                    crate::log::fsutil::write_atomically(&path, id.as_bytes()).map_err(|e| e.to_string())?;
+                if std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_string())
+                    .ok()
+                    .as_deref()
+                    != Some(&id)
+                {
+                    crate::log::fsutil::write_atomically(&path, id.as_bytes())
+                        .map_err(|e| e.to_string())?;
                 }
             }
             return Ok(id);
@@ -349,7 +386,12 @@ async fn establish_cluster(
         if meta.is_controller() {
             let id = cluster::resolve_cluster_id(config).map_err(|e| e.to_string())?;
             let mut records = vec![MetaRecord::ClusterId { id }];
-            records.extend(legacy.unwrap_or_default().iter().flat_map(|t| legacy_records(config.node_id, t)));
+            records.extend(
+                legacy
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|t| legacy_records(config.node_id, t)),
+            );
             match meta.controller.propose(records).await {
                 Ok(_) | Err(ControllerError::NotController(_)) => continue,
                 Err(e) => return Err(format!("cannot write the cluster id: {e}")),
@@ -426,22 +468,41 @@ async fn register(
         Ok(other) => tracing::warn!(answer = ?other, "still fenced after the first heartbeat"),
         Err(e) => tracing::warn!(error = %e, "first heartbeat failed"),
     }
-    tracing::info!(broker = config.node_id, epoch, "registered with the controller");
+    tracing::info!(
+        broker = config.node_id,
+        epoch,
+        "registered with the controller"
+    );
     Ok(epoch)
 }
 
 /// Partition 0 of an internal topic (created through the controller at start).
-fn internal_log(topics: &TopicRegistry, name: &str) -> Result<Arc<PartitionLog>, String> {
-    topics
+/// TEMP: a node without partition 0 gets an in-memory log, until the coordinators run on
+/// the partition leaders.
+fn internal_log(
+    topics: &TopicRegistry,
+    name: &str,
+    clock: &Clock,
+) -> Result<Arc<PartitionLog>, String> {
+    Ok(topics
         .get(name)
         .and_then(|t| t.partition(0))
         .map(|p| p.log().clone())
-        .ok_or_else(|| format!("{name} has no partition 0 on this broker"))
+        .unwrap_or_else(|| {
+            tracing::warn!(
+                topic = name,
+                "TEMP: partition 0 is not local: coordinator on an in-memory log"
+            );
+            Arc::new(PartitionLog::in_memory_with_clock(
+                Default::default(),
+                clock.clone(),
+            ))
+        }))
 }
 
 /// Creates `__transaction_state` if missing and loads the transactions from it.
 fn open_txn_coordinator(topics: &TopicRegistry, clock: &Clock) -> Result<TxnCoordinator, String> {
-    let log = internal_log(topics, TRANSACTION_TOPIC)?;
+    let log = internal_log(topics, TRANSACTION_TOPIC, clock)?;
     TxnCoordinator::open_with_clock(log, clock.clone())
         .map_err(|e| format!("loading transaction state: {e}"))
 }
@@ -452,7 +513,7 @@ fn open_group_coordinator(
     config: &Config,
     clock: &Clock,
 ) -> Result<GroupCoordinator, String> {
-    let log = internal_log(topics, OFFSETS_TOPIC)?;
+    let log = internal_log(topics, OFFSETS_TOPIC, clock)?;
     GroupCoordinator::open_with_clock(
         log,
         GroupConfig {

@@ -491,7 +491,10 @@ impl Config {
         if self.broker_heartbeat_interval_ms < 1
             || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
         {
-            return bad("broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms".into());
+            return bad(
+                "broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms"
+                    .into(),
+            );
         }
         if self.group_initial_rebalance_delay_ms < 0
             || self.group_min_session_timeout_ms < 1

@@ -148,7 +148,11 @@ async fn invalid_client_software_name_is_refused() {
 #[tokio::test]
 async fn corrupt_batches_get_error_codes() {
     let broker = TestBroker::memory().await;
-    broker.broker.admin_create_topic("t", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("t", Some(1), Default::default())
+        .await
+        .unwrap();
     let mut c = broker.client().await;
     let good = batch(&[b"a", b"b"], Compression::None);
 
@@ -225,7 +229,11 @@ async fn absurd_array_length_is_refused_not_fatal() {
 #[tokio::test]
 async fn old_produce_versions_are_refused_cleanly() {
     let broker = TestBroker::memory().await;
-    broker.broker.admin_create_topic("t", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("t", Some(1), Default::default())
+        .await
+        .unwrap();
     let mut c = broker.client().await;
     // Produce v2: acks, timeout, topics[name, partitions[index, records]] (no transactional id).
     let records = batch(&[b"x"], Compression::None);

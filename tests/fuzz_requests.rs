@@ -326,7 +326,10 @@ async fn mutated_requests_never_crash_the_broker() {
     .await
     .unwrap();
     let broker = server.broker();
-    broker.admin_create_topic("fuzz", Some(2), Default::default()).await.unwrap();
+    broker
+        .admin_create_topic("fuzz", Some(2), Default::default())
+        .await
+        .unwrap();
     let seeds = seeds();
     assert!(
         seeds.len() > 50,

@@ -133,7 +133,11 @@ async fn strings_too_long_for_internal_records_are_refused() {
         .await;
     assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
 
-    broker.broker.admin_create_topic("t", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("t", Some(1), Default::default())
+        .await
+        .unwrap();
     let commit = OffsetCommitRequest::default()
         .with_group_id(GroupId(s(&long)))
         .with_generation_id_or_member_epoch(-1)
@@ -180,7 +184,11 @@ async fn fetch_responses_are_capped_by_fetch_max_bytes() {
         ..Config::default()
     })
     .await;
-    broker.broker.admin_create_topic("f", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("f", Some(1), Default::default())
+        .await
+        .unwrap();
     let mut c = broker.client().await;
     let value = vec![7u8; 1000];
     for _ in 0..20 {
@@ -218,12 +226,20 @@ async fn a_deleted_topics_handle_cannot_write_into_the_recreated_topic() {
     })
     .await;
     let topics = &broker.broker.topics;
-    broker.broker.admin_create_topic("d", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("d", Some(1), Default::default())
+        .await
+        .unwrap();
     let old = topics.get("d").unwrap().partition(0).unwrap().log().clone();
     let mut one = batch(&[b"x"], Compression::None).to_vec();
     old.append(&mut one, None).unwrap();
     broker.broker.admin_delete_topic("d").await.unwrap();
-    broker.broker.admin_create_topic("d", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("d", Some(1), Default::default())
+        .await
+        .unwrap();
     let mut late = batch(&[b"late"], Compression::None).to_vec();
     assert!(matches!(
         old.append(&mut late, None),

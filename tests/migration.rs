@@ -58,14 +58,17 @@ async fn a_single_node_data_dir_migrates_into_the_metadata_log() {
     };
     for start in 0..2 {
         let broker = TestBroker::start(config.clone()).await;
-        assert!(!dir.path().join("meta/topics.json").exists(), "start {start}");
+        assert!(
+            !dir.path().join("meta/topics.json").exists(),
+            "start {start}"
+        );
         assert!(dir.path().join("meta/topics.json.migrated").exists());
         let mut c = broker.client().await;
         let r = c
             .send(
-                &MetadataRequest::default().with_topics(Some(vec![
-                    MetadataRequestTopic::default().with_name(Some(topic_name("old"))),
-                ])),
+                &MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default(
+                )
+                .with_name(Some(topic_name("old")))])),
                 12,
             )
             .await;
@@ -74,13 +77,24 @@ async fn a_single_node_data_dir_migrates_into_the_metadata_log() {
         assert_eq!(r.topics[0].topic_id, id, "the same topic id");
         assert_eq!(r.topics[0].partitions.len(), 2);
         let image = broker.broker.meta.image();
-        assert_eq!(image.topic_by_name("__consumer_offsets").unwrap().id, offsets_id);
         assert_eq!(
-            image.topic(&id).unwrap().configs.get("retention.ms").map(String::as_str),
+            image.topic_by_name("__consumer_offsets").unwrap().id,
+            offsets_id
+        );
+        assert_eq!(
+            image
+                .topic(&id)
+                .unwrap()
+                .configs
+                .get("retention.ms")
+                .map(String::as_str),
             Some("86400000")
         );
         let f = c.send(&fetch("old", 1), 12).await;
-        let mut records = f.responses[0].partitions[0].records.clone().unwrap_or_default();
+        let mut records = f.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default();
         let values: Vec<Vec<u8>> = RecordBatchDecoder::decode_all(&mut records)
             .unwrap()
             .into_iter()

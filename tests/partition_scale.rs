@@ -20,11 +20,11 @@ use std::sync::Arc;
 
 use openraft::{CommittedLeaderId, LogId};
 use ottla::cluster::TopicRegistry;
+use ottla::config::Config;
+use ottla::log::Isolation;
 use ottla::meta::image::{Delta, MetadataImage};
 use ottla::meta::records::MetaRecord;
 use uuid::Uuid;
-use ottla::config::Config;
-use ottla::log::Isolation;
 
 fn disk(dir: &Path) -> Config {
     Config {

@@ -17,8 +17,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use ottla::meta::records::{Endpoint, MetaRecord};
 use ottla::cluster::{Partition, Role};
+use ottla::meta::records::{Endpoint, MetaRecord};
 use uuid::Uuid;
 
 async fn create(c: &mut Client, topic: &str) {
@@ -201,10 +201,16 @@ async fn a_follower_refuses_produce_and_consumer_fetch() {
         assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
         // KIP-951 (v10+): where the leader is, so the client moves in one round trip.
         if version >= 10 {
-            assert_eq!((p.current_leader.leader_id, p.current_leader.leader_epoch), (BrokerId(2), 1));
+            assert_eq!(
+                (p.current_leader.leader_id, p.current_leader.leader_epoch),
+                (BrokerId(2), 1)
+            );
             assert_eq!(r.node_endpoints.len(), 1);
             let e = &r.node_endpoints[0];
-            assert_eq!((e.node_id, e.host.as_str(), e.port, e.rack.as_deref()), (BrokerId(2), "broker-two", 9999, Some("r2")));
+            assert_eq!(
+                (e.node_id, e.host.as_str(), e.port, e.rack.as_deref()),
+                (BrokerId(2), "broker-two", 9999, Some("r2"))
+            );
         } else {
             assert!(r.node_endpoints.is_empty());
         }
@@ -217,7 +223,10 @@ async fn a_follower_refuses_produce_and_consumer_fetch() {
         let p = &r.responses[0].partitions[0];
         assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
         if version >= 16 {
-            assert_eq!((p.current_leader.leader_id, p.current_leader.leader_epoch), (BrokerId(2), 1));
+            assert_eq!(
+                (p.current_leader.leader_id, p.current_leader.leader_epoch),
+                (BrokerId(2), 1)
+            );
             assert_eq!(r.node_endpoints.len(), 1);
             assert_eq!(r.node_endpoints[0].host.as_str(), "broker-two");
         }

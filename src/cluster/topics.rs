@@ -395,7 +395,9 @@ impl TopicRegistry {
                     // The replica moved away from this broker.
                     match part.log().delete() {
                         Ok(dir) => aside.extend(dir),
-                        Err(e) => tracing::error!(topic = %t.name, partition = i, error = %e, "cannot delete a moved replica"),
+                        Err(e) => {
+                            tracing::error!(topic = %t.name, partition = i, error = %e, "cannot delete a moved replica")
+                        }
                     }
                     local[i] = None;
                 }
@@ -411,7 +413,12 @@ impl TopicRegistry {
 
     /// Opens partition `index`'s log if the image places a replica here. A log that cannot
     /// be opened leaves the partition offline on this broker (logged).
-    fn open_if_hosted(&self, t: &TopicImage, index: i32, p: &PartitionImage) -> Option<Arc<Partition>> {
+    fn open_if_hosted(
+        &self,
+        t: &TopicImage,
+        index: i32,
+        p: &PartitionImage,
+    ) -> Option<Arc<Partition>> {
         if !self.hosts(p) {
             return None;
         }
@@ -442,7 +449,9 @@ impl TopicRegistry {
         for p in topic.partitions() {
             match p.log().delete() {
                 Ok(dir) => aside.extend(dir),
-                Err(e) => tracing::error!(topic = %topic.name, partition = p.index(), error = %e, "cannot delete a partition's log"),
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = p.index(), error = %e, "cannot delete a partition's log")
+                }
             }
         }
         if let Some(dir) = &self.data_dir {
@@ -483,10 +492,15 @@ impl TopicRegistry {
             ));
             match std::fs::rename(e.path(), &to) {
                 Ok(()) => {
-                    tracing::warn!(dir = name, "removing a partition directory the metadata does not know");
+                    tracing::warn!(
+                        dir = name,
+                        "removing a partition directory the metadata does not know"
+                    );
                     aside.push(to);
                 }
-                Err(err) => tracing::error!(dir = name, error = %err, "cannot move aside an unknown partition directory"),
+                Err(err) => {
+                    tracing::error!(dir = name, error = %err, "cannot move aside an unknown partition directory")
+                }
             }
         }
         if !aside.is_empty() {
@@ -671,6 +685,24 @@ fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
 
 pub use crate::log::fsutil::write_atomically;
 
+impl Publisher for TopicRegistry {
+    fn publish(&self, image: &Arc<MetadataImage>, delta: &Delta) {
+        let mut published = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        published.latest = Some(image.clone());
+        if !published.materialized {
+            return;
+        }
+        for t in &delta.removed_topics {
+            self.remove_topic(&t.id);
+        }
+        for id in &delta.changed_topics {
+            if let Some(t) = image.topic(id) {
+                self.sync_topic(t);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,11 +734,20 @@ mod tests {
     ) -> (Arc<MetadataImage>, Delta) {
         let mut next = image.clone();
         let mut delta = Delta::default();
-        next.apply(LogId::new(CommittedLeaderId::new(1, 1), index), &records, &mut delta);
+        next.apply(
+            LogId::new(CommittedLeaderId::new(1, 1), index),
+            &records,
+            &mut delta,
+        );
         (Arc::new(next), delta)
     }
 
-    fn topic(name: &str, id: Uuid, partitions: std::ops::Range<i32>, replicas: &[i32]) -> Vec<MetaRecord> {
+    fn topic(
+        name: &str,
+        id: Uuid,
+        partitions: std::ops::Range<i32>,
+        replicas: &[i32],
+    ) -> Vec<MetaRecord> {
         let mut r = vec![MetaRecord::Topic {
             name: name.into(),
             id,
@@ -772,8 +813,14 @@ mod tests {
         assert_eq!(t.partition_count(), 3);
         assert!(dir.path().join("a-2").exists());
         let l = t.partition(0).unwrap().leadership();
-        assert_eq!((l.role, l.leader_id, l.leader_epoch), (Role::Follower, 2, 1));
-        assert_eq!(t.configs().get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(
+            (l.role, l.leader_id, l.leader_epoch),
+            (Role::Follower, 2, 1)
+        );
+        assert_eq!(
+            t.configs().get("retention.ms").map(String::as_str),
+            Some("1000")
+        );
         assert!(r.get("b").is_none() && r.get_by_id(&b).is_none());
         assert!(!dir.path().join("b-0").exists());
 
@@ -803,23 +850,5 @@ mod tests {
         // Materializing an older image still takes the newest published one.
         r.materialize(&Arc::new(MetadataImage::default()));
         assert_eq!(r.get("t").unwrap().id, id);
-    }
-}
-
-impl Publisher for TopicRegistry {
-    fn publish(&self, image: &Arc<MetadataImage>, delta: &Delta) {
-        let mut published = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        published.latest = Some(image.clone());
-        if !published.materialized {
-            return;
-        }
-        for t in &delta.removed_topics {
-            self.remove_topic(&t.id);
-        }
-        for id in &delta.changed_topics {
-            if let Some(t) = image.topic(id) {
-                self.sync_topic(t);
-            }
-        }
     }
 }

@@ -218,11 +218,13 @@ pub fn replace_topic_configs(
             .map_err(|e| topic_failure(name, &crate::cluster::TopicError::InvalidConfig(e)))?;
     }
     broker
-        .submit_blocking(crate::meta::controller::ControllerRequest::AlterTopicConfigs {
-            name: name.to_string(),
-            configs: overrides,
-            validate_only,
-        })
+        .submit_blocking(
+            crate::meta::controller::ControllerRequest::AlterTopicConfigs {
+                name: name.to_string(),
+                configs: overrides,
+                validate_only,
+            },
+        )
         .map(|_| ())
         .map_err(|e| match e {
             crate::meta::controller::ControllerError::Topic(t) => topic_failure(name, &t),

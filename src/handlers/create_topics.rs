@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::alter_configs::skip_removed_config;
 use super::describe_configs::topic_entries;
 use super::{controller_failure, str_bytes, Broker, NONE};
-use crate::meta::controller::NewTopic;
 use crate::cluster::topic_config::TopicOverrides;
+use crate::meta::controller::NewTopic;
 
 pub async fn handle(
     broker: &Arc<Broker>,

@@ -70,7 +70,12 @@ fn delete_one(broker: &Broker, name: Option<String>, id: Uuid) -> DeletableTopic
         }
     };
     let result = result.with_name(Some(topic_name(name.clone())));
-    if broker.meta.image().topic_by_name(&name).is_some_and(|t| t.is_internal()) {
+    if broker
+        .meta
+        .image()
+        .topic_by_name(&name)
+        .is_some_and(|t| t.is_internal())
+    {
         return fail(
             result,
             ResponseError::InvalidTopicException,

@@ -7,7 +7,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_quorum_response::{
     Listener, Node, PartitionData, ReplicaState, TopicData,
 };
-use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
+};
 
 use super::{controller_failure, str_bytes, Broker};
 use crate::meta::controller::{ControllerRequest, ControllerResponse, ReplicaProgress};
@@ -15,10 +17,17 @@ use crate::meta::controller::{ControllerRequest, ControllerResponse, ReplicaProg
 /// The name Kafka gives the metadata log.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
 
-pub async fn handle(broker: &Broker, req: &DescribeQuorumRequest, version: i16) -> DescribeQuorumResponse {
+pub async fn handle(
+    broker: &Broker,
+    req: &DescribeQuorumRequest,
+    version: i16,
+) -> DescribeQuorumResponse {
     let state = match broker.meta.submit(ControllerRequest::DescribeQuorum).await {
         Ok(ControllerResponse::Quorum(q)) => Ok(q),
-        Ok(other) => Err((ResponseError::UnknownServerError, format!("unexpected answer {other:?}"))),
+        Ok(other) => Err((
+            ResponseError::UnknownServerError,
+            format!("unexpected answer {other:?}"),
+        )),
         Err(e) => Err(controller_failure(&e)),
     };
     let state = match state {
@@ -68,12 +77,14 @@ pub async fn handle(broker: &Broker, req: &DescribeQuorumRequest, version: i16) 
             .filter_map(|(id, addr)| {
                 let (host, port) = addr.rsplit_once(':')?;
                 Some(
-                    Node::default().with_node_id(BrokerId(*id as i32)).with_listeners(vec![
-                        Listener::default()
+                    Node::default()
+                        .with_node_id(BrokerId(*id as i32))
+                        .with_listeners(vec![Listener::default()
                             .with_name(str_bytes("CONTROLLER".to_string()))
-                            .with_host(str_bytes(host.trim_matches(|c| c == '[' || c == ']').to_string()))
-                            .with_port(port.parse().unwrap_or(0)),
-                    ]),
+                            .with_host(str_bytes(
+                                host.trim_matches(|c| c == '[' || c == ']').to_string(),
+                            ))
+                            .with_port(port.parse().unwrap_or(0))]),
                 )
             })
             .collect()

@@ -24,11 +24,11 @@ use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
 use super::{partition_error_code, str_bytes, wants_leader_hint, Broker, LeaderHints, NONE};
-use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
-use kafka_protocol::messages::BrokerId;
 use crate::cluster::{Partition, TopicRef};
 use crate::log::{cold, Isolation, LogError, ReadInfo, Records};
 use crate::threads;
+use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
+use kafka_protocol::messages::BrokerId;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -256,7 +256,12 @@ async fn read_partition(
     Ok(read)
 }
 
-fn respond(broker: &Broker, req: &FetchRequest, by_id: bool, partitions: Vec<Answered>) -> FetchAnswer {
+fn respond(
+    broker: &Broker,
+    req: &FetchRequest,
+    by_id: bool,
+    partitions: Vec<Answered>,
+) -> FetchAnswer {
     let mut topics: Vec<FetchableTopicResponse> = req
         .topics
         .iter()

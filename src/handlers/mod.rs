@@ -72,7 +72,11 @@ impl LeaderHints {
     }
 
     /// The partition's leader id and leader epoch, if it has a registered leader.
-    pub fn leader(&mut self, topic: crate::cluster::TopicRef<'_>, partition: i32) -> Option<(i32, i32)> {
+    pub fn leader(
+        &mut self,
+        topic: crate::cluster::TopicRef<'_>,
+        partition: i32,
+    ) -> Option<(i32, i32)> {
         let t = match topic {
             crate::cluster::TopicRef::Name(n) => self.image.topic_by_name(n),
             crate::cluster::TopicRef::Id(id) => self.image.topic(&id),
@@ -110,7 +114,8 @@ pub fn admin_controller_id(broker: &Broker) -> BrokerId {
 
 /// Whether an error is one KIP-951 answers with the current leader.
 pub fn wants_leader_hint(code: i16) -> bool {
-    code == ResponseError::NotLeaderOrFollower.code() || code == ResponseError::FencedLeaderEpoch.code()
+    code == ResponseError::NotLeaderOrFollower.code()
+        || code == ResponseError::FencedLeaderEpoch.code()
 }
 
 /// The Kafka error code and message for a controller's refusal.

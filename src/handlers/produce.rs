@@ -24,13 +24,13 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{partition_error_code, str_bytes, wants_leader_hint, Broker, LeaderHints, NONE};
-use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
-use kafka_protocol::messages::BrokerId;
 use crate::cluster::{topic_config, Topic, TopicRef};
 use crate::log::batch::{self, BatchError, BatchHeader};
 use crate::log::producer_state::SequenceError;
 use crate::log::validate::{self, Checked, Rejection};
 use crate::log::{AppendInfo, LogError, PartitionLog};
+use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
+use kafka_protocol::messages::BrokerId;
 
 /// An appended partition that must be durable before the answer: where its response is, the
 /// log, and the offset everything below which must be synced.
@@ -272,7 +272,8 @@ fn add_leader_hints(
                 continue;
             }
             let hints = hints.get_or_insert_with(|| LeaderHints::new(broker));
-            if let Some((leader, epoch)) = hints.leader(TopicRef::Name(t.name.0.as_str()), p.index) {
+            if let Some((leader, epoch)) = hints.leader(TopicRef::Name(t.name.0.as_str()), p.index)
+            {
                 p.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(leader))
                     .with_leader_epoch(epoch);

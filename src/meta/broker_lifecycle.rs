@@ -58,7 +58,10 @@ pub fn to_wire(request: &ControllerRequest) -> Option<Result<(i16, i16, Bytes), 
                 )
                 .with_rack(rack.clone().map(StrBytes::from_string))
                 .with_previous_broker_epoch(-1);
-            Some(encode(&r, REGISTRATION_VERSION).map(|b| (REGISTRATION_KEY, REGISTRATION_VERSION, b)))
+            Some(
+                encode(&r, REGISTRATION_VERSION)
+                    .map(|b| (REGISTRATION_KEY, REGISTRATION_VERSION, b)),
+            )
         }
         ControllerRequest::Heartbeat {
             id,
@@ -103,7 +106,14 @@ fn code_of(e: &ControllerError) -> i16 {
 /// Decodes the controller's answer to [`to_wire`]'s request. The index to wait for is the
 /// registration's epoch (its record's log index), 0 for a heartbeat.
 pub fn from_wire(api_key: i16, version: i16, mut body: Bytes) -> (ControllerResult, u64) {
-    let undecodable = |e: anyhow::Error| (Err(ControllerError::Internal(format!("undecodable controller answer: {e}"))), 0);
+    let undecodable = |e: anyhow::Error| {
+        (
+            Err(ControllerError::Internal(format!(
+                "undecodable controller answer: {e}"
+            ))),
+            0,
+        )
+    };
     if api_key == REGISTRATION_KEY {
         match BrokerRegistrationResponse::decode(&mut body, version) {
             Ok(r) if r.error_code == 0 => (
@@ -179,12 +189,13 @@ pub fn response_to_wire(api_key: i16, version: i16, result: &ControllerResult) -
         encode(&r, version).ok()
     } else {
         let r = match result {
-            Ok(ControllerResponse::Heartbeat { fenced, shutdown_ok }) => {
-                BrokerHeartbeatResponse::default()
-                    .with_is_caught_up(!*fenced)
-                    .with_is_fenced(*fenced)
-                    .with_should_shut_down(*shutdown_ok)
-            }
+            Ok(ControllerResponse::Heartbeat {
+                fenced,
+                shutdown_ok,
+            }) => BrokerHeartbeatResponse::default()
+                .with_is_caught_up(!*fenced)
+                .with_is_fenced(*fenced)
+                .with_should_shut_down(*shutdown_ok),
             Ok(_) => BrokerHeartbeatResponse::default()
                 .with_error_code(ResponseError::UnknownServerError.code()),
             Err(e) => BrokerHeartbeatResponse::default()

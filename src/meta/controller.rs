@@ -225,7 +225,8 @@ impl Controller {
     /// see the change (0 when nothing was written).
     pub async fn execute(&self, request: ControllerRequest) -> (ControllerResult, u64) {
         match &request {
-            ControllerRequest::Heartbeat { id, .. } | ControllerRequest::RegisterBroker { id, .. } => {
+            ControllerRequest::Heartbeat { id, .. }
+            | ControllerRequest::RegisterBroker { id, .. } => {
                 self.sessions().insert(*id, Instant::now());
             }
             _ => {}
@@ -242,9 +243,9 @@ impl Controller {
                 Ok(index) => {
                     let answer = match answer {
                         // A broker's epoch is the index of its registration record.
-                        ControllerResponse::Registered { .. } => {
-                            ControllerResponse::Registered { epoch: index as i64 }
-                        }
+                        ControllerResponse::Registered { .. } => ControllerResponse::Registered {
+                            epoch: index as i64,
+                        },
                         a => a,
                     };
                     (Ok(answer), index)
@@ -320,9 +321,9 @@ impl Controller {
         request: ControllerRequest,
     ) -> Result<Decision, ControllerError> {
         match request {
-            ControllerRequest::DescribeQuorum => {
-                Ok(Decision::Answer(ControllerResponse::Quorum(self.quorum_state())))
-            }
+            ControllerRequest::DescribeQuorum => Ok(Decision::Answer(ControllerResponse::Quorum(
+                self.quorum_state(),
+            ))),
             ControllerRequest::CreateTopic(t) => self.create_topic(image, t),
             ControllerRequest::DeleteTopic { name } => {
                 let topic = image
@@ -390,14 +391,14 @@ impl Controller {
                     return Err(ControllerError::InconsistentClusterId);
                 }
                 Ok(Decision::Records(
-                vec![MetaRecord::RegisterBroker {
-                    id,
-                    incarnation,
-                    endpoints,
-                    rack,
-                }],
-                ControllerResponse::Registered { epoch: 0 },
-            ))
+                    vec![MetaRecord::RegisterBroker {
+                        id,
+                        incarnation,
+                        endpoints,
+                        rack,
+                    }],
+                    ControllerResponse::Registered { epoch: 0 },
+                ))
             }
             ControllerRequest::Heartbeat {
                 id,
@@ -467,7 +468,11 @@ impl Controller {
         }
     }
 
-    fn create_topic(&self, image: &MetadataImage, t: NewTopic) -> Result<Decision, ControllerError> {
+    fn create_topic(
+        &self,
+        image: &MetadataImage,
+        t: NewTopic,
+    ) -> Result<Decision, ControllerError> {
         validate_name(&t.name)?;
         if image.names.contains_key(&t.name) {
             return Err(TopicError::AlreadyExists(t.name.clone()).into());
@@ -583,11 +588,7 @@ impl Controller {
 fn collision(image: &MetadataImage, name: &str) -> Option<String> {
     let norm = |n: &str| n.replace('.', "_");
     let wanted = norm(name);
-    image
-        .names
-        .keys()
-        .find(|n| norm(n) == wanted)
-        .cloned()
+    image.names.keys().find(|n| norm(n) == wanted).cloned()
 }
 
 fn check_count(count: i32) -> Result<(), ControllerError> {
@@ -722,7 +723,10 @@ fn summary(id: Uuid, topic: &super::image::TopicImage) -> TopicSummary {
     TopicSummary {
         id,
         partitions: topic.partitions.len() as i32,
-        replication_factor: topic.partitions.first().map_or(0, |p| p.replicas.len() as i16),
+        replication_factor: topic
+            .partitions
+            .first()
+            .map_or(0, |p| p.replicas.len() as i16),
         configs: topic.configs.clone(),
     }
 }

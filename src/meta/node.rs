@@ -13,6 +13,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
+use super::broker_lifecycle::{self, HEARTBEAT_KEY, REGISTRATION_KEY};
 use super::controller::{
     Controller, ControllerDefaults, ControllerError, ControllerRequest, ControllerResult,
 };
@@ -20,7 +21,6 @@ use super::image::MetadataImage;
 use super::network::{voters_digest, Network};
 use super::raft_log::LogStore;
 use super::rpc::{RpcClient, APPEND_ENTRIES, FORWARD, INSTALL_SNAPSHOT, VOTE};
-use super::broker_lifecycle::{self, HEARTBEAT_KEY, REGISTRATION_KEY};
 use super::service::handle_raft_rpc;
 use super::state_machine::{ImageCell, Publisher, StateMachine};
 use super::Raft;
@@ -108,7 +108,12 @@ impl MetaNode {
         } else {
             opts.voters.iter().cloned().collect()
         };
-        let digest = voters_digest(&voters.iter().map(|(i, a)| (*i, a.clone())).collect::<Vec<_>>());
+        let digest = voters_digest(
+            &voters
+                .iter()
+                .map(|(i, a)| (*i, a.clone()))
+                .collect::<Vec<_>>(),
+        );
         let dir = opts.dir.clone();
         let publisher = opts.publisher.clone();
         let opened = crate::threads::spawn_blocking(move || {
@@ -271,7 +276,9 @@ impl MetaNode {
             let leader = match self.controller_id() {
                 Some(l) => l,
                 None => {
-                    let _ = tokio::time::timeout(Duration::from_millis(500), self.wait_for_leader()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), self.wait_for_leader())
+                            .await;
                     continue;
                 }
             };
@@ -326,10 +333,29 @@ impl MetaNode {
             clients
                 .entry(id)
                 .or_insert_with(|| {
-                    Arc::new(RpcClient::new(addr, format!("ottla-broker-{}", self.node_id)))
+                    Arc::new(RpcClient::new(
+                        addr,
+                        format!("ottla-broker-{}", self.node_id),
+                    ))
                 })
                 .clone()
         };
+        // A controller that failed lately (killed, say) is backed off for up to a second:
+        // wait that out only while it still leads, so a newly elected controller is asked
+        // as soon as it is known.
+        if let Some(at) = client.backoff_until() {
+            let wait = at
+                .min(deadline)
+                .saturating_duration_since(tokio::time::Instant::now());
+            let moved = self
+                .raft
+                .wait(Some(wait))
+                .metrics(|m| m.current_leader != Some(id), "the controller to move")
+                .await;
+            if moved.is_ok() {
+                return Err(format!("controller {leader} is no longer the leader"));
+            }
+        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if let Some(wire) = broker_lifecycle::to_wire(request) {
             let (key, version, body) = wire.map_err(|e| e.to_string())?;
@@ -362,7 +388,8 @@ impl MetaNode {
             }
             FORWARD => self.handle_forward(body).await,
             REGISTRATION_KEY | HEARTBEAT_KEY => {
-                let Some(request) = broker_lifecycle::request_from_wire(api_key, version, body) else {
+                let Some(request) = broker_lifecycle::request_from_wire(api_key, version, body)
+                else {
                     tracing::warn!(api_key, version, "closing controller connection: undecodable broker registration or heartbeat");
                     return None;
                 };
@@ -374,7 +401,10 @@ impl MetaNode {
                 broker_lifecycle::response_to_wire(api_key, version, &result)
             }
             other => {
-                tracing::warn!(api_key = other, "closing controller connection: API not served on the controller listener");
+                tracing::warn!(
+                    api_key = other,
+                    "closing controller connection: API not served on the controller listener"
+                );
                 None
             }
         }
@@ -432,11 +462,16 @@ impl MetaNode {
             }
             let records = expired
                 .iter()
-                .map(|(id, epoch)| super::records::MetaRecord::FenceBroker { id: *id, epoch: *epoch })
+                .map(|(id, epoch)| super::records::MetaRecord::FenceBroker {
+                    id: *id,
+                    epoch: *epoch,
+                })
                 .collect();
             match self.controller.propose(records).await {
-                Ok(_) => tracing::warn!(brokers = ?expired.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                    timeout_ms = session_timeout.as_millis() as u64, "fenced brokers whose session expired"),
+                Ok(_) => {
+                    tracing::warn!(brokers = ?expired.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    timeout_ms = session_timeout.as_millis() as u64, "fenced brokers whose session expired")
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot fence brokers whose session expired"),
             }
         }

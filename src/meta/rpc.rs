@@ -129,6 +129,16 @@ impl RpcClient {
         &self.addr
     }
 
+    /// While this client backs off after a failed call (no connection, no call in flight),
+    /// the instant its next call will connect; None when a call would connect at once.
+    pub fn backoff_until(&self) -> Option<Instant> {
+        let state = self.state.try_lock().ok()?;
+        if state.stream.is_some() {
+            return None;
+        }
+        state.retry_at.filter(|at| *at > Instant::now())
+    }
+
     /// Sends one request (`body` is the encoded request after its header) and returns the
     /// response body (after its header). The whole call, waiting for the previous call and
     /// for a connection included, is bounded by `timeout` (`ErrorKind::TimedOut`). Any error

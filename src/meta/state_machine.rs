@@ -3,6 +3,9 @@
 //! leadership, on the blocking pool) and only then publishes the new image to readers, so a
 //! handler that finds a partition in the image finds its log. Snapshots are the image as
 //! JSON (`<data>/meta/raft/snapshot-<term>-<index>.json`, written temp+fsync+rename).
+// openraft's StorageError (over 200 bytes) is what its storage traits return; the helpers
+// here return it too rather than boxing it and converting back.
+#![allow(clippy::result_large_err)]
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -48,10 +51,7 @@ impl ImageCell {
 
     /// The current image (one request reads one image).
     pub fn current(&self) -> Arc<MetadataImage> {
-        self.image
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The log index the published image includes.
@@ -157,11 +157,14 @@ impl StateMachine {
         }
         self.cell.publish(image);
     }
-
 }
 
 /// Writes a snapshot file (temp+fsync+rename) and removes the older ones. Blocking.
-fn write_snapshot(dir: &Path, meta: &SnapshotMeta<u64, BasicNode>, image: &MetadataImage) -> Result<(), StorageError> {
+fn write_snapshot(
+    dir: &Path,
+    meta: &SnapshotMeta<u64, BasicNode>,
+    image: &MetadataImage,
+) -> Result<(), StorageError> {
     let file = SnapshotFile {
         meta: meta.clone(),
         image: image.clone(),
@@ -252,7 +255,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| io_error(ErrorVerb::Write, e))??;
         let data = Arc::new(data);
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), data.clone()));
-        tracing::info!(index = last.map_or(0, |l| l.index), bytes = data.len(), "metadata snapshot built");
+        tracing::info!(
+            index = last.map_or(0, |l| l.index),
+            bytes = data.len(),
+            "metadata snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new((*data).clone())),
@@ -280,7 +287,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             match &entry.payload {
                 EntryPayload::Blank => image.applied = Some(entry.log_id),
-                EntryPayload::Normal(batch) => image.apply(entry.log_id, &batch.records, &mut delta),
+                EntryPayload::Normal(batch) => {
+                    image.apply(entry.log_id, &batch.records, &mut delta)
+                }
                 EntryPayload::Membership(m) => {
                     image.applied = Some(entry.log_id);
                     self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -347,13 +356,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = meta.last_membership.clone();
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((meta.clone(), Arc::new(data)));
-        tracing::info!(index = meta.last_log_id.map_or(0, |l| l.index), "installed a metadata snapshot from the leader");
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            "installed a metadata snapshot from the leader"
+        );
         self.publish(image, delta).await;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let current = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(current.map(|(meta, data)| Snapshot {
             meta,
             snapshot: Box::new(Cursor::new((*data).clone())),

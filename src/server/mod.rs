@@ -139,10 +139,12 @@ impl Server {
                 let addr = *listen_addrs(spec)?
                     .first()
                     .ok_or_else(|| StartError::Address(spec.clone()))?;
-                let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
-                    addr: addr.to_string(),
-                    source: e,
-                })?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Bind {
+                        addr: addr.to_string(),
+                        source: e,
+                    })?;
                 let max_frame = config.max_frame_bytes;
                 let serve: Box<dyn FnOnce(Arc<crate::meta::node::MetaNode>) + Send> =
                     Box::new(move |node| {

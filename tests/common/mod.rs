@@ -116,6 +116,14 @@ impl Client {
         }
     }
 
+    /// As [`Client::connect`], `None` when nothing accepts the connection.
+    pub async fn try_connect(addr: SocketAddr) -> Option<Client> {
+        Some(Client {
+            stream: TcpStream::connect(addr).await.ok()?,
+            correlation_id: 0,
+        })
+    }
+
     pub async fn send<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
         self.try_send(req, version).await.expect("response")
     }

@@ -1,0 +1,326 @@
+//! Groups, transactions and producer ids on a 3-node cluster (tests/cluster): what must hold
+//! once the coordinators run on the leaders of their internal topics' partitions and producer
+//! ids come from the controller. Every test here is `#[ignore]`d until that work lands (run
+//! them with `cargo test --test cluster_coordinators -- --ignored`):
+//!
+//! - DEPENDS ON the coordinators on partition leaders: `every_broker_names_one_group_coordinator_and_offsets_follow_it`,
+//!   `every_broker_names_one_transaction_coordinator`;
+//! - DEPENDS ON producer ids allocated through the controller (AllocateProducerIds):
+//!   `producer_ids_are_unique_across_brokers`.
+
+mod cluster;
+mod common;
+
+use std::collections::BTreeSet;
+
+use cluster::{Cluster, SIGKILL, SIGTERM};
+use common::Client;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// The coordinator node broker `via` names for `key`.
+async fn coordinator(cluster: &Cluster, via: i32, key_type: i8, key: &str) -> i32 {
+    let mut c = cluster.client(via).await;
+    let r = c
+        .send(
+            &FindCoordinatorRequest::default()
+                .with_key(s(key))
+                .with_key_type(key_type),
+            3,
+        )
+        .await;
+    assert_eq!(
+        r.error_code, 0,
+        "FindCoordinator via {via}: {:?}",
+        r.error_message
+    );
+    r.node_id.0
+}
+
+/// Partition 0's leader of an internal topic, from node 1's Metadata.
+async fn internal_leader(cluster: &Cluster, topic: &str) -> i32 {
+    let md = cluster.metadata(1).await;
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .unwrap_or_else(|| panic!("{topic} is not in the metadata"));
+    t.partitions
+        .iter()
+        .find(|p| p.partition_index == 0)
+        .map(|p| p.leader_id.0)
+        .expect("partition 0")
+}
+
+fn commit(group: &str, topic: &str, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(common::topic_name(topic))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)
+                .with_committed_metadata(Some(s("m")))])])
+}
+
+async fn fetched(c: &mut Client, group: &str, topic: &str) -> (i16, i64) {
+    let r = c
+        .send(
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(common::topic_name(topic))
+                    .with_partition_indexes(vec![0])])),
+            7,
+        )
+        .await;
+    if r.error_code != 0 {
+        return (r.error_code, -1);
+    }
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.committed_offset)
+}
+
+async fn create(cluster: &Cluster, name: &str, partitions: i32, rf: i16) {
+    let mut c = cluster.client(1).await;
+    let r = c
+        .send(
+            &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                .with_name(common::topic_name(name))
+                .with_num_partitions(partitions)
+                .with_replication_factor(rf)]),
+            7,
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+}
+
+#[tokio::test]
+#[ignore = "DEPENDS ON the group coordinator on the leader of its __consumer_offsets partition"]
+async fn every_broker_names_one_group_coordinator_and_offsets_follow_it() {
+    let mut cluster = Cluster::start(3).await;
+    let all = [1, 2, 3];
+    create(&cluster, "offsets-t", 1, 3).await;
+    let mut named = BTreeSet::new();
+    for via in all {
+        named.insert(coordinator(&cluster, via, KEY_GROUP, "g").await);
+    }
+    assert_eq!(
+        named.len(),
+        1,
+        "every broker names the same coordinator: {named:?}"
+    );
+    let coord = *named.iter().next().expect("one");
+    assert_eq!(coord, internal_leader(&cluster, "__consumer_offsets").await);
+
+    let mut c = cluster.client(coord).await;
+    let r = c.send(&commit("g", "offsets-t", 42), 8).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetched(&mut c, "g", "offsets-t").await, (0, 42));
+    // A broker that does not coordinate the group says so.
+    for other in all.into_iter().filter(|&i| i != coord) {
+        let mut c = cluster.client(other).await;
+        let r = c.send(&commit("g", "offsets-t", 7), 8).await;
+        assert_eq!(
+            r.topics[0].partitions[0].error_code,
+            ResponseError::NotCoordinator.code(),
+            "commit through non-coordinator {other}"
+        );
+    }
+
+    // A clean restart of the coordinator keeps the offsets.
+    cluster.kill(coord, SIGTERM);
+    cluster.restart(coord).await;
+    cluster.wait_agree(&all, &all).await;
+    let coord_after = coordinator(&cluster, 1, KEY_GROUP, "g").await;
+    let mut c = cluster.client(coord_after).await;
+    assert_eq!(fetched(&mut c, "g", "offsets-t").await, (0, 42));
+
+    // Losing a broker that does not coordinate the group changes nothing for it.
+    let other = all
+        .into_iter()
+        .find(|&i| i != coord_after)
+        .expect("another node");
+    cluster.kill(other, SIGKILL);
+    let mut c = cluster.client(coord_after).await;
+    let r = c.send(&commit("g", "offsets-t", 43), 8).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetched(&mut c, "g", "offsets-t").await, (0, 43));
+}
+
+fn init_producer_id(transactional_id: Option<&str>) -> InitProducerIdRequest {
+    InitProducerIdRequest::default()
+        .with_transactional_id(transactional_id.map(|t| TransactionalId(s(t))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+#[tokio::test]
+#[ignore = "DEPENDS ON the transaction coordinator on the leader of its __transaction_state partition"]
+async fn every_broker_names_one_transaction_coordinator() {
+    let cluster = Cluster::start(3).await;
+    let all = [1, 2, 3];
+    let mut named = BTreeSet::new();
+    for via in all {
+        named.insert(coordinator(&cluster, via, KEY_TRANSACTION, "tx").await);
+    }
+    assert_eq!(
+        named.len(),
+        1,
+        "every broker names the same coordinator: {named:?}"
+    );
+    let coord = *named.iter().next().expect("one");
+    assert_eq!(
+        coord,
+        internal_leader(&cluster, "__transaction_state").await
+    );
+
+    let mut c = cluster.client(coord).await;
+    let first = c.send(&init_producer_id(Some("tx")), 4).await;
+    assert_eq!(first.error_code, 0);
+    let again = c.send(&init_producer_id(Some("tx")), 4).await;
+    assert_eq!(again.error_code, 0);
+    assert_eq!(
+        again.producer_id, first.producer_id,
+        "one transactional id, one producer id"
+    );
+    assert_eq!(
+        again.producer_epoch,
+        first.producer_epoch + 1,
+        "the epoch is bumped"
+    );
+    for other in all.into_iter().filter(|&i| i != coord) {
+        let mut c = cluster.client(other).await;
+        let r = c.send(&init_producer_id(Some("tx")), 4).await;
+        assert_eq!(
+            r.error_code,
+            ResponseError::NotCoordinator.code(),
+            "InitProducerId through non-coordinator {other}"
+        );
+    }
+}
+
+/// One idempotent batch (producer id, epoch, first sequence 0) holding `value`.
+fn idempotent_batch(producer_id: i64, epoch: i16, value: &[u8]) -> bytes::Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: 0,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(bytes::Bytes::copy_from_slice(value)),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("batch encodes");
+    buf.freeze()
+}
+
+#[tokio::test]
+#[ignore = "DEPENDS ON producer ids allocated through the controller (AllocateProducerIds): every broker hands out ids from its own local block today"]
+async fn producer_ids_are_unique_across_brokers() {
+    let cluster = Cluster::start(3).await;
+    let all = [1, 2, 3];
+    let mut ids = Vec::new();
+    for via in all {
+        let mut c = cluster.client(via).await;
+        for _ in 0..2 {
+            let r = c.send(&init_producer_id(None), 4).await;
+            assert_eq!(r.error_code, 0, "InitProducerId via {via}");
+            ids.push((via, r.producer_id.0, r.producer_epoch));
+        }
+    }
+    let distinct: BTreeSet<i64> = ids.iter().map(|(_, id, _)| *id).collect();
+
+    // What a clash costs: two idempotent producers, bootstrapped through brokers 1 and 2, each
+    // send their first batch (sequence 0) to one partition; both must be stored.
+    create(&cluster, "pid-clash", 1, 1).await;
+    let md = cluster.metadata(1).await;
+    let leader = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("pid-clash"))
+        .map(|t| t.partitions[0].leader_id.0)
+        .expect("pid-clash");
+    let (a, b) = (ids[0], ids[2]);
+    let mut c = cluster.client(leader).await;
+    let mut offsets = Vec::new();
+    for (who, (_, id, epoch)) in [("a", a), ("b", b)] {
+        let r = c
+            .send(
+                &common::produce_request(
+                    "pid-clash",
+                    0,
+                    -1,
+                    idempotent_batch(id, epoch, who.as_bytes()),
+                ),
+                9,
+            )
+            .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "producer {who} (id {id})");
+        offsets.push(p.base_offset);
+    }
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(common::topic_name("pid-clash"))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = c.send(&fetch, 12).await;
+    let mut data = r.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default();
+    let mut values = Vec::new();
+    while !data.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut data).expect("batches decode");
+        values.extend(set.records.into_iter().filter_map(|r| r.value));
+    }
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "producer ids handed out by brokers 1, 2, 3 (via, id, epoch): {ids:?}; the two producers' batches were acknowledged at offsets {offsets:?} and the partition holds {values:?}"
+    );
+    assert_eq!(
+        values.len(),
+        2,
+        "both producers' records are stored: {values:?}"
+    );
+}

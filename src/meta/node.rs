@@ -12,6 +12,7 @@ use bytes::Bytes;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::broker_lifecycle::{self, HEARTBEAT_KEY, REGISTRATION_KEY};
 use super::controller::{
@@ -158,17 +159,6 @@ impl MetaNode {
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| format!("cannot start the metadata quorum: {e}"))?;
-        if pristine {
-            let members: BTreeMap<u64, BasicNode> = voters
-                .iter()
-                .map(|(i, addr)| (*i, BasicNode { addr: addr.clone() }))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!(voters = voters.len(), "initialized the metadata quorum"),
-                // Another voter got there first and this node already took part.
-                Err(e) => tracing::info!(error = %e, "metadata quorum already initialized"),
-            }
-        }
         let controller = Controller::new(raft.clone(), cell.clone(), opts.defaults.clone());
         let node = Arc::new(MetaNode {
             raft,
@@ -184,6 +174,9 @@ impl MetaNode {
             serve(node.clone());
         }
         tokio::spawn(log_leader_changes(node.raft.metrics(), node_id));
+        if pristine {
+            node.initialize_if_alone(opts.election_timeout_ms.0).await;
+        }
         // Caught up: applied what was committed at the last stop (on a cluster of one, the
         // whole log: it commits it as soon as it leads again).
         let target = if node.voters.len() == 1 {
@@ -206,6 +199,40 @@ impl MetaNode {
             );
         }
         Ok(node)
+    }
+
+    /// A pristine voter initializes the quorum with the full configured membership, unless a
+    /// leader reaches it first. With peers it first listens for a moment (a random part of an
+    /// election timeout): a voter that starts after the others then joins the leader they
+    /// elected instead of campaigning against it, and voters started together rarely split
+    /// their first vote.
+    async fn initialize_if_alone(&self, election_timeout_min_ms: u64) {
+        if self.voters.len() > 1 {
+            let jitter = Uuid::new_v4().as_u128() as u64 % (election_timeout_min_ms / 2).max(1);
+            let listen = Duration::from_millis(election_timeout_min_ms / 4 + jitter);
+            let contacted = self
+                .raft
+                .wait(Some(listen))
+                .metrics(
+                    |m| m.current_leader.is_some() || m.vote.leader_id.term > 0,
+                    "contact from a peer",
+                )
+                .await;
+            if contacted.is_ok() {
+                tracing::info!("joined the metadata quorum the other voters formed");
+                return;
+            }
+        }
+        let members: BTreeMap<u64, BasicNode> = self
+            .voters
+            .iter()
+            .map(|(i, addr)| (*i, BasicNode { addr: addr.clone() }))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => tracing::info!(voters = self.voters.len(), "initialized the metadata quorum"),
+            // Another voter got there first and this node already took part.
+            Err(e) => tracing::info!(error = %e, "metadata quorum already initialized"),
+        }
     }
 
     /// Waits until some node leads the quorum (logged every 5 s while none does).

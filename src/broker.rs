@@ -3,25 +3,35 @@
 //! the data directory and closed cleanly. The server, the handlers and the maintenance
 //! timers all share one [`Broker`]; none of them owns it, and this module imports neither
 //! the network nor the handlers.
+//!
+//! The coordinators follow this broker's leadership of the internal topics' partitions: one
+//! group coordinator per `__consumer_offsets` partition and one transaction coordinator per
+//! `__transaction_state` partition it leads, loaded when it becomes leader and resigned when
+//! it stops (after every metadata change, [`follow_leadership`]).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::cluster::topics::{legacy_topics, retire_legacy_topics, LegacyTopic};
-use crate::cluster::{self, NodeInfo, Topic, TopicError, TopicRegistry};
+use crate::cluster::{self, NodeInfo, Role, Topic, TopicError, TopicRegistry};
 use crate::config::Config;
-use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
-use crate::log::PartitionLog;
+use crate::coordinator::partitions::{Load, Wanted};
+use crate::groups::{GroupConfig, GroupCoordinators, OFFSETS_TOPIC};
 use crate::meta::controller::{
     ControllerDefaults, ControllerError, ControllerRequest, ControllerResponse, NewTopic,
     TopicSummary,
 };
+use crate::meta::image::MetadataImage;
 use crate::meta::node::{MetaNode, MetaOptions};
 use crate::meta::records::{ConfigResource, Endpoint, MetaRecord, Overrides};
-use crate::txn::coordinator::{TxnCoordinator, TRANSACTION_TOPIC};
+use crate::txn::coordinator::TRANSACTION_TOPIC;
+use crate::txn::markers::MarkerChannel;
 use crate::txn::producer_ids::ProducerIdAllocator;
+use crate::txn::TxnCoordinators;
 
 /// Everything a handler may use: configuration, this node's identity, the topics.
 pub struct Broker {
@@ -33,8 +43,10 @@ pub struct Broker {
     /// to the active controller.
     pub meta: Arc<MetaNode>,
     pub producer_ids: ProducerIdAllocator,
-    pub groups: GroupCoordinator,
-    pub txns: TxnCoordinator,
+    /// One group coordinator per `__consumer_offsets` partition led here.
+    pub groups: Arc<GroupCoordinators>,
+    /// One transaction coordinator per `__transaction_state` partition led here.
+    pub txns: Arc<TxnCoordinators>,
     /// The time every deadline is computed from (group sessions and rebalances,
     /// transactions, the logs' `segment.ms` and `flush.ms`, retention and compaction, offset
     /// retention, timestamp bounds): the system's, or a manual one in tests.
@@ -42,8 +54,13 @@ pub struct Broker {
     /// This process's registration: a new incarnation per start, and the epoch the
     /// controller gave it.
     pub incarnation: Uuid,
-    pub broker_epoch: std::sync::atomic::AtomicI64,
+    pub broker_epoch: Arc<AtomicI64>,
     runtime: tokio::runtime::Handle,
+    /// Internal topics whose creation FindCoordinator asked for and the controller has not
+    /// answered yet (one request at a time per topic).
+    creating: Arc<Mutex<HashSet<&'static str>>>,
+    /// Dropped with the broker: stops the task that follows leadership.
+    _follower: tokio::sync::watch::Sender<bool>,
 }
 
 impl Broker {
@@ -105,37 +122,64 @@ impl Broker {
             .await
             .map_err(|e| e.to_string())?;
         if let (Some(dir), Some(_)) = (&data_dir, &legacy) {
-            retire_legacy_topics(dir).map_err(|e| format!("cannot retire meta/topics.json: {e}"))?;
+            retire_legacy_topics(dir)
+                .map_err(|e| format!("cannot retire meta/topics.json: {e}"))?;
             tracing::info!("migrated meta/topics.json into the metadata log");
         }
         if !config.memory {
             // From here on a crash is unclean until the next graceful shutdown.
             cluster::forget_clean_shutdown(&config.data_dir).map_err(|e| e.to_string())?;
         }
-        let producer_ids =
-            ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
-                .map_err(|e| e.to_string())?;
+        let broker_epoch = Arc::new(AtomicI64::new(0));
+        let producer_ids = ProducerIdAllocator::new(
+            meta.clone(),
+            config.node_id,
+            broker_epoch.clone(),
+            (!config.memory).then(|| config.data_dir.clone()),
+        )
+        .map_err(|e| e.to_string())?;
         let epoch = register(&meta, &config, incarnation, &host, port).await?;
-        for (name, configs) in internal_topics() {
-            if meta.image().topic_by_name(name).is_none() {
-                let created = meta
-                    .submit(ControllerRequest::CreateTopic(NewTopic {
-                        name: name.to_string(),
-                        partitions: Some(1),
-                        replication_factor: Some(1),
-                        assignments: None,
-                        configs,
-                        validate_only: false,
-                    }))
-                    .await;
-                match created {
-                    Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {}
-                    Err(e) => return Err(format!("cannot create {name}: {e}")),
+        broker_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+        if config.is_single_node() {
+            // A cluster of one has every broker it will have: the internal topics are created
+            // now (tens of milliseconds), so that its coordinators serve from the start.
+            // Several nodes create them on the first FindCoordinator, as Kafka does, once
+            // enough brokers are there for their replication factor.
+            for name in [OFFSETS_TOPIC, TRANSACTION_TOPIC] {
+                if meta.image().topic_by_name(name).is_none() {
+                    match meta
+                        .submit(ControllerRequest::CreateTopic(internal_topic(
+                            &config, name,
+                        )))
+                        .await
+                    {
+                        Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {}
+                        Err(e) => return Err(format!("cannot create {name}: {e}")),
+                    }
                 }
             }
         }
-        let groups = open_group_coordinator(&topics, &config, &clock)?;
-        let txns = open_txn_coordinator(&topics, &clock)?;
+        let groups = Arc::new(GroupCoordinators::new(group_config(&config), clock.clone()));
+        let txns = Arc::new(TxnCoordinators::new(
+            clock.clone(),
+            Arc::new(MarkerChannel::new(meta.clone(), runtime.clone())),
+        ));
+        // The coordinators of what this broker leads now are loaded before it serves.
+        let image = meta.image();
+        let loads = reconcile(&image, &topics, &groups, &txns, config.node_id);
+        run_loads(&groups, &txns, loads)
+            .await
+            .map_err(|e| format!("loading the coordinators: {e}"))?;
+        let (follower, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(follow_leadership(
+            meta.clone(),
+            topics.clone(),
+            groups.clone(),
+            txns.clone(),
+            config.node_id,
+            image.applied.map_or(0, |l| l.index),
+            stop,
+        ));
         Ok(Broker {
             groups,
             txns,
@@ -152,9 +196,39 @@ impl Broker {
             producer_ids,
             config,
             incarnation,
-            broker_epoch: std::sync::atomic::AtomicI64::new(epoch),
+            broker_epoch,
             runtime,
+            creating: Arc::default(),
+            _follower: follower,
         })
+    }
+
+    /// Asks the active controller to create internal topic `name` (`__consumer_offsets`,
+    /// `__transaction_state`) with its configured partitions and replication factor, in the
+    /// background: FindCoordinator answers COORDINATOR_NOT_AVAILABLE meanwhile, as Kafka's
+    /// auto-creation of internal topics does. A creation already asked for is not repeated.
+    pub fn create_internal_topic(&self, name: &'static str) {
+        {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if !creating.insert(name) {
+                return;
+            }
+        }
+        let (meta, creating) = (self.meta.clone(), self.creating.clone());
+        let topic = internal_topic(&self.config, name);
+        self.runtime.spawn(async move {
+            match meta.submit(ControllerRequest::CreateTopic(topic)).await {
+                Ok(_) => tracing::info!(topic = name, "created internal topic"),
+                Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {}
+                Err(e) => {
+                    tracing::info!(topic = name, error = %e, "cannot create internal topic yet")
+                }
+            }
+            creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        });
     }
 
     /// The last step of a graceful stop, once no request can append any more: syncs every
@@ -187,9 +261,22 @@ impl Broker {
             });
             match tokio::time::timeout(every * 2, beat).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered)) => {
-                    tracing::warn!(epoch, "the controller does not know this broker's epoch: registering again");
-                    match register(&self.meta, &self.config, self.incarnation, &self.node.host, self.node.port).await {
+                Ok(Err(
+                    ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered,
+                )) => {
+                    tracing::warn!(
+                        epoch,
+                        "the controller does not know this broker's epoch: registering again"
+                    );
+                    match register(
+                        &self.meta,
+                        &self.config,
+                        self.incarnation,
+                        &self.node.host,
+                        self.node.port,
+                    )
+                    .await
+                    {
                         Ok(e) => self.broker_epoch.store(e, Ordering::Relaxed),
                         Err(e) => tracing::warn!(error = %e, "registering again failed"),
                     }
@@ -220,7 +307,10 @@ impl Broker {
 
     /// Runs a controller request from a blocking-pool thread (the handlers of topic changes
     /// run there) and waits for its answer.
-    pub fn submit_blocking(&self, request: ControllerRequest) -> Result<ControllerResponse, ControllerError> {
+    pub fn submit_blocking(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerError> {
         self.runtime.block_on(self.meta.submit(request))
     }
 
@@ -228,7 +318,9 @@ impl Broker {
     pub fn create_topic(&self, t: NewTopic) -> Result<TopicSummary, ControllerError> {
         match self.submit_blocking(ControllerRequest::CreateTopic(t))? {
             ControllerResponse::Topic(s) => Ok(s),
-            other => Err(ControllerError::Internal(format!("unexpected answer {other:?}"))),
+            other => Err(ControllerError::Internal(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -284,7 +376,9 @@ impl Broker {
             validate_only: false,
         });
         match created {
-            Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => self.topics.get(name),
+            Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {
+                self.topics.get(name)
+            }
             Err(ControllerError::InvalidReplicationFactor(why)) => {
                 // Refused as CreateTopics refuses it; logged at debug, not per request.
                 tracing::debug!(topic = name, %why, "not auto-creating");
@@ -298,18 +392,34 @@ impl Broker {
     }
 }
 
-/// The internal topics every cluster has, with their configs.
-fn internal_topics() -> Vec<(&'static str, Overrides)> {
-    let compacted = || -> Overrides {
-        [("cleanup.policy", "compact"), ("segment.bytes", "104857600")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+/// The CreateTopics of internal topic `name`: compacted, with its configured partitions and
+/// replication factor (1 on a cluster of one).
+fn internal_topic(config: &Config, name: &str) -> NewTopic {
+    let (partitions, replication_factor) = if name == OFFSETS_TOPIC {
+        (
+            config.offsets_topic_num_partitions,
+            config.offsets_topic_effective_replication_factor(),
+        )
+    } else {
+        (
+            config.transaction_state_log_num_partitions,
+            config.transaction_state_log_effective_replication_factor(),
+        )
     };
-    vec![
-        (OFFSETS_TOPIC, compacted()),
-        (TRANSACTION_TOPIC, compacted()),
-    ]
+    NewTopic {
+        name: name.to_string(),
+        partitions: Some(partitions),
+        replication_factor: Some(replication_factor),
+        assignments: None,
+        configs: [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        validate_only: false,
+    }
 }
 
 /// The cluster id: the image's. A new cluster's first controller writes it (the configured
@@ -324,12 +434,20 @@ async fn establish_cluster(
     loop {
         if let Some(id) = meta.image().cluster_id.clone() {
             if let Some(wanted) = config.cluster_id.as_ref().filter(|w| **w != id) {
-                return Err(format!("cluster_id {wanted} is configured, but this node belongs to cluster {id}"));
+                return Err(format!(
+                    "cluster_id {wanted} is configured, but this node belongs to cluster {id}"
+                ));
             }
             if !config.memory {
                 let path = config.data_dir.join("meta").join("cluster_id");
-                if std::fs::read_to_string(&path).map(|s| s.trim().to_string()).ok().as_deref() != Some(&id) {
-                    crate::log::fsutil::write_atomically(&path, id.as_bytes()).map_err(|e| e.to_string())?;
+                if std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_string())
+                    .ok()
+                    .as_deref()
+                    != Some(&id)
+                {
+                    crate::log::fsutil::write_atomically(&path, id.as_bytes())
+                        .map_err(|e| e.to_string())?;
                 }
             }
             return Ok(id);
@@ -337,7 +455,12 @@ async fn establish_cluster(
         if meta.is_controller() {
             let id = cluster::resolve_cluster_id(config).map_err(|e| e.to_string())?;
             let mut records = vec![MetaRecord::ClusterId { id }];
-            records.extend(legacy.unwrap_or_default().iter().flat_map(|t| legacy_records(config.node_id, t)));
+            records.extend(
+                legacy
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|t| legacy_records(config.node_id, t)),
+            );
             match meta.controller.propose(records).await {
                 Ok(_) | Err(ControllerError::NotController(_)) => continue,
                 Err(e) => return Err(format!("cannot write the cluster id: {e}")),
@@ -412,42 +535,134 @@ async fn register(
         Ok(other) => tracing::warn!(answer = ?other, "still fenced after the first heartbeat"),
         Err(e) => tracing::warn!(error = %e, "first heartbeat failed"),
     }
-    tracing::info!(broker = config.node_id, epoch, "registered with the controller");
+    tracing::info!(
+        broker = config.node_id,
+        epoch,
+        "registered with the controller"
+    );
     Ok(epoch)
 }
 
-/// Partition 0 of an internal topic (created through the controller at start).
-fn internal_log(topics: &TopicRegistry, name: &str) -> Result<Arc<PartitionLog>, String> {
-    topics
-        .get(name)
-        .and_then(|t| t.partition(0))
-        .map(|p| p.log().clone())
-        .ok_or_else(|| format!("{name} has no partition 0 on this broker"))
+fn group_config(config: &Config) -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+        min_session_timeout_ms: config.group_min_session_timeout_ms,
+        max_session_timeout_ms: config.group_max_session_timeout_ms,
+        offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+    }
 }
 
-/// Creates `__transaction_state` if missing and loads the transactions from it.
-fn open_txn_coordinator(topics: &TopicRegistry, clock: &Clock) -> Result<TxnCoordinator, String> {
-    let log = internal_log(topics, TRANSACTION_TOPIC)?;
-    TxnCoordinator::open_with_clock(log, clock.clone())
-        .map_err(|e| format!("loading transaction state: {e}"))
-}
-
-/// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
-fn open_group_coordinator(
+/// The partitions of internal topic `name` that this broker leads: those the image gives it
+/// whose local replica leads (the registry applied the change before the image was
+/// published), with their leader epochs and logs; and the topic's partition count.
+fn led_here(
+    image: &MetadataImage,
     topics: &TopicRegistry,
-    config: &Config,
-    clock: &Clock,
-) -> Result<GroupCoordinator, String> {
-    let log = internal_log(topics, OFFSETS_TOPIC)?;
-    GroupCoordinator::open_with_clock(
-        log,
-        GroupConfig {
-            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            min_session_timeout_ms: config.group_min_session_timeout_ms,
-            max_session_timeout_ms: config.group_max_session_timeout_ms,
-            offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
-        },
-        clock.clone(),
-    )
-    .map_err(|e| format!("loading consumer groups: {e}"))
+    name: &str,
+    node_id: i32,
+) -> (i32, Vec<Wanted>) {
+    let Some(t) = image.topic_by_name(name) else {
+        return (0, Vec::new());
+    };
+    let local = topics.get_by_id(&t.id);
+    let wanted = t
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.leader == node_id)
+        .filter_map(|(i, _)| {
+            let part = local.as_ref()?.partition(i as i32)?;
+            let l = part.leadership();
+            (l.role == Role::Leader).then(|| Wanted {
+                partition: i as i32,
+                epoch: l.leader_epoch,
+                log: part.log().clone(),
+            })
+        })
+        .collect();
+    (t.partitions.len() as i32, wanted)
+}
+
+/// The loads of one reconciliation: group coordinators, then transaction coordinators.
+pub struct Loads {
+    groups: Vec<Load>,
+    txns: Vec<Load>,
+}
+
+/// Brings the coordinators in line with what this broker leads in `image`: coordinators
+/// that stop here are resigned at once; the loads to run are returned ([`run_loads`]).
+pub fn reconcile(
+    image: &MetadataImage,
+    topics: &TopicRegistry,
+    groups: &GroupCoordinators,
+    txns: &TxnCoordinators,
+    node_id: i32,
+) -> Loads {
+    let (count, wanted) = led_here(image, topics, OFFSETS_TOPIC, node_id);
+    let group_loads = groups.reconcile(count, &wanted);
+    let (count, wanted) = led_here(image, topics, TRANSACTION_TOPIC, node_id);
+    let txn_loads = txns.reconcile(count, &wanted);
+    if !group_loads.is_empty() || !txn_loads.is_empty() {
+        tracing::debug!(
+            groups = group_loads.len(),
+            transactions = txn_loads.len(),
+            "loading coordinators"
+        );
+    }
+    Loads {
+        groups: group_loads,
+        txns: txn_loads,
+    }
+}
+
+/// Runs the loads of a reconciliation on the blocking pool (replays of the partitions' logs),
+/// one after the other, and waits for them.
+pub async fn run_loads(
+    groups: &Arc<GroupCoordinators>,
+    txns: &Arc<TxnCoordinators>,
+    loads: Loads,
+) -> Result<(), tokio::task::JoinError> {
+    if loads.groups.is_empty() && loads.txns.is_empty() {
+        return Ok(());
+    }
+    let (groups, txns) = (groups.clone(), txns.clone());
+    crate::threads::spawn_blocking(move || {
+        for l in &loads.groups {
+            groups.load(l);
+        }
+        for l in &loads.txns {
+            txns.load(l);
+        }
+    })
+    .await
+}
+
+/// Follows every metadata change after index `seen`: coordinators of partitions that stop
+/// being led here are resigned, those of partitions newly led here (or at a new leader epoch)
+/// loaded, in the background (a later change does not wait for a long load; a load that a
+/// later change made stale is discarded). Ends when `stop` changes or its sender is dropped.
+async fn follow_leadership(
+    meta: Arc<MetaNode>,
+    topics: Arc<TopicRegistry>,
+    groups: Arc<GroupCoordinators>,
+    txns: Arc<TxnCoordinators>,
+    node_id: i32,
+    mut seen: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = meta.cell.wait_applied(seen + 1) => {}
+            _ = stop.changed() => return,
+        }
+        let image = meta.image();
+        seen = image.applied.map_or(seen + 1, |l| l.index).max(seen + 1);
+        let loads = reconcile(&image, &topics, &groups, &txns, node_id);
+        let (g, t) = (groups.clone(), txns.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run_loads(&g, &t, loads).await {
+                tracing::error!(error = %e, "loading coordinators failed");
+            }
+        });
+    }
 }

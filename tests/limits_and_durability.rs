@@ -87,7 +87,7 @@ async fn shutdown_aborts_connections_still_busy_after_the_grace_period() {
         "the stuck connection's task was aborted"
     );
     // The logs were closed before their final sync: nothing appends after it.
-    let log = inner.groups.log().clone();
+    let log = inner.groups.for_group("g").unwrap().log().clone();
     assert!(log.is_closed());
     let mut late = batch(&[b"late"], Compression::None).to_vec();
     assert!(log.append(&mut late, None).is_err());
@@ -133,7 +133,11 @@ async fn strings_too_long_for_internal_records_are_refused() {
         .await;
     assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
 
-    broker.broker.admin_create_topic("t", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("t", Some(1), Default::default())
+        .await
+        .unwrap();
     let commit = OffsetCommitRequest::default()
         .with_group_id(GroupId(s(&long)))
         .with_generation_id_or_member_epoch(-1)
@@ -148,7 +152,13 @@ async fn strings_too_long_for_internal_records_are_refused() {
         ResponseError::InvalidRequest.code()
     );
     assert!(
-        broker.broker.groups.describe(&long).is_none(),
+        broker
+            .broker
+            .groups
+            .for_group(&long)
+            .unwrap()
+            .describe(&long)
+            .is_none(),
         "nothing stored"
     );
 }
@@ -180,7 +190,11 @@ async fn fetch_responses_are_capped_by_fetch_max_bytes() {
         ..Config::default()
     })
     .await;
-    broker.broker.admin_create_topic("f", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("f", Some(1), Default::default())
+        .await
+        .unwrap();
     let mut c = broker.client().await;
     let value = vec![7u8; 1000];
     for _ in 0..20 {
@@ -218,12 +232,20 @@ async fn a_deleted_topics_handle_cannot_write_into_the_recreated_topic() {
     })
     .await;
     let topics = &broker.broker.topics;
-    broker.broker.admin_create_topic("d", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("d", Some(1), Default::default())
+        .await
+        .unwrap();
     let old = topics.get("d").unwrap().partition(0).unwrap().log().clone();
     let mut one = batch(&[b"x"], Compression::None).to_vec();
     old.append(&mut one, None).unwrap();
     broker.broker.admin_delete_topic("d").await.unwrap();
-    broker.broker.admin_create_topic("d", Some(1), Default::default()).await.unwrap();
+    broker
+        .broker
+        .admin_create_topic("d", Some(1), Default::default())
+        .await
+        .unwrap();
     let mut late = batch(&[b"late"], Compression::None).to_vec();
     assert!(matches!(
         old.append(&mut late, None),
@@ -267,7 +289,7 @@ async fn group_metadata_answers_wait_for_durability_under_fsync_always() {
         .with_generation_id(joined.generation_id)
         .with_member_id(joined.member_id.clone());
     assert_eq!(c.send(&sync, 3).await.error_code, 0);
-    let log = broker.broker.groups.log().clone();
+    let log = broker.broker.groups.for_group("dg").unwrap().log().clone();
     assert_eq!(
         log.durable_offset(),
         log.log_end_offset(),

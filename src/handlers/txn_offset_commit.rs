@@ -60,24 +60,30 @@ pub async fn handle(
     );
     let result = if !fit {
         Err(kafka_protocol::error::ResponseError::InvalidRequest)
+    } else if req.group_id.0.is_empty() {
+        Err(ResponseError::InvalidGroupId)
     } else {
-        Ok(())
+        broker.groups.for_group(req.group_id.0.as_str())
     };
     let result = result
-        .and_then(|()| {
-            broker
+        .and_then(|coordinator| {
+            match broker
                 .txns
                 .is_ongoing(req.transactional_id.0.as_str(), ident)
+            {
+                Ok(()) => Ok(coordinator),
+                // The transaction's coordinator is another broker: not verified here (Kafka
+                // asks it with AddPartitionsToTxn `verify_only`; not done yet).
+                Err(ResponseError::NotCoordinator) => Ok(coordinator),
                 // Kafka's group coordinator checks the producer through the transaction
                 // coordinator's verification, which answers a fenced producer with
                 // INVALID_PRODUCER_EPOCH (`AddPartitionsToTxnManager`), at every version.
-                .map_err(|e| match e {
-                    ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
-                    e => e,
-                })
+                Err(ResponseError::ProducerFenced) => Err(ResponseError::InvalidProducerEpoch),
+                Err(e) => Err(e),
+            }
         })
-        .map(|()| {
-            let (b, group) = (broker.clone(), req.group_id.0.to_string());
+        .map(|coordinator| {
+            let group = req.group_id.0.to_string();
             let member = member.map(|(generation, id, instance)| {
                 (generation, id.to_string(), instance.map(str::to_string))
             });
@@ -86,7 +92,7 @@ pub async fn handle(
                 let member = member.as_ref().map(|(generation, id, instance)| {
                     (*generation, id.as_str(), instance.as_deref())
                 });
-                b.groups.commit_txn_offsets(
+                coordinator.commit_txn_offsets(
                     &group,
                     ident.producer_id,
                     ident.producer_epoch,

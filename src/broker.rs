@@ -666,3 +666,246 @@ async fn follow_leadership(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::partitions::partition_for;
+    use crate::meta::image::Delta;
+    use crate::meta::state_machine::Publisher;
+    use crate::txn::coordinator::TxnState;
+    use crate::txn::markers::{Marker, RemoteMarkers};
+    use crate::txn::producer_ids::{BlockFuture, BlockSource};
+    use kafka_protocol::error::ResponseError;
+    use openraft::{CommittedLeaderId, LogId};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn apply(
+        image: &MetadataImage,
+        index: u64,
+        records: Vec<MetaRecord>,
+    ) -> (Arc<MetadataImage>, Delta) {
+        let mut next = image.clone();
+        let mut delta = Delta::default();
+        next.apply(
+            LogId::new(CommittedLeaderId::new(1, 1), index),
+            &records,
+            &mut delta,
+        );
+        (Arc::new(next), delta)
+    }
+
+    /// A topic whose partition `i` has replicas `replicas[i]`, the first one leading.
+    fn topic(name: &str, id: Uuid, replicas: &[&[i32]]) -> Vec<MetaRecord> {
+        let mut r = vec![MetaRecord::Topic {
+            name: name.into(),
+            id,
+        }];
+        r.extend(
+            replicas
+                .iter()
+                .enumerate()
+                .map(|(i, rs)| MetaRecord::Partition {
+                    topic_id: id,
+                    index: i as i32,
+                    replicas: rs.to_vec(),
+                    isr: rs.to_vec(),
+                    leader: rs[0],
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }),
+        );
+        r
+    }
+
+    fn move_leader(id: Uuid, index: i32, leader: i32) -> MetaRecord {
+        MetaRecord::PartitionChange {
+            topic_id: id,
+            index,
+            isr: None,
+            leader: Some(leader),
+            replicas: None,
+        }
+    }
+
+    /// A marker and the partitions it was sent for.
+    type Sent = (Marker, Vec<(String, i32)>);
+
+    /// Markers for other brokers, recorded; failing while `fail` is set.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<Sent>>,
+        fail: AtomicBool,
+    }
+
+    impl RemoteMarkers for Recorder {
+        fn write(&self, marker: &Marker, partitions: &[(String, i32)]) -> std::io::Result<()> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("broker 2 is away"));
+            }
+            self.sent
+                .lock()
+                .unwrap()
+                .push((*marker, partitions.to_vec()));
+            Ok(())
+        }
+    }
+
+    struct Counter(Mutex<i64>);
+
+    impl BlockSource for Counter {
+        fn next_block(&self, at_least: i64) -> BlockFuture<'_> {
+            let mut next = self.0.lock().unwrap();
+            let first = (*next).max(at_least);
+            *next = first + 1000;
+            Box::pin(async move { Ok((first, 1000)) })
+        }
+    }
+
+    /// A key of `partitions` partitions that lands on partition `p`.
+    fn key_on(prefix: &str, p: i32, partitions: i32) -> String {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| partition_for(k, partitions) == Some(p))
+            .unwrap()
+    }
+
+    /// Broker 1 of a hand-made two-broker image: it loads the coordinators of the internal
+    /// partitions it leads, answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS for the
+    /// others, resigns and loads as leaders move, and sends the markers of partitions broker 2
+    /// leads to the remote channel (the transaction staying prepared while that fails).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn coordinators_follow_leadership_and_markers_go_to_the_leaders() {
+        let config = Config {
+            memory: true,
+            node_id: 1,
+            ..Config::default()
+        };
+        let registry = Arc::new(TopicRegistry::open(&config, false).unwrap());
+        let (offsets, txn_state, data) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut records = topic(OFFSETS_TOPIC, offsets, &[&[1, 2], &[2, 1], &[1], &[2]]);
+        records.extend(topic(TRANSACTION_TOPIC, txn_state, &[&[1, 2], &[2]]));
+        records.extend(topic("d", data, &[&[1], &[2]]));
+        let (image, _) = apply(&MetadataImage::default(), 1, records);
+        registry.materialize(&image);
+
+        let groups = Arc::new(GroupCoordinators::new(
+            group_config(&config),
+            Clock::system(),
+        ));
+        let remote = Arc::new(Recorder::default());
+        let txns = Arc::new(TxnCoordinators::new(Clock::system(), remote.clone()));
+        let loads = reconcile(&image, &registry, &groups, &txns, 1);
+        assert_eq!((loads.groups.len(), loads.txns.len()), (2, 1));
+        let (g0, g1) = (key_on("g", 0, 4), key_on("g", 1, 4));
+        let err = |r: Result<Arc<crate::groups::GroupCoordinator>, ResponseError>| r.err();
+        assert_eq!(
+            err(groups.for_group(&g0)),
+            Some(ResponseError::CoordinatorLoadInProgress)
+        );
+        assert_eq!(
+            err(groups.for_group(&g1)),
+            Some(ResponseError::NotCoordinator)
+        );
+        run_loads(&groups, &txns, loads).await.unwrap();
+        assert_eq!(err(groups.for_group(&g0)), None);
+        assert_eq!(
+            err(groups.for_group(&g1)),
+            Some(ResponseError::NotCoordinator)
+        );
+        let active: Vec<i32> = groups.active().iter().map(|(p, _)| *p).collect();
+        assert_eq!(active, vec![0, 2]);
+        let (t0, t1) = (key_on("t", 0, 2), key_on("t", 1, 2));
+        assert!(txns.for_txn(&t0).is_ok());
+        assert_eq!(txns.for_txn(&t1).err(), Some(ResponseError::NotCoordinator));
+
+        // A transaction on partitions led here and by broker 2.
+        let ids = ProducerIdAllocator::with_source(Box::new(Counter(Mutex::new(0))), None).unwrap();
+        let (r, g, t, id) = (registry.clone(), groups.clone(), txns.clone(), t0.clone());
+        let ident = crate::threads::spawn_blocking(move || {
+            let p = t.init_producer_id(&r, &g, &ids, &id, 60_000, None).unwrap();
+            let spans = [
+                ("d".to_string(), 0),
+                ("d".to_string(), 1),
+                (OFFSETS_TOPIC.to_string(), 1),
+            ];
+            t.add_partitions(&id, p, &spans, None).unwrap();
+            p
+        })
+        .await
+        .unwrap();
+        assert_eq!(ident.producer_id, 0);
+        remote.fail.store(true, Ordering::Relaxed);
+        let end = |commit: bool| {
+            let (r, g, t, id) = (registry.clone(), groups.clone(), txns.clone(), t0.clone());
+            crate::threads::spawn_blocking(move || t.end_txn(&r, &g, &id, ident, commit))
+        };
+        assert_eq!(end(true).await.unwrap(), Ok(()), "decided once prepared");
+        let state = |t: &TxnCoordinators| t.describe(&t0).unwrap().state;
+        assert_eq!(
+            state(&txns),
+            TxnState::PrepareCommit,
+            "broker 2's markers owed"
+        );
+        let local = registry
+            .get("d")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log()
+            .clone();
+        assert_eq!(local.log_end_offset(), 1, "the local marker is written");
+        assert_eq!(
+            end(true).await.unwrap(),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        // Broker 2 is back: the timer finishes the transaction.
+        remote.fail.store(false, Ordering::Relaxed);
+        let (r, g, t) = (registry.clone(), groups.clone(), txns.clone());
+        crate::threads::spawn_blocking(move || t.tick(&r, &g, i64::MAX))
+            .await
+            .unwrap();
+        assert_eq!(state(&txns), TxnState::CompleteCommit);
+        let sent = remote.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        let (marker, parts) = &sent[0];
+        assert_eq!(
+            *marker,
+            Marker {
+                producer_id: ident.producer_id,
+                producer_epoch: ident.producer_epoch,
+                commit: true,
+                coordinator_epoch: 0,
+            }
+        );
+        assert_eq!(
+            parts,
+            &vec![(OFFSETS_TOPIC.to_string(), 1), ("d".to_string(), 1)]
+        );
+
+        // Leadership moves: __consumer_offsets 0 to broker 2, 1 to this broker (epoch 1);
+        // __transaction_state 0 to broker 2.
+        let (moved, delta) = apply(
+            &image,
+            2,
+            vec![
+                move_leader(offsets, 0, 2),
+                move_leader(offsets, 1, 1),
+                move_leader(txn_state, 0, 2),
+            ],
+        );
+        registry.publish(&moved, &delta);
+        let loads = reconcile(&moved, &registry, &groups, &txns, 1);
+        assert_eq!((loads.groups.len(), loads.txns.len()), (1, 0));
+        assert_eq!(
+            err(groups.for_group(&g0)),
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(txns.for_txn(&t0).err(), Some(ResponseError::NotCoordinator));
+        assert!(txns.describe(&t0).is_none());
+        run_loads(&groups, &txns, loads).await.unwrap();
+        assert_eq!(err(groups.for_group(&g1)), None);
+        let active: Vec<i32> = groups.active().iter().map(|(p, _)| *p).collect();
+        assert_eq!(active, vec![1, 2]);
+    }
+}

@@ -38,9 +38,12 @@ fn one(
     let outcome: Result<(), ResponseError> = if unknown {
         Err(ResponseError::UnknownTopicOrPartition)
     } else if verify_only {
-        match broker.txns.describe(transactional_id) {
-            Some(m) if wanted.iter().all(|w| m.partitions.contains(w)) => Ok(()),
-            _ => Err(ResponseError::InvalidTxnState),
+        match broker.txns.for_txn(transactional_id) {
+            Err(e) => Err(e),
+            Ok(c) => match c.describe(transactional_id) {
+                Some(m) if wanted.iter().all(|w| m.partitions.contains(w)) => Ok(()),
+                _ => Err(ResponseError::InvalidTxnState),
+            },
         }
     } else {
         broker

@@ -30,7 +30,9 @@ use crate::meta::node::{MetaNode, MetaOptions};
 use crate::meta::records::{ConfigResource, Endpoint, MetaRecord, Overrides};
 use crate::txn::coordinator::TRANSACTION_TOPIC;
 use crate::txn::markers::MarkerChannel;
+use crate::txn::peers::Peers;
 use crate::txn::producer_ids::ProducerIdAllocator;
+use crate::txn::verify::TxnVerifier;
 use crate::txn::TxnCoordinators;
 
 /// Everything a handler may use: configuration, this node's identity, the topics.
@@ -47,6 +49,9 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinators>,
     /// One transaction coordinator per `__transaction_state` partition led here.
     pub txns: Arc<TxnCoordinators>,
+    /// Asks a transactional id's coordinator (here or on another broker) whether a
+    /// partition is in a producer's ongoing transaction (KIP-890 verification).
+    pub txn_verifier: TxnVerifier,
     /// The time every deadline is computed from (group sessions and rebalances,
     /// transactions, the logs' `segment.ms` and `flush.ms`, retention and compaction, offset
     /// retention, timestamp bounds): the system's, or a manual one in tests.
@@ -160,9 +165,10 @@ impl Broker {
             }
         }
         let groups = Arc::new(GroupCoordinators::new(group_config(&config), clock.clone()));
+        let peers = Arc::new(Peers::new(meta.clone()));
         let txns = Arc::new(TxnCoordinators::new(
             clock.clone(),
-            Arc::new(MarkerChannel::new(meta.clone(), runtime.clone())),
+            Arc::new(MarkerChannel::with_peers(peers.clone(), runtime.clone())),
         ));
         // The coordinators of what this broker leads now are loaded before it serves.
         let image = meta.image();
@@ -183,6 +189,7 @@ impl Broker {
         Ok(Broker {
             groups,
             txns,
+            txn_verifier: TxnVerifier::new(peers),
             clock,
             node: NodeInfo {
                 node_id: config.node_id,
@@ -201,6 +208,21 @@ impl Broker {
             creating: Arc::default(),
             _follower: follower,
         })
+    }
+
+    /// Whether `topic`-`partition` is in the ongoing transaction of producer `p` of
+    /// `transactional_id`, at its coordinator (this broker's, or another's over the network):
+    /// see [`TxnVerifier::verify`].
+    pub async fn verify_transaction(
+        &self,
+        transactional_id: &str,
+        p: crate::txn::coordinator::ProducerIdent,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), kafka_protocol::error::ResponseError> {
+        self.txn_verifier
+            .verify(&self.txns, transactional_id, p, topic, partition)
+            .await
     }
 
     /// Asks the active controller to create internal topic `name` (`__consumer_offsets`,
@@ -657,7 +679,19 @@ async fn follow_leadership(
         }
         let image = meta.image();
         seen = image.applied.map_or(seen + 1, |l| l.index).max(seen + 1);
-        let loads = reconcile(&image, &topics, &groups, &txns, node_id);
+        // On the blocking pool (resigning takes the coordinators' shard locks, which their
+        // writes hold while they append), one change after the other, in log order.
+        let (r, g, t) = (topics.clone(), groups.clone(), txns.clone());
+        let loads =
+            match crate::threads::spawn_blocking(move || reconcile(&image, &r, &g, &t, node_id))
+                .await
+            {
+                Ok(loads) => loads,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconciling the coordinators failed");
+                    continue;
+                }
+            };
         let (g, t) = (groups.clone(), txns.clone());
         tokio::spawn(async move {
             if let Err(e) = run_loads(&g, &t, loads).await {

@@ -697,3 +697,49 @@ async fn data_directories_of_earlier_versions_keep_working() {
     );
     broker.stop().await;
 }
+
+/// KIP-890 verification: whether a partition is in a producer's ongoing transaction, asked of
+/// the coordinator here and over the wire (AddPartitionsToTxn v4 `verify_only` to the
+/// coordinator's broker, this one on a cluster of one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_verified_at_their_coordinator() {
+    use ottla::txn::coordinator::ProducerIdent;
+    let broker = TestBroker::memory().await;
+    let b = broker.broker.clone();
+    let mut c = broker.client().await;
+    b.admin_create_topic("t", Some(2), Default::default())
+        .await
+        .unwrap();
+    let pid = open_transaction(&mut c, "tx", "t").await;
+    let ident = |epoch| ProducerIdent {
+        producer_id: pid,
+        producer_epoch: epoch,
+    };
+    for remote in [false, true] {
+        let verify = |id: &'static str, p: ProducerIdent, partition: i32| {
+            let b = b.clone();
+            async move {
+                if remote {
+                    b.txn_verifier.verify_remote(id, p, "t", partition).await
+                } else {
+                    b.verify_transaction(id, p, "t", partition).await
+                }
+            }
+        };
+        assert_eq!(verify("tx", ident(0), 0).await, Ok(()), "remote: {remote}");
+        assert_eq!(
+            verify("tx", ident(0), 1).await,
+            Err(ResponseError::InvalidTxnState),
+            "not added"
+        );
+        assert_eq!(
+            verify("tx", ident(1), 0).await,
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            verify("nobody", ident(0), 0).await,
+            Err(ResponseError::InvalidProducerIdMapping)
+        );
+    }
+    broker.stop().await;
+}

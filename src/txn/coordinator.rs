@@ -442,6 +442,49 @@ impl TxnCoordinator {
             .map_err(refused)
     }
 
+    /// Whether every one of `partitions` is in the ongoing transaction of producer `p` of
+    /// `transactional_id` (AddPartitionsToTxn `verify_only`, Kafka's
+    /// `handleVerifyPartitionsInTransaction`): INVALID_PRODUCER_ID_MAPPING for another producer
+    /// id (or an unknown transactional id), PRODUCER_FENCED for another epoch,
+    /// CONCURRENT_TRANSACTIONS while the transaction ends, else per partition NONE or
+    /// INVALID_TXN_STATE (not added to the transaction).
+    pub fn verify_partitions(
+        &self,
+        transactional_id: &str,
+        p: ProducerIdent,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        self.runtime.read(|s| {
+            let m = s
+                .txns
+                .get(transactional_id)
+                .ok_or(ResponseError::InvalidProducerIdMapping)?;
+            if m.producer_id != p.producer_id {
+                return Err(ResponseError::InvalidProducerIdMapping);
+            }
+            if m.producer_epoch != p.producer_epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+            if matches!(
+                m.state,
+                TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+            ) {
+                return Err(ResponseError::ConcurrentTransactions);
+            }
+            let ongoing = m.state == TxnState::Ongoing;
+            Ok(partitions
+                .iter()
+                .map(|x| {
+                    if ongoing && m.partitions.contains(x) {
+                        Ok(())
+                    } else {
+                        Err(ResponseError::InvalidTxnState)
+                    }
+                })
+                .collect())
+        })
+    }
+
     /// Whether `p` is the current producer of `transactional_id` with an ongoing transaction
     /// (TxnOffsetCommit checks it).
     pub fn is_ongoing(

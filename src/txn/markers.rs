@@ -12,9 +12,9 @@
 //! completion handler does; any other failure (no leader, a leader away, loading) fails the
 //! write so that the transaction stays prepared and the timer tries again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,13 +27,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::peers::Peers;
 use crate::cluster::{Role, TopicRegistry};
 use crate::coordinator::partitions::Lookup;
 use crate::groups::{GroupCoordinators, OFFSETS_TOPIC};
 use crate::log::producer_state::SequenceError;
 use crate::log::LogError;
 use crate::meta::node::MetaNode;
-use crate::meta::rpc::RpcClient;
 
 /// The WriteTxnMarkers version ottla sends and serves (Kafka 4 serves only v1 and up).
 pub const WRITE_TXN_MARKERS_VERSION: i16 = 1;
@@ -201,36 +201,18 @@ impl Markers<'_> {
 /// client listener, from the metadata image's endpoints), one request per leader per
 /// transaction. Blocking callers (the coordinator runs on the blocking pool).
 pub struct MarkerChannel {
-    meta: Arc<MetaNode>,
-    node_id: i32,
+    peers: Arc<Peers>,
     runtime: tokio::runtime::Handle,
-    /// By broker id: the client and the address it calls.
-    clients: Mutex<HashMap<i32, Arc<RpcClient>>>,
 }
 
 impl MarkerChannel {
     pub fn new(meta: Arc<MetaNode>, runtime: tokio::runtime::Handle) -> MarkerChannel {
-        MarkerChannel {
-            node_id: meta.node_id(),
-            meta,
-            runtime,
-            clients: Mutex::new(HashMap::new()),
-        }
+        MarkerChannel::with_peers(Arc::new(Peers::new(meta)), runtime)
     }
 
-    fn client(&self, broker: i32, addr: String) -> Arc<RpcClient> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        match clients.get(&broker) {
-            Some(c) if c.addr() == addr => c.clone(),
-            _ => {
-                let c = Arc::new(RpcClient::new(
-                    addr,
-                    format!("ottla-txn-markers-{}", self.node_id),
-                ));
-                clients.insert(broker, c.clone());
-                c
-            }
-        }
+    /// A channel over connections shared with other broker-to-broker requests.
+    pub fn with_peers(peers: Arc<Peers>, runtime: tokio::runtime::Handle) -> MarkerChannel {
+        MarkerChannel { peers, runtime }
     }
 
     /// Writes `marker` on `partitions` at broker `leader` (one WriteTxnMarkers call to its
@@ -242,20 +224,8 @@ impl MarkerChannel {
         marker: &Marker,
         partitions: &[(String, i32)],
     ) -> io::Result<()> {
-        let image = self.meta.image();
-        let endpoint = image
-            .brokers
-            .get(&leader)
-            .filter(|b| !b.fenced)
-            .and_then(|b| b.endpoints.first())
-            .ok_or_else(|| io::Error::other(format!("broker {leader} is not alive")))?;
-        let addr = if endpoint.host.contains(':') {
-            format!("[{}]:{}", endpoint.host, endpoint.port)
-        } else {
-            format!("{}:{}", endpoint.host, endpoint.port)
-        };
         let body = encode_request(marker, partitions)?;
-        let client = self.client(leader, addr);
+        let client = self.peers.client(leader)?;
         let answer = self.runtime.block_on(client.call(
             ApiKey::WriteTxnMarkers as i16,
             WRITE_TXN_MARKERS_VERSION,
@@ -273,7 +243,12 @@ impl MarkerChannel {
                     match code {
                         None => {}
                         Some(ResponseError::UnknownTopicOrPartition)
-                            if self.meta.image().topic_by_name(t.name.0.as_str()).is_none() => {}
+                            if self
+                                .peers
+                                .meta()
+                                .image()
+                                .topic_by_name(t.name.0.as_str())
+                                .is_none() => {}
                         Some(c) if abandoned(c) => {
                             tracing::warn!(topic = %t.name.0, partition = p.partition_index, ?marker, error = ?c,
                                 "transaction marker fenced at the leader: abandoned");
@@ -327,7 +302,7 @@ fn encode_request(marker: &Marker, partitions: &[(String, i32)]) -> io::Result<B
 
 impl RemoteMarkers for MarkerChannel {
     fn write(&self, marker: &Marker, partitions: &[(String, i32)]) -> io::Result<()> {
-        let image = self.meta.image();
+        let image = self.peers.meta().image();
         let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         for (topic, partition) in partitions {
             let Some(t) = image.topic_by_name(topic) else {
@@ -344,7 +319,7 @@ impl RemoteMarkers for MarkerChannel {
                     "{topic}-{partition} has no leader"
                 )));
             }
-            if p.leader == self.node_id {
+            if p.leader == self.peers.node_id() {
                 // The image names this broker but its replica does not lead yet.
                 return Err(io::Error::other(format!(
                     "{topic}-{partition} is becoming led here"

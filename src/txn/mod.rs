@@ -8,10 +8,15 @@
 //! - `coordinators.rs`: `TxnCoordinators`, one coordinator per `__transaction_state` partition
 //!   this broker leads, and the routing of a transactional id to its coordinator.
 //! - `markers.rs`: where a transaction's markers go (here, or WriteTxnMarkers to the leader).
+//! - `verify.rs`: whether a partition is in a producer's ongoing transaction, at its
+//!   coordinator (here, or AddPartitionsToTxn `verify_only` to the coordinator's broker).
+//! - `peers.rs`: the connections to other brokers both use.
 
 pub mod coordinator;
 pub mod coordinators;
 pub mod markers;
+pub mod peers;
 pub mod producer_ids;
+pub mod verify;
 
 pub use coordinators::TxnCoordinators;

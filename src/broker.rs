@@ -3,25 +3,37 @@
 //! the data directory and closed cleanly. The server, the handlers and the maintenance
 //! timers all share one [`Broker`]; none of them owns it, and this module imports neither
 //! the network nor the handlers.
+//!
+//! The coordinators follow this broker's leadership of the internal topics' partitions: one
+//! group coordinator per `__consumer_offsets` partition and one transaction coordinator per
+//! `__transaction_state` partition it leads, loaded when it becomes leader and resigned when
+//! it stops (after every metadata change, [`follow_leadership`]).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::cluster::topics::{legacy_topics, retire_legacy_topics, LegacyTopic};
-use crate::cluster::{self, NodeInfo, Topic, TopicError, TopicRegistry};
+use crate::cluster::{self, NodeInfo, Role, Topic, TopicError, TopicRegistry};
 use crate::config::Config;
-use crate::groups::{GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
-use crate::log::PartitionLog;
+use crate::coordinator::partitions::{Load, Wanted};
+use crate::groups::{GroupConfig, GroupCoordinators, OFFSETS_TOPIC};
 use crate::meta::controller::{
     ControllerDefaults, ControllerError, ControllerRequest, ControllerResponse, NewTopic,
     TopicSummary,
 };
+use crate::meta::image::MetadataImage;
 use crate::meta::node::{MetaNode, MetaOptions};
 use crate::meta::records::{ConfigResource, Endpoint, MetaRecord, Overrides};
-use crate::txn::coordinator::{TxnCoordinator, TRANSACTION_TOPIC};
+use crate::txn::coordinator::TRANSACTION_TOPIC;
+use crate::txn::markers::MarkerChannel;
+use crate::txn::peers::Peers;
 use crate::txn::producer_ids::ProducerIdAllocator;
+use crate::txn::verify::TxnVerifier;
+use crate::txn::TxnCoordinators;
 
 /// Everything a handler may use: configuration, this node's identity, the topics.
 pub struct Broker {
@@ -33,8 +45,13 @@ pub struct Broker {
     /// to the active controller.
     pub meta: Arc<MetaNode>,
     pub producer_ids: ProducerIdAllocator,
-    pub groups: GroupCoordinator,
-    pub txns: TxnCoordinator,
+    /// One group coordinator per `__consumer_offsets` partition led here.
+    pub groups: Arc<GroupCoordinators>,
+    /// One transaction coordinator per `__transaction_state` partition led here.
+    pub txns: Arc<TxnCoordinators>,
+    /// Asks a transactional id's coordinator (here or on another broker) whether a
+    /// partition is in a producer's ongoing transaction (KIP-890 verification).
+    pub txn_verifier: TxnVerifier,
     /// The time every deadline is computed from (group sessions and rebalances,
     /// transactions, the logs' `segment.ms` and `flush.ms`, retention and compaction, offset
     /// retention, timestamp bounds): the system's, or a manual one in tests.
@@ -42,8 +59,13 @@ pub struct Broker {
     /// This process's registration: a new incarnation per start, and the epoch the
     /// controller gave it.
     pub incarnation: Uuid,
-    pub broker_epoch: std::sync::atomic::AtomicI64,
+    pub broker_epoch: Arc<AtomicI64>,
     runtime: tokio::runtime::Handle,
+    /// Internal topics whose creation FindCoordinator asked for and the controller has not
+    /// answered yet (one request at a time per topic).
+    creating: Arc<Mutex<HashSet<&'static str>>>,
+    /// Dropped with the broker: stops the task that follows leadership.
+    _follower: tokio::sync::watch::Sender<bool>,
 }
 
 impl Broker {
@@ -122,33 +144,61 @@ impl Broker {
             // From here on a crash is unclean until the next graceful shutdown.
             cluster::forget_clean_shutdown(&config.data_dir).map_err(|e| e.to_string())?;
         }
-        let producer_ids =
-            ProducerIdAllocator::open((!config.memory).then(|| config.data_dir.clone()))
-                .map_err(|e| e.to_string())?;
+        let broker_epoch = Arc::new(AtomicI64::new(0));
+        let producer_ids = ProducerIdAllocator::new(
+            meta.clone(),
+            config.node_id,
+            broker_epoch.clone(),
+            (!config.memory).then(|| config.data_dir.clone()),
+        )
+        .map_err(|e| e.to_string())?;
         let epoch = register(&meta, &config, &cluster_id, incarnation, &host, port).await?;
-        for (name, configs) in internal_topics() {
-            if meta.image().topic_by_name(name).is_none() {
-                let created = meta
-                    .submit(ControllerRequest::CreateTopic(NewTopic {
-                        name: name.to_string(),
-                        partitions: Some(1),
-                        replication_factor: Some(1),
-                        assignments: None,
-                        configs,
-                        validate_only: false,
-                    }))
-                    .await;
-                match created {
-                    Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {}
-                    Err(e) => return Err(format!("cannot create {name}: {e}")),
+        broker_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+        if config.is_single_node() {
+            // A cluster of one has every broker it will have: the internal topics are created
+            // now (tens of milliseconds), so that its coordinators serve from the start.
+            // Several nodes create them on the first FindCoordinator, as Kafka does, once
+            // enough brokers are there for their replication factor.
+            for name in [OFFSETS_TOPIC, TRANSACTION_TOPIC] {
+                if meta.image().topic_by_name(name).is_none() {
+                    match meta
+                        .submit(ControllerRequest::CreateTopic(internal_topic(
+                            &config, name,
+                        )))
+                        .await
+                    {
+                        Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {}
+                        Err(e) => return Err(format!("cannot create {name}: {e}")),
+                    }
                 }
             }
         }
-        let groups = open_group_coordinator(&topics, &config, &clock)?;
-        let txns = open_txn_coordinator(&topics, &clock)?;
+        let groups = Arc::new(GroupCoordinators::new(group_config(&config), clock.clone()));
+        let peers = Arc::new(Peers::new(meta.clone()));
+        let txns = Arc::new(TxnCoordinators::new(
+            clock.clone(),
+            Arc::new(MarkerChannel::with_peers(peers.clone(), runtime.clone())),
+        ));
+        // The coordinators of what this broker leads now are loaded before it serves.
+        let image = meta.image();
+        let loads = reconcile(&image, &topics, &groups, &txns, config.node_id);
+        run_loads(&groups, &txns, loads)
+            .await
+            .map_err(|e| format!("loading the coordinators: {e}"))?;
+        let (follower, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(follow_leadership(
+            meta.clone(),
+            topics.clone(),
+            groups.clone(),
+            txns.clone(),
+            config.node_id,
+            image.applied.map_or(0, |l| l.index),
+            stop,
+        ));
         Ok(Broker {
             groups,
             txns,
+            txn_verifier: TxnVerifier::new(peers),
             clock,
             node: NodeInfo {
                 node_id: config.node_id,
@@ -162,9 +212,54 @@ impl Broker {
             producer_ids,
             config,
             incarnation,
-            broker_epoch: std::sync::atomic::AtomicI64::new(epoch),
+            broker_epoch,
             runtime,
+            creating: Arc::default(),
+            _follower: follower,
         })
+    }
+
+    /// Whether `topic`-`partition` is in the ongoing transaction of producer `p` of
+    /// `transactional_id`, at its coordinator (this broker's, or another's over the network):
+    /// see [`TxnVerifier::verify`].
+    pub async fn verify_transaction(
+        &self,
+        transactional_id: &str,
+        p: crate::txn::coordinator::ProducerIdent,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), kafka_protocol::error::ResponseError> {
+        self.txn_verifier
+            .verify(&self.txns, transactional_id, p, topic, partition)
+            .await
+    }
+
+    /// Asks the active controller to create internal topic `name` (`__consumer_offsets`,
+    /// `__transaction_state`) with its configured partitions and replication factor, in the
+    /// background: FindCoordinator answers COORDINATOR_NOT_AVAILABLE meanwhile, as Kafka's
+    /// auto-creation of internal topics does. A creation already asked for is not repeated.
+    pub fn create_internal_topic(&self, name: &'static str) {
+        {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if !creating.insert(name) {
+                return;
+            }
+        }
+        let (meta, creating) = (self.meta.clone(), self.creating.clone());
+        let topic = internal_topic(&self.config, name);
+        self.runtime.spawn(async move {
+            match meta.submit(ControllerRequest::CreateTopic(topic)).await {
+                Ok(_) => tracing::info!(topic = name, "created internal topic"),
+                Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {}
+                Err(e) => {
+                    tracing::info!(topic = name, error = %e, "cannot create internal topic yet")
+                }
+            }
+            creating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        });
     }
 
     /// The last step of a graceful stop, once no request can append any more: syncs every
@@ -336,21 +431,34 @@ impl Broker {
     }
 }
 
-/// The internal topics every cluster has, with their configs.
-fn internal_topics() -> Vec<(&'static str, Overrides)> {
-    let compacted = || -> Overrides {
-        [
+/// The CreateTopics of internal topic `name`: compacted, with its configured partitions and
+/// replication factor (1 on a cluster of one).
+fn internal_topic(config: &Config, name: &str) -> NewTopic {
+    let (partitions, replication_factor) = if name == OFFSETS_TOPIC {
+        (
+            config.offsets_topic_num_partitions,
+            config.offsets_topic_effective_replication_factor(),
+        )
+    } else {
+        (
+            config.transaction_state_log_num_partitions,
+            config.transaction_state_log_effective_replication_factor(),
+        )
+    };
+    NewTopic {
+        name: name.to_string(),
+        partitions: Some(partitions),
+        replication_factor: Some(replication_factor),
+        assignments: None,
+        configs: [
             ("cleanup.policy", "compact"),
             ("segment.bytes", "104857600"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    };
-    vec![
-        (OFFSETS_TOPIC, compacted()),
-        (TRANSACTION_TOPIC, compacted()),
-    ]
+        .collect(),
+        validate_only: false,
+    }
 }
 
 /// The cluster id: the image's. A new cluster's first controller writes it (the configured
@@ -476,53 +584,381 @@ async fn register(
     Ok(epoch)
 }
 
-/// Partition 0 of an internal topic (created through the controller at start).
-/// TEMP: a node without partition 0 gets an in-memory log, until the coordinators run on
-/// the partition leaders.
-fn internal_log(
+fn group_config(config: &Config) -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+        min_session_timeout_ms: config.group_min_session_timeout_ms,
+        max_session_timeout_ms: config.group_max_session_timeout_ms,
+        offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+    }
+}
+
+/// The partitions of internal topic `name` that this broker leads: those the image gives it
+/// whose local replica leads (the registry applied the change before the image was
+/// published), with their leader epochs and logs; and the topic's partition count.
+fn led_here(
+    image: &MetadataImage,
     topics: &TopicRegistry,
     name: &str,
-    clock: &Clock,
-) -> Result<Arc<PartitionLog>, String> {
-    Ok(topics
-        .get(name)
-        .and_then(|t| t.partition(0))
-        .map(|p| p.log().clone())
-        .unwrap_or_else(|| {
-            tracing::warn!(
-                topic = name,
-                "TEMP: partition 0 is not local: coordinator on an in-memory log"
-            );
-            Arc::new(PartitionLog::in_memory_with_clock(
-                Default::default(),
-                clock.clone(),
-            ))
-        }))
+    node_id: i32,
+) -> (i32, Vec<Wanted>) {
+    let Some(t) = image.topic_by_name(name) else {
+        return (0, Vec::new());
+    };
+    let local = topics.get_by_id(&t.id);
+    let wanted = t
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.leader == node_id)
+        .filter_map(|(i, _)| {
+            let part = local.as_ref()?.partition(i as i32)?;
+            let l = part.leadership();
+            (l.role == Role::Leader).then(|| Wanted {
+                partition: i as i32,
+                epoch: l.leader_epoch,
+                log: part.log().clone(),
+            })
+        })
+        .collect();
+    (t.partitions.len() as i32, wanted)
 }
 
-/// Creates `__transaction_state` if missing and loads the transactions from it.
-fn open_txn_coordinator(topics: &TopicRegistry, clock: &Clock) -> Result<TxnCoordinator, String> {
-    let log = internal_log(topics, TRANSACTION_TOPIC, clock)?;
-    TxnCoordinator::open_with_clock(log, clock.clone())
-        .map_err(|e| format!("loading transaction state: {e}"))
+/// The loads of one reconciliation: group coordinators, then transaction coordinators.
+pub struct Loads {
+    groups: Vec<Load>,
+    txns: Vec<Load>,
 }
 
-/// Creates `__consumer_offsets` (compacted, internal) if missing and loads the groups from it.
-fn open_group_coordinator(
+/// Brings the coordinators in line with what this broker leads in `image`: coordinators
+/// that stop here are resigned at once; the loads to run are returned ([`run_loads`]).
+pub fn reconcile(
+    image: &MetadataImage,
     topics: &TopicRegistry,
-    config: &Config,
-    clock: &Clock,
-) -> Result<GroupCoordinator, String> {
-    let log = internal_log(topics, OFFSETS_TOPIC, clock)?;
-    GroupCoordinator::open_with_clock(
-        log,
-        GroupConfig {
-            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            min_session_timeout_ms: config.group_min_session_timeout_ms,
-            max_session_timeout_ms: config.group_max_session_timeout_ms,
-            offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
-        },
-        clock.clone(),
-    )
-    .map_err(|e| format!("loading consumer groups: {e}"))
+    groups: &GroupCoordinators,
+    txns: &TxnCoordinators,
+    node_id: i32,
+) -> Loads {
+    let (count, wanted) = led_here(image, topics, OFFSETS_TOPIC, node_id);
+    let group_loads = groups.reconcile(count, &wanted);
+    let (count, wanted) = led_here(image, topics, TRANSACTION_TOPIC, node_id);
+    let txn_loads = txns.reconcile(count, &wanted);
+    if !group_loads.is_empty() || !txn_loads.is_empty() {
+        tracing::debug!(
+            groups = group_loads.len(),
+            transactions = txn_loads.len(),
+            "loading coordinators"
+        );
+    }
+    Loads {
+        groups: group_loads,
+        txns: txn_loads,
+    }
+}
+
+/// Runs the loads of a reconciliation on the blocking pool (replays of the partitions' logs),
+/// one after the other, and waits for them.
+pub async fn run_loads(
+    groups: &Arc<GroupCoordinators>,
+    txns: &Arc<TxnCoordinators>,
+    loads: Loads,
+) -> Result<(), tokio::task::JoinError> {
+    if loads.groups.is_empty() && loads.txns.is_empty() {
+        return Ok(());
+    }
+    let (groups, txns) = (groups.clone(), txns.clone());
+    crate::threads::spawn_blocking(move || {
+        for l in &loads.groups {
+            groups.load(l);
+        }
+        for l in &loads.txns {
+            txns.load(l);
+        }
+    })
+    .await
+}
+
+/// Follows every metadata change after index `seen`: coordinators of partitions that stop
+/// being led here are resigned, those of partitions newly led here (or at a new leader epoch)
+/// loaded, in the background (a later change does not wait for a long load; a load that a
+/// later change made stale is discarded). Ends when `stop` changes or its sender is dropped.
+async fn follow_leadership(
+    meta: Arc<MetaNode>,
+    topics: Arc<TopicRegistry>,
+    groups: Arc<GroupCoordinators>,
+    txns: Arc<TxnCoordinators>,
+    node_id: i32,
+    mut seen: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = meta.cell.wait_applied(seen + 1) => {}
+            _ = stop.changed() => return,
+        }
+        let image = meta.image();
+        seen = image.applied.map_or(seen + 1, |l| l.index).max(seen + 1);
+        // On the blocking pool (resigning takes the coordinators' shard locks, which their
+        // writes hold while they append), one change after the other, in log order.
+        let (r, g, t) = (topics.clone(), groups.clone(), txns.clone());
+        let loads =
+            match crate::threads::spawn_blocking(move || reconcile(&image, &r, &g, &t, node_id))
+                .await
+            {
+                Ok(loads) => loads,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconciling the coordinators failed");
+                    continue;
+                }
+            };
+        let (g, t) = (groups.clone(), txns.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run_loads(&g, &t, loads).await {
+                tracing::error!(error = %e, "loading coordinators failed");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::partitions::partition_for;
+    use crate::meta::image::Delta;
+    use crate::meta::state_machine::Publisher;
+    use crate::txn::coordinator::TxnState;
+    use crate::txn::markers::{Marker, RemoteMarkers};
+    use crate::txn::producer_ids::{BlockFuture, BlockSource};
+    use kafka_protocol::error::ResponseError;
+    use openraft::{CommittedLeaderId, LogId};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn apply(
+        image: &MetadataImage,
+        index: u64,
+        records: Vec<MetaRecord>,
+    ) -> (Arc<MetadataImage>, Delta) {
+        let mut next = image.clone();
+        let mut delta = Delta::default();
+        next.apply(
+            LogId::new(CommittedLeaderId::new(1, 1), index),
+            &records,
+            &mut delta,
+        );
+        (Arc::new(next), delta)
+    }
+
+    /// A topic whose partition `i` has replicas `replicas[i]`, the first one leading.
+    fn topic(name: &str, id: Uuid, replicas: &[&[i32]]) -> Vec<MetaRecord> {
+        let mut r = vec![MetaRecord::Topic {
+            name: name.into(),
+            id,
+        }];
+        r.extend(
+            replicas
+                .iter()
+                .enumerate()
+                .map(|(i, rs)| MetaRecord::Partition {
+                    topic_id: id,
+                    index: i as i32,
+                    replicas: rs.to_vec(),
+                    isr: rs.to_vec(),
+                    leader: rs[0],
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }),
+        );
+        r
+    }
+
+    fn move_leader(id: Uuid, index: i32, leader: i32) -> MetaRecord {
+        MetaRecord::PartitionChange {
+            topic_id: id,
+            index,
+            isr: None,
+            leader: Some(leader),
+            replicas: None,
+        }
+    }
+
+    /// A marker and the partitions it was sent for.
+    type Sent = (Marker, Vec<(String, i32)>);
+
+    /// Markers for other brokers, recorded; failing while `fail` is set.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<Sent>>,
+        fail: AtomicBool,
+    }
+
+    impl RemoteMarkers for Recorder {
+        fn write(&self, marker: &Marker, partitions: &[(String, i32)]) -> std::io::Result<()> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("broker 2 is away"));
+            }
+            self.sent
+                .lock()
+                .unwrap()
+                .push((*marker, partitions.to_vec()));
+            Ok(())
+        }
+    }
+
+    struct Counter(Mutex<i64>);
+
+    impl BlockSource for Counter {
+        fn next_block(&self, at_least: i64) -> BlockFuture<'_> {
+            let mut next = self.0.lock().unwrap();
+            let first = (*next).max(at_least);
+            *next = first + 1000;
+            Box::pin(async move { Ok((first, 1000)) })
+        }
+    }
+
+    /// A key of `partitions` partitions that lands on partition `p`.
+    fn key_on(prefix: &str, p: i32, partitions: i32) -> String {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| partition_for(k, partitions) == Some(p))
+            .unwrap()
+    }
+
+    /// Broker 1 of a hand-made two-broker image: it loads the coordinators of the internal
+    /// partitions it leads, answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS for the
+    /// others, resigns and loads as leaders move, and sends the markers of partitions broker 2
+    /// leads to the remote channel (the transaction staying prepared while that fails).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn coordinators_follow_leadership_and_markers_go_to_the_leaders() {
+        let config = Config {
+            memory: true,
+            node_id: 1,
+            ..Config::default()
+        };
+        let registry = Arc::new(TopicRegistry::open(&config, false).unwrap());
+        let (offsets, txn_state, data) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut records = topic(OFFSETS_TOPIC, offsets, &[&[1, 2], &[2, 1], &[1], &[2]]);
+        records.extend(topic(TRANSACTION_TOPIC, txn_state, &[&[1, 2], &[2]]));
+        records.extend(topic("d", data, &[&[1], &[2]]));
+        let (image, _) = apply(&MetadataImage::default(), 1, records);
+        registry.materialize(&image);
+
+        let groups = Arc::new(GroupCoordinators::new(
+            group_config(&config),
+            Clock::system(),
+        ));
+        let remote = Arc::new(Recorder::default());
+        let txns = Arc::new(TxnCoordinators::new(Clock::system(), remote.clone()));
+        let loads = reconcile(&image, &registry, &groups, &txns, 1);
+        assert_eq!((loads.groups.len(), loads.txns.len()), (2, 1));
+        let (g0, g1) = (key_on("g", 0, 4), key_on("g", 1, 4));
+        let err = |r: Result<Arc<crate::groups::GroupCoordinator>, ResponseError>| r.err();
+        assert_eq!(
+            err(groups.for_group(&g0)),
+            Some(ResponseError::CoordinatorLoadInProgress)
+        );
+        assert_eq!(
+            err(groups.for_group(&g1)),
+            Some(ResponseError::NotCoordinator)
+        );
+        run_loads(&groups, &txns, loads).await.unwrap();
+        assert_eq!(err(groups.for_group(&g0)), None);
+        assert_eq!(
+            err(groups.for_group(&g1)),
+            Some(ResponseError::NotCoordinator)
+        );
+        let active: Vec<i32> = groups.active().iter().map(|(p, _)| *p).collect();
+        assert_eq!(active, vec![0, 2]);
+        let (t0, t1) = (key_on("t", 0, 2), key_on("t", 1, 2));
+        assert!(txns.for_txn(&t0).is_ok());
+        assert_eq!(txns.for_txn(&t1).err(), Some(ResponseError::NotCoordinator));
+
+        // A transaction on partitions led here and by broker 2.
+        let ids = ProducerIdAllocator::with_source(Box::new(Counter(Mutex::new(0))), None).unwrap();
+        let (r, g, t, id) = (registry.clone(), groups.clone(), txns.clone(), t0.clone());
+        let ident = crate::threads::spawn_blocking(move || {
+            let p = t.init_producer_id(&r, &g, &ids, &id, 60_000, None).unwrap();
+            let spans = [
+                ("d".to_string(), 0),
+                ("d".to_string(), 1),
+                (OFFSETS_TOPIC.to_string(), 1),
+            ];
+            t.add_partitions(&id, p, &spans, None).unwrap();
+            p
+        })
+        .await
+        .unwrap();
+        assert_eq!(ident.producer_id, 0);
+        remote.fail.store(true, Ordering::Relaxed);
+        let end = |commit: bool| {
+            let (r, g, t, id) = (registry.clone(), groups.clone(), txns.clone(), t0.clone());
+            crate::threads::spawn_blocking(move || t.end_txn(&r, &g, &id, ident, commit))
+        };
+        assert_eq!(end(true).await.unwrap(), Ok(()), "decided once prepared");
+        let state = |t: &TxnCoordinators| t.describe(&t0).unwrap().state;
+        assert_eq!(
+            state(&txns),
+            TxnState::PrepareCommit,
+            "broker 2's markers owed"
+        );
+        let local = registry
+            .get("d")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log()
+            .clone();
+        assert_eq!(local.log_end_offset(), 1, "the local marker is written");
+        assert_eq!(
+            end(true).await.unwrap(),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        // Broker 2 is back: the timer finishes the transaction.
+        remote.fail.store(false, Ordering::Relaxed);
+        let (r, g, t) = (registry.clone(), groups.clone(), txns.clone());
+        crate::threads::spawn_blocking(move || t.tick(&r, &g, i64::MAX))
+            .await
+            .unwrap();
+        assert_eq!(state(&txns), TxnState::CompleteCommit);
+        let sent = remote.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        let (marker, parts) = &sent[0];
+        assert_eq!(
+            *marker,
+            Marker {
+                producer_id: ident.producer_id,
+                producer_epoch: ident.producer_epoch,
+                commit: true,
+                coordinator_epoch: 0,
+            }
+        );
+        assert_eq!(
+            parts,
+            &vec![(OFFSETS_TOPIC.to_string(), 1), ("d".to_string(), 1)]
+        );
+
+        // Leadership moves: __consumer_offsets 0 to broker 2, 1 to this broker (epoch 1);
+        // __transaction_state 0 to broker 2.
+        let (moved, delta) = apply(
+            &image,
+            2,
+            vec![
+                move_leader(offsets, 0, 2),
+                move_leader(offsets, 1, 1),
+                move_leader(txn_state, 0, 2),
+            ],
+        );
+        registry.publish(&moved, &delta);
+        let loads = reconcile(&moved, &registry, &groups, &txns, 1);
+        assert_eq!((loads.groups.len(), loads.txns.len()), (1, 0));
+        assert_eq!(
+            err(groups.for_group(&g0)),
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(txns.for_txn(&t0).err(), Some(ResponseError::NotCoordinator));
+        assert!(txns.describe(&t0).is_none());
+        run_loads(&groups, &txns, loads).await.unwrap();
+        assert_eq!(err(groups.for_group(&g1)), None);
+        let active: Vec<i32> = groups.active().iter().map(|(p, _)| *p).collect();
+        assert_eq!(active, vec![1, 2]);
+    }
 }

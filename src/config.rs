@@ -139,6 +139,19 @@ pub struct Config {
     /// A broker without a heartbeat for this long is fenced (Kafka's
     /// `broker.session.timeout.ms`).
     pub broker_session_timeout_ms: u64,
+    /// Partitions of `__consumer_offsets` when it is created (Kafka's
+    /// `offsets.topic.num.partitions`); a group's coordinator is the leader of partition
+    /// `abs(hash(group id)) % partitions` of the topic as it exists.
+    pub offsets_topic_num_partitions: i32,
+    /// Replication factor of `__consumer_offsets` when it is created (Kafka's
+    /// `offsets.topic.replication.factor`); a cluster of one uses 1.
+    pub offsets_topic_replication_factor: i16,
+    /// Partitions of `__transaction_state` when it is created (Kafka's
+    /// `transaction.state.log.num.partitions`).
+    pub transaction_state_log_num_partitions: i32,
+    /// Replication factor of `__transaction_state` when it is created (Kafka's
+    /// `transaction.state.log.replication.factor`); a cluster of one uses 1.
+    pub transaction_state_log_replication_factor: i16,
 }
 
 /// One of [`Config::process_roles`].
@@ -362,6 +375,10 @@ impl Default for Config {
             max_open_segment_files: crate::log::open_files::DEFAULT_MAX_OPEN_SEGMENT_FILES,
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 3,
         }
     }
 }
@@ -509,6 +526,37 @@ impl Config {
                 "log_segment_bytes must be in [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}], log_index_interval_bytes ≥ 1"
             ));
         }
+        for (name, partitions) in [
+            (
+                "offsets_topic_num_partitions",
+                self.offsets_topic_num_partitions,
+            ),
+            (
+                "transaction_state_log_num_partitions",
+                self.transaction_state_log_num_partitions,
+            ),
+        ] {
+            if !(1..=crate::cluster::topics::PARTITIONS_MAX).contains(&partitions) {
+                return bad(format!(
+                    "{name} must be in [1, {}], not {partitions}",
+                    crate::cluster::topics::PARTITIONS_MAX
+                ));
+            }
+        }
+        for (name, rf) in [
+            (
+                "offsets_topic_replication_factor",
+                self.offsets_topic_replication_factor,
+            ),
+            (
+                "transaction_state_log_replication_factor",
+                self.transaction_state_log_replication_factor,
+            ),
+        ] {
+            if rf < 1 {
+                return bad(format!("{name} must be ≥ 1, not {rf}"));
+            }
+        }
         if self.fetch_max_bytes < FETCH_MAX_BYTES_MIN {
             return bad(format!("fetch_max_bytes must be ≥ {FETCH_MAX_BYTES_MIN}"));
         }
@@ -606,6 +654,30 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A cluster of one: no voters, or this node the only one.
+    pub fn is_single_node(&self) -> bool {
+        self.controller_quorum_voters.len() <= 1
+    }
+
+    /// The replication factor `__consumer_offsets` is created with: the configured one, or 1
+    /// on a cluster of one (which has no other broker to place replicas on).
+    pub fn offsets_topic_effective_replication_factor(&self) -> i16 {
+        if self.is_single_node() {
+            self.offsets_topic_replication_factor.min(1)
+        } else {
+            self.offsets_topic_replication_factor
+        }
+    }
+
+    /// As [`Config::offsets_topic_effective_replication_factor`], for `__transaction_state`.
+    pub fn transaction_state_log_effective_replication_factor(&self) -> i16 {
+        if self.is_single_node() {
+            self.transaction_state_log_replication_factor.min(1)
+        } else {
+            self.transaction_state_log_replication_factor
+        }
     }
 
     pub fn is_broker(&self) -> bool {
@@ -734,6 +806,62 @@ mod tests {
         assert_eq!(c.default_replication_factor, 1);
         assert_eq!(c.min_insync_replicas, 1);
         assert!(c.validate().is_ok());
+    }
+
+    /// Kafka's defaults for the internal topics; a cluster of one creates them with one
+    /// replica whatever is configured.
+    #[test]
+    fn internal_topics_default_to_kafkas_and_one_replica_on_a_cluster_of_one() {
+        let c = Config::default();
+        assert_eq!(
+            (
+                c.offsets_topic_num_partitions,
+                c.offsets_topic_replication_factor,
+                c.transaction_state_log_num_partitions,
+                c.transaction_state_log_replication_factor
+            ),
+            (50, 3, 50, 3)
+        );
+        assert!(c.is_single_node());
+        assert_eq!(c.offsets_topic_effective_replication_factor(), 1);
+        assert_eq!(c.transaction_state_log_effective_replication_factor(), 1);
+        let voter = |id| Voter {
+            id,
+            host: "localhost".into(),
+            port: 9093 + id as u16,
+        };
+        let three = Config {
+            controller_quorum_voters: vec![voter(1), voter(2), voter(3)],
+            controller_listen: Some("localhost:9094".into()),
+            ..Config::default()
+        };
+        assert!(!three.is_single_node());
+        assert_eq!(three.offsets_topic_effective_replication_factor(), 3);
+        assert_eq!(
+            three.transaction_state_log_effective_replication_factor(),
+            3
+        );
+        for bad in [
+            "offsets_topic_num_partitions = 0",
+            "transaction_state_log_num_partitions = 0",
+            "offsets_topic_replication_factor = 0",
+            "transaction_state_log_replication_factor = -1",
+        ] {
+            figment::Jail::expect_with(|jail| {
+                assert!(load_toml(jail, bad).is_err(), "{bad}");
+                Ok(())
+            });
+        }
+        figment::Jail::expect_with(|jail| {
+            let c = load_toml(
+                jail,
+                "offsets_topic_num_partitions = 1\ntransaction_state_log_replication_factor = 2\n",
+            )
+            .expect("valid");
+            assert_eq!(c.offsets_topic_num_partitions, 1);
+            assert_eq!(c.transaction_state_log_effective_replication_factor(), 1);
+            Ok(())
+        });
     }
 
     #[test]

@@ -87,7 +87,7 @@ async fn shutdown_aborts_connections_still_busy_after_the_grace_period() {
         "the stuck connection's task was aborted"
     );
     // The logs were closed before their final sync: nothing appends after it.
-    let log = inner.groups.log().clone();
+    let log = inner.groups.for_group("g").unwrap().log().clone();
     assert!(log.is_closed());
     let mut late = batch(&[b"late"], Compression::None).to_vec();
     assert!(log.append(&mut late, None).is_err());
@@ -152,7 +152,13 @@ async fn strings_too_long_for_internal_records_are_refused() {
         ResponseError::InvalidRequest.code()
     );
     assert!(
-        broker.broker.groups.describe(&long).is_none(),
+        broker
+            .broker
+            .groups
+            .for_group(&long)
+            .unwrap()
+            .describe(&long)
+            .is_none(),
         "nothing stored"
     );
 }
@@ -283,7 +289,7 @@ async fn group_metadata_answers_wait_for_durability_under_fsync_always() {
         .with_generation_id(joined.generation_id)
         .with_member_id(joined.member_id.clone());
     assert_eq!(c.send(&sync, 3).await.error_code, 0);
-    let log = broker.broker.groups.log().clone();
+    let log = broker.broker.groups.for_group("dg").unwrap().log().clone();
     assert_eq!(
         log.durable_offset(),
         log.log_end_offset(),

@@ -241,7 +241,13 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
             )
             .await;
         assert_eq!(alter.responses[0].error_code, 0);
-        let before_commits = broker.broker.groups.log().log_end_offset();
+        let before_commits = broker
+            .broker
+            .groups
+            .for_group("committer")
+            .unwrap()
+            .log()
+            .log_end_offset();
         for i in 0..40 {
             let commit = c
                 .send(
@@ -265,7 +271,16 @@ fn blocking_storage_work_never_runs_on_a_runtime_worker() {
                 .await;
             assert_eq!(commit.topics[0].partitions[0].error_code, 0);
         }
-        assert!(broker.broker.groups.log().log_end_offset() >= before_commits + 40);
+        assert!(
+            broker
+                .broker
+                .groups
+                .for_group("committer")
+                .unwrap()
+                .log()
+                .log_end_offset()
+                >= before_commits + 40
+        );
         let del = c
             .send(
                 &DeleteTopicsRequest::default()

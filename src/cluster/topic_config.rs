@@ -12,6 +12,7 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
@@ -338,6 +339,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let ok = match def.config_type {
         T::Boolean => matches!(value.to_ascii_lowercase().as_str(), "true" | "false"),
         T::Int => value.trim().parse::<i32>().is_ok(),
+        T::Short => value.trim().parse::<i16>().is_ok(),
         T::Long => value.trim().parse::<i64>().is_ok(),
         T::Double => value.trim().parse::<f64>().is_ok(),
         T::String => def.allowed.is_empty() || def.allowed.contains(&value),

@@ -26,7 +26,12 @@
 //! log's own failure handling takes over (the partition is unusable from then on), and the
 //! shard must not be trusted until it is reloaded.
 //!
+//! `partitions.rs`: the coordinators of one internal topic, one per partition this broker
+//! leads, loaded and resigned as leadership moves, and the routing of keys to them.
+//!
 //! Never imports the network or the handlers; the log is its only dependency.
+
+pub mod partitions;
 
 use std::fmt;
 use std::io;

@@ -26,6 +26,8 @@ pub struct GroupCoordinator {
     runtime: Runtime<GroupShard>,
     config: GroupConfig,
     clock: Clock,
+    /// The `__consumer_offsets` partition whose groups it coordinates.
+    partition: i32,
 }
 
 /// The shard locked for a request about one group: when the request is done (the guard
@@ -153,7 +155,19 @@ impl GroupCoordinator {
             runtime,
             config,
             clock,
+            partition: 0,
         })
+    }
+
+    /// The same coordinator, named as the one of `__consumer_offsets` partition `partition`.
+    pub fn with_partition(mut self, partition: i32) -> GroupCoordinator {
+        self.partition = partition;
+        self
+    }
+
+    /// The `__consumer_offsets` partition whose groups it coordinates.
+    pub fn partition(&self) -> i32 {
+        self.partition
     }
 
     /// The log behind the coordinator.
@@ -426,6 +440,20 @@ impl GroupCoordinator {
         }
         drop(guard);
         committed.wait()
+    }
+
+    /// This broker no longer coordinates this partition's groups: every waiting JoinGroup
+    /// and SyncGroup is answered NOT_COORDINATOR. The coordinator gets no more requests (the
+    /// broker dropped it from its routing) and its timer no more ticks.
+    pub fn resign(&self) {
+        let mut fx = Effects::default();
+        {
+            let mut guard = self.runtime.lock();
+            for g in guard.volatile().live.values_mut() {
+                g.resign(&mut fx);
+            }
+        }
+        fx.deliver(&Durability::Done);
     }
 
     /// The partitions for which a group has transactional offsets not yet committed or

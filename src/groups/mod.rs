@@ -13,6 +13,9 @@
 //!   `Groups`, the shard's in-memory state (the groups' state machines, the timer).
 //! - `timer.rs`: each group's next deadline in time order: the tick visits only due groups.
 //! - `coordinator.rs`: `GroupCoordinator`, the calls the handlers make.
+//! - `coordinators.rs`: `GroupCoordinators`, one coordinator per `__consumer_offsets`
+//!   partition this broker leads (loaded and resigned as leadership moves), and the routing of
+//!   a group id to its coordinator (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
 //!
 //! What is a record: a group's metadata when the state machine asks for it (a stable group's
 //! generation, protocol, leader and members with their assignments, written by the leader's
@@ -33,6 +36,7 @@
 //! handler, on the blocking pool, with no lock held. No lock is held across an `.await`.
 
 pub mod coordinator;
+pub mod coordinators;
 pub mod offsets;
 pub mod shard;
 pub mod state;
@@ -40,6 +44,7 @@ pub mod store;
 pub mod timer;
 
 pub use coordinator::GroupCoordinator;
+pub use coordinators::GroupCoordinators;
 pub use offsets::{OffsetToCommit, OFFSET_METADATA_MAX_BYTES};
 pub use state::{
     ClientInfo, GroupDescription, GroupState, JoinRequest, JoinResult, MemberDescription, Reply,

@@ -293,6 +293,22 @@ impl Group {
         g
     }
 
+    /// This broker stops coordinating the group (its `__consumer_offsets` partition moved or
+    /// got a new leader epoch): every waiting JoinGroup and SyncGroup is answered
+    /// NOT_COORDINATOR, so the members find the new coordinator (Kafka's `onResignation`).
+    pub fn resign(&mut self, fx: &mut Effects) {
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.join_waiter.take() {
+                fx.joins
+                    .push((tx, JoinResult::error(ResponseError::NotCoordinator, &m.id)));
+            }
+            if let Some(tx) = m.sync_waiter.take() {
+                fx.syncs
+                    .push((tx, SyncResult::error(ResponseError::NotCoordinator)));
+            }
+        }
+    }
+
     /// No members, no member id handed out and awaiting its join (MEMBER_ID_REQUIRED), no
     /// protocol type: nothing of the membership to keep (offsets are the caller's to check).
     pub fn membership_is_empty(&self) -> bool {

@@ -4,6 +4,7 @@
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
 use super::{producer_fenced_for, Broker, NONE};
+use crate::coordinator::partitions::partition_for;
 use crate::groups::OFFSETS_TOPIC;
 use crate::txn::coordinator::ProducerIdent;
 
@@ -24,11 +25,17 @@ pub fn handle(
     ]) {
         kafka_protocol::error::ResponseError::InvalidRequest.code()
     } else {
+        // The group's `__consumer_offsets` partition joins the transaction (Kafka's
+        // `partitionFor(groupId)`, from the topic's partition count, else the configured one).
+        let group = req.group_id.0.as_str();
+        let partition = broker.groups.partition_of(group).unwrap_or_else(|| {
+            partition_for(group, broker.config.offsets_topic_num_partitions).unwrap_or(0)
+        });
         match broker.txns.add_partitions(
             req.transactional_id.0.as_str(),
             p,
-            &[(OFFSETS_TOPIC.to_string(), 0)],
-            Some(req.group_id.0.as_str()),
+            &[(OFFSETS_TOPIC.to_string(), partition)],
+            Some(group),
         ) {
             Ok(()) => NONE,
             Err(e) => producer_fenced_for(e, version, 2).code(),

@@ -34,14 +34,40 @@ fn one(
             wanted.push((t.name.0.to_string(), p));
         }
     }
+    if verify_only && !unknown {
+        // KIP-890 verification (another broker asks): per partition, whether it is in the
+        // producer's ongoing transaction.
+        let n = wanted.len();
+        let verified = broker
+            .txns
+            .for_txn(transactional_id)
+            .and_then(|c| c.verify_partitions(transactional_id, p, &wanted))
+            .unwrap_or_else(|e| vec![Err(e); n]);
+        let mut codes = verified.into_iter().map(|r| match r {
+            Ok(()) => NONE,
+            Err(e) => producer_fenced_for(e, version, 2).code(),
+        });
+        return topics
+            .iter()
+            .map(|t| {
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_results_by_partition(
+                        t.partitions
+                            .iter()
+                            .map(|&p| {
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(p)
+                                    .with_partition_error_code(codes.next().unwrap_or(NONE))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+    }
     // As Kafka: one unknown partition fails the request; the others are not attempted.
     let outcome: Result<(), ResponseError> = if unknown {
         Err(ResponseError::UnknownTopicOrPartition)
-    } else if verify_only {
-        match broker.txns.describe(transactional_id) {
-            Some(m) if wanted.iter().all(|w| m.partitions.contains(w)) => Ok(()),
-            _ => Err(ResponseError::InvalidTxnState),
-        }
     } else {
         broker
             .txns

@@ -18,7 +18,10 @@ pub async fn handle(broker: &Arc<Broker>, req: &DeleteGroupsRequest) -> DeleteGr
     let codes = crate::threads::spawn_blocking(move || {
         let deleted: Vec<_> = names
             .iter()
-            .map(|g| b.groups.delete_group(g.0.as_str()))
+            .map(|g| match b.groups.for_group(g.0.as_str()) {
+                Ok(c) => c.delete_group(g.0.as_str()),
+                Err(e) => (e.code(), crate::groups::Durability::Done),
+            })
             .collect();
         deleted
             .into_iter()

@@ -214,6 +214,30 @@ fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
             ConfigType::Int,
             "Replicas that must acknowledge an acks=all write.",
         ),
+        (
+            "offsets.topic.num.partitions",
+            Some(config.offsets_topic_num_partitions.to_string()),
+            ConfigType::Int,
+            "Partitions of __consumer_offsets when it is created.",
+        ),
+        (
+            "offsets.topic.replication.factor",
+            Some(config.offsets_topic_replication_factor.to_string()),
+            ConfigType::Short,
+            "Replication factor of __consumer_offsets when it is created (1 on a cluster of one).",
+        ),
+        (
+            "transaction.state.log.num.partitions",
+            Some(config.transaction_state_log_num_partitions.to_string()),
+            ConfigType::Int,
+            "Partitions of __transaction_state when it is created.",
+        ),
+        (
+            "transaction.state.log.replication.factor",
+            Some(config.transaction_state_log_replication_factor.to_string()),
+            ConfigType::Short,
+            "Replication factor of __transaction_state when it is created (1 on a cluster of one).",
+        ),
     ];
     rows.into_iter()
         .map(|(name, value, config_type, doc)| ConfigEntry {

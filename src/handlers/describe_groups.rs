@@ -27,7 +27,15 @@ pub fn handle(
             let base = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(ops);
-            match broker.groups.describe(id.0.as_str()) {
+            let described = match broker.groups.for_group(id.0.as_str()) {
+                Ok(c) => c.describe(id.0.as_str()),
+                Err(e) => {
+                    return base
+                        .with_error_code(e.code())
+                        .with_group_state(str_bytes(""))
+                }
+            };
+            match described {
                 None => base
                     .with_error_code(if version >= 6 {
                         ResponseError::GroupIdNotFound.code()

@@ -15,7 +15,17 @@ pub fn handle(broker: &Broker, req: &DescribeTransactionsRequest) -> DescribeTra
             .iter()
             .map(|id| {
                 let base = TransactionState::default().with_transactional_id(id.clone());
-                match broker.txns.describe(id.0.as_str()) {
+                let described = match broker.txns.for_txn(id.0.as_str()) {
+                    Ok(c) => c.describe(id.0.as_str()),
+                    Err(e) => {
+                        return base
+                            .with_error_code(e.code())
+                            .with_producer_id(ProducerId(-1))
+                            .with_producer_epoch(-1)
+                            .with_transaction_start_time_ms(-1)
+                    }
+                };
+                match described {
                     None => base
                         .with_error_code(ResponseError::TransactionalIdNotFound.code())
                         .with_producer_id(ProducerId(-1))

@@ -1,34 +1,69 @@
-//! FindCoordinator (key 10): this node coordinates every group and transactional id.
+//! FindCoordinator (key 10): the broker that coordinates a group or a transactional id: the
+//! leader of its partition of `__consumer_offsets` (groups) or `__transaction_state`
+//! (transactional ids), partition `abs(javaHashCode(key)) % partitions` of the topic as the
+//! metadata image has it (Kafka's `partitionFor`), with that broker's address from its
+//! registration. COORDINATOR_NOT_AVAILABLE while the topic does not exist (its creation is
+//! asked for, as Kafka does on the first FindCoordinator) or the partition has no live leader.
 //! v0-3 ask for one key; v4+ for a batch (`coordinator_keys`).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, Broker, NONE};
+use crate::coordinator::partitions::partition_for;
+use crate::groups::OFFSETS_TOPIC;
+use crate::meta::image::MetadataImage;
+use crate::txn::coordinator::TRANSACTION_TOPIC;
 
 /// Kafka's coordinator key types.
 const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
-fn answer(broker: &Broker, key_type: i8, key: &StrBytes) -> (i16, Option<String>) {
-    if key_type != KEY_GROUP && key_type != KEY_TRANSACTION {
-        return (
-            ResponseError::InvalidRequest.code(),
-            Some(format!("unknown coordinator key type {key_type}")),
-        );
-    }
+/// A coordinator found: node id, host, port.
+type Found = (i32, String, i32);
+
+/// The leader of `key`'s partition of `topic`, if the image has one alive.
+pub fn coordinator_in(image: &MetadataImage, topic: &str, key: &str) -> Option<Found> {
+    let t = image.topic_by_name(topic)?;
+    let partition = partition_for(key, t.partitions.len() as i32)?;
+    let leader = t.partitions.get(partition as usize)?.leader;
+    let broker = image.brokers.get(&leader).filter(|b| !b.fenced)?;
+    let endpoint = broker.endpoints.first()?;
+    Some((leader, endpoint.host.clone(), i32::from(endpoint.port)))
+}
+
+fn answer(broker: &Broker, key_type: i8, key: &StrBytes) -> Result<Found, (i16, String)> {
+    let topic = match key_type {
+        KEY_GROUP => OFFSETS_TOPIC,
+        KEY_TRANSACTION => TRANSACTION_TOPIC,
+        other => {
+            return Err((
+                ResponseError::InvalidRequest.code(),
+                format!("unknown coordinator key type {other}"),
+            ))
+        }
+    };
     if key.is_empty() {
         let error = if key_type == KEY_GROUP {
             ResponseError::InvalidGroupId
         } else {
             ResponseError::InvalidRequest
         };
-        return (error.code(), Some("the key is empty".into()));
+        return Err((error.code(), "the key is empty".into()));
     }
-    let _ = broker;
-    (NONE, None)
+    let image = broker.meta.image();
+    if image.topic_by_name(topic).is_none() {
+        broker.create_internal_topic(topic);
+    }
+    coordinator_in(&image, topic, key.as_str()).ok_or_else(|| {
+        (
+            ResponseError::CoordinatorNotAvailable.code(),
+            // Kafka's `Errors.COORDINATOR_NOT_AVAILABLE.message()`.
+            "The coordinator is not available.".into(),
+        )
+    })
 }
 
 pub fn handle(
@@ -36,43 +71,43 @@ pub fn handle(
     req: &FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let node = broker.node_id();
-    let host = str_bytes(broker.node.host.clone());
-    let port = broker.node.port;
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (error, message) = answer(broker, req.key_type, key);
-                // Kafka leaves a v4+ coordinator's message at its default, "" (not null).
-                let c = Coordinator::default()
-                    .with_key(key.clone())
-                    .with_error_code(error)
-                    .with_error_message(Some(str_bytes(message.unwrap_or_default())));
-                if error == NONE {
-                    c.with_node_id(node).with_host(host.clone()).with_port(port)
-                } else {
-                    c.with_node_id(kafka_protocol::messages::BrokerId(-1))
-                        .with_port(-1)
+                let c = Coordinator::default().with_key(key.clone());
+                match answer(broker, req.key_type, key) {
+                    // Kafka leaves a v4+ coordinator's message at its default, "" (not null).
+                    Ok((node, host, port)) => c
+                        .with_error_code(NONE)
+                        .with_error_message(Some(str_bytes("")))
+                        .with_node_id(BrokerId(node))
+                        .with_host(str_bytes(host))
+                        .with_port(port),
+                    Err((error, message)) => c
+                        .with_error_code(error)
+                        .with_error_message(Some(str_bytes(message)))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
                 }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (error, message) = answer(broker, req.key_type, &req.key);
-    let r = FindCoordinatorResponse::default()
-        .with_error_code(error)
-        // v1-3: Kafka's message is `Errors.message()`, which is "NONE" on success.
-        .with_error_message(if version >= 1 {
-            Some(str_bytes(message.unwrap_or_else(|| "NONE".into())))
-        } else {
-            None
-        });
-    if error == NONE {
-        r.with_node_id(node).with_host(host).with_port(port)
-    } else {
-        r.with_node_id(kafka_protocol::messages::BrokerId(-1))
-            .with_port(-1)
+    // v1-3: Kafka's message is `Errors.message()`, which is "NONE" on success.
+    let message = |m: String| (version >= 1).then(|| str_bytes(m));
+    match answer(broker, req.key_type, &req.key) {
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
+            .with_error_code(NONE)
+            .with_error_message(message("NONE".into()))
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(host))
+            .with_port(port),
+        Err((error, m)) => FindCoordinatorResponse::default()
+            .with_error_code(error)
+            .with_error_message(message(m))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1),
     }
 }

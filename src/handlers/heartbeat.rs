@@ -6,11 +6,14 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 use super::Broker;
 
 pub fn handle(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
-    let error = broker.groups.heartbeat(
-        req.group_id.0.as_str(),
-        req.generation_id,
-        req.member_id.as_str(),
-        req.group_instance_id.as_ref().map(|s| s.as_str()),
-    );
+    let error = match broker.groups.for_group(req.group_id.0.as_str()) {
+        Ok(c) => c.heartbeat(
+            req.group_id.0.as_str(),
+            req.generation_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|s| s.as_str()),
+        ),
+        Err(e) => e.code(),
+    };
     HeartbeatResponse::default().with_error_code(error)
 }

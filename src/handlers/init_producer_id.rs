@@ -59,14 +59,16 @@ pub async fn handle(
     }
     // Without a transactional id Kafka always allocates a new id (also on an epoch-bump
     // request from an idempotent producer, KIP-360).
-    match broker.producer_ids.allocate() {
+    match broker.producer_ids.allocate().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_error_code(NONE)
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         Err(e) => {
-            tracing::error!(error = %e, "allocating a producer id failed");
-            failed(ResponseError::KafkaStorageError)
+            // Kafka answers COORDINATOR_LOAD_IN_PROGRESS while it has no block: the client
+            // retries.
+            tracing::warn!(error = %e, "allocating a producer id failed");
+            failed(ResponseError::CoordinatorLoadInProgress)
         }
     }
 }

@@ -54,9 +54,24 @@ pub async fn handle(
             .with_generation_id(-1)
             .with_member_id(str_bytes(member_id));
     }
+    if join.group_id.is_empty() {
+        return JoinGroupResponse::default()
+            .with_error_code(ResponseError::InvalidGroupId.code())
+            .with_generation_id(-1)
+            .with_member_id(str_bytes(member_id));
+    }
+    let coordinator = match broker.groups.for_group(&join.group_id) {
+        Ok(c) => c,
+        Err(e) => {
+            return JoinGroupResponse::default()
+                .with_error_code(e.code())
+                .with_generation_id(-1)
+                .with_member_id(str_bytes(member_id))
+        }
+    };
     // A completed join writes the group's metadata to `__consumer_offsets`: off the runtime.
-    let (b, client) = (broker.clone(), client.clone());
-    let reply = match crate::threads::spawn_blocking(move || b.groups.join(join, client)).await {
+    let client = client.clone();
+    let reply = match crate::threads::spawn_blocking(move || coordinator.join(join, client)).await {
         Ok(reply) => reply,
         Err(_) => Reply::Now(JoinResult {
             error: ResponseError::UnknownServerError.code(),

@@ -20,7 +20,11 @@ pub fn handle(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGr
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    match broker.groups.leave(req.group_id.0.as_str(), &members) {
+    let left = broker
+        .groups
+        .for_group(req.group_id.0.as_str())
+        .and_then(|c| c.leave(req.group_id.0.as_str(), &members));
+    match left {
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
         Ok(errors) if version < 3 => LeaveGroupResponse::default().with_error_code(errors[0]),
         // As Kafka: the top-level error is the first member's error, if any.

@@ -9,9 +9,11 @@ use super::{str_bytes, Broker, NONE};
 pub fn handle(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    let groups = broker
-        .groups
-        .list()
+    let (listed, error) = broker.groups.list();
+    if let Some(e) = error {
+        return ListGroupsResponse::default().with_error_code(e.code());
+    }
+    let groups = listed
         .into_iter()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))

@@ -17,9 +17,15 @@ pub fn handle(broker: &Broker, req: &ListTransactionsRequest) -> ListTransaction
         .filter(|s| !TxnState::ALL.contains(&s.as_str()))
         .cloned()
         .collect();
-    let states = broker
-        .txns
-        .list()
+    let listed = match broker.txns.list() {
+        Ok(l) => l,
+        Err(e) => {
+            return ListTransactionsResponse::default()
+                .with_error_code(e.code())
+                .with_unknown_state_filters(unknown)
+        }
+    };
+    let states = listed
         .into_iter()
         .filter(|m| {
             req.state_filters.is_empty()

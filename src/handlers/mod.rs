@@ -34,6 +34,7 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{BrokerId, TopicName};

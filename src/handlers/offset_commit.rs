@@ -42,26 +42,31 @@ pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCo
             .chain(req.group_instance_id.as_ref().map(|s| s.as_str()))
             .chain(req.topics.iter().map(|t| t.name.0.as_str())),
     );
-    let result = if !fit {
-        Err(ResponseError::InvalidRequest)
+    let coordinator = if req.group_id.0.is_empty() {
+        Err(ResponseError::InvalidGroupId)
     } else {
-        // The commit appends to `__consumer_offsets` (a roll there may create a file): off
-        // the runtime.
-        let (b, group, generation) = (
-            broker.clone(),
-            req.group_id.0.to_string(),
-            req.generation_id_or_member_epoch,
-        );
-        let (member, instance) = (
-            req.member_id.to_string(),
-            req.group_instance_id.as_ref().map(|s| s.to_string()),
-        );
-        crate::threads::spawn_blocking(move || {
-            b.groups
-                .commit_offsets(&group, generation, &member, instance.as_deref(), offsets)
-        })
-        .await
-        .unwrap_or(Err(ResponseError::UnknownServerError))
+        broker.groups.for_group(req.group_id.0.as_str())
+    };
+    let result = match (fit, coordinator) {
+        (false, _) => Err(ResponseError::InvalidRequest),
+        (true, Err(e)) => Err(e),
+        (true, Ok(b)) => {
+            // The commit appends to `__consumer_offsets` (a roll there may create a file): off
+            // the runtime.
+            let (group, generation) = (
+                req.group_id.0.to_string(),
+                req.generation_id_or_member_epoch,
+            );
+            let (member, instance) = (
+                req.member_id.to_string(),
+                req.group_instance_id.as_ref().map(|s| s.to_string()),
+            );
+            crate::threads::spawn_blocking(move || {
+                b.commit_offsets(&group, generation, &member, instance.as_deref(), offsets)
+            })
+            .await
+            .unwrap_or(Err(ResponseError::UnknownServerError))
+        }
     };
     let errors = settle(result, count).await;
     let mut errors = errors.into_iter();

@@ -28,9 +28,13 @@ pub async fn handle(broker: &Arc<Broker>, req: &OffsetDeleteRequest) -> OffsetDe
     }
     // The tombstones are appended to `__consumer_offsets` (a roll may create a file): off
     // the runtime.
-    let (b, group) = (broker.clone(), req.group_id.0.to_string());
+    let coordinator = match broker.groups.for_group(req.group_id.0.as_str()) {
+        Ok(c) => c,
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+    };
+    let group = req.group_id.0.to_string();
     let deleted =
-        crate::threads::spawn_blocking(move || b.groups.delete_offsets(&group, &partitions))
+        crate::threads::spawn_blocking(move || coordinator.delete_offsets(&group, &partitions))
             .await
             .unwrap_or(Err(ResponseError::UnknownServerError));
     let results = match deleted {

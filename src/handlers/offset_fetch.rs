@@ -22,24 +22,26 @@ type Fetched = Vec<(String, i32, Result<Option<CommittedOffset>, i16>)>;
 
 /// With `require_stable` (KIP-447), a partition whose offset a transaction is still committing
 /// answers UNSTABLE_OFFSET_COMMIT (the consumer retries until the transaction ends).
+/// The group's error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS) when its coordinator is
+/// not loaded here.
 fn fetch(
     broker: &Broker,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
-) -> Fetched {
+) -> Result<Fetched, ResponseError> {
+    let coordinator = broker.groups.for_group(group)?;
     let wanted: Option<Vec<(String, i32)>> = topics.map(|ts| {
         ts.into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
     let pending = if require_stable {
-        broker.groups.pending_txn_partitions(group)
+        coordinator.pending_txn_partitions(group)
     } else {
         Default::default()
     };
-    broker
-        .groups
+    Ok(coordinator
         .fetch_offsets(group, wanted.as_deref())
         .into_iter()
         .map(|(t, p, o)| {
@@ -49,7 +51,7 @@ fn fetch(
                 (t, p, Ok(o))
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Groups consecutive entries of one topic.
@@ -83,7 +85,15 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let fetched = fetch(broker, g.group_id.0.as_str(), topics, req.require_stable);
+                let fetched = match fetch(broker, g.group_id.0.as_str(), topics, req.require_stable)
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(e.code())
+                    }
+                };
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
                     .with_error_code(NONE)
@@ -119,12 +129,21 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let fetched = fetch(
+    let fetched = match fetch(
         broker,
         req.group_id.0.as_str(),
-        topics,
+        topics.clone(),
         version >= 7 && req.require_stable,
-    );
+    ) {
+        Ok(f) => f,
+        // v2+ carry the group's error at the top; v1 only per partition (the requested ones).
+        Err(e) if version >= 2 => return OffsetFetchResponse::default().with_error_code(e.code()),
+        Err(e) => topics
+            .into_iter()
+            .flatten()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, Err(e.code()))))
+            .collect(),
+    };
     OffsetFetchResponse::default()
         .with_error_code(NONE)
         .with_topics(

@@ -24,11 +24,15 @@ pub async fn handle(
     if !fit {
         return SyncGroupResponse::default().with_error_code(ResponseError::InvalidRequest.code());
     }
+    let coordinator = match broker.groups.for_group(req.group_id.0.as_str()) {
+        Ok(c) => c,
+        Err(e) => return SyncGroupResponse::default().with_error_code(e.code()),
+    };
     // The leader's sync writes the group's metadata to `__consumer_offsets`: off the runtime.
-    let (b, req_owned) = (broker.clone(), req.clone());
+    let req_owned = req.clone();
     let reply = crate::threads::spawn_blocking(move || {
         let req = &req_owned;
-        b.groups.sync(SyncRequest {
+        coordinator.sync(SyncRequest {
             group_id: req.group_id.0.as_str(),
             generation: req.generation_id,
             member_id: req.member_id.as_str(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::offset_commit::{committed, partition_exists, settle};
 use super::Broker;
+use crate::groups::OFFSETS_TOPIC;
 use crate::txn::coordinator::ProducerIdent;
 use kafka_protocol::error::ResponseError;
 
@@ -60,41 +61,57 @@ pub async fn handle(
     );
     let result = if !fit {
         Err(kafka_protocol::error::ResponseError::InvalidRequest)
+    } else if req.group_id.0.is_empty() {
+        Err(ResponseError::InvalidGroupId)
     } else {
-        Ok(())
+        broker.groups.for_group(req.group_id.0.as_str())
     };
-    let result = result
-        .and_then(|()| {
-            broker
-                .txns
-                .is_ongoing(req.transactional_id.0.as_str(), ident)
-                // Kafka's group coordinator checks the producer through the transaction
-                // coordinator's verification, which answers a fenced producer with
-                // INVALID_PRODUCER_EPOCH (`AddPartitionsToTxnManager`), at every version.
+    let transactional_id = req.transactional_id.0.as_str();
+    let result = match result {
+        Ok(coordinator) => {
+            let verified = match broker.txns.is_ongoing(transactional_id, ident) {
+                // The transaction's coordinator is another broker: it is asked whether the
+                // group's partition is in the transaction (AddPartitionsToTxn `verify_only`).
+                Err(ResponseError::NotCoordinator) => {
+                    let partition = coordinator.partition();
+                    broker
+                        .txn_verifier
+                        .verify_remote(transactional_id, ident, OFFSETS_TOPIC, partition)
+                        .await
+                }
+                other => other,
+            };
+            // Kafka's group coordinator checks the producer through the transaction
+            // coordinator's verification, which answers a fenced producer with
+            // INVALID_PRODUCER_EPOCH (`AddPartitionsToTxnManager`), at every version.
+            verified
                 .map_err(|e| match e {
                     ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
                     e => e,
                 })
-        })
-        .map(|()| {
-            let (b, group) = (broker.clone(), req.group_id.0.to_string());
-            let member = member.map(|(generation, id, instance)| {
-                (generation, id.to_string(), instance.map(str::to_string))
-            });
-            // Appends to `__consumer_offsets`: off the runtime.
-            crate::threads::spawn_blocking(move || {
-                let member = member.as_ref().map(|(generation, id, instance)| {
-                    (*generation, id.as_str(), instance.as_deref())
-                });
-                b.groups.commit_txn_offsets(
-                    &group,
-                    ident.producer_id,
-                    ident.producer_epoch,
-                    member,
-                    offsets,
-                )
-            })
+                .map(|()| coordinator)
+        }
+        Err(e) => Err(e),
+    };
+    let result = result.map(|coordinator| {
+        let group = req.group_id.0.to_string();
+        let member = member.map(|(generation, id, instance)| {
+            (generation, id.to_string(), instance.map(str::to_string))
         });
+        // Appends to `__consumer_offsets`: off the runtime.
+        crate::threads::spawn_blocking(move || {
+            let member = member
+                .as_ref()
+                .map(|(generation, id, instance)| (*generation, id.as_str(), instance.as_deref()));
+            coordinator.commit_txn_offsets(
+                &group,
+                ident.producer_id,
+                ident.producer_epoch,
+                member,
+                offsets,
+            )
+        })
+    });
     let result = match result {
         Ok(commit) => commit
             .await

@@ -167,7 +167,8 @@ pub(super) fn load(
         .min(log_end);
     epochs.truncate_from_end(log_end);
     epochs.truncate_from_start(log_start_offset);
-    if scanned > 0 {
+    // A directory created just now held nothing to recover.
+    if scanned > 0 && !created_files {
         tracing::info!(dir = %dir.display(), scanned_segments = scanned, "recovered log");
     }
     Ok(LoadedLog {

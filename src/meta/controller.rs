@@ -87,6 +87,10 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker_id: i32,
         broker_epoch: i64,
+        /// The block starts at or above this id (a node upgraded from a version that kept
+        /// its block in `meta/producer_id_block` sends that file's value; 0 otherwise).
+        #[serde(default)]
+        at_least: i64,
     },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
@@ -443,6 +447,7 @@ impl Controller {
             ControllerRequest::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
+                at_least,
             } => {
                 let b = image
                     .brokers
@@ -451,7 +456,7 @@ impl Controller {
                 if b.epoch != broker_epoch {
                     return Err(ControllerError::StaleBrokerEpoch);
                 }
-                let first = image.next_producer_id;
+                let first = image.next_producer_id.max(at_least);
                 Ok(Decision::Records(
                     vec![MetaRecord::ProducerIdsBlock {
                         broker_id,

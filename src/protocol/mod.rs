@@ -289,6 +289,9 @@ async fn dispatch(
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, &r, version).await)
         }
+        RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(
+            blocking(broker, move |b| write_txn_markers::handle(b, &r)).await?,
+        ),
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(describe_transactions::handle(broker, &r))
         }

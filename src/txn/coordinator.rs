@@ -2,10 +2,18 @@
 //! their producer id and epoch, the partitions and groups of the ongoing transaction, and its
 //! state (Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort).
 //!
-//! EndTxn runs two phases on this single node: the state goes to Prepare{Commit,Abort}
-//! (persisted), a commit/abort marker is appended to every partition of the transaction (and
-//! the group coordinator applies or drops the transaction's offset commits), then the state
-//! goes to Complete{Commit,Abort} (persisted). A start that finds a Prepare state finishes it.
+//! One `TxnCoordinator` serves the transactional ids of one `__transaction_state` partition
+//! (`coordinators.rs` holds one per partition this broker leads and routes ids to them).
+//!
+//! EndTxn runs two phases: the state goes to Prepare{Commit,Abort} (persisted: from here on
+//! the outcome is decided and EndTxn succeeds), a commit/abort marker is written to every
+//! partition of the transaction (`markers.rs`: locally where this broker leads the partition,
+//! and the group coordinator of a `__consumer_offsets` partition applies or drops the
+//! transaction's offset commits; with WriteTxnMarkers at the leader elsewhere), then the state
+//! goes to Complete{Commit,Abort} (persisted). A marker that cannot be written yet (a leader
+//! away, a partition loading) leaves the Prepare state, which the timer finishes later, as a
+//! start that finds a Prepare state does. The markers carry the coordinator epoch, the leader
+//! epoch of this coordinator's `__transaction_state` partition.
 //! Transactions older than their timeout are aborted with a bumped epoch, which fences the
 //! producer. State lives in the compacted internal topic `__transaction_state` in Kafka's record
 //! format (TransactionLogKey v0, TransactionLogValue v0), and runs on the coordinator runtime
@@ -22,11 +30,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::Record;
 
+use super::markers::{Marker, Markers};
 use super::producer_ids::ProducerIdAllocator;
 use crate::clock::Clock;
-use crate::cluster::TopicRegistry;
 use crate::coordinator::{Runtime, Shard, WriteError};
-use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::log::{now_ms, PartitionLog};
 
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
@@ -181,6 +188,11 @@ impl Shard for TxnShard {
 pub struct TxnCoordinator {
     runtime: Runtime<TxnShard>,
     clock: Clock,
+    /// The `__transaction_state` partition whose transactional ids it coordinates.
+    partition: i32,
+    /// The leader epoch of that partition when it was loaded: the coordinator epoch of the
+    /// markers it writes (a newer coordinator's markers fence an older one's).
+    coordinator_epoch: i32,
 }
 
 /// A runtime write's failure as the client sees it.
@@ -254,7 +266,30 @@ impl TxnCoordinator {
         if count > 0 {
             tracing::info!(transactional_ids = count, "loaded transaction state");
         }
-        Ok(TxnCoordinator { runtime, clock })
+        Ok(TxnCoordinator {
+            runtime,
+            clock,
+            partition: 0,
+            coordinator_epoch: 0,
+        })
+    }
+
+    /// The same coordinator, as the one of `__transaction_state` partition `partition` at
+    /// leader epoch `epoch`.
+    pub fn with_partition(mut self, partition: i32, epoch: i32) -> TxnCoordinator {
+        self.partition = partition;
+        self.coordinator_epoch = epoch;
+        self
+    }
+
+    /// The `__transaction_state` partition whose transactional ids it coordinates.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The coordinator epoch of its markers.
+    pub fn coordinator_epoch(&self) -> i32 {
+        self.coordinator_epoch
     }
 
     /// InitProducerId with a transactional id: a new producer id at epoch 0 for a new id,
@@ -262,8 +297,7 @@ impl TxnCoordinator {
     /// producer with the same transactional id). Blocking (file I/O).
     pub fn init_producer_id(
         &self,
-        topics: &TopicRegistry,
-        groups: &GroupCoordinator,
+        markers: &Markers<'_>,
         ids: &ProducerIdAllocator,
         transactional_id: &str,
         timeout_ms: i32,
@@ -340,16 +374,22 @@ impl TxnCoordinator {
             });
             match step {
                 Ok(InitStep::Done(ident)) => return Ok(ident),
-                Ok(InitStep::Fenced(fenced)) => self
-                    .complete(topics, groups, &fenced, false)
-                    .map_err(|_| ResponseError::KafkaStorageError)?,
+                Ok(InitStep::Fenced(fenced)) => {
+                    if let Err(e) = self.complete(markers, &fenced, false) {
+                        // The abort is decided (PrepareAbort is written); the timer finishes
+                        // it and the producer retries meanwhile (as Kafka answers then).
+                        tracing::warn!(transactional_id, error = %e,
+                            "aborting a fenced transaction: markers not all written yet; retrying later");
+                        return Err(ResponseError::ConcurrentTransactions);
+                    }
+                }
                 Err(WriteError::Refused(InitError::NeedsProducerId)) => {
                     // Allocated outside the shard (it may write the id block); an id taken
                     // for a race that was lost is simply never used.
-                    fresh_id = Some(
-                        ids.allocate()
-                            .map_err(|_| ResponseError::KafkaStorageError)?,
-                    );
+                    fresh_id = Some(ids.allocate_blocking().map_err(|e| {
+                        tracing::warn!(error = %e, "no producer id block from the controller");
+                        ResponseError::CoordinatorLoadInProgress
+                    })?);
                 }
                 Err(WriteError::Refused(InitError::Client(e))) => return Err(e),
                 Err(WriteError::Storage(e)) => return Err(refused(WriteError::Storage(e))),
@@ -402,6 +442,49 @@ impl TxnCoordinator {
             .map_err(refused)
     }
 
+    /// Whether every one of `partitions` is in the ongoing transaction of producer `p` of
+    /// `transactional_id` (AddPartitionsToTxn `verify_only`, Kafka's
+    /// `handleVerifyPartitionsInTransaction`): INVALID_PRODUCER_ID_MAPPING for another producer
+    /// id (or an unknown transactional id), PRODUCER_FENCED for another epoch,
+    /// CONCURRENT_TRANSACTIONS while the transaction ends, else per partition NONE or
+    /// INVALID_TXN_STATE (not added to the transaction).
+    pub fn verify_partitions(
+        &self,
+        transactional_id: &str,
+        p: ProducerIdent,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        self.runtime.read(|s| {
+            let m = s
+                .txns
+                .get(transactional_id)
+                .ok_or(ResponseError::InvalidProducerIdMapping)?;
+            if m.producer_id != p.producer_id {
+                return Err(ResponseError::InvalidProducerIdMapping);
+            }
+            if m.producer_epoch != p.producer_epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+            if matches!(
+                m.state,
+                TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+            ) {
+                return Err(ResponseError::ConcurrentTransactions);
+            }
+            let ongoing = m.state == TxnState::Ongoing;
+            Ok(partitions
+                .iter()
+                .map(|x| {
+                    if ongoing && m.partitions.contains(x) {
+                        Ok(())
+                    } else {
+                        Err(ResponseError::InvalidTxnState)
+                    }
+                })
+                .collect())
+        })
+    }
+
     /// Whether `p` is the current producer of `transactional_id` with an ongoing transaction
     /// (TxnOffsetCommit checks it).
     pub fn is_ongoing(
@@ -422,8 +505,7 @@ impl TxnCoordinator {
     /// EndTxn. Blocking (writes markers).
     pub fn end_txn(
         &self,
-        topics: &TopicRegistry,
-        groups: &GroupCoordinator,
+        markers: &Markers<'_>,
         transactional_id: &str,
         p: ProducerIdent,
         commit: bool,
@@ -451,12 +533,17 @@ impl TxnCoordinator {
                 }
             })
             .map_err(refused)?;
-        match to_finish {
-            Some(m) => self
-                .complete(topics, groups, &m, commit)
-                .map_err(|_| ResponseError::KafkaStorageError),
-            None => Ok(()),
+        if let Some(m) = to_finish {
+            // The outcome is decided once Prepare is written (Kafka answers EndTxn then and
+            // writes the markers afterwards): markers that cannot be written now are the
+            // timer's to finish; meanwhile the producer's next request for this id gets
+            // CONCURRENT_TRANSACTIONS.
+            if let Err(e) = self.complete(markers, &m, commit) {
+                tracing::warn!(transactional_id, commit, error = %e,
+                    "ending a transaction: markers not all written yet; the timer retries");
+            }
         }
+        Ok(())
     }
 
     /// The second phase of ending a transaction whose Prepare state is written: markers on
@@ -464,12 +551,17 @@ impl TxnCoordinator {
     /// written only if the id is still in that Prepare state (nobody finished it meanwhile).
     fn complete(
         &self,
-        topics: &TopicRegistry,
-        groups: &GroupCoordinator,
+        markers: &Markers<'_>,
         prepared: &TxnMetadata,
         commit: bool,
     ) -> io::Result<()> {
-        write_markers(topics, groups, prepared, commit)?;
+        let marker = Marker {
+            producer_id: prepared.producer_id,
+            producer_epoch: prepared.producer_epoch,
+            commit,
+            coordinator_epoch: self.coordinator_epoch,
+        };
+        markers.write(&marker, &prepared.partitions)?;
         let mut done = prepared.clone();
         done.state = if commit {
             TxnState::CompleteCommit
@@ -504,7 +596,7 @@ impl TxnCoordinator {
 
     /// The timer: aborts transactions past their timeout (bumping the epoch, which fences the
     /// producer) and finishes transactions a crash left prepared. Blocking.
-    pub fn tick(&self, topics: &TopicRegistry, groups: &GroupCoordinator, expiration_ms: i64) {
+    pub fn tick(&self, markers: &Markers<'_>, expiration_ms: i64) {
         let now = self.clock.now_ms();
         // Transactional ids idle for `transactional.id.expiration.ms` with no transaction in
         // flight are forgotten (a tombstone in __transaction_state).
@@ -546,12 +638,12 @@ impl TxnCoordinator {
         });
         for m in due {
             let result = match m.state {
-                TxnState::Ongoing => self.abort_timed_out(topics, groups, &m, now),
-                TxnState::PrepareCommit => self.complete(topics, groups, &m, true),
-                _ => self.complete(topics, groups, &m, false),
+                TxnState::Ongoing => self.abort_timed_out(markers, &m, now),
+                TxnState::PrepareCommit => self.complete(markers, &m, true),
+                _ => self.complete(markers, &m, false),
             };
             if let Err(e) = result {
-                tracing::error!(transactional_id = %m.transactional_id, error = %e,
+                tracing::warn!(transactional_id = %m.transactional_id, error = %e,
                     "ending a transaction failed; retrying later");
             }
         }
@@ -561,8 +653,7 @@ impl TxnCoordinator {
     /// still that ongoing transaction.
     fn abort_timed_out(
         &self,
-        topics: &TopicRegistry,
-        groups: &GroupCoordinator,
+        markers: &Markers<'_>,
         seen: &TxnMetadata,
         now: i64,
     ) -> io::Result<()> {
@@ -589,7 +680,7 @@ impl TxnCoordinator {
                 WriteError::Refused(()) => io::Error::other("unreachable: never refused"),
             })?;
         match fenced {
-            Some(m) => self.complete(topics, groups, &m, false),
+            Some(m) => self.complete(markers, &m, false),
             None => Ok(()),
         }
     }
@@ -603,35 +694,6 @@ impl TxnCoordinator {
         all.sort_by(|a: &TxnMetadata, b| a.transactional_id.cmp(&b.transactional_id));
         all
     }
-}
-
-/// Appends a marker to every partition of the transaction; on `__consumer_offsets` the group
-/// coordinator writes it, applying or dropping the transaction's offsets.
-fn write_markers(
-    topics: &TopicRegistry,
-    groups: &GroupCoordinator,
-    m: &TxnMetadata,
-    commit: bool,
-) -> io::Result<()> {
-    for (topic, partition) in &m.partitions {
-        if topic == OFFSETS_TOPIC && *partition == 0 {
-            // The group coordinator's log: its runtime writes the marker and replays it (the
-            // transaction's offsets apply or are dropped) as one step.
-            groups.write_txn_marker(m.producer_id, m.producer_epoch, commit)?;
-            continue;
-        }
-        let Some(log) = topics
-            .get(topic)
-            .and_then(|t| t.partition(*partition))
-            .map(|p| p.log().clone())
-        else {
-            continue; // deleted meanwhile
-        };
-        // Synced inside when the flush policy asks for it.
-        log.append_marker(m.producer_id, m.producer_epoch, commit, 0)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-    }
-    Ok(())
 }
 
 /// An i16-length string; longer than `i16::MAX` bytes is an error (never wrapped).

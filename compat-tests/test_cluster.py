@@ -213,16 +213,10 @@ def test_produce_to_every_leader_and_consume_back(cluster3, capsys):
               f"read back byte for byte by confluent-kafka and kafka-python")
 
 
-# Remove this mark once the coordinators run on partition leaders: today every broker answers
-# FindCoordinator with itself, so the admin client that checks the group may ask another
-# broker than the one the consumer joined ("Group test-group not found"), although the sample
-# itself reads and prints the records.
-@pytest.mark.xfail(reason="DEPENDS ON the group coordinator on the leader of its __consumer_offsets "
-                          "partition (each broker coordinates every group itself until then)", strict=False)
 def test_seed_consumer_sample_against_the_cluster(cluster3, monkeypatch, capsys):
     """The seed's consumer sample, unchanged, pointed at the cluster (groups/seed_sample_at.py
-    swaps its hard-coded localhost:9092 for the three brokers). DEPENDS ON the coordinator work
-    (group coordinator on the leader of the group's __consumer_offsets partition)."""
+    swaps its hard-coded localhost:9092 for the three brokers); the group's coordinator is the
+    leader of its __consumer_offsets partition, on whichever broker that is."""
     from test_seed_consumer import EXTRA, LINE, Proc, drive, group_members
 
     from groups.util import kp_admin, kp_member_partitions

@@ -1,12 +1,7 @@
-//! Groups, transactions and producer ids on a 3-node cluster (tests/cluster): what must hold
-//! once the coordinators run on the leaders of their internal topics' partitions and producer
-//! ids come from the controller. Every test here is `#[ignore]`d until that work lands (run
-//! them with `cargo test --test cluster_coordinators -- --ignored`):
-//!
-//! - DEPENDS ON the coordinators on partition leaders: `every_broker_names_one_group_coordinator_and_offsets_follow_it`,
-//!   `every_broker_names_one_transaction_coordinator`;
-//! - DEPENDS ON producer ids allocated through the controller (AllocateProducerIds):
-//!   `producer_ids_are_unique_across_brokers`.
+//! Groups, transactions and producer ids on a 3-node cluster (tests/cluster): every broker
+//! names the same coordinator for a group (the leader of its `__consumer_offsets` partition)
+//! and for a transactional id, committed offsets follow the coordinator across its restart,
+//! and producer ids (allocated in blocks by the controller) are unique across brokers.
 
 mod cluster;
 mod common;
@@ -34,38 +29,61 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-/// The coordinator node broker `via` names for `key`.
+/// The coordinator node broker `via` names for `key`. As Kafka, a cluster creates its internal
+/// topic on the first FindCoordinator and answers COORDINATOR_NOT_AVAILABLE (or
+/// COORDINATOR_LOAD_IN_PROGRESS) until its coordinator runs: asked again, as clients do.
 async fn coordinator(cluster: &Cluster, via: i32, key_type: i8, key: &str) -> i32 {
     let mut c = cluster.client(via).await;
-    let r = c
-        .send(
-            &FindCoordinatorRequest::default()
-                .with_key(s(key))
-                .with_key_type(key_type),
-            3,
-        )
-        .await;
-    assert_eq!(
-        r.error_code, 0,
-        "FindCoordinator via {via}: {:?}",
-        r.error_message
-    );
-    r.node_id.0
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = c
+            .send(
+                &FindCoordinatorRequest::default()
+                    .with_key(s(key))
+                    .with_key_type(key_type),
+                3,
+            )
+            .await;
+        let retriable = r.error_code == ResponseError::CoordinatorNotAvailable.code()
+            || r.error_code == ResponseError::CoordinatorLoadInProgress.code();
+        if retriable && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(
+            r.error_code, 0,
+            "FindCoordinator via {via}: {:?}",
+            r.error_message
+        );
+        return r.node_id.0;
+    }
 }
 
-/// Partition 0's leader of an internal topic, from node 1's Metadata.
-async fn internal_leader(cluster: &Cluster, topic: &str) -> i32 {
+/// Kafka's choice of an internal partition for `key`: `Utils.abs(key.hashCode()) % count`,
+/// Java's String.hashCode over UTF-16 code units.
+fn partition_for(key: &str, count: usize) -> i32 {
+    let h = key
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % count as i32
+}
+
+/// The leader of the internal topic's partition that coordinates `key`, from node 1's
+/// Metadata.
+async fn internal_leader(cluster: &Cluster, topic: &str, key: &str) -> i32 {
     let md = cluster.metadata(1).await;
     let t = md
         .topics
         .iter()
         .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
         .unwrap_or_else(|| panic!("{topic} is not in the metadata"));
+    let index = partition_for(key, t.partitions.len());
     t.partitions
         .iter()
-        .find(|p| p.partition_index == 0)
+        .find(|p| p.partition_index == index)
         .map(|p| p.leader_id.0)
-        .expect("partition 0")
+        .expect("the key's partition")
 }
 
 fn commit(group: &str, topic: &str, offset: i64) -> OffsetCommitRequest {
@@ -114,7 +132,6 @@ async fn create(cluster: &Cluster, name: &str, partitions: i32, rf: i16) {
 }
 
 #[tokio::test]
-#[ignore = "DEPENDS ON the group coordinator on the leader of its __consumer_offsets partition"]
 async fn every_broker_names_one_group_coordinator_and_offsets_follow_it() {
     let mut cluster = Cluster::start(3).await;
     let all = [1, 2, 3];
@@ -129,7 +146,10 @@ async fn every_broker_names_one_group_coordinator_and_offsets_follow_it() {
         "every broker names the same coordinator: {named:?}"
     );
     let coord = *named.iter().next().expect("one");
-    assert_eq!(coord, internal_leader(&cluster, "__consumer_offsets").await);
+    assert_eq!(
+        coord,
+        internal_leader(&cluster, "__consumer_offsets", "g").await
+    );
 
     let mut c = cluster.client(coord).await;
     let r = c.send(&commit("g", "offsets-t", 42), 8).await;
@@ -175,7 +195,6 @@ fn init_producer_id(transactional_id: Option<&str>) -> InitProducerIdRequest {
 }
 
 #[tokio::test]
-#[ignore = "DEPENDS ON the transaction coordinator on the leader of its __transaction_state partition"]
 async fn every_broker_names_one_transaction_coordinator() {
     let cluster = Cluster::start(3).await;
     let all = [1, 2, 3];
@@ -191,7 +210,7 @@ async fn every_broker_names_one_transaction_coordinator() {
     let coord = *named.iter().next().expect("one");
     assert_eq!(
         coord,
-        internal_leader(&cluster, "__transaction_state").await
+        internal_leader(&cluster, "__transaction_state", "tx").await
     );
 
     let mut c = cluster.client(coord).await;
@@ -250,7 +269,6 @@ fn idempotent_batch(producer_id: i64, epoch: i16, value: &[u8]) -> bytes::Bytes 
 }
 
 #[tokio::test]
-#[ignore = "DEPENDS ON producer ids allocated through the controller (AllocateProducerIds): every broker hands out ids from its own local block today"]
 async fn producer_ids_are_unique_across_brokers() {
     let cluster = Cluster::start(3).await;
     let all = [1, 2, 3];

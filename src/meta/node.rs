@@ -229,7 +229,10 @@ impl MetaNode {
             .map(|(i, addr)| (*i, BasicNode { addr: addr.clone() }))
             .collect();
         match self.raft.initialize(members).await {
-            Ok(()) => tracing::info!(voters = self.voters.len(), "initialized the metadata quorum"),
+            Ok(()) => tracing::info!(
+                voters = self.voters.len(),
+                "initialized the metadata quorum"
+            ),
             // Another voter got there first and this node already took part.
             Err(e) => tracing::info!(error = %e, "metadata quorum already initialized"),
         }

@@ -730,7 +730,6 @@ mod tests {
     use crate::txn::markers::{Marker, RemoteMarkers};
     use crate::txn::producer_ids::{BlockFuture, BlockSource};
     use kafka_protocol::error::ResponseError;
-    use openraft::{CommittedLeaderId, LogId};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     fn apply(
@@ -738,14 +737,7 @@ mod tests {
         index: u64,
         records: Vec<MetaRecord>,
     ) -> (Arc<MetadataImage>, Delta) {
-        let mut next = image.clone();
-        let mut delta = Delta::default();
-        next.apply(
-            LogId::new(CommittedLeaderId::new(1, 1), index),
-            &records,
-            &mut delta,
-        );
-        (Arc::new(next), delta)
+        image.with_entry(index, &records)
     }
 
     /// A topic whose partition `i` has replicas `replicas[i]`, the first one leading.

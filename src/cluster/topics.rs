@@ -724,7 +724,6 @@ mod tests {
     }
 
     use crate::meta::records::MetaRecord;
-    use openraft::{CommittedLeaderId, LogId};
 
     /// Applies `records` to `image` as one entry at `index`, returning the new image and delta.
     fn apply(
@@ -732,14 +731,7 @@ mod tests {
         index: u64,
         records: Vec<MetaRecord>,
     ) -> (Arc<MetadataImage>, Delta) {
-        let mut next = image.clone();
-        let mut delta = Delta::default();
-        next.apply(
-            LogId::new(CommittedLeaderId::new(1, 1), index),
-            &records,
-            &mut delta,
-        );
-        (Arc::new(next), delta)
+        image.with_entry(index, &records)
     }
 
     fn topic(

@@ -118,6 +118,19 @@ impl MetadataImage {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
+    /// A copy with `records` applied as one entry at `index` (term 1), and its delta: how
+    /// tests build images.
+    pub fn with_entry(&self, index: u64, records: &[MetaRecord]) -> (Arc<MetadataImage>, Delta) {
+        let mut next = self.clone();
+        let mut delta = Delta::default();
+        next.apply(
+            openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            records,
+            &mut delta,
+        );
+        (Arc::new(next), delta)
+    }
+
     /// Applies the records of one entry at `log_id`, returning what changed. Records that do
     /// not fit are skipped with an error log (see [`ApplyError`]).
     pub fn apply(&mut self, log_id: LogId, records: &[MetaRecord], delta: &mut Delta) {

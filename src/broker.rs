@@ -372,14 +372,9 @@ impl Broker {
         configs: Overrides,
     ) -> Result<Arc<Topic>, ControllerError> {
         self.meta
-            .submit(ControllerRequest::CreateTopic(NewTopic {
-                name: name.to_string(),
-                partitions,
-                replication_factor: None,
-                assignments: None,
-                configs,
-                validate_only: false,
-            }))
+            .submit(ControllerRequest::CreateTopic(NewTopic::with_defaults(
+                name, partitions, configs,
+            )))
             .await?;
         self.topics
             .get(name)
@@ -406,14 +401,7 @@ impl Broker {
         if !(allow_auto_create && self.config.auto_create_topics) {
             return None;
         }
-        let created = self.create_topic(NewTopic {
-            name: name.to_string(),
-            partitions: None,
-            replication_factor: None,
-            assignments: None,
-            configs: Overrides::new(),
-            validate_only: false,
-        });
+        let created = self.create_topic(NewTopic::with_defaults(name, None, Overrides::new()));
         match created {
             Ok(_) | Err(ControllerError::Topic(TopicError::AlreadyExists(_))) => {
                 self.topics.get(name)

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::{str_bytes, topic_name, Broker, NONE};
 use crate::cluster::topics::validate_name;
-use crate::meta::image::TopicImage;
+use std::sync::Arc;
+
+use crate::meta::image::{MetadataImage, TopicImage};
 
 /// Every topic operation allowed (no ACLs yet): READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE,
 /// DESCRIBE_CONFIGS, ALTER_CONFIGS as bits of Kafka's AclOperation codes.
@@ -26,13 +28,15 @@ pub const CLUSTER_OPERATIONS_ALL: i32 =
 /// [`handle`] on the blocking pool).
 pub fn may_create_topics(broker: &Broker, req: &MetadataRequest, version: i16) -> bool {
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
-    broker.config.auto_create_topics
-        && allow_auto_create
-        && req.topics.iter().flatten().any(|t| {
-            t.name
-                .as_ref()
-                .is_some_and(|n| broker.meta.image().topic_by_name(n.0.as_str()).is_none())
-        })
+    if !(broker.config.auto_create_topics && allow_auto_create) {
+        return false;
+    }
+    let image = broker.meta.image();
+    req.topics.iter().flatten().any(|t| {
+        t.name
+            .as_ref()
+            .is_some_and(|n| image.topic_by_name(n.0.as_str()).is_none())
+    })
 }
 
 pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataResponse {
@@ -40,10 +44,10 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all_topics =
         req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(|t| t.is_empty()));
+    // One image for the answer; only an auto-creation reads the newer one it made.
+    let mut image = broker.meta.image();
     let topics = if all_topics {
-        broker
-            .meta
-            .image()
+        image
             .topics_by_name()
             .map(|t| topic_response(t, include_ops))
             .collect()
@@ -53,12 +57,17 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
             .iter()
             .flatten()
             .map(|requested| match &requested.name {
-                Some(name) => by_name(broker, name.0.as_str(), allow_auto_create, include_ops),
-                None => by_id(broker, requested.topic_id, include_ops),
+                Some(name) => by_name(
+                    broker,
+                    &mut image,
+                    name.0.as_str(),
+                    allow_auto_create,
+                    include_ops,
+                ),
+                None => by_id(&image, requested.topic_id, include_ops),
             })
             .collect()
     };
-    let image = broker.meta.image();
     MetadataResponse::default()
         .with_brokers(
             image
@@ -89,6 +98,7 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
 
 fn by_name(
     broker: &Broker,
+    image: &mut Arc<MetadataImage>,
     name: &str,
     auto_create: bool,
     include_ops: bool,
@@ -100,12 +110,12 @@ fn by_name(
             ResponseError::InvalidTopicException,
         );
     }
-    let found = match broker.meta.image().topic_by_name(name) {
-        Some(t) => Some(t.clone()),
-        None => broker
-            .topic_or_auto_create(name, auto_create)
-            .and_then(|_| broker.meta.image().topic_by_name(name).cloned()),
-    };
+    if image.topic_by_name(name).is_none()
+        && broker.topic_or_auto_create(name, auto_create).is_some()
+    {
+        *image = broker.meta.image();
+    }
+    let found = image.topic_by_name(name).cloned();
     match found {
         Some(t) => topic_response(&t, include_ops),
         None => error_topic(
@@ -116,8 +126,8 @@ fn by_name(
     }
 }
 
-fn by_id(broker: &Broker, id: Uuid, include_ops: bool) -> MetadataResponseTopic {
-    match broker.meta.image().topic(&id) {
+fn by_id(image: &MetadataImage, id: Uuid, include_ops: bool) -> MetadataResponseTopic {
+    match image.topic(&id) {
         Some(t) => topic_response(t, include_ops),
         None => error_topic(None, id, ResponseError::UnknownTopicId),
     }

@@ -39,6 +39,20 @@ pub struct NewTopic {
     pub validate_only: bool,
 }
 
+impl NewTopic {
+    /// A topic with the broker defaults for partitions and replication factor.
+    pub fn with_defaults(name: &str, partitions: Option<i32>, configs: Overrides) -> NewTopic {
+        NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor: None,
+            assignments: None,
+            configs,
+            validate_only: false,
+        }
+    }
+}
+
 /// What a created (or validated) topic looks like.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicSummary {

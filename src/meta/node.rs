@@ -130,15 +130,11 @@ impl MetaNode {
             .get_log_state()
             .await
             .map_err(|e| format!("cannot read the metadata log: {e}"))?;
-        let vote = log
-            .read_vote()
-            .await
-            .map_err(|e| format!("cannot read the metadata vote: {e}"))?;
         let committed = log
             .read_committed()
             .await
             .map_err(|e| format!("cannot read the metadata log: {e}"))?;
-        let pristine = state.last_log_id.is_none() && vote.is_none();
+        let pristine = log.is_pristine();
         let config = openraft::Config {
             cluster_name: "ottla-metadata".into(),
             heartbeat_interval: opts.heartbeat_interval_ms,

@@ -158,8 +158,11 @@ def metadata_from(bootstrap, topic=None, timeout=10, attempts=20):
 
 
 class Cluster:
-    def __init__(self, n=3, extra_args=()):
+    def __init__(self, n=3, extra_args=(), first_client_port=None):
+        """`first_client_port`: node 1's client port (e.g. 9092, for the seed samples that
+        hard-code localhost:9092); the other ports are free ones."""
         self.n = n
+        self.first_client_port = first_client_port
         self.extra_args = list(extra_args)
         self.root = tempfile.mkdtemp(prefix="ottla-cluster-")
         self.nodes = []
@@ -177,9 +180,15 @@ class Cluster:
     def start(self):
         last = None
         for attempt in range(1, START_ATTEMPTS + 1):
-            taken = set()
+            taken = set() if self.first_client_port is None else {self.first_client_port}
             root = os.path.join(self.root, f"attempt{attempt}")
-            self.nodes = [Node(i, root, cluster_free_port(taken), cluster_free_port(taken))
+
+            def client_port(i):
+                if i == 1 and self.first_client_port is not None:
+                    return self.first_client_port
+                return cluster_free_port(taken)
+
+            self.nodes = [Node(i, root, client_port(i), cluster_free_port(taken))
                           for i in range(1, self.n + 1)]
             self.voters = ",".join(f"{nd.id}@127.0.0.1:{nd.controller_port}" for nd in self.nodes)
             t0 = time.monotonic()
@@ -277,3 +286,52 @@ class Cluster:
             print(f"\nkept the cluster's files in {self.root}")
         else:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def serve(argv):
+    """`python cluster.py serve [--nodes N] [--first-client-port P] [--ready-file F] [-- ARGS]`:
+    starts a cluster (ARGS go to every node), writes its bootstrap list to the ready file (or
+    prints it), and keeps it running until SIGTERM or SIGINT; then stops every node and exits 0
+    only if each exited 0 without a panic (the node logs' tails are printed otherwise).
+    scripts/test runs the group and transaction compat files against such a cluster."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="cluster.py serve")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--first-client-port", type=int)
+    ap.add_argument("--ready-file")
+    ap.add_argument("node_args", nargs="*")
+    a = ap.parse_args(argv)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    c = Cluster(a.nodes, a.node_args, first_client_port=a.first_client_port)
+    ok = False
+    try:
+        c.start()
+        print(f"cluster of {a.nodes} ready in {c.startup_s * 1000:.0f} ms: {c.bootstrap} (files in {c.root})",
+              flush=True)
+        if a.ready_file:
+            with open(a.ready_file + ".tmp", "w") as f:
+                f.write(c.bootstrap + "\n")
+            os.replace(a.ready_file + ".tmp", a.ready_file)
+        while not stop:
+            dead = [nd.id for nd in c.nodes if nd.proc is not None and nd.proc.poll() is not None]
+            if dead:
+                raise AssertionError(f"nodes {dead} exited while serving")
+            time.sleep(0.1)
+        c.stop()
+        ok = True
+    except Exception as e:  # noqa: BLE001 - reported, with the logs
+        print(f"cluster failed: {e}\n{c.tails()}", flush=True)
+    finally:
+        c.cleanup()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["serve"]:
+        sys.exit("usage: python cluster.py serve [--nodes N] [--first-client-port P] [--ready-file F] [-- ARGS]")
+    sys.exit(serve(sys.argv[2:]))

@@ -240,8 +240,14 @@ async fn every_broker_names_one_transaction_coordinator() {
 
 /// One idempotent batch (producer id, epoch, first sequence 0) holding `value`.
 fn idempotent_batch(producer_id: i64, epoch: i16, value: &[u8]) -> bytes::Bytes {
+    batch(false, producer_id, epoch, value)
+}
+
+/// One batch of producer `producer_id` at `epoch` (first sequence 0) holding `value`,
+/// transactional or not.
+fn batch(transactional: bool, producer_id: i64, epoch: i16, value: &[u8]) -> bytes::Bytes {
     let record = Record {
-        transactional: false,
+        transactional,
         control: false,
         partition_leader_epoch: -1,
         producer_id,
@@ -266,6 +272,133 @@ fn idempotent_batch(producer_id: i64, epoch: i16, value: &[u8]) -> bytes::Bytes 
     )
     .expect("batch encodes");
     buf.freeze()
+}
+
+/// Groups spread over the brokers: each group's coordinator is the leader of its
+/// `__consumer_offsets` partition, and those leaders are spread evenly, so 60 groups land on
+/// every broker (a broker with none: probability 3 × (2/3)^60, about 1e-10).
+#[tokio::test]
+async fn many_groups_spread_over_every_broker() {
+    let cluster = Cluster::start(3).await;
+    let mut per_broker = std::collections::BTreeMap::new();
+    for g in 0..60 {
+        let group = format!("spread-{g}");
+        let coord = coordinator(&cluster, 1 + g % 3, KEY_GROUP, &group).await;
+        assert_eq!(
+            coord,
+            internal_leader(&cluster, "__consumer_offsets", &group).await
+        );
+        *per_broker.entry(coord).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_broker.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "groups per coordinator: {per_broker:?}"
+    );
+}
+
+/// The leader of each partition of `topic`, from node 1's Metadata.
+async fn leaders(cluster: &Cluster, topic: &str) -> Vec<i32> {
+    let md = cluster.metadata(1).await;
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .unwrap_or_else(|| panic!("{topic} is not in the metadata"));
+    let mut parts: Vec<_> = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    parts.sort();
+    parts.into_iter().map(|(_, l)| l).collect()
+}
+
+/// A transactional producer writing to a partition whose leader is not its transaction
+/// coordinator: the leader asks the coordinator's broker (KIP-890 verification over the wire)
+/// before the first write of the transaction, as Kafka does.
+#[tokio::test]
+async fn transactional_produce_is_verified_at_a_coordinator_on_another_broker() {
+    let cluster = Cluster::start(3).await;
+    create(&cluster, "txp", 6, 1).await;
+    let coord = coordinator(&cluster, 1, KEY_TRANSACTION, "tx-remote").await;
+    let led = leaders(&cluster, "txp").await;
+    let elsewhere: Vec<i32> = (0..led.len() as i32)
+        .filter(|&p| led[p as usize] != coord)
+        .collect();
+    assert!(elsewhere.len() >= 2, "leaders {led:?}, coordinator {coord}");
+    let (p1, p2) = (elsewhere[0], elsewhere[1]);
+    let mut c = cluster.client(coord).await;
+    // The coordinator's broker may learn it leads the partition a moment after node 1 names
+    // it (NOT_COORDINATOR, then COORDINATOR_LOAD_IN_PROGRESS): asked again, as clients do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let init = loop {
+        let r = c.send(&init_producer_id(Some("tx-remote")), 4).await;
+        let retriable = [
+            ResponseError::NotCoordinator,
+            ResponseError::CoordinatorLoadInProgress,
+            ResponseError::CoordinatorNotAvailable,
+        ]
+        .iter()
+        .any(|e| e.code() == r.error_code);
+        if !retriable || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+
+    let produce = |partition: i32, epoch: i16, value: &'static [u8]| {
+        let leader = led[partition as usize];
+        let cluster = &cluster;
+        async move {
+            let mut c = cluster.client(leader).await;
+            let request =
+                common::produce_request("txp", partition, -1, batch(true, pid, epoch, value))
+                    .with_transactional_id(Some(TransactionalId(s("tx-remote"))));
+            let r = c.send(&request, 9).await;
+            r.responses[0].partition_responses[0].error_code
+        }
+    };
+    assert_eq!(
+        produce(p1, epoch, b"early").await,
+        ResponseError::InvalidTxnState.code(),
+        "a partition not added to the transaction is refused by its leader {}",
+        led[p1 as usize]
+    );
+    let add = |partition: i32| {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("tx-remote")))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(common::topic_name("txp"))
+                    .with_partitions(vec![partition]),
+            ])
+    };
+    let added = c.send(&add(p1), 3).await;
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    assert_eq!(produce(p1, epoch, b"in").await, 0, "added, then accepted");
+
+    // A new InitProducerId fences the producer (a higher epoch) and aborts its transaction:
+    // the old epoch is refused by a partition it never wrote, on the coordinator's word.
+    let again = c.send(&init_producer_id(Some("tx-remote")), 4).await;
+    assert_eq!(again.error_code, 0);
+    assert!(
+        again.producer_epoch > epoch,
+        "fenced: {epoch} -> {}",
+        again.producer_epoch
+    );
+    assert_eq!(
+        produce(p2, epoch, b"zombie").await,
+        ResponseError::InvalidProducerEpoch.code(),
+        "the fenced epoch, on a partition it never wrote"
+    );
 }
 
 #[tokio::test]

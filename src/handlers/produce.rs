@@ -178,46 +178,58 @@ fn transactional_request_error(req: &ProduceRequest) -> Option<ResponseError> {
     }
 }
 
-/// Hook for the transaction coordinator: may `transactional_id`'s producer write transactional
-/// data to this partition now? As Kafka with partition verification (KIP-890 part 1, on by
-/// default since 3.6): only if AddPartitionsToTxn added this partition to the ongoing
-/// transaction of this producer id and epoch; else INVALID_TXN_STATE ("Partition was not added
-/// to the transaction"), or INVALID_PRODUCER_ID_MAPPING / INVALID_PRODUCER_EPOCH for a producer that
-/// is not the transactional id's current one. This stops a zombie from starting a transaction
-/// that nobody will end (a hanging transaction would pin the last stable offset).
-fn verify_transaction(
+/// As Kafka with partition verification (KIP-890 part 1, on by default since 3.6): the first
+/// transactional write of a producer to a partition (the log holds no open transaction of
+/// that producer id) is accepted only if the transactional id's coordinator, on this broker or
+/// another, says AddPartitionsToTxn added this partition to the producer's ongoing
+/// transaction. This stops a zombie from starting a transaction that nobody will end (a
+/// hanging transaction would pin the last stable offset). The coordinator's refusals become
+/// what Kafka's produce path answers (`ReplicaManager`, `AddPartitionsToTxnManager`):
+/// INVALID_TXN_STATE ("Partition was not added to the transaction"), INVALID_PRODUCER_EPOCH
+/// for a fenced producer (not PRODUCER_FENCED: it aborts the transaction rather than killing
+/// the producer), INVALID_PRODUCER_ID_MAPPING; a coordinator that cannot answer now (moving,
+/// loading, busy ending a transaction) gives the retriable NOT_ENOUGH_REPLICAS.
+async fn verify_transaction(
     broker: &Broker,
+    log: &PartitionLog,
     transactional_id: &str,
-    producer_id: i64,
-    producer_epoch: i16,
+    h: &BatchHeader,
     topic: &str,
     partition: i32,
-) -> Result<(), ResponseError> {
-    let Some(m) = broker.txns.describe(transactional_id) else {
-        return Err(ResponseError::InvalidProducerIdMapping);
+) -> Result<(), (ResponseError, String)> {
+    if !h.is_transactional() || log.ongoing_transaction(h.producer_id).is_some() {
+        return Ok(());
+    }
+    let producer = crate::txn::coordinator::ProducerIdent {
+        producer_id: h.producer_id,
+        producer_epoch: h.producer_epoch,
     };
-    if m.producer_id != producer_id {
-        return Err(ResponseError::InvalidProducerIdMapping);
-    }
-    // Kafka's verification answers PRODUCER_FENCED, but the produce path hands clients
-    // INVALID_PRODUCER_EPOCH instead at every version (`AddPartitionsToTxnManager`: producers
-    // expect it there; it aborts the transaction rather than killing the producer).
-    if producer_epoch < m.producer_epoch {
-        return Err(ResponseError::InvalidProducerEpoch);
-    }
-    if m.state != crate::txn::coordinator::TxnState::Ongoing
-        || !m.partitions.contains(&(topic.to_string(), partition))
-    {
-        return Err(ResponseError::InvalidTxnState);
-    }
-    Ok(())
+    let Err(e) = broker
+        .verify_transaction(transactional_id, producer, topic, partition)
+        .await
+    else {
+        return Ok(());
+    };
+    Err(match e {
+        ResponseError::InvalidTxnState => (e, "Partition was not added to the transaction".into()),
+        ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch => (
+            ResponseError::InvalidProducerEpoch,
+            format!("Producer epoch {} is fenced", h.producer_epoch),
+        ),
+        ResponseError::ConcurrentTransactions
+        | ResponseError::CoordinatorLoadInProgress
+        | ResponseError::CoordinatorNotAvailable
+        | ResponseError::NotCoordinator => (
+            ResponseError::NotEnoughReplicas,
+            format!("Unable to verify the partition has been added to the transaction: {e}"),
+        ),
+        e => (e, format!("Transaction verification failed: {e}")),
+    })
 }
 
-/// Kafka's checks of a client's batch beyond its format (`LogValidator.validateBatch`), and
-/// the transaction hook. The message is Kafka's.
+/// Kafka's checks of a client's batch beyond its format (`LogValidator.validateBatch`). The
+/// message is Kafka's.
 fn check_client_batch(
-    broker: &Broker,
-    req_transactional_id: Option<&str>,
     topic: &str,
     partition: i32,
     h: &BatchHeader,
@@ -245,15 +257,6 @@ fn check_client_batch(
                 format!("Transactional record batch without a producer id in topic partition {topic}-{partition}"),
             ));
         }
-        verify_transaction(
-            broker,
-            req_transactional_id.unwrap_or_default(),
-            h.producer_id,
-            h.producer_epoch,
-            topic,
-            partition,
-        )
-        .map_err(|e| (e, "Partition was not added to the transaction".to_string()))?;
     }
     Ok(())
 }
@@ -360,9 +363,14 @@ async fn produce_partition(
         Ok(_) => {}
     }
     if let Some(h) = BatchHeader::parse(records) {
-        if let Err((error, message)) =
-            check_client_batch(broker, transactional_id, &topic.name, p.index, &h)
-        {
+        let checked = match check_client_batch(&topic.name, p.index, &h) {
+            Ok(()) => {
+                let id = transactional_id.unwrap_or_default();
+                verify_transaction(broker, &log, id, &h, &topic.name, p.index).await
+            }
+            refused => refused,
+        };
+        if let Err((error, message)) = checked {
             return (fail(error, message), None);
         }
     }

@@ -249,14 +249,12 @@ fn check_client_batch(
             ),
         ));
     }
-    if h.is_transactional() {
-        if !h.has_producer_id() {
-            // Kafka would store it untracked, as plain data; refusing it keeps the LSO honest.
-            return Err((
-                ResponseError::InvalidRecord,
-                format!("Transactional record batch without a producer id in topic partition {topic}-{partition}"),
-            ));
-        }
+    if h.is_transactional() && !h.has_producer_id() {
+        // Kafka would store it untracked, as plain data; refusing it keeps the LSO honest.
+        return Err((
+            ResponseError::InvalidRecord,
+            format!("Transactional record batch without a producer id in topic partition {topic}-{partition}"),
+        ));
     }
     Ok(())
 }
@@ -366,7 +364,7 @@ async fn produce_partition(
         let checked = match check_client_batch(&topic.name, p.index, &h) {
             Ok(()) => {
                 let id = transactional_id.unwrap_or_default();
-                verify_transaction(broker, &log, id, &h, &topic.name, p.index).await
+                verify_transaction(broker, log, id, &h, &topic.name, p.index).await
             }
             refused => refused,
         };

@@ -99,6 +99,9 @@ impl Broker {
                 .iter()
                 .map(|v| (v.id as u64, v.addr()))
                 .collect(),
+            observer_addr: (!config.is_controller())
+                .then(|| cluster::observer_addr(&config, &host))
+                .flatten(),
             dir: data_dir.as_ref().map(|d| d.join("meta").join("raft")),
             defaults: ControllerDefaults {
                 num_partitions: config.num_partitions,
@@ -152,8 +155,11 @@ impl Broker {
             (!config.memory).then(|| config.data_dir.clone()),
         )
         .map_err(|e| e.to_string())?;
-        let epoch = register(&meta, &config, &cluster_id, incarnation, &host, port).await?;
-        broker_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+        // A controller-only node is no broker: it never registers, so it is never placed on.
+        if config.is_broker() {
+            let epoch = register(&meta, &config, &cluster_id, incarnation, &host, port).await?;
+            broker_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+        }
         if config.is_single_node() {
             // A cluster of one has every broker it will have: the internal topics are created
             // now (tens of milliseconds), so that its coordinators serve from the start.
@@ -277,6 +283,9 @@ impl Broker {
     /// registering again when the controller no longer knows this broker's epoch.
     pub async fn heartbeat_loop(self: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
         use std::sync::atomic::Ordering;
+        if !self.config.is_broker() {
+            return;
+        }
         let every = std::time::Duration::from_millis(self.config.broker_heartbeat_interval_ms);
         loop {
             tokio::select! {
@@ -322,6 +331,9 @@ impl Broker {
     /// Tells the controller this broker is going (it is fenced at once instead of after its
     /// session times out). Best effort, bounded by a heartbeat interval.
     pub async fn controlled_shutdown(&self) {
+        if !self.config.is_broker() {
+            return;
+        }
         let epoch = self.broker_epoch.load(std::sync::atomic::Ordering::Relaxed);
         let request = self.meta.submit(ControllerRequest::Heartbeat {
             id: self.config.node_id,

@@ -649,16 +649,17 @@ impl Config {
                     self.node_id
                 ));
             }
-            if self.controller_listen.is_some() {
-                return bad("controller_listen is for nodes with the controller role; this node's process_roles is broker".into());
+            if self.controller_listen.is_none() {
+                return bad("process_roles = broker in a cluster needs controller_listen: the HOST:PORT where this node receives the metadata log (the active controller replicates it to every broker-only node)".into());
             }
         }
         Ok(())
     }
 
-    /// A cluster of one: no voters, or this node the only one.
+    /// A cluster of one: no voters, or this combined node the only one (broker-only nodes
+    /// may still join a lone voter: then the cluster has more brokers).
     pub fn is_single_node(&self) -> bool {
-        self.controller_quorum_voters.len() <= 1
+        self.controller_quorum_voters.len() <= 1 && self.is_broker() && self.is_controller()
     }
 
     /// The replication factor `__consumer_offsets` is created with: the configured one, or 1
@@ -929,6 +930,7 @@ mod tests {
             jail.set_env("OTTLA_PROCESS_ROLES", "broker");
             jail.set_env("OTTLA_NODE_ID", "4");
             jail.set_env("OTTLA_CONTROLLER_QUORUM_VOTERS", "1@h1:9093,2@h2:9093");
+            jail.set_env("OTTLA_CONTROLLER_LISTEN", "0.0.0.0:9095");
             jail.set_env("OTTLA_BROKER_RACK", "rack-b");
             jail.set_env("OTTLA_LISTEN", "0.0.0.0:9092,127.0.0.1:9094");
             let c = Config::load(None, BTreeMap::<String, String>::new()).expect("env");
@@ -940,7 +942,6 @@ mod tests {
             let flags = serde_json::json!({
                 "process_roles": ["broker", "controller"],
                 "controller_quorum_voters": ["4@h4:9093"],
-                "controller_listen": "0.0.0.0:9093",
             });
             let c = Config::load(None, &flags).expect("flags");
             assert!(c.is_broker() && c.is_controller());
@@ -1018,10 +1019,11 @@ mod tests {
                 &format!("process_roles = \"controller\"\nnode_id = 3\ncontroller_listen = \"[::]:9093\"\n{voters}")
             )
             .is_ok());
-            // A broker-only node is no voter and has no controller listener.
+            // A broker-only node is no voter; the metadata log reaches it on its controller
+            // listener.
             assert!(load_toml(
                 jail,
-                &format!("process_roles = \"broker\"\nnode_id = 4\n{voters}")
+                &format!("process_roles = \"broker\"\nnode_id = 4\ncontroller_listen = \"127.0.0.1:9093\"\n{voters}")
             )
             .is_ok());
             refused(
@@ -1031,8 +1033,8 @@ mod tests {
             );
             refused(
                 jail,
-                &format!("process_roles = \"broker\"\nnode_id = 4\ncontroller_listen = \"127.0.0.1:9093\"\n{voters}"),
-                "controller role",
+                &format!("process_roles = \"broker\"\nnode_id = 4\n{voters}"),
+                "receives the metadata log",
             );
             // The controller listener is not a client listener.
             for (listen, controller, clash) in [

@@ -13,8 +13,7 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use ottla::config::{Config, ProcessRole, Voter};
-use ottla::server::Server;
+use ottla::config::{Config, Voter};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -311,29 +310,6 @@ async fn replication_factor_minus_one_is_the_default_and_capped_by_live_brokers(
     );
     assert!(broker.broker.topics.get("auto").is_none());
     broker.stop().await;
-}
-
-#[tokio::test]
-async fn broker_only_and_controller_only_nodes_are_refused_for_now() {
-    let refused = Server::bind(Config {
-        listen: vec!["127.0.0.1:0".into()],
-        process_roles: vec![ProcessRole::Broker],
-        node_id: 4,
-        controller_listen: None,
-        ..clustered()
-    })
-    .await;
-    let err = refused.err().expect("a broker-only node is refused");
-    assert!(err.to_string().contains("broker-only"), "{err}");
-
-    let refused = Server::bind(Config {
-        listen: vec!["127.0.0.1:0".into()],
-        process_roles: vec![ProcessRole::Controller],
-        ..clustered()
-    })
-    .await;
-    let err = refused.err().expect("a controller-only node is refused");
-    assert!(err.to_string().contains("controller-only"), "{err}");
 }
 
 #[tokio::test]

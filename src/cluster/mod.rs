@@ -51,23 +51,23 @@ pub struct NodeInfo {
     pub rack: Option<String>,
 }
 
-/// What a validated configuration may not run yet. A controller-only node (which serves no
-/// clients) and a broker-only node (which would follow the metadata log as a raft learner)
-/// are both refused: every node of a cluster runs in combined mode for now.
-pub fn check_startable(config: &Config) -> Result<(), String> {
-    if !config.is_broker() {
-        return Err(format!(
-            "process_roles = {}: controller-only nodes are not supported yet; run every node with broker,controller (combined mode)",
-            config.process_roles_csv()
-        ));
-    }
-    if !config.is_controller() {
-        return Err(format!(
-            "process_roles = {}: broker-only nodes are not supported yet; run every node with broker,controller (combined mode) and list it in controller_quorum_voters",
-            config.process_roles_csv()
-        ));
-    }
-    Ok(())
+/// Where the active controller replicates the metadata log to a broker-only node: its
+/// `controller_listen`, with the host this broker advertises to clients when that listener
+/// binds every address (`0.0.0.0`, `::`).
+pub fn observer_addr(config: &Config, advertised_host: &str) -> Option<String> {
+    let listen = config.controller_listen.as_deref()?;
+    let (host, port) = listen.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some(match host {
+        "" | "0.0.0.0" | "::" => {
+            if advertised_host.contains(':') {
+                format!("[{advertised_host}]:{port}")
+            } else {
+                format!("{advertised_host}:{port}")
+            }
+        }
+        _ => listen.to_string(),
+    })
 }
 
 /// The cluster id: configured, else stored in `<data_dir>/meta/cluster_id`, else new.
@@ -100,4 +100,31 @@ fn new_cluster_id() -> String {
         bits >>= 6;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observer_is_reached_at_its_controller_listener() {
+        let with = |listen: &str| Config {
+            controller_listen: Some(listen.to_string()),
+            ..Config::default()
+        };
+        assert_eq!(
+            observer_addr(&with("10.0.0.4:9093"), "broker4").as_deref(),
+            Some("10.0.0.4:9093")
+        );
+        // A listener on every address is reached at the host advertised to clients.
+        assert_eq!(
+            observer_addr(&with("0.0.0.0:9093"), "broker4").as_deref(),
+            Some("broker4:9093")
+        );
+        assert_eq!(
+            observer_addr(&with("[::]:9093"), "fd00::4").as_deref(),
+            Some("[fd00::4]:9093")
+        );
+        assert_eq!(observer_addr(&Config::default(), "h"), None);
+    }
 }

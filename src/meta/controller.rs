@@ -108,6 +108,13 @@ pub enum ControllerRequest {
     },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
+    /// A broker-only node asks to follow the metadata log as an observer (an openraft
+    /// learner: the active controller replicates the log to `addr`, its controller listener;
+    /// it never votes).
+    JoinAsObserver {
+        id: i32,
+        addr: String,
+    },
 }
 
 /// One voter or observer of the metadata log, as DescribeQuorum reports it.
@@ -249,6 +256,9 @@ impl Controller {
             }
             _ => {}
         }
+        if let ControllerRequest::JoinAsObserver { id, addr } = &request {
+            return self.add_observer(*id, addr).await;
+        }
         let _one_at_a_time = self.lock.lock().await;
         let image = self.cell.current();
         let decision = match self.decide(&image, request) {
@@ -270,6 +280,73 @@ impl Controller {
                 }
                 Err(e) => (Err(e), 0),
             },
+        }
+    }
+
+    /// Makes broker-only node `id` an observer of the metadata log (an openraft learner at
+    /// `addr`): added when new, its address updated when it moved (safe for a learner: it
+    /// has no vote), nothing to do when it is there already. A voter's id is refused. The
+    /// index is that of the membership entry, committed and applied.
+    async fn add_observer(&self, id: i32, addr: &str) -> (ControllerResult, u64) {
+        let Ok(node_id) = u64::try_from(id) else {
+            return (
+                Err(ControllerError::InvalidRequest(format!("bad node id {id}"))),
+                0,
+            );
+        };
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            let leader = metrics.current_leader.and_then(|l| i32::try_from(l).ok());
+            return (Err(ControllerError::NotController(leader)), 0);
+        }
+        let membership = metrics.membership_config.membership().clone();
+        if membership.voter_ids().any(|v| v == node_id) {
+            return (
+                Err(ControllerError::InvalidRequest(format!(
+                    "node {id} is a voter of the metadata quorum: a broker-only node needs an id of its own"
+                ))),
+                0,
+            );
+        }
+        let node = openraft::BasicNode {
+            addr: addr.to_string(),
+        };
+        let changed = match membership.get_node(&node_id) {
+            Some(known) if known.addr == addr => {
+                let index = metrics.membership_config.log_id().map_or(0, |l| l.index);
+                return (Ok(ControllerResponse::Done), index);
+            }
+            Some(_) => {
+                let nodes = [(node_id, node)].into_iter().collect();
+                self.raft
+                    .change_membership(openraft::ChangeMembers::SetNodes(nodes), true)
+                    .await
+            }
+            None => self.raft.add_learner(node_id, node, false).await,
+        };
+        match changed {
+            Ok(r) => {
+                let index = r.log_id.index;
+                self.cell.wait_applied(index).await;
+                tracing::info!(
+                    node = id,
+                    addr,
+                    "a broker-only node observes the metadata log"
+                );
+                (Ok(ControllerResponse::Done), index)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (
+                Err(ControllerError::NotController(
+                    f.leader_id.and_then(|id| i32::try_from(id).ok()),
+                )),
+                0,
+            ),
+            Err(e) => (
+                Err(ControllerError::Internal(format!(
+                    "the metadata quorum refused the observer: {e}"
+                ))),
+                0,
+            ),
         }
     }
 
@@ -343,6 +420,10 @@ impl Controller {
                 self.quorum_state(),
             ))),
             ControllerRequest::CreateTopic(t) => self.create_topic(image, t),
+            // A membership change, not records: `execute` runs it before this.
+            ControllerRequest::JoinAsObserver { .. } => Err(ControllerError::Internal(
+                "an observer joins through the membership, not records".into(),
+            )),
             ControllerRequest::DeleteTopic { name } => {
                 let topic = image
                     .topic_by_name(&name)

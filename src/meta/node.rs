@@ -34,6 +34,9 @@ pub struct MetaOptions {
     pub node_id: i32,
     /// `(id, controller HOST:PORT)` of every voter; empty: a cluster of one.
     pub voters: Vec<(u64, String)>,
+    /// A broker-only node: the HOST:PORT where it receives the metadata log as an observer
+    /// (an openraft learner; it asks the active controller to add it). None: a voter.
+    pub observer_addr: Option<String>,
     /// `<data>/meta/raft`, or None in memory mode.
     pub dir: Option<PathBuf>,
     pub defaults: ControllerDefaults,
@@ -69,6 +72,8 @@ pub struct MetaNode {
     forward: Mutex<HashMap<u64, Arc<RpcClient>>>,
     /// The raft directory was empty at start (a new node or a new cluster).
     pristine: bool,
+    /// A broker-only node: an observer of the log, never a voter.
+    observer: bool,
 }
 
 /// Logs every change of the active controller (one line per change, for operators).
@@ -165,17 +170,20 @@ impl MetaNode {
             digest,
             forward: Mutex::new(HashMap::new()),
             pristine,
+            observer: opts.observer_addr.is_some(),
         });
         if let Some(serve) = opts.serve.take() {
             serve(node.clone());
         }
         tokio::spawn(log_leader_changes(node.raft.metrics(), node_id));
-        if pristine {
+        if let Some(addr) = &opts.observer_addr {
+            node.join_as_observer(addr).await;
+        } else if pristine {
             node.initialize_if_alone(opts.election_timeout_ms.0).await;
         }
         // Caught up: applied what was committed at the last stop (on a cluster of one, the
         // whole log: it commits it as soon as it leads again).
-        let target = if node.voters.len() == 1 {
+        let target = if node.voters.len() == 1 && !node.observer {
             state.last_log_id.map_or(0, |l| l.index)
         } else {
             committed.map_or(0, |l| l.index)
@@ -231,6 +239,64 @@ impl MetaNode {
             ),
             // Another voter got there first and this node already took part.
             Err(e) => tracing::info!(error = %e, "metadata quorum already initialized"),
+        }
+    }
+
+    /// A broker-only node asks the active controller to replicate the metadata log to `addr`
+    /// (it is added as an observer, or its address updated; nothing changes when it is known
+    /// already), trying the voters in turn until one that leads says yes; logged every 5 s
+    /// while none does.
+    async fn join_as_observer(&self, addr: &str) {
+        let request = ControllerRequest::JoinAsObserver {
+            id: self.node_id,
+            addr: addr.to_string(),
+        };
+        let voters: Vec<i32> = self.voters.keys().map(|&v| v as i32).collect();
+        let started = tokio::time::Instant::now();
+        let mut next_log = started + Duration::from_secs(5);
+        let mut ask = voters.first().copied().unwrap_or(0);
+        let mut turn = 0usize;
+        loop {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            let answer = self.forward(ask, &request, deadline).await;
+            match answer.map(|r| r.result) {
+                Ok(Ok(_)) => {
+                    tracing::info!(
+                        controller = ask,
+                        addr,
+                        "following the metadata log as an observer"
+                    );
+                    return;
+                }
+                Ok(Err(ControllerError::NotController(Some(leader))))
+                    if leader != ask && self.voters.contains_key(&(leader as u64)) =>
+                {
+                    ask = leader;
+                    continue;
+                }
+                Ok(Err(e @ ControllerError::InvalidRequest(_))) => {
+                    // A voter's id: this node can never join; say so, keep trying (an operator
+                    // fixes the configuration and restarts).
+                    tracing::error!(error = %e, "the controller refuses this node as an observer");
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(controller = ask, error = %e, "joining as an observer")
+                }
+                Err(e) => tracing::debug!(controller = ask, error = %e, "joining as an observer"),
+            }
+            if tokio::time::Instant::now() >= next_log {
+                next_log += Duration::from_secs(5);
+                tracing::warn!(
+                    waited_s = started.elapsed().as_secs(),
+                    "no active controller has added this broker-only node yet: waiting for the controller quorum"
+                );
+            }
+            turn += 1;
+            ask = voters
+                .get(turn % voters.len().max(1))
+                .copied()
+                .unwrap_or(ask);
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

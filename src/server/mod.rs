@@ -28,8 +28,6 @@ pub enum StartError {
     Address(String),
     #[error("cannot open the data directory: {0}")]
     Storage(String),
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// A bound, ready broker. [`Server::run`] serves until the shutdown future completes.
@@ -39,6 +37,8 @@ pub struct Server {
     started: Instant,
     /// Stops the controller listener (after the client listeners).
     controller_stop: watch::Sender<bool>,
+    /// The controller listener's address, when this node has one.
+    controller_addr: Option<SocketAddr>,
 }
 
 /// Resolves `HOST:PORT`; `localhost` means both loopback addresses (librdkafka tries ::1 first).
@@ -71,9 +71,14 @@ impl Server {
     /// As [`Server::bind`], with every deadline of the broker computed from `clock`.
     pub async fn bind_with_clock(config: Config, clock: Clock) -> Result<Server, StartError> {
         let started = Instant::now();
-        crate::cluster::check_startable(&config).map_err(StartError::Unsupported)?;
         let mut listeners = Vec::new();
-        for spec in &config.listen {
+        // A controller-only node serves no clients: only its controller listener.
+        let client_listen: &[String] = if config.is_broker() {
+            &config.listen
+        } else {
+            &[]
+        };
+        for spec in client_listen {
             let addrs = listen_addrs(spec)?;
             let is_localhost = addrs.len() > 1;
             for (i, addr) in addrs.into_iter().enumerate() {
@@ -103,10 +108,13 @@ impl Server {
                 }
             }
         }
-        let first = listeners[0].local_addr().map_err(|e| StartError::Bind {
-            addr: config.listen[0].clone(),
-            source: e,
-        })?;
+        let first = match listeners.first() {
+            Some(l) => l.local_addr().map_err(|e| StartError::Bind {
+                addr: config.listen[0].clone(),
+                source: e,
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let (host, port) = match &config.advertise {
             Some(spec) => {
                 let (h, p) = spec
@@ -133,9 +141,10 @@ impl Server {
         // The controller listener serves peers' raft RPCs while this node forms or joins the
         // quorum: bound first, served as soon as the metadata node exists.
         let (controller_stop, controller_stop_rx) = watch::channel(false);
+        let mut controller_addr = None;
         let serve_controller = match &config.controller_listen {
-            // A lone voter has no peers to serve.
-            Some(spec) if config.controller_quorum_voters.len() > 1 => {
+            // (Validation allows it only with voters: a cluster of one has no peers.)
+            Some(spec) => {
                 let addr = *listen_addrs(spec)?
                     .first()
                     .ok_or_else(|| StartError::Address(spec.clone()))?;
@@ -145,6 +154,7 @@ impl Server {
                         addr: addr.to_string(),
                         source: e,
                     })?;
+                controller_addr = listener.local_addr().ok();
                 let max_frame = config.max_frame_bytes;
                 let serve: Box<dyn FnOnce(Arc<crate::meta::node::MetaNode>) + Send> =
                     Box::new(move |node| {
@@ -161,7 +171,7 @@ impl Server {
                     });
                 Some(serve)
             }
-            _ => None,
+            None => None,
         };
         let broker = Broker::open_with_clock(config, host, port, clock, serve_controller)
             .await
@@ -171,6 +181,7 @@ impl Server {
             broker: Arc::new(broker),
             started,
             controller_stop,
+            controller_addr,
         })
     }
 
@@ -189,7 +200,14 @@ impl Server {
 
     /// The line printed once the broker accepts connections.
     pub fn ready_line(&self) -> String {
-        let addrs: Vec<String> = self.local_addrs().iter().map(|a| a.to_string()).collect();
+        let mut addrs: Vec<String> = self.local_addrs().iter().map(|a| a.to_string()).collect();
+        if !self.broker.config.is_broker() {
+            let controller = self.controller_addr.map(|a| a.to_string());
+            addrs = vec![format!(
+                "controller listener {} (controller only)",
+                controller.unwrap_or_default()
+            )];
+        }
         let data = if self.broker.config.memory {
             "memory".to_string()
         } else {

@@ -1,7 +1,8 @@
 //! A cluster of real `ottla` processes on loopback for integration tests (`mod common; mod
-//! cluster;`): every node in combined mode (broker + controller), its own free client and
-//! controller ports and its own temporary data directory, all started with the same
-//! `--controller-quorum-voters` list. Nodes are named by their node id, 1..=n.
+//! cluster;`): every node in combined mode (broker + controller) unless [`Options::roles`]
+//! says otherwise, its own free client and controller ports and its own temporary data
+//! directory, all started with the same `--controller-quorum-voters` list (the nodes with the
+//! controller role). Nodes are named by their node id, 1..=n.
 //!
 //! - [`Cluster::start`] spawns them, waits for every ready line, then polls DescribeCluster on
 //!   every node until all n brokers are listed unfenced and every node names the same active
@@ -45,6 +46,27 @@ pub struct Options {
     pub args: Vec<String>,
     /// Environment variables (e.g. `OTTLA_BROKER_SESSION_TIMEOUT_MS`).
     pub env: Vec<(String, String)>,
+    /// `--process-roles` of some nodes (`"broker"`, `"controller"`); the others run in
+    /// combined mode. The voters are the nodes with the controller role.
+    pub roles: Vec<(i32, &'static str)>,
+}
+
+impl Options {
+    /// Node `id`'s roles (default `broker,controller`).
+    pub fn role(&self, id: i32) -> &'static str {
+        self.roles
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map_or("broker,controller", |(_, r)| r)
+    }
+
+    pub fn is_broker(&self, id: i32) -> bool {
+        self.role(id).contains("broker")
+    }
+
+    pub fn is_controller(&self, id: i32) -> bool {
+        self.role(id).contains("controller")
+    }
 }
 
 pub struct Node {
@@ -155,6 +177,7 @@ impl Cluster {
                 .collect();
             let voters = nodes
                 .iter()
+                .filter(|nd| options.is_controller(nd.id))
                 .map(|nd| format!("{}@127.0.0.1:{}", nd.id, nd.controller_port))
                 .collect::<Vec<_>>()
                 .join(",");
@@ -181,8 +204,8 @@ impl Cluster {
                     panic!("the cluster did not start: {e}");
                 }
             }
-            let all: Vec<i32> = (1..=n as i32).collect();
-            cluster.wait_agree(&all, &all).await;
+            let brokers = cluster.brokers();
+            cluster.wait_agree(&brokers, &brokers).await;
             cluster.startup = t0.elapsed();
             return cluster;
         }
@@ -200,6 +223,14 @@ impl Cluster {
     /// Node ids, 1..=n.
     pub fn ids(&self) -> Vec<i32> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Ids of the nodes with the broker role (which serve clients), sorted.
+    pub fn brokers(&self) -> Vec<i32> {
+        self.ids()
+            .into_iter()
+            .filter(|&id| self.options.is_broker(id))
+            .collect()
     }
 
     /// Ids of the nodes whose process runs.
@@ -403,9 +434,10 @@ impl Cluster {
         })
     }
 
-    /// Polls DescribeCluster on every node of `on` until each lists at least the brokers of
-    /// `unfenced` (exactly them when `on == unfenced`, as after a full start) and all name
-    /// the same controller, one of `on`. Returns that controller's id.
+    /// Polls DescribeCluster on every node of `on` (brokers) until each lists at least the
+    /// brokers of `unfenced` (exactly them when `on == unfenced`, as after a full start) and
+    /// all name the same controller, one of `on` or a controller-only node. Returns that
+    /// controller's id.
     pub async fn wait_agree(&self, on: &[i32], unfenced: &[i32]) -> i32 {
         let deadline = Instant::now() + AGREE_TIMEOUT;
         let exact = on == unfenced;
@@ -421,7 +453,8 @@ impl Cluster {
             let agreed = views.iter().all(|(_, v)| {
                 v.as_ref().is_some_and(|v| {
                     Some(v.controller_id) == controller
-                        && on.contains(&v.controller_id)
+                        && (on.contains(&v.controller_id)
+                            || self.options.role(v.controller_id) == "controller")
                         && if exact {
                             v.brokers == unfenced
                         } else {
@@ -518,6 +551,8 @@ fn spawn(node: &mut Node, voters: &str, options: &Options) {
         .arg(format!("127.0.0.1:{}", node.controller_port))
         .arg("--controller-quorum-voters")
         .arg(voters)
+        .arg("--process-roles")
+        .arg(options.role(node.id))
         .args(&options.args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

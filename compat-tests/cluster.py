@@ -36,8 +36,12 @@ def cluster_free_port(taken):
 
 
 class Node:
-    def __init__(self, node_id, root, client_port, controller_port):
+    def __init__(self, node_id, root, client_port, controller_port, host="127.0.0.1", wrap=()):
+        """`host`: the address this node listens on and advertises; `wrap`: a command prefix
+        (e.g. `ip netns exec NS`, which execs the broker in place: same pid)."""
         self.id = node_id
+        self.host = host
+        self.wrap = list(wrap)
         self.client_port = client_port
         self.controller_port = controller_port
         self.data_dir = os.path.join(root, f"node{node_id}")
@@ -50,23 +54,24 @@ class Node:
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
-    def spawn(self, voters, extra_args=()):
+    def spawn(self, voters, extra_args=(), extra_env=None):
         assert self.proc is None, f"node {self.id} already runs"
         if not os.path.isfile(OTTLA_BIN):
             raise RuntimeError(f"no broker binary at {OTTLA_BIN}: cargo build --release --bin ottla, "
                                "or set OTTLA_BIN")
         os.makedirs(self.data_dir, exist_ok=True)
-        args = [OTTLA_BIN, "--node-id", str(self.id), "--data-dir", self.data_dir,
+        args = [*self.wrap, OTTLA_BIN, "--node-id", str(self.id), "--data-dir", self.data_dir,
                 "--listen", self.bootstrap, "--advertise", self.bootstrap,
-                "--controller-listen", f"127.0.0.1:{self.controller_port}",
+                "--controller-listen", f"{self.host}:{self.controller_port}",
                 "--controller-quorum-voters", voters, *extra_args]
         self.runs += 1
         with open(self.log_path, "ab") as f:
             f.write(f"----- run #{self.runs}: {' '.join(args)}\n".encode())
             self._run_offset = f.tell()
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1",
+                   **(extra_env or {}))
         self.spawned_at = time.monotonic()
         self.ready_at = None
         with open(self.log_path, "ab") as log:
@@ -158,12 +163,13 @@ def metadata_from(bootstrap, topic=None, timeout=10, attempts=20):
 
 
 class Cluster:
-    def __init__(self, n=3, extra_args=(), first_client_port=None):
+    def __init__(self, n=3, extra_args=(), first_client_port=None, extra_env=None):
         """`first_client_port`: node 1's client port (e.g. 9092, for the seed samples that
         hard-code localhost:9092); the other ports are free ones."""
         self.n = n
         self.first_client_port = first_client_port
         self.extra_args = list(extra_args)
+        self.extra_env = dict(extra_env or {})
         self.root = tempfile.mkdtemp(prefix="ottla-cluster-")
         self.nodes = []
         self.voters = ""
@@ -188,12 +194,11 @@ class Cluster:
                     return self.first_client_port
                 return cluster_free_port(taken)
 
-            self.nodes = [Node(i, root, client_port(i), cluster_free_port(taken))
-                          for i in range(1, self.n + 1)]
-            self.voters = ",".join(f"{nd.id}@127.0.0.1:{nd.controller_port}" for nd in self.nodes)
+            self.nodes = self.make_nodes(root, client_port, lambda: cluster_free_port(taken))
+            self.voters = ",".join(f"{nd.id}@{nd.host}:{nd.controller_port}" for nd in self.nodes)
             t0 = time.monotonic()
             for nd in self.nodes:
-                nd.spawn(self.voters, self.extra_args)
+                nd.spawn(self.voters, self.extra_args, self.extra_env)
             try:
                 self.wait_ready(self.nodes)
             except NodeExited as e:
@@ -206,6 +211,10 @@ class Cluster:
             self.startup_s = time.monotonic() - t0
             return self
         raise RuntimeError(f"no free ports after {START_ATTEMPTS} attempts: {last}")
+
+    def make_nodes(self, root, client_port, free):
+        """The nodes of one start attempt (subclasses place them elsewhere)."""
+        return [Node(i, root, client_port(i), free()) for i in range(1, self.n + 1)]
 
     def wait_ready(self, nodes):
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -254,7 +263,7 @@ class Cluster:
     def start_node(self, node_id):
         """Starts a stopped node again (same ports, same data directory), waits for its ready line."""
         nd = self.node(node_id)
-        nd.spawn(self.voters, self.extra_args)
+        nd.spawn(self.voters, self.extra_args, self.extra_env)
         self.wait_ready([nd])
 
     def stop(self):

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::cluster::fetcher::ReplicaFetchers;
 use crate::cluster::topics::{legacy_topics, retire_legacy_topics, LegacyTopic};
 use crate::cluster::{self, NodeInfo, Role, Topic, TopicError, TopicRegistry};
 use crate::config::Config;
@@ -66,6 +67,8 @@ pub struct Broker {
     creating: Arc<Mutex<HashSet<&'static str>>>,
     /// Dropped with the broker: stops the task that follows leadership.
     _follower: tokio::sync::watch::Sender<bool>,
+    /// The follower fetchers (one per leader this broker follows partitions from).
+    pub fetchers: Arc<ReplicaFetchers>,
 }
 
 impl Broker {
@@ -191,12 +194,17 @@ impl Broker {
         run_loads(&groups, &txns, loads)
             .await
             .map_err(|e| format!("loading the coordinators: {e}"))?;
+        let fetchers = ReplicaFetchers::new(config.node_id, topics.clone(), meta.clone());
+        fetchers.reconcile();
         let (follower, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(follow_leadership(
-            meta.clone(),
-            topics.clone(),
-            groups.clone(),
-            txns.clone(),
+            Followers {
+                meta: meta.clone(),
+                topics: topics.clone(),
+                groups: groups.clone(),
+                txns: txns.clone(),
+                fetchers: fetchers.clone(),
+            },
             config.node_id,
             image.applied.map_or(0, |l| l.index),
             stop,
@@ -222,6 +230,7 @@ impl Broker {
             runtime,
             creating: Arc::default(),
             _follower: follower,
+            fetchers,
         })
     }
 
@@ -682,15 +691,28 @@ pub async fn run_loads(
 /// being led here are resigned, those of partitions newly led here (or at a new leader epoch)
 /// loaded, in the background (a later change does not wait for a long load; a load that a
 /// later change made stale is discarded). Ends when `stop` changes or its sender is dropped.
-async fn follow_leadership(
+/// What follows leadership changes: the coordinators and the follower fetchers.
+struct Followers {
     meta: Arc<MetaNode>,
     topics: Arc<TopicRegistry>,
     groups: Arc<GroupCoordinators>,
     txns: Arc<TxnCoordinators>,
+    fetchers: Arc<ReplicaFetchers>,
+}
+
+async fn follow_leadership(
+    followers: Followers,
     node_id: i32,
     mut seen: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Followers {
+        meta,
+        topics,
+        groups,
+        txns,
+        fetchers,
+    } = followers;
     loop {
         tokio::select! {
             _ = meta.cell.wait_applied(seen + 1) => {}
@@ -698,6 +720,7 @@ async fn follow_leadership(
         }
         let image = meta.image();
         seen = image.applied.map_or(seen + 1, |l| l.index).max(seen + 1);
+        fetchers.reconcile();
         // On the blocking pool (resigning takes the coordinators' shard locks, which their
         // writes hold while they append), one change after the other, in log order.
         let (r, g, t) = (topics.clone(), groups.clone(), txns.clone());

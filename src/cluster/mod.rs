@@ -3,6 +3,7 @@
 //! single node is a cluster of one: it leads every partition.
 //! Replication and a Raft metadata log (openraft) will grow here behind the same API.
 
+pub mod fetcher;
 pub mod partition;
 pub mod placement;
 pub mod topic_config;

@@ -5,8 +5,9 @@
 //! and UNKNOWN_LEADER_EPOCH by the same rules (Kafka's `Partition.checkCurrentLeaderEpoch`).
 //!
 //! On a single node every partition is led here at leader epoch 0, with this node as its one
-//! replica and in-sync replica, and the log's high watermark follows its end. Replication will
-//! change the [`Leadership`] from the metadata log and feed the high watermark from followers.
+//! replica and in-sync replica, and the log's high watermark follows its end. In a cluster the
+//! [`Leadership`] comes from the metadata image; followers pull the leader's batches
+//! (`fetcher.rs`) and take its high watermark.
 
 use std::sync::{Arc, RwLock};
 
@@ -146,6 +147,10 @@ impl Partition {
             // What this replica appends as leader from now on carries the new epoch.
             self.log.set_leader_epoch(next.leader_epoch);
         }
+        // A leader's high watermark follows its log end (followers are not counted yet: the
+        // replication issue's next step); a follower's is the leader's, as its fetches learn
+        // it (`fetcher.rs`).
+        self.log.set_hw_follows_log_end(next.role == Role::Leader);
         *l = Arc::new(next);
     }
 }

@@ -275,6 +275,8 @@ impl Server {
             }
         }
         drop(permits);
+        // Followers append what they fetch: stopped before the logs are synced and closed.
+        self.broker.fetchers.stop_all().await;
         let broker = self.broker.clone();
         let flushed = crate::threads::spawn_blocking(move || broker.close()).await;
         match flushed {

@@ -1,0 +1,381 @@
+//! Follower fetching (the first step of replication): for every broker that leads partitions
+//! this broker follows, one task pulls them from it with Fetch (one connection per leader,
+//! all its partitions in one request, long-polling as a consumer does), appends the leader's
+//! batches unchanged (`PartitionLog::append_as_follower`: same offsets, epochs, producer ids
+//! and control batches, so replicas are byte-identical batch by batch) and learns the high
+//! watermark from each answer.
+//!
+//! What this step does not do yet (the replication issue builds it): the leader does not
+//! count followers for its high watermark (it still follows the leader's log end, so acks=all
+//! means the leader's append), ISR changes, DIVERGING_EPOCH / truncation to a divergence
+//! point (leaders do not move yet), and restarting a follower that fell below the leader's
+//! log start (it logs the gap and retries). A follower that is ahead of its leader (the leader
+//! lost unflushed data in a crash) truncates to the leader's high watermark.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Partition, Role, TopicRegistry};
+use crate::log::batch::BatchHeader;
+use crate::log::LogError;
+use crate::meta::image::MetadataImage;
+use crate::meta::node::MetaNode;
+use crate::meta::rpc::RpcClient;
+
+/// The Fetch version followers send (topic names; the last before topic ids).
+pub const FOLLOWER_FETCH_VERSION: i16 = 12;
+/// How long the leader may hold a follower's fetch when it has nothing new (Kafka's
+/// `replica.fetch.wait.max.ms`).
+const MAX_WAIT_MS: i32 = 500;
+/// Bytes per partition and per answer (Kafka's `replica.fetch.max.bytes`,
+/// `replica.fetch.response.max.bytes`).
+const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
+/// The wait after a failed round (Kafka's `replica.fetch.backoff.ms`), doubled up to a second
+/// while failures last.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The fetchers of this broker, one per leader it follows partitions from.
+pub struct ReplicaFetchers {
+    node_id: i32,
+    topics: Arc<TopicRegistry>,
+    meta: Arc<MetaNode>,
+    running: Mutex<HashMap<i32, Fetcher>>,
+}
+
+/// A running fetcher: how to stop it, and its task.
+type Fetcher = (watch::Sender<bool>, JoinHandle<()>);
+
+/// A partition this broker follows from one leader.
+struct Followed {
+    topic: String,
+    partition: Arc<Partition>,
+}
+
+impl ReplicaFetchers {
+    pub fn new(
+        node_id: i32,
+        topics: Arc<TopicRegistry>,
+        meta: Arc<MetaNode>,
+    ) -> Arc<ReplicaFetchers> {
+        Arc::new(ReplicaFetchers {
+            node_id,
+            topics,
+            meta,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts a fetcher for every leader this broker now follows partitions from and stops
+    /// those of leaders it no longer does. Call on the runtime after every image change.
+    pub fn reconcile(self: &Arc<Self>) {
+        let mut wanted: Vec<i32> = self
+            .followed()
+            .into_iter()
+            .map(|(leader, _)| leader)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|leader, (stop, _)| {
+            let keep = wanted.contains(leader);
+            if !keep {
+                let _ = stop.send(true);
+                tracing::debug!(leader, "stopped fetching from a leader");
+            }
+            keep
+        });
+        for leader in wanted {
+            if running.contains_key(&leader) {
+                continue;
+            }
+            let (stop, stopped) = watch::channel(false);
+            let me = self.clone();
+            let task = tokio::spawn(async move { me.run(leader, stopped).await });
+            running.insert(leader, (stop, task));
+            tracing::debug!(leader, "fetching from a leader");
+        }
+    }
+
+    /// Stops every fetcher and waits until none appends any more (before the logs are
+    /// closed at shutdown).
+    pub async fn stop_all(&self) {
+        let tasks: Vec<_> = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            running
+                .drain()
+                .map(|(_, (stop, task))| {
+                    let _ = stop.send(true);
+                    task
+                })
+                .collect()
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Every partition replica here that follows a leader, with that leader's id.
+    fn followed(&self) -> Vec<(i32, Followed)> {
+        let mut out = Vec::new();
+        for topic in self.topics.list() {
+            for partition in topic.partitions() {
+                let l = partition.leadership();
+                if l.role == Role::Follower && l.leader_id >= 0 && l.leader_id != self.node_id {
+                    out.push((
+                        l.leader_id,
+                        Followed {
+                            topic: topic.name.clone(),
+                            partition,
+                        },
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The address of `leader`'s client listener, from the image.
+    fn leader_addr(image: &MetadataImage, leader: i32) -> Option<String> {
+        let endpoint = image
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .and_then(|b| b.endpoints.first())?;
+        Some(if endpoint.host.contains(':') {
+            format!("[{}]:{}", endpoint.host, endpoint.port)
+        } else {
+            format!("{}:{}", endpoint.host, endpoint.port)
+        })
+    }
+
+    /// One leader's fetch loop, until `stop`.
+    async fn run(self: Arc<Self>, leader: i32, mut stop: watch::Receiver<bool>) {
+        let mut client: Option<RpcClient> = None;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let parts: Vec<Followed> = self
+                .followed()
+                .into_iter()
+                .filter(|(l, _)| *l == leader)
+                .map(|(_, f)| f)
+                .collect();
+            let image = self.meta.image();
+            let addr = Self::leader_addr(&image, leader);
+            let round = match (&addr, parts.is_empty()) {
+                (Some(addr), false) => {
+                    if client.as_ref().map(|c| c.addr()) != Some(addr.as_str()) {
+                        client = Some(
+                            RpcClient::new(addr.clone(), format!("ottla-replica-{}", self.node_id))
+                                .with_max_response_bytes(RESPONSE_MAX_BYTES as usize + (1 << 20)),
+                        );
+                    }
+                    match &client {
+                        Some(c) => self.fetch_round(c, &parts, &mut stop).await,
+                        None => Err("no client".to_string()),
+                    }
+                }
+                // Nothing to fetch, or the leader is not reachable per the image: wait for
+                // the image to change.
+                _ => {
+                    let next = image.applied.map_or(0, |l| l.index) + 1;
+                    tokio::select! {
+                        _ = self.meta.cell.wait_applied(next) => {}
+                        _ = tokio::time::sleep(BACKOFF_MAX) => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+            };
+            match round {
+                Ok(progress) => {
+                    backoff = BACKOFF_MIN;
+                    if !progress {
+                        // Every partition answered an error (a leadership change under way):
+                        // do not spin while the image catches up.
+                        tokio::select! {
+                            _ = tokio::time::sleep(BACKOFF_MIN) => {}
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(leader, error = %e, "follower fetch failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One Fetch to the leader for `parts`, and what its answer means for each. Ok(false)
+    /// when no partition could be served. `stop` interrupts the wait for the answer, never
+    /// the appends that follow it (shutdown waits for them before it syncs the logs).
+    async fn fetch_round(
+        &self,
+        client: &RpcClient,
+        parts: &[Followed],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, String> {
+        let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        let mut local: HashMap<(String, i32), &Arc<Partition>> = HashMap::new();
+        for f in parts {
+            let log = f.partition.log();
+            let last_epoch = log.epoch_entries().last().map_or(-1, |e| e.epoch);
+            by_topic.entry(&f.topic).or_default().push(
+                FetchPartition::default()
+                    .with_partition(f.partition.index())
+                    .with_current_leader_epoch(f.partition.leadership().leader_epoch)
+                    .with_fetch_offset(log.log_end_offset())
+                    .with_last_fetched_epoch(last_epoch)
+                    .with_log_start_offset(log.log_start_offset())
+                    .with_partition_max_bytes(PARTITION_MAX_BYTES),
+            );
+            local.insert((f.topic.clone(), f.partition.index()), &f.partition);
+        }
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(self.node_id))
+            .with_max_wait_ms(MAX_WAIT_MS)
+            .with_min_bytes(1)
+            .with_max_bytes(RESPONSE_MAX_BYTES)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        FetchTopic::default()
+                            .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            );
+        let mut body = BytesMut::new();
+        request
+            .encode(&mut body, FOLLOWER_FETCH_VERSION)
+            .map_err(|e| format!("encoding a follower fetch: {e}"))?;
+        let timeout = Duration::from_millis(MAX_WAIT_MS as u64) + Duration::from_secs(10);
+        let call = client.call(ApiKey::Fetch as i16, FOLLOWER_FETCH_VERSION, &body, timeout);
+        let mut answer = tokio::select! {
+            answer = call => answer.map_err(|e| e.to_string())?,
+            _ = stop.changed() => return Ok(false),
+        };
+        let response = FetchResponse::decode(&mut answer, FOLLOWER_FETCH_VERSION)
+            .map_err(|e| format!("undecodable fetch answer: {e}"))?;
+        if let Some(e) = ResponseError::try_from_code(response.error_code) {
+            return Err(format!("the leader refused the fetch: {e}"));
+        }
+        let mut progress = false;
+        for t in response.responses {
+            let name = t.topic.0.to_string();
+            for p in t.partitions {
+                let Some(partition) = local.get(&(name.clone(), p.partition_index)) else {
+                    continue;
+                };
+                let partition = Arc::clone(partition);
+                match ResponseError::try_from_code(p.error_code) {
+                    None => {
+                        progress = true;
+                        let records = p.records.unwrap_or_default();
+                        apply(&name, partition, whole_batches(records), p.high_watermark).await;
+                    }
+                    Some(ResponseError::OffsetOutOfRange) => {
+                        progress = true;
+                        out_of_range(&name, partition, p.high_watermark, p.log_start_offset).await;
+                    }
+                    Some(e) => {
+                        tracing::debug!(topic = %name, partition = p.partition_index, error = %e,
+                            "the leader did not serve a followed partition");
+                    }
+                }
+            }
+        }
+        Ok(progress)
+    }
+}
+
+/// The whole batches at the front of `records` (a leader may cut the last one short at its
+/// size limit, as Kafka's do).
+fn whole_batches(records: Bytes) -> Bytes {
+    let mut end = 0;
+    while let Some(h) = records.get(end..).and_then(BatchHeader::parse) {
+        if end + h.total_bytes > records.len() {
+            break;
+        }
+        end += h.total_bytes;
+    }
+    records.slice(..end)
+}
+
+/// Appends what the leader sent (off the runtime: it may roll a segment or fsync) and moves
+/// the high watermark to the leader's, as far as this replica has the data.
+async fn apply(topic: &str, partition: Arc<Partition>, records: Bytes, leader_hw: i64) {
+    let log = partition.log().clone();
+    let appended = crate::threads::spawn_blocking(move || {
+        if !records.is_empty() {
+            log.append_as_follower(&records)?;
+        }
+        log.advance_high_watermark(leader_hw);
+        Ok::<_, LogError>(())
+    })
+    .await;
+    match appended {
+        Ok(Ok(())) => {}
+        // The topic was deleted meanwhile (the next image stops this fetch).
+        Ok(Err(LogError::Closed)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(topic, partition = partition.index(), error = %e, "cannot append the leader's batches")
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition = partition.index(), error = %e, "cannot append the leader's batches")
+        }
+    }
+}
+
+/// The leader has no data at this replica's log end: this replica is ahead (its leader lost
+/// data it had not flushed) and truncates to the leader's high watermark, or behind the
+/// leader's log start (not handled yet: logged).
+async fn out_of_range(topic: &str, partition: Arc<Partition>, leader_hw: i64, leader_start: i64) {
+    let log = partition.log().clone();
+    let end = log.log_end_offset();
+    if end > leader_hw {
+        let cut = crate::threads::spawn_blocking(move || log.truncate_to(leader_hw)).await;
+        match cut {
+            Ok(Ok(new_end)) => {
+                tracing::warn!(topic, partition = partition.index(), from = end, to = new_end,
+                    "this replica was ahead of its leader: truncated to the leader's high watermark")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(topic, partition = partition.index(), error = %e, "cannot truncate a replica ahead of its leader")
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition = partition.index(), error = %e, "cannot truncate a replica ahead of its leader")
+            }
+        }
+    } else {
+        tracing::warn!(
+            topic,
+            partition = partition.index(),
+            log_end = end,
+            leader_log_start = leader_start,
+            "this replica is behind its leader's log start; it cannot catch up yet"
+        );
+    }
+}

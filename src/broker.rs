@@ -337,6 +337,56 @@ impl Broker {
         }
     }
 
+    /// As a partition's leader, asks the controller for the ISR it should have now
+    /// ([`cluster::Partition::wanted_isr`]), in the background, one change at a time per
+    /// partition (a refused or failed change is asked again by a later fetch or pass).
+    pub fn maybe_alter_isr(&self, partition: &Arc<cluster::Partition>) {
+        let now = self.clock.now_ms();
+        let lag_max = i64::try_from(self.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+        let Some(isr) = partition.wanted_isr(now, lag_max) else {
+            return;
+        };
+        if !partition.begin_isr_change() {
+            return;
+        }
+        let l = partition.leadership();
+        let request = ControllerRequest::AlterPartition {
+            broker_id: self.config.node_id,
+            broker_epoch: self.broker_epoch.load(std::sync::atomic::Ordering::Relaxed),
+            topic_id: partition.topic_id(),
+            index: partition.index(),
+            leader_epoch: l.leader_epoch,
+            partition_epoch: l.partition_epoch,
+            isr: isr.clone(),
+        };
+        let (meta, partition) = (self.meta.clone(), partition.clone());
+        self.runtime.spawn(async move {
+            match meta.submit(request).await {
+                Ok(_) => {
+                    tracing::info!(topic_id = %partition.topic_id(), partition = partition.index(),
+                    from = ?l.isr, to = ?isr, "ISR changed")
+                }
+                Err(e) => {
+                    tracing::debug!(partition = partition.index(), error = %e, "ISR change refused")
+                }
+            }
+            partition.end_isr_change();
+        });
+    }
+
+    /// One pass over the partitions led here: each asks for the ISR it should have (a
+    /// follower that lags leaves it). Run by the maintenance timers.
+    pub fn check_isrs(&self) {
+        for topic in self.topics.list() {
+            for partition in topic.partitions() {
+                let l = partition.leadership();
+                if l.role == Role::Leader && l.replicas.len() > 1 {
+                    self.maybe_alter_isr(&partition);
+                }
+            }
+        }
+    }
+
     /// Tells the controller this broker is going (it is fenced at once instead of after its
     /// session times out). Best effort, bounded by a heartbeat interval.
     pub async fn controlled_shutdown(&self) {

@@ -139,6 +139,9 @@ pub struct Config {
     /// A broker without a heartbeat for this long is fenced (Kafka's
     /// `broker.session.timeout.ms`).
     pub broker_session_timeout_ms: u64,
+    /// A follower that has not caught up with its leader's log end for this long leaves the
+    /// ISR (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
     /// Partitions of `__consumer_offsets` when it is created (Kafka's
     /// `offsets.topic.num.partitions`); a group's coordinator is the leader of partition
     /// `abs(hash(group id)) % partitions` of the topic as it exists.
@@ -375,6 +378,7 @@ impl Default for Config {
             max_open_segment_files: crate::log::open_files::DEFAULT_MAX_OPEN_SEGMENT_FILES,
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
+            replica_lag_time_max_ms: 30_000,
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
             transaction_state_log_num_partitions: 50,
@@ -507,9 +511,10 @@ impl Config {
         }
         if self.broker_heartbeat_interval_ms < 1
             || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+            || self.replica_lag_time_max_ms == 0
         {
             return bad(
-                "broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms"
+                "broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms, replica_lag_time_max_ms ≥ 1"
                     .into(),
             );
         }

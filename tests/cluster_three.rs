@@ -50,6 +50,18 @@ struct TopicView {
     partitions: BTreeMap<i32, PartitionView>,
 }
 
+/// `topics` without the ISRs: brokers stopping leave the ISRs (fenced by their controlled
+/// shutdown) and rejoin them once they caught up, so an ISR is not part of what a restart must
+/// keep.
+fn without_isr(mut topics: BTreeMap<String, TopicView>) -> BTreeMap<String, TopicView> {
+    for t in topics.values_mut() {
+        for p in t.partitions.values_mut() {
+            p.isr.clear();
+        }
+    }
+    topics
+}
+
 /// Every topic of a Metadata answer, by name.
 fn topics(md: &MetadataResponse) -> BTreeMap<String, TopicView> {
     md.topics
@@ -520,8 +532,8 @@ async fn the_image_survives_clean_and_unclean_restarts_of_every_node() {
     let after = agreeing_metadata(&cluster, &all).await;
     assert_eq!(after.cluster_id, before.cluster_id);
     assert_eq!(
-        topics(&after),
-        image,
+        without_isr(topics(&after)),
+        without_isr(image.clone()),
         "the image after a clean restart of all three"
     );
     eprintln!(
@@ -540,8 +552,8 @@ async fn the_image_survives_clean_and_unclean_restarts_of_every_node() {
     let after = agreeing_metadata(&cluster, &all).await;
     assert_eq!(after.cluster_id, before.cluster_id);
     assert_eq!(
-        topics(&after),
-        image,
+        without_isr(topics(&after)),
+        without_isr(image.clone()),
         "the image after SIGKILL of all three"
     );
     eprintln!(

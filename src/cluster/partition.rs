@@ -9,7 +9,11 @@
 //! [`Leadership`] comes from the metadata image; followers pull the leader's batches
 //! (`fetcher.rs`) and take its high watermark.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use uuid::Uuid;
 
 use tokio::sync::Notify;
 
@@ -62,11 +66,32 @@ pub struct Leadership {
     pub isr: Vec<i32>,
 }
 
-/// A partition replica: the log plus its [`Leadership`].
+/// What a leader knows of one follower, from its fetches (Kafka's `Replica` state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower's log end: the offset of its last fetch.
+    pub log_end: i64,
+    /// When it last fetched, and the leader's log end then.
+    pub last_fetch_ms: i64,
+    pub leader_end_at_last_fetch: i64,
+    /// The last time it had everything the leader had (Kafka's `lastCaughtUpTimeMs`).
+    pub last_caught_up_ms: i64,
+}
+
+/// A partition replica: the log plus its [`Leadership`], and as leader its followers'
+/// progress.
 pub struct Partition {
     index: i32,
+    topic_id: Uuid,
     log: Arc<PartitionLog>,
     leadership: RwLock<Arc<Leadership>>,
+    /// As leader: each follower's progress (forgotten when the leadership changes hands).
+    followers: Mutex<HashMap<i32, FollowerProgress>>,
+    /// When this broker was first seen leading at the current epoch by an ISR check (ms, the
+    /// broker's clock; 0: not yet): a follower of the ISR that never fetched lags from then.
+    leading_since_ms: AtomicI64,
+    /// An ISR change is with the controller (one at a time per partition, as Kafka).
+    altering: AtomicBool,
 }
 
 impl Partition {
@@ -85,7 +110,163 @@ impl Partition {
                 replicas: vec![node_id],
                 isr: vec![node_id],
             })),
+            followers: Mutex::new(HashMap::new()),
+            leading_since_ms: AtomicI64::new(0),
+            altering: AtomicBool::new(false),
+            topic_id: Uuid::nil(),
         }
+    }
+
+    /// The same partition, of topic `id`.
+    pub fn of_topic(mut self, id: Uuid) -> Partition {
+        self.topic_id = id;
+        self
+    }
+
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    /// As leader, the ISR this partition should have now (Kafka's `maybeShrinkIsr` /
+    /// `maybeExpandIsr`), if it differs from the current one: followers of the ISR that have
+    /// not caught up with the leader's log end for `lag_max_ms` leave it; replicas outside it
+    /// whose log end reached the high watermark (and the start of the current leader epoch)
+    /// and that do not lag join it. None when nothing changes or this broker does not lead.
+    pub fn wanted_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        let l = self.leadership();
+        if l.role != Role::Leader {
+            return None;
+        }
+        let since = match self.leading_since_ms.compare_exchange(
+            0,
+            now_ms,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => now_ms,
+            Err(since) => since,
+        };
+        let hw = self.log.high_watermark();
+        let epoch_start = self
+            .log
+            .epoch_entries()
+            .last()
+            .filter(|e| e.epoch == l.leader_epoch)
+            .map_or(0, |e| e.start_offset);
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut isr: Vec<i32> = l
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                if *r == l.leader_id {
+                    return true;
+                }
+                let caught_up = followers
+                    .get(r)
+                    .map_or(since, |f| f.last_caught_up_ms.max(since));
+                now_ms - caught_up <= lag_max_ms
+            })
+            .collect();
+        for r in &l.replicas {
+            if isr.contains(r) {
+                continue;
+            }
+            // It joins at the high watermark, with the current epoch's data, and not lagging
+            // by the rule that makes members leave (else a paused follower sitting at a high
+            // watermark it holds back would leave and join in turn).
+            if let Some(f) = followers.get(r) {
+                if f.log_end >= hw
+                    && f.log_end >= epoch_start
+                    && now_ms - f.last_caught_up_ms <= lag_max_ms
+                {
+                    isr.push(*r);
+                }
+            }
+        }
+        isr.sort_unstable();
+        let mut now = l.isr.clone();
+        now.sort_unstable();
+        (isr != now).then_some(isr)
+    }
+
+    /// Takes the one in-flight ISR change slot; false when a change is already asked for.
+    pub fn begin_isr_change(&self) -> bool {
+        !self.altering.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_isr_change(&self) {
+        self.altering.store(false, Ordering::Release);
+    }
+
+    /// A follower fetched from `fetch_offset` (its log end) at `now_ms`: remembered, and the
+    /// high watermark moved to the smallest log end of the in-sync replicas (this leader's
+    /// included). Refused (NOT_LEADER_OR_FOLLOWER) when this broker does not lead or
+    /// `replica` is not one of the partition's replicas.
+    pub fn follower_fetched(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        let l = self.leadership();
+        if l.role != Role::Leader || replica == l.leader_id || !l.replicas.contains(&replica) {
+            return Err(PartitionError::NotLeader);
+        }
+        let leader_end = self.log.log_end_offset();
+        {
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            let before = followers.get(&replica).copied();
+            let caught_up = if fetch_offset >= leader_end {
+                now_ms
+            } else {
+                match before {
+                    // It has what the leader had at its previous fetch (Kafka's rule).
+                    Some(b) if fetch_offset >= b.leader_end_at_last_fetch => b.last_fetch_ms,
+                    Some(b) => b.last_caught_up_ms,
+                    None => -1,
+                }
+            };
+            followers.insert(
+                replica,
+                FollowerProgress {
+                    log_end: fetch_offset,
+                    last_fetch_ms: now_ms,
+                    leader_end_at_last_fetch: leader_end,
+                    last_caught_up_ms: caught_up,
+                },
+            );
+        }
+        self.maybe_advance_high_watermark(&l);
+        Ok(())
+    }
+
+    /// A follower's progress as this leader knows it.
+    pub fn follower_progress(&self, replica: i32) -> Option<FollowerProgress> {
+        self.followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&replica)
+            .copied()
+    }
+
+    /// As leader, moves the high watermark to the smallest log end over the ISR (a follower
+    /// of the ISR that has not fetched since this broker leads holds it where it is).
+    fn maybe_advance_high_watermark(&self, l: &Leadership) {
+        if l.role != Role::Leader {
+            return;
+        }
+        let mut hw = self.log.log_end_offset();
+        {
+            let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            for r in l.isr.iter().filter(|r| **r != l.leader_id) {
+                match followers.get(r) {
+                    Some(f) => hw = hw.min(f.log_end),
+                    None => return,
+                }
+            }
+        }
+        self.log.advance_high_watermark(hw);
     }
 
     pub fn index(&self) -> i32 {
@@ -147,11 +328,26 @@ impl Partition {
             // What this replica appends as leader from now on carries the new epoch.
             self.log.set_leader_epoch(next.leader_epoch);
         }
-        // A leader's high watermark follows its log end (followers are not counted yet: the
-        // replication issue's next step); a follower's is the leader's, as its fetches learn
-        // it (`fetcher.rs`).
-        self.log.set_hw_follows_log_end(next.role == Role::Leader);
-        *l = Arc::new(next);
+        let alone = next.role == Role::Leader && next.isr.iter().all(|r| *r == next.leader_id);
+        // A leader alone in its ISR moves the high watermark with its log end; a leader with
+        // followers in its ISR moves it as they fetch (`follower_fetched`); a follower's is
+        // the leader's, as its fetches learn it (`fetcher.rs`).
+        self.log.set_hw_follows_log_end(alone);
+        if next.role != Role::Leader || next.leader_epoch != l.leader_epoch {
+            self.followers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        if next.role != Role::Leader || next.leader_epoch != l.leader_epoch {
+            // Set by the first ISR check under the new leadership, in the broker's clock.
+            self.leading_since_ms.store(0, Ordering::Relaxed);
+        }
+        let next = Arc::new(next);
+        *l = next.clone();
+        drop(l);
+        // A smaller ISR may let the high watermark move now.
+        self.maybe_advance_high_watermark(&next);
     }
 }
 
@@ -215,5 +411,61 @@ mod tests {
         p.set_leadership(l.clone());
         l.leader_epoch = 1;
         p.set_leadership(l);
+    }
+}
+
+#[cfg(test)]
+mod isr_tests {
+    use super::*;
+    use crate::log::LogConfig;
+
+    fn led(isr: Vec<i32>) -> Partition {
+        let p = Partition::sole_leader(
+            0,
+            Arc::new(PartitionLog::in_memory(LogConfig::default())),
+            1,
+        );
+        p.set_leadership(Leadership {
+            role: Role::Leader,
+            leader_id: 1,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            replicas: vec![1, 2, 3],
+            isr,
+        });
+        p
+    }
+
+    #[test]
+    fn lagging_followers_leave_and_caught_up_ones_join() {
+        let p = led(vec![1, 2, 3]);
+        let start = 1_000_000;
+        // Nobody fetched yet: within the lag time nothing changes, after it both leave.
+        assert_eq!(p.wanted_isr(start, 2000), None);
+        assert_eq!(p.wanted_isr(start + 1000, 2000), None);
+        assert_eq!(p.wanted_isr(start + 2001, 2000), Some(vec![1]));
+        // Follower 2 fetches at the log end: it stays; 3 still leaves.
+        p.follower_fetched(2, 0, start + 2500).unwrap();
+        assert_eq!(p.wanted_isr(start + 3000, 2000), Some(vec![1, 2]));
+        // A follower that stopped at the high watermark it holds back leaves and stays out.
+        let p2 = led(vec![1, 2]);
+        assert_eq!(p2.wanted_isr(start, 2000), None);
+        p2.follower_fetched(2, 0, start).unwrap();
+        assert_eq!(p2.wanted_isr(start + 5000, 2000), Some(vec![1]));
+        // The high watermark waits for both in-sync followers.
+        let p = led(vec![1, 2]);
+        let t = 5_000_000;
+        assert_eq!(p.wanted_isr(t, 2000), None);
+        p.follower_fetched(3, 0, t).unwrap();
+        assert_eq!(
+            p.wanted_isr(t, 2000),
+            Some(vec![1, 2, 3]),
+            "3 caught up: joins"
+        );
+        assert_eq!(
+            p.follower_fetched(4, 0, t),
+            Err(PartitionError::NotLeader),
+            "not a replica"
+        );
     }
 }

@@ -481,6 +481,8 @@ pub struct ProduceRules {
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
     pub compacted: bool,
+    /// `min.insync.replicas`: an acks=all write needs at least this many in-sync replicas.
+    pub min_insync_replicas: usize,
 }
 
 /// The [`ProduceRules`] of a topic with `overrides`.
@@ -495,6 +497,8 @@ pub fn produce_rules(overrides: &TopicOverrides, broker: &Config) -> ProduceRule
         timestamp_before_max_ms,
         timestamp_after_max_ms,
         compacted: log_config(overrides, broker).cleanup_compact,
+        min_insync_replicas: effective_i64("min.insync.replicas", overrides, broker).max(1)
+            as usize,
     }
 }
 

@@ -229,6 +229,7 @@ impl TopicRegistry {
     fn open_partition(
         &self,
         topic: &str,
+        topic_id: Uuid,
         configs: &TopicOverrides,
         partition: i32,
         image: &PartitionImage,
@@ -244,7 +245,7 @@ impl TopicRegistry {
             )?,
             None => PartitionLog::in_memory_with_clock(config, self.clock.clone()),
         });
-        let p = Partition::sole_leader(partition, log, self.node_id);
+        let p = Partition::sole_leader(partition, log, self.node_id).of_topic(topic_id);
         p.set_leadership(self.leadership(image));
         Ok(Arc::new(p))
     }
@@ -422,7 +423,7 @@ impl TopicRegistry {
         if !self.hosts(p) {
             return None;
         }
-        match self.open_partition(&t.name, &t.configs, index, p) {
+        match self.open_partition(&t.name, t.id, &t.configs, index, p) {
             Ok(part) => Some(part),
             Err(e) => {
                 tracing::error!(topic = %t.name, partition = index, error = %e,

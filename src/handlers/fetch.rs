@@ -59,6 +59,15 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         return error_answer(ResponseError::InvalidFetchSessionEpoch);
     }
     let by_id = version >= 13;
+    // A follower's fetch (Kafka: replica id ≥ 0, in `replica_state` from v15): it reads up
+    // to the log end, its fetch offset is its log end (the leader's high watermark follows
+    // the in-sync followers'), and it is woken by appends, not by the high watermark.
+    let replica = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let follower = (replica >= 0).then_some(replica);
     let mut wanted = Vec::new();
     for (topic_index, t) in req.topics.iter().enumerate() {
         let topic = if by_id {
@@ -69,15 +78,23 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         for p in &t.partitions {
             // current_leader_epoch exists from v9 (-1: not checked).
             let epoch = (version >= 9).then_some(p.current_leader_epoch);
+            let mut partition = broker.topics.get_partition(topic, p.partition, epoch);
+            if let (Some(replica), Ok(found)) = (follower, &partition) {
+                match found.follower_fetched(replica, p.fetch_offset, broker.clock.now_ms()) {
+                    Err(e) => partition = Err(e),
+                    // A follower outside the ISR may have caught up: it joins.
+                    Ok(()) if !found.leadership().isr.contains(&replica) => {
+                        broker.maybe_alter_isr(found)
+                    }
+                    Ok(()) => {}
+                }
+            }
             wanted.push(Wanted {
                 topic_index,
                 partition_index: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
-                partition: broker
-                    .topics
-                    .get_partition(topic, p.partition, epoch)
-                    .map_err(partition_error_code),
+                partition: partition.map_err(partition_error_code),
             });
         }
     }
@@ -92,6 +109,11 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
     let max_wait =
         Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
+    let isolation = match (follower, req.isolation_level) {
+        (Some(_), _) => Isolation::LogEnd,
+        (None, READ_COMMITTED) => Isolation::ReadCommitted,
+        (None, _) => Isolation::ReadUncommitted,
+    };
     let partitions: Vec<Arc<Partition>> = wanted
         .iter()
         .filter_map(|w| w.partition.clone().ok())
@@ -101,19 +123,25 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         // and the wait is not missed.
         let mut waits: Vec<Pin<Box<Notified<'_>>>> = partitions
             .iter()
-            .map(|p| Box::pin(p.hw_advanced().notified()))
+            .map(|p| {
+                Box::pin(if follower.is_some() {
+                    p.log().appended().notified()
+                } else {
+                    p.hw_advanced().notified()
+                })
+            })
             .collect();
         for w in &mut waits {
             w.as_mut().enable();
         }
-        let (partitions, bytes, errors) = read_all(&wanted, max_bytes, req.isolation_level).await;
+        let (partitions, bytes, errors) = read_all(&wanted, max_bytes, isolation).await;
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || waits.is_empty() {
             return respond(broker, req, by_id, partitions);
         }
         let any_append = futures::future::select_all(waits);
         if tokio::time::timeout_at(deadline, any_append).await.is_err() {
-            let (partitions, _, _) = read_all(&wanted, max_bytes, req.isolation_level).await;
+            let (partitions, _, _) = read_all(&wanted, max_bytes, isolation).await;
             return respond(broker, req, by_id, partitions);
         }
     }
@@ -136,20 +164,16 @@ type Answered = (usize, PartitionData, Records);
 async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
-    isolation_level: i8,
+    isolation: Isolation,
 ) -> (Vec<Answered>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
-    let isolation = if isolation_level == READ_COMMITTED {
-        Isolation::ReadCommitted
-    } else {
-        Isolation::ReadUncommitted
-    };
+    let read_committed = isolation == Isolation::ReadCommitted;
     let mut out = Vec::with_capacity(wanted.len());
     for w in wanted {
         let base = PartitionData::default()
             .with_partition_index(w.partition_index)
-            .with_aborted_transactions((isolation_level == READ_COMMITTED).then(Vec::new));
+            .with_aborted_transactions(read_committed.then(Vec::new));
         let mut records = Records::Bytes(Bytes::new());
         let data = match &w.partition {
             Err(e) => {

@@ -41,6 +41,53 @@ struct PendingSync {
     upto: i64,
 }
 
+/// An acks=all partition whose answer waits until the high watermark passes `upto`.
+struct PendingReplication {
+    topic: usize,
+    partition: usize,
+    replica: Arc<crate::cluster::Partition>,
+    upto: i64,
+    min_insync: usize,
+}
+
+/// What one partition's append leaves to do before the answer.
+#[derive(Default)]
+struct Pending {
+    /// Make it durable up to this offset first (the flush policy).
+    sync: Option<(Arc<PartitionLog>, i64)>,
+    /// acks=all: wait for the in-sync replicas (the replica, the offset after the batch, and
+    /// `min.insync.replicas`).
+    replication: Option<(Arc<crate::cluster::Partition>, i64, usize)>,
+}
+
+/// Waits until the high watermark of `replica` passes `upto` (every in-sync replica has the
+/// batch), as Kafka's `checkEnoughReplicasReachOffset`: then NOT_ENOUGH_REPLICAS_AFTER_APPEND
+/// if the ISR shrank below `min_insync` meanwhile; REQUEST_TIMED_OUT at `deadline`;
+/// NOT_LEADER_OR_FOLLOWER if this broker stopped leading.
+async fn wait_replicated(
+    replica: &crate::cluster::Partition,
+    upto: i64,
+    min_insync: usize,
+    deadline: tokio::time::Instant,
+) -> Option<ResponseError> {
+    loop {
+        let advanced = replica.hw_advanced().notified();
+        tokio::pin!(advanced);
+        advanced.as_mut().enable();
+        let l = replica.leadership();
+        if l.role != crate::cluster::Role::Leader {
+            return Some(ResponseError::NotLeaderOrFollower);
+        }
+        if replica.high_watermark() >= upto {
+            return (l.isr.len() < min_insync)
+                .then_some(ResponseError::NotEnoughReplicasAfterAppend);
+        }
+        if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+            return Some(ResponseError::RequestTimedOut);
+        }
+    }
+}
+
 /// Handles a decoded produce request. `None` means "send no response" (acks=0).
 pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> {
     if let Some(error) = transactional_request_error(req) {
@@ -68,7 +115,10 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
         return (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses));
     }
     let acks_valid = matches!(req.acks, -1..=1);
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut pending = Vec::new();
+    let mut replicating = Vec::new();
     // Partitions in request order, one at a time (an append that must roll a segment waits for
     // the blocking pool; the next partition's append comes after it).
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
@@ -83,20 +133,30 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
                 _ if !acks_valid => base.with_error_code(ResponseError::InvalidRequiredAcks.code()),
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(topic) => {
-                    let (response, sync) = produce_partition(
+                    let (response, then) = produce_partition(
                         broker,
                         req.transactional_id.as_ref().map(|t| t.0.as_str()),
+                        req.acks,
                         topic,
                         p,
                         base,
                     )
                     .await;
-                    if let Some((log, upto)) = sync {
+                    if let Some((log, upto)) = then.sync {
                         pending.push(PendingSync {
                             topic: ti,
                             partition: pi,
                             log,
                             upto,
+                        });
+                    }
+                    if let Some((replica, upto, min_insync)) = then.replication {
+                        replicating.push(PendingReplication {
+                            topic: ti,
+                            partition: pi,
+                            replica,
+                            upto,
+                            min_insync,
                         });
                     }
                     response
@@ -130,6 +190,23 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
         response.error_code = ResponseError::KafkaStorageError.code();
         response.error_message = Some(str_bytes(format!("fsync failed: {error}")));
         response.base_offset = -1;
+    }
+    let waits = replicating.iter().map(|r| async move {
+        let error = wait_replicated(&r.replica, r.upto, r.min_insync, deadline).await;
+        (r, error)
+    });
+    for (r, error) in futures::future::join_all(waits).await {
+        let response = &mut responses[r.topic].partition_responses[r.partition];
+        if let (Some(error), 0) = (error, response.error_code) {
+            response.error_code = error.code();
+            response.error_message = Some(str_bytes(match error {
+                ResponseError::RequestTimedOut => {
+                    "the in-sync replicas did not all have the batch before the request's timeout"
+                        .to_string()
+                }
+                e => e.to_string(),
+            }));
+        }
     }
     (req.acks != 0).then(|| {
         ProduceResponse::default()
@@ -300,16 +377,22 @@ fn add_leader_hints(
 async fn produce_partition(
     broker: &Broker,
     transactional_id: Option<&str>,
+    acks: i16,
     topic: &Topic,
     p: &PartitionProduceData,
     base: PartitionProduceResponse,
-) -> (PartitionProduceResponse, Option<(Arc<PartitionLog>, i64)>) {
+) -> (PartitionProduceResponse, Pending) {
     let partition = match broker
         .topics
         .get_partition(TopicRef::Name(&topic.name), p.index, None)
     {
         Ok(partition) => partition,
-        Err(e) => return (base.with_error_code(partition_error_code(e).code()), None),
+        Err(e) => {
+            return (
+                base.with_error_code(partition_error_code(e).code()),
+                Pending::default(),
+            )
+        }
     };
     let log = partition.log();
     let fail = |error: ResponseError, message: String| {
@@ -324,13 +407,13 @@ async fn produce_partition(
                 ResponseError::InvalidTopicException,
                 format!("Cannot append to internal topic {}", topic.name),
             ),
-            None,
+            Pending::default(),
         );
     }
     let Some(records) = &p.records else {
         return (
             fail(ResponseError::CorruptMessage, "null record set".into()),
-            None,
+            Pending::default(),
         );
     };
     let rules = topic.produce_rules();
@@ -343,7 +426,7 @@ async fn produce_partition(
                 BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
                 BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
             };
-            return (fail(error, e.to_string()), None);
+            return (fail(error, e.to_string()), Pending::default());
         }
         // Kafka's rule for magic v2: exactly one batch per partition in a produce request.
         Ok(summary) if summary.batch_count != 1 => {
@@ -355,7 +438,7 @@ async fn produce_partition(
                         summary.batch_count
                     ),
                 ),
-                None,
+                Pending::default(),
             );
         }
         Ok(_) => {}
@@ -369,13 +452,28 @@ async fn produce_partition(
             refused => refused,
         };
         if let Err((error, message)) = checked {
-            return (fail(error, message), None);
+            return (fail(error, message), Pending::default());
+        }
+    }
+    if acks == -1 {
+        let isr = partition.leadership().isr.len();
+        if isr < rules.min_insync_replicas {
+            return (
+                fail(
+                    ResponseError::NotEnoughReplicas,
+                    format!(
+                        "The size of the current ISR ({isr}) is insufficient to satisfy the min.isr requirement of {} for partition {}-{}",
+                        rules.min_insync_replicas, topic.name, p.index
+                    ),
+                ),
+                Pending::default(),
+            );
         }
     }
     let log_append_time = rules.log_append_time.then(|| broker.clock.now_ms());
     let checked = match check_records(broker, topic, p.index, records, &rules) {
         Ok(checked) => checked,
-        Err(refused) => return (refused.into_response(&fail), None),
+        Err(refused) => return (refused.into_response(&fail), Pending::default()),
     };
     let appended = match (checked, log_append_time) {
         // The frame is shared and immutable: the log writes the assigned base offsets in front
@@ -399,7 +497,16 @@ async fn produce_partition(
                 .with_base_offset(info.base_offset)
                 .with_log_append_time_ms(log_append_time.unwrap_or(-1))
                 .with_log_start_offset(info.log_start_offset),
-            info.needs_sync.then(|| (log.clone(), info.last_offset + 1)),
+            Pending {
+                sync: info.needs_sync.then(|| (log.clone(), info.last_offset + 1)),
+                replication: (acks == -1).then(|| {
+                    (
+                        partition.clone(),
+                        info.last_offset + 1,
+                        rules.min_insync_replicas,
+                    )
+                }),
+            },
         ),
         Err(LogError::Sequence(e)) => {
             let error = match e {
@@ -412,18 +519,24 @@ async fn produce_partition(
                 // Retriable: expiry of idle producer ids frees room.
                 SequenceError::TooManyProducers { .. } => ResponseError::ThrottlingQuotaExceeded,
             };
-            (fail(error, e.to_string()), None)
+            (fail(error, e.to_string()), Pending::default())
         }
         // The topic was deleted while this request held its partition.
         Err(e @ LogError::Closed) => (
             fail(ResponseError::UnknownTopicOrPartition, e.to_string()),
-            None,
+            Pending::default(),
         ),
         // Latched by an earlier failure, which was logged then.
-        Err(e @ LogError::Failed) => (fail(ResponseError::KafkaStorageError, e.to_string()), None),
+        Err(e @ LogError::Failed) => (
+            fail(ResponseError::KafkaStorageError, e.to_string()),
+            Pending::default(),
+        ),
         Err(e) => {
             tracing::error!(topic = %topic.name, partition = p.index, error = %e, "append failed");
-            (fail(ResponseError::KafkaStorageError, e.to_string()), None)
+            (
+                fail(ResponseError::KafkaStorageError, e.to_string()),
+                Pending::default(),
+            )
         }
     }
 }

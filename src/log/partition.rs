@@ -71,6 +71,9 @@ pub enum Isolation {
     ReadUncommitted,
     /// Only batches below the last stable offset.
     ReadCommitted,
+    /// Everything up to the log end: a follower's fetch (it replicates what the high
+    /// watermark does not cover yet).
+    LogEnd,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +164,8 @@ pub struct PartitionLog {
     pub(super) flush: Mutex<FlushState>,
     pub(super) flushed: Condvar,
     pub(super) hw_advanced: Notify,
+    /// Notified after every append: followers' fetches wait on it.
+    pub(super) appended: Notify,
     pub(super) dir: Option<PathBuf>,
     /// Where segment files are opened (disk mode).
     pub(super) files: Arc<OpenFiles>,
@@ -228,6 +233,7 @@ impl PartitionLog {
             flush: Mutex::new(FlushState::new(durable)),
             flushed: Condvar::new(),
             hw_advanced: Notify::new(),
+            appended: Notify::new(),
             dir,
             roll_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
@@ -349,6 +355,11 @@ impl PartitionLog {
     /// fetches wait on it for new data.
     pub fn hw_advanced(&self) -> &Notify {
         &self.hw_advanced
+    }
+
+    /// Notified after every append (the log end moved); followers' fetches wait on it.
+    pub fn appended(&self) -> &Notify {
+        &self.appended
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -531,6 +542,7 @@ impl PartitionLog {
         let limit = match isolation {
             Isolation::ReadUncommitted => state.high_watermark,
             Isolation::ReadCommitted => last_stable_offset,
+            Isolation::LogEnd => log_end,
         };
         if offset >= limit {
             return Ok(out);

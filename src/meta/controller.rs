@@ -115,6 +115,18 @@ pub enum ControllerRequest {
         id: i32,
         addr: String,
     },
+    /// A partition leader asks to change its ISR (Kafka's AlterPartition): a follower caught
+    /// up joins, one that lags leaves. Valid only from the current leader at the current
+    /// leader and partition epochs.
+    AlterPartition {
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        index: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// One voter or observer of the metadata log, as DescribeQuorum reports it.
@@ -420,6 +432,71 @@ impl Controller {
                 self.quorum_state(),
             ))),
             ControllerRequest::CreateTopic(t) => self.create_topic(image, t),
+            ControllerRequest::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topic_id,
+                index,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let stale = |why: String| Err(ControllerError::InvalidRequest(why));
+                match image.brokers.get(&broker_id) {
+                    Some(b) if b.epoch == broker_epoch && !b.fenced => {}
+                    _ => return Err(ControllerError::StaleBrokerEpoch),
+                }
+                let topic = image
+                    .topic(&topic_id)
+                    .ok_or_else(|| TopicError::Unknown(topic_id.to_string()))?;
+                let Some(p) = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| topic.partitions.get(i))
+                else {
+                    return Err(TopicError::Unknown(format!("{}-{index}", topic.name)).into());
+                };
+                if p.leader != broker_id || p.leader_epoch != leader_epoch {
+                    return stale(format!(
+                        "broker {broker_id} at leader epoch {leader_epoch} does not lead {}-{index} (leader {} at epoch {})",
+                        topic.name, p.leader, p.leader_epoch
+                    ));
+                }
+                if p.partition_epoch != partition_epoch {
+                    return stale(format!(
+                        "partition epoch {partition_epoch} of {}-{index} is stale (now {})",
+                        topic.name, p.partition_epoch
+                    ));
+                }
+                if !isr.contains(&broker_id) || isr.iter().any(|r| !p.replicas.contains(r)) {
+                    return stale(format!(
+                        "ISR {isr:?} of {}-{index} must hold the leader and only replicas ({:?})",
+                        topic.name, p.replicas
+                    ));
+                }
+                // A replica joins only while its broker is alive (KIP-903's intent).
+                if let Some(r) = isr
+                    .iter()
+                    .find(|r| !p.isr.contains(r) && image.brokers.get(r).is_none_or(|b| b.fenced))
+                {
+                    return stale(format!(
+                        "replica {r} of {}-{index} is on a fenced broker",
+                        topic.name
+                    ));
+                }
+                let mut sorted = isr.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                Ok(Decision::Records(
+                    vec![MetaRecord::PartitionChange {
+                        topic_id,
+                        index,
+                        isr: Some(sorted),
+                        leader: None,
+                        replicas: None,
+                    }],
+                    ControllerResponse::Done,
+                ))
+            }
             // A membership change, not records: `execute` runs it before this.
             ControllerRequest::JoinAsObserver { .. } => Err(ControllerError::Internal(
                 "an observer joins through the membership, not records".into(),
@@ -515,10 +592,13 @@ impl Controller {
                 let registered_at = u64::try_from(b.epoch).unwrap_or(0);
                 if want_shutdown && !b.in_shutdown {
                     return Ok(Decision::Records(
-                        vec![
+                        [
                             MetaRecord::BrokerShutdown { id, epoch },
                             MetaRecord::FenceBroker { id, epoch },
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(isr_removals(image, &[id]))
+                        .collect(),
                         ControllerResponse::Heartbeat {
                             fenced: true,
                             shutdown_ok: true,
@@ -829,4 +909,26 @@ fn summary(id: Uuid, topic: &super::image::TopicImage) -> TopicSummary {
             .map_or(0, |p| p.replicas.len() as i16),
         configs: topic.configs.clone(),
     }
+}
+
+/// The ISR changes fencing `brokers` implies (KRaft removes a fenced broker from every ISR):
+/// every partition whose ISR holds one of them drops them, except its leader (moving
+/// leadership is failover's part, not built yet), so an ISR never becomes empty.
+pub fn isr_removals(image: &MetadataImage, brokers: &[i32]) -> Vec<MetaRecord> {
+    let mut out = Vec::new();
+    for t in image.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let gone = |r: &i32| *r != p.leader && brokers.contains(r);
+            if p.isr.iter().any(gone) {
+                out.push(MetaRecord::PartitionChange {
+                    topic_id: t.id,
+                    index: i as i32,
+                    isr: Some(p.isr.iter().copied().filter(|r| !gone(r)).collect()),
+                    leader: None,
+                    replicas: None,
+                });
+            }
+        }
+    }
+    out
 }

@@ -552,12 +552,14 @@ impl MetaNode {
             if expired.is_empty() {
                 continue;
             }
+            let ids: Vec<i32> = expired.iter().map(|(id, _)| *id).collect();
             let records = expired
                 .iter()
                 .map(|(id, epoch)| super::records::MetaRecord::FenceBroker {
                     id: *id,
                     epoch: *epoch,
                 })
+                .chain(super::controller::isr_removals(&image, &ids))
                 .collect();
             match self.controller.propose(records).await {
                 Ok(_) => {

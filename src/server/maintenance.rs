@@ -7,7 +7,9 @@
 //!   transactional ids, every [`COORDINATOR_TICK`];
 //! - flush: partitions whose unflushed data is older than `flush.ms`, every ≤ 100 ms;
 //! - retention (and producer-id expiration), every `log_retention_check_interval_ms`;
-//! - cleaner (compaction), every `log_cleaner_backoff_ms`.
+//! - cleaner (compaction), every `log_cleaner_backoff_ms`;
+//! - ISR: each partition led here drops followers that lag (and adds caught-up ones), every
+//!   `replica_lag_time_max_ms / 2`.
 //!
 //! Every pass runs on the blocking pool (each may write and fsync, or take a coordinator lock
 //! a request needs) and never overlaps itself: a timer waits for its pass before ticking again.
@@ -32,6 +34,8 @@ pub async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
         Duration::from_millis(config.flush_interval_ms.max(1) as u64).min(FLUSH_TICK_MAX);
     let retention_every = Duration::from_millis(config.log_retention_check_interval_ms.max(1));
     let cleaner_every = Duration::from_millis(config.log_cleaner_backoff_ms.max(1));
+    // Kafka checks for lagging followers every replica.lag.time.max.ms / 2.
+    let isr_every = Duration::from_millis((config.replica_lag_time_max_ms / 2).max(1));
     let timers = [
         every("group clock", COORDINATOR_TICK, &broker, &stop, |b| {
             b.groups.tick()
@@ -55,6 +59,7 @@ pub async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
         every("cleaner", cleaner_every, &broker, &stop, |b| {
             b.topics.compact(b.clock.now_ms())
         }),
+        every("ISR", isr_every, &broker, &stop, |b| b.check_isrs()),
     ];
     futures::future::join_all(timers).await;
 }

@@ -366,6 +366,7 @@ impl PartitionLog {
         if hw_moved {
             self.hw_advanced.notify_waiters();
         }
+        self.appended.notify_waiters();
         match index_error {
             // The marker is in the log and the state in memory is right; the index file is
             // not (an unclean start rebuilds it from the log).

@@ -156,6 +156,18 @@ fn seeds() -> Vec<Vec<u8>> {
             ]),
     ]);
     push(&mut out, delete_records, range(ApiKey::DeleteRecords));
+    let epochs = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(0),
+                ]),
+        ]);
+    push(&mut out, epochs, range(ApiKey::OffsetForLeaderEpoch));
     // Consumer groups.
     let group = GroupId(StrBytes::from_static_str("fuzz-group"));
     let member = StrBytes::from_static_str("m");

@@ -113,6 +113,25 @@ impl EpochCache {
         }
     }
 
+    /// [`EpochCache::end_offset_for`] on a leader at `leader_epoch`: Kafka caches a new
+    /// leader's epoch at its log end when it becomes leader (`Partition.makeLeader`), before
+    /// it appends, so the current epoch ends at the log end and an older one ends where the
+    /// current one starts even when the current epoch has written nothing yet. The cache is
+    /// left unchanged: the entry is only assumed for the answer.
+    pub fn end_offset_for_leader(
+        &self,
+        requested: i32,
+        leader_epoch: i32,
+        log_end_offset: i64,
+    ) -> (i32, i64) {
+        if leader_epoch >= 0 && self.latest_epoch().is_none_or(|e| e < leader_epoch) {
+            let mut led = self.clone();
+            led.assign(leader_epoch, log_end_offset);
+            return led.end_offset_for(requested, log_end_offset);
+        }
+        self.end_offset_for(requested, log_end_offset)
+    }
+
     /// The log was cut at `end_offset` (a follower's truncation, a torn tail): entries that
     /// start at or after it go. Returns whether the cache changed.
     pub fn truncate_from_end(&mut self, end_offset: i64) -> bool {
@@ -206,6 +225,31 @@ mod tests {
         assert_eq!(c.end_offset_for(0, 27), (0, 0), "older than all");
         assert_eq!(c.end_offset_for(6, 27), (-1, -1), "too new");
         assert_eq!(c.end_offset_for(-1, 27), (-1, -1));
+    }
+
+    #[test]
+    fn a_leader_answers_for_its_epoch_before_it_writes() {
+        let mut c = EpochCache::default();
+        c.assign(1, 0);
+        c.assign(3, 10);
+        // Leader at 7 with nothing written in 7 yet (log end 27).
+        assert_eq!(c.end_offset_for_leader(7, 7, 27), (7, 27));
+        assert_eq!(
+            c.end_offset_for_leader(3, 7, 27),
+            (3, 27),
+            "3 ends where 7 starts"
+        );
+        assert_eq!(c.end_offset_for_leader(5, 7, 27), (3, 27));
+        assert_eq!(c.end_offset_for_leader(1, 7, 27), (1, 10));
+        assert_eq!(c.end_offset_for_leader(0, 7, 27), (0, 0));
+        assert_eq!(c.end_offset_for_leader(8, 7, 27), (-1, -1));
+        assert_eq!(c.entries(), &[e(1, 0), e(3, 10)], "the cache is unchanged");
+        // Already written in the leader's epoch: the plain answer.
+        assert_eq!(c.end_offset_for_leader(3, 3, 27), (3, 27));
+        // An empty log led at 0.
+        let empty = EpochCache::default();
+        assert_eq!(empty.end_offset_for_leader(0, 0, 0), (0, 0));
+        assert_eq!(empty.end_offset_for_leader(-1, 0, 0), (-1, -1));
     }
 
     #[test]

@@ -450,6 +450,15 @@ impl PartitionLog {
             .end_offset_for(epoch, state.local.log_end_offset())
     }
 
+    /// Where `epoch` ends in this log as its leader at `leader_epoch` answers it
+    /// (OffsetForLeaderEpoch): see [`EpochCache::end_offset_for_leader`].
+    pub fn end_offset_for_epoch_as_leader(&self, epoch: i32, leader_epoch: i32) -> (i32, i64) {
+        let state = self.lock();
+        state
+            .epochs
+            .end_offset_for_leader(epoch, leader_epoch, state.local.log_end_offset())
+    }
+
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
     /// (but at least one batch when `min_one`, even a larger one: KIP-74), below the high
     /// watermark (read_uncommitted).

@@ -527,6 +527,15 @@ async fn the_image_survives_clean_and_unclean_restarts_of_every_node() {
             "node {id} panicked: {}",
             cluster.logs(*id)
         );
+        // A whole quorum stopping: no node waits out its controlled shutdown on a controller
+        // that is going too (it is answered, finds the controller gone, or skips it).
+        assert!(
+            cluster
+                .log_lines(*id, "controlled shutdown: the controller did not answer")
+                .is_empty(),
+            "node {id} waited out its controlled shutdown: {}",
+            cluster.logs(*id)
+        );
     }
     let t1 = Instant::now();
     cluster.restart_all().await;

@@ -123,6 +123,15 @@ impl MetadataImage {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
+    /// Whether every voter but `me` (there being at least one) is a broker in a controlled
+    /// shutdown: the whole quorum is stopping, so `me` need not ask for one (a registered
+    /// broker that is not stopping, or a voter not registered, counts as staying).
+    pub fn others_stopping(&self, me: i32, voters: impl IntoIterator<Item = i32>) -> bool {
+        let mut others = voters.into_iter().filter(|&v| v != me).peekable();
+        others.peek().is_some()
+            && others.all(|v| self.brokers.get(&v).is_some_and(|b| b.in_shutdown))
+    }
+
     /// The replicas of `p` whose broker is not registered or is fenced, in replica order (as
     /// Kafka's `KRaftMetadataCache.getOfflineReplicas`, which has no per-directory state here).
     pub fn offline_replicas(&self, p: &PartitionImage) -> Vec<i32> {
@@ -534,5 +543,43 @@ mod tests {
         assert_eq!(image.offline_replicas(&p(2)), vec![3, 1]);
         assert_eq!(image.reported_leader(&p(1)), None);
         assert_eq!(image.live_brokers().map(|b| b.id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn the_quorum_is_stopping_once_every_other_voter_asked_for_a_controlled_shutdown() {
+        let register = |id| MetaRecord::RegisterBroker {
+            id,
+            incarnation: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+        };
+        let mut image = MetadataImage::default();
+        let mut delta = Delta::default();
+        for id in 1..=3 {
+            image.apply(log_id(id as u64), &[register(id)], &mut delta);
+        }
+        let voters = [1, 2, 3];
+        assert!(!image.others_stopping(1, voters));
+        assert!(!image.others_stopping(1, [1]), "a lone voter has no others");
+        image.apply(
+            log_id(4),
+            &[MetaRecord::BrokerShutdown { id: 2, epoch: 2 }],
+            &mut delta,
+        );
+        assert!(!image.others_stopping(1, voters), "3 stays");
+        assert!(
+            !image.others_stopping(3, [1, 2, 3, 4]),
+            "4 never registered"
+        );
+        image.apply(
+            log_id(5),
+            &[MetaRecord::BrokerShutdown { id: 3, epoch: 3 }],
+            &mut delta,
+        );
+        assert!(image.others_stopping(1, voters));
+        assert!(!image.others_stopping(2, voters), "1 stays");
+        // Back: a new registration is not stopping.
+        image.apply(log_id(6), &[register(3)], &mut delta);
+        assert!(!image.others_stopping(1, voters));
     }
 }

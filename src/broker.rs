@@ -308,7 +308,12 @@ impl Broker {
                 applied: self.meta.cell.applied_index(),
                 want_shutdown: false,
             });
-            match tokio::time::timeout(every * 2, beat).await {
+            // A beat in flight when the broker stops is dropped, not waited out.
+            let answer = tokio::select! {
+                a = tokio::time::timeout(every * 2, beat) => a,
+                _ = stop.changed() => return,
+            };
+            match answer {
                 Ok(Ok(_)) => {}
                 Ok(Err(
                     ControllerError::StaleBrokerEpoch | ControllerError::BrokerNotRegistered,
@@ -388,23 +393,63 @@ impl Broker {
     }
 
     /// Tells the controller this broker is going (it is fenced at once instead of after its
-    /// session times out). Best effort, bounded by a heartbeat interval.
+    /// session times out). Best effort: one attempt, bounded by a heartbeat interval, that
+    /// waits neither for an election nor for a controller out of reach (see
+    /// [`MetaNode::submit_once`]); skipped, or given up, once every other voter has had its
+    /// own controlled shutdown (the whole quorum is going: the record may find no majority
+    /// left to commit it, and the brokers register afresh when they come back).
+    ///
+    /// [`MetaNode::submit_once`]: crate::meta::node::MetaNode::submit_once
     pub async fn controlled_shutdown(&self) {
         if !self.config.is_broker() {
             return;
         }
+        let me = self.config.node_id;
+        let voters: Vec<i32> = self
+            .meta
+            .voters()
+            .keys()
+            .filter_map(|&v| i32::try_from(v).ok())
+            .collect();
+        let quorum_stopping = async {
+            loop {
+                let applied = self.meta.cell.applied_index();
+                if self
+                    .meta
+                    .image()
+                    .others_stopping(me, voters.iter().copied())
+                {
+                    return;
+                }
+                self.meta.cell.wait_applied(applied + 1).await;
+            }
+        };
         let epoch = self.broker_epoch.load(std::sync::atomic::Ordering::Relaxed);
-        let request = self.meta.submit(ControllerRequest::Heartbeat {
-            id: self.config.node_id,
+        let request = ControllerRequest::Heartbeat {
+            id: me,
             epoch,
             applied: self.meta.cell.applied_index(),
             want_shutdown: true,
-        });
+        };
         let wait = std::time::Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-        match tokio::time::timeout(wait, request).await {
-            Ok(Ok(_)) => tracing::info!("controlled shutdown: fenced by the controller"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown refused"),
-            Err(_) => tracing::warn!("controlled shutdown: the controller did not answer"),
+        // Biased: a quorum already stopping is not asked at all.
+        let answer = tokio::select! {
+            biased;
+            _ = quorum_stopping => {
+                tracing::info!("controlled shutdown skipped: every other voter is stopping too");
+                return;
+            }
+            a = self.meta.submit_once(request, wait) => a,
+        };
+        match answer {
+            Ok(_) => tracing::info!("controlled shutdown: fenced by the controller"),
+            Err(ControllerError::NotController(_)) => {
+                tracing::warn!("controlled shutdown: no controller in reach; not waiting for one")
+            }
+            Err(ControllerError::Timeout) => {
+                tracing::warn!("controlled shutdown: the controller did not answer")
+            }
+            Err(e) => tracing::warn!(error = %e, "controlled shutdown refused"),
         }
     }
 

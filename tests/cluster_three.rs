@@ -95,6 +95,21 @@ fn topics(md: &MetadataResponse) -> BTreeMap<String, TopicView> {
         .collect()
 }
 
+/// The offline replicas of each partition of `topic`, by index (empty if it is missing).
+fn offline_replicas(md: &MetadataResponse, topic: &str) -> Vec<Vec<i32>> {
+    md.topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .flat_map(|t| {
+            let mut ps: Vec<_> = t.partitions.iter().collect();
+            ps.sort_by_key(|p| p.partition_index);
+            ps.into_iter()
+                .map(|p| p.offline_replicas.iter().map(|b| b.0).collect())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn brokers(md: &MetadataResponse) -> Vec<(i32, String, i32)> {
     let mut b: Vec<_> = md
         .brokers
@@ -524,6 +539,15 @@ async fn the_image_survives_clean_and_unclean_restarts_of_every_node() {
             "node {id} panicked: {}",
             cluster.logs(*id)
         );
+        // A whole quorum stopping: no node waits out its controlled shutdown on a controller
+        // that is going too (it is answered, finds the controller gone, or skips it).
+        assert!(
+            cluster
+                .log_lines(*id, "controlled shutdown: the controller did not answer")
+                .is_empty(),
+            "node {id} waited out its controlled shutdown: {}",
+            cluster.logs(*id)
+        );
     }
     let t1 = Instant::now();
     cluster.restart_all().await;
@@ -615,6 +639,17 @@ async fn a_silent_broker_is_fenced_and_unfenced_when_it_is_back() {
         .find(|&i| i != controller && i != victim)
         .expect("another");
 
+    // Every partition of `spread` has a replica on every broker.
+    create_ok(&cluster, other, "spread", 3, 3).await;
+    wait_topic_everywhere(&cluster, &all, "spread", 3).await;
+    for id in all {
+        assert_eq!(
+            offline_replicas(&cluster.metadata(id).await, "spread"),
+            vec![Vec::<i32>::new(); 3],
+            "node {id}: no offline replica while every broker is up"
+        );
+    }
+
     // Paused (SIGSTOP): no heartbeats, the controller fences it after the session timeout.
     cluster.signal(victim, cluster::SIGSTOP);
     let fenced = wait_view(&cluster, controller, "fenced", |v| {
@@ -627,6 +662,29 @@ async fn a_silent_broker_is_fenced_and_unfenced_when_it_is_back() {
         brokers(&md).iter().all(|(id, _, _)| *id != victim),
         "Metadata lists no fenced broker"
     );
+    // The surviving brokers report the fenced one as an offline replica of every partition
+    // of `spread`, as Kafka does, and still name it as a leader where it leads (it is
+    // registered; Kafka's metadata cache answers a leader -1 only for an unregistered one).
+    for id in [controller, other] {
+        let md = cluster.metadata(id).await;
+        assert_eq!(
+            offline_replicas(&md, "spread"),
+            vec![vec![victim]; 3],
+            "node {id}: the fenced broker is an offline replica"
+        );
+        let t = md
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "spread"))
+            .expect("spread");
+        for p in &t.partitions {
+            assert_eq!(
+                p.error_code, 0,
+                "node {id}: partition {}",
+                p.partition_index
+            );
+        }
+    }
     // New partitions get no leader on the fenced broker.
     create_ok(&cluster, other, "while-fenced", 6, 1).await;
     let md = cluster.metadata(other).await;
@@ -638,6 +696,14 @@ async fn a_silent_broker_is_fenced_and_unfenced_when_it_is_back() {
         v.brokers.contains(&victim)
     })
     .await;
+    for id in all {
+        wait_view(&cluster, id, "unfenced", |v| v.brokers.contains(&victim)).await;
+        assert_eq!(
+            offline_replicas(&cluster.metadata(id).await, "spread"),
+            vec![Vec::<i32>::new(); 3],
+            "node {id}: no offline replica once the broker is back"
+        );
+    }
     eprintln!(
         "fencing: a paused broker fenced {} ms after SIGSTOP (session timeout 1000 ms), unfenced {} ms after SIGCONT",
         ms(fenced),

@@ -39,7 +39,9 @@ async fn decide(broker: &TestBroker, topic: &str, leader: i32, leader_epoch: i32
             topic_id,
             index: 0,
             replicas: vec![1, 2],
-            isr: vec![1, 2],
+            // The leader alone in the ISR: broker 2 is registered but never fetches, so an
+            // ISR holding it would hold the high watermark back.
+            isr: vec![leader],
             leader,
             leader_epoch,
             partition_epoch: leader_epoch,

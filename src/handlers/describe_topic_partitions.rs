@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 };
 use uuid::Uuid;
 
-use super::metadata::{leader_error, TOPIC_OPERATIONS_ALL};
+use super::metadata::TOPIC_OPERATIONS_ALL;
 use super::{topic_name, Broker, NONE};
 
 /// Kafka's `max.request.partition.size.limit` default: the most partitions in one answer.
@@ -83,14 +83,23 @@ pub fn handle(
         let partitions = topic.partitions[start as usize..end as usize]
             .iter()
             .zip(start..)
-            .map(|(l, index)| {
+            .map(|(p, index)| {
+                // As Kafka's: no error code, a leader whose broker is not registered is -1;
+                // offline replicas are the fenced or unregistered ones.
                 DescribeTopicPartitionsResponsePartition::default()
-                    .with_error_code(leader_error(l.leader))
+                    .with_error_code(NONE)
                     .with_partition_index(index)
-                    .with_leader_id(BrokerId(l.leader))
-                    .with_leader_epoch(l.leader_epoch)
-                    .with_replica_nodes(l.replicas.iter().copied().map(BrokerId).collect())
-                    .with_isr_nodes(l.isr.iter().copied().map(BrokerId).collect())
+                    .with_leader_id(BrokerId(image.reported_leader(p).unwrap_or(-1)))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                    .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+                    .with_offline_replicas(
+                        image
+                            .offline_replicas(p)
+                            .into_iter()
+                            .map(BrokerId)
+                            .collect(),
+                    )
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new()))
             })

@@ -13,7 +13,7 @@ use super::{str_bytes, topic_name, Broker, NONE};
 use crate::cluster::topics::validate_name;
 use std::sync::Arc;
 
-use crate::meta::image::{MetadataImage, TopicImage};
+use crate::meta::image::{MetadataImage, PartitionImage, TopicImage};
 
 /// Every topic operation allowed (no ACLs yet): READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE,
 /// DESCRIBE_CONFIGS, ALTER_CONFIGS as bits of Kafka's AclOperation codes.
@@ -49,7 +49,7 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
     let topics = if all_topics {
         image
             .topics_by_name()
-            .map(|t| topic_response(t, include_ops))
+            .map(|t| topic_response(&image, t, include_ops, version))
             .collect()
     } else {
         let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
@@ -63,8 +63,9 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
                     name.0.as_str(),
                     allow_auto_create,
                     include_ops,
+                    version,
                 ),
-                None => by_id(&image, requested.topic_id, include_ops),
+                None => by_id(&image, requested.topic_id, include_ops, version),
             })
             .collect()
     };
@@ -102,6 +103,7 @@ fn by_name(
     name: &str,
     auto_create: bool,
     include_ops: bool,
+    version: i16,
 ) -> MetadataResponseTopic {
     if validate_name(name).is_err() {
         return error_topic(
@@ -117,7 +119,7 @@ fn by_name(
     }
     let found = image.topic_by_name(name).cloned();
     match found {
-        Some(t) => topic_response(&t, include_ops),
+        Some(t) => topic_response(image, &t, include_ops, version),
         None => error_topic(
             Some(name),
             Uuid::nil(),
@@ -126,9 +128,14 @@ fn by_name(
     }
 }
 
-fn by_id(image: &MetadataImage, id: Uuid, include_ops: bool) -> MetadataResponseTopic {
+fn by_id(
+    image: &MetadataImage,
+    id: Uuid,
+    include_ops: bool,
+    version: i16,
+) -> MetadataResponseTopic {
     match image.topic(&id) {
-        Some(t) => topic_response(t, include_ops),
+        Some(t) => topic_response(image, t, include_ops, version),
         None => error_topic(None, id, ResponseError::UnknownTopicId),
     }
 }
@@ -140,29 +147,60 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_topic_id(id)
 }
 
-/// A partition's error in Metadata-like answers: LEADER_NOT_AVAILABLE while it has no leader.
-pub fn leader_error(leader_id: i32) -> i16 {
-    if leader_id < 0 {
-        ResponseError::LeaderNotAvailable.code()
-    } else {
-        NONE
-    }
+/// One partition as Metadata reports it, after Kafka's `KRaftMetadataCache`: a leader whose
+/// broker is not registered (or none) is answered as leader -1 with LEADER_NOT_AVAILABLE;
+/// `offline_replicas` lists the replicas whose broker is fenced or not registered. Version 0
+/// (`filter_unavailable`) lists only alive replicas and ISR members, and answers
+/// REPLICA_NOT_AVAILABLE when it left one out.
+fn partition_response(
+    image: &MetadataImage,
+    p: &PartitionImage,
+    index: i32,
+    filter_unavailable: bool,
+) -> MetadataResponsePartition {
+    let alive = |ids: &[i32]| -> Vec<BrokerId> {
+        ids.iter()
+            .copied()
+            .filter(|&id| !filter_unavailable || image.is_alive(id))
+            .map(BrokerId)
+            .collect()
+    };
+    let (replicas, isr) = (alive(&p.replicas), alive(&p.isr));
+    let leader = image.reported_leader(p);
+    let error = match leader {
+        None => ResponseError::LeaderNotAvailable.code(),
+        Some(_) if replicas.len() < p.replicas.len() || isr.len() < p.isr.len() => {
+            ResponseError::ReplicaNotAvailable.code()
+        }
+        Some(_) => NONE,
+    };
+    MetadataResponsePartition::default()
+        .with_error_code(error)
+        .with_partition_index(index)
+        .with_leader_id(BrokerId(leader.unwrap_or(-1)))
+        .with_leader_epoch(p.leader_epoch)
+        .with_replica_nodes(replicas)
+        .with_isr_nodes(isr)
+        .with_offline_replicas(
+            image
+                .offline_replicas(p)
+                .into_iter()
+                .map(BrokerId)
+                .collect(),
+        )
 }
 
-fn topic_response(topic: &TopicImage, include_ops: bool) -> MetadataResponseTopic {
+fn topic_response(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    include_ops: bool,
+    version: i16,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .zip(0..)
-        .map(|(l, index)| {
-            MetadataResponsePartition::default()
-                .with_error_code(leader_error(l.leader))
-                .with_partition_index(index)
-                .with_leader_id(BrokerId(l.leader))
-                .with_leader_epoch(l.leader_epoch)
-                .with_replica_nodes(l.replicas.iter().copied().map(BrokerId).collect())
-                .with_isr_nodes(l.isr.iter().copied().map(BrokerId).collect())
-        })
+        .map(|(p, index)| partition_response(image, p, index, version == 0))
         .collect();
     MetadataResponseTopic::default()
         .with_error_code(NONE)

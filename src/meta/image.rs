@@ -118,6 +118,38 @@ impl MetadataImage {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
+    /// Whether broker `id` is registered and unfenced (Kafka's alive broker).
+    pub fn is_alive(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Whether every voter but `me` (there being at least one) is a broker in a controlled
+    /// shutdown: the whole quorum is stopping, so `me` need not ask for one (a registered
+    /// broker that is not stopping, or a voter not registered, counts as staying).
+    pub fn others_stopping(&self, me: i32, voters: impl IntoIterator<Item = i32>) -> bool {
+        let mut others = voters.into_iter().filter(|&v| v != me).peekable();
+        others.peek().is_some()
+            && others.all(|v| self.brokers.get(&v).is_some_and(|b| b.in_shutdown))
+    }
+
+    /// The replicas of `p` whose broker is not registered or is fenced, in replica order (as
+    /// Kafka's `KRaftMetadataCache.getOfflineReplicas`, which has no per-directory state here).
+    pub fn offline_replicas(&self, p: &PartitionImage) -> Vec<i32> {
+        p.replicas
+            .iter()
+            .copied()
+            .filter(|&r| !self.is_alive(r))
+            .collect()
+    }
+
+    /// The leader Metadata-like answers report, as Kafka's metadata cache does: the image's
+    /// leader while that broker is registered (fenced or not: Kafka looks only for its
+    /// endpoint), else none (-1 in the image, or a broker no longer registered), which they
+    /// answer as leader -1.
+    pub fn reported_leader(&self, p: &PartitionImage) -> Option<i32> {
+        (p.leader >= 0 && self.brokers.contains_key(&p.leader)).then_some(p.leader)
+    }
+
     /// A copy with `records` applied as one entry at `index` (term 1), and its delta: how
     /// tests build images.
     pub fn with_entry(&self, index: u64, records: &[MetaRecord]) -> (Arc<MetadataImage>, Delta) {
@@ -452,5 +484,102 @@ mod tests {
         assert!(!image.brokers[&2].fenced);
         assert_eq!(image.next_producer_id, 1000);
         assert_eq!(image.live_brokers().count(), 1);
+    }
+
+    #[test]
+    fn offline_replicas_are_the_fenced_and_unregistered_ones() {
+        let register = |id| MetaRecord::RegisterBroker {
+            id,
+            incarnation: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+        };
+        let mut image = MetadataImage::default();
+        let mut delta = Delta::default();
+        // Brokers 1 and 2 at epochs 1 and 2, both unfenced; 3 never registers.
+        image.apply(log_id(1), &[register(1)], &mut delta);
+        image.apply(log_id(2), &[register(2)], &mut delta);
+        image.apply(
+            log_id(3),
+            &[
+                MetaRecord::UnfenceBroker { id: 1, epoch: 1 },
+                MetaRecord::UnfenceBroker { id: 2, epoch: 2 },
+            ],
+            &mut delta,
+        );
+        let p = |leader| PartitionImage {
+            replicas: vec![3, 2, 1],
+            isr: vec![3, 2, 1],
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        assert!(image.is_alive(1) && image.is_alive(2) && !image.is_alive(3));
+        assert_eq!(image.offline_replicas(&p(1)), vec![3]);
+        assert_eq!(image.reported_leader(&p(2)), Some(2));
+        assert_eq!(image.reported_leader(&p(3)), None, "unregistered leader");
+        assert_eq!(image.reported_leader(&p(-1)), None, "no leader");
+
+        image.apply(
+            log_id(4),
+            &[MetaRecord::FenceBroker { id: 2, epoch: 2 }],
+            &mut delta,
+        );
+        assert_eq!(image.offline_replicas(&p(1)), vec![3, 2]);
+        assert_eq!(
+            image.reported_leader(&p(2)),
+            Some(2),
+            "a fenced leader is still reported while registered, as Kafka does"
+        );
+
+        image.apply(
+            log_id(5),
+            &[
+                MetaRecord::UnfenceBroker { id: 2, epoch: 2 },
+                MetaRecord::UnregisterBroker { id: 1, epoch: 1 },
+            ],
+            &mut delta,
+        );
+        assert_eq!(image.offline_replicas(&p(2)), vec![3, 1]);
+        assert_eq!(image.reported_leader(&p(1)), None);
+        assert_eq!(image.live_brokers().map(|b| b.id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn the_quorum_is_stopping_once_every_other_voter_asked_for_a_controlled_shutdown() {
+        let register = |id| MetaRecord::RegisterBroker {
+            id,
+            incarnation: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+        };
+        let mut image = MetadataImage::default();
+        let mut delta = Delta::default();
+        for id in 1..=3 {
+            image.apply(log_id(id as u64), &[register(id)], &mut delta);
+        }
+        let voters = [1, 2, 3];
+        assert!(!image.others_stopping(1, voters));
+        assert!(!image.others_stopping(1, [1]), "a lone voter has no others");
+        image.apply(
+            log_id(4),
+            &[MetaRecord::BrokerShutdown { id: 2, epoch: 2 }],
+            &mut delta,
+        );
+        assert!(!image.others_stopping(1, voters), "3 stays");
+        assert!(
+            !image.others_stopping(3, [1, 2, 3, 4]),
+            "4 never registered"
+        );
+        image.apply(
+            log_id(5),
+            &[MetaRecord::BrokerShutdown { id: 3, epoch: 3 }],
+            &mut delta,
+        );
+        assert!(image.others_stopping(1, voters));
+        assert!(!image.others_stopping(2, voters), "1 stays");
+        // Back: a new registration is not stopping.
+        image.apply(log_id(6), &[register(3)], &mut delta);
+        assert!(!image.others_stopping(1, voters));
     }
 }

@@ -408,6 +408,37 @@ impl MetaNode {
         Err(last_error)
     }
 
+    /// A controller request from a node that is stopping: one attempt at the controller
+    /// known now, within `wait`. No retry, and no wait for an election: a controller that is
+    /// gone (stopping too, perhaps: a whole cluster stopped at once) is not waited for, and
+    /// no controller known is an answer too. Does not wait for the local image.
+    pub async fn submit_once(
+        &self,
+        request: ControllerRequest,
+        wait: Duration,
+    ) -> ControllerResult {
+        let deadline = tokio::time::Instant::now() + wait;
+        let leader = self
+            .controller_id()
+            .ok_or(ControllerError::NotController(None))?;
+        let attempt = async {
+            if leader == self.node_id {
+                self.controller.execute(request).await.0
+            } else {
+                match self.forward(leader, &request, deadline).await {
+                    Ok(reply) => reply.result,
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "the controller is out of reach; not retrying");
+                        Err(ControllerError::NotController(None))
+                    }
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, attempt)
+            .await
+            .unwrap_or(Err(ControllerError::Timeout))
+    }
+
     async fn forward(
         &self,
         leader: i32,

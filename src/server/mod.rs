@@ -244,15 +244,20 @@ impl Server {
         ));
         shutdown.await;
         tracing::info!("shutting down");
+        let t0 = std::time::Instant::now();
+        let step =
+            |what: &str| tracing::debug!(ms = t0.elapsed().as_millis() as u64, "shutdown: {what}");
         let _ = stop_tx.send(true);
         let _ = maintenance.await;
         let _ = fencing.await;
+        step("maintenance and fencing stopped");
         let mut connections = Vec::new();
         for t in accept_tasks {
             if let Ok(set) = t.await {
                 connections.push(set);
             }
         }
+        step("accepting stopped");
         let grace = Duration::from_millis(self.broker.config.shutdown_grace_ms);
         let drained = tokio::time::timeout(grace, async {
             for set in &mut connections {
@@ -275,8 +280,10 @@ impl Server {
             }
         }
         drop(permits);
+        step("connections closed");
         // Followers append what they fetch: stopped before the logs are synced and closed.
         self.broker.fetchers.stop_all().await;
+        step("follower fetchers stopped");
         let broker = self.broker.clone();
         let flushed = crate::threads::spawn_blocking(move || broker.close()).await;
         match flushed {
@@ -290,10 +297,14 @@ impl Server {
         }
         // A controlled shutdown: the controller fences this broker before it goes (moving
         // leadership away first is replication's part).
+        step("logs flushed");
         let _ = heartbeats.await;
+        step("heartbeats stopped");
         self.broker.controlled_shutdown().await;
+        step("controlled shutdown done");
         let _ = self.controller_stop.send(true);
         self.broker.meta.shutdown().await;
+        step("metadata node stopped");
         tracing::info!("stopped");
     }
 }

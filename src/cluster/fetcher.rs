@@ -147,16 +147,11 @@ impl ReplicaFetchers {
 
     /// The address of `leader`'s client listener, from the image.
     fn leader_addr(image: &MetadataImage, leader: i32) -> Option<String> {
-        let endpoint = image
+        image
             .brokers
             .get(&leader)
             .filter(|b| !b.fenced)
-            .and_then(|b| b.endpoints.first())?;
-        Some(if endpoint.host.contains(':') {
-            format!("[{}]:{}", endpoint.host, endpoint.port)
-        } else {
-            format!("{}:{}", endpoint.host, endpoint.port)
-        })
+            .and_then(|b| b.client_addr())
     }
 
     /// One leader's fetch loop, until `stop`.
@@ -325,13 +320,17 @@ fn whole_batches(records: Bytes) -> Bytes {
 }
 
 /// Appends what the leader sent (off the runtime: it may roll a segment or fsync) and moves
-/// the high watermark to the leader's, as far as this replica has the data.
+/// the high watermark to the leader's, as far as this replica has the data; an answer with
+/// no records only moves the high watermark, on the runtime.
 async fn apply(topic: &str, partition: Arc<Partition>, records: Bytes, leader_hw: i64) {
     let log = partition.log().clone();
+    if records.is_empty() {
+        // Nothing to write: moving the high watermark only takes the log's lock.
+        log.advance_high_watermark(leader_hw);
+        return;
+    }
     let appended = crate::threads::spawn_blocking(move || {
-        if !records.is_empty() {
-            log.append_as_follower(&records)?;
-        }
+        log.append_as_follower(&records)?;
         log.advance_high_watermark(leader_hw);
         Ok::<_, LogError>(())
     })

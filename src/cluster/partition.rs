@@ -445,18 +445,18 @@ mod isr_tests {
         assert_eq!(p.wanted_isr(start + 1000, 2000), None);
         assert_eq!(p.wanted_isr(start + 2001, 2000), Some(vec![1]));
         // Follower 2 fetches at the log end: it stays; 3 still leaves.
-        p.follower_fetched(2, 0, start + 2500).unwrap();
+        assert_eq!(p.follower_fetched(2, 0, start + 2500), Ok(()));
         assert_eq!(p.wanted_isr(start + 3000, 2000), Some(vec![1, 2]));
         // A follower that stopped at the high watermark it holds back leaves and stays out.
         let p2 = led(vec![1, 2]);
         assert_eq!(p2.wanted_isr(start, 2000), None);
-        p2.follower_fetched(2, 0, start).unwrap();
+        assert_eq!(p2.follower_fetched(2, 0, start), Ok(()));
         assert_eq!(p2.wanted_isr(start + 5000, 2000), Some(vec![1]));
         // The high watermark waits for both in-sync followers.
         let p = led(vec![1, 2]);
         let t = 5_000_000;
         assert_eq!(p.wanted_isr(t, 2000), None);
-        p.follower_fetched(3, 0, t).unwrap();
+        assert_eq!(p.follower_fetched(3, 0, t), Ok(()));
         assert_eq!(
             p.wanted_isr(t, 2000),
             Some(vec![1, 2, 3]),

@@ -27,6 +27,19 @@ pub struct BrokerImage {
     pub in_shutdown: bool,
 }
 
+impl BrokerImage {
+    /// `HOST:PORT` of its first registered endpoint (its client listener), IPv6 hosts in
+    /// brackets; None when it registered none.
+    pub fn client_addr(&self) -> Option<String> {
+        let endpoint = self.endpoints.first()?;
+        Some(if endpoint.host.contains(':') {
+            format!("[{}]:{}", endpoint.host, endpoint.port)
+        } else {
+            format!("{}:{}", endpoint.host, endpoint.port)
+        })
+    }
+}
+
 /// One partition as the controller decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
@@ -374,6 +387,16 @@ mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, LogId};
 
+    /// A broker's registration with no endpoint or rack.
+    fn register(id: i32) -> MetaRecord {
+        MetaRecord::RegisterBroker {
+            id,
+            incarnation: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+        }
+    }
+
     fn log_id(index: u64) -> LogId<u64> {
         LogId::new(CommittedLeaderId::new(1, 1), index)
     }
@@ -488,12 +511,6 @@ mod tests {
 
     #[test]
     fn offline_replicas_are_the_fenced_and_unregistered_ones() {
-        let register = |id| MetaRecord::RegisterBroker {
-            id,
-            incarnation: Uuid::new_v4(),
-            endpoints: vec![],
-            rack: None,
-        };
         let mut image = MetadataImage::default();
         let mut delta = Delta::default();
         // Brokers 1 and 2 at epochs 1 and 2, both unfenced; 3 never registers.
@@ -547,12 +564,6 @@ mod tests {
 
     #[test]
     fn the_quorum_is_stopping_once_every_other_voter_asked_for_a_controlled_shutdown() {
-        let register = |id| MetaRecord::RegisterBroker {
-            id,
-            incarnation: Uuid::new_v4(),
-            endpoints: vec![],
-            rack: None,
-        };
         let mut image = MetadataImage::default();
         let mut delta = Delta::default();
         for id in 1..=3 {

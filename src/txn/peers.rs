@@ -39,17 +39,12 @@ impl Peers {
     /// fenced.
     pub fn client(&self, broker: i32) -> io::Result<Arc<RpcClient>> {
         let image = self.meta.image();
-        let endpoint = image
+        let addr = image
             .brokers
             .get(&broker)
             .filter(|b| !b.fenced)
-            .and_then(|b| b.endpoints.first())
+            .and_then(|b| b.client_addr())
             .ok_or_else(|| io::Error::other(format!("broker {broker} is not alive")))?;
-        let addr = if endpoint.host.contains(':') {
-            format!("[{}]:{}", endpoint.host, endpoint.port)
-        } else {
-            format!("{}:{}", endpoint.host, endpoint.port)
-        };
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         match clients.get(&broker) {
             Some(c) if c.addr() == addr => Ok(c.clone()),

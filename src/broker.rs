@@ -393,7 +393,8 @@ impl Broker {
     }
 
     /// Tells the controller this broker is going (it is fenced at once instead of after its
-    /// session times out). Best effort: one attempt, bounded by a heartbeat interval, that
+    /// session times out, and the partitions it leads get new leaders from their ISRs in the
+    /// same metadata entry, which this waits to apply). Best effort: one attempt, bounded by a heartbeat interval, that
     /// waits neither for an election nor for a controller out of reach (see
     /// [`MetaNode::submit_once`]); skipped, or given up, once every other voter has had its
     /// own controlled shutdown (the whole quorum is going: the record may find no majority
@@ -442,7 +443,24 @@ impl Broker {
             a = self.meta.submit_once(request, wait) => a,
         };
         match answer {
-            Ok(_) => tracing::info!("controlled shutdown: fenced by the controller"),
+            Ok(_) => {
+                // The same entry moved leadership away: once it is applied here, this
+                // broker's partitions follow (waiting acks=all answers NOT_LEADER, clients go
+                // to the new leaders) before the listener closes.
+                let applied = async {
+                    loop {
+                        let index = self.meta.cell.applied_index();
+                        if self.meta.image().brokers.get(&me).is_none_or(|b| b.fenced) {
+                            return;
+                        }
+                        self.meta.cell.wait_applied(index + 1).await;
+                    }
+                };
+                let _ = tokio::time::timeout(wait, applied).await;
+                tracing::info!(
+                    "controlled shutdown: fenced by the controller, leadership moved away"
+                )
+            }
             Err(ControllerError::NotController(_)) => {
                 tracing::warn!("controlled shutdown: no controller in reach; not waiting for one")
             }

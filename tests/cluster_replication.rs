@@ -328,3 +328,273 @@ async fn acks_all_waits_for_the_isr_and_min_insync_replicas() {
     wait_identical(&cluster, &p, 0).await;
     let _ = cluster.kill_all(SIGTERM);
 }
+
+/// The leader and ISR of partition `p` of `topic` as broker `via` reports them (leader -1:
+/// none, or the broker could not be asked).
+async fn leader_of(cluster: &Cluster, via: i32, topic: &str, p: i32) -> (i32, i32, Vec<i32>) {
+    // A paused broker accepts connections but never answers: bounded.
+    let asked = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut c = common::Client::try_connect(cluster.bootstrap(via)).await?;
+        c.try_send(
+            &kafka_protocol::messages::MetadataRequest::default()
+                .with_topics(None)
+                .with_allow_auto_topic_creation(false),
+            12,
+        )
+        .await
+    });
+    let Ok(Some(md)) = asked.await else {
+        return (-1, -1, Vec::new());
+    };
+    md.topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .and_then(|t| t.partitions.iter().find(|x| x.partition_index == p))
+        .map_or((-1, -1, Vec::new()), |x| {
+            let mut isr: Vec<i32> = x.isr_nodes.iter().map(|r| r.0).collect();
+            isr.sort_unstable();
+            (x.leader_id.0, x.leader_epoch, isr)
+        })
+}
+
+/// Produces one acks=all batch of `value` to partition 0 of `TOPIC` through whichever broker
+/// `via` names as its leader, retrying retriable errors until `deadline`. The leader that
+/// acknowledged it.
+async fn produce_retrying(cluster: &Cluster, via: i32, value: &str, deadline: Instant) -> i32 {
+    loop {
+        let (leader, _, _) = leader_of(cluster, via, TOPIC, 0).await;
+        if leader > 0 {
+            let request = common::produce_request(
+                TOPIC,
+                0,
+                -1,
+                common::batch(&[value.as_bytes()], Compression::None),
+            )
+            .with_timeout_ms(2000);
+            let sent = tokio::time::timeout(Duration::from_secs(4), async {
+                let mut c = common::Client::try_connect(cluster.bootstrap(leader)).await?;
+                c.try_send(&request, 9).await
+            });
+            if let Ok(Some(r)) = sent.await {
+                if r.responses[0].partition_responses[0].error_code == 0 {
+                    return leader;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            cluster.print_logs();
+            panic!("no leader of {TOPIC}-0 acknowledged {value:?} in time");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every record value of partition 0 of `TOPIC` on broker `id`, read from offset 0 up to
+/// its high watermark.
+async fn values_on(cluster: &Cluster, id: i32) -> Vec<String> {
+    use kafka_protocol::messages::{fetch_request, FetchRequest};
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut c = cluster.client(id).await;
+    let mut values = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(common::topic_name(TOPIC))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r = c.send(&fetch, 12).await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch from broker {id} at {offset}");
+        let mut data = p.records.clone().unwrap_or_default();
+        if data.is_empty() {
+            return values;
+        }
+        while !data.is_empty() {
+            let set = RecordBatchDecoder::decode(&mut data).expect("batches decode");
+            for r in set.records {
+                offset = r.offset + 1;
+                values.push(String::from_utf8_lossy(&r.value.unwrap_or_default()).to_string());
+            }
+        }
+    }
+}
+
+async fn create_rf3(cluster: &Cluster, min_insync: &str) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::protocol::StrBytes;
+    let mut c = cluster.client(1).await;
+    let r = c
+        .send(
+            &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                .with_name(common::topic_name(TOPIC))
+                .with_num_partitions(1)
+                .with_replication_factor(3)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                    .with_value(Some(StrBytes::from_string(min_insync.into())))])]),
+            7,
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+}
+
+/// Failover: the leader of an RF 3 partition (min.insync.replicas 2) is killed with SIGKILL;
+/// once its session expires the controller elects another ISR member at a higher leader
+/// epoch, acks=all works through it, and every acknowledged record is there in order. The
+/// killed broker, restarted, follows the new leader and ends byte-identical; the election
+/// repeats over several kills.
+#[tokio::test]
+async fn a_killed_leader_is_replaced_from_the_isr_without_losing_acknowledged_records() {
+    let options = Options {
+        env: vec![
+            ("OTTLA_BROKER_SESSION_TIMEOUT_MS".into(), "3000".into()),
+            ("OTTLA_BROKER_HEARTBEAT_INTERVAL_MS".into(), "500".into()),
+        ],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    create_rf3(&cluster, "2").await;
+    let mut acked = Vec::new();
+    let mut failovers = Vec::new();
+    let deadline = || Instant::now() + Duration::from_secs(30);
+    for i in 0..20 {
+        let v = format!("before-{i}");
+        produce_retrying(&cluster, 1, &v, deadline()).await;
+        acked.push(v);
+    }
+    for round in 0..3 {
+        let survivor = |leader: i32| if leader == 1 { 2 } else { 1 };
+        let (leader, epoch, isr) = leader_of(&cluster, 1, TOPIC, 0).await;
+        assert_eq!(
+            isr,
+            [1, 2, 3],
+            "round {round}: the ISR is whole before the kill"
+        );
+        cluster.kill(leader, SIGKILL);
+        let t0 = Instant::now();
+        let v = format!("after-kill-{round}");
+        let new_leader = produce_retrying(&cluster, survivor(leader), &v, deadline()).await;
+        failovers.push(t0.elapsed());
+        acked.push(v);
+        assert_ne!(new_leader, leader);
+        let (_, new_epoch, isr) = leader_of(&cluster, new_leader, TOPIC, 0).await;
+        assert!(
+            new_epoch > epoch,
+            "the leader epoch grew: {epoch} → {new_epoch}"
+        );
+        assert!(
+            !isr.contains(&leader),
+            "the killed broker left the ISR: {isr:?}"
+        );
+        for i in 0..10 {
+            let v = format!("round-{round}-{i}");
+            produce_retrying(&cluster, new_leader, &v, deadline()).await;
+            acked.push(v);
+        }
+        let values = values_on(&cluster, new_leader).await;
+        assert_eq!(
+            values, acked,
+            "round {round}: every acknowledged record, once, in order"
+        );
+        cluster.restart(leader).await;
+        wait_isr(&cluster, new_leader, 0, &[1, 2, 3]).await;
+        let (now_leader, _, _) = leader_of(&cluster, new_leader, TOPIC, 0).await;
+        let p = BTreeMap::from([(0, (now_leader, vec![1, 2, 3]))]);
+        wait_identical(&cluster, &p, 0).await;
+    }
+    let ms: Vec<u128> = failovers.iter().map(|d| d.as_millis()).collect();
+    println!(
+        "FAILOVER kill -9 of the leader → first acks=all produce acknowledged by the new leader (session timeout 3000 ms): {ms:?} ms"
+    );
+    for (id, status) in cluster.kill_all(SIGTERM) {
+        assert!(status.success(), "node {id}: {status}");
+    }
+}
+
+/// Divergence: a leader takes acks=1 writes its paused followers never see (but for the
+/// first ones, which answer fetches already parked there), is paused itself while they elect
+/// a new leader that takes acks=all writes, and when it resumes it finds its log diverged
+/// (DIVERGING_EPOCH), truncates the records only it had and ends byte-identical to the new
+/// leader, which holds every acknowledged acks=all record, in order.
+#[tokio::test]
+async fn a_returning_leader_truncates_what_only_it_had() {
+    let options = Options {
+        env: vec![
+            ("OTTLA_BROKER_SESSION_TIMEOUT_MS".into(), "3000".into()),
+            ("OTTLA_BROKER_HEARTBEAT_INTERVAL_MS".into(), "500".into()),
+        ],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    create_rf3(&cluster, "2").await;
+    let deadline = || Instant::now() + Duration::from_secs(60);
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let v = format!("committed-{i}");
+        produce_retrying(&cluster, 1, &v, deadline()).await;
+        acked.push(v);
+    }
+    let (old, _, isr) = leader_of(&cluster, 1, TOPIC, 0).await;
+    assert_eq!(isr, [1, 2, 3]);
+    let followers: Vec<i32> = [1, 2, 3].into_iter().filter(|&r| r != old).collect();
+    for f in &followers {
+        cluster.signal(*f, cluster::SIGSTOP);
+    }
+    let mut lc = cluster.client(old).await;
+    for i in 0..5 {
+        assert_eq!(
+            send(&mut lc, 1, 2000, &format!("unreplicated-{i}")).await,
+            0
+        );
+    }
+    cluster.signal(old, cluster::SIGSTOP);
+    for f in &followers {
+        cluster.signal(*f, cluster::SIGCONT);
+    }
+    for i in 0..10 {
+        let v = format!("new-leader-{i}");
+        let l = produce_retrying(&cluster, followers[0], &v, deadline()).await;
+        assert_ne!(l, old);
+        acked.push(v);
+    }
+    cluster.signal(old, cluster::SIGCONT);
+    let (new_leader, _, _) = leader_of(&cluster, followers[0], TOPIC, 0).await;
+    wait_isr(&cluster, new_leader, 0, &[1, 2, 3]).await;
+    let p = BTreeMap::from([(0, (new_leader, vec![1, 2, 3]))]);
+    wait_identical(&cluster, &p, 0).await;
+    // A follower's fetch parked at the old leader when it was paused is answered with the
+    // first acks=1 batches, which it reads when it resumes: those few survive (acks=1 makes
+    // no promise either way); the rest exist only on the old leader, which must drop them.
+    let values = values_on(&cluster, new_leader).await;
+    let kept = values
+        .iter()
+        .filter(|v| v.starts_with("unreplicated-"))
+        .count();
+    let mut want = acked[..10].to_vec();
+    want.extend((0..kept).map(|i| format!("unreplicated-{i}")));
+    want.extend_from_slice(&acked[10..]);
+    assert_eq!(
+        values, want,
+        "acknowledged records in order, and a prefix of the acks=1 ones"
+    );
+    assert!(
+        kept < 5,
+        "the paused followers cannot have fetched every acks=1 batch"
+    );
+    println!("DIVERGENCE the old leader truncated {} acks=1 batches only it had; {kept} had reached a follower before the pause", 5 - kept);
+    assert!(
+        !cluster
+            .log_lines(old, "diverged from its leader")
+            .is_empty(),
+        "the old leader truncated by DIVERGING_EPOCH:\n{}",
+        cluster.logs(old)
+    );
+    for (id, status) in cluster.kill_all(SIGTERM) {
+        assert!(status.success(), "node {id}: {status}");
+    }
+}

@@ -5,12 +5,14 @@
 //! and control batches, so replicas are byte-identical batch by batch) and learns the high
 //! watermark from each answer.
 //!
-//! What this step does not do yet (the replication issue builds it): the leader does not
-//! count followers for its high watermark (it still follows the leader's log end, so acks=all
-//! means the leader's append), ISR changes, DIVERGING_EPOCH / truncation to a divergence
-//! point (leaders do not move yet), and restarting a follower that fell below the leader's
-//! log start (it logs the gap and retries). A follower that is ahead of its leader (the leader
-//! lost unflushed data in a crash) truncates to the leader's high watermark.
+//! Each fetch names the epoch of the replica's last batch (`last_fetched_epoch`); a leader
+//! whose log differs after it answers DIVERGING_EPOCH with where that epoch ends on its side,
+//! and the replica truncates to the divergence point ([`truncation_point`]) before it fetches
+//! on (KIP-279 / KIP-595's scheme; no separate OffsetForLeaderEpoch round trip). An answer
+//! that arrives after the partition's leadership changed is dropped. A follower that is ahead
+//! of its leader with no epoch to compare (the leader lost unflushed data in a crash)
+//! truncates to the leader's high watermark. Not built yet: restarting a follower that fell
+//! below the leader's log start (it logs the gap and retries).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -229,20 +231,25 @@ impl ReplicaFetchers {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<bool, String> {
         let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-        let mut local: HashMap<(String, i32), &Arc<Partition>> = HashMap::new();
+        // Each partition with the leader epoch it was asked at.
+        let mut local: HashMap<(String, i32), (&Arc<Partition>, i32)> = HashMap::new();
         for f in parts {
             let log = f.partition.log();
             let last_epoch = log.epoch_entries().last().map_or(-1, |e| e.epoch);
+            let leader_epoch = f.partition.leadership().leader_epoch;
             by_topic.entry(&f.topic).or_default().push(
                 FetchPartition::default()
                     .with_partition(f.partition.index())
-                    .with_current_leader_epoch(f.partition.leadership().leader_epoch)
+                    .with_current_leader_epoch(leader_epoch)
                     .with_fetch_offset(log.log_end_offset())
                     .with_last_fetched_epoch(last_epoch)
                     .with_log_start_offset(log.log_start_offset())
                     .with_partition_max_bytes(PARTITION_MAX_BYTES),
             );
-            local.insert((f.topic.clone(), f.partition.index()), &f.partition);
+            local.insert(
+                (f.topic.clone(), f.partition.index()),
+                (&f.partition, leader_epoch),
+            );
         }
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(self.node_id))
@@ -281,11 +288,25 @@ impl ReplicaFetchers {
         for t in response.responses {
             let name = t.topic.0.to_string();
             for p in t.partitions {
-                let Some(partition) = local.get(&(name.clone(), p.partition_index)) else {
+                let Some((partition, asked_at)) = local.get(&(name.clone(), p.partition_index))
+                else {
                     continue;
                 };
                 let partition = Arc::clone(partition);
+                // The leadership moved while the fetch was out: its answer is stale (the
+                // next round asks the new leader, at the new epoch).
+                let l = partition.leadership();
+                if l.role != Role::Follower || l.leader_epoch != *asked_at {
+                    continue;
+                }
+                let diverging = (p.diverging_epoch.epoch >= 0 && p.diverging_epoch.end_offset >= 0)
+                    .then_some((p.diverging_epoch.epoch, p.diverging_epoch.end_offset));
                 match ResponseError::try_from_code(p.error_code) {
+                    None if diverging.is_some() => {
+                        progress = true;
+                        let (epoch, end) = diverging.unwrap_or_default();
+                        truncate_diverged(&name, partition, epoch, end).await;
+                    }
                     None => {
                         progress = true;
                         let records = p.records.unwrap_or_default();
@@ -348,6 +369,63 @@ async fn apply(topic: &str, partition: Arc<Partition>, records: Bytes, leader_hw
     }
 }
 
+/// Where a follower whose log diverges from its leader's cuts it (Kafka's
+/// `getOffsetTruncationState`), given the leader's end of the follower's last fetched epoch
+/// (`leader_epoch` ending at `leader_end`) and this replica's own end of that epoch and log
+/// end. When this replica does not have the leader's epoch it cuts where its newest epoch
+/// below that one ends; its next fetch then names an older last epoch, and the leader answers
+/// again until the logs agree.
+pub fn truncation_point(
+    leader_epoch: i32,
+    leader_end: i64,
+    local_epoch: i32,
+    local_end: i64,
+    log_end: i64,
+) -> i64 {
+    if local_epoch < 0 || local_end < 0 {
+        // This replica knows no such epoch: it keeps what the leader has.
+        leader_end.min(log_end)
+    } else if local_epoch != leader_epoch {
+        local_end.min(log_end)
+    } else {
+        local_end.min(leader_end).min(log_end)
+    }
+}
+
+/// The leader answered that this replica's log diverges from its own after `epoch`, which
+/// ends at `end` there: the replica cuts its log at the [`truncation_point`] (off the
+/// runtime) and the next round fetches from there.
+async fn truncate_diverged(topic: &str, partition: Arc<Partition>, epoch: i32, end: i64) {
+    let log = partition.log().clone();
+    let cut = crate::threads::spawn_blocking(move || {
+        let before = log.log_end_offset();
+        let (local_epoch, local_end) = log.end_offset_for_epoch(epoch);
+        let at = truncation_point(epoch, end, local_epoch, local_end, before);
+        log.truncate_to(at).map(|after| (before, after))
+    })
+    .await;
+    match cut {
+        Ok(Ok((before, after))) if after < before => {
+            tracing::warn!(
+                topic,
+                partition = partition.index(),
+                from = before,
+                to = after,
+                leader_epoch = epoch,
+                leader_end = end,
+                "this replica's log diverged from its leader's: truncated to the divergence point"
+            )
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(topic, partition = partition.index(), error = %e, "cannot truncate a diverged replica")
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition = partition.index(), error = %e, "cannot truncate a diverged replica")
+        }
+    }
+}
+
 /// The leader has no data at this replica's log end: this replica is ahead (its leader lost
 /// data it had not flushed) and truncates to the leader's high watermark, or behind the
 /// leader's log start (not handled yet: logged).
@@ -376,5 +454,23 @@ async fn out_of_range(topic: &str, partition: Arc<Partition>, leader_hw: i64, le
             leader_log_start = leader_start,
             "this replica is behind its leader's log start; it cannot catch up yet"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncation_point;
+
+    #[test]
+    fn truncation_points_follow_kafkas_rules() {
+        // Same epoch on both: the smaller end.
+        assert_eq!(truncation_point(4, 100, 4, 120, 120), 100);
+        assert_eq!(truncation_point(4, 130, 4, 120, 120), 120);
+        // The leader names an epoch this replica does not have: cut where this replica's
+        // newest epoch below it ends, and ask again.
+        assert_eq!(truncation_point(4, 100, 3, 90, 120), 90);
+        // This replica knows no epoch there: keep what the leader has.
+        assert_eq!(truncation_point(4, 100, -1, -1, 120), 100);
+        assert_eq!(truncation_point(4, 100, -1, -1, 80), 80);
     }
 }

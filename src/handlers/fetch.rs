@@ -4,6 +4,10 @@
 //! (full fetches). Consumers read below the high watermark; partitions are looked up with the
 //! request's current leader epoch (v9+), see `cluster::partition`.
 //!
+//! A fetch naming the epoch of its last fetched batch (`last_fetched_epoch`, v12+) whose log
+//! diverges from this one after it gets `diverging_epoch` (that epoch's end here) instead of
+//! records, as Kafka answers; a follower's progress is not recorded from such a fetch.
+//!
 //! Isolation (KIP-98): read_committed (`isolation_level` 1, v4+) returns only batches below the
 //! last stable offset, with the aborted transactions (producer id, first offset) overlapping
 //! them; every answer reports the LSO in `last_stable_offset`, as Kafka's do whatever the
@@ -17,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::futures::Notified;
@@ -47,6 +51,9 @@ struct Wanted {
     fetch_offset: i64,
     max_bytes: usize,
     partition: Result<Arc<Partition>, ResponseError>,
+    /// Where the fetcher's last fetched epoch ends here, when its log diverges from this one
+    /// (`diverging_epoch`, v12+): it truncates there before it fetches on; no records.
+    diverging: Option<(i32, i64)>,
 }
 
 /// Handles a decoded fetch request. The records of each partition stay [`Records`] (on disk,
@@ -79,7 +86,13 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
             // current_leader_epoch exists from v9 (-1: not checked).
             let epoch = (version >= 9).then_some(p.current_leader_epoch);
             let mut partition = broker.topics.get_partition(topic, p.partition, epoch);
-            if let (Some(replica), Ok(found)) = (follower, &partition) {
+            let diverging = match &partition {
+                Ok(found) if version >= 12 => {
+                    diverging_epoch(found, p.last_fetched_epoch, p.fetch_offset)
+                }
+                _ => None,
+            };
+            if let (Some(replica), Ok(found), None) = (follower, &partition, diverging) {
                 match found.follower_fetched(replica, p.fetch_offset, broker.clock.now_ms()) {
                     Err(e) => partition = Err(e),
                     // A follower outside the ISR may have caught up: it joins.
@@ -95,6 +108,7 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 partition: partition.map_err(partition_error_code),
+                diverging,
             });
         }
     }
@@ -147,6 +161,31 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
     }
 }
 
+/// Whether a fetch from `fetch_offset` whose last fetched batch had `last_fetched_epoch`
+/// diverges from this leader's log (Kafka's `validateFetchOffsetAndMaybeGetDivergingEpoch`):
+/// this log's end of that epoch (the newest epoch not above it, and where it ends) when that
+/// end is below the fetch offset or the epoch is older. None when it does not, or when the
+/// fetcher gave no epoch (-1).
+fn diverging_epoch(
+    partition: &Partition,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> Option<(i32, i64)> {
+    if last_fetched_epoch < 0 {
+        return None;
+    }
+    let leader_epoch = partition.leadership().leader_epoch;
+    let (epoch, end) = partition
+        .log()
+        .end_offset_for_epoch_as_leader(last_fetched_epoch, leader_epoch);
+    // No answer for an epoch this log cannot place (it names a newer epoch than this
+    // leader's, which its epoch check refuses first): the fetch reads on.
+    if epoch < 0 || end < 0 {
+        return None;
+    }
+    (end < fetch_offset || epoch < last_fetched_epoch).then_some((epoch, end))
+}
+
 fn error_answer(error: ResponseError) -> FetchAnswer {
     FetchAnswer {
         response: FetchResponse::default()
@@ -179,6 +218,21 @@ async fn read_all(
             Err(e) => {
                 errors = true;
                 base.with_error_code(e.code())
+            }
+            Ok(partition) if w.diverging.is_some() => {
+                let log = partition.log();
+                let (epoch, end_offset) = w.diverging.unwrap_or_default();
+                // An answer the fetcher must act on now: no waiting for data.
+                errors = true;
+                base.with_error_code(NONE)
+                    .with_high_watermark(log.high_watermark())
+                    .with_last_stable_offset(log.last_stable_offset())
+                    .with_log_start_offset(log.log_start_offset())
+                    .with_diverging_epoch(
+                        EpochEndOffset::default()
+                            .with_epoch(epoch)
+                            .with_end_offset(end_offset),
+                    )
             }
             Ok(partition) => {
                 let log = partition.log();

@@ -432,9 +432,18 @@ impl PartitionLog {
         self.lock().local.aborted_between(from, upper)
     }
 
-    /// The leader epoch stamped on what this log appends as leader from now on.
+    /// This replica leads at `epoch`: what it appends from now on carries it, and the
+    /// leader-epoch cache has the epoch start at the log end (Kafka's `makeLeader`), before
+    /// anything is appended, so a follower of an older epoch learns where that epoch ended
+    /// here (DIVERGING_EPOCH, OffsetForLeaderEpoch) even while the new one has written
+    /// nothing. An epoch not above the cache's newest leaves the cache alone.
     pub fn set_leader_epoch(&self, epoch: i32) {
-        self.lock().leader_epoch = epoch;
+        let mut state = self.lock();
+        state.leader_epoch = epoch;
+        if state.epochs.latest_epoch().is_none_or(|e| e < epoch) {
+            let end = state.local.log_end_offset();
+            state.epochs.assign(epoch, end);
+        }
     }
 
     /// The leader-epoch cache: (epoch, first offset) of every epoch that wrote.

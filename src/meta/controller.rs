@@ -566,13 +566,19 @@ impl Controller {
                 if image.cluster_id.as_ref().is_some_and(|c| *c != cluster_id) {
                     return Err(ControllerError::InconsistentClusterId);
                 }
+                // A broker registering again comes back fenced: what it led moves away now
+                // (Kafka fences the old registration the same way).
+                let mut records = vec![MetaRecord::RegisterBroker {
+                    id,
+                    incarnation,
+                    endpoints,
+                    rack,
+                }];
+                if image.is_alive(id) {
+                    records.extend(super::election::on_fence(image, &[id]));
+                }
                 Ok(Decision::Records(
-                    vec![MetaRecord::RegisterBroker {
-                        id,
-                        incarnation,
-                        endpoints,
-                        rack,
-                    }],
+                    records,
                     ControllerResponse::Registered { epoch: 0 },
                 ))
             }
@@ -597,7 +603,7 @@ impl Controller {
                             MetaRecord::FenceBroker { id, epoch },
                         ]
                         .into_iter()
-                        .chain(isr_removals(image, &[id]))
+                        .chain(super::election::on_fence(image, &[id]))
                         .collect(),
                         ControllerResponse::Heartbeat {
                             fenced: true,
@@ -606,8 +612,10 @@ impl Controller {
                     ));
                 }
                 if b.fenced && !want_shutdown && applied >= registered_at {
+                    let mut records = vec![MetaRecord::UnfenceBroker { id, epoch }];
+                    records.extend(super::election::on_unfence(image, id));
                     return Ok(Decision::Records(
-                        vec![MetaRecord::UnfenceBroker { id, epoch }],
+                        records,
                         ControllerResponse::Heartbeat {
                             fenced: false,
                             shutdown_ok: false,
@@ -909,26 +917,4 @@ fn summary(id: Uuid, topic: &super::image::TopicImage) -> TopicSummary {
             .map_or(0, |p| p.replicas.len() as i16),
         configs: topic.configs.clone(),
     }
-}
-
-/// The ISR changes fencing `brokers` implies (KRaft removes a fenced broker from every ISR):
-/// every partition whose ISR holds one of them drops them, except its leader (moving
-/// leadership is failover's part, not built yet), so an ISR never becomes empty.
-pub fn isr_removals(image: &MetadataImage, brokers: &[i32]) -> Vec<MetaRecord> {
-    let mut out = Vec::new();
-    for t in image.topics.values() {
-        for (i, p) in t.partitions.iter().enumerate() {
-            let gone = |r: &i32| *r != p.leader && brokers.contains(r);
-            if p.isr.iter().any(gone) {
-                out.push(MetaRecord::PartitionChange {
-                    topic_id: t.id,
-                    index: i as i32,
-                    isr: Some(p.isr.iter().copied().filter(|r| !gone(r)).collect()),
-                    leader: None,
-                    replicas: None,
-                });
-            }
-        }
-    }
-    out
 }

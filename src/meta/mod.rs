@@ -5,6 +5,7 @@
 
 pub mod broker_lifecycle;
 pub mod controller;
+pub mod election;
 pub mod image;
 pub mod network;
 pub mod node;

@@ -590,7 +590,7 @@ impl MetaNode {
                     id: *id,
                     epoch: *epoch,
                 })
-                .chain(super::controller::isr_removals(&image, &ids))
+                .chain(super::election::on_fence(&image, &ids))
                 .collect();
             match self.controller.propose(records).await {
                 Ok(_) => {

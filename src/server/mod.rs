@@ -237,7 +237,10 @@ impl Server {
             )));
         }
         let maintenance = tokio::spawn(maintenance::run(self.broker.clone(), stop_rx.clone()));
-        let heartbeats = tokio::spawn(self.broker.clone().heartbeat_loop(stop_rx.clone()));
+        // Heartbeats stop first at shutdown (a beat after the controlled shutdown would
+        // unfence this broker again).
+        let (beats_stop, beats_rx) = watch::channel(false);
+        let heartbeats = tokio::spawn(self.broker.clone().heartbeat_loop(beats_rx));
         let fencing = tokio::spawn(self.broker.meta.clone().fencing_loop(
             Duration::from_millis(self.broker.config.broker_session_timeout_ms),
             stop_rx.clone(),
@@ -247,6 +250,15 @@ impl Server {
         let t0 = std::time::Instant::now();
         let step =
             |what: &str| tracing::debug!(ms = t0.elapsed().as_millis() as u64, "shutdown: {what}");
+        // A controlled shutdown first, while this broker still serves: the controller
+        // fences it and moves the leadership of what it leads to other ISR members, so
+        // clients see NOT_LEADER_OR_FOLLOWER (retriable) and move before the listener
+        // closes.
+        let _ = beats_stop.send(true);
+        let _ = heartbeats.await;
+        step("heartbeats stopped");
+        self.broker.controlled_shutdown().await;
+        step("controlled shutdown done");
         let _ = stop_tx.send(true);
         let _ = maintenance.await;
         let _ = fencing.await;
@@ -295,13 +307,7 @@ impl Server {
                 tracing::error!(error = %e, "flushing logs at shutdown failed; the next start recovers")
             }
         }
-        // A controlled shutdown: the controller fences this broker before it goes (moving
-        // leadership away first is replication's part).
         step("logs flushed");
-        let _ = heartbeats.await;
-        step("heartbeats stopped");
-        self.broker.controlled_shutdown().await;
-        step("controlled shutdown done");
         let _ = self.controller_stop.send(true);
         self.broker.meta.shutdown().await;
         step("metadata node stopped");

@@ -405,6 +405,10 @@ impl PartitionLog {
             self.check_usable()?;
             let log_end = state.local.log_end_offset();
             if offset >= log_end {
+                // Nothing to cut, but an epoch this replica began as leader without writing
+                // (cached at the log end) goes: the leader it follows now never knew it, and
+                // its last fetched epoch is that of its last batch (Kafka does the same).
+                state.epochs.truncate_from_end(log_end);
                 return Ok(log_end);
             }
             if offset < state.log_start_offset {

@@ -143,6 +143,55 @@ def test_admin_topics_configs_partitions(bootstrap, topic_name):
         admin.close()
 
 
+def test_admin_describe_log_dirs(bootstrap, topic_name):
+    """DescribeLogDirs through KafkaAdminClient.describe_log_dirs(): every partition of the
+    topic appears in a log directory with its size, which grows with what is produced; a
+    disk broker names its data directory (absolute) and its file system's sizes, a memory
+    broker a directory `memory` with sizes -1."""
+    create_topic(bootstrap, topic_name, partitions=2)
+
+    def produce(n):
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        try:
+            for i in range(n):
+                for p in (0, 1):
+                    producer.send(topic_name, f"value {i}".encode() * 10, partition=p).get(10)
+        finally:
+            producer.close()
+
+    def sizes(admin, topic_partitions):
+        """partition -> size of the topic's partitions, over every broker's log dirs."""
+        out = {}
+        for broker in admin.describe_log_dirs(topic_partitions=topic_partitions):
+            for d in broker["log_dirs"]:
+                assert d["error_code"] == 0, d
+                if d["log_dir"] == "memory":
+                    assert (d["total_bytes"], d["usable_bytes"]) == (-1, -1), d
+                else:
+                    assert d["log_dir"].startswith("/"), d
+                    assert d["total_bytes"] >= d["usable_bytes"] > 0, d
+                for t in d["topics"]:
+                    if t["name"] == topic_name:
+                        for p in t["partitions"]:
+                            assert p["offset_lag"] == 0 and not p["is_future_key"], p
+                            out[p["partition_index"]] = p["partition_size"]
+        return out
+
+    produce(5)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        everything = sizes(admin, None)
+        assert sorted(everything) == [0, 1] and all(s > 0 for s in everything.values()), everything
+        # One partition named, and a topic the broker does not have: only that partition.
+        assert sizes(admin, {topic_name: [1], topic_name + "-missing": [0]}) == {1: everything[1]}
+        produce(5)
+        grown = sizes(admin, [topic_name])
+        assert sorted(grown) == [0, 1]
+        assert all(grown[p] > everything[p] for p in (0, 1)), (everything, grown)
+    finally:
+        admin.close()
+
+
 def test_message_over_limit_is_refused(bootstrap, topic_name):
     create_topic(bootstrap, topic_name, config={"max.message.bytes": "2000"})
     producer = KafkaProducer(bootstrap_servers=bootstrap, retries=0)

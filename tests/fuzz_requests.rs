@@ -119,6 +119,17 @@ fn seeds() -> Vec<Vec<u8>> {
         ])
         .with_response_partition_limit(1);
     push(&mut out, paged, range(ApiKey::DescribeTopicPartitions));
+    let log_dirs = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        describe_log_dirs_request::DescribableLogDirTopic::default()
+            .with_topic(topic.clone())
+            .with_partitions(vec![0, 1]),
+    ]));
+    push(&mut out, log_dirs, range(ApiKey::DescribeLogDirs));
+    push(
+        &mut out,
+        DescribeLogDirsRequest::default().with_topics(None),
+        range(ApiKey::DescribeLogDirs),
+    );
     let alter = AlterConfigsRequest::default().with_resources(vec![
         alter_configs_request::AlterConfigsResource::default()
             .with_resource_type(2)

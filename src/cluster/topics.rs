@@ -267,6 +267,15 @@ impl TopicRegistry {
         }
     }
 
+    /// The log directory every partition of this broker lives in (Kafka's `log.dirs`; ottla
+    /// has one, the data directory), made absolute as Kafka names it (not canonicalized:
+    /// symbolic links are kept). `None` in memory mode.
+    pub fn log_dir(&self) -> Option<PathBuf> {
+        self.data_dir
+            .as_ref()
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()))
+    }
+
     /// The open-file cache of the segment files (its counters, for tests and logs).
     pub fn open_files(&self) -> &Arc<OpenFiles> {
         &self.files

@@ -49,3 +49,25 @@ pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The size of the file system holding `path` and the bytes an unprivileged process may still
+/// use there (`statvfs(2)`: `f_blocks` and `f_bavail` times `f_frsize`, as Java's
+/// `FileStore.getTotalSpace` / `getUsableSpace` read them). Blocking: it may wait on the disk
+/// (or a network file system).
+pub fn volume_space(path: &Path) -> io::Result<(u64, u64)> {
+    crate::threads::may_block("file system stat");
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs only writes the struct it is given; all-zero is a valid value of it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a pointer to a live statvfs struct.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok((
+        (st.f_blocks as u64).saturating_mul(frsize),
+        (st.f_bavail as u64).saturating_mul(frsize),
+    ))
+}

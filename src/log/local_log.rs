@@ -55,6 +55,12 @@ impl LocalLog {
         self.active().next_offset()
     }
 
+    /// Bytes of record batches in every segment (their `.log` files' lengths, indexes not
+    /// counted: Kafka's `LocalLog.size`), from what the segments know in memory.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
     /// Index of the segment holding `offset` (the last one starting at or below it).
     pub(crate) fn segment_for(&self, offset: i64) -> usize {
         let i = self.segments.partition_point(|s| s.base_offset() <= offset);

@@ -409,6 +409,12 @@ impl PartitionLog {
         self.lock().log_start_offset
     }
 
+    /// The log's size in bytes: the record batches of all its segments (Kafka's
+    /// `UnifiedLog.size`, what DescribeLogDirs reports). Known in memory: no file is stat'ed.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().local.size_bytes()
+    }
+
     /// The last stable offset: the first offset of the oldest ongoing transaction (not below
     /// the log start), else the high watermark. read_committed consumers read below it.
     pub fn last_stable_offset(&self) -> i64 {

@@ -313,6 +313,9 @@ async fn dispatch(
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(broker, &r).await)
         }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, &r).await)
+        }
         other => {
             // Unreachable while the version table and this match agree (a test checks it).
             tracing::error!(request = ?std::mem::discriminant(&other), "closing connection: no handler for a supported API");

@@ -39,6 +39,34 @@ impl TestBroker {
         let server = Server::bind_with_clock(config, clock)
             .await
             .expect("broker binds");
+        TestBroker::serve(server)
+    }
+
+    /// As [`TestBroker::start`], listening on 127.0.0.1 at the first port of `ports` that is
+    /// free (tried from a place that depends on the process, so parallel runs spread), for
+    /// runs that must keep their brokers to a port range.
+    pub async fn start_in_ports(
+        config: Config,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> TestBroker {
+        let (first, count) = (*ports.start(), u32::from(ports.end() - ports.start()) + 1);
+        let offset = std::process::id() % count;
+        for i in 0..count {
+            let port = first + ((offset + i) % count) as u16;
+            let config = Config {
+                listen: vec![format!("127.0.0.1:{port}")],
+                ..config.clone()
+            };
+            match Server::bind(config).await {
+                Ok(server) => return TestBroker::serve(server),
+                Err(ottla::server::StartError::Bind { .. }) => continue,
+                Err(e) => panic!("broker starts: {e}"),
+            }
+        }
+        panic!("no free port in {ports:?}");
+    }
+
+    fn serve(server: Server) -> TestBroker {
         let addr = server.local_addrs()[0];
         let broker = server.broker();
         let (tx, rx) = oneshot::channel();

@@ -142,6 +142,15 @@ pub struct Config {
     /// A follower that has not caught up with its leader's log end for this long leaves the
     /// ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// The active controller moves leadership back to preferred replicas (the first of each
+    /// partition's replicas) when a broker leads too few of the partitions it prefers (Kafka's
+    /// `auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often it checks (Kafka's `leader.imbalance.check.interval.seconds`).
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// A broker is imbalanced when it does not lead more than this percentage of the
+    /// partitions it prefers (Kafka's `leader.imbalance.per.broker.percentage`).
+    pub leader_imbalance_per_broker_percentage: u32,
     /// Partitions of `__consumer_offsets` when it is created (Kafka's
     /// `offsets.topic.num.partitions`); a group's coordinator is the leader of partition
     /// `abs(hash(group id)) % partitions` of the topic as it exists.
@@ -379,6 +388,9 @@ impl Default for Config {
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: 30_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
             transaction_state_log_num_partitions: 50,
@@ -512,9 +524,10 @@ impl Config {
         if self.broker_heartbeat_interval_ms < 1
             || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
             || self.replica_lag_time_max_ms == 0
+            || self.leader_imbalance_check_interval_seconds == 0
         {
             return bad(
-                "broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms, replica_lag_time_max_ms ≥ 1"
+                "broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms, replica_lag_time_max_ms and leader_imbalance_check_interval_seconds ≥ 1"
                     .into(),
             );
         }

@@ -392,11 +392,15 @@ async fn produce_retrying(cluster: &Cluster, via: i32, value: &str, deadline: In
 /// Every record value of partition 0 of `TOPIC` on broker `id`, read from offset 0 up to
 /// its high watermark.
 async fn values_on(cluster: &Cluster, id: i32) -> Vec<String> {
+    values_from(cluster, id, 0).await
+}
+
+/// [`values_on`] from `offset` on.
+async fn values_from(cluster: &Cluster, id: i32, mut offset: i64) -> Vec<String> {
     use kafka_protocol::messages::{fetch_request, FetchRequest};
     use kafka_protocol::records::RecordBatchDecoder;
     let mut c = cluster.client(id).await;
     let mut values = Vec::new();
-    let mut offset = 0;
     loop {
         let fetch = FetchRequest::default()
             .with_max_wait_ms(0)
@@ -443,21 +447,20 @@ async fn create_rf3(cluster: &Cluster, min_insync: &str) {
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
-/// Failover: the leader of an RF 3 partition (min.insync.replicas 2) is killed with SIGKILL;
-/// once its session expires the controller elects another ISR member at a higher leader
-/// epoch, acks=all works through it, and every acknowledged record is there in order. The
-/// killed broker, restarted, follows the new leader and ends byte-identical; the election
-/// repeats over several kills.
+/// Failover, default settings: the leader of an RF 3 partition (min.insync.replicas 2) is
+/// killed with SIGKILL; its followers' fetches are refused, the controller confirms and fences
+/// it (well before its 9 s session would expire) and elects another ISR member at a higher
+/// leader epoch; acks=all works through it, and every acknowledged record is there once, in
+/// order. The killed broker, restarted, follows the new leader and ends byte-identical; the
+/// election repeats over several kills (`OTTLA_TEST_FAILOVER_ROUNDS`, 3 by default: 10 or
+/// more for a distribution of failover times).
 #[tokio::test]
 async fn a_killed_leader_is_replaced_from_the_isr_without_losing_acknowledged_records() {
-    let options = Options {
-        env: vec![
-            ("OTTLA_BROKER_SESSION_TIMEOUT_MS".into(), "3000".into()),
-            ("OTTLA_BROKER_HEARTBEAT_INTERVAL_MS".into(), "500".into()),
-        ],
-        ..Options::default()
-    };
-    let mut cluster = Cluster::start_with(3, options).await;
+    let rounds: usize = std::env::var("OTTLA_TEST_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut cluster = Cluster::start_with(3, Options::default()).await;
     create_rf3(&cluster, "2").await;
     let mut acked = Vec::new();
     let mut failovers = Vec::new();
@@ -467,7 +470,7 @@ async fn a_killed_leader_is_replaced_from_the_isr_without_losing_acknowledged_re
         produce_retrying(&cluster, 1, &v, deadline()).await;
         acked.push(v);
     }
-    for round in 0..3 {
+    for round in 0..rounds {
         let survivor = |leader: i32| if leader == 1 { 2 } else { 1 };
         let (leader, epoch, isr) = leader_of(&cluster, 1, TOPIC, 0).await;
         assert_eq!(
@@ -509,8 +512,14 @@ async fn a_killed_leader_is_replaced_from_the_isr_without_losing_acknowledged_re
     }
     let ms: Vec<u128> = failovers.iter().map(|d| d.as_millis()).collect();
     println!(
-        "FAILOVER kill -9 of the leader → first acks=all produce acknowledged by the new leader (session timeout 3000 ms): {ms:?} ms"
+        "FAILOVER kill -9 of the leader → first acks=all produce acknowledged by the new leader (default settings: 9 s session): {ms:?} ms"
     );
+    for d in &failovers {
+        assert!(
+            *d < Duration::from_secs(9),
+            "a crash fails over before the session expires: {ms:?} ms"
+        );
+    }
     for (id, status) in cluster.kill_all(SIGTERM) {
         assert!(status.success(), "node {id}: {status}");
     }
@@ -594,6 +603,251 @@ async fn a_returning_leader_truncates_what_only_it_had() {
         "the old leader truncated by DIVERGING_EPOCH:\n{}",
         cluster.logs(old)
     );
+    for (id, status) in cluster.kill_all(SIGTERM) {
+        assert!(status.success(), "node {id}: {status}");
+    }
+}
+
+/// ElectLeaders v2 for partition 0 of `TOPIC` (preferred), or every partition (`None`):
+/// the (topic, partition, error code) results and the top-level error code.
+async fn elect(
+    cluster: &Cluster,
+    via: i32,
+    partitions: Option<Vec<i32>>,
+    election_type: i8,
+) -> (i16, Vec<(String, i32, i16)>) {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::ElectLeadersRequest;
+    let mut c = cluster.client(via).await;
+    let req = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(partitions.map(|ps| {
+            vec![TopicPartitions::default()
+                .with_topic(common::topic_name(TOPIC))
+                .with_partitions(ps)]
+        }));
+    let r = c.send(&req, 2).await;
+    let results = r
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+        })
+        .collect();
+    (r.error_code, results)
+}
+
+/// A clean stop (SIGTERM) of a partition's leader moves leadership before the broker goes
+/// (controlled shutdown): acks=all works through the new leader at once, with the default
+/// 9 s session. Restarted, the preferred replica leads again by ElectLeaders (automatic
+/// rebalancing off here), and the answers carry Kafka's per-partition errors.
+#[tokio::test]
+async fn controlled_shutdown_moves_leadership_and_elect_leaders_brings_it_back() {
+    use kafka_protocol::error::ResponseError;
+    let options = Options {
+        env: vec![("OTTLA_AUTO_LEADER_REBALANCE_ENABLE".into(), "false".into())],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    create_rf3(&cluster, "2").await;
+    let deadline = || Instant::now() + Duration::from_secs(30);
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let v = format!("before-{i}");
+        produce_retrying(&cluster, 1, &v, deadline()).await;
+        acked.push(v);
+    }
+    let preferred = placement(&cluster, TOPIC).await[&0].1[0];
+    let (leader, _, _) = leader_of(&cluster, 1, TOPIC, 0).await;
+    assert_eq!(
+        leader, preferred,
+        "a new partition is led by its first replica"
+    );
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let t0 = Instant::now();
+    let status = cluster.kill(leader, SIGTERM).expect("stopped");
+    assert!(status.success(), "{status}");
+    let stopped = t0.elapsed();
+    let v = "after-stop".to_string();
+    let new_leader = produce_retrying(&cluster, survivor, &v, deadline()).await;
+    let moved = t0.elapsed();
+    acked.push(v);
+    assert_ne!(new_leader, leader);
+    assert!(
+        moved < Duration::from_secs(9),
+        "leadership moved before the session could expire: {moved:?}"
+    );
+    println!(
+        "CONTROLLED SHUTDOWN of the leader: stopped in {} ms, acks=all acknowledged by the new leader {} ms after SIGTERM",
+        stopped.as_millis(),
+        moved.as_millis()
+    );
+    cluster.restart(leader).await;
+    wait_isr(&cluster, new_leader, 0, &[1, 2, 3]).await;
+    assert_eq!(
+        elect(&cluster, survivor, Some(vec![0, 7]), 0).await,
+        (
+            0,
+            vec![
+                (TOPIC.to_string(), 0, 0),
+                (
+                    TOPIC.to_string(),
+                    7,
+                    ResponseError::UnknownTopicOrPartition.code()
+                )
+            ]
+        )
+    );
+    let (now, _, _) = leader_of(&cluster, survivor, TOPIC, 0).await;
+    assert_eq!(now, preferred, "the preferred replica leads again");
+    assert_eq!(
+        elect(&cluster, survivor, Some(vec![0]), 0).await.1,
+        vec![(
+            TOPIC.to_string(),
+            0,
+            ResponseError::ElectionNotNeeded.code()
+        )]
+    );
+    assert_eq!(
+        elect(&cluster, survivor, None, 0).await,
+        (0, vec![]),
+        "every partition: only those that needed an election are answered"
+    );
+    assert_eq!(
+        elect(&cluster, survivor, Some(vec![0]), 1).await.1,
+        vec![(
+            TOPIC.to_string(),
+            0,
+            ResponseError::ElectionNotNeeded.code()
+        )],
+        "an unclean election of a partition with a leader"
+    );
+    for i in 0..10 {
+        let v = format!("back-{i}");
+        produce_retrying(&cluster, 1, &v, deadline()).await;
+        acked.push(v);
+    }
+    assert_eq!(values_on(&cluster, preferred).await, acked);
+    for (id, status) in cluster.kill_all(SIGTERM) {
+        assert!(status.success(), "node {id}: {status}");
+    }
+}
+
+/// Automatic leader rebalancing: after a failover and the preferred replica's return, the
+/// controller moves leadership back on its own within a check interval (1 s here).
+#[tokio::test]
+async fn leadership_returns_to_the_preferred_replica_on_its_own() {
+    let options = Options {
+        env: vec![
+            (
+                "OTTLA_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS".into(),
+                "1".into(),
+            ),
+            ("OTTLA_BROKER_SESSION_TIMEOUT_MS".into(), "3000".into()),
+            ("OTTLA_BROKER_HEARTBEAT_INTERVAL_MS".into(), "500".into()),
+        ],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    create_rf3(&cluster, "1").await;
+    let deadline = || Instant::now() + Duration::from_secs(30);
+    produce_retrying(&cluster, 1, "first", deadline()).await;
+    let preferred = placement(&cluster, TOPIC).await[&0].1[0];
+    let survivor = if preferred == 1 { 2 } else { 1 };
+    cluster.kill(preferred, SIGKILL);
+    let moved_to = produce_retrying(&cluster, survivor, "second", deadline()).await;
+    assert_ne!(moved_to, preferred);
+    cluster.restart(preferred).await;
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(20);
+    loop {
+        let (leader, _, _) = leader_of(&cluster, survivor, TOPIC, 0).await;
+        if leader == preferred {
+            break;
+        }
+        if Instant::now() > until {
+            cluster.print_logs();
+            panic!("leadership never returned to {preferred} (now {leader})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "REBALANCE leadership back on the preferred replica {} ms after its restart",
+        t0.elapsed().as_millis()
+    );
+    produce_retrying(&cluster, survivor, "third", deadline()).await;
+    assert_eq!(
+        values_on(&cluster, preferred).await,
+        ["first", "second", "third"]
+    );
+    let _ = cluster.kill_all(SIGTERM);
+}
+
+/// A follower that was down while its leader's log start moved past its log end (here by
+/// DeleteRecords) restarts its log at the leader's log start and catches up (back in the
+/// ISR); the followers that were up move their log start with the leader's.
+#[tokio::test]
+async fn a_follower_behind_the_leaders_log_start_starts_afresh_there() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    let options = Options {
+        env: vec![
+            ("OTTLA_BROKER_SESSION_TIMEOUT_MS".into(), "3000".into()),
+            ("OTTLA_BROKER_HEARTBEAT_INTERVAL_MS".into(), "500".into()),
+        ],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    create_rf3(&cluster, "1").await;
+    let deadline = || Instant::now() + Duration::from_secs(30);
+    for i in 0..5 {
+        produce_retrying(&cluster, 1, &format!("early-{i}"), deadline()).await;
+    }
+    let (leader, _, _) = leader_of(&cluster, 1, TOPIC, 0).await;
+    let followers: Vec<i32> = [1, 2, 3].into_iter().filter(|&r| r != leader).collect();
+    let (down, up) = (followers[0], followers[1]);
+    cluster.kill(down, SIGKILL);
+    wait_isr(&cluster, leader, 0, &{
+        let mut two = vec![leader, up];
+        two.sort_unstable();
+        two
+    })
+    .await;
+    for i in 0..20 {
+        produce_retrying(&cluster, leader, &format!("late-{i}"), deadline()).await;
+    }
+    let mut c = cluster.client(leader).await;
+    let r = c
+        .send(
+            &DeleteRecordsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(common::topic_name(TOPIC))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(15)])]),
+            2,
+        )
+        .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 15));
+    cluster.restart(down).await;
+    wait_isr(&cluster, leader, 0, &[1, 2, 3]).await;
+    assert!(
+        !cluster
+            .log_lines(down, "behind its leader's log start")
+            .is_empty(),
+        "{}",
+        cluster.logs(down)
+    );
+    // The leader serves from its new log start.
+    let expected: Vec<String> = (10..20).map(|i| format!("late-{i}")).collect();
+    assert_eq!(values_from(&cluster, leader, 15).await, expected);
     for (id, status) in cluster.kill_all(SIGTERM) {
         assert!(status.success(), "node {id}: {status}");
     }

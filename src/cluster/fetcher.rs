@@ -11,8 +11,9 @@
 //! on (KIP-279 / KIP-595's scheme; no separate OffsetForLeaderEpoch round trip). An answer
 //! that arrives after the partition's leadership changed is dropped. A follower that is ahead
 //! of its leader with no epoch to compare (the leader lost unflushed data in a crash)
-//! truncates to the leader's high watermark. Not built yet: restarting a follower that fell
-//! below the leader's log start (it logs the gap and retries).
+//! truncates to the leader's high watermark; one that fell below the leader's log start
+//! (retention or DeleteRecords removed what it lacks) empties its log and starts afresh at the
+//! leader's log start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,8 @@ pub struct ReplicaFetchers {
     topics: Arc<TopicRegistry>,
     meta: Arc<MetaNode>,
     running: Mutex<HashMap<i32, Fetcher>>,
+    /// When each leader was last reported unreachable to the controller.
+    reported: Mutex<HashMap<i32, std::time::Instant>>,
 }
 
 /// A running fetcher: how to stop it, and its task.
@@ -75,6 +78,7 @@ impl ReplicaFetchers {
             topics,
             meta,
             running: Mutex::new(HashMap::new()),
+            reported: Mutex::new(HashMap::new()),
         })
     }
 
@@ -125,6 +129,43 @@ impl ReplicaFetchers {
         for task in tasks {
             let _ = task.await;
         }
+    }
+
+    /// The leader at `addr` refused a connection: tells the controller (at most once a
+    /// second per leader), which checks and fences it at once when it refuses the controller
+    /// too (see `ControllerRequest::ReportUnreachable`). In the background.
+    fn report_refused(&self, addr: &str) {
+        let image = self.meta.image();
+        let Some(b) = image
+            .brokers
+            .values()
+            .find(|b| !b.fenced && b.client_addr().as_deref() == Some(addr))
+        else {
+            return;
+        };
+        let (broker, epoch) = (b.id, b.epoch);
+        {
+            let now = std::time::Instant::now();
+            let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            match reported.get(&broker) {
+                Some(at) if now.duration_since(*at) < Duration::from_secs(1) => return,
+                _ => {
+                    reported.insert(broker, now);
+                }
+            }
+        }
+        let meta = self.meta.clone();
+        let reporter = self.node_id;
+        tokio::spawn(async move {
+            let request = crate::meta::controller::ControllerRequest::ReportUnreachable {
+                reporter,
+                broker,
+                epoch,
+            };
+            if let Err(e) = meta.submit(request).await {
+                tracing::debug!(broker, error = %e, "reporting an unreachable leader failed");
+            }
+        });
     }
 
     /// Every partition replica here that follows a leader, with that leader's id.
@@ -276,7 +317,15 @@ impl ReplicaFetchers {
         let timeout = Duration::from_millis(MAX_WAIT_MS as u64) + Duration::from_secs(10);
         let call = client.call(ApiKey::Fetch as i16, FOLLOWER_FETCH_VERSION, &body, timeout);
         let mut answer = tokio::select! {
-            answer = call => answer.map_err(|e| e.to_string())?,
+            answer = call => match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        self.report_refused(client.addr());
+                    }
+                    return Err(e.to_string());
+                }
+            },
             _ = stop.changed() => return Ok(false),
         };
         let response = FetchResponse::decode(&mut answer, FOLLOWER_FETCH_VERSION)
@@ -310,7 +359,14 @@ impl ReplicaFetchers {
                     None => {
                         progress = true;
                         let records = p.records.unwrap_or_default();
-                        apply(&name, partition, whole_batches(records), p.high_watermark).await;
+                        apply(
+                            &name,
+                            partition,
+                            whole_batches(records),
+                            p.high_watermark,
+                            p.log_start_offset,
+                        )
+                        .await;
                     }
                     Some(ResponseError::OffsetOutOfRange) => {
                         progress = true;
@@ -343,16 +399,34 @@ fn whole_batches(records: Bytes) -> Bytes {
 /// Appends what the leader sent (off the runtime: it may roll a segment or fsync) and moves
 /// the high watermark to the leader's, as far as this replica has the data; an answer with
 /// no records only moves the high watermark, on the runtime.
-async fn apply(topic: &str, partition: Arc<Partition>, records: Bytes, leader_hw: i64) {
+async fn apply(
+    topic: &str,
+    partition: Arc<Partition>,
+    records: Bytes,
+    leader_hw: i64,
+    leader_start: i64,
+) {
     let log = partition.log().clone();
+    // The leader's log start moved up (retention, DeleteRecords): this replica follows, as
+    // far as its own high watermark (Kafka's `maybeIncrementLogStartOffset`).
+    let start_moves = move |log: &crate::log::PartitionLog| {
+        leader_start > log.log_start_offset() && log.high_watermark() > log.log_start_offset()
+    };
     if records.is_empty() {
         // Nothing to write: moving the high watermark only takes the log's lock.
         log.advance_high_watermark(leader_hw);
-        return;
+        if !start_moves(&log) {
+            return;
+        }
     }
     let appended = crate::threads::spawn_blocking(move || {
-        log.append_as_follower(&records)?;
-        log.advance_high_watermark(leader_hw);
+        if !records.is_empty() {
+            log.append_as_follower(&records)?;
+            log.advance_high_watermark(leader_hw);
+        }
+        if start_moves(&log) {
+            log.delete_records(leader_start.min(log.high_watermark()))?;
+        }
         Ok::<_, LogError>(())
     })
     .await;
@@ -428,7 +502,7 @@ async fn truncate_diverged(topic: &str, partition: Arc<Partition>, epoch: i32, e
 
 /// The leader has no data at this replica's log end: this replica is ahead (its leader lost
 /// data it had not flushed) and truncates to the leader's high watermark, or behind the
-/// leader's log start (not handled yet: logged).
+/// leader's log start and starts afresh there (Kafka's `truncateFullyAndStartAt`).
 async fn out_of_range(topic: &str, partition: Arc<Partition>, leader_hw: i64, leader_start: i64) {
     let log = partition.log().clone();
     let end = log.log_end_offset();
@@ -446,14 +520,27 @@ async fn out_of_range(topic: &str, partition: Arc<Partition>, leader_hw: i64, le
                 tracing::warn!(topic, partition = partition.index(), error = %e, "cannot truncate a replica ahead of its leader")
             }
         }
-    } else {
-        tracing::warn!(
-            topic,
-            partition = partition.index(),
-            log_end = end,
-            leader_log_start = leader_start,
-            "this replica is behind its leader's log start; it cannot catch up yet"
-        );
+    } else if end < leader_start {
+        // What it lacks is gone on the leader (retention, DeleteRecords): it starts afresh
+        // at the leader's log start and fetches on from there.
+        let restart =
+            crate::threads::spawn_blocking(move || log.truncate_fully_and_start_at(leader_start))
+                .await;
+        match restart {
+            Ok(Ok(())) => tracing::warn!(
+                topic,
+                partition = partition.index(),
+                log_end = end,
+                leader_log_start = leader_start,
+                "this replica was behind its leader's log start: emptied, it restarts there"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(topic, partition = partition.index(), error = %e, "cannot restart a replica at its leader's log start")
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition = partition.index(), error = %e, "cannot restart a replica at its leader's log start")
+            }
+        }
     }
 }
 

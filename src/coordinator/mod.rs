@@ -73,6 +73,10 @@ pub struct Runtime<S: Shard> {
     log: Arc<PartitionLog>,
 }
 
+/// How long a coordinator's write waits for its replicas (Kafka's
+/// `offsets.commit.timeout.ms`, also its transaction coordinator's bound).
+pub const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a write must wait for before its answer may be sent. Cloned when several answers
 /// wait for the same write.
 #[derive(Clone)]
@@ -102,10 +106,15 @@ impl Committed {
         self.log.is_none()
     }
 
-    /// Blocks until the records are committed (call it off the async runtime).
+    /// Blocks until the records are committed: durable by the flush policy and below the
+    /// high watermark, i.e. on every in-sync replica (Kafka's coordinators write with
+    /// acks=all), within [`COMMIT_TIMEOUT`]. Call it off the async runtime.
     pub fn wait(self) -> io::Result<()> {
         match self.log {
-            Some(log) => log.sync_to(self.upto),
+            Some(log) => {
+                log.sync_to(self.upto)?;
+                log.wait_high_watermark(self.upto, COMMIT_TIMEOUT)
+            }
             None => Ok(()),
         }
     }

@@ -32,7 +32,7 @@
 //! page-cache write; blocking only when it rolls a segment, so the writing calls run on the
 //! blocking pool) and their replay happen under it; the answers of other members' waiting
 //! JoinGroup/SyncGroup requests are sent after it is released, and the wait for durability
-//! (`Durability`, the runtime's `Committed`: today the flush policy's fsync) happens in the
+//! (`Durability`, the runtime's `Committed`: the flush policy's fsync, then the high watermark passing the records, i.e. every in-sync replica has them) happens in the
 //! handler, on the blocking pool, with no lock held. No lock is held across an `.await`.
 
 pub mod coordinator;

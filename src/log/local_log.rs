@@ -107,8 +107,21 @@ impl LocalLog {
         files: &Arc<OpenFiles>,
         now: i64,
     ) -> io::Result<()> {
+        let base = self.active().next_offset();
+        self.roll_at(dir, files, now, base)
+    }
+
+    /// [`LocalLog::roll`] with the next segment starting at `base` (at or above the log end:
+    /// a log that starts afresh further on, see `PartitionLog::truncate_fully_and_start_at`).
+    pub(crate) fn roll_at(
+        &mut self,
+        dir: Option<&Path>,
+        files: &Arc<OpenFiles>,
+        now: i64,
+        base: i64,
+    ) -> io::Result<()> {
         let active = self.active();
-        let base = active.next_offset();
+        debug_assert!(base >= active.next_offset());
         let segment = match dir {
             Some(dir) => {
                 crate::threads::may_block("rolling a segment");

@@ -627,6 +627,28 @@ impl PartitionLog {
         Ok(out)
     }
 
+    /// Blocks until the high watermark reaches `offset` (the in-sync replicas all have what
+    /// is below it) or `timeout` passes (TimedOut). A leader alone in its ISR, or of a single
+    /// node, answers at once. Polls every millisecond: call it off the async runtime.
+    pub fn wait_high_watermark(&self, offset: i64, timeout: std::time::Duration) -> io::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.high_watermark() >= offset {
+                return Ok(());
+            }
+            if self.is_closed() {
+                return Err(io::Error::other("the log was closed"));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the high watermark did not reach {offset} in {timeout:?}"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Calls `on_record` with every record from the log start to the log end, in offset order,
     /// control records included: how internal topics (`__consumer_offsets`,
     /// `__transaction_state`) rebuild their state at start. Gaps left by compaction are
@@ -635,8 +657,11 @@ impl PartitionLog {
         let mut offset = self.log_start_offset();
         let end = self.log_end_offset();
         while offset < end {
+            // To the log end, not the high watermark: a replica that just became leader may
+            // not know yet that its followers have everything it has (a leader never
+            // truncates its own log, so all of it becomes committed).
             let read = self
-                .read(offset, 1 << 20, true)
+                .read_with_isolation(offset, 1 << 20, true, Isolation::LogEnd)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             if read.records.is_empty() {
                 break;

@@ -115,6 +115,23 @@ pub enum ControllerRequest {
         id: i32,
         addr: String,
     },
+    /// Elections by request (ElectLeaders): of `partitions` (topic name, index), or of every
+    /// partition when None.
+    ElectLeaders {
+        kind: super::election::ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    },
+    /// A follower's fetches to `broker`, which leads partitions it follows, are refused at
+    /// connect (its listener is closed: the process is most likely gone). The controller
+    /// checks for itself and, when its own connection is refused too, fences the broker at
+    /// once instead of after its session times out, so its partitions fail over in well
+    /// under a session (not in Kafka, whose failover waits for the session; a pause or a
+    /// network cut does not refuse connections and still waits for it).
+    ReportUnreachable {
+        reporter: i32,
+        broker: i32,
+        epoch: i64,
+    },
     /// A partition leader asks to change its ISR (Kafka's AlterPartition): a follower caught
     /// up joins, one that lags leaves. Valid only from the current leader at the current
     /// leader and partition epochs.
@@ -156,10 +173,20 @@ pub struct QuorumState {
 pub enum ControllerResponse {
     Topic(TopicSummary),
     Done,
-    Registered { epoch: i64 },
-    Heartbeat { fenced: bool, shutdown_ok: bool },
-    ProducerIds { first: i64, size: i64 },
+    Registered {
+        epoch: i64,
+    },
+    Heartbeat {
+        fenced: bool,
+        shutdown_ok: bool,
+    },
+    ProducerIds {
+        first: i64,
+        size: i64,
+    },
     Quorum(QuorumState),
+    /// Per partition of an ElectLeaders request: (topic, index, why it was not elected).
+    Elections(Vec<(String, i32, Option<super::election::ElectionError>)>),
 }
 
 /// Why the controller refused or could not complete a request.
@@ -271,6 +298,14 @@ impl Controller {
         if let ControllerRequest::JoinAsObserver { id, addr } = &request {
             return self.add_observer(*id, addr).await;
         }
+        if let ControllerRequest::ReportUnreachable {
+            reporter,
+            broker,
+            epoch,
+        } = &request
+        {
+            return self.check_unreachable(*reporter, *broker, *epoch).await;
+        }
         let _one_at_a_time = self.lock.lock().await;
         let image = self.cell.current();
         let decision = match self.decide(&image, request) {
@@ -292,6 +327,56 @@ impl Controller {
                 }
                 Err(e) => (Err(e), 0),
             },
+        }
+    }
+
+    /// [`ControllerRequest::ReportUnreachable`]: when `broker` is alive at `epoch` in the
+    /// image and a connection to its client listener is refused here too, fences it with the
+    /// elections that follow ([`super::election::on_fence`]). Anything else (it answers, the
+    /// connection times out, it is fenced already) changes nothing.
+    async fn check_unreachable(
+        &self,
+        reporter: i32,
+        broker: i32,
+        epoch: i64,
+    ) -> (ControllerResult, u64) {
+        let addr = {
+            let image = self.cell.current();
+            match image.brokers.get(&broker) {
+                Some(b) if b.epoch == epoch && !b.fenced => b.client_addr(),
+                _ => None,
+            }
+        };
+        let Some(addr) = addr else {
+            return (Ok(ControllerResponse::Done), 0);
+        };
+        let probe = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await;
+        match probe {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            _ => return (Ok(ControllerResponse::Done), 0),
+        }
+        let _one_at_a_time = self.lock.lock().await;
+        let image = self.cell.current();
+        if !image
+            .brokers
+            .get(&broker)
+            .is_some_and(|b| b.epoch == epoch && !b.fenced)
+        {
+            return (Ok(ControllerResponse::Done), 0);
+        }
+        let mut records = vec![MetaRecord::FenceBroker { id: broker, epoch }];
+        records.extend(super::election::on_fence(&image, &[broker]));
+        match self.propose(records).await {
+            Ok(index) => {
+                tracing::warn!(broker, reporter, addr = %addr,
+                    "fenced a broker whose listener refuses connections (reported by a follower, checked here)");
+                (Ok(ControllerResponse::Done), index)
+            }
+            Err(e) => (Err(e), 0),
         }
     }
 
@@ -500,6 +585,12 @@ impl Controller {
             // A membership change, not records: `execute` runs it before this.
             ControllerRequest::JoinAsObserver { .. } => Err(ControllerError::Internal(
                 "an observer joins through the membership, not records".into(),
+            )),
+            ControllerRequest::ElectLeaders { kind, partitions } => {
+                Ok(elect_leaders(image, kind, partitions))
+            }
+            ControllerRequest::ReportUnreachable { .. } => Err(ControllerError::Internal(
+                "a report of an unreachable broker is checked before records".into(),
             )),
             ControllerRequest::DeleteTopic { name } => {
                 let topic = image
@@ -916,5 +1007,49 @@ fn summary(id: Uuid, topic: &super::image::TopicImage) -> TopicSummary {
             .first()
             .map_or(0, |p| p.replicas.len() as i16),
         configs: topic.configs.clone(),
+    }
+}
+
+/// The elections of an ElectLeaders request: one record per partition whose leader changes,
+/// and each requested partition's outcome (for every partition, only those that needed one,
+/// as Kafka answers).
+fn elect_leaders(
+    image: &MetadataImage,
+    kind: super::election::ElectionType,
+    partitions: Option<Vec<(String, i32)>>,
+) -> Decision {
+    use super::election::{elect, ElectionError};
+    let every = partitions.is_none();
+    let mut wanted = partitions.unwrap_or_else(|| {
+        image
+            .topics_by_name()
+            .flat_map(|t| (0..t.partitions.len() as i32).map(|i| (t.name.clone(), i)))
+            .collect()
+    });
+    wanted.sort();
+    wanted.dedup();
+    let mut records = Vec::new();
+    let mut outcomes = Vec::new();
+    for (name, index) in wanted {
+        let outcome = match image.topic_by_name(&name) {
+            None => Err(ElectionError::Unknown),
+            Some(t) => elect(image, t, index, kind),
+        };
+        let error = match outcome {
+            Ok(r) => {
+                records.push(r);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if every && error == Some(ElectionError::NotNeeded) {
+            continue;
+        }
+        outcomes.push((name, index, error));
+    }
+    if records.is_empty() {
+        Decision::Answer(ControllerResponse::Elections(outcomes))
+    } else {
+        Decision::Records(records, ControllerResponse::Elections(outcomes))
     }
 }

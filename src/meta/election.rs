@@ -115,7 +115,7 @@ pub fn on_unfence(image: &MetadataImage, broker: i32) -> Vec<MetaRecord> {
 }
 
 /// Why a requested election did not happen (ElectLeaders' per-partition errors).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ElectionError {
     /// No such topic or partition.
     Unknown,

@@ -602,6 +602,39 @@ impl MetaNode {
         }
     }
 
+    /// While this node is the active controller, every `every` moves leadership back to
+    /// preferred replicas for brokers that lead more than `percent` % too few of the
+    /// partitions they prefer ([`super::election::rebalance`], Kafka's automatic leader
+    /// rebalancing). Runs until `stop`.
+    pub async fn rebalance_loop(
+        self: Arc<Self>,
+        every: Duration,
+        percent: u32,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if !self.is_controller() {
+                continue;
+            }
+            let records = super::election::rebalance(&self.image(), percent);
+            if records.is_empty() {
+                continue;
+            }
+            let n = records.len();
+            match self.controller.propose(records).await {
+                Ok(_) => tracing::info!(
+                    partitions = n,
+                    "moved leadership back to preferred replicas"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot rebalance leadership"),
+            }
+        }
+    }
+
     /// Stops raft (its tasks end; the log's writer thread finishes its queue).
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {

@@ -245,6 +245,13 @@ impl Server {
             Duration::from_millis(self.broker.config.broker_session_timeout_ms),
             stop_rx.clone(),
         ));
+        let rebalance = self.broker.config.auto_leader_rebalance_enable.then(|| {
+            tokio::spawn(self.broker.meta.clone().rebalance_loop(
+                Duration::from_secs(self.broker.config.leader_imbalance_check_interval_seconds),
+                self.broker.config.leader_imbalance_per_broker_percentage,
+                stop_rx.clone(),
+            ))
+        });
         shutdown.await;
         tracing::info!("shutting down");
         let t0 = std::time::Instant::now();
@@ -262,6 +269,9 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = maintenance.await;
         let _ = fencing.await;
+        if let Some(r) = rebalance {
+            let _ = r.await;
+        }
         step("maintenance and fencing stopped");
         let mut connections = Vec::new();
         for t in accept_tasks {

@@ -391,6 +391,52 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Empties the log and starts it afresh at `offset`, above its end (Kafka's
+    /// `truncateFullyAndStartAt`: a follower whose log ends below its leader's log start can
+    /// only fetch from there): a new empty segment at `offset`, every older segment deleted,
+    /// the producer state and the leader-epoch cache emptied, the log start, high watermark
+    /// and last stable offset at `offset`. Blocking (files created and deleted): call it off
+    /// the async runtime. Refused (OffsetOutOfRange) for an offset below the log end.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let removed = {
+            let mut state = self.lock();
+            self.check_usable()?;
+            let log_end = state.local.log_end_offset();
+            if offset < log_end {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start: state.log_start_offset,
+                    log_end,
+                });
+            }
+            crate::threads::may_block("restarting a log further on");
+            let now = self.clock.now_ms();
+            if let Err(e) = state
+                .local
+                .roll_at(self.dir.as_deref(), &self.files, now, offset)
+            {
+                self.fail("restarting the log", &e);
+                return Err(e.into());
+            }
+            if self.dir.is_some() {
+                self.dir_dirty.store(true, Ordering::Release);
+            }
+            let removed = state.local.drop_below(offset);
+            state.producers = ProducerStates::default();
+            state.epochs = Default::default();
+            state.log_start_offset = offset;
+            state.high_watermark = offset;
+            removed
+        };
+        self.write_checkpoint(false)?;
+        for s in &removed {
+            s.detach_files()?;
+            s.delete_files()?;
+        }
+        Ok(())
+    }
+
     /// Cuts the log at `offset` (a follower whose log diverged from its new leader's): every
     /// batch that ends at or after `offset` goes, the one holding `offset` too (the log end
     /// becomes its base). Segments wholly above are deleted; the producer state is rebuilt

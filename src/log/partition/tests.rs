@@ -1107,3 +1107,57 @@ fn segment_ms_rolls_and_flush_ms_follow_the_log_clock() {
         "rolled once segment.ms passed on the log's clock"
     );
 }
+
+#[test]
+fn a_log_restarted_further_on_starts_empty_there_and_survives_a_reopen() {
+    for disk in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |clean| {
+            if disk {
+                PartitionLog::open(dir.path(), small_segments(), clean).unwrap()
+            } else {
+                PartitionLog::in_memory(small_segments())
+            }
+        };
+        let log = open(false);
+        fill(&log, 20);
+        log.advance_high_watermark(60);
+        assert!(matches!(
+            log.truncate_fully_and_start_at(59),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        log.truncate_fully_and_start_at(100).unwrap();
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.high_watermark()
+            ),
+            (100, 100, 100)
+        );
+        assert_eq!(log.lock().local.segments().len(), 1);
+        assert!(log.epoch_entries().is_empty());
+        assert!(matches!(
+            log.read(99, 100, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let mut b = encode_batch(3, Compression::None, 5_000);
+        let info = log.append(&mut b, None).unwrap();
+        assert_eq!(info.base_offset, 100);
+        assert_eq!(log.log_end_offset(), 103);
+        if disk {
+            let logs: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".log"))
+                .collect();
+            assert_eq!(logs, ["00000000000000000100.log"], "older segments deleted");
+            log.close();
+            drop(log);
+            let log = open(true);
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 103));
+            assert_eq!(&log.read(100, 1000, true).unwrap().records[..], &b[..]);
+        }
+    }
+}

@@ -852,3 +852,113 @@ async fn a_follower_behind_the_leaders_log_start_starts_afresh_there() {
         assert!(status.success(), "node {id}: {status}");
     }
 }
+
+/// Reassignment: an RF 2 partition moves off one of its brokers onto the third
+/// (AlterPartitionReassignments v1): while the new replica catches up ListPartitionReassignments
+/// shows it adding and the old one removing; then the partition's replicas are the target,
+/// the new replica holds the leader's segments byte for byte, the leaving broker deleted its
+/// copy, and every acknowledged record is still there. Cancelling with none in progress and
+/// bad targets get Kafka's errors.
+#[tokio::test]
+async fn a_partition_moves_to_another_broker_and_the_old_copy_goes() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
+    };
+    let mut cluster = Cluster::start(3).await;
+    let mut c = cluster.client(1).await;
+    let r = c
+        .send(
+            &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                .with_name(common::topic_name(TOPIC))
+                .with_num_partitions(1)
+                .with_replication_factor(2)]),
+            7,
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0);
+    let deadline = || Instant::now() + Duration::from_secs(30);
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let v = format!("before-move-{i}");
+        produce_retrying(&cluster, 1, &v, deadline()).await;
+        acked.push(v);
+    }
+    let (leader, replicas) = placement(&cluster, TOPIC).await[&0].clone();
+    let leaving = *replicas.iter().find(|r| **r != leader).expect("a follower");
+    let joining = [1, 2, 3]
+        .into_iter()
+        .find(|r| !replicas.contains(r))
+        .expect("a broker without a replica");
+    let target = vec![joining, leader];
+    let alter = |target: Option<Vec<i32>>, allow: bool| {
+        AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_allow_replication_factor_change(allow)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(common::topic_name(TOPIC))
+                .with_partitions(vec![ReassignablePartition::default()
+                    .with_partition_index(0)
+                    .with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect()))])])
+    };
+    let code = |r: &kafka_protocol::messages::AlterPartitionReassignmentsResponse| {
+        r.responses[0].partitions[0].error_code
+    };
+    let r = c.send(&alter(None, true), 1).await;
+    assert_eq!(code(&r), ResponseError::NoReassignmentInProgress.code());
+    let r = c.send(&alter(Some(vec![joining, joining]), true), 1).await;
+    assert_eq!(code(&r), ResponseError::InvalidReplicaAssignment.code());
+    let r = c.send(&alter(Some(vec![joining]), false), 1).await;
+    assert_eq!(code(&r), ResponseError::InvalidReplicationFactor.code());
+    let r = c.send(&alter(Some(target.clone()), false), 1).await;
+    assert_eq!((r.error_code, code(&r)), (0, 0), "{r:?}");
+    // Done when the partition's replicas are the target (listing it meanwhile, if caught in
+    // time, shows the adding and removing replicas).
+    let t0 = Instant::now();
+    let mut seen_ongoing = None;
+    loop {
+        let listed = c
+            .send(&ListPartitionReassignmentsRequest::default().with_topics(None), 0)
+            .await;
+        if let Some(p) = listed.topics.first().and_then(|t| t.partitions.first()) {
+            seen_ongoing = Some((
+                p.adding_replicas.iter().map(|r| r.0).collect::<Vec<_>>(),
+                p.removing_replicas.iter().map(|r| r.0).collect::<Vec<_>>(),
+            ));
+        }
+        let (_, now) = placement(&cluster, TOPIC).await[&0].clone();
+        if now == target && listed.topics.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline(), "the move never completed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(ongoing) = &seen_ongoing {
+        assert_eq!(ongoing, &(vec![joining], vec![leaving]));
+    }
+    println!(
+        "REASSIGNMENT of 200 records from {leaving} to {joining}: done in {} ms (seen in progress: {})",
+        t0.elapsed().as_millis(),
+        seen_ongoing.is_some()
+    );
+    let p = BTreeMap::from([(0, (leader, target.clone()))]);
+    wait_identical(&cluster, &p, 0).await;
+    let gone = cluster.node(leaving).data_dir.join(format!("{TOPIC}-0"));
+    let t1 = Instant::now();
+    while gone.exists() {
+        assert!(t1.elapsed() < Duration::from_secs(10), "{gone:?} is still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..10 {
+        let v = format!("after-move-{i}");
+        produce_retrying(&cluster, 1, &v, deadline()).await;
+        acked.push(v);
+    }
+    assert_eq!(values_on(&cluster, leader).await, acked);
+    for (id, status) in cluster.kill_all(SIGTERM) {
+        assert!(status.success(), "node {id}: {status}");
+    }
+}

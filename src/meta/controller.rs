@@ -121,6 +121,13 @@ pub enum ControllerRequest {
         kind: super::election::ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// Reassignments (AlterPartitionReassignments): per partition (topic, index) its target
+    /// replicas, or None to cancel the one in progress.
+    AlterReassignments {
+        items: Vec<(String, i32, Option<Vec<i32>>)>,
+        /// The targets may change a partition's replication factor (v1's flag; v0: yes).
+        allow_rf_change: bool,
+    },
     /// A follower's fetches to `broker`, which leads partitions it follows, are refused at
     /// connect (its listener is closed: the process is most likely gone). The controller
     /// checks for itself and, when its own connection is refused too, fences the broker at
@@ -187,6 +194,8 @@ pub enum ControllerResponse {
     Quorum(QuorumState),
     /// Per partition of an ElectLeaders request: (topic, index, why it was not elected).
     Elections(Vec<(String, i32, Option<super::election::ElectionError>)>),
+    /// Per partition of an AlterReassignments request: (topic, index, why it was refused).
+    Reassignments(Vec<(String, i32, Option<super::reassign::ReassignError>)>),
 }
 
 /// Why the controller refused or could not complete a request.
@@ -571,6 +580,13 @@ impl Controller {
                 let mut sorted = isr.clone();
                 sorted.sort_unstable();
                 sorted.dedup();
+                // The last target replica of a reassignment caught up: it completes here.
+                if let Some(records) =
+                    super::reassign::complete_if_caught_up(image, topic_id, index, p, &sorted)
+                {
+                    tracing::info!(topic = %topic.name, partition = index, isr = ?sorted, "reassignment completed");
+                    return Ok(Decision::Records(records, ControllerResponse::Done));
+                }
                 Ok(Decision::Records(
                     vec![MetaRecord::PartitionChange {
                         topic_id,
@@ -588,6 +604,45 @@ impl Controller {
             )),
             ControllerRequest::ElectLeaders { kind, partitions } => {
                 Ok(elect_leaders(image, kind, partitions))
+            }
+            ControllerRequest::AlterReassignments {
+                items,
+                allow_rf_change,
+            } => {
+                let mut records = Vec::new();
+                let mut outcomes = Vec::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for (name, index, target) in items {
+                    let outcome = if !seen.insert((name.clone(), index)) {
+                        Err(super::reassign::ReassignError::Invalid(
+                            "the partition is named twice".into(),
+                        ))
+                    } else {
+                        match image.topic_by_name(&name) {
+                            None => Err(super::reassign::ReassignError::Unknown),
+                            Some(t) => super::reassign::reassign(
+                                image,
+                                t,
+                                index,
+                                target.as_deref(),
+                                allow_rf_change,
+                            ),
+                        }
+                    };
+                    match outcome {
+                        Ok(r) => {
+                            records.extend(r);
+                            outcomes.push((name, index, None));
+                        }
+                        Err(e) => outcomes.push((name, index, Some(e))),
+                    }
+                }
+                let answer = ControllerResponse::Reassignments(outcomes);
+                Ok(if records.is_empty() {
+                    Decision::Answer(answer)
+                } else {
+                    Decision::Records(records, answer)
+                })
             }
             ControllerRequest::ReportUnreachable { .. } => Err(ControllerError::Internal(
                 "a report of an unreachable broker is checked before records".into(),

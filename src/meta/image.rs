@@ -41,14 +41,21 @@ impl BrokerImage {
 }
 
 /// One partition as the controller decided it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
+    /// During a reassignment, the target replicas followed by the original ones leaving.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     /// -1: no leader.
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress: the replicas joining (not yet caught up) and the ones
+    /// that leave once they have (Kafka's `addingReplicas` / `removingReplicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 /// A topic: its name, id, partitions (by index) and config overrides.
@@ -288,6 +295,7 @@ impl MetadataImage {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    ..Default::default()
                 };
                 match usize::try_from(*p) {
                     Ok(i) if i < topic.partitions.len() => topic.partitions[i] = image,
@@ -328,6 +336,22 @@ impl MetadataImage {
                     }
                 }
                 part.partition_epoch += 1;
+                delta.changed_topics.insert(*topic_id);
+            }
+            MetaRecord::PartitionReassignment {
+                topic_id,
+                index: p,
+                adding,
+                removing,
+            } => {
+                let topic = self.topic_mut(topic_id)?;
+                let name = topic.name.clone();
+                let part = usize::try_from(*p)
+                    .ok()
+                    .and_then(|i| topic.partitions.get_mut(i))
+                    .ok_or_else(|| ApplyError(format!("no partition {p} of {name}")))?;
+                part.adding = adding.clone();
+                part.removing = removing.clone();
                 delta.changed_topics.insert(*topic_id);
             }
             MetaRecord::RemoveTopic { id } => {
@@ -530,6 +554,7 @@ mod tests {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            ..Default::default()
         };
         assert!(image.is_alive(1) && image.is_alive(2) && !image.is_alive(3));
         assert_eq!(image.offline_replicas(&p(1)), vec![3]);

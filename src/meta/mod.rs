@@ -10,6 +10,7 @@ pub mod image;
 pub mod network;
 pub mod node;
 pub mod raft_log;
+pub mod reassign;
 pub mod records;
 pub mod rpc;
 pub mod service;

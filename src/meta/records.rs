@@ -90,6 +90,15 @@ pub enum MetaRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replicas: Option<Vec<i32>>,
     },
+    /// A partition's reassignment (Kafka's adding / removing replicas), set with the
+    /// `PartitionChange` that widens its replicas to target + leaving, cleared (both empty)
+    /// with the one that completes or cancels it. Changes no epoch of its own.
+    PartitionReassignment {
+        topic_id: Uuid,
+        index: i32,
+        adding: Vec<i32>,
+        removing: Vec<i32>,
+    },
     RemoveTopic {
         id: Uuid,
     },

@@ -902,7 +902,9 @@ async fn a_partition_moves_to_another_broker_and_the_old_copy_goes() {
                 .with_name(common::topic_name(TOPIC))
                 .with_partitions(vec![ReassignablePartition::default()
                     .with_partition_index(0)
-                    .with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect()))])])
+                    .with_replicas(
+                        target.map(|t| t.into_iter().map(BrokerId).collect()),
+                    )])])
     };
     let code = |r: &kafka_protocol::messages::AlterPartitionReassignmentsResponse| {
         r.responses[0].partitions[0].error_code
@@ -921,7 +923,10 @@ async fn a_partition_moves_to_another_broker_and_the_old_copy_goes() {
     let mut seen_ongoing = None;
     loop {
         let listed = c
-            .send(&ListPartitionReassignmentsRequest::default().with_topics(None), 0)
+            .send(
+                &ListPartitionReassignmentsRequest::default().with_topics(None),
+                0,
+            )
             .await;
         if let Some(p) = listed.topics.first().and_then(|t| t.partitions.first()) {
             seen_ongoing = Some((
@@ -933,7 +938,10 @@ async fn a_partition_moves_to_another_broker_and_the_old_copy_goes() {
         if now == target && listed.topics.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline(), "the move never completed: {now:?}");
+        assert!(
+            Instant::now() < deadline(),
+            "the move never completed: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if let Some(ongoing) = &seen_ongoing {
@@ -949,7 +957,10 @@ async fn a_partition_moves_to_another_broker_and_the_old_copy_goes() {
     let gone = cluster.node(leaving).data_dir.join(format!("{TOPIC}-0"));
     let t1 = Instant::now();
     while gone.exists() {
-        assert!(t1.elapsed() < Duration::from_secs(10), "{gone:?} is still there");
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "{gone:?} is still there"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for i in 0..10 {

@@ -67,7 +67,7 @@ pub async fn handle(
         })
         .await;
     let (top, results): (Option<(ResponseError, String)>, Vec<_>) = match answer {
-        Ok(ControllerResponse::Reassignments(results)) => (
+        Ok(ControllerResponse::Reassignments { results }) => (
             None,
             results
                 .into_iter()

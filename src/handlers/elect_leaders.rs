@@ -58,7 +58,7 @@ pub async fn handle(
             })
             .await
         {
-            Ok(ControllerResponse::Elections(results)) => Ok(results),
+            Ok(ControllerResponse::Elections { results }) => Ok(results),
             Ok(other) => Err((
                 ResponseError::UnknownServerError,
                 format!("unexpected answer {other:?}"),

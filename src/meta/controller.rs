@@ -193,9 +193,14 @@ pub enum ControllerResponse {
     },
     Quorum(QuorumState),
     /// Per partition of an ElectLeaders request: (topic, index, why it was not elected).
-    Elections(Vec<(String, i32, Option<super::election::ElectionError>)>),
+    /// (Struct variants: the answer is internally tagged, which a bare list cannot be.)
+    Elections {
+        results: Vec<(String, i32, Option<super::election::ElectionError>)>,
+    },
     /// Per partition of an AlterReassignments request: (topic, index, why it was refused).
-    Reassignments(Vec<(String, i32, Option<super::reassign::ReassignError>)>),
+    Reassignments {
+        results: Vec<(String, i32, Option<super::reassign::ReassignError>)>,
+    },
 }
 
 /// Why the controller refused or could not complete a request.
@@ -378,7 +383,7 @@ impl Controller {
             return (Ok(ControllerResponse::Done), 0);
         }
         let mut records = vec![MetaRecord::FenceBroker { id: broker, epoch }];
-        records.extend(super::election::on_fence(&image, &[broker]));
+        records.extend(super::election::on_fence(&image, &[broker], false));
         match self.propose(records).await {
             Ok(index) => {
                 tracing::warn!(broker, reporter, addr = %addr,
@@ -637,7 +642,7 @@ impl Controller {
                         Err(e) => outcomes.push((name, index, Some(e))),
                     }
                 }
-                let answer = ControllerResponse::Reassignments(outcomes);
+                let answer = ControllerResponse::Reassignments { results: outcomes };
                 Ok(if records.is_empty() {
                     Decision::Answer(answer)
                 } else {
@@ -721,7 +726,7 @@ impl Controller {
                     rack,
                 }];
                 if image.is_alive(id) {
-                    records.extend(super::election::on_fence(image, &[id]));
+                    records.extend(super::election::on_fence(image, &[id], false));
                 }
                 Ok(Decision::Records(
                     records,
@@ -749,7 +754,7 @@ impl Controller {
                             MetaRecord::FenceBroker { id, epoch },
                         ]
                         .into_iter()
-                        .chain(super::election::on_fence(image, &[id]))
+                        .chain(super::election::on_fence(image, &[id], true))
                         .collect(),
                         ControllerResponse::Heartbeat {
                             fenced: true,
@@ -1102,9 +1107,39 @@ fn elect_leaders(
         }
         outcomes.push((name, index, error));
     }
+    let answer = ControllerResponse::Elections { results: outcomes };
     if records.is_empty() {
-        Decision::Answer(ControllerResponse::Elections(outcomes))
+        Decision::Answer(answer)
     } else {
-        Decision::Records(records, ControllerResponse::Elections(outcomes))
+        Decision::Records(records, answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forwarded answers travel as JSON: every answer that carries a list must encode.
+    #[test]
+    fn answers_with_lists_round_trip_through_json() {
+        use super::super::election::ElectionError;
+        use super::super::reassign::ReassignError;
+        let answers: Vec<ControllerResult> = vec![
+            Ok(ControllerResponse::Elections {
+                results: vec![
+                    ("t".into(), 0, None),
+                    ("t".into(), 1, Some(ElectionError::NotNeeded)),
+                ],
+            }),
+            Ok(ControllerResponse::Reassignments {
+                results: vec![("t".into(), 0, Some(ReassignError::Invalid("x".into())))],
+            }),
+            Err(ControllerError::Timeout),
+        ];
+        for a in answers {
+            let text = serde_json::to_string(&a).expect("encodes");
+            let back: ControllerResult = serde_json::from_str(&text).expect("decodes");
+            assert_eq!(back, a);
+        }
     }
 }

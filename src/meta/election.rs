@@ -54,7 +54,12 @@ fn change(
 /// they led get new leaders by the module's rules. Several brokers fenced together are taken
 /// one after the other, in the order given (Kafka fences one per decision), so an ISR whose
 /// members all go keeps the last of them.
-pub fn on_fence(image: &MetadataImage, fenced: &[i32]) -> Vec<MetaRecord> {
+///
+/// `controlled`: the brokers asked to stop (controlled shutdown). A partition with no other
+/// clean candidate then keeps its leader (fenced, so offline until it returns): nothing could
+/// take over, and the leader epoch stays, so a single node or an RF 1 partition restarts
+/// without an election (Kafka moves what it can the same way).
+pub fn on_fence(image: &MetadataImage, fenced: &[i32], controlled: bool) -> Vec<MetaRecord> {
     let alive = |r: &i32| image.is_alive(*r) && !fenced.contains(r);
     let mut out = Vec::new();
     for t in image.topics.values() {
@@ -74,6 +79,8 @@ pub fn on_fence(image: &MetadataImage, fenced: &[i32]) -> Vec<MetaRecord> {
                 }
                 if let Some(&c) = p.replicas.iter().find(|r| isr.contains(r) && alive(r)) {
                     leader = c;
+                } else if controlled {
+                    // Stays (see the doc comment).
                 } else if let Some(&c) = p
                     .replicas
                     .iter()
@@ -293,38 +300,55 @@ mod tests {
     fn a_fenced_leader_gives_way_to_the_first_alive_isr_member() {
         let img = image(&[], &[1, 2, 3], &[1, 2, 3], 1);
         assert_eq!(
-            changed(&on_fence(&img, &[1])),
+            changed(&on_fence(&img, &[1], false)),
             [(Some(2), Some(vec![2, 3]))]
         );
         // Replica order decides, not the ISR's.
         let img = image(&[], &[1, 3, 2], &[1, 2, 3], 1);
         assert_eq!(
-            changed(&on_fence(&img, &[1])),
+            changed(&on_fence(&img, &[1], false)),
             [(Some(3), Some(vec![2, 3]))]
         );
         // A replica outside the ISR never leads by a clean election.
         let img = image(&[], &[1, 2, 3], &[1, 3], 1);
-        assert_eq!(changed(&on_fence(&img, &[1])), [(Some(3), Some(vec![3]))]);
+        assert_eq!(
+            changed(&on_fence(&img, &[1], false)),
+            [(Some(3), Some(vec![3]))]
+        );
+        // A controlled shutdown of the only ISR member keeps it leading (fenced).
+        let img = image(&[], &[1, 2, 3], &[1], 1);
+        assert!(on_fence(&img, &[1], true).is_empty());
+        let img = image(&[], &[1, 2, 3], &[1, 2, 3], 1);
+        assert_eq!(
+            changed(&on_fence(&img, &[1], true)),
+            [(Some(2), Some(vec![2, 3]))]
+        );
         // A fenced follower only leaves the ISR.
         let img = image(&[], &[1, 2, 3], &[1, 2, 3], 1);
-        assert_eq!(changed(&on_fence(&img, &[3])), [(None, Some(vec![1, 2]))]);
-        assert!(on_fence(&img, &[]).is_empty());
+        assert_eq!(
+            changed(&on_fence(&img, &[3], false)),
+            [(None, Some(vec![1, 2]))]
+        );
+        assert!(on_fence(&img, &[], false).is_empty());
     }
 
     #[test]
     fn the_last_isr_member_fenced_takes_the_partition_offline_until_it_returns() {
         let img = image(&[2, 3], &[1, 2, 3], &[1], 1);
-        assert_eq!(changed(&on_fence(&img, &[1])), [(Some(NO_LEADER), None)]);
+        assert_eq!(
+            changed(&on_fence(&img, &[1], false)),
+            [(Some(NO_LEADER), None)]
+        );
         // Two ISR members fenced at once with no one left: the ISR keeps the last one.
         let img = image(&[3], &[1, 2, 3], &[1, 2], 1);
         assert_eq!(
-            changed(&on_fence(&img, &[1, 2])),
+            changed(&on_fence(&img, &[1, 2], false)),
             [(Some(NO_LEADER), Some(vec![2]))]
         );
         // Everyone at once: the same, one after the other.
         let img = image(&[], &[1, 2, 3], &[1, 2, 3], 1);
         assert_eq!(
-            changed(&on_fence(&img, &[1, 2, 3])),
+            changed(&on_fence(&img, &[1, 2, 3], false)),
             [(Some(NO_LEADER), Some(vec![3]))]
         );
         // Offline: a returning replica outside the ISR does not lead; the ISR member does.
@@ -332,7 +356,7 @@ mod tests {
         assert!(on_unfence(&img, 2).is_empty());
         assert_eq!(changed(&on_unfence(&img, 1)), [(Some(1), None)]);
         // Fencing again changes nothing.
-        assert!(on_fence(&img, &[1]).is_empty());
+        assert!(on_fence(&img, &[1], false).is_empty());
         // Unclean election allowed: the first alive replica leads alone.
         Arc::make_mut(img.topics.get_mut(&T).expect("t"))
             .configs
@@ -345,7 +369,10 @@ mod tests {
                 .insert("unclean.leader.election.enable".into(), "true".into());
             i
         };
-        assert_eq!(changed(&on_fence(&img2, &[1])), [(Some(2), Some(vec![2]))]);
+        assert_eq!(
+            changed(&on_fence(&img2, &[1], false)),
+            [(Some(2), Some(vec![2]))]
+        );
     }
 
     use std::sync::Arc;

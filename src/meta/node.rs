@@ -590,7 +590,7 @@ impl MetaNode {
                     id: *id,
                     epoch: *epoch,
                 })
-                .chain(super::election::on_fence(&image, &ids))
+                .chain(super::election::on_fence(&image, &ids, false))
                 .collect();
             match self.controller.propose(records).await {
                 Ok(_) => {

@@ -82,7 +82,9 @@ pub fn reassign(
         )));
     }
     if let Some(b) = target.iter().find(|b| !image.brokers.contains_key(b)) {
-        return Err(ReassignError::Invalid(format!("broker {b} is not registered")));
+        return Err(ReassignError::Invalid(format!(
+            "broker {b} is not registered"
+        )));
     }
     let from = original(p);
     if !allow_rf_change && target.len() != from.len() {
@@ -90,13 +92,26 @@ pub fn reassign(
     }
     if target.iter().all(|r| p.isr.contains(r)) {
         // Nothing to copy: complete now.
-        let isr: Vec<i32> = p.isr.iter().copied().filter(|r| target.contains(r)).collect();
+        let isr: Vec<i32> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| target.contains(r))
+            .collect();
         return Ok(finish(topic.id, index, p, target.to_vec(), isr, image));
     }
     let mut replicas = target.to_vec();
     replicas.extend(from.iter().copied().filter(|r| !target.contains(r)));
-    let adding: Vec<i32> = target.iter().copied().filter(|r| !from.contains(r)).collect();
-    let removing: Vec<i32> = from.iter().copied().filter(|r| !target.contains(r)).collect();
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|r| !from.contains(r))
+        .collect();
+    let removing: Vec<i32> = from
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
     // Replicas added by a reassignment this one replaces leave the ISR with it.
     let isr: Vec<i32> = p
         .isr
@@ -290,7 +305,10 @@ mod tests {
     fn a_move_adds_then_switches_once_the_new_replica_caught_up() {
         let img = image();
         let t = img.topics[&T].clone();
-        let img = applied(&img, reassign(&img, &t, 0, Some(&[4, 2, 3]), true).expect("starts"));
+        let img = applied(
+            &img,
+            reassign(&img, &t, 0, Some(&[4, 2, 3]), true).expect("starts"),
+        );
         let p = part(&img);
         assert_eq!(p.replicas, [4, 2, 3, 1]);
         assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![1]));
@@ -304,8 +322,14 @@ mod tests {
         let done = complete_if_caught_up(&img, T, 0, &p, &[1, 2, 3, 4]).expect("completes");
         let img = applied(&img, done);
         let p = part(&img);
-        assert_eq!((p.replicas.clone(), p.isr.clone()), (vec![4, 2, 3], vec![2, 3, 4]));
-        assert_eq!(p.leader, 4, "the leaving leader gives way to the first target replica");
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![4, 2, 3], vec![2, 3, 4])
+        );
+        assert_eq!(
+            p.leader, 4,
+            "the leaving leader gives way to the first target replica"
+        );
         assert!(p.adding.is_empty() && p.removing.is_empty());
         assert!(in_progress(&img, None).is_empty());
     }
@@ -318,7 +342,10 @@ mod tests {
             reassign(&img, &t, 0, None, true),
             Err(ReassignError::NoneInProgress)
         );
-        assert_eq!(reassign(&img, &t, 3, Some(&[1]), true), Err(ReassignError::Unknown));
+        assert_eq!(
+            reassign(&img, &t, 3, Some(&[1]), true),
+            Err(ReassignError::Unknown)
+        );
         assert!(matches!(
             reassign(&img, &t, 0, Some(&[1, 1]), true),
             Err(ReassignError::Invalid(_))
@@ -332,15 +359,31 @@ mod tests {
             Err(ReassignError::ReplicationFactorChange)
         );
         // A reorder / a smaller replication factor completes at once.
-        let now = applied(&img, reassign(&img, &t, 0, Some(&[3, 1]), true).expect("shrinks"));
+        let now = applied(
+            &img,
+            reassign(&img, &t, 0, Some(&[3, 1]), true).expect("shrinks"),
+        );
         let p = part(&now);
-        assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader), (vec![3, 1], vec![1, 3], 1));
-        // Started, then cancelled: the original replicas, the added one out of the ISR.
-        let started = applied(&img, reassign(&img, &t, 0, Some(&[4, 2, 3]), true).expect("starts"));
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![3, 1], vec![1, 3], 1)
+        );
+        // Started, then cancelled: the original replicas (in the order the move left them,
+        // as Kafka's revert does), the added one out of the ISR.
+        let started = applied(
+            &img,
+            reassign(&img, &t, 0, Some(&[4, 2, 3]), true).expect("starts"),
+        );
         let t2 = started.topics[&T].clone();
-        let cancelled = applied(&started, reassign(&started, &t2, 0, None, true).expect("cancels"));
+        let cancelled = applied(
+            &started,
+            reassign(&started, &t2, 0, None, true).expect("cancels"),
+        );
         let p = part(&cancelled);
-        assert_eq!((p.replicas.clone(), p.isr.clone()), (vec![1, 2, 3], vec![1, 2, 3]));
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![2, 3, 1], vec![1, 2, 3])
+        );
         assert!(p.adding.is_empty() && p.removing.is_empty());
     }
 }

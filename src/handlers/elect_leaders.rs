@@ -15,6 +15,9 @@ use super::{controller_failure, str_bytes, Broker, NONE};
 use crate::meta::controller::{ControllerRequest, ControllerResponse};
 use crate::meta::election::{ElectionError, ElectionType};
 
+/// One partition's answer: topic, index, error code, error message.
+type Outcome = (String, i32, i16, Option<String>);
+
 fn code(e: ElectionError) -> ResponseError {
     match e {
         ElectionError::Unknown => ResponseError::UnknownTopicOrPartition,
@@ -66,7 +69,7 @@ pub async fn handle(
             Err(e) => Err(controller_failure(&e)),
         },
     };
-    let (top, results): (i16, Vec<(String, i32, i16, Option<String>)>) = match outcome {
+    let (top, results): (i16, Vec<Outcome>) = match outcome {
         Ok(results) => (
             NONE,
             results

@@ -29,12 +29,13 @@ pub fn handle(
     let image = broker.meta.image();
     let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
     let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
-    for (topic, index, replicas, adding, removing) in in_progress(&image, only.as_deref()) {
+    for o in in_progress(&image, only.as_deref()) {
         let p = OngoingPartitionReassignment::default()
-            .with_partition_index(index)
-            .with_replicas(ids(replicas))
-            .with_adding_replicas(ids(adding))
-            .with_removing_replicas(ids(removing));
+            .with_partition_index(o.index)
+            .with_replicas(ids(o.replicas))
+            .with_adding_replicas(ids(o.adding))
+            .with_removing_replicas(ids(o.removing));
+        let topic = o.topic;
         match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
             Some(t) => t.partitions.push(p),
             None => topics.push(

@@ -203,11 +203,18 @@ pub fn complete_if_caught_up(
     Some(finish(topic_id, index, p, target, isr, image))
 }
 
-/// Partitions with a reassignment in progress: (topic, index, replicas, adding, removing).
-pub fn in_progress(
-    image: &MetadataImage,
-    only: Option<&[(String, i32)]>,
-) -> Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)> {
+/// A reassignment in progress (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ongoing {
+    pub topic: String,
+    pub index: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// The partitions with a reassignment in progress (of `only`, when given).
+pub fn in_progress(image: &MetadataImage, only: Option<&[(String, i32)]>) -> Vec<Ongoing> {
     let mut out = Vec::new();
     for t in image.topics_by_name() {
         for (i, p) in t.partitions.iter().enumerate() {
@@ -217,13 +224,13 @@ pub fn in_progress(
             if only.is_some_and(|o| !o.iter().any(|(n, x)| *n == t.name && *x == i as i32)) {
                 continue;
             }
-            out.push((
-                t.name.clone(),
-                i as i32,
-                p.replicas.clone(),
-                p.adding.clone(),
-                p.removing.clone(),
-            ));
+            out.push(Ongoing {
+                topic: t.name.clone(),
+                index: i as i32,
+                replicas: p.replicas.clone(),
+                adding: p.adding.clone(),
+                removing: p.removing.clone(),
+            });
         }
     }
     out
@@ -315,7 +322,13 @@ mod tests {
         assert_eq!(p.leader, 1);
         assert_eq!(
             in_progress(&img, None),
-            [("t".into(), 0, vec![4, 2, 3, 1], vec![4], vec![1])]
+            [Ongoing {
+                topic: "t".into(),
+                index: 0,
+                replicas: vec![4, 2, 3, 1],
+                adding: vec![4],
+                removing: vec![1]
+            }]
         );
         // Not caught up: a plain ISR change.
         assert!(complete_if_caught_up(&img, T, 0, &p, &[1, 2]).is_none());

@@ -172,7 +172,12 @@ async fn every_broker_names_one_group_coordinator_and_offsets_follow_it() {
     cluster.wait_agree(&all, &all).await;
     let coord_after = coordinator(&cluster, 1, KEY_GROUP, "g").await;
     let mut c = cluster.client(coord_after).await;
-    assert_eq!(fetched(&mut c, "g", "offsets-t").await, (0, 42));
+    let got = fetched(&mut c, "g", "offsets-t").await;
+    if got != (0, 42) {
+        eprintln!("DEBUG coord {coord} coord_after {coord_after}");
+        cluster.print_logs();
+    }
+    assert_eq!(got, (0, 42));
 
     // Losing a broker that does not coordinate the group changes nothing for it.
     let other = all

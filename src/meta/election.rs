@@ -55,10 +55,11 @@ fn change(
 /// one after the other, in the order given (Kafka fences one per decision), so an ISR whose
 /// members all go keeps the last of them.
 ///
-/// `controlled`: the brokers asked to stop (controlled shutdown). A partition with no other
-/// clean candidate then keeps its leader (fenced, so offline until it returns): nothing could
-/// take over, and the leader epoch stays, so a single node or an RF 1 partition restarts
-/// without an election (Kafka moves what it can the same way).
+/// `controlled`: the brokers asked to stop (controlled shutdown). A partition with a single
+/// replica then keeps its leader (fenced, so offline until it returns): no other replica can
+/// ever lead it, so a single node or an RF 1 partition restarts without an election and its
+/// coordinators are not resigned on the way down. A replicated partition goes by the rules
+/// above, as in Kafka.
 pub fn on_fence(image: &MetadataImage, fenced: &[i32], controlled: bool) -> Vec<MetaRecord> {
     let alive = |r: &i32| image.is_alive(*r) && !fenced.contains(r);
     let mut out = Vec::new();
@@ -79,7 +80,7 @@ pub fn on_fence(image: &MetadataImage, fenced: &[i32], controlled: bool) -> Vec<
                 }
                 if let Some(&c) = p.replicas.iter().find(|r| isr.contains(r) && alive(r)) {
                     leader = c;
-                } else if controlled {
+                } else if controlled && p.replicas.len() == 1 {
                     // Stays (see the doc comment).
                 } else if let Some(&c) = p
                     .replicas
@@ -315,9 +316,15 @@ mod tests {
             changed(&on_fence(&img, &[1], false)),
             [(Some(3), Some(vec![3]))]
         );
-        // A controlled shutdown of the only ISR member keeps it leading (fenced).
-        let img = image(&[], &[1, 2, 3], &[1], 1);
+        // A controlled shutdown of a single replica keeps it leading (fenced); of the only
+        // ISR member of a replicated partition, the partition goes offline.
+        let img = image(&[], &[1], &[1], 1);
         assert!(on_fence(&img, &[1], true).is_empty());
+        let img = image(&[], &[1, 2, 3], &[1], 1);
+        assert_eq!(
+            changed(&on_fence(&img, &[1], true)),
+            [(Some(NO_LEADER), None)]
+        );
         let img = image(&[], &[1, 2, 3], &[1, 2, 3], 1);
         assert_eq!(
             changed(&on_fence(&img, &[1], true)),

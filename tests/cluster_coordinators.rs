@@ -174,7 +174,7 @@ async fn every_broker_names_one_group_coordinator_and_offsets_follow_it() {
     let mut c = cluster.client(coord_after).await;
     let got = fetched(&mut c, "g", "offsets-t").await;
     if got != (0, 42) {
-        eprintln!("DEBUG coord {coord} coord_after {coord_after}");
+        eprintln!("the offset committed at coordinator {coord} is not at {coord_after}");
         cluster.print_logs();
     }
     assert_eq!(got, (0, 42));

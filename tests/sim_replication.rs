@@ -1421,7 +1421,7 @@ impl Sim {
                     rack: None,
                 }];
                 if image.is_alive(id) {
-                    records.extend(election::on_fence(&image, &[id]));
+                    records.extend(election::on_fence(&image, &[id], false));
                 }
                 let index = self.commit(records);
                 (Ok(CtlOk::Registered(index as i64)), index)
@@ -1533,7 +1533,7 @@ impl Sim {
                             epoch: *epoch,
                         })
                         .collect();
-                    records.extend(election::on_fence(&image, &ids));
+                    records.extend(election::on_fence(&image, &ids, false));
                     self.commit(records);
                 }
                 self.timer(
@@ -1573,7 +1573,7 @@ impl Sim {
                 self.note(|| format!("CTL probe of B{broker}: refused={refused}"));
                 if refused && alive {
                     let mut records = vec![MetaRecord::FenceBroker { id: broker, epoch }];
-                    records.extend(election::on_fence(&image, &[broker]));
+                    records.extend(election::on_fence(&image, &[broker], false));
                     self.commit(records);
                 }
             }

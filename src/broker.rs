@@ -351,7 +351,7 @@ impl Broker {
         let Some(isr) = partition.wanted_isr(now, lag_max) else {
             return;
         };
-        if !partition.begin_isr_change() {
+        if !partition.begin_isr_change(&isr) {
             return;
         }
         let l = partition.leadership();

@@ -186,8 +186,22 @@ async fn every_broker_names_one_group_coordinator_and_offsets_follow_it() {
         .expect("another node");
     cluster.kill(other, SIGKILL);
     let mut c = cluster.client(coord_after).await;
-    let r = c.send(&commit("g", "offsets-t", 43), 8).await;
-    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    // A commit waits for the in-sync replicas (acks=all, as Kafka's coordinator writes): it
+    // may time out (a retriable error) until the killed broker is fenced and leaves the ISR;
+    // the client retries, as Kafka clients do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = c.send(&commit("g", "offsets-t", 43), 8).await;
+        let code = r.topics[0].partitions[0].error_code;
+        if code == 0 {
+            break;
+        }
+        let retriable = ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable());
+        assert!(
+            retriable && std::time::Instant::now() < deadline,
+            "commit: {code}"
+        );
+    }
     assert_eq!(fetched(&mut c, "g", "offsets-t").await, (0, 43));
 }
 

@@ -92,6 +92,10 @@ pub struct Partition {
     leading_since_ms: AtomicI64,
     /// An ISR change is with the controller (one at a time per partition, as Kafka).
     altering: AtomicBool,
+    /// The replicas an ISR change in flight adds: they count for the high watermark from the
+    /// moment it is asked (KIP-497's maximal ISR), so no record is committed that a joining
+    /// replica lacks when the controller accepts it.
+    joining: Mutex<Vec<i32>>,
 }
 
 impl Partition {
@@ -113,6 +117,7 @@ impl Partition {
             followers: Mutex::new(HashMap::new()),
             leading_since_ms: AtomicI64::new(0),
             altering: AtomicBool::new(false),
+            joining: Mutex::new(Vec::new()),
             topic_id: Uuid::nil(),
         }
     }
@@ -190,13 +195,48 @@ impl Partition {
         (isr != now).then_some(isr)
     }
 
-    /// Takes the one in-flight ISR change slot; false when a change is already asked for.
-    pub fn begin_isr_change(&self) -> bool {
-        !self.altering.swap(true, Ordering::AcqRel)
+    /// Takes the one in-flight ISR change slot for a change to `isr`; false when a change is
+    /// already asked for, or when a replica it adds no longer holds everything below the
+    /// high watermark (it moved since `wanted_isr`). From here until [`end_isr_change`] the
+    /// replicas it adds count for the high watermark (the maximal ISR).
+    ///
+    /// [`end_isr_change`]: Partition::end_isr_change
+    pub fn begin_isr_change(&self, isr: &[i32]) -> bool {
+        if self.altering.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let l = self.leadership();
+        let added: Vec<i32> = isr.iter().copied().filter(|r| !l.isr.contains(r)).collect();
+        *self.joining.lock().unwrap_or_else(|p| p.into_inner()) = added.clone();
+        if !added.is_empty() {
+            // A leader alone in its ISR stops moving the high watermark with its log end.
+            self.log.set_hw_follows_log_end(false);
+        }
+        // Checked after the joiners count: the high watermark cannot pass them any more.
+        let hw = self.log.high_watermark();
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        if added
+            .iter()
+            .any(|r| followers.get(r).is_none_or(|f| f.log_end < hw))
+        {
+            drop(followers);
+            self.end_isr_change();
+            return false;
+        }
+        true
     }
 
     pub fn end_isr_change(&self) {
+        self.joining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        // Back to what the leadership (perhaps the changed one) says.
+        let l = self.leadership();
+        let alone = l.role == Role::Leader && l.isr.iter().all(|r| *r == l.leader_id);
+        self.log.set_hw_follows_log_end(alone);
         self.altering.store(false, Ordering::Release);
+        self.maybe_advance_high_watermark(&l);
     }
 
     /// A follower fetched from `fetch_offset` (its log end) at `now_ms`: remembered, and the
@@ -258,8 +298,18 @@ impl Partition {
         }
         let mut hw = self.log.log_end_offset();
         {
+            let joining = self
+                .joining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
-            for r in l.isr.iter().filter(|r| **r != l.leader_id) {
+            for r in l
+                .isr
+                .iter()
+                .chain(joining.iter().filter(|j| !l.isr.contains(j)))
+                .filter(|r| **r != l.leader_id)
+            {
                 match followers.get(r) {
                     Some(f) => hw = hw.min(f.log_end),
                     None => return,

@@ -84,6 +84,8 @@ pub const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 pub struct Committed {
     log: Option<Arc<PartitionLog>>,
     upto: i64,
+    /// The flush policy wants the records fsynced before the answer.
+    needs_sync: bool,
 }
 
 impl fmt::Debug for Committed {
@@ -98,7 +100,11 @@ impl fmt::Debug for Committed {
 impl Committed {
     /// Nothing was written: nothing to wait for.
     pub fn nothing() -> Committed {
-        Committed { log: None, upto: 0 }
+        Committed {
+            log: None,
+            upto: 0,
+            needs_sync: false,
+        }
     }
 
     /// Whether there is nothing to wait for.
@@ -112,7 +118,9 @@ impl Committed {
     pub fn wait(self) -> io::Result<()> {
         match self.log {
             Some(log) => {
-                log.sync_to(self.upto)?;
+                if self.needs_sync {
+                    log.sync_to(self.upto)?;
+                }
                 log.wait_high_watermark(self.upto, COMMIT_TIMEOUT)
             }
             None => Ok(()),
@@ -169,8 +177,9 @@ impl<S: Shard> ShardGuard<'_, S> {
             self.held.shard.replay(r);
         }
         Ok(Committed {
-            log: info.needs_sync.then(|| self.log.clone()),
+            log: Some(self.log.clone()),
             upto: info.last_offset + 1,
+            needs_sync: info.needs_sync,
         })
     }
 }

@@ -6,7 +6,11 @@ address 10.203.<k>.254. Needs root (ip netns, bridges); everything made is remov
 teardown, and only addresses made here are ever sent to.
 
 Faults: isolate(i) takes the host's link down (no packet in or out; the process runs on),
-heal(i) brings it up again; the nodes themselves are `cluster.Node`s (kill / start_node).
+heal(i) brings it up again; cut(a, b) drops every packet between hosts a and b (iptables DROP
+rules in a's namespace, both directions; blackhole routes on both sides where iptables is
+missing), uncut(a, b) removes them; cut_off(i) cuts host i from every other host (the clients
+at .254 still reach it), rejoin(i) undoes that, heal_all() undoes every cut and isolation.
+The nodes themselves are `cluster.Node`s (kill / start_node).
 """
 
 import os
@@ -48,6 +52,8 @@ class Hosts:
         self.veths = [f"otv{tag}-{i}" for i in range(1, n + 1)]
         self.made = False
         self.forward_rule = None
+        self.cuts = set()  # (a, b) with a < b: hosts cut from each other
+        self.isolated = set()
 
     def address(self, i):
         return f"{self.prefix}.{i}"
@@ -78,9 +84,57 @@ class Hosts:
     def isolate(self, i):
         """Host i loses its link: nothing in or out, the process keeps running."""
         sh("ip", "link", "set", self.veths[i - 1], "down")
+        self.isolated.add(i)
 
     def heal(self, i):
         sh("ip", "link", "set", self.veths[i - 1], "up")
+        self.isolated.discard(i)
+
+    def _cut_rules(self, a, b, op):
+        """Adds (op "-I") or deletes ("-D") the rules that drop a <-> b; all in a's namespace
+        with iptables, else a blackhole route on each side."""
+        if shutil.which("iptables"):
+            ns = ["ip", "netns", "exec", self.namespace(a), "iptables"]
+            sh(*ns, op, "INPUT", "-s", f"{self.address(b)}/32", "-j", "DROP", check=op == "-I")
+            sh(*ns, op, "OUTPUT", "-d", f"{self.address(b)}/32", "-j", "DROP", check=op == "-I")
+        else:
+            verb = "add" if op == "-I" else "del"
+            for x, y in ((a, b), (b, a)):
+                sh("ip", "-n", self.namespace(x), "route", verb, "blackhole", f"{self.address(y)}/32",
+                   check=verb == "add")
+
+    def cut(self, a, b):
+        """No packet between hosts a and b, either way (both keep their links: the clients
+        and the third host still reach them)."""
+        key = (min(a, b), max(a, b))
+        if key not in self.cuts:
+            self._cut_rules(*key, "-I")
+            self.cuts.add(key)
+
+    def uncut(self, a, b):
+        key = (min(a, b), max(a, b))
+        if key in self.cuts:
+            self._cut_rules(*key, "-D")
+            self.cuts.discard(key)
+
+    def cut_off(self, i):
+        """Host i reaches no other host and no other host reaches it; the clients (the
+        bridge's address) still do."""
+        for j in range(1, self.n + 1):
+            if j != i:
+                self.cut(i, j)
+
+    def rejoin(self, i):
+        for j in range(1, self.n + 1):
+            if j != i:
+                self.uncut(i, j)
+
+    def heal_all(self):
+        """Undoes every cut and isolation made through this object."""
+        for a, b in sorted(self.cuts):
+            self.uncut(a, b)
+        for i in sorted(self.isolated):
+            self.heal(i)
 
     def down(self):
         if not self.made:

@@ -32,12 +32,12 @@ high watermark is taken from its leader, and
   the high watermark (replica mismatches).
 
 One `FAULT-CHECKER` line sums it up. The anomalies of the log (lost, misplaced, duplicates,
-replica mismatches, clashes, order) must all be 0; the rest is information: the group's
-redeliveries and rewinds; commit regressions (a commit that began after a higher offset's
-commit of the partition was acknowledged) and resumed_below_commit (a member's first record
-after an assignment lies below an offset whose commit was acknowledged before it), both
-meaning an acknowledged offset commit was lost; producer errors; the longest stretch a
-partition acknowledged nothing. Needs root (namespaces); skipped
+replica mismatches, clashes, order) and of the group's offsets must all be 0: commit
+regressions (a commit that began after a higher offset's commit of the partition was
+acknowledged) and resumed_below_commit (a member's first record after an assignment lies
+below an offset whose commit was acknowledged before it), both meaning an acknowledged
+offset commit was lost. The rest is information: the group's redeliveries and rewinds,
+producer errors, the longest stretch a partition acknowledged nothing. Needs root (namespaces); skipped
 otherwise, saying why. OTTLA_CLUSTER_KEEP=1 keeps the nodes' data and logs.
 """
 
@@ -846,5 +846,5 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
         print("  timeline: " + "; ".join(f"{t:.0f}s {e}" for t, e in events))
 
     assert not stop_problems and not nemesis_errors, (stop_problems, nemesis_errors)
-    assert (len(lost), len(misplaced), duplicates, len(mismatches), len(clashes), order_violations) == \
-        (0, 0, 0, 0, 0, 0), line
+    assert (len(lost), len(misplaced), duplicates, len(mismatches), len(clashes), order_violations,
+            len(commit_regressions), len(resumed_below)) == (0, 0, 0, 0, 0, 0, 0, 0), line

@@ -282,6 +282,7 @@ impl Broker {
     /// marker that lets the next start skip recovery. Blocking: call it on the blocking pool.
     pub fn close(&self) -> std::io::Result<()> {
         self.topics.sync_all(true)?;
+        self.topics.checkpoint_high_watermarks()?;
         if !self.config.memory {
             cluster::mark_clean_shutdown(&self.config.data_dir)?;
         }
@@ -890,7 +891,9 @@ mod tests {
                     topic_id: id,
                     index: i as i32,
                     replicas: rs.to_vec(),
-                    isr: rs.to_vec(),
+                    // The leader alone in sync: no follower fetches in these tests, and a
+                    // coordinator's write waits for its ISR.
+                    isr: vec![rs[0]],
                     leader: rs[0],
                     leader_epoch: 0,
                     partition_epoch: 0,
@@ -903,7 +906,7 @@ mod tests {
         MetaRecord::PartitionChange {
             topic_id: id,
             index,
-            isr: None,
+            isr: Some(vec![leader]),
             leader: Some(leader),
             replicas: None,
         }

@@ -142,6 +142,9 @@ pub struct Config {
     /// A follower that has not caught up with its leader's log end for this long leaves the
     /// ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// How often every replica's high watermark is checkpointed, the one a restarted replica
+    /// starts from (Kafka's `replica.high.watermark.checkpoint.interval.ms`).
+    pub replica_high_watermark_checkpoint_interval_ms: u64,
     /// The active controller moves leadership back to preferred replicas (the first of each
     /// partition's replicas) when a broker leads too few of the partitions it prefers (Kafka's
     /// `auto.leader.rebalance.enable`).
@@ -388,6 +391,7 @@ impl Default for Config {
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
             replica_lag_time_max_ms: 30_000,
+            replica_high_watermark_checkpoint_interval_ms: 5000,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
@@ -524,10 +528,11 @@ impl Config {
         if self.broker_heartbeat_interval_ms < 1
             || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
             || self.replica_lag_time_max_ms == 0
+            || self.replica_high_watermark_checkpoint_interval_ms == 0
             || self.leader_imbalance_check_interval_seconds == 0
         {
             return bad(
-                "broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms, replica_lag_time_max_ms and leader_imbalance_check_interval_seconds ≥ 1"
+                "broker_heartbeat_interval_ms must be ≥ 1 and below broker_session_timeout_ms, replica_lag_time_max_ms, replica_high_watermark_checkpoint_interval_ms and leader_imbalance_check_interval_seconds ≥ 1"
                     .into(),
             );
         }

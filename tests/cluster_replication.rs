@@ -555,11 +555,16 @@ async fn a_returning_leader_truncates_what_only_it_had() {
         cluster.signal(*f, cluster::SIGSTOP);
     }
     let mut lc = cluster.client(old).await;
+    // Spaced out, so that a fetch parked at the leader when its follower stopped (answered
+    // by the first append) cannot carry them all on a busy machine; the stop itself given
+    // time to land.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..5 {
         assert_eq!(
             send(&mut lc, 1, 2000, &format!("unreplicated-{i}")).await,
             0
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.signal(old, cluster::SIGSTOP);
     for f in &followers {

@@ -4,6 +4,7 @@
 //! Replication and a Raft metadata log (openraft) will grow here behind the same API.
 
 pub mod fetcher;
+pub mod hw_checkpoint;
 pub mod partition;
 pub mod placement;
 pub mod topic_config;

@@ -102,18 +102,33 @@ impl Partition {
     /// A partition this node leads alone (a cluster of one): leader epoch 0, this node its
     /// only replica and in-sync replica, the high watermark following the log end.
     pub fn sole_leader(index: i32, log: Arc<PartitionLog>, node_id: i32) -> Partition {
-        log.set_hw_follows_log_end(true);
+        let leadership = Leadership {
+            role: Role::Leader,
+            leader_id: node_id,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![node_id],
+            isr: vec![node_id],
+        };
+        Partition::new(index, log, leadership)
+    }
+
+    /// A replica opened with its `leadership` (the metadata image's). Its log keeps the high
+    /// watermark it has (a restarted replica's checkpointed one) unless this replica leads
+    /// alone in its ISR, which moves it to the log end.
+    pub fn new(index: i32, log: Arc<PartitionLog>, leadership: Leadership) -> Partition {
+        if leadership.role == Role::Leader {
+            log.set_leader_epoch(leadership.leader_epoch);
+        } else {
+            log.set_following();
+        }
+        let alone = leadership.role == Role::Leader
+            && leadership.isr.iter().all(|r| *r == leadership.leader_id);
+        log.set_hw_follows_log_end(alone);
         Partition {
             index,
             log,
-            leadership: RwLock::new(Arc::new(Leadership {
-                role: Role::Leader,
-                leader_id: node_id,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                replicas: vec![node_id],
-                isr: vec![node_id],
-            })),
+            leadership: RwLock::new(Arc::new(leadership)),
             followers: Mutex::new(HashMap::new()),
             leading_since_ms: AtomicI64::new(0),
             altering: AtomicBool::new(false),
@@ -375,8 +390,12 @@ impl Partition {
             l.leader_epoch
         );
         if next.role == Role::Leader {
-            // What this replica appends as leader from now on carries the new epoch.
+            // What this replica appends as leader from now on carries the new epoch; waits
+            // for the replication of an older leadership's appends give up.
             self.log.set_leader_epoch(next.leader_epoch);
+        } else {
+            // Leader appends are refused from here on, and such waits give up.
+            self.log.set_following();
         }
         let alone = next.role == Role::Leader && next.isr.iter().all(|r| *r == next.leader_id);
         // A leader alone in its ISR moves the high watermark with its log end; a leader with
@@ -450,6 +469,101 @@ mod tests {
         );
         assert_eq!(p.check_leader(Some(3)), Err(PartitionError::NotLeader));
         assert_eq!(p.check_leader(None), Err(PartitionError::NotLeader));
+    }
+
+    fn leading(epoch: i32, isr: Vec<i32>) -> Leadership {
+        Leadership {
+            role: Role::Leader,
+            leader_id: 7,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            replicas: vec![7, 8],
+            isr,
+        }
+    }
+
+    fn following(epoch: i32) -> Leadership {
+        Leadership {
+            role: Role::Follower,
+            leader_id: 8,
+            ..leading(epoch, vec![7, 8])
+        }
+    }
+
+    fn append(log: &PartitionLog) -> Result<crate::log::AppendInfo, crate::log::LogError> {
+        let mut batch = crate::log::batch::tests::encode_batch(
+            1,
+            kafka_protocol::records::Compression::None,
+            1000,
+        );
+        log.append(&mut batch, None)
+    }
+
+    /// The replication wait of a write holds only while its replica leads at the write's
+    /// epoch: a demotion, or a demotion and a new leadership whose high watermark passes the
+    /// write's offsets (the write may have been truncated in between), ends it.
+    #[test]
+    fn a_write_is_committed_only_under_the_leadership_it_was_written_in() {
+        use crate::log::HwWaitError;
+        use std::time::Duration;
+        let log = Arc::new(PartitionLog::in_memory(LogConfig::default()));
+        let p = Partition::new(0, log.clone(), leading(1, vec![7, 8]));
+        let info = append(&log).unwrap();
+        assert_eq!(info.leader_epoch, 1);
+        let upto = info.last_offset + 1;
+        assert_eq!(
+            log.wait_high_watermark(upto, 1, Duration::from_millis(5)),
+            Err(HwWaitError::TimedOut)
+        );
+        p.set_leadership(following(2));
+        assert_eq!(
+            append(&log).err().map(|e| e.to_string()),
+            Some(crate::log::LogError::NotLeader.to_string()),
+            "a follower refuses leader appends"
+        );
+        assert_eq!(
+            log.wait_high_watermark(upto, 1, Duration::from_secs(5)),
+            Err(HwWaitError::LeadershipChanged)
+        );
+        // Leading again, alone: the high watermark passes the offsets, not the old write.
+        p.set_leadership(leading(3, vec![7]));
+        assert!(log.high_watermark() >= upto);
+        assert_eq!(
+            log.wait_high_watermark(upto, 1, Duration::from_secs(5)),
+            Err(HwWaitError::LeadershipChanged)
+        );
+        assert!(!log.leads_at(1));
+        let again = append(&log).unwrap();
+        assert_eq!(again.leader_epoch, 3);
+        assert_eq!(
+            log.wait_high_watermark(again.last_offset + 1, 3, Duration::from_secs(5)),
+            Ok(())
+        );
+    }
+
+    /// A replica opened after a restart keeps the high watermark it is given (its
+    /// checkpointed one) as a follower or as a leader with followers in its ISR; only a
+    /// leader alone in its ISR takes its log end.
+    #[test]
+    fn an_opened_replica_keeps_its_restored_high_watermark_unless_alone() {
+        for (leadership, want) in [
+            (following(4), 1),
+            (leading(4, vec![7, 8]), 1),
+            (leading(4, vec![7]), 3),
+        ] {
+            let log = Arc::new(PartitionLog::in_memory(LogConfig::default()));
+            for _ in 0..3 {
+                append(&log).unwrap();
+            }
+            log.restore_high_watermark(1);
+            assert_eq!(log.high_watermark(), 1);
+            let p = Partition::new(0, log.clone(), leadership.clone());
+            assert_eq!(p.high_watermark(), want, "{leadership:?}");
+        }
+        let log = PartitionLog::in_memory(LogConfig::default());
+        append(&log).unwrap();
+        log.restore_high_watermark(99);
+        assert_eq!(log.high_watermark(), 1, "clamped to the log end");
     }
 
     #[test]

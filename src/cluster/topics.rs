@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::hw_checkpoint;
 use super::partition::{Leadership, Partition, PartitionError, Role};
 use super::topic_config::{self, TopicOverrides};
 use crate::clock::Clock;
@@ -154,6 +155,11 @@ pub struct TopicRegistry {
     files: Arc<OpenFiles>,
     /// The clock every partition log's timers run on.
     clock: Clock,
+    /// The high watermarks of the last run's checkpoint, taken by each replica as it opens
+    /// (`hw_checkpoint.rs`).
+    restored_hws: Mutex<hw_checkpoint::HighWatermarks>,
+    /// The checkpoint's contents as last written, to write it only on change.
+    hws_written: Mutex<Option<String>>,
 }
 
 /// Checks a topic name against Kafka's rules.
@@ -196,6 +202,10 @@ impl TopicRegistry {
         clock: Clock,
     ) -> Result<TopicRegistry, TopicError> {
         let data_dir = (!broker.memory).then(|| broker.data_dir.clone());
+        let restored_hws = data_dir
+            .as_deref()
+            .map(hw_checkpoint::read)
+            .unwrap_or_default();
         let registry = TopicRegistry {
             index: RwLock::default(),
             changes: Mutex::new(Published::default()),
@@ -205,6 +215,8 @@ impl TopicRegistry {
             clean_start,
             files: OpenFiles::new(broker.max_open_segment_files),
             clock,
+            restored_hws: Mutex::new(restored_hws),
+            hws_written: Mutex::new(None),
         };
         if let Some(dir) = &registry.data_dir {
             remove_deleted_dirs(dir);
@@ -245,13 +257,52 @@ impl TopicRegistry {
             )?,
             None => PartitionLog::in_memory_with_clock(config, self.clock.clone()),
         });
-        let p = Partition::sole_leader(partition, log, self.node_id).of_topic(topic_id);
-        p.set_leadership(self.leadership(image));
+        // The high watermark the replica had at the last checkpoint, else its log start:
+        // never its log end, which may hold records that were never committed. A leader
+        // alone in its ISR moves it to its log end at once.
+        let restored = self
+            .restored_hws
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic_id, partition));
+        log.restore_high_watermark(restored.unwrap_or_else(|| log.log_start_offset()));
+        let p = Partition::new(partition, log, self.leadership(image)).of_topic(topic_id);
         Ok(Arc::new(p))
     }
 
-    /// This broker's part in a partition as the image describes it. A leader's high
-    /// watermark follows its log end until replication (a later step) feeds it from followers.
+    /// Writes the high-watermark checkpoint (`hw_checkpoint.rs`) when it changed since the
+    /// last write (disk mode). Blocking (it fsyncs): the maintenance timer and the clean stop
+    /// call it on the blocking pool.
+    pub fn checkpoint_high_watermarks(&self) -> io::Result<()> {
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
+        // Before the logs follow the image, the last run's file stays as it is.
+        if !self
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .materialized
+        {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for topic in self.list() {
+            for p in topic.partitions() {
+                entries.push((topic.id, p.index(), p.high_watermark()));
+            }
+        }
+        let text = hw_checkpoint::format(&entries);
+        let mut written = self.hws_written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        hw_checkpoint::write(dir, &text)?;
+        *written = Some(text);
+        Ok(())
+    }
+
+    /// This broker's part in a partition as the image describes it.
     fn leadership(&self, image: &PartitionImage) -> Leadership {
         Leadership {
             role: if image.leader == self.node_id {
@@ -833,6 +884,69 @@ mod tests {
         assert_eq!(r.get("a").unwrap().id, a);
         assert_eq!(r.get("a").unwrap().partitions().len(), 3);
         assert!(r.get("b").is_none());
+    }
+
+    /// A replica restarts with the high watermark of the last checkpoint, not its log end: a
+    /// follower that had appended past what its leader had committed keeps HW 2 of LEO 5; a
+    /// replica the checkpoint does not know starts at its log start; a leader alone in its
+    /// ISR takes its log end.
+    #[test]
+    fn replicas_restart_with_their_checkpointed_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = disk_config(dir.path());
+        let (f, alone) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut records = topic("f", f, 0..2, &[2, 1]);
+        records.extend(topic("alone", alone, 0..1, &[1]));
+        let (image, _) = apply(&MetadataImage::default(), 1, records);
+        let batch = |n| {
+            crate::log::batch::tests::encode_batch(
+                n,
+                kafka_protocol::records::Compression::None,
+                1000,
+            )
+        };
+        let r = TopicRegistry::open(&config, false).unwrap();
+        r.materialize(&image);
+        let t = r.get("f").unwrap();
+        for p in t.partitions() {
+            assert_eq!(p.leadership().role, Role::Follower);
+            p.log().append_as_follower(&batch(5)).unwrap();
+        }
+        t.partition(0).unwrap().log().advance_high_watermark(2);
+        let a = r.get("alone").unwrap().partition(0).unwrap();
+        a.log().append(&mut batch(3), None).unwrap();
+        assert_eq!(a.high_watermark(), 3);
+        r.checkpoint_high_watermarks().unwrap();
+        // Partition 1 learns a high watermark after the checkpoint: lost with the crash.
+        t.partition(1).unwrap().log().advance_high_watermark(4);
+        r.sync_all(false).unwrap();
+        drop((t, a, r));
+
+        let r = TopicRegistry::open(&config, false).unwrap();
+        r.materialize(&image);
+        let t = r.get("f").unwrap();
+        let (p0, p1) = (t.partition(0).unwrap(), t.partition(1).unwrap());
+        assert_eq!(p0.log().log_end_offset(), 5);
+        assert_eq!(
+            p0.high_watermark(),
+            2,
+            "the checkpointed one, not the log end"
+        );
+        assert_eq!(p1.high_watermark(), 0, "checkpointed before it learnt one");
+        assert_eq!(
+            r.get("alone")
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .high_watermark(),
+            3
+        );
+        // Unchanged since the last write: not written again.
+        let file = dir.path().join(hw_checkpoint::FILE);
+        let before = std::fs::read_to_string(&file).unwrap();
+        r.checkpoint_high_watermarks().unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+        assert!(before.contains(&format!("{f} 0 2\n")), "{before}");
     }
 
     #[test]

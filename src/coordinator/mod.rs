@@ -37,9 +37,10 @@ use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::Record;
 
-use crate::log::PartitionLog;
+use crate::log::{HwWaitError, PartitionLog};
 
 /// A state machine kept in a log.
 pub trait Shard {
@@ -84,6 +85,9 @@ pub const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 pub struct Committed {
     log: Option<Arc<PartitionLog>>,
     upto: i64,
+    /// The leader epoch the records were appended at: committed only while the replica
+    /// still leads at it.
+    leader_epoch: i32,
     /// The flush policy wants the records fsynced before the answer.
     needs_sync: bool,
 }
@@ -103,6 +107,7 @@ impl Committed {
         Committed {
             log: None,
             upto: 0,
+            leader_epoch: 0,
             needs_sync: false,
         }
     }
@@ -114,17 +119,35 @@ impl Committed {
 
     /// Blocks until the records are committed: durable by the flush policy and below the
     /// high watermark, i.e. on every in-sync replica (Kafka's coordinators write with
-    /// acks=all), within [`COMMIT_TIMEOUT`]. Call it off the async runtime.
+    /// acks=all), within [`COMMIT_TIMEOUT`], while this replica still leads at the epoch of
+    /// the write. Call it off the async runtime. A timeout is `io::ErrorKind::TimedOut`;
+    /// [`not_committed`] gives the error code a client gets.
     pub fn wait(self) -> io::Result<()> {
         match self.log {
             Some(log) => {
                 if self.needs_sync {
                     log.sync_to(self.upto)?;
                 }
-                log.wait_high_watermark(self.upto, COMMIT_TIMEOUT)
+                log.wait_high_watermark(self.upto, self.leader_epoch, COMMIT_TIMEOUT)
+                    .map_err(|e| match e {
+                        HwWaitError::TimedOut => io::Error::new(io::ErrorKind::TimedOut, e),
+                        e => io::Error::other(e),
+                    })
             }
             None => Ok(()),
         }
+    }
+}
+
+/// What a client is answered when a coordinator's write was not committed, as Kafka 4's
+/// coordinators map it: a timeout waiting for the in-sync replicas is
+/// COORDINATOR_NOT_AVAILABLE; a lost leadership (the write may be truncated) or a storage
+/// failure is NOT_COORDINATOR. Both make clients find the coordinator again and retry.
+pub fn not_committed(error: &io::Error) -> ResponseError {
+    if error.kind() == io::ErrorKind::TimedOut {
+        ResponseError::CoordinatorNotAvailable
+    } else {
+        ResponseError::NotCoordinator
     }
 }
 
@@ -179,6 +202,7 @@ impl<S: Shard> ShardGuard<'_, S> {
         Ok(Committed {
             log: Some(self.log.clone()),
             upto: info.last_offset + 1,
+            leader_epoch: info.leader_epoch,
             needs_sync: info.needs_sync,
         })
     }

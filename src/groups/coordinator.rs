@@ -83,18 +83,22 @@ impl Durability {
             Ok(c) => Durability::Pending(c),
             Err(e) => {
                 tracing::error!(error = %e, "writing to __consumer_offsets failed");
-                Durability::Failed
+                Durability::Failed(crate::coordinator::not_committed(&e))
             }
         }
     }
 
-    /// Blocks until the write is durable; `false` when it or its fsync failed. Call it off
-    /// the async runtime and with no lock held.
-    pub fn wait(self) -> bool {
+    /// Blocks until the write is committed (durable by the flush policy, on every in-sync
+    /// replica); else the error the client gets (see [`crate::coordinator::not_committed`]).
+    /// Call it off the async runtime and with no lock held.
+    pub fn wait(self) -> Result<(), ResponseError> {
         match self {
-            Durability::Done => true,
-            Durability::Failed => false,
-            Durability::Pending(c) => c.wait().is_ok(),
+            Durability::Done => Ok(()),
+            Durability::Failed(e) => Err(e),
+            Durability::Pending(c) => c.wait().map_err(|e| {
+                tracing::warn!(error = %e, "a write to __consumer_offsets was not committed");
+                crate::coordinator::not_committed(&e)
+            }),
         }
     }
 }
@@ -539,7 +543,7 @@ impl GroupCoordinator {
             value: None,
         });
         let durability = on.append(&records);
-        if !matches!(durability, Durability::Failed) {
+        if !matches!(durability, Durability::Failed(_)) {
             on.guard.volatile().live.remove(group_id);
         }
         (NONE, durability)

@@ -68,7 +68,8 @@ pub enum Durability {
     #[default]
     Done,
     Pending(Committed),
-    Failed,
+    /// The write failed: what the client is answered.
+    Failed(kafka_protocol::error::ResponseError),
 }
 
 /// Coordinator settings (from the broker config).

@@ -25,12 +25,9 @@ pub async fn handle(broker: &Arc<Broker>, req: &DeleteGroupsRequest) -> DeleteGr
             .collect();
         deleted
             .into_iter()
-            .map(|(code, durability)| {
-                if code == NONE && !durability.wait() {
-                    ResponseError::KafkaStorageError.code()
-                } else {
-                    code
-                }
+            .map(|(code, durability)| match code {
+                NONE => durability.wait().err().map_or(code, |e| e.code()),
+                _ => code,
             })
             .collect::<Vec<i16>>()
     })

@@ -89,9 +89,13 @@ pub async fn handle(
             ..Default::default()
         }),
     };
-    if result.error == 0 && !super::durable(result.durability).await {
+    let stored = match result.error {
+        0 => super::durable(result.durability).await,
+        _ => Ok(()),
+    };
+    if let Err(e) = stored {
         return JoinGroupResponse::default()
-            .with_error_code(ResponseError::NotCoordinator.code())
+            .with_error_code(e.code())
             .with_generation_id(-1)
             .with_member_id(str_bytes(result.member_id));
     }

@@ -176,16 +176,17 @@ pub fn internal_strings_fit<'a>(strings: impl IntoIterator<Item = &'a str>) -> b
         .all(crate::groups::store::fits_internal_string)
 }
 
-/// Waits until a write to `__consumer_offsets` is what the flush policy promises (the fsync
-/// runs on the blocking pool, group-committed). `false` when the write or its fsync failed.
-pub async fn durable(durability: crate::groups::Durability) -> bool {
+/// Waits until a write to `__consumer_offsets` is committed: what the flush policy promises
+/// (the fsync runs on the blocking pool, group-committed) and on every in-sync replica. Else
+/// the error code the client gets.
+pub async fn durable(durability: crate::groups::Durability) -> Result<(), ResponseError> {
     use crate::groups::Durability;
     match durability {
-        Durability::Done => true,
-        Durability::Failed => false,
+        Durability::Done => Ok(()),
+        Durability::Failed(e) => Err(e),
         pending => crate::threads::spawn_blocking(move || pending.wait())
             .await
-            .unwrap_or(false),
+            .unwrap_or(Err(ResponseError::UnknownServerError)),
     }
 }
 

@@ -112,8 +112,10 @@ pub(super) fn partition_exists(topic: Option<&Topic>, index: i32) -> bool {
     topic.is_some_and(|t| index >= 0 && index < t.partition_count())
 }
 
-/// The per-partition error codes of a commit (`count` partitions), once it is durable when
-/// the flush policy asks for it: a failed fsync turns every code into KAFKA_STORAGE_ERROR.
+/// The per-partition error codes of a commit (`count` partitions), once it is committed: a
+/// write that was not (a failed fsync, a timeout waiting for the in-sync replicas, a lost
+/// leadership) turns every code into its error (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE,
+/// as Kafka's coordinator).
 pub(super) async fn settle(
     result: Result<(Vec<i16>, Durability), ResponseError>,
     count: usize,
@@ -122,10 +124,8 @@ pub(super) async fn settle(
         Err(e) => vec![e.code(); count],
         Ok((errors, Durability::Done)) => errors,
         Ok((mut errors, durability)) => {
-            if !super::durable(durability).await {
-                tracing::error!("fsync of committed offsets failed");
-                let storage = ResponseError::KafkaStorageError.code();
-                errors.iter_mut().for_each(|e| *e = storage);
+            if let Err(e) = super::durable(durability).await {
+                errors.iter_mut().for_each(|code| *code = e.code());
             }
             errors
         }

@@ -43,9 +43,8 @@ pub async fn handle(broker: &Arc<Broker>, req: &OffsetDeleteRequest) -> OffsetDe
     };
     let (results, durability) = results;
     // Acknowledged once the tombstones are as durable as the flush policy promises.
-    if !durable(durability).await {
-        return OffsetDeleteResponse::default()
-            .with_error_code(ResponseError::KafkaStorageError.code());
+    if let Err(e) = durable(durability).await {
+        return OffsetDeleteResponse::default().with_error_code(e.code());
     }
     let mut results = results.into_iter();
     let mut unknown = unknown.into_iter();

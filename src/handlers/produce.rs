@@ -47,6 +47,8 @@ struct PendingReplication {
     partition: usize,
     replica: Arc<crate::cluster::Partition>,
     upto: i64,
+    /// The leader epoch of the append.
+    leader_epoch: i32,
     min_insync: usize,
 }
 
@@ -55,18 +57,22 @@ struct PendingReplication {
 struct Pending {
     /// Make it durable up to this offset first (the flush policy).
     sync: Option<(Arc<PartitionLog>, i64)>,
-    /// acks=all: wait for the in-sync replicas (the replica, the offset after the batch, and
-    /// `min.insync.replicas`).
-    replication: Option<(Arc<crate::cluster::Partition>, i64, usize)>,
+    /// acks=all: wait for the in-sync replicas (the replica, the offset after the batch, the
+    /// leader epoch it was appended at, and `min.insync.replicas`).
+    replication: Option<(Arc<crate::cluster::Partition>, i64, i32, usize)>,
 }
 
 /// Waits until the high watermark of `replica` passes `upto` (every in-sync replica has the
 /// batch), as Kafka's `checkEnoughReplicasReachOffset`: then NOT_ENOUGH_REPLICAS_AFTER_APPEND
 /// if the ISR shrank below `min_insync` meanwhile; REQUEST_TIMED_OUT at `deadline`;
-/// NOT_LEADER_OR_FOLLOWER if this broker stopped leading.
+/// NOT_LEADER_OR_FOLLOWER once this broker no longer leads at `leader_epoch`, the epoch it
+/// appended at: a demoted leader may truncate the batch, and a later leadership's high
+/// watermark would pass whatever took its offsets (Kafka completes such waits when the
+/// replica becomes a follower). A leadership change wakes the wait.
 async fn wait_replicated(
     replica: &crate::cluster::Partition,
     upto: i64,
+    leader_epoch: i32,
     min_insync: usize,
     deadline: tokio::time::Instant,
 ) -> Option<ResponseError> {
@@ -75,7 +81,10 @@ async fn wait_replicated(
         tokio::pin!(advanced);
         advanced.as_mut().enable();
         let l = replica.leadership();
-        if l.role != crate::cluster::Role::Leader {
+        if l.role != crate::cluster::Role::Leader
+            || l.leader_epoch != leader_epoch
+            || !replica.log().leads_at(leader_epoch)
+        {
             return Some(ResponseError::NotLeaderOrFollower);
         }
         if replica.high_watermark() >= upto {
@@ -150,12 +159,13 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
                             upto,
                         });
                     }
-                    if let Some((replica, upto, min_insync)) = then.replication {
+                    if let Some((replica, upto, leader_epoch, min_insync)) = then.replication {
                         replicating.push(PendingReplication {
                             topic: ti,
                             partition: pi,
                             replica,
                             upto,
+                            leader_epoch,
                             min_insync,
                         });
                     }
@@ -192,7 +202,8 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
         response.base_offset = -1;
     }
     let waits = replicating.iter().map(|r| async move {
-        let error = wait_replicated(&r.replica, r.upto, r.min_insync, deadline).await;
+        let error =
+            wait_replicated(&r.replica, r.upto, r.leader_epoch, r.min_insync, deadline).await;
         (r, error)
     });
     for (r, error) in futures::future::join_all(waits).await {
@@ -503,6 +514,7 @@ async fn produce_partition(
                     (
                         partition.clone(),
                         info.last_offset + 1,
+                        info.leader_epoch,
                         rules.min_insync_replicas,
                     )
                 }),
@@ -524,6 +536,11 @@ async fn produce_partition(
         // The topic was deleted while this request held its partition.
         Err(e @ LogError::Closed) => (
             fail(ResponseError::UnknownTopicOrPartition, e.to_string()),
+            Pending::default(),
+        ),
+        // Demoted while this request held the partition: nothing was appended.
+        Err(e @ LogError::NotLeader) => (
+            fail(ResponseError::NotLeaderOrFollower, e.to_string()),
             Pending::default(),
         ),
         // Latched by an earlier failure, which was logged then.

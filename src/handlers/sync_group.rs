@@ -62,8 +62,10 @@ pub async fn handle(
     };
     // The assignment is answered once the group metadata holding it is durable (as Kafka,
     // which maps a failed store to NOT_COORDINATOR).
-    if result.error == 0 && !super::durable(result.durability).await {
-        return SyncGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code());
+    if result.error == 0 {
+        if let Err(e) = super::durable(result.durability).await {
+            return SyncGroupResponse::default().with_error_code(e.code());
+        }
     }
     let v5 = version >= 5;
     SyncGroupResponse::default()

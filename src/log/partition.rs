@@ -44,6 +44,10 @@ pub struct AppendInfo {
     /// The flush policy wants this append durable before it is acknowledged: call
     /// [`PartitionLog::sync_to`] with `last_offset + 1`.
     pub needs_sync: bool,
+    /// The leader epoch this replica led at when it appended (or found the duplicate): a
+    /// wait for the batch's replication holds only while it still leads at this epoch (see
+    /// [`PartitionLog::wait_high_watermark`]).
+    pub leader_epoch: i32,
 }
 
 /// Bytes read per header read while locating a fetch's batches: a few headers' worth, as an
@@ -105,6 +109,25 @@ pub enum LogError {
     /// [`PartitionLog::append_as_follower`]: a batch does not continue the log.
     #[error("follower append at offset {got}, expected at least {expected_at_least}")]
     UnexpectedOffset { expected_at_least: i64, got: i64 },
+    /// A leader append (a produce, a coordinator's write, a marker) to a replica that no
+    /// longer leads ([`PartitionLog::set_following`]): nothing was appended.
+    #[error("this replica does not lead the partition")]
+    NotLeader,
+}
+
+/// Why [`PartitionLog::wait_high_watermark`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HwWaitError {
+    /// The timeout passed first.
+    #[error("the high watermark did not reach the offset in time")]
+    TimedOut,
+    /// The replica stopped leading at the epoch of the write (demoted, or leading again at a
+    /// newer epoch): the write may have been truncated since.
+    #[error("the replica no longer leads at the leader epoch of the write")]
+    LeadershipChanged,
+    /// The log was closed (topic deleted, broker stopping).
+    #[error("the log was closed")]
+    Closed,
 }
 
 impl LogError {
@@ -138,6 +161,9 @@ pub(super) struct LogState {
     pub(super) hw_follows_log_end: bool,
     /// The epoch a leader append stamps on its batches (`partition_leader_epoch`).
     pub(super) leader_epoch: i32,
+    /// This replica leads (at `leader_epoch`): leader appends are refused otherwise. True
+    /// for a log of its own (one replica); the partition's leadership sets it.
+    pub(super) leading: bool,
     /// Leader epoch -> first offset, for every epoch that wrote (see `epoch_cache`).
     pub(super) epochs: EpochCache,
     /// The leader-epoch checkpoint as last written (disk mode), to write it only on change.
@@ -210,6 +236,7 @@ impl PartitionLog {
                 high_watermark: 0,
                 hw_follows_log_end: true,
                 leader_epoch: 0,
+                leading: true,
                 epochs: EpochCache::default(),
                 epochs_written: None,
             },
@@ -320,6 +347,7 @@ impl PartitionLog {
                 high_watermark: 0,
                 hw_follows_log_end: true,
                 leader_epoch: 0,
+                leading: true,
                 epochs: loaded.epochs,
                 epochs_written: loaded.epochs_written,
             },
@@ -385,6 +413,14 @@ impl PartitionLog {
         }
     }
 
+    /// Sets the high watermark of a replica being opened (its checkpointed one), clamped to
+    /// `[log start, log end]`: the one call that may lower it, before the log serves anyone.
+    pub fn restore_high_watermark(&self, offset: i64) {
+        let mut state = self.lock();
+        let end = state.local.log_end_offset();
+        state.high_watermark = offset.clamp(state.log_start_offset, end);
+    }
+
     /// Moves the high watermark up to `offset` (clamped to the log end; never down). Returns
     /// whether it moved; waiting fetches are woken when it did.
     pub fn advance_high_watermark(&self, offset: i64) -> bool {
@@ -444,12 +480,37 @@ impl PartitionLog {
     /// here (DIVERGING_EPOCH, OffsetForLeaderEpoch) even while the new one has written
     /// nothing. An epoch not above the cache's newest leaves the cache alone.
     pub fn set_leader_epoch(&self, epoch: i32) {
-        let mut state = self.lock();
-        state.leader_epoch = epoch;
-        if state.epochs.latest_epoch().is_none_or(|e| e < epoch) {
-            let end = state.local.log_end_offset();
-            state.epochs.assign(epoch, end);
+        let changed = {
+            let mut state = self.lock();
+            let changed = !state.leading || state.leader_epoch != epoch;
+            state.leader_epoch = epoch;
+            state.leading = true;
+            if state.epochs.latest_epoch().is_none_or(|e| e < epoch) {
+                let end = state.local.log_end_offset();
+                state.epochs.assign(epoch, end);
+            }
+            changed
+        };
+        if changed {
+            // Waits for the replication of an older leadership's writes give up.
+            self.hw_advanced.notify_waiters();
         }
+    }
+
+    /// This replica follows: leader appends are refused from now on ([`LogError::NotLeader`],
+    /// atomically with the appends: none lands after this returns), and waits for the
+    /// replication of what it appended as leader give up.
+    pub fn set_following(&self) {
+        let was_leading = std::mem::replace(&mut self.lock().leading, false);
+        if was_leading {
+            self.hw_advanced.notify_waiters();
+        }
+    }
+
+    /// Whether this replica leads at `epoch`.
+    pub fn leads_at(&self, epoch: i32) -> bool {
+        let state = self.lock();
+        state.leading && state.leader_epoch == epoch
     }
 
     /// The leader-epoch cache: (epoch, first offset) of every epoch that wrote.
@@ -628,22 +689,34 @@ impl PartitionLog {
     }
 
     /// Blocks until the high watermark reaches `offset` (the in-sync replicas all have what
-    /// is below it) or `timeout` passes (TimedOut). A leader alone in its ISR, or of a single
-    /// node, answers at once. Polls every millisecond: call it off the async runtime.
-    pub fn wait_high_watermark(&self, offset: i64, timeout: std::time::Duration) -> io::Result<()> {
+    /// is below it) while this replica leads at `leader_epoch`, the epoch it appended at
+    /// ([`AppendInfo::leader_epoch`]). A leader alone in its ISR, or of a single node,
+    /// answers at once. Gives up when the leadership changes (a demoted leader may truncate
+    /// the write, and a later leadership's high watermark passes whatever replaced it), when
+    /// the log closes, or after `timeout`. Polls every millisecond: call it off the async
+    /// runtime.
+    pub fn wait_high_watermark(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+        timeout: std::time::Duration,
+    ) -> Result<(), HwWaitError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if self.high_watermark() >= offset {
-                return Ok(());
+            {
+                let state = self.lock();
+                if !state.leading || state.leader_epoch != leader_epoch {
+                    return Err(HwWaitError::LeadershipChanged);
+                }
+                if state.high_watermark >= offset {
+                    return Ok(());
+                }
             }
             if self.is_closed() {
-                return Err(io::Error::other("the log was closed"));
+                return Err(HwWaitError::Closed);
             }
             if std::time::Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the high watermark did not reach {offset} in {timeout:?}"),
-                ));
+                return Err(HwWaitError::TimedOut);
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

@@ -9,7 +9,9 @@
 //! - retention (and producer-id expiration), every `log_retention_check_interval_ms`;
 //! - cleaner (compaction), every `log_cleaner_backoff_ms`;
 //! - ISR: each partition led here drops followers that lag (and adds caught-up ones), every
-//!   `replica_lag_time_max_ms / 2`.
+//!   `replica_lag_time_max_ms / 2`;
+//! - high-watermark checkpoint (what a restarted replica starts from), every
+//!   `replica_high_watermark_checkpoint_interval_ms`.
 //!
 //! Every pass runs on the blocking pool (each may write and fsync, or take a coordinator lock
 //! a request needs) and never overlaps itself: a timer waits for its pass before ticking again.
@@ -36,6 +38,8 @@ pub async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
     let cleaner_every = Duration::from_millis(config.log_cleaner_backoff_ms.max(1));
     // Kafka checks for lagging followers every replica.lag.time.max.ms / 2.
     let isr_every = Duration::from_millis((config.replica_lag_time_max_ms / 2).max(1));
+    let hw_every =
+        Duration::from_millis(config.replica_high_watermark_checkpoint_interval_ms.max(1));
     let timers = [
         every("group clock", COORDINATOR_TICK, &broker, &stop, |b| {
             b.groups.tick()
@@ -60,6 +64,11 @@ pub async fn run(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
             b.topics.compact(b.clock.now_ms())
         }),
         every("ISR", isr_every, &broker, &stop, |b| b.check_isrs()),
+        every("high-watermark checkpoint", hw_every, &broker, &stop, |b| {
+            if let Err(e) = b.topics.checkpoint_high_watermarks() {
+                tracing::error!(error = %e, "writing the high-watermark checkpoint failed");
+            }
+        }),
     ];
     futures::future::join_all(timers).await;
 }

@@ -200,8 +200,8 @@ fn refused(e: WriteError<ResponseError>) -> ResponseError {
     match e {
         WriteError::Refused(e) => e,
         WriteError::Storage(e) => {
-            tracing::error!(error = %e, "writing to __transaction_state failed");
-            ResponseError::KafkaStorageError
+            tracing::warn!(error = %e, "a write to __transaction_state was not committed");
+            crate::coordinator::not_committed(&e)
         }
     }
 }

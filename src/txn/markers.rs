@@ -82,6 +82,7 @@ fn marker_error(e: &LogError) -> ResponseError {
         }
         LogError::Sequence(SequenceError::StaleEpoch { .. }) => ResponseError::InvalidProducerEpoch,
         LogError::Closed => ResponseError::UnknownTopicOrPartition,
+        LogError::NotLeader => ResponseError::NotLeaderOrFollower,
         LogError::InvalidMarker(_) => ResponseError::InvalidRequest,
         _ => ResponseError::KafkaStorageError,
     }
@@ -99,7 +100,11 @@ fn abandoned(code: ResponseError) -> bool {
 /// Writes `marker` on a partition led here: a `__consumer_offsets` partition through its
 /// group coordinator, any other through its log (as leader). The error is the code a
 /// WriteTxnMarkers answer gives (NOT_LEADER_OR_FOLLOWER, NOT_COORDINATOR... when this broker
-/// does not lead it). Blocking (the append may roll; the flush policy's fsync).
+/// does not lead it). Done once the marker is committed, as Kafka appends markers with
+/// acks=all: durable by the flush policy and on every in-sync replica (REQUEST_TIMED_OUT
+/// after [`crate::coordinator::COMMIT_TIMEOUT`], NOT_LEADER_OR_FOLLOWER when the leadership
+/// changed meanwhile; the coordinator retries both). Blocking (the append may roll; the
+/// flush policy's fsync; the wait for the followers).
 pub fn write_local(
     topics: &TopicRegistry,
     groups: &GroupCoordinators,
@@ -127,21 +132,37 @@ pub fn write_local(
             crate::cluster::PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
             _ => ResponseError::UnknownTopicOrPartition,
         })?;
-    p.log()
-        .append_marker(
+    let log = p.log();
+    let info = log
+        .append_marker_unsynced(
             marker.producer_id,
             marker.producer_epoch,
             marker.commit,
             marker.coordinator_epoch,
         )
-        .map(|_| ())
+        .and_then(|info| {
+            if info.needs_sync {
+                log.sync_to(info.last_offset + 1)?;
+            }
+            Ok(info)
+        })
         .map_err(|e| {
             let code = marker_error(&e);
             if code == ResponseError::KafkaStorageError && !e.is_latched() {
                 tracing::error!(topic, partition, error = %e, "writing a transaction marker failed");
             }
             code
-        })
+        })?;
+    log.wait_high_watermark(
+        info.last_offset + 1,
+        info.leader_epoch,
+        crate::coordinator::COMMIT_TIMEOUT,
+    )
+    .map_err(|e| match e {
+        crate::log::HwWaitError::TimedOut => ResponseError::RequestTimedOut,
+        crate::log::HwWaitError::LeadershipChanged => ResponseError::NotLeaderOrFollower,
+        crate::log::HwWaitError::Closed => ResponseError::UnknownTopicOrPartition,
+    })
 }
 
 impl Markers<'_> {

@@ -236,6 +236,9 @@ impl PartitionLog {
                 return Err(LogError::RollNeeded);
             }
             let follower = matches!(input, AppendInput::Follower(_));
+            if !follower && !state.leading {
+                return Err(LogError::NotLeader);
+            }
             let mut tracked = false;
             for (h, control) in &parsed {
                 if !h.has_producer_id() {
@@ -264,6 +267,7 @@ impl PartitionLog {
                         last_offset,
                         log_start_offset: state.log_start_offset,
                         needs_sync: state.config.flush_messages <= 1,
+                        leader_epoch: state.leader_epoch,
                     });
                 }
             }
@@ -360,6 +364,7 @@ impl PartitionLog {
                 last_offset: next - 1,
                 log_start_offset,
                 needs_sync: next - flush.durable >= flush_messages,
+                leader_epoch,
             };
             (info, index_error, hw_moved)
         };

@@ -255,3 +255,55 @@ async fn a_fresh_partition_answers_its_first_epoch() {
     assert_eq!(ask(&mut c, 4, "fresh", 0, -1, 1).await, (0, -1, -1));
     broker.stop().await;
 }
+
+/// A follower's fetch parked at its leader that outlives the leader's demotion answers the
+/// error of its leader epoch, never what the demoted replica appended since as a follower
+/// (batches of the new leader's epoch after the older ones the fetcher has would hide its
+/// divergence from the next DIVERGING_EPOCH check). Found by the simulation (seed 13183).
+#[tokio::test]
+async fn a_parked_follower_fetch_outliving_a_demotion_answers_no_records() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    register_broker_two(&broker).await;
+    create(&mut c, "demoted", 1).await;
+    decide(&broker, "demoted", 1, 1).await;
+    let end = produce(&mut c, "demoted", 2).await;
+    assert_eq!(end, 2);
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(2))
+        .with_max_wait_ms(5000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name("demoted"))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(1)
+                .with_last_fetched_epoch(1)
+                .with_fetch_offset(end)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut follower = broker.client().await;
+    let parked = tokio::spawn(async move { follower.send(&fetch, 12).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!parked.is_finished(), "the fetch waits for data");
+    // Broker 2 leads at epoch 2; this broker follows and takes a batch of epoch 2.
+    decide(&broker, "demoted", 2, 2).await;
+    let p = broker.broker.topics.get("demoted").unwrap().partition(0).unwrap();
+    let mut b = batch(&[b"from broker 2"], Compression::None).to_vec();
+    ottla::log::batch::assign_offsets(&mut b, end);
+    ottla::log::batch::stamp_leader_epoch(&mut b, 2);
+    p.log().append_as_follower(&b).unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), parked)
+        .await
+        .expect("answered")
+        .unwrap();
+    let part = &r.responses[0].partitions[0];
+    assert_eq!(
+        part.error_code,
+        ResponseError::FencedLeaderEpoch.code(),
+        "the fetch was made at epoch 1"
+    );
+    assert!(part.records.as_ref().is_none_or(|r| r.is_empty()));
+    broker.stop().await;
+}

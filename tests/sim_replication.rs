@@ -20,7 +20,11 @@
 //! `Vec` of batches (base, last offset, leader epoch, a payload id unique to the producer's
 //! batch), with `PartitionLog::truncate_to`'s cut (the batch holding the offset goes),
 //! `append_as_follower`'s offset check, and reads of whole batches from a fetch offset.
-//! `Partition`'s `set_leadership`, `follower_fetched`, `maybe_advance_high_watermark` (the
+//! `TopicRegistry::open_partition` (the high watermark restored from the broker's
+//! high-watermark checkpoint, clamped to the log, then `Partition::new`: only a leader alone
+//! in its ISR moves it to its log end) and `checkpoint_high_watermarks` (written by the
+//! maintenance timer every 5 s). `Partition`'s `set_leadership` (a leadership change wakes
+//! the replication waits), `follower_fetched`, `maybe_advance_high_watermark` (the
 //! leader's HW = the smallest log end over its ISR, a member that has not fetched under this
 //! leadership holding it; alone in its ISR the HW follows the log end; it never goes down)
 //! and `wanted_isr` (shrink on `replica_lag_time_max_ms` by the broker's clock, expand when
@@ -32,13 +36,16 @@
 //! after a leader-epoch change, DIVERGING_EPOCH and OFFSET_OUT_OF_RANGE handling, the 100 ms
 //! to 1 s backoff, the report of a refused leader. `handlers/produce.rs` with acks=all:
 //! NOT_ENOUGH_REPLICAS below `min.insync.replicas`, a duplicate of one of the producer's
-//! last batches answered at its first offset, and `wait_replicated` (woken only by high
-//! watermark advances, then: still leader? HW past the batch? ISR still big enough?).
-//! `controller.rs`: AlterPartition's checks (leader, leader and partition epochs, broker
-//! epoch, joiners unfenced) — repeated here because a `Controller` needs Raft —, heartbeats
-//! (unfence once caught up), registrations (fencing the old one), the confirmation probe of
-//! a reported broker (refused only by a dead process: a starting one has bound its
-//! listener), `fencing_loop` on `broker_session_timeout_ms`. `broker.rs`: the start
+//! last batches answered at its first offset, and `wait_replicated` (woken by high watermark
+//! advances and leadership changes, then: still leader at the leader epoch the batch was
+//! appended at? HW past the batch? ISR still big enough?); a replica that does not lead
+//! refuses the append (checked in the same event as the append, as the real code does it
+//! atomically with a demotion). `controller.rs`: AlterPartition's checks (leader, leader
+//! and partition epochs, broker epoch, joiners unfenced) — repeated here because a
+//! `Controller` needs Raft —, heartbeats (unfence once caught up), registrations (fencing
+//! the old one), the confirmation probe of a reported broker (refused only by a dead
+//! process: a starting one has bound its listener), `fencing_loop` on
+//! `broker_session_timeout_ms`. `broker.rs`: the start
 //! (catch up with the metadata log, open the logs from the image, register, then serve:
 //! requests that reach the bound listener before wait), the heartbeat loop (registering
 //! again on a stale epoch) and `MetaNode::submit` (forwarded, retried until 10 s, then the
@@ -48,17 +55,19 @@
 //!
 //! **Faults** (a schedule drawn per seed, with per-seed weights, timeouts and delays):
 //! kill -9 (the log stays: the page cache survives; the restart reloads it, the cache is
-//! re-assigned from the batches), pause (SIGSTOP: timers and arriving messages wait),
+//! re-assigned from the batches, the high watermark comes from the checkpoint as last
+//! written, up to 5 s old), pause (SIGSTOP: timers and arriving messages wait),
 //! a broker cut off from every other node, one link cut (e.g. a broker from the controller
 //! only), extra delay on a node's messages (delays are drawn per message, so messages
 //! overtake each other; a message whose link is down when sent or when due is lost), a jump
 //! of a broker's wall clock (its ISR lag checks), a jump of the controller's session clock,
 //! ElectLeaders, reassignments to a new replica order, and, only with
-//! `OTTLA_SIM_POWER_LOSS=1`, power losses (the tail not flushed by a periodic flush is lost;
-//! off by default because losing acknowledged records is then expected, as in Kafka without
-//! fsync: invariants 1 and 2 count anomalies instead). At the end everything heals, killed
-//! brokers restart, producers stop making new batches, and the run goes on until the
-//! replicas converge (one leader, ISR of three, identical logs, HW = log end everywhere).
+//! `OTTLA_SIM_POWER_LOSS=1`, power losses (the tail not flushed by a periodic flush is lost,
+//! the high-watermark checkpoint, fsynced, is not; off by default because losing
+//! acknowledged records is then expected, as in Kafka without fsync: invariants 1 and 2
+//! count anomalies instead). At the end everything heals, killed brokers restart,
+//! producers stop making new batches, and the run goes on until the replicas converge (one
+//! leader, ISR of three, identical logs, HW = log end everywhere).
 //!
 //! **Invariants**, checked after every event (a failure reports the seed, its schedule and
 //! the trace, and is replayed to check that it replays identically):
@@ -74,25 +83,34 @@
 //! 5. leader and partition epochs only grow, at the controller and on every broker, and a
 //!    leader change always brings a new leader epoch.
 //!
-//! **Bugs found** (see `Options` and the ignored `known_bug_*` tests, each replaying a failing
-//! seed): (1) a restarted replica's HW is its log end; (2) the HW ignores the replicas an
-//! ISR expansion in flight adds; (3) an acks=all wait misses a demotion and a new leadership.
-//! By default the model applies the smallest fix of each so that seeds look past them;
-//! `OTTLA_SIM_REAL=restart_hw,isr_expansion,produce_wait` (or `all`) uses the real behaviour.
+//! **Bugs found, all three fixed** (see `Options`): (1) a restarted replica took its log
+//! end as its high watermark (fixed: the high-watermark checkpoint); (2) the high watermark
+//! ignored the replicas an ISR expansion in flight adds (fixed: KIP-497's maximal ISR);
+//! (3) an acks=all wait missed a demotion and a new leadership (fixed: the wait holds the
+//! leader epoch of its append, and a leadership change wakes it). The model follows the
+//! fixed code; `OTTLA_SIM_OLD=restart_hw,isr_expansion,produce_wait,long_poll` (or `all`) brings back
+//! the behaviour before each fix, and the `old_bug_*_is_caught` tests replay, each with its
+//! switch on, a seed that the checker fails, so that the checker keeps catching those bugs.
+//!
+//! A fourth, found once the model had those fixes (3 seeds in 100,000), is fixed too: (4) a
+//! follower's fetch parked at its leader was answered after that leader's demotion, with
+//! what it had appended since as a follower (fixed: every fetch read is checked against the
+//! request's leader epoch once done; `OTTLA_SIM_OLD=long_poll`, `old_bug_long_poll_is_caught`).
 //!
 //! **Not modelled:** Raft itself (controller failover, a minority controller, lost entries),
-//! controlled shutdown, more than one partition or topic, log start offsets (retention,
-//! DeleteRecords, `truncate_fully_and_start_at`), reassignments that change the replica set,
-//! unclean election (only as a check of the checker), KIP-966, transactions and control
-//! batches, producer sequence numbers beyond duplicate detection (no OUT_OF_ORDER_SEQUENCE,
-//! no epoch bump after a give-up), fetch sizes in bytes (a batch count stands in), segment
-//! files, fsync and torn writes (power loss drops whole batches), consumers, TCP
-//! (connections, ordering, retransmission: a lost request or answer is waited out to its
-//! timeout), the coordinators, and time spent computing.
+//! controlled shutdown and clean stops (and so the checkpoint a clean stop writes), more
+//! than one partition or topic, log start offsets (retention, DeleteRecords,
+//! `truncate_fully_and_start_at`), reassignments that change the replica set, unclean
+//! election (only as a check of the checker), KIP-966, transactions and control batches,
+//! producer sequence numbers beyond duplicate detection (no OUT_OF_ORDER_SEQUENCE, no epoch
+//! bump after a give-up), fetch sizes in bytes (a batch count stands in), segment files,
+//! fsync and torn writes (power loss drops whole batches), consumers, TCP (connections,
+//! ordering, retransmission: a lost request or answer is waited out to its timeout), the
+//! coordinators, and time spent computing.
 //!
 //! Runs: `cargo test --release --test sim_replication` runs 2,000 seeds; `OTTLA_SIM_SEEDS=N`
-//! more; `OTTLA_SIM_SEED=S` replays one and prints its parameters, schedule and trace;
-//! `cargo test --release --test sim_replication -- --ignored` replays the known bugs.
+//! more; `OTTLA_SIM_SEED=S` replays one and prints its parameters, schedule and trace; with
+//! `OTTLA_SIM_OLD=...` (above) either runs with old bugs back.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -133,6 +151,10 @@ const RAFT_HEARTBEAT: u64 = 100 * MS;
 const SUBMIT_ATTEMPT: u64 = 2 * SEC;
 /// `controller.rs` `check_unreachable`: the probe's connect timeout.
 const PROBE_TIMEOUT: u64 = 500 * MS;
+/// `config.rs`: `replica_high_watermark_checkpoint_interval_ms`'s default (the maintenance
+/// timer writes the high-watermark checkpoint that often, the first time one period after
+/// the broker starts serving).
+const HW_CHECKPOINT_EVERY: u64 = 5_000 * MS;
 /// Kafka's producer state keeps the last five batches of a producer for duplicates.
 const DEDUP_WINDOW: usize = 5;
 /// The producer's `retry.backoff.ms`.
@@ -421,6 +443,7 @@ enum Timer {
     Heartbeat,
     IsrCheck,
     Flush,
+    HwCheckpoint,
     RegisterRetry,
     FetchRound { gen: u64 },
     RpcTimeout { rpc: u64 },
@@ -455,6 +478,7 @@ impl Timer {
             Timer::Probe { broker, .. } => 13 + ((*broker as u64) << 8),
             Timer::Converge => 14,
             Timer::ClientNext { p } => 15 + ((*p as u64) << 8),
+            Timer::HwCheckpoint => 16,
         }
     }
 }
@@ -586,25 +610,43 @@ struct Options {
     /// design (Kafka makes the same trade without fsync); with it on those count as
     /// anomalies instead, and only 3-5 and convergence fail a seed.
     power_loss: bool,
-    /// The three `real_*` switches choose, for each bug the simulation found, between the
-    /// real code's behaviour (true) and the smallest fix (false, the default, so that the
-    /// seeds look past known bugs). Each bug has an ignored test replaying a failing seed.
+    /// The three `old_*` switches bring back, for each bug the simulation found (all three
+    /// fixed now), the behaviour before the fix, to show the checker catches that bug. Off
+    /// by default: the model follows the real (fixed) code. Each has a regression test
+    /// (`old_bug_*_is_caught`) replaying a seed that fails with the switch on, and
+    /// `the_old_bug_seeds_pass_now` replays those seeds without it.
     ///
-    /// Bug 1 (`known_bug_restart_hw`): a restarted replica's high watermark is its log end
-    /// (`PartitionLog::with_state`, and `Partition::sole_leader` raises it there too). The
-    /// fix modelled: it keeps the high watermark it had (Kafka's
-    /// `replication-offset-checkpoint`).
-    real_restart_hw: bool,
-    /// Bug 2 (`known_bug_isr_expansion`): the leader's high watermark moves over the ISR of
-    /// its image only (`Partition::maybe_advance_high_watermark`), not over the replicas an
-    /// AlterPartition in flight adds. The fix modelled: Kafka's maximal ISR (KIP-497).
-    real_isr_expansion: bool,
-    /// Bug 3 (`known_bug_produce_wait`): an acks=all wait (`handlers/produce.rs`
-    /// `wait_replicated`) checks only that this broker leads and that the high watermark
-    /// passed the batch, at high watermark notifications; a demotion, a truncation and a new
-    /// leadership in between go unseen. The fix modelled: the wait fails once the leader
-    /// epoch is not the one it appended at.
-    real_produce_wait: bool,
+    /// Bug 1 (`old_restart_hw`): a restarted replica took its log end as its high watermark
+    /// (`PartitionLog::with_state`, and `Partition::sole_leader` raised it there too), over
+    /// records that may never have been committed. The fix, as modelled: every broker writes
+    /// a durable high-watermark checkpoint (`cluster/hw_checkpoint.rs`) from its replica's
+    /// high watermark every `replica_high_watermark_checkpoint_interval_ms` (5 s, the
+    /// maintenance timer, [`Timer::HwCheckpoint`]); a restarted replica opens with the
+    /// checkpointed one clamped to its log (`TopicRegistry::open_partition`,
+    /// `restore_high_watermark`), and `Partition::new` moves it to the log end only for a
+    /// leader alone in its ISR.
+    old_restart_hw: bool,
+    /// Bug 2 (`old_isr_expansion`): the leader's high watermark moved over the ISR of its
+    /// image only (`Partition::maybe_advance_high_watermark`), not over the replicas an
+    /// AlterPartition in flight adds. The fix: Kafka's maximal ISR (KIP-497), the joiners
+    /// count for the high watermark while the request is in flight.
+    old_isr_expansion: bool,
+    /// Bug 3 (`old_produce_wait`): an acks=all wait (`handlers/produce.rs`
+    /// `wait_replicated`) woke only on high watermark advances and checked only that this
+    /// broker leads and that the high watermark passed the batch; a demotion, a truncation
+    /// and a new leadership in between went unseen. The fix: the wait holds the leader
+    /// epoch its batch was appended at (`AppendInfo::leader_epoch`) and fails with
+    /// NOT_LEADER_OR_FOLLOWER once the replica no longer leads at it; a leadership change
+    /// wakes it (`PartitionLog::set_leader_epoch` / `set_following`). (The fix's other half,
+    /// a replica that no longer leads refusing leader appends atomically with its demotion,
+    /// needs no switch: the model's produce checks the role and appends in one event.)
+    old_produce_wait: bool,
+    /// Bug 4 (`old_long_poll`): a follower's fetch parked at its leader was answered after
+    /// that leader's demotion with what it had appended since as a follower
+    /// (`handlers/fetch.rs` checked the leader epoch when the request arrived only). The
+    /// fix: every read is checked against the request's leader epoch once done, as Kafka's
+    /// `DelayedFetch`.
+    old_long_poll: bool,
     /// The topic sets `unclean.leader.election.enable=true` (for the test that the checker
     /// catches the loss that allows).
     unclean: bool,
@@ -813,6 +855,8 @@ struct LongPoll {
     rpc: u64,
     from: i32,
     fetch_offset: i64,
+    /// The request's current leader epoch (checked again when it is answered).
+    current_leader_epoch: i32,
 }
 
 #[derive(Clone, Debug)]
@@ -837,9 +881,13 @@ struct Broker {
     backlog: Vec<Ev>,
     clock_offset_ms: i64,
     crash_id: u64,
-    // Durable: the log, its epoch cache, the metadata log (as the image applied).
+    // Durable: the log, its epoch cache, the metadata log (as the image applied), the
+    // high-watermark checkpoint.
     log: Vec<Batch>,
     cache: EpochCache,
+    /// `high-watermark.checkpoint` (fsynced: it survives power losses too): the replica's
+    /// high watermark as last written, none before the first write.
+    hw_checkpoint: Option<i64>,
     flushed: i64,
     /// Bumped whenever batches leave the log (truncation, power loss).
     trunc_ver: u64,
@@ -847,7 +895,6 @@ struct Broker {
     image: Arc<MetadataImage>,
     // Volatile.
     part: Option<Part>,
-    hw_at_crash: i64,
     broker_epoch: i64,
     fetcher: Option<Fetcher>,
     fetch_gen: u64,
@@ -1104,7 +1151,7 @@ impl Sim {
                 meta_applied: 0,
                 image: empty.clone(),
                 part: None,
-                hw_at_crash: 0,
+                hw_checkpoint: None,
                 broker_epoch: 0,
                 fetcher: None,
                 fetch_gen: 0,
@@ -1590,34 +1637,42 @@ impl Sim {
 
     // --- brokers: lifecycle -------------------------------------------------------------------
 
-    /// The registry opens the partition (`open_partition`: the log loaded, `sole_leader`,
-    /// then the image's leadership).
+    /// The registry opens the partition (`TopicRegistry::open_partition`): the log loaded,
+    /// its high watermark restored from the checkpoint (none: the log start, 0 here),
+    /// clamped to the log (`restore_high_watermark`), then `Partition::new` with the image's
+    /// leadership: a leader takes its leader epoch (`set_leader_epoch`), and only a leader
+    /// alone in its ISR moves the high watermark to its log end (`hw_follows_log_end`).
+    /// With `old_restart_hw`: the high watermark is the log end, as before the fix.
     fn materialize(&mut self, bi: usize) {
-        let real = self.opts.real_restart_hw;
+        let old = self.opts.old_restart_hw;
         let b = &mut self.brokers[bi];
         let end = leo(&b.log);
-        let hw = if real { end } else { b.hw_at_crash.min(end) };
-        b.part = Some(Part {
-            l: Leadership {
-                role: Role::Leader,
-                leader_id: b.id,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                replicas: vec![b.id],
-                isr: vec![b.id],
-            },
+        let next = leadership_of(partition_of(&b.image), b.id);
+        let restored = if old {
+            end
+        } else {
+            b.hw_checkpoint.unwrap_or(0).clamp(0, end)
+        };
+        let leads = next.role == Role::Leader;
+        if leads && b.cache.latest_epoch().is_none_or(|e| e < next.leader_epoch) {
+            b.cache.assign(next.leader_epoch, end);
+        }
+        let alone = leads && next.isr.iter().all(|r| *r == next.leader_id);
+        let hw = if alone { end } else { restored };
+        let id = b.id;
+        self.note(|| {
+            format!("B{id} opened: high watermark {hw} (log end {end}), leadership {next:?}")
+        });
+        self.brokers[bi].part = Some(Part {
+            log_epoch: if leads { next.leader_epoch } else { 0 },
+            l: next,
             hw,
-            // `Partition::sole_leader`: set_hw_follows_log_end(true) (raises it to the log
-            // end: modelled by `hw` above when real).
-            hw_follows: true,
-            log_epoch: 0,
+            hw_follows: alone,
             followers: BTreeMap::new(),
             leading_since_ms: 0,
             altering: false,
             pending_isr: None,
         });
-        let next = leadership_of(partition_of(&b.image), b.id);
-        self.set_leadership(bi, next);
     }
 
     fn start_running(&mut self, bi: usize) {
@@ -1633,6 +1688,7 @@ impl Sim {
         self.btimer(bi, isr, Timer::IsrCheck);
         let flush = self.p.flush_every;
         self.btimer(bi, flush, Timer::Flush);
+        self.btimer(bi, HW_CHECKPOINT_EVERY, Timer::HwCheckpoint);
         self.reconcile(bi);
     }
 
@@ -1687,9 +1743,6 @@ impl Sim {
         b.pause_depth = 0;
         b.held.clear();
         b.backlog.clear();
-        if let Some(p) = b.part.as_ref() {
-            b.hw_at_crash = p.hw;
-        }
         b.part = None;
         b.fetcher = None;
         b.fetch_gen += 1;
@@ -1880,6 +1933,14 @@ impl Sim {
             self.fail("5", msg);
             return;
         }
+        // `PartitionLog::set_leader_epoch` / `set_following` wake the replication waits when
+        // the replica starts or stops leading or leads at another epoch.
+        let was_leading = part.l.role == Role::Leader;
+        let leadership_changed = if next.role == Role::Leader {
+            !was_leading || next.leader_epoch != part.log_epoch
+        } else {
+            was_leading
+        };
         if next.role == Role::Leader {
             // PartitionLog::set_leader_epoch.
             part.log_epoch = next.leader_epoch;
@@ -1901,15 +1962,16 @@ impl Sim {
         let id = b.id;
         self.note(|| format!("B{id} leadership {next:?}"));
         self.brokers[bi].part.as_mut().expect("partition").l = next;
-        if raised {
-            self.hw_raised(bi);
+        // Before the fix of bug 3 only high watermark advances woke the waits.
+        if raised || (leadership_changed && !self.opts.old_produce_wait) {
+            self.wake_waits(bi);
         }
         self.maybe_advance_hw(bi);
     }
 
     /// `Partition::maybe_advance_high_watermark`.
     fn maybe_advance_hw(&mut self, bi: usize) {
-        let real = self.opts.real_isr_expansion;
+        let old = self.opts.old_isr_expansion;
         let b = &mut self.brokers[bi];
         let end = leo(&b.log);
         let Some(part) = b.part.as_mut() else {
@@ -1925,7 +1987,8 @@ impl Sim {
                 None => return,
             }
         }
-        if !real {
+        if !old {
+            // KIP-497's maximal ISR: the joiners of the AlterPartition in flight count.
             for r in part
                 .pending_isr
                 .iter()
@@ -1941,14 +2004,17 @@ impl Sim {
         let target = hw.min(end);
         if target > part.hw {
             part.hw = target;
-            self.hw_raised(bi);
+            self.wake_waits(bi);
         }
     }
 
-    /// The high watermark moved up: `wait_replicated` wakes (hw_advanced), checks the
-    /// leadership first, then the high watermark and the ISR.
-    fn hw_raised(&mut self, bi: usize) {
-        let real = self.opts.real_produce_wait;
+    /// The high watermark moved up or the leadership changed: `wait_replicated` wakes
+    /// (`hw_advanced`) and checks the leadership first (still leading at the epoch the batch
+    /// was appended at, else NOT_LEADER_OR_FOLLOWER), then the high watermark and the ISR.
+    /// With `old_produce_wait`: woken by high watermark advances only, and "still leading"
+    /// at any epoch, as before the fix.
+    fn wake_waits(&mut self, bi: usize) {
+        let old = self.opts.old_produce_wait;
         let Broker {
             id, part, waits, ..
         } = &mut self.brokers[bi];
@@ -1960,7 +2026,7 @@ impl Sim {
         }
         let mut answers = Vec::new();
         waits.retain(|w| {
-            if part.l.role != Role::Leader || (!real && part.l.leader_epoch != w.epoch) {
+            if part.l.role != Role::Leader || (!old && part.l.leader_epoch != w.epoch) {
                 answers.push((w.rpc, Err(ProduceErr::NotLeader)));
                 false
             } else if part.hw >= w.upto {
@@ -2111,9 +2177,27 @@ impl Sim {
         }
     }
 
+    /// `handlers/fetch.rs` `read_all`: the read is checked against the request's leader
+    /// epoch once done (`Partition::check_leader`); a fetch that outlived a demotion answers
+    /// the error instead (unless `old_long_poll`).
     fn answer_poll(&mut self, bi: usize, lp: LongPoll, read: Result<Vec<Batch>, FetchErr>) {
         let b = &self.brokers[bi];
         let hw = b.part.as_ref().map_or(-1, |p| p.hw);
+        let read = match (self.opts.old_long_poll, b.part.as_ref()) {
+            (false, Some(part)) => {
+                let (l, e) = (&part.l, lp.current_leader_epoch);
+                if e != -1 && e < l.leader_epoch {
+                    Err(FetchErr::FencedEpoch)
+                } else if e != -1 && e > l.leader_epoch {
+                    Err(FetchErr::UnknownEpoch)
+                } else if l.role != Role::Leader {
+                    Err(FetchErr::NotLeader)
+                } else {
+                    read
+                }
+            }
+            _ => read,
+        };
         let ans = match read {
             Ok(batches) => FetchAns {
                 error: None,
@@ -2195,6 +2279,7 @@ impl Sim {
                         rpc,
                         from: req.replica,
                         fetch_offset: req.fetch_offset,
+                        current_leader_epoch: req.current_leader_epoch,
                     });
                     self.btimer(bi, FETCH_MAX_WAIT, Timer::LongPollEnd { rpc });
                     return;
@@ -2273,7 +2358,7 @@ impl Sim {
                 }
                 self.note(|| format!("B{} appended {x:?}", bi + 1));
                 if raised {
-                    self.hw_raised(bi);
+                    self.wake_waits(bi);
                 }
                 self.appended(bi);
                 (base, end)
@@ -2294,7 +2379,7 @@ impl Sim {
         let t = self.p.request_timeout;
         self.btimer(bi, t, Timer::ProduceDeadline { rpc });
         // `wait_replicated` checks once before it waits.
-        self.hw_raised(bi);
+        self.wake_waits(bi);
     }
 
     // --- brokers: the fetcher -------------------------------------------------------------
@@ -2472,7 +2557,7 @@ impl Sim {
             let raised = part.hw_follows && end > part.hw;
             if raised {
                 part.hw = end;
-                self.hw_raised(bi);
+                self.wake_waits(bi);
             }
             self.appended(bi);
         }
@@ -2482,7 +2567,7 @@ impl Sim {
         let target = leader_hw.min(end);
         if target > part.hw {
             part.hw = target;
-            self.hw_raised(bi);
+            self.wake_waits(bi);
         }
     }
 
@@ -2615,6 +2700,14 @@ impl Sim {
                 b.flushed = leo(&b.log);
                 let t = self.p.flush_every;
                 self.btimer(bi, t, Timer::Flush);
+            }
+            Timer::HwCheckpoint if running => {
+                // `TopicRegistry::checkpoint_high_watermarks`: every local replica's HW.
+                let b = &mut self.brokers[bi];
+                if let Some(hw) = b.part.as_ref().map(|p| p.hw) {
+                    b.hw_checkpoint = Some(hw);
+                }
+                self.btimer(bi, HW_CHECKPOINT_EVERY, Timer::HwCheckpoint);
             }
             Timer::RegisterRetry if self.brokers[bi].proc_ == Proc::Registering => {
                 self.register(bi, Submit::Register)
@@ -3331,17 +3424,21 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn env_options() -> Options {
     let on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1" || v == "true");
-    let wanted = std::env::var("OTTLA_SIM_REAL").unwrap_or_default();
-    let real = |bug: &str| {
+    // `OTTLA_SIM_REAL`: the switches' name before the fixes (then "the real behaviour").
+    let wanted = std::env::var("OTTLA_SIM_OLD")
+        .or_else(|_| std::env::var("OTTLA_SIM_REAL"))
+        .unwrap_or_default();
+    let old = |bug: &str| {
         wanted
             .split(',')
             .any(|w| w.trim() == bug || w.trim() == "all")
     };
     Options {
         power_loss: on("OTTLA_SIM_POWER_LOSS"),
-        real_restart_hw: real("restart_hw"),
-        real_isr_expansion: real("isr_expansion"),
-        real_produce_wait: real("produce_wait"),
+        old_restart_hw: old("restart_hw"),
+        old_isr_expansion: old("isr_expansion"),
+        old_produce_wait: old("produce_wait"),
+        old_long_poll: old("long_poll"),
         unclean: false,
         verbose: false,
         unchecked: std::env::var("OTTLA_SIM_UNCHECKED")
@@ -3441,8 +3538,9 @@ fn run_seeds(seeds: std::ops::Range<u64>, opts: &Options) -> (Stats, Vec<(u64, O
 
 /// The simulation over many seeds: 2,000 by default; `OTTLA_SIM_SEEDS=N` runs N,
 /// `OTTLA_SIM_SEED=S` replays seed S alone and prints its parameters, fault schedule and
-/// whole trace. `OTTLA_SIM_POWER_LOSS=1`, `OTTLA_SIM_REAL=restart_hw,isr_expansion,
-/// produce_wait` (or `all`) and `OTTLA_SIM_UNCHECKED=2,...` set the [`Options`] of those names.
+/// whole trace. `OTTLA_SIM_POWER_LOSS=1`, `OTTLA_SIM_OLD=restart_hw,isr_expansion,
+/// produce_wait,long_poll` (or `all`; `OTTLA_SIM_REAL` is an alias) and `OTTLA_SIM_UNCHECKED=2,...`
+/// set the [`Options`] of those names.
 #[test]
 fn replication_survives_simulated_faults() {
     let opts = env_options();
@@ -3553,89 +3651,136 @@ fn assert_seed_passes(seed: u64, opts: &Options) {
     }
 }
 
-/// Known bug 1 (kept failing, ignored): a restarted replica's high watermark is its log end.
-/// `PartitionLog::with_state` sets it there on open ("a loaded log's records were all
-/// committed", true of one node only) and `Partition::sole_leader` raises it there again;
-/// Kafka reads it from `replication-offset-checkpoint` instead. Seed 6484: B2 fetches
-/// batches up to offset 36 (not committed: B3 is cut off), is killed and restarts with its
-/// high watermark at 37; its log agrees with the leader's, so no truncation lowers it; B2
-/// rejoins the ISR and, when leader B1 dies, is elected (epoch 1, ISR [2, 3]) with a high
-/// watermark of 37 over records B3 never got. A producer's retry of batch 32-36 is a
-/// duplicate there and is acknowledged at once (the high watermark already passed it);
-/// B2 is then cut off and fenced, B3 leads, and the acknowledged batch is gone. Invariant 2
-/// (replicas differing below their high watermarks) fails first in most seeds, hence
-/// `unchecked: 2` here; seed 78 shows that one.
+/// Runs `seed`, which must fail (the checker catches an old bug), checks that the failure
+/// replays identically and contains `expected`, and returns it.
+fn assert_seed_fails(seed: u64, opts: &Options, expected: &str) -> String {
+    let o = simulate(seed, opts);
+    let Some((_, what)) = o.failure.clone() else {
+        panic!("seed {seed} passes with {opts:?}: the checker no longer catches the old bug");
+    };
+    let report = report_failure(seed, opts, &o);
+    assert!(
+        what.contains(expected),
+        "seed {seed} fails otherwise than expected ({expected:?}):\n{report}"
+    );
+    println!("seed {seed} with {opts:?} fails as expected: {what}");
+    what
+}
+
+/// Old bug 1 (`old_restart_hw`, fixed by the high-watermark checkpoint): a restarted
+/// replica took its log end as its high watermark. Seed 6484: B2 fetches batches up to
+/// offset 36 (not committed: B3 is cut off), is killed and restarts with its high watermark
+/// at 37; its log agrees with the leader's, so no truncation lowers it; B2 rejoins the ISR
+/// and, when leader B1 dies, is elected (epoch 1, ISR [2, 3]) with a high watermark of 37
+/// over records B3 never got. A producer's retry of batch 32-36 is a duplicate there and is
+/// acknowledged at once (the high watermark already passed it); B2 is then cut off and
+/// fenced, B3 leads, and the acknowledged batch is gone. Invariant 2 (replicas differing
+/// below their high watermarks) fails first in most seeds of this bug, hence `unchecked: 2`
+/// here; seed 78 shows that one. With the fix B2 restarts with its checkpointed high
+/// watermark, below the records B3 lacks.
 #[test]
-#[ignore = "known bug 1: a restarted replica takes its log end as its high watermark"]
-fn known_bug_restart_hw_loses_an_acknowledged_batch() {
+fn old_bug_restart_hw_is_caught() {
     let opts = Options {
-        real_restart_hw: true,
+        old_restart_hw: true,
         unchecked: vec!["2".into()],
         ..Options::default()
     };
-    assert_seed_passes(6484, &opts);
+    assert_seed_fails(
+        6484,
+        &opts,
+        "invariant (1) broken: acknowledged Batch { base: 32, last: 36,",
+    );
 }
 
-/// Known bug 1 as invariant 2 sees it (seed 78): B1, killed as leader with an epoch-0
-/// batch 60-64 that leader B2 never got, restarts with a high watermark of 65 over it while
-/// B2's log holds the producer's retry of the same payload at 60-64 in epoch 1.
+/// Old bug 1 as invariant 2 sees it (seed 78): B1, killed as leader with an epoch-0 batch
+/// 60-64 that leader B2 never got, restarts with a high watermark of 65 over it while B2's
+/// log holds the producer's retry of the same payload at 60-64 in epoch 1.
 #[test]
-#[ignore = "known bug 1: a restarted replica takes its log end as its high watermark"]
-fn known_bug_restart_hw_claims_divergent_records_committed() {
+fn old_bug_restart_hw_is_caught_by_invariant_2() {
     let opts = Options {
-        real_restart_hw: true,
+        old_restart_hw: true,
         ..Options::default()
     };
-    assert_seed_passes(78, &opts);
+    assert_seed_fails(
+        78,
+        &opts,
+        "invariant (2) broken: B1 and B2 differ below their high watermarks (65 and",
+    );
 }
 
-/// Known bug 2 (kept failing, ignored): an ISR expansion lets in a replica that lacks
-/// records below the leader's high watermark. `Partition::maybe_advance_high_watermark`
-/// moves the high watermark over the ISR of the image only; while the AlterPartition that
-/// adds a replica is in flight (`Broker::maybe_alter_isr`, retried by `MetaNode::submit`
-/// for up to 10 s) the leader acknowledges records the joiner does not have, and the
-/// controller (`decide`, AlterPartition: epochs match, the joiner is unfenced) accepts the
-/// old request. Kafka's leader uses the "maximal ISR" (current ISR plus pending joiners,
-/// KIP-497) for the high watermark. Seed 11356: leader B2 (ISR [2, 3]) asks at 1.21 s to
-/// add B1 (caught up at 33) while cut off from the controller; the request gets through
+/// Old bug 2 (`old_isr_expansion`, fixed by KIP-497's maximal ISR): an ISR expansion let in
+/// a replica that lacked records below the leader's high watermark, which moved over the
+/// ISR of the image only while the AlterPartition adding the replica was in flight
+/// (`Broker::maybe_alter_isr`, retried by `MetaNode::submit` for up to 10 s), and the
+/// controller accepted the old request. Seed 11356: leader B2 (ISR [2, 3]) asks at 1.21 s
+/// to add B1 (caught up at 33) while cut off from the controller; the request gets through
 /// at 3.22 s, when B1 (cut off meanwhile, its fetch lost) has 81 and the high watermark is
 /// 112; B1 and B2 are killed, B2's new registration fences it and the real `on_fence`
 /// elects B1, the first live ISR member: batches 81-111, acknowledged, are lost.
 #[test]
-#[ignore = "known bug 2: the high watermark ignores the replicas an ISR expansion in flight adds"]
-fn known_bug_isr_expansion_loses_acknowledged_batches() {
+fn old_bug_isr_expansion_is_caught() {
     let opts = Options {
-        real_isr_expansion: true,
+        old_isr_expansion: true,
         ..Options::default()
     };
-    assert_seed_passes(11356, &opts);
+    assert_seed_fails(
+        11356,
+        &opts,
+        "invariant (1) broken: acknowledged Batch { base: 81, last: 83,",
+    );
 }
 
-/// Known bug 3 (kept failing, ignored): an acks=all produce is acknowledged at an offset
-/// its batch no longer holds. `handlers/produce.rs` `wait_replicated` wakes only on high
-/// watermark advances and then checks that the broker leads and that the high watermark
-/// passed the batch; a demotion in between is not seen (nothing wakes it, and Kafka
-/// completes such waits with NOT_LEADER_OR_FOLLOWER when it becomes a follower). Seed
-/// 1462: leader B1 (epoch 2) appends payload 376 at 1120-1121 and loses the leadership to
-/// B2 (epoch 3) before anyone fetched it; B1 truncates it (DIVERGING_EPOCH), rejoins the
-/// ISR and is made leader again by the automatic rebalance (epoch 4); another producer's
-/// batch lands at 1120-1121; when the high watermark passes 1122 the old wait answers
-/// success at offset 1120, which holds payload 377. Other seeds acknowledge two batches at
-/// one offset.
+/// Old bug 3 (`old_produce_wait`, fixed by the wait's leader epoch): an acks=all produce was
+/// acknowledged at an offset its batch no longer held. `wait_replicated` woke only on high
+/// watermark advances and then checked that the broker leads and that the high watermark
+/// passed the batch; a demotion in between went unseen. Seed 1462: leader B1 (epoch 2)
+/// appends payload 376 at 1120-1121 and loses the leadership to B2 (epoch 3) before anyone
+/// fetched it; B1 truncates it (DIVERGING_EPOCH), rejoins the ISR and is made leader again
+/// by the automatic rebalance (epoch 4); another producer's batch lands at 1120-1121; when
+/// the high watermark passes 1122 the old wait answers success at offset 1120, which holds
+/// payload 377.
 #[test]
-#[ignore = "known bug 3: an acks=all wait does not notice a demotion and a new leadership"]
-fn known_bug_produce_wait_acknowledges_a_truncated_batch() {
+fn old_bug_produce_wait_is_caught() {
     let opts = Options {
-        real_produce_wait: true,
+        old_produce_wait: true,
         ..Options::default()
     };
-    assert_seed_passes(1462, &opts);
+    assert_seed_fails(
+        1462,
+        &opts,
+        "invariant (1) broken: acknowledged Batch { base: 1120, last: 1121, epoch: -1, payload: 376 }",
+    );
 }
 
-/// The seeds of the known bugs pass once the bugs are fixed as the model's defaults fix them.
+/// The seeds of the old bugs pass with the fixes (the model's defaults, as the real code).
 #[test]
-fn the_known_bug_seeds_pass_with_the_fixes_modelled() {
+fn the_old_bug_seeds_pass_now() {
     for seed in [6484, 78, 11356, 1462] {
         assert_seed_passes(seed, &Options::default());
     }
+}
+
+/// Old bug 4 (`old_long_poll`, found once the model had the fixes above): a
+/// follower's fetch parked at its leader (the long poll, woken by appends) is answered
+/// after that leader was demoted, truncated and appended the new leader's batches as a
+/// follower: `handlers/fetch.rs` checks the leadership (`current_leader_epoch`) when the
+/// request arrives only, not when the wait ends. A follower whose image still names the
+/// old leader takes the answer, appends batches of a newer epoch after its own older
+/// ones, and its `last_fetched_epoch` (the newest) then hides the divergence from the new
+/// leader's DIVERGING_EPOCH check. Kafka's `DelayedFetch` checks the leader epoch again
+/// when it completes (FENCED_LEADER_EPOCH / NOT_LEADER_OR_FOLLOWER). Seed 13183: B2, cut
+/// off from the controller, long-polls leader B1 (epoch 0) at offset 174; B1 loses the
+/// leadership to B3 (epoch 1), truncates 165-173 (epoch 0) and fetches B3's 165-177 (epoch
+/// 1, the producers' retries of the same payloads); the parked fetch answers 174-177 to B2,
+/// which keeps its epoch-0 165-173; once B2 follows B3, its high watermark passes them
+/// (invariant 2). Seeds 80119 and 96808 fail the same way; with the fix (the read checked
+/// against the request's leader epoch once done) 100,000 seeds pass.
+#[test]
+fn old_bug_long_poll_is_caught() {
+    let opts = Options {
+        old_long_poll: true,
+        ..Options::default()
+    };
+    assert_seed_fails(13183, &opts, "invariant (2");
+    assert_seed_passes(13183, &Options::default());
 }

@@ -4,6 +4,11 @@
 //! (full fetches). Consumers read below the high watermark; partitions are looked up with the
 //! request's current leader epoch (v9+), see `cluster::partition`.
 //!
+//! Every read is checked against the request's leader epoch (or, without one, that this
+//! broker leads) once it is done: a fetch that waited past a demotion answers
+//! NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH, never batches this replica took from
+//! another leader meanwhile (as Kafka's `DelayedFetch`).
+//!
 //! A fetch naming the epoch of its last fetched batch (`last_fetched_epoch`, v12+) whose log
 //! diverges from this one after it gets `diverging_epoch` (that epoch's end here) instead of
 //! records, as Kafka answers; a follower's progress is not recorded from such a fetch.
@@ -51,6 +56,9 @@ struct Wanted {
     fetch_offset: i64,
     max_bytes: usize,
     partition: Result<Arc<Partition>, ResponseError>,
+    /// The request's current leader epoch (v9+): checked again after every read, so a
+    /// fetch that waited answers only what this broker had as the leader it was asked as.
+    leader_epoch: Option<i32>,
     /// Where the fetcher's last fetched epoch ends here, when its log diverges from this one
     /// (`diverging_epoch`, v12+): it truncates there before it fetches on; no records.
     diverging: Option<(i32, i64)>,
@@ -108,6 +116,7 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 partition: partition.map_err(partition_error_code),
+                leader_epoch: epoch,
                 diverging,
             });
         }
@@ -238,48 +247,64 @@ async fn read_all(
                 let log = partition.log();
                 let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                 let read = read_partition(partition, w.fetch_offset, budget, total == 0, isolation);
-                match read.await {
-                    Ok(read) => {
-                        total += read.records.len();
-                        let aborted: Vec<AbortedTransaction> = read
-                            .aborted_transactions
-                            .iter()
-                            .map(|t| {
-                                AbortedTransaction::default()
-                                    .with_producer_id(ProducerId(t.producer_id))
-                                    .with_first_offset(t.first_offset)
-                            })
-                            .collect();
-                        let data = base
-                            .with_error_code(NONE)
-                            .with_high_watermark(read.high_watermark)
-                            .with_last_stable_offset(read.last_stable_offset)
-                            .with_log_start_offset(read.log_start_offset)
-                            .with_aborted_transactions(
-                                (isolation == Isolation::ReadCommitted).then_some(aborted),
-                            );
-                        records = read.records;
-                        data
-                    }
-                    Err(LogError::OffsetOutOfRange { log_start, .. }) => {
-                        errors = true;
-                        base.with_error_code(ResponseError::OffsetOutOfRange.code())
-                            .with_high_watermark(log.high_watermark())
-                            .with_last_stable_offset(log.last_stable_offset())
-                            .with_log_start_offset(log_start)
-                    }
-                    Err(LogError::Closed) => {
-                        // The topic was deleted while this fetch held its partition.
-                        errors = true;
-                        base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                    }
+                let read = read.await;
+                // Leader epochs only grow and a leader never truncates its own log: still the
+                // leader asked for after the read, it was all along, and what it read holds.
+                // Else (a waiting fetch outlived a demotion, after which this replica may have
+                // truncated and taken another leader's batches) the read is dropped, as
+                // Kafka's delayed fetch checks the epoch when it completes.
+                let read = match partition.check_leader(w.leader_epoch) {
+                    Ok(()) => Ok(read),
+                    Err(e) => Err(partition_error_code(e)),
+                };
+                match read {
                     Err(e) => {
-                        if !e.is_latched() {
-                            tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
-                        }
                         errors = true;
-                        base.with_error_code(ResponseError::KafkaStorageError.code())
+                        base.with_error_code(e.code())
                     }
+                    Ok(read) => match read {
+                        Ok(read) => {
+                            total += read.records.len();
+                            let aborted: Vec<AbortedTransaction> = read
+                                .aborted_transactions
+                                .iter()
+                                .map(|t| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(t.producer_id))
+                                        .with_first_offset(t.first_offset)
+                                })
+                                .collect();
+                            let data = base
+                                .with_error_code(NONE)
+                                .with_high_watermark(read.high_watermark)
+                                .with_last_stable_offset(read.last_stable_offset)
+                                .with_log_start_offset(read.log_start_offset)
+                                .with_aborted_transactions(
+                                    (isolation == Isolation::ReadCommitted).then_some(aborted),
+                                );
+                            records = read.records;
+                            data
+                        }
+                        Err(LogError::OffsetOutOfRange { log_start, .. }) => {
+                            errors = true;
+                            base.with_error_code(ResponseError::OffsetOutOfRange.code())
+                                .with_high_watermark(log.high_watermark())
+                                .with_last_stable_offset(log.last_stable_offset())
+                                .with_log_start_offset(log_start)
+                        }
+                        Err(LogError::Closed) => {
+                            // The topic was deleted while this fetch held its partition.
+                            errors = true;
+                            base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        }
+                        Err(e) => {
+                            if !e.is_latched() {
+                                tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
+                            }
+                            errors = true;
+                            base.with_error_code(ResponseError::KafkaStorageError.code())
+                        }
+                    },
                 }
             }
         };

@@ -43,6 +43,11 @@ pub struct Config {
     pub controller_quorum_voters: Vec<Voter>,
     /// This broker's rack (Kafka's `broker.rack`), reported in Metadata and DescribeCluster.
     pub broker_rack: Option<String>,
+    /// Which replica a leader tells a consumer to fetch from (KIP-392, Kafka's
+    /// `replica.selector.class`): `rack_aware` (a replica in the consumer's rack, its
+    /// `client.rack`, when the leader is not in it; Kafka's `RackAwareReplicaSelector`) or
+    /// `leader` (always the leader, Kafka's default). Without racks both read from leaders.
+    pub replica_selector: String,
     /// Replication factor of topics created without one (`-1`) or auto-created (Kafka's
     /// `default.replication.factor`).
     pub default_replication_factor: i16,
@@ -349,6 +354,7 @@ impl Default for Config {
             controller_listen: None,
             controller_quorum_voters: Vec::new(),
             broker_rack: None,
+            replica_selector: "rack_aware".into(),
             default_replication_factor: 1,
             min_insync_replicas: 1,
             cluster_id: None,
@@ -606,6 +612,12 @@ impl Config {
             if rack.trim().is_empty() {
                 return bad("broker_rack must not be empty (leave it unset for no rack)".into());
             }
+        }
+        if !matches!(self.replica_selector.as_str(), "rack_aware" | "leader") {
+            return bad(format!(
+                "replica_selector must be rack_aware or leader, not {:?}",
+                self.replica_selector
+            ));
         }
         if self.default_replication_factor < 1 {
             return bad(format!(

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, Options, SIGKILL, SIGTERM};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::CreateTopicsRequest;
 use kafka_protocol::records::Compression;
@@ -651,7 +652,6 @@ async fn elect(
 /// rebalancing off here), and the answers carry Kafka's per-partition errors.
 #[tokio::test]
 async fn controlled_shutdown_moves_leadership_and_elect_leaders_brings_it_back() {
-    use kafka_protocol::error::ResponseError;
     let options = Options {
         env: vec![("OTTLA_AUTO_LEADER_REBALANCE_ENABLE".into(), "false".into())],
         ..Options::default()
@@ -974,6 +974,146 @@ async fn a_partition_moves_to_another_broker_and_the_old_copy_goes() {
         acked.push(v);
     }
     assert_eq!(values_on(&cluster, leader).await, acked);
+    for (id, status) in cluster.kill_all(SIGTERM) {
+        assert!(status.success(), "node {id}: {status}");
+    }
+}
+
+/// One consumer Fetch v11 of partition 0 from `offset`, with `rack` as its `rack_id`:
+/// (error code, preferred read replica, high watermark, record values).
+async fn fetch_as_consumer(
+    cluster: &Cluster,
+    id: i32,
+    rack: &str,
+    offset: i64,
+) -> (i16, i32, i64, Vec<String>) {
+    use kafka_protocol::messages::{fetch_request, FetchRequest};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut c = cluster.client(id).await;
+    let fetch = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_rack_id(StrBytes::from_string(rack.into()))
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(common::topic_name(TOPIC))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = c.send(&fetch, 11).await;
+    let p = &r.responses[0].partitions[0];
+    let mut data = p.records.clone().unwrap_or_default();
+    let mut values = Vec::new();
+    while !data.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut data).expect("batches decode");
+        values.extend(
+            set.records
+                .into_iter()
+                .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).to_string()),
+        );
+    }
+    (
+        p.error_code,
+        p.preferred_read_replica.0,
+        p.high_watermark,
+        values,
+    )
+}
+
+/// Fetch from follower (KIP-392): brokers in racks r1-r3; the leader sends a consumer of
+/// another rack to the in-sync follower there (`preferred_read_replica`, no records), that
+/// follower serves it every record below its high watermark, a consumer of the leader's own
+/// rack or of no known rack reads from the leader, and a fetch with a stale leader epoch is
+/// fenced on the follower too. Before v11 a follower still refuses consumers.
+#[tokio::test]
+async fn consumers_fetch_from_a_follower_in_their_rack() {
+    let options = Options {
+        node_args: (1..=3)
+            .map(|id| (id, vec!["--broker-rack".to_string(), format!("r{id}")]))
+            .collect(),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(3, options).await;
+    create_rf3(&cluster, "2").await;
+    let deadline = || Instant::now() + Duration::from_secs(60);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let v = format!("v{i}");
+        produce_retrying(&cluster, 1, &v, deadline()).await;
+        acked.push(v);
+    }
+    let (leader, epoch, _) = leader_of(&cluster, 1, TOPIC, 0).await;
+    wait_isr(&cluster, leader, 0, &[1, 2, 3]).await;
+    let other = if leader == 3 { 1 } else { leader + 1 };
+    // The follower's high watermark comes with its next fetch: until then it serves less.
+    let t0 = Instant::now();
+    let served = loop {
+        let (code, preferred, _, values) =
+            fetch_as_consumer(&cluster, leader, &format!("r{other}"), 0).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            preferred, other,
+            "the leader sends the consumer to its rack"
+        );
+        assert!(values.is_empty(), "a redirect carries no records");
+        let (code, preferred, hw, values) =
+            fetch_as_consumer(&cluster, other, &format!("r{other}"), 0).await;
+        assert_eq!(code, 0, "the follower serves the consumer");
+        assert_eq!(preferred, -1);
+        assert!(
+            values.len() as i64 <= hw,
+            "below the follower's high watermark"
+        );
+        if values.len() == acked.len() || t0.elapsed() > Duration::from_secs(10) {
+            break values;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(served, acked, "every record, in order, from the follower");
+    // The leader's rack, or a rack with no broker: the leader serves.
+    let (_, preferred, _, values) =
+        fetch_as_consumer(&cluster, leader, &format!("r{leader}"), 0).await;
+    assert_eq!((preferred, values.len()), (-1, acked.len()));
+    let (_, preferred, _, values) = fetch_as_consumer(&cluster, leader, "elsewhere", 0).await;
+    assert_eq!((preferred, values.len()), (-1, acked.len()));
+    // A consumer's stale leader epoch is fenced by a follower as by the leader.
+    {
+        use kafka_protocol::messages::{fetch_request, FetchRequest};
+        let mut c = cluster.client(other).await;
+        let part = |epoch: i32| {
+            FetchRequest::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(common::topic_name(TOPIC))
+                    .with_partitions(vec![fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(epoch)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20)])])
+        };
+        if epoch > 0 {
+            let r = c.send(&part(epoch - 1), 11).await;
+            assert_eq!(
+                r.responses[0].partitions[0].error_code,
+                ResponseError::FencedLeaderEpoch.code()
+            );
+        }
+        let r = c.send(&part(epoch + 1), 11).await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::UnknownLeaderEpoch.code()
+        );
+        let r = c.send(&part(epoch), 10).await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::NotLeaderOrFollower.code(),
+            "before v11 consumers read from leaders only"
+        );
+    }
+    println!("FETCH-FROM-FOLLOWER leader {leader} sent a consumer of rack r{other} to broker {other}, which served all {} records", acked.len());
     for (id, status) in cluster.kill_all(SIGTERM) {
         assert!(status.success(), "node {id}: {status}");
     }

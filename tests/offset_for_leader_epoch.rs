@@ -289,7 +289,13 @@ async fn a_parked_follower_fetch_outliving_a_demotion_answers_no_records() {
     assert!(!parked.is_finished(), "the fetch waits for data");
     // Broker 2 leads at epoch 2; this broker follows and takes a batch of epoch 2.
     decide(&broker, "demoted", 2, 2).await;
-    let p = broker.broker.topics.get("demoted").unwrap().partition(0).unwrap();
+    let p = broker
+        .broker
+        .topics
+        .get("demoted")
+        .unwrap()
+        .partition(0)
+        .unwrap();
     let mut b = batch(&[b"from broker 2"], Compression::None).to_vec();
     ottla::log::batch::assign_offsets(&mut b, end);
     ottla::log::batch::stamp_leader_epoch(&mut b, 2);

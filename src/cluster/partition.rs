@@ -379,6 +379,21 @@ impl Partition {
         Ok(())
     }
 
+    /// As [`Partition::check_leader`] for a read any replica may serve (a consumer's fetch
+    /// from a follower, KIP-392): the leader epoch only, as Kafka's follower reads check it.
+    pub fn check_replica(&self, leader_epoch: Option<i32>) -> Result<(), PartitionError> {
+        let l = self.leadership();
+        match leader_epoch {
+            Some(e) if e != NO_LEADER_EPOCH && e < l.leader_epoch => {
+                Err(PartitionError::FencedLeaderEpoch)
+            }
+            Some(e) if e != NO_LEADER_EPOCH && e > l.leader_epoch => {
+                Err(PartitionError::UnknownLeaderEpoch)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Replaces the leadership (the metadata log's decisions, and tests). A leader epoch never
     /// goes back.
     pub fn set_leadership(&self, next: Leadership) {

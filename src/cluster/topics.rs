@@ -349,20 +349,43 @@ impl TopicRegistry {
         partition: i32,
         leader_epoch: Option<i32>,
     ) -> Result<Arc<Partition>, PartitionError> {
+        let p = self.lookup(topic, partition)?;
+        p.check_leader(leader_epoch)?;
+        Ok(p)
+    }
+
+    /// As [`TopicRegistry::get_partition`], for a read any replica here may serve (a
+    /// consumer's fetch from a follower, KIP-392): the leader epoch is checked, not the role.
+    pub fn get_replica(
+        &self,
+        topic: TopicRef<'_>,
+        partition: i32,
+        leader_epoch: Option<i32>,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let p = self.lookup(topic, partition)?;
+        p.check_replica(leader_epoch)?;
+        Ok(p)
+    }
+
+    /// The local replica of a partition; NOT_LEADER when the partition exists on other
+    /// brokers only.
+    fn lookup(
+        &self,
+        topic: TopicRef<'_>,
+        partition: i32,
+    ) -> Result<Arc<Partition>, PartitionError> {
         let found = match topic {
             TopicRef::Name(name) => self.get(name).ok_or(PartitionError::Unknown)?,
             TopicRef::Id(id) => self.get_by_id(&id).ok_or(PartitionError::UnknownTopicId)?,
         };
-        let p = match found.partition(partition) {
-            Some(p) => p,
+        match found.partition(partition) {
+            Some(p) => Ok(p),
             // The partition exists, on other brokers only.
             None if (0..found.partition_count()).contains(&partition) => {
-                return Err(PartitionError::NotLeader)
+                Err(PartitionError::NotLeader)
             }
-            None => return Err(PartitionError::Unknown),
-        };
-        p.check_leader(leader_epoch)?;
-        Ok(p)
+            None => Err(PartitionError::Unknown),
+        }
     }
 
     /// All topics, sorted by name.

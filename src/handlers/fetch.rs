@@ -4,6 +4,12 @@
 //! (full fetches). Consumers read below the high watermark; partitions are looked up with the
 //! request's current leader epoch (v9+), see `cluster::partition`.
 //!
+//! Fetch from follower (KIP-392): from v11 a consumer's fetch may be served by a follower,
+//! from its log below its high watermark (the leader epoch checked, not the role); a leader
+//! asked by a consumer with a `rack_id` answers `preferred_read_replica` (and no records)
+//! when an in-sync follower in that rack should serve it (`replica_selector = "rack_aware"`,
+//! the default; `preferred_read_replica`).
+//!
 //! Every read is checked against the request's leader epoch (or, without one, that this
 //! broker leads) once it is done: a fetch that waited past a demotion answers
 //! NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH, never batches this replica took from
@@ -59,6 +65,12 @@ struct Wanted {
     /// The request's current leader epoch (v9+): checked again after every read, so a
     /// fetch that waited answers only what this broker had as the leader it was asked as.
     leader_epoch: Option<i32>,
+    /// A consumer's read a follower may serve (v11+, KIP-392): the epoch is checked, not
+    /// the role.
+    any_replica: bool,
+    /// The replica the leader tells the consumer to fetch from instead (KIP-392): no
+    /// records, answered at once.
+    preferred: Option<i32>,
     /// Where the fetcher's last fetched epoch ends here, when its log diverges from this one
     /// (`diverging_epoch`, v12+): it truncates there before it fetches on; no records.
     diverging: Option<(i32, i64)>,
@@ -83,6 +95,12 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         req.replica_id.0
     };
     let follower = (replica >= 0).then_some(replica);
+    // KIP-392: from v11 a consumer may read from a follower (below its high watermark), and
+    // the leader may send it to a replica in its rack.
+    let any_replica = follower.is_none() && version >= 11;
+    let rack =
+        (any_replica && !req.rack_id.is_empty() && broker.config.replica_selector == "rack_aware")
+            .then(|| req.rack_id.as_str());
     let mut wanted = Vec::new();
     for (topic_index, t) in req.topics.iter().enumerate() {
         let topic = if by_id {
@@ -93,7 +111,17 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         for p in &t.partitions {
             // current_leader_epoch exists from v9 (-1: not checked).
             let epoch = (version >= 9).then_some(p.current_leader_epoch);
-            let mut partition = broker.topics.get_partition(topic, p.partition, epoch);
+            let mut partition = if any_replica {
+                broker.topics.get_replica(topic, p.partition, epoch)
+            } else {
+                broker.topics.get_partition(topic, p.partition, epoch)
+            };
+            let preferred = match (&partition, rack) {
+                (Ok(found), Some(rack)) => {
+                    preferred_read_replica(broker, found, rack, p.fetch_offset)
+                }
+                _ => None,
+            };
             let diverging = match &partition {
                 Ok(found) if version >= 12 => {
                     diverging_epoch(found, p.last_fetched_epoch, p.fetch_offset)
@@ -117,6 +145,8 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 partition: partition.map_err(partition_error_code),
                 leader_epoch: epoch,
+                any_replica,
+                preferred,
                 diverging,
             });
         }
@@ -195,6 +225,41 @@ fn diverging_epoch(
     (end < fetch_offset || epoch < last_fetched_epoch).then_some((epoch, end))
 }
 
+/// The replica a consumer in `rack` should fetch from, when not this leader (Kafka's
+/// `RackAwareReplicaSelector`, as `ReplicaManager.findPreferredReadReplica` feeds it): the
+/// leader when it is in the consumer's rack or no eligible replica is; else, of the in-sync
+/// followers in that rack whose broker is registered and unfenced and whose log holds the
+/// fetch offset, the one furthest ahead. None on a follower, or when the leader it is.
+fn preferred_read_replica(
+    broker: &Broker,
+    partition: &Partition,
+    rack: &str,
+    fetch_offset: i64,
+) -> Option<i32> {
+    let l = partition.leadership();
+    if l.role != crate::cluster::Role::Leader || broker.config.broker_rack.as_deref() == Some(rack)
+    {
+        return None;
+    }
+    let image = broker.meta.image();
+    l.isr
+        .iter()
+        .copied()
+        .filter(|r| *r != l.leader_id)
+        .filter(|r| {
+            image
+                .brokers
+                .get(r)
+                .is_some_and(|b| !b.fenced && b.rack.as_deref() == Some(rack))
+        })
+        .filter_map(|r| {
+            let f = partition.follower_progress(r)?;
+            (f.log_end >= fetch_offset).then_some((f.log_end, f.last_caught_up_ms, r))
+        })
+        .max()
+        .map(|(_, _, r)| r)
+}
+
 fn error_answer(error: ResponseError) -> FetchAnswer {
     FetchAnswer {
         response: FetchResponse::default()
@@ -228,6 +293,16 @@ async fn read_all(
                 errors = true;
                 base.with_error_code(e.code())
             }
+            Ok(partition) if w.preferred.is_some() => {
+                let log = partition.log();
+                // Answered now, without records: the consumer fetches from that replica.
+                errors = true;
+                base.with_error_code(NONE)
+                    .with_high_watermark(log.high_watermark())
+                    .with_last_stable_offset(log.last_stable_offset())
+                    .with_log_start_offset(log.log_start_offset())
+                    .with_preferred_read_replica(BrokerId(w.preferred.unwrap_or(-1)))
+            }
             Ok(partition) if w.diverging.is_some() => {
                 let log = partition.log();
                 let (epoch, end_offset) = w.diverging.unwrap_or_default();
@@ -253,7 +328,12 @@ async fn read_all(
                 // Else (a waiting fetch outlived a demotion, after which this replica may have
                 // truncated and taken another leader's batches) the read is dropped, as
                 // Kafka's delayed fetch checks the epoch when it completes.
-                let read = match partition.check_leader(w.leader_epoch) {
+                let still = if w.any_replica {
+                    partition.check_replica(w.leader_epoch)
+                } else {
+                    partition.check_leader(w.leader_epoch)
+                };
+                let read = match still {
                     Ok(()) => Ok(read),
                     Err(e) => Err(partition_error_code(e)),
                 };

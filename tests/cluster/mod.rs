@@ -49,6 +49,8 @@ pub struct Options {
     /// `--process-roles` of some nodes (`"broker"`, `"controller"`); the others run in
     /// combined mode. The voters are the nodes with the controller role.
     pub roles: Vec<(i32, &'static str)>,
+    /// Flags appended to one node's command line (e.g. its `--broker-rack`).
+    pub node_args: Vec<(i32, Vec<String>)>,
 }
 
 impl Options {
@@ -554,6 +556,13 @@ fn spawn(node: &mut Node, voters: &str, options: &Options) {
         .arg("--process-roles")
         .arg(options.role(node.id))
         .args(&options.args)
+        .args(
+            options
+                .node_args
+                .iter()
+                .filter(|(n, _)| *n == node.id)
+                .flat_map(|(_, a)| a),
+        )
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

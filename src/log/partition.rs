@@ -164,6 +164,11 @@ pub(super) struct LogState {
     /// This replica leads (at `leader_epoch`): leader appends are refused otherwise. True
     /// for a log of its own (one replica); the partition's leadership sets it.
     pub(super) leading: bool,
+    /// Transactions whose marker is in the log but not yet below the high watermark: (first
+    /// offset, marker offset). They still hold the LSO (Kafka's `unreplicatedTxns`): a
+    /// read_committed consumer sees a transaction only once its marker is committed, so a
+    /// new leader without the marker never shows it as ongoing after it was read.
+    pub(super) unreplicated_txns: std::collections::BTreeSet<(i64, i64)>,
     /// Leader epoch -> first offset, for every epoch that wrote (see `epoch_cache`).
     pub(super) epochs: EpochCache,
     /// The leader-epoch checkpoint as last written (disk mode), to write it only on change.
@@ -178,7 +183,14 @@ impl LogState {
     /// the high watermark; never above the high watermark.
     pub(super) fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark;
-        match self.producers.first_unstable_offset() {
+        let unreplicated = self.unreplicated_txns.first().map(|&(first, _)| first);
+        match self
+            .producers
+            .first_unstable_offset()
+            .into_iter()
+            .chain(unreplicated)
+            .min()
+        {
             Some(first) => first.max(self.log_start_offset).min(hw),
             None => hw,
         }
@@ -237,6 +249,7 @@ impl PartitionLog {
                 hw_follows_log_end: true,
                 leader_epoch: 0,
                 leading: true,
+                unreplicated_txns: Default::default(),
                 epochs: EpochCache::default(),
                 epochs_written: None,
             },
@@ -348,6 +361,7 @@ impl PartitionLog {
                 hw_follows_log_end: true,
                 leader_epoch: 0,
                 leading: true,
+                unreplicated_txns: Default::default(),
                 epochs: loaded.epochs,
                 epochs_written: loaded.epochs_written,
             },
@@ -437,6 +451,10 @@ impl PartitionLog {
             return false;
         }
         state.high_watermark = target;
+        // Transactions whose marker is now committed stop holding the LSO.
+        state
+            .unreplicated_txns
+            .retain(|&(_, marker)| marker >= target);
         debug_assert!(state.log_start_offset <= state.high_watermark);
         true
     }

@@ -345,6 +345,11 @@ impl PartitionLog {
                     let Some(done) = state.producers.replay(&h, control) else {
                         continue;
                     };
+                    if done.last_offset >= state.high_watermark {
+                        state
+                            .unreplicated_txns
+                            .insert((done.first_offset, done.last_offset));
+                    }
                     if done.aborted {
                         let entry = done.index_entry(&state.producers);
                         if let Err(e) = state.local.active_mut().txn_index_mut().append(entry) {
@@ -429,6 +434,7 @@ impl PartitionLog {
             }
             let removed = state.local.drop_below(offset);
             state.producers = ProducerStates::default();
+            state.unreplicated_txns.clear();
             state.epochs = Default::default();
             state.log_start_offset = offset;
             state.high_watermark = offset;
@@ -486,6 +492,9 @@ impl PartitionLog {
                 })?;
             }
             state.producers = producers;
+            state
+                .unreplicated_txns
+                .retain(|&(_, marker)| marker < new_end);
             state.epochs.truncate_from_end(new_end);
             state.high_watermark = state.high_watermark.min(new_end);
             // The batch holding `offset` may start below the log start (DeleteRecords into

@@ -1161,3 +1161,34 @@ fn a_log_restarted_further_on_starts_empty_there_and_survives_a_reopen() {
         }
     }
 }
+
+/// With followers (the high watermark moved by their fetches), a transaction holds the LSO
+/// until its marker is below the high watermark, not only until the marker is appended
+/// (Kafka's unreplicated transactions): a new leader lacking the marker would show it as
+/// ongoing again after read_committed consumers read it.
+#[test]
+fn a_transaction_holds_the_lso_until_its_marker_is_committed() {
+    let log = PartitionLog::in_memory(LogConfig::default());
+    log.set_hw_follows_log_end(false);
+    append(&log, txn(1, 0, 2)); // 0..=1
+    append(&log, encode_batch(1, Compression::None, 1)); // 2
+    assert_eq!(log.append_marker(1, 0, true, 0).unwrap(), 3);
+    assert!(log.ongoing_transactions().is_empty());
+    log.advance_high_watermark(3);
+    assert_eq!(log.high_watermark(), 3);
+    assert_eq!(
+        log.last_stable_offset(),
+        0,
+        "the marker at 3 is not committed yet"
+    );
+    log.advance_high_watermark(4);
+    assert_eq!(log.last_stable_offset(), 4, "committed with its marker");
+    // A follower's truncation drops a marker it loses, and its transaction is ongoing again.
+    append(&log, txn(2, 0, 1)); // 4
+    assert_eq!(log.append_marker(2, 0, false, 0).unwrap(), 5);
+    assert_eq!(log.last_stable_offset(), 4);
+    log.truncate_to(5).unwrap();
+    assert_eq!(log.ongoing_transactions(), vec![(2, 4)]);
+    log.advance_high_watermark(5);
+    assert_eq!(log.last_stable_offset(), 4);
+}

@@ -1,15 +1,29 @@
-"""A Jepsen-style fault checker: real clients against a 3-node cluster whose nodes run on
-hosts of their own (compat-tests/netns.py: one network namespace per node, addresses
-10.203.2.1-3), while a nemesis injects faults and heals them.
+"""A Jepsen-style fault checker: real clients against a cluster whose nodes run on hosts of
+their own (compat-tests/netns.py: one network namespace per node), while a nemesis injects
+faults and heals them.
+
+test_acknowledged_records_survive_faults, 3 nodes (10.203.2.1-3):
 
 - one topic, RF 3, 3 partitions, `min.insync.replicas=2`;
-- 3 idempotent producers (acks=all) in threads, each sending unique numbered values
-  (`p<producer>-<seq>-<random tail>`) to random partitions; every record whose delivery
-  report succeeded is acknowledged: (partition, offset, value);
+- 3 idempotent producers (acks=all, linger.ms 10) in threads, each sending unique numbered
+  values (`p<producer>-<seq>-<random tail>`) to random partitions at a steady pace (2,500
+  records/s all together, OTTLA_FAULT_RATE; in bursts every 10 ms, batched by librdkafka):
+  150,000-190,000 acknowledged records a run, at least 100,000 asserted (OTTLA_FAULT_MIN_ACKED;
+  a short schedule produces on for up to 20 s more to get there).
+  Every record whose delivery report succeeded is acknowledged: (partition, offset, value)
+  (librdkafka acknowledges some without an offset: records of a request that failed without
+  certainty when a later one succeeded; those must be in their partition, once);
 - a consumer group of 2 members reading the topic meanwhile, committing synchronously after
   each batch (at-least-once);
+- a transactional producer (`transactional.id`) on a second topic (RF 3, 3 partitions,
+  `min.insync.replicas=2`): transactions of 1-6 records, every 3rd aborted on purpose once its
+  records were delivered (they are in the log, hidden by the abort marker), retried, aborted or
+  replaced by confluent-kafka's documented pattern (retriable: call again; txn_requires_abort:
+  abort_transaction; fatal: a new producer, whose init_transactions fences the old one). Each
+  transaction's outcome as the client saw it: committed, aborted (its commit never asked for),
+  or unknown (commit_transaction raised);
 - the nemesis (the main thread: a node restarted by another thread would die with that
-  thread, PR_SET_PDEATHSIG) cycles for about OTTLA_FAULT_SECONDS (default 80) through:
+  thread, PR_SET_PDEATHSIG) cycles for about OTTLA_FAULT_SECONDS (default 62) through:
   kill -9 of a partition's leader (restarted on the same data directory); SIGSTOP of a leader
   for longer than the broker session timeout, then SIGCONT; a leader cut from its peers by
   iptables (the clients still reach it); the active controller (DescribeQuorum's leader)
@@ -18,27 +32,49 @@ hosts of their own (compat-tests/netns.py: one network namespace per node, addre
   partition has its full ISR again. The schedule comes from OTTLA_FAULT_SEED (default
   random, printed).
 
-After healing: the producers are flushed, the cluster waits for full ISR, each partition's
-high watermark is taken from its leader, and
+After healing: the producers are flushed, the transactional one finishes its transaction and
+a last producer of its id is initialized (ending anything left open), the cluster waits for
+full ISR, each partition's high watermark is taken, and
 
 - a full read of every partition from its start to the high watermark (through the
   leaders) must hold every acknowledged record at exactly its acknowledged offset with its
   value (else lost, or misplaced when it is elsewhere), no value twice (idempotence), offsets
   strictly increasing;
 - every record the group read at an offset must be the one the log holds there (clash);
+- the transactional topic's last stable offsets must reach its high watermarks (lso_stuck:
+  a transaction left hanging); read from the start with `isolation.level=read_committed`
+  (and read_uncommitted, what the log holds): every record of every committed transaction
+  exactly once, at its delivered offset (txn_lost, txn_misplaced, txn_duplicates), no record
+  of an aborted transaction (aborted_read), an unknown transaction all there or all absent
+  (txn_partial), nothing no transaction sent (txn_stray), one value per offset in both reads
+  (txn_clashes); aborted records must be in the log (aborted_in_log > 0) for the check to mean
+  anything;
 - the cluster is stopped cleanly (every node exits 0, no panic), then every node's segment
-  files of the topic are parsed batch by batch (base offset, length, CRC32C over attributes
+  files of both topics are parsed batch by batch (base offset, length, CRC32C over attributes
   to the end): each replica must hold the same batches as the leader, byte for byte, up to
   the high watermark (replica mismatches).
 
 One `FAULT-CHECKER` line sums it up. The anomalies of the log (lost, misplaced, duplicates,
-replica mismatches, clashes, order) and of the group's offsets must all be 0: commit
-regressions (a commit that began after a higher offset's commit of the partition was
-acknowledged) and resumed_below_commit (a member's first record after an assignment lies
-below an offset whose commit was acknowledged before it), both meaning an acknowledged
-offset commit was lost. The rest is information: the group's redeliveries and rewinds,
-producer errors, the longest stretch a partition acknowledged nothing. Needs root (namespaces); skipped
-otherwise, saying why. OTTLA_CLUSTER_KEEP=1 keeps the nodes' data and logs.
+replica mismatches, clashes, order), of the group's offsets (commit regressions: a commit that
+began after a higher offset's commit of the partition was acknowledged; resumed_below_commit: a
+member's first record after an assignment lies below an offset whose commit was acknowledged
+before it; both meaning an acknowledged offset commit was lost) and of the transactions must
+all be 0. The rest is information: the group's redeliveries and rewinds, producer errors, the
+longest stretch a partition acknowledged nothing, the transactions' outcomes, and the CPU
+seconds the brokers (every run of every node) and this process (clients, checks) used.
+
+test_last_isr_member_leads_again, KIP-966's case, 5 nodes (10.203.3.1-5, all controller
+voters, so that the quorum outlives two deaths): a partition with RF 3 and
+`min.insync.replicas=1`; both followers killed (kill -9) until the ISR is the leader alone,
+which acknowledges records (acks=all) only it holds, then the leader killed too (its records in
+the page cache, not fsynced: the default flush policy). The followers come back first: the
+partition must stay offline (leader -1, LEADER_NOT_AVAILABLE, the ISR still the old leader,
+produce failing), never led by a replica lacking those records (no unclean election); then the
+old leader comes back and must lead again, with every acknowledged record in order, none lost,
+and the replicas' batches identical (`KIP966-CHECK` line).
+
+Needs root (namespaces); skipped otherwise, saying why. OTTLA_CLUSTER_KEEP=1 keeps the nodes'
+data and logs.
 """
 
 import os
@@ -53,10 +89,10 @@ import uuid
 from collections import Counter, defaultdict
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster import metadata_from
+from cluster import answered_by, metadata_from
 from netns import Hosts, NetnsCluster, can_make_namespaces
 
 OK, WHY = can_make_namespaces()
@@ -68,9 +104,28 @@ REPLICA_LAG_MS = 5000
 PARTITIONS = 3
 PRODUCERS = 3
 CONSUMERS = 2
-FAULT_SECONDS = float(os.environ.get("OTTLA_FAULT_SECONDS", "80"))
+DEFAULT_FAULT_SECONDS = 62
+FAULT_SECONDS = float(os.environ.get("OTTLA_FAULT_SECONDS", str(DEFAULT_FAULT_SECONDS)))
 HEAL_TIMEOUT_S = 60
-PRODUCE_INTERVAL_S = 0.005
+# The idempotent producers' pace, all together (records per second, sent in bursts every
+# PRODUCE_TICK_S; librdkafka batches them for linger.ms): 60-75 s of producing, 150,000-
+# 190,000 records. The pace sets the count, not the CPU: on 2 cores the 3 brokers use about
+# half a core at 2,000/s, and a run at 6,000/s acknowledged 375,000 records with about the same.
+PRODUCE_RATE = float(os.environ.get("OTTLA_FAULT_RATE", "2500"))
+PRODUCE_TICK_S = 0.01
+# The run fails below this many acknowledged records (the issue's figure; 0 when the run is
+# shortened with OTTLA_FAULT_SECONDS).
+MIN_ACKED = int(os.environ.get("OTTLA_FAULT_MIN_ACKED",
+                               "100000" if FAULT_SECONDS >= DEFAULT_FAULT_SECONDS else "0"))
+TXN_PARTITIONS = 3
+TXN_ABORT_EVERY = 3  # every 3rd transaction is aborted on purpose (after its records were sent)
+TXN_TIMEOUT_MS = 20000  # transaction.timeout.ms (and message.timeout.ms) of the transactional producer
+TXN_CALL_TIMEOUT_S = 10  # one init/commit/abort call; retriable errors are retried up to TXN_RETRY_S
+TXN_RETRY_S = 40
+# KIP-966's case: 5 nodes (every one a controller voter too), so that the quorum survives the
+# two followers' deaths; the partition's 3 replicas are 3 of them.
+KIP966_NODES = 5
+KIP966_RECORDS = 2000  # acknowledged while the ISR is the leader alone
 CLIENT_LOG_LEVEL = 2  # librdkafka: critical only (every fault makes it log disconnects)
 NODE_ENV = {
     "OTTLA_BROKER_SESSION_TIMEOUT_MS": str(SESSION_MS),
@@ -81,10 +136,11 @@ NODE_ENV = {
 }
 
 
-@pytest.fixture
-def fault_cluster(request):
-    hosts = Hosts(3, subnet=2)
-    c = NetnsCluster(hosts, extra_env=NODE_ENV)
+def netns_cluster(request, n, subnet, env):
+    """A NetnsCluster of n nodes on hosts of their own, torn down (with the nodes' log tails
+    printed when the test failed) whatever happens."""
+    hosts = Hosts(n, subnet=subnet)
+    c = NetnsCluster(hosts, extra_env=env)
     failed_before = request.session.testsfailed
     try:
         hosts.up()
@@ -98,6 +154,18 @@ def fault_cluster(request):
         finally:
             c.cleanup()
             hosts.down()
+
+
+@pytest.fixture
+def fault_cluster(request):
+    yield from netns_cluster(request, 3, 2, NODE_ENV)
+
+
+@pytest.fixture
+def kip966_cluster(request):
+    # no automatic rebalancing: the partition's leader moves only by the faults
+    env = {k: v for k, v in NODE_ENV.items() if k != "OTTLA_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS"}
+    yield from netns_cluster(request, KIP966_NODES, 3, env)
 
 
 # ---- DescribeQuorum (who is the active controller) ------------------------------------------
@@ -232,36 +300,39 @@ def compare_replicas(nodes, topic, partition, leader, hw):
 
 # ---- cluster state ----------------------------------------------------------------------------
 
-def cluster_problems(c, topic):
+def cluster_problems(c, topics):
     """What keeps the cluster from being healthy, as every node sees it: all 3 brokers
-    registered, every partition of `topic` led, with the full ISR. [] when healthy."""
+    registered, every partition of each of `topics` (a name or a tuple of names, each of
+    PARTITIONS partitions) led, with the full ISR. [] when healthy."""
     problems = []
     want = [nd.id for nd in c.nodes]
     for nd in c.nodes:
         if nd.proc is None:
             problems.append(f"node {nd.id} not running")
             continue
-        try:
-            md = metadata_from(nd.bootstrap, topic, timeout=3, attempts=3)
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+        try:  # one Metadata request per node (all topics when there are several)
+            md = metadata_from(nd.bootstrap, names[0] if len(names) == 1 else None, timeout=3, attempts=3)
         except Exception as e:  # noqa: BLE001 - a node mid-election answers with errors
             problems.append(f"node {nd.id}: {e!r}"[:200])
             continue
         if sorted(md.brokers) != want:
             problems.append(f"node {nd.id} lists brokers {sorted(md.brokers)}")
-        t = md.topics.get(topic)
-        if t is None or t.error is not None or len(t.partitions) != PARTITIONS:
-            problems.append(f"node {nd.id}: topic {t.error if t else 'missing'}")
-            continue
-        for p in t.partitions.values():
-            if p.leader < 0 or sorted(p.isrs) != want:
-                problems.append(f"node {nd.id}: p{p.id} leader {p.leader} isr {sorted(p.isrs)}")
+        for topic in names:
+            t = md.topics.get(topic)
+            if t is None or t.error is not None or len(t.partitions) != PARTITIONS:
+                problems.append(f"node {nd.id}: {topic} {t.error if t else 'missing'}")
+                continue
+            for p in t.partitions.values():
+                if p.leader < 0 or sorted(p.isrs) != want:
+                    problems.append(f"node {nd.id}: {topic} p{p.id} leader {p.leader} isr {sorted(p.isrs)}")
     return problems
 
 
-def wait_healthy(c, topic, timeout=HEAL_TIMEOUT_S):
+def wait_healthy(c, topics, timeout=HEAL_TIMEOUT_S):
     deadline = time.monotonic() + timeout
     while True:
-        problems = cluster_problems(c, topic)
+        problems = cluster_problems(c, topics)
         if not problems:
             return []
         if time.monotonic() > deadline:
@@ -329,7 +400,7 @@ class Producers:
 
         return Producer({
             "bootstrap.servers": self.bootstrap, "client.id": f"fault-p{i}",
-            "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "enable.idempotence": True, "acks": "all", "linger.ms": 10,
             "message.timeout.ms": 60000,  # request.timeout.ms: the default 30 s
             "retry.backoff.ms": 100, "retry.backoff.max.ms": 1000,
             "reconnect.backoff.max.ms": 1000, "socket.connection.setup.timeout.ms": 3000,
@@ -339,6 +410,7 @@ class Producers:
     def run(self, i):
         rng = random.Random(f"{self.seed}-producer-{i}")
         seq = 0
+        rate = PRODUCE_RATE / self.n
 
         def on_delivery(err, msg):
             now = time.monotonic()
@@ -353,6 +425,7 @@ class Producers:
 
         p = self.new_producer(i)
         fatal_seen = 0
+        t0 = time.monotonic()
         while not self.stop.is_set():
             with self.lock:
                 fatal_now = sum(1 for f in self.fatal if f.startswith(f"producer {i}:"))
@@ -360,23 +433,31 @@ class Producers:
                 fatal_seen = fatal_now
                 p.flush(5)
                 p = self.new_producer(i)
-            tail = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(8, 64)))
-            value = f"p{i}-{seq}-{tail}".encode()
-            try:
-                p.produce(self.topic, value=value, partition=rng.randrange(PARTITIONS), on_delivery=on_delivery)
-            except BufferError:
-                p.poll(0.1)
-                continue
-            except KafkaException as e:
+            # the records due by now at the pace (a backlog of more than a second is dropped:
+            # the pace does not make up for a full queue)
+            due = int((time.monotonic() - t0) * rate) - seq
+            if due > rate:
+                t0 += (due - rate) / rate
+                due = int(rate)
+            for _ in range(due):
+                n = rng.randint(8, 64)
+                value = b"p%d-%d-%s" % (i, seq, b"%0*x" % (n, rng.getrandbits(4 * n)))
+                try:
+                    p.produce(self.topic, value=value, partition=rng.randrange(PARTITIONS),
+                              on_delivery=on_delivery)
+                except BufferError:
+                    p.poll(0.1)
+                    break
+                except KafkaException as e:
+                    with self.lock:
+                        self.failed[f"produce:{e.args[0].name()}"] += 1
+                    p.poll(0.1)
+                    break
+                seq += 1
                 with self.lock:
-                    self.failed[f"produce:{e.args[0].name()}"] += 1
-                p.poll(0.1)
-                continue
-            seq += 1
-            with self.lock:
-                self.sent += 1
+                    self.sent += 1
             p.poll(0)
-            time.sleep(PRODUCE_INTERVAL_S)
+            time.sleep(PRODUCE_TICK_S)
         left = p.flush(60)
         with self.lock:
             self.unflushed += left
@@ -491,38 +572,229 @@ class Group:
         acknowledged ([(earlier, later)] of commit_log entries), and the assignments whose
         first record lies below an offset committed (acknowledged) before the assignment
         ([(first read, that commit)]): both mean the committed offset went back."""
+        import bisect
+
+        # per partition: the commits by the time they were acknowledged, and the highest
+        # offset committed (acknowledged) up to each of them
+        by_end = defaultdict(list)
+        for a in self.commit_log:
+            by_end[a[3]].append(a)
+        ends, best = {}, {}
+        for p, commits in by_end.items():
+            commits.sort(key=lambda a: a[1])
+            ends[p] = [a[1] for a in commits]
+            top, best[p] = None, []
+            for a in commits:
+                if top is None or a[4] > top[4]:
+                    top = a
+                best[p].append(top)
+
+        def highest_before(p, t):
+            """The commit of the highest offset of partition p acknowledged before t."""
+            k = bisect.bisect_left(ends.get(p, []), t)
+            return best[p][k - 1] if k else None
+
         regressions, resumed_below = [], []
         for b in self.commit_log:
-            before = [a for a in self.commit_log if a[3] == b[3] and a[1] < b[0] and a[4] > b[4]]
-            if before:
-                regressions.append((max(before, key=lambda a: a[4]), b))
+            a = highest_before(b[3], b[0])
+            if a is not None and a[4] > b[4]:
+                regressions.append((a, b))
         for r in self.first_reads:
             t_assign, _, p, off = r
-            before = [a for a in self.commit_log if a[3] == p and a[1] < t_assign and a[4] > off]
-            if before:
-                resumed_below.append((r, max(before, key=lambda a: a[4])))
+            a = highest_before(p, t_assign)
+            if a is not None and a[4] > off:
+                resumed_below.append((r, a))
         return regressions, resumed_below
 
 
-def create_topic(bootstrap, topic):
+class TxnProducer:
+    """One transactional producer in a thread: transactions of 1-6 records to random
+    partitions of its topic, every TXN_ABORT_EVERY-th aborted on purpose once its records were
+    delivered (they are in the log, only the abort marker hides them). confluent-kafka's
+    documented handling: a retriable error retries the call, an abortable one
+    (txn_requires_abort) aborts the transaction, a fatal one replaces the producer (its
+    init_transactions fences the old epoch and ends what it left open).
+
+    Each transaction's outcome as the client saw it: committed (commit_transaction returned),
+    aborted (commit was never asked for: aborted on purpose, or failed before its commit), or
+    unknown (commit_transaction raised, so the coordinator may have committed it or not)."""
+
+    def __init__(self, bootstrap, topic, seed):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.tid = f"fault-txn-{uuid.uuid4().hex[:8]}"
+        self.rng = random.Random(f"{seed}-txn")
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        # {"n", "intent", "records": [(partition, value)], "offsets": {value: (partition, offset)},
+        #  "outcome", "why"}
+        self.history = []
+        self.errors = Counter()  # "<call>:<error name>" -> count
+        self.error_log = []  # (monotonic time, transaction number, call, error name, kind)
+        self.n = 0  # the transaction under way
+        self.commit_retries = 0
+        self.producers_made = 0
+        self.failure = None  # an exception that ended the thread
+        self.thread = threading.Thread(target=self.run, name="txn-producer", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def note(self, call, err):
+        kind = ("fatal" if err.fatal() else "abortable" if err.txn_requires_abort()
+                else "retriable" if err.retriable() else "other")
+        with self.lock:
+            self.errors[f"{call}:{err.name()}"] += 1
+            self.error_log.append((time.monotonic(), self.n, call, err.name(), kind))
+
+    def new_producer(self):
+        """A producer of this transactional id, initialized (retriable errors retried; a fatal
+        one makes another producer)."""
+        deadline = time.monotonic() + 2 * TXN_RETRY_S
+        while True:
+            self.producers_made += 1
+            p = Producer({
+                "bootstrap.servers": self.bootstrap, "client.id": "fault-txn",
+                "transactional.id": self.tid, "transaction.timeout.ms": TXN_TIMEOUT_MS,
+                "message.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 5,
+                "retry.backoff.ms": 100, "retry.backoff.max.ms": 1000,
+                "reconnect.backoff.max.ms": 1000, "socket.connection.setup.timeout.ms": 3000,
+                "topic.metadata.refresh.interval.ms": 5000, "log_level": CLIENT_LOG_LEVEL,
+            })
+            while True:
+                try:
+                    p.init_transactions(TXN_CALL_TIMEOUT_S)
+                    return p
+                except KafkaException as e:
+                    err = e.args[0]
+                    self.note("init", err)
+                    if time.monotonic() > deadline:
+                        raise
+                    if err.retriable() and not err.fatal():
+                        time.sleep(0.2)
+                        continue
+                    break  # fatal: a new producer
+            self.drop(p)
+
+    @staticmethod
+    def drop(p):
+        try:
+            p.purge()
+            p.flush(0)
+        except Exception:  # noqa: BLE001 - a fatally failed producer may refuse even this
+            pass
+
+    def abort(self, p):
+        """abort_transaction, retried while retriable; raises a fatal error."""
+        deadline = time.monotonic() + TXN_RETRY_S
+        while True:
+            try:
+                p.abort_transaction(TXN_CALL_TIMEOUT_S)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                self.note("abort", err)
+                if not err.retriable() or err.fatal() or time.monotonic() > deadline:
+                    raise
+
+    def one(self, p, n):
+        """One transaction; returns whether the producer is still usable."""
+        intent = "abort" if n % TXN_ABORT_EVERY == 0 else "commit"
+        self.n = n
+        txn = {"n": n, "intent": intent, "records": [], "offsets": {}, "outcome": None, "why": ""}
+        with self.lock:
+            self.history.append(txn)
+
+        def on_delivery(err, msg):
+            if err is None and msg.offset() is not None:  # None: acknowledged implicitly
+                txn["offsets"][msg.value()] = (msg.partition(), msg.offset())
+
+        asked_commit = False
+        try:
+            p.begin_transaction()
+            for j in range(self.rng.randint(1, 6)):
+                value = b"t%d-%d-%0*x" % (n, j, 16, self.rng.getrandbits(64))
+                part = self.rng.randrange(TXN_PARTITIONS)
+                while True:
+                    try:
+                        p.produce(self.topic, value=value, partition=part, on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                txn["records"].append((part, value))
+            p.flush(TXN_CALL_TIMEOUT_S)  # delivered: an aborted transaction's records are in the log
+            if intent == "abort":
+                self.abort(p)
+                txn["outcome"] = "aborted"
+                return True
+            asked_commit = True
+            deadline = time.monotonic() + TXN_RETRY_S
+            while True:
+                try:
+                    p.commit_transaction(TXN_CALL_TIMEOUT_S)
+                    txn["outcome"] = "committed"
+                    return True
+                except KafkaException as e:
+                    err = e.args[0]
+                    self.note("commit", err)
+                    if err.retriable() and not err.fatal() and not err.txn_requires_abort() \
+                            and time.monotonic() < deadline:
+                        self.commit_retries += 1
+                        continue
+                    raise
+        except KafkaException as e:
+            err = e.args[0]
+            txn["outcome"] = "unknown" if asked_commit else "aborted"
+            txn["why"] = err.name()
+            if err.txn_requires_abort() and not err.fatal():
+                try:
+                    self.abort(p)
+                    return True
+                except KafkaException:
+                    return False
+            return False  # fatal (or a commit that kept failing): a new producer fences this one
+
+    def run(self):
+        try:
+            p = self.new_producer()
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                if not self.one(p, n):
+                    self.drop(p)
+                    p = self.new_producer()
+            self.drop(p)
+            # a last producer of the id: its init ends whatever an earlier one left open
+            # (waiting for markers being written), so nothing holds the last stable offset back
+            self.drop(self.new_producer())
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.failure = f"{type(e).__name__}: {e}"
+
+    def join(self, timeout=3 * TXN_RETRY_S):
+        self.stop.set()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def create_topic(bootstrap, topic, partitions=PARTITIONS, min_insync=2):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    f = admin.create_topics([NewTopic(topic, PARTITIONS, 3, config={"min.insync.replicas": "2"})])
+    f = admin.create_topics([NewTopic(topic, partitions, 3, config={"min.insync.replicas": str(min_insync)})])
     f[topic].result(30)
 
 
 def read_all(bootstrap, topic, hws, timeout_s=90):
-    """{partition: [(offset, value)]}: every partition from its start up to its high
-    watermark, through its leader."""
+    """{partition: [(offset, value)]}: every partition (of `hws`) from its start up to its
+    high watermark, through its leader."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fault-read-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "enable.partition.eof": False, "log_level": CLIENT_LOG_LEVEL})
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    out = {p: [] for p in range(PARTITIONS)}
-    done = {p for p in range(PARTITIONS) if hws[p] == 0}
+    c.assign([TopicPartition(topic, p, 0) for p in hws])
+    out = {p: [] for p in hws}
+    done = {p for p in hws if hws[p] == 0}
     deadline = time.monotonic() + timeout_s
     errors = Counter()
     try:
-        while len(done) < PARTITIONS:
+        while len(done) < len(hws):
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"the full read did not reach the high watermarks {hws} within {timeout_s} s: "
@@ -541,6 +813,117 @@ def read_all(bootstrap, topic, hws, timeout_s=90):
     return out
 
 
+def watermarks(bootstrap, topic, partitions, isolation="read_uncommitted"):
+    """{partition: end offset}: the high watermark, or with read_committed the last stable
+    offset (librdkafka's ListOffsets carries the consumer's isolation level)."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fault-hw-{uuid.uuid4().hex[:8]}",
+                      "isolation.level": isolation, "log_level": CLIENT_LOG_LEVEL})
+    try:
+        return {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                for p in range(partitions)}
+    finally:
+        probe.close()
+
+
+def read_to_end(bootstrap, topic, ends, isolation, timeout_s=60):
+    """{partition: [(offset, value)]}: every partition from its start until the consumer
+    reports the partition's end at `ends[p]` or beyond (with read_committed: the records of
+    committed transactions only, control records never delivered)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fault-read-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "isolation.level": isolation, "enable.partition.eof": True,
+                  "log_level": CLIENT_LOG_LEVEL})
+    c.assign([TopicPartition(topic, p, 0) for p in ends])
+    out = {p: [] for p in ends}
+    at = {p: 0 for p in ends}
+    done = set()
+    deadline = time.monotonic() + timeout_s
+    errors = Counter()
+    try:
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the {isolation} read of {topic} did not reach {ends} within {timeout_s} s: at {at}, "
+                    f"errors {dict(errors)}")
+            for m in c.consume(1000, 1.0):
+                p = m.partition()
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        at[p] = max(at[p], m.offset())
+                        if m.offset() >= ends[p]:
+                            done.add(p)
+                    else:
+                        errors[m.error().name()] += 1
+                    continue
+                out[p].append((m.offset(), m.value()))
+                at[p] = m.offset() + 1
+    finally:
+        c.close()
+    return out
+
+
+def check_transactions(history, committed_read, uncommitted_read):
+    """The anomalies of the transactional topic: {name: [examples]} for lost (a committed
+    transaction missing records under read_committed), partial (an unknown one partly
+    visible), aborted_read (a record of an aborted transaction visible), duplicates (a value
+    twice, either read), misplaced (a committed record not at its delivered offset), stray (a
+    value no transaction sent), clash (two values at one offset between the two reads); and
+    counts for information."""
+    visible = defaultdict(list)  # value -> [(partition, offset)]
+    for p, recs in committed_read.items():
+        for off, v in recs:
+            visible[v].append((p, off))
+    in_log = defaultdict(list)
+    uncommitted_at = {}
+    for p, recs in uncommitted_read.items():
+        for off, v in recs:
+            in_log[v].append((p, off))
+            uncommitted_at[(p, off)] = v
+    anomalies = {k: [] for k in ("lost", "partial", "aborted_read", "duplicates", "misplaced",
+                                 "stray", "clash")}
+    known = set()
+    outcomes = Counter()
+    aborted_in_log = unknown_present = 0
+    for txn in history:
+        values = [v for _, v in txn["records"]]
+        known.update(values)
+        outcomes[txn["outcome"]] += 1
+        shown = [v for v in values if v in visible]
+        key = f"txn {txn['n']} ({txn['intent']}, {txn['outcome']}{': ' + txn['why'] if txn['why'] else ''})"
+        if txn["outcome"] == "committed":
+            if len(shown) < len(values):
+                anomalies["lost"].append(f"{key}: {len(values) - len(shown)} of {len(values)} records missing")
+            for v in shown:
+                want = txn["offsets"].get(v)
+                if want is not None and want not in visible[v]:
+                    anomalies["misplaced"].append(f"{key}: {v!r} delivered at {want}, read at {visible[v]}")
+        elif txn["outcome"] == "aborted":
+            aborted_in_log += sum(1 for v in values if v in in_log)
+            for v in shown:
+                anomalies["aborted_read"].append(f"{key}: {v!r} read at {visible[v]}")
+        else:  # unknown: all or nothing
+            if shown:
+                unknown_present += 1
+            if 0 < len(shown) < len(values):
+                anomalies["partial"].append(f"{key}: {len(shown)} of {len(values)} records visible")
+    for where, what in ((visible, "read_committed"), (in_log, "read_uncommitted")):
+        for v, places in where.items():
+            if len(places) > 1:
+                anomalies["duplicates"].append(f"{v!r} {len(places)} times under {what}: {places}")
+    for v, places in visible.items():
+        if v not in known:
+            anomalies["stray"].append(f"{v!r} at {places}")
+        for p, off in places:
+            u = uncommitted_at.get((p, off))
+            if u is not None and u != v:
+                anomalies["clash"].append(f"p{p}@{off}: read_committed {v!r}, read_uncommitted {u!r}")
+    info = {"outcomes": outcomes, "records": sum(len(t["records"]) for t in history),
+            "aborted_in_log": aborted_in_log, "unknown_present": unknown_present,
+            "read_committed": sum(len(r) for r in committed_read.values()),
+            "read_uncommitted": sum(len(r) for r in uncommitted_read.values())}
+    return anomalies, info
+
+
 # ---- the test ---------------------------------------------------------------------------------
 
 def test_acknowledged_records_survive_faults(fault_cluster, capsys):
@@ -551,15 +934,20 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
         print(f"\nFAULT-CHECKER seed {seed} (OTTLA_FAULT_SEED={seed} replays the schedule); "
               f"cluster files in {c.root}", flush=True)
     t_run = time.monotonic()
+    cpu0 = os.times()
     topic = f"faults-{uuid.uuid4().hex[:8]}"
+    txn_topic = f"faults-txn-{uuid.uuid4().hex[:8]}"
     create_topic(c.bootstrap, topic)
-    problems = wait_healthy(c, topic, timeout=30)
-    assert not problems, f"the new topic never got its full ISR: {problems}"
+    create_topic(c.bootstrap, txn_topic, TXN_PARTITIONS)
+    problems = wait_healthy(c, (topic, txn_topic), timeout=30)
+    assert not problems, f"the new topics never got their full ISR: {problems}"
 
     producers = Producers(c.bootstrap, topic, seed)
     group = Group(c.bootstrap, topic)
+    txns = TxnProducer(c.bootstrap, txn_topic, seed)
     producers.start()
     group.start()
+    txns.start()
 
     events = []  # (seconds since the run's start, text)
     faults = Counter()
@@ -705,21 +1093,43 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
     nemesis_s = time.monotonic() - t_nemesis
     note(f"nemesis done after {nemesis_s:.0f} s")
     time.sleep(5)  # traffic after the last fault
+    deadline = time.monotonic() + 20  # a short schedule: producing on until MIN_ACKED (and a margin)
+    while len(producers.acked) < MIN_ACKED * 1.05 and time.monotonic() < deadline:
+        time.sleep(0.5)
     t_stop_producing = time.monotonic()
+    txns.stop.set()
     flushed = producers.join()
     note(f"producers stopped (flushed: {flushed}, unflushed {producers.unflushed})")
+    txn_done = txns.join()
+    note(f"transactional producer stopped (done: {txn_done}, {len(txns.history)} transactions, "
+         f"{txns.producers_made} producers{', failed: ' + txns.failure if txns.failure else ''})")
 
-    problems = wait_healthy(c, topic)
+    problems = wait_healthy(c, (topic, txn_topic))
     assert not problems, f"the cluster never healed after the faults: {problems}\n{c.tails(80)}"
     led = leaders(c, topic)
-    hws = {}
-    probe = Consumer({"bootstrap.servers": c.bootstrap, "group.id": f"fault-hw-{uuid.uuid4().hex[:8]}",
-                      "log_level": CLIENT_LOG_LEVEL})
-    for p in range(PARTITIONS):
-        hws[p] = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-    probe.close()
+    txn_led = leaders(c, txn_topic)
+    hws = watermarks(c.bootstrap, topic, PARTITIONS)
     log = read_all(c.bootstrap, topic, hws)
     note(f"full read up to the high watermarks {hws} (leaders {led})")
+
+    # the transactional topic: once nothing is open, the last stable offsets reach the high
+    # watermarks; read_committed from the start, and read_uncommitted (what the log holds)
+    deadline = time.monotonic() + TXN_TIMEOUT_MS / 1000 + 10
+    while True:
+        txn_hws = watermarks(c.bootstrap, txn_topic, TXN_PARTITIONS)
+        txn_lsos = watermarks(c.bootstrap, txn_topic, TXN_PARTITIONS, "read_committed")
+        if txn_lsos == txn_hws or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    lso_stuck = {p: (txn_lsos[p], txn_hws[p]) for p in txn_hws if txn_lsos[p] != txn_hws[p]}
+    committed_read = read_to_end(c.bootstrap, txn_topic, txn_lsos, "read_committed")
+    uncommitted_read = read_to_end(c.bootstrap, txn_topic, txn_hws, "read_uncommitted")
+    with txns.lock:
+        history = list(txns.history)
+    txn_anomalies, txn_info = check_transactions(history, committed_read, uncommitted_read)
+    note(f"transactional topic read: read_committed {txn_info['read_committed']} records up to the last "
+         f"stable offsets {txn_lsos}, read_uncommitted {txn_info['read_uncommitted']} up to {txn_hws} "
+         f"(leaders {txn_led})")
 
     # ---- the checks on the full read
     acked = dict(producers.acked)
@@ -737,8 +1147,16 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
     consumed = sum(len(r) for r in log.values())
     duplicates = sum(len(w) - 1 for w in where.values() if len(w) > 1)
     lost, misplaced = [], []
+    no_offset = 0
     for v, (p, off, prod, s, t_ack) in acked.items():
-        if at[p].get(off) == v:
+        if off is None:
+            # librdkafka's implicit acknowledgement (a request that failed without certainty,
+            # a later one of the same producer succeeded: the earlier records are persisted) has
+            # no offset: the record must be in its partition, once
+            no_offset += 1
+            if [pp for pp, _ in where.get(v, [])] == [p]:
+                continue
+        elif at[p].get(off) == v:
             continue
         (misplaced if v in where else lost).append((p, off, v, prod, s, t_ack))
     lost.sort(key=lambda r: r[5])
@@ -756,7 +1174,8 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
     reorders = 0
     per = defaultdict(list)
     for v, (p, off, prod, s, _) in acked.items():
-        per[(prod, p)].append((s, off))
+        if off is not None:
+            per[(prod, p)].append((s, off))
     for recs in per.values():
         recs.sort()
         reorders += sum(1 for a, b in zip(recs, recs[1:]) if b[1] <= a[1])
@@ -792,9 +1211,17 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
         found, counts = compare_replicas(c.nodes, topic, p, led.get(p, 1), hws[p])
         mismatches += found
         batch_counts[p] = counts
+    for p in range(TXN_PARTITIONS):
+        found, counts = compare_replicas(c.nodes, txn_topic, p, txn_led.get(p, 1), txn_hws[p])
+        mismatches += [f"{txn_topic} {m}" for m in found]
+        batch_counts[f"txn-p{p}"] = counts
     run_s = time.monotonic() - t_run
+    cpu1 = os.times()
+    cpu_brokers = cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system
+    cpu_python = cpu1.user + cpu1.system - cpu0.user - cpu0.system
 
     fault_text = ",".join(f"{k}={faults[k]}" for k in kinds if faults[k])
+    outcomes = txn_info["outcomes"]
     line = (f"FAULT-CHECKER seed={seed} run_s={run_s:.0f} nemesis_s={nemesis_s:.0f} "
             f"acked={len(acked)} sent={producers.sent} consumed={consumed} lost={len(lost)} "
             f"misplaced={len(misplaced)} duplicates={duplicates} replica_mismatches={len(mismatches)} "
@@ -804,9 +1231,18 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
             + f" | group_read={len(group_offsets)} redelivered={redelivered} group_missing={group_missing} "
             f"rewinds={group.rewinds} commits={group.commits} commit_failures={sum(group.commit_failures.values())} "
             f"commit_regressions={len(commit_regressions)} resumed_below_commit={len(resumed_below)} "
-            f"reorders={reorders} "
+            f"reorders={reorders} acked_no_offset={no_offset} "
             f"produce_failed={sum(producers.failed.values())} fatal={len(producers.fatal)} "
-            f"unhealed={len(heal_failures)} nemesis_errors={len(nemesis_errors)} hw={[hws[p] for p in range(PARTITIONS)]}")
+            f"unhealed={len(heal_failures)} nemesis_errors={len(nemesis_errors)} hw={[hws[p] for p in range(PARTITIONS)]}"
+            f" | txn_committed={outcomes['committed']} txn_aborted={outcomes['aborted']} "
+            f"txn_unknown={outcomes['unknown']} aborted_read={len(txn_anomalies['aborted_read'])} "
+            f"txn_lost={len(txn_anomalies['lost'])} txn_partial={len(txn_anomalies['partial'])} "
+            f"txn_duplicates={len(txn_anomalies['duplicates'])} txn_misplaced={len(txn_anomalies['misplaced'])} "
+            f"txn_stray={len(txn_anomalies['stray'])} txn_clashes={len(txn_anomalies['clash'])} "
+            f"lso_stuck={len(lso_stuck)} txn_records={txn_info['records']} "
+            f"read_committed={txn_info['read_committed']} aborted_in_log={txn_info['aborted_in_log']} "
+            f"unknown_visible={txn_info['unknown_present']} txn_producers={txns.producers_made} "
+            f"commit_retries={txns.commit_retries} | cpu_s brokers={cpu_brokers:.0f} python={cpu_python:.0f}")
     with capsys.disabled():
         print(line)
         if producers.failed:
@@ -837,6 +1273,18 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
             print(f"  clash: member {member} read {v[:40]!r} at p{p}@{off}, the log holds {now and now[:40]!r}")
         for m in mismatches[:20]:
             print(f"  {m}")
+        if txns.errors:
+            print(f"  transactional producer errors (call:error): {dict(txns.errors)}; first ones: "
+                  + "; ".join(f"{t - t_run:.1f}s txn {n} {call} {name} ({kind})"
+                              for t, n, call, name, kind in txns.error_log[:10]))
+        if txns.failure:
+            print(f"  transactional producer failed: {txns.failure}")
+        for p, (lso, hw) in lso_stuck.items():
+            print(f"  {txn_topic} p{p}: last stable offset {lso} below the high watermark {hw} "
+                  f"{TXN_TIMEOUT_MS / 1000 + 10:.0f} s after the last transaction")
+        for kind, examples in txn_anomalies.items():
+            for e in examples[:10]:
+                print(f"  txn {kind}: {e}")
         for f in heal_failures:
             print(f"  unhealed: {f[:500]}")
         for s in stop_problems:
@@ -848,3 +1296,227 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
     assert not stop_problems and not nemesis_errors, (stop_problems, nemesis_errors)
     assert (len(lost), len(misplaced), duplicates, len(mismatches), len(clashes), order_violations,
             len(commit_regressions), len(resumed_below)) == (0, 0, 0, 0, 0, 0, 0, 0), line
+    assert not any(txn_anomalies.values()) and not lso_stuck, line
+    assert txn_done and txns.failure is None, f"the transactional producer did not finish: {txns.failure}"
+    # the transaction checks mean something: transactions committed, aborted records in the log
+    assert outcomes["committed"] >= 20 and txn_info["aborted_in_log"] > 0, line
+    assert len(acked) >= MIN_ACKED, f"only {len(acked)} acknowledged records (at least {MIN_ACKED} wanted): {line}"
+
+
+# ---- KIP-966's case: the last in-sync replica dies with acknowledged records only it holds ----
+
+def partition_view(nd, topic):
+    """(leader, sorted ISR, replicas, error name or None) of the topic's partition 0 as node
+    `nd` answers Metadata, or None when it does not answer."""
+    if nd.proc is None:
+        return None
+    md = None
+    for _ in range(3):  # as cluster.metadata_from, without librdkafka's logs of the dead nodes
+        admin = AdminClient({"bootstrap.servers": nd.bootstrap, "socket.connection.setup.timeout.ms": 3000,
+                             "log_level": CLIENT_LOG_LEVEL})
+        try:
+            md = admin.list_topics(topic=topic, timeout=3)
+        except Exception:  # noqa: BLE001 - a node without a controller (yet) answers with errors
+            return None
+        if answered_by(md) == nd.bootstrap:
+            break
+        md = None
+    if md is None:
+        return None
+    t = md.topics.get(topic)
+    if t is None or 0 not in t.partitions:
+        return None
+    p = t.partitions[0]
+    return p.leader, sorted(p.isrs), list(p.replicas), p.error.name() if p.error is not None else None
+
+
+def wait_view(nodes, topic, ok, timeout, what):
+    """The first view of one of `nodes` for which ok(view) holds; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = {}
+    while True:
+        for nd in nodes:
+            v = partition_view(nd, topic)
+            last[nd.id] = v
+            if v is not None and ok(v):
+                return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; the nodes' views {last}")
+        time.sleep(0.3)
+
+
+def produce_acked(bootstrap, topic, prefix, n, timeout_s=30, chunk=200):
+    """n records `<prefix>-<i>` with an idempotent producer (acks=all), flushed every `chunk`
+    records (a batch or a few each): {offset: value} of the acknowledged ones (an implicit
+    acknowledgement, without an offset, under the key ("?", value)), and the failures by error
+    name."""
+    acked, failed = {}, Counter()
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.offset() if msg.offset() is not None else ("?", msg.value())] = msg.value()
+        else:
+            failed[err.name()] += 1
+
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 5, "message.timeout.ms": timeout_s * 1000, "log_level": CLIENT_LOG_LEVEL})
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, value=f"{prefix}-{i}".encode(), partition=0, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if (i + 1) % chunk == 0:
+            p.flush(timeout_s + 5)
+    left = p.flush(timeout_s + 5)
+    if left:
+        failed["unflushed"] += left
+    return acked, failed
+
+
+def test_last_isr_member_leads_again(kip966_cluster, capsys):
+    """KIP-966's case, on a partition with RF 3 and min.insync.replicas=1: both followers
+    die (kill -9), the controller fences them and the ISR shrinks to the leader alone, which
+    acknowledges records (acks=all) that only it holds; then the leader dies too (kill -9,
+    the records in the page cache, not fsynced by the default flush policy). The followers
+    come back first: the partition must stay offline (leader -1, LEADER_NOT_AVAILABLE, the ISR
+    still the old leader, produce failing), never led by a replica that lacks those records
+    (no unclean election). Then the old leader comes back: it must lead again, with every
+    acknowledged record in order, none lost, and the followers must catch up to the same
+    batches."""
+    c = kip966_cluster
+    t_run = time.monotonic()
+    events = []
+
+    def note(text):
+        t = time.monotonic() - t_run
+        events.append((t, text))
+        with capsys.disabled():
+            print(f"  [{t:6.1f}s] {text}", flush=True)
+
+    with capsys.disabled():
+        print(f"\nKIP966-CHECK cluster of {KIP966_NODES} in {c.root}", flush=True)
+    topic = f"kip966-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, "log_level": CLIENT_LOG_LEVEL})
+    admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "1"})])[topic].result(30)
+    v = wait_view(c.nodes, topic, lambda v: v[0] >= 0 and v[1] == sorted(v[2]), 30, "the full ISR")
+    leader, replicas = v[0], v[2]
+    followers = [r for r in replicas if r != leader]
+    note(f"{topic}: replicas {replicas}, leader {leader}, ISR {v[1]}")
+
+    acked, failed = produce_acked(c.bootstrap, topic, "full", 500)
+    assert len(acked) == 500 and not failed, f"with the full ISR: {len(acked)} acknowledged, failed {dict(failed)}"
+    note("500 records acknowledged with the full ISR")
+
+    for f in followers:
+        c.kill(f)
+    note(f"kill -9 followers {followers}")
+    lead = c.node(leader)
+    v = wait_view([lead], topic, lambda v: v[1] == [leader] and v[0] == leader, 30,
+                  f"the ISR shrinking to the leader {leader} alone")
+    note(f"ISR {v[1]}, leader {v[0]} (the followers fenced)")
+
+    alone, failed = produce_acked(c.bootstrap, topic, "alone", KIP966_RECORDS)
+    t_last_ack = time.monotonic()
+    v_after = partition_view(lead, topic)
+    assert len(alone) == KIP966_RECORDS and not failed, \
+        f"with the ISR [{leader}]: {len(alone)} acknowledged, failed {dict(failed)}"
+    assert v_after is not None and v_after[1] == [leader], f"the ISR changed while producing: {v_after}"
+    acked.update(alone)
+    c.kill(leader)
+    note(f"{len(alone)} records acknowledged with the ISR [{leader}]; kill -9 of the leader "
+         f"{(time.monotonic() - t_last_ack) * 1000:.0f} ms after the last acknowledgement")
+
+    for f in followers:
+        c.start_node(f)
+    t_back = time.monotonic()
+    note(f"followers {followers} restarted; the last ISR member {leader} is down")
+
+    # while the last ISR member is down: offline, nothing elected, produce fails
+    probe_result = []
+
+    def on_probe(err, msg):
+        probe_result.append(err.name() if err is not None else f"acknowledged at {msg.offset()}")
+
+    probe = Producer({"bootstrap.servers": c.bootstrap, "enable.idempotence": True, "acks": "all",
+                      "message.timeout.ms": 4000, "log_level": CLIENT_LOG_LEVEL})
+    probe.produce(topic, value=b"probe-while-offline", partition=0, on_delivery=on_probe)
+    offline_s = SESSION_MS / 1000 + 4  # past the session timeout that fences the dead leader
+    seen = []  # (time, node, view)
+    alive = [nd for nd in c.nodes if nd.id != leader]
+    while time.monotonic() - t_back < offline_s:
+        for nd in alive:
+            seen.append((time.monotonic() - t_run, nd.id, partition_view(nd, topic)))
+        probe.poll(0.3)
+    probe.flush(5)
+    final = {}
+    for nd in alive:  # each node's view at the end (asked again when a node does not answer)
+        for _ in range(5):
+            final[nd.id] = partition_view(nd, topic)
+            if final[nd.id] is not None:
+                break
+            time.sleep(0.3)
+    elected = [(t, n, v) for t, n, v in seen if v is not None and v[0] >= 0 and v[0] != leader]
+    note(f"{offline_s:.0f} s with the last ISR member down: leaders seen "
+         f"{sorted({v[0] for _, _, v in seen if v is not None})}, final views {final}, probe {probe_result}")
+    offline_ok = all(v is not None and v[0] == -1 and v[3] == "LEADER_NOT_AVAILABLE" and v[1] == [leader]
+                     for v in final.values())
+
+    c.start_node(leader)
+    t_leader_back = time.monotonic()
+    note(f"node {leader} (the last ISR member) restarted")
+    v = wait_view(c.nodes, topic, lambda v: v[0] >= 0, 30, "a leader after the last ISR member's restart")
+    new_leader = v[0]
+    note(f"leader {new_leader} after {time.monotonic() - t_leader_back:.1f} s, ISR {v[1]}")
+    v = wait_view([c.node(new_leader)], topic, lambda v: v[1] == sorted(replicas), 30,
+                  "the followers back in the ISR")
+    note(f"ISR {v[1]} again")
+    later, failed = produce_acked(c.bootstrap, topic, "later", 100)
+    assert len(later) == 100 and not failed, f"after recovery: {len(later)} acknowledged, failed {dict(failed)}"
+    acked.update(later)
+
+    hw = watermarks(c.bootstrap, topic, 1)[0]
+    log = read_all(c.bootstrap, topic, {0: hw})[0]
+    at = dict(log)
+    in_log = set(at.values())
+    lost = [(off, val) for off, val in acked.items()
+            if (at.get(off) != val if isinstance(off, int) else val not in in_log)]
+    unplaced = {val for off, val in acked.items() if not isinstance(off, int)}
+    extra = [(off, val) for off, val in log if acked.get(off) != val and val not in unplaced]
+    order = sum(1 for (a, _), (b, _) in zip(log, log[1:]) if b <= a)
+    # the values of each kind in their sequence order at growing offsets
+    seq_order = 0
+    for prefix in (b"full-", b"alone-", b"later-"):
+        nums = [int(val[len(prefix):]) for _, val in log if val.startswith(prefix)]
+        seq_order += sum(1 for a, b in zip(nums, nums[1:]) if b <= a)
+    try:
+        c.stop()
+        stop_problem = None
+    except AssertionError as e:
+        stop_problem = str(e)[:3000]
+    mismatches, counts = compare_replicas([c.node(r) for r in replicas], topic, 0, new_leader, hw)
+    run_s = time.monotonic() - t_run
+    line = (f"KIP966-CHECK run_s={run_s:.0f} replicas={replicas} leader={leader} acked={len(acked)} "
+            f"(full_isr=500 isr1={len(alone)} after=100) unclean_elections={len(elected)} "
+            f"offline={'yes' if offline_ok else 'NO'} probe={probe_result[0] if probe_result else 'none'} "
+            f"leader_after={new_leader} read={len(log)} lost={len(lost)} extra={len(extra)} "
+            f"order={order + seq_order} replica_mismatches={len(mismatches)} hw={hw} batches={counts}")
+    with capsys.disabled():
+        print(line)
+        for t, n, v in elected[:10]:
+            print(f"  at {t:.1f}s node {n} named leader {v[0]} (ISR {v[1]}) while node {leader} was down")
+        for off, val in lost[:10]:
+            print(f"  lost: {val!r} acknowledged at {off}, the log has {at.get(off, b'nothing')!r}")
+        for off, val in extra[:10]:
+            print(f"  not acknowledged there: {val!r} at {off}")
+        for m in mismatches[:10]:
+            print(f"  {m}")
+        print("  timeline: " + "; ".join(f"{t:.1f}s {e}" for t, e in events))
+    assert not elected, f"an unclean election while the last ISR member was down: {elected[:5]}\n{line}"
+    assert offline_ok, f"not offline (leader -1, LEADER_NOT_AVAILABLE, ISR [{leader}]) at the end: {final}\n{line}"
+    assert probe_result and not probe_result[0].startswith("acknowledged"), \
+        f"a produce while the partition was offline: {probe_result}\n{line}"
+    assert new_leader == leader, f"{new_leader} leads, not the last ISR member {leader}\n{line}"
+    assert (len(lost), len(extra), order + seq_order, len(mismatches)) == (0, 0, 0, 0), line
+    assert stop_problem is None, stop_problem

@@ -358,6 +358,18 @@ async fn leader_of(cluster: &Cluster, via: i32, topic: &str, p: i32) -> (i32, i3
         })
 }
 
+/// Produces `{prefix}0`, `{prefix}1`, ... (`n` records, acks=all, each retried until
+/// acknowledged within a minute) through the leader broker 1 names; returns them in order.
+async fn produce_numbered(cluster: &Cluster, prefix: &str, n: usize) -> Vec<String> {
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let v = format!("{prefix}{i}");
+        produce_retrying(cluster, 1, &v, Instant::now() + Duration::from_secs(60)).await;
+        acked.push(v);
+    }
+    acked
+}
+
 /// Produces one acks=all batch of `value` to partition 0 of `TOPIC` through whichever broker
 /// `via` names as its leader, retrying retriable errors until `deadline`. The leader that
 /// acknowledged it.
@@ -543,12 +555,7 @@ async fn a_returning_leader_truncates_what_only_it_had() {
     let mut cluster = Cluster::start_with(3, options).await;
     create_rf3(&cluster, "2").await;
     let deadline = || Instant::now() + Duration::from_secs(60);
-    let mut acked = Vec::new();
-    for i in 0..10 {
-        let v = format!("committed-{i}");
-        produce_retrying(&cluster, 1, &v, deadline()).await;
-        acked.push(v);
-    }
+    let mut acked = produce_numbered(&cluster, "committed-", 10).await;
     let (old, _, isr) = leader_of(&cluster, 1, TOPIC, 0).await;
     assert_eq!(isr, [1, 2, 3]);
     let followers: Vec<i32> = [1, 2, 3].into_iter().filter(|&r| r != old).collect();
@@ -659,12 +666,7 @@ async fn controlled_shutdown_moves_leadership_and_elect_leaders_brings_it_back()
     let mut cluster = Cluster::start_with(3, options).await;
     create_rf3(&cluster, "2").await;
     let deadline = || Instant::now() + Duration::from_secs(30);
-    let mut acked = Vec::new();
-    for i in 0..10 {
-        let v = format!("before-{i}");
-        produce_retrying(&cluster, 1, &v, deadline()).await;
-        acked.push(v);
-    }
+    let mut acked = produce_numbered(&cluster, "before-", 10).await;
     let preferred = placement(&cluster, TOPIC).await[&0].1[0];
     let (leader, _, _) = leader_of(&cluster, 1, TOPIC, 0).await;
     assert_eq!(
@@ -886,12 +888,7 @@ async fn a_partition_moves_to_another_broker_and_the_old_copy_goes() {
         .await;
     assert_eq!(r.topics[0].error_code, 0);
     let deadline = || Instant::now() + Duration::from_secs(30);
-    let mut acked = Vec::new();
-    for i in 0..200 {
-        let v = format!("before-move-{i}");
-        produce_retrying(&cluster, 1, &v, deadline()).await;
-        acked.push(v);
-    }
+    let mut acked = produce_numbered(&cluster, "before-move-", 200).await;
     let (leader, replicas) = placement(&cluster, TOPIC).await[&0].clone();
     let leaving = *replicas.iter().find(|r| **r != leader).expect("a follower");
     let joining = [1, 2, 3]
@@ -1037,13 +1034,7 @@ async fn consumers_fetch_from_a_follower_in_their_rack() {
     };
     let mut cluster = Cluster::start_with(3, options).await;
     create_rf3(&cluster, "2").await;
-    let deadline = || Instant::now() + Duration::from_secs(60);
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        let v = format!("v{i}");
-        produce_retrying(&cluster, 1, &v, deadline()).await;
-        acked.push(v);
-    }
+    let acked = produce_numbered(&cluster, "v", 20).await;
     let (leader, epoch, _) = leader_of(&cluster, 1, TOPIC, 0).await;
     wait_isr(&cluster, leader, 0, &[1, 2, 3]).await;
     let other = if leader == 3 { 1 } else { leader + 1 };

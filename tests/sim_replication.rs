@@ -2184,18 +2184,7 @@ impl Sim {
         let b = &self.brokers[bi];
         let hw = b.part.as_ref().map_or(-1, |p| p.hw);
         let read = match (self.opts.old_long_poll, b.part.as_ref()) {
-            (false, Some(part)) => {
-                let (l, e) = (&part.l, lp.current_leader_epoch);
-                if e != -1 && e < l.leader_epoch {
-                    Err(FetchErr::FencedEpoch)
-                } else if e != -1 && e > l.leader_epoch {
-                    Err(FetchErr::UnknownEpoch)
-                } else if l.role != Role::Leader {
-                    Err(FetchErr::NotLeader)
-                } else {
-                    read
-                }
-            }
+            (false, Some(part)) => check_leader(&part.l, lp.current_leader_epoch).and(read),
             _ => read,
         };
         let ans = match read {
@@ -2222,16 +2211,7 @@ impl Sim {
         let b = &self.brokers[bi];
         let part = b.part.as_ref().expect("running");
         let l = &part.l;
-        let e = req.current_leader_epoch;
-        let mut check = if e != -1 && e < l.leader_epoch {
-            Err(FetchErr::FencedEpoch)
-        } else if e != -1 && e > l.leader_epoch {
-            Err(FetchErr::UnknownEpoch)
-        } else if l.role != Role::Leader {
-            Err(FetchErr::NotLeader)
-        } else {
-            Ok(())
-        };
+        let mut check = check_leader(l, req.current_leader_epoch);
         let diverging = if check.is_ok() {
             diverging_epoch(
                 &b.cache,
@@ -3413,6 +3393,19 @@ fn alter_partition(
 // ---------------------------------------------------------------------------------------
 // Running seeds.
 // ---------------------------------------------------------------------------------------
+
+/// `Partition::check_leader` for a fetch at the request's `current_leader_epoch` (-1: none).
+fn check_leader(l: &Leadership, epoch: i32) -> Result<(), FetchErr> {
+    if epoch != -1 && epoch < l.leader_epoch {
+        Err(FetchErr::FencedEpoch)
+    } else if epoch != -1 && epoch > l.leader_epoch {
+        Err(FetchErr::UnknownEpoch)
+    } else if l.role != Role::Leader {
+        Err(FetchErr::NotLeader)
+    } else {
+        Ok(())
+    }
+}
 
 fn simulate(seed: u64, opts: &Options) -> Outcome {
     Sim::new(seed, opts.clone()).run()

@@ -350,8 +350,7 @@ impl TopicRegistry {
         leader_epoch: Option<i32>,
     ) -> Result<Arc<Partition>, PartitionError> {
         let p = self.lookup(topic, partition)?;
-        p.check_leader(leader_epoch)?;
-        Ok(p)
+        p.check_leader(leader_epoch).map(|()| p)
     }
 
     /// As [`TopicRegistry::get_partition`], for a read any replica here may serve (a
@@ -363,8 +362,7 @@ impl TopicRegistry {
         leader_epoch: Option<i32>,
     ) -> Result<Arc<Partition>, PartitionError> {
         let p = self.lookup(topic, partition)?;
-        p.check_replica(leader_epoch)?;
-        Ok(p)
+        p.check_replica(leader_epoch).map(|()| p)
     }
 
     /// The local replica of a partition; NOT_LEADER when the partition exists on other

@@ -1273,6 +1273,16 @@ def test_acknowledged_records_survive_faults(fault_cluster, capsys):
             print(f"  clash: member {member} read {v[:40]!r} at p{p}@{off}, the log holds {now and now[:40]!r}")
         for m in mismatches[:20]:
             print(f"  {m}")
+        if mismatches:
+            # What each node did with the partitions that differ: leadership, truncations,
+            # divergence, ISR changes (the whole story of a mismatch is in these lines).
+            words = ("leader", "truncat", "diverg", "ISR", "epoch", "fenced", "restart", "shutdown")
+            for nd in c.nodes:
+                lines = [ln for ln in nd.full_log().splitlines()
+                         if (topic in ln or txn_topic in ln) and any(w in ln for w in words)]
+                print(f"  node {nd.id}: {len(lines)} replication log lines, the last 60:")
+                for ln in lines[-60:]:
+                    print(f"    {ln[:300]}")
         if txns.errors:
             print(f"  transactional producer errors (call:error): {dict(txns.errors)}; first ones: "
                   + "; ".join(f"{t - t_run:.1f}s txn {n} {call} {name} ({kind})"

@@ -83,7 +83,7 @@ struct Cli {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     default_replication_factor: Option<i16>,
-    /// Default min.insync.replicas of topics (stored and reported; not enforced yet)
+    /// Default min.insync.replicas of topics: acks=all needs this many in-sync replicas
     /// [default: 1].
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -437,12 +437,14 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
         .block_on(f))
 }
 
-/// Creates `topic` with `partitions` partitions (replication 1); if it exists, deletes and
+/// Creates `topic` with `partitions` partitions (the broker's default replication factor); if it exists, deletes and
 /// creates it again. Then waits until its metadata shows every partition with a leader.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
     let admin = admin(bootstrap)?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    // -1: the broker's `default_replication_factor` (1 on a single node; what a cluster is
+    // started with otherwise, as benches/replication.py does).
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let t0 = Instant::now();
     loop {
         let res = block_on(admin.create_topics([&new], &opts))??;

@@ -657,6 +657,30 @@ fn legacy_records(node_id: i32, t: &LegacyTopic) -> Vec<MetaRecord> {
     records
 }
 
+/// The listeners this broker registers: its client address, then (`inter_broker_advertise`)
+/// the address the other brokers use, when it differs.
+fn endpoints(config: &Config, host: &str, port: i32) -> Vec<Endpoint> {
+    let mut out = vec![Endpoint {
+        name: "PLAINTEXT".into(),
+        host: host.to_string(),
+        port: u16::try_from(port).unwrap_or(0),
+        security_protocol: 0,
+    }];
+    if let Some((h, p)) = config
+        .inter_broker_advertise
+        .as_deref()
+        .and_then(crate::config::split_host_port)
+    {
+        out.push(Endpoint {
+            name: crate::meta::records::INTER_BROKER_ENDPOINT.into(),
+            host: h.to_string(),
+            port: p,
+            security_protocol: 0,
+        });
+    }
+    out
+}
+
 /// Registers this broker with the active controller and waits until it is unfenced (its
 /// image has caught up with the registration). Returns its epoch.
 async fn register(
@@ -672,12 +696,7 @@ async fn register(
             id: config.node_id,
             cluster_id: cluster_id.to_string(),
             incarnation,
-            endpoints: vec![Endpoint {
-                name: "PLAINTEXT".into(),
-                host: host.to_string(),
-                port: u16::try_from(port).unwrap_or(0),
-                security_protocol: 0,
-            }],
+            endpoints: endpoints(config, host, port),
             rack: config.broker_rack.clone(),
         })
         .await;

@@ -23,6 +23,13 @@ pub struct Config {
     pub listen: Vec<String>,
     /// Address clients are told to connect to (Metadata); defaults to the first listener.
     pub advertise: Option<String>,
+    /// `HOST:PORT` at which the other brokers and the controller reach this broker's
+    /// listener (followers' fetches, transaction markers, the controller's crash probe),
+    /// when it differs from the advertised client address, as in containers that publish
+    /// their port on the host (Kafka: the advertised address of `inter.broker.listener.name`).
+    /// Registered as a second endpoint, `INTER_BROKER`; clients never see it. Default: the
+    /// advertised address.
+    pub inter_broker_advertise: Option<String>,
     /// Where topics, segments and metadata live (ignored with `memory`).
     pub data_dir: PathBuf,
     /// Keep everything in memory: nothing is written to disk, nothing survives a restart.
@@ -347,6 +354,7 @@ impl Default for Config {
         Config {
             listen: vec!["localhost:9092".to_string()],
             advertise: None,
+            inter_broker_advertise: None,
             data_dir: PathBuf::from("./ottla-data"),
             memory: false,
             node_id: 1,
@@ -607,6 +615,13 @@ impl Config {
                 "duplicate role names found in process_roles: {}",
                 self.process_roles_csv()
             ));
+        }
+        if let Some(a) = &self.inter_broker_advertise {
+            if split_host_port(a).is_none() {
+                return bad(format!(
+                    "inter_broker_advertise must be HOST:PORT, not {a:?}"
+                ));
+            }
         }
         if let Some(rack) = &self.broker_rack {
             if rack.trim().is_empty() {

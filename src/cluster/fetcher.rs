@@ -139,7 +139,7 @@ impl ReplicaFetchers {
         let Some(b) = image
             .brokers
             .values()
-            .find(|b| !b.fenced && b.client_addr().as_deref() == Some(addr))
+            .find(|b| !b.fenced && b.inter_broker_addr().as_deref() == Some(addr))
         else {
             return;
         };
@@ -188,13 +188,14 @@ impl ReplicaFetchers {
         out
     }
 
-    /// The address of `leader`'s client listener, from the image.
+    /// The address at which `leader`'s listener is reached from here (its inter-broker
+    /// endpoint, else its client one), from the image.
     fn leader_addr(image: &MetadataImage, leader: i32) -> Option<String> {
         image
             .brokers
             .get(&leader)
             .filter(|b| !b.fenced)
-            .and_then(|b| b.client_addr())
+            .and_then(|b| b.inter_broker_addr())
     }
 
     /// One leader's fetch loop, until `stop`.

@@ -357,7 +357,7 @@ impl Controller {
         let addr = {
             let image = self.cell.current();
             match image.brokers.get(&broker) {
-                Some(b) if b.epoch == epoch && !b.fenced => b.client_addr(),
+                Some(b) if b.epoch == epoch && !b.fenced => b.inter_broker_addr(),
                 _ => None,
             }
         };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides};
+use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides, INTER_BROKER_ENDPOINT};
 use super::LogId;
 
 /// A registered broker.
@@ -31,12 +31,17 @@ impl BrokerImage {
     /// `HOST:PORT` of its first registered endpoint (its client listener), IPv6 hosts in
     /// brackets; None when it registered none.
     pub fn client_addr(&self) -> Option<String> {
-        let endpoint = self.endpoints.first()?;
-        Some(if endpoint.host.contains(':') {
-            format!("[{}]:{}", endpoint.host, endpoint.port)
-        } else {
-            format!("{}:{}", endpoint.host, endpoint.port)
-        })
+        self.endpoints.first().map(Endpoint::addr)
+    }
+
+    /// `HOST:PORT` at which other brokers reach it: its `INTER_BROKER` endpoint
+    /// (`inter_broker_advertise`) when it registered one, else its client address.
+    pub fn inter_broker_addr(&self) -> Option<String> {
+        self.endpoints
+            .iter()
+            .find(|e| e.name == INTER_BROKER_ENDPOINT)
+            .map(Endpoint::addr)
+            .or_else(|| self.client_addr())
     }
 }
 

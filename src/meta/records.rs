@@ -19,6 +19,21 @@ pub struct Endpoint {
     pub security_protocol: i16,
 }
 
+/// The name of the endpoint a broker registers for the other brokers when its
+/// `inter_broker_advertise` differs from its client address (never shown to clients).
+pub const INTER_BROKER_ENDPOINT: &str = "INTER_BROKER";
+
+impl Endpoint {
+    /// `HOST:PORT`, an IPv6 host in brackets.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// What a config record changes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "type", content = "name")]

@@ -43,7 +43,7 @@ impl Peers {
             .brokers
             .get(&broker)
             .filter(|b| !b.fenced)
-            .and_then(|b| b.client_addr())
+            .and_then(|b| b.inter_broker_addr())
             .ok_or_else(|| io::Error::other(format!("broker {broker} is not alive")))?;
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         match clients.get(&broker) {

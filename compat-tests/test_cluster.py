@@ -10,19 +10,17 @@ per-mode compat suites, with the release binary; the per-mode runs skip it.
   answered by it: librdkafka names the broker that answered) shows the same leaders, replicas and ISR, and each broker
   leads 4 of the 12 partitions;
 - confluent-kafka produces keyed records with headers to all 12 partitions (leaders on all
-  three brokers; acks=1: replication is the next issue) and confluent-kafka and kafka-python
+  three brokers; acks=1) and confluent-kafka and kafka-python
   read everything back byte for byte;
-- the seed's consumer sample (unchanged) against the cluster. DEPENDS ON the group
-  coordinator running on the leader of its __consumer_offsets partition (not built yet: until
-  then each broker answers FindCoordinator with itself and keeps the groups of its own
-  in-memory stand-in log), so it may fail for that reason.
+- the seed's consumer sample (unchanged) against the cluster, its group coordinated by the
+  leader of its __consumer_offsets partition;
 - the admin APIs of replication, through kafka-python's KafkaAdminClient: DescribeLogDirs (each
   broker's data directory with exactly the partitions it holds, replicas' sizes equal and
   counting the produced bytes, scoped requests); DescribeQuorum (3 voters, the same leader and
   epoch through every broker, every voter reaching the high watermark, which grows with a
   metadata change; a new leader at a higher epoch once the active controller is killed, and
-  the restarted voter catching up; the followers' fetch times, -1 from ottla, are a strict
-  xfail); AlterPartitionReassignments / ListPartitionReassignments
+  the restarted voter catching up; the followers' last fetch and caught-up times recent, a
+  paused follower's falling behind); AlterPartitionReassignments / ListPartitionReassignments
   (a partition moved off its leader onto the broker without a copy, in progress while that
   broker is paused, then led by it with the old copy gone and every record read back; refusals
   per partition); ElectLeaders (PREFERRED after a controlled shutdown and after a kill -9, via
@@ -513,22 +511,49 @@ def test_describe_quorum_shows_three_voters_and_the_high_watermark(cluster3):
     assert (p["leader_id"], p["leader_epoch"]) == (leader, epoch), p
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DescribeQuorum: ottla reports last_fetch_timestamp = last_caught_up_timestamp = -1 for "
-    "every follower voter (src/meta/controller.rs quorum_state fills them only for the leader "
-    "itself); Kafka's leader (raft LeaderState.describeReplicaState / "
-    "ReplicaState.updateFollowerState) reports the time of each follower's last fetch and the "
-    "last time it was caught up with the leader's log end offset, so both are recent wall-clock "
-    "milliseconds for a replicating follower"))
 def test_describe_quorum_reports_followers_fetch_times(cluster3):
-    time.sleep(0.5)  # followers have replicated something since the cluster started
+    """DescribeQuorum's follower timestamps, as Kafka's leader reports them: each follower's
+    last fetch (here: its last answered AppendEntries) and the last time it held the leader's
+    whole log are recent wall-clock milliseconds; a follower paused while the log grows falls
+    behind on both (its caught-up time no later than its fetch time), the other stays current."""
     _, p = quorum(cluster3.node(1).bootstrap)
-    now_ms = time.time() * 1000
-    followers = [v for v in p["current_voters"] if v["replica_id"] != p["leader_id"]]
-    assert len(followers) == 2
-    for v in followers:
-        assert 0 < now_ms - v["last_fetch_timestamp"] < 30_000, v
-        assert 0 < now_ms - v["last_caught_up_timestamp"] < 30_000, v
+    leader = p["leader_id"]
+    followers = sorted(v["replica_id"] for v in p["current_voters"] if v["replica_id"] != leader)
+    assert len(followers) == 2, p
+
+    def times():
+        _, q = quorum(cluster3.node(leader).bootstrap)
+        assert q["leader_id"] == leader, q
+        now_ms = time.time() * 1000
+        return now_ms, {v["replica_id"]: v for v in q["current_voters"]}
+
+    deadline = time.time() + 10
+    while True:  # a leadership has no contact before its first round of heartbeats
+        now_ms, v = times()
+        recent = all(0 <= now_ms - v[f][k] < 5000 for f in followers
+                     for k in ("last_fetch_timestamp", "last_caught_up_timestamp"))
+        if recent or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert recent, (now_ms, v)
+
+    paused, running = followers
+    cluster3.node(paused).signal(signal.SIGSTOP)
+    try:
+        time.sleep(1.0)
+        admin = AdminClient({"bootstrap.servers": cluster3.node(leader).bootstrap})
+        topic = unique("quorum-times")
+        admin.create_topics([CNewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+        time.sleep(1.0)
+        now_ms, v = times()
+    finally:
+        cluster3.node(paused).signal(signal.SIGCONT)
+    p_fetch, p_caught = v[paused]["last_fetch_timestamp"], v[paused]["last_caught_up_timestamp"]
+    assert now_ms - p_fetch >= 1500, (now_ms, v)
+    assert 0 < p_caught <= p_fetch, (now_ms, v)
+    assert v[paused]["log_end_offset"] < v[running]["log_end_offset"], v
+    assert now_ms - v[running]["last_fetch_timestamp"] < 1000, (now_ms, v)
+    assert now_ms - v[running]["last_caught_up_timestamp"] < 1000, (now_ms, v)
 
 
 def test_reassignment_moves_a_partition_to_another_broker(cluster3):

@@ -68,10 +68,19 @@ voters, so that the quorum outlives two deaths): a partition with RF 3 and
 `min.insync.replicas=1`; both followers killed (kill -9) until the ISR is the leader alone,
 which acknowledges records (acks=all) only it holds, then the leader killed too (its records in
 the page cache, not fsynced: the default flush policy). The followers come back first: the
-partition must stay offline (leader -1, LEADER_NOT_AVAILABLE, the ISR still the old leader,
-produce failing), never led by a replica lacking those records (no unclean election); then the
-old leader comes back and must lead again, with every acknowledged record in order, none lost,
-and the replicas' batches identical (`KIP966-CHECK` line).
+partition must stay offline (leader -1, LEADER_NOT_AVAILABLE, the ISR empty, the old leader
+its only eligible replica, produce failing), never led by a replica lacking those records (no
+unclean election); then the old leader comes back (unclean: out of the ELR, but the last known
+leader) and must lead again, with every acknowledged record in order, none lost, and the
+replicas' batches identical (`KIP966-CHECK` line).
+
+test_an_eligible_replica_leads_when_the_isr_empties, KIP-966's eligible leader replicas on the
+same 5 nodes: RF 3, `min.insync.replicas=2`; both followers stop cleanly one after the other,
+so the second is eligible (ELR); acks=all is refused and acks=1 records are appended but not
+committed (the high watermark stands still, none is read); the leader is killed (-9); the
+eligible follower restarts (clean) and must lead with every committed record while the old
+leader is down; the old leader returns, drops the uncommitted tail, and the log is exactly the
+committed records then the later ones, identical on every replica (`ELR-CHECK` line).
 
 Needs root (namespaces); skipped otherwise, saying why. OTTLA_CLUSTER_KEEP=1 keeps the nodes'
 data and logs.
@@ -1391,10 +1400,11 @@ def test_last_isr_member_leads_again(kip966_cluster, capsys):
     acknowledges records (acks=all) that only it holds; then the leader dies too (kill -9,
     the records in the page cache, not fsynced by the default flush policy). The followers
     come back first: the partition must stay offline (leader -1, LEADER_NOT_AVAILABLE, the ISR
-    still the old leader, produce failing), never led by a replica that lacks those records
-    (no unclean election). Then the old leader comes back: it must lead again, with every
-    acknowledged record in order, none lost, and the followers must catch up to the same
-    batches."""
+    empty with the old leader its only eligible replica (KIP-966 ELR), produce failing), never
+    led by a replica that lacks those records (no unclean election). Then the old leader comes
+    back (an unclean shutdown: out of the ELR, but the last known leader, which Kafka 4.1
+    elects when no ISR or ELR member is left): it must lead again, with every acknowledged
+    record in order, none lost, and the followers must catch up to the same batches."""
     c = kip966_cluster
     t_run = time.monotonic()
     events = []
@@ -1470,7 +1480,7 @@ def test_last_isr_member_leads_again(kip966_cluster, capsys):
     elected = [(t, n, v) for t, n, v in seen if v is not None and v[0] >= 0 and v[0] != leader]
     note(f"{offline_s:.0f} s with the last ISR member down: leaders seen "
          f"{sorted({v[0] for _, _, v in seen if v is not None})}, final views {final}, probe {probe_result}")
-    offline_ok = all(v is not None and v[0] == -1 and v[3] == "LEADER_NOT_AVAILABLE" and v[1] == [leader]
+    offline_ok = all(v is not None and v[0] == -1 and v[3] == "LEADER_NOT_AVAILABLE" and v[1] == []
                      for v in final.values())
 
     c.start_node(leader)
@@ -1524,9 +1534,129 @@ def test_last_isr_member_leads_again(kip966_cluster, capsys):
             print(f"  {m}")
         print("  timeline: " + "; ".join(f"{t:.1f}s {e}" for t, e in events))
     assert not elected, f"an unclean election while the last ISR member was down: {elected[:5]}\n{line}"
-    assert offline_ok, f"not offline (leader -1, LEADER_NOT_AVAILABLE, ISR [{leader}]) at the end: {final}\n{line}"
+    assert offline_ok, f"not offline (leader -1, LEADER_NOT_AVAILABLE, ISR []) at the end: {final}\n{line}"
     assert probe_result and not probe_result[0].startswith("acknowledged"), \
         f"a produce while the partition was offline: {probe_result}\n{line}"
     assert new_leader == leader, f"{new_leader} leads, not the last ISR member {leader}\n{line}"
     assert (len(lost), len(extra), order + seq_order, len(mismatches)) == (0, 0, 0, 0), line
+    assert stop_problem is None, stop_problem
+
+
+def produce_acks1(bootstrap, topic, prefix, n, timeout_s=20):
+    """n records `<prefix>-<i>` with acks=1 (not idempotent): {offset: value} acknowledged."""
+    acked = {}
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.offset()] = msg.value()
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 5,
+                  "message.timeout.ms": timeout_s * 1000, "log_level": CLIENT_LOG_LEVEL})
+    for i in range(n):
+        p.produce(topic, value=f"{prefix}-{i}".encode(), partition=0, on_delivery=on_delivery)
+    p.flush(timeout_s + 5)
+    return acked
+
+
+def stop_clean(c, node_id):
+    """SIGTERM (a controlled shutdown, then the clean-shutdown marker) and exit code 0."""
+    nd = c.node(node_id)
+    nd.signal(signal.SIGTERM)
+    rc = nd.wait(30)
+    assert rc == 0, f"node {node_id} exited with {rc} on SIGTERM:\n{nd.tail()}"
+
+
+def test_an_eligible_replica_leads_when_the_isr_empties(kip966_cluster, capsys):
+    """KIP-966's eligible leader replicas (ELR), on a partition with RF 3 and
+    min.insync.replicas=2. Both followers stop cleanly, one after the other (SIGTERM: a
+    controlled shutdown): the ISR shrinks to the leader, and the follower that left it below
+    the minimum is eligible. acks=all produce is refused now, and acks=1 records are appended
+    on the leader but not committed: its high watermark stands still (Kafka's strict min ISR),
+    so no consumer sees them. The leader is killed (-9). The eligible follower restarts (its
+    clean shutdown proven by the epoch in its marker) and leads at once, with every committed
+    record: without ELR the ISR would keep the dead leader and the partition would wait for
+    it. The old leader returns (an unclean shutdown: out of the ELR), follows, truncates the
+    uncommitted acks=1 tail, and every replica ends with the same batches."""
+    c = kip966_cluster
+    t_run = time.monotonic()
+    events = []
+
+    def note(text):
+        t = time.monotonic() - t_run
+        events.append((t, text))
+        with capsys.disabled():
+            print(f"  [{t:6.1f}s] {text}", flush=True)
+
+    with capsys.disabled():
+        print(f"\nELR-CHECK cluster of {KIP966_NODES} in {c.root}", flush=True)
+    topic = f"elr-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, "log_level": CLIENT_LOG_LEVEL})
+    admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})])[topic].result(30)
+    v = wait_view(c.nodes, topic, lambda v: v[0] >= 0 and v[1] == sorted(v[2]), 30, "the full ISR")
+    leader, replicas = v[0], v[2]
+    first, eligible = [r for r in replicas if r != leader]
+    note(f"{topic}: replicas {replicas}, leader {leader}, ISR {v[1]}")
+    committed, failed = produce_acked(c.bootstrap, topic, "full", 500)
+    assert len(committed) == 500 and not failed, f"{len(committed)} acknowledged, failed {dict(failed)}"
+
+    stop_clean(c, first)
+    wait_view([c.node(leader)], topic, lambda v: v[1] == sorted([leader, eligible]), 30,
+              f"the ISR without {first}")
+    stop_clean(c, eligible)
+    v = wait_view([c.node(leader)], topic, lambda v: v[1] == [leader], 30, f"the ISR without {eligible}")
+    note(f"followers {first} then {eligible} stopped cleanly: ISR {v[1]}")
+
+    refused, failed = produce_acked(c.bootstrap, topic, "refused", 1, timeout_s=4)
+    uncommitted = produce_acks1(c.bootstrap, topic, "acks1", 100)
+    time.sleep(1.0)  # anything that would move the high watermark has had its time
+    hw_frozen = watermarks(c.bootstrap, topic, 1)[0]
+    visible = read_all(c.bootstrap, topic, {0: hw_frozen})[0]
+    note(f"ISR below the minimum: acks=all acknowledged {len(refused)} ({dict(failed)}), acks=1 "
+         f"acknowledged {len(uncommitted)} at {min(uncommitted, default=None)}.., high watermark {hw_frozen}, "
+         f"read {len(visible)}")
+
+    c.kill(leader)
+    note(f"kill -9 of the leader {leader}")
+    t_kill = time.monotonic()
+    c.start_node(eligible)
+    v = wait_view([nd for nd in c.nodes if nd.proc is not None], topic, lambda v: v[0] >= 0, 30,
+                  f"a leader once {eligible} is back")
+    took = time.monotonic() - t_kill
+    new_leader = v[0]
+    note(f"leader {new_leader} (ISR {v[1]}) {took:.1f} s after the kill, with {leader} still down")
+
+    c.start_node(first)
+    c.start_node(leader)
+    v = wait_view([c.node(new_leader)], topic, lambda v: v[1] == sorted(replicas), 60, "the full ISR again")
+    note(f"{first} and {leader} back: ISR {v[1]}")
+    later, failed_later = produce_acked(c.bootstrap, topic, "later", 100)
+    hw = watermarks(c.bootstrap, topic, 1)[0]
+    log = read_all(c.bootstrap, topic, {0: hw})[0]
+    expected = [f"full-{i}".encode() for i in range(500)] + [f"later-{i}".encode() for i in range(100)]
+    acks1_read = [val for _, val in log if val.startswith(b"acks1-")]
+    try:
+        c.stop()
+        stop_problem = None
+    except AssertionError as e:
+        stop_problem = str(e)[:3000]
+    mismatches, counts = compare_replicas([c.node(r) for r in replicas], topic, 0, new_leader, hw)
+    line = (f"ELR-CHECK run_s={time.monotonic() - t_run:.0f} replicas={replicas} leader={leader} "
+            f"eligible={eligible} leader_after={new_leader} elected_after_s={took:.1f} "
+            f"acks_all_refused={1 - len(refused)} acks1_acked={len(uncommitted)} hw_frozen={hw_frozen} "
+            f"visible_frozen={len(visible)} read={len(log)} expected={len(expected)} acks1_read={len(acks1_read)} "
+            f"replica_mismatches={len(mismatches)} batches={counts}")
+    with capsys.disabled():
+        print(line)
+        for m in mismatches[:10]:
+            print(f"  {m}")
+        print("  timeline: " + "; ".join(f"{t:.1f}s {e}" for t, e in events))
+    assert not refused, f"acks=all acknowledged below min.insync.replicas: {refused}\n{line}"
+    assert len(uncommitted) == 100, f"acks=1 below the minimum is appended (as Kafka): {line}"
+    assert hw_frozen == 500 and [val for _, val in visible] == expected[:500], \
+        f"the high watermark moved, or records past it were read, with the ISR below the minimum\n{line}"
+    assert new_leader == eligible, f"{new_leader} leads, not the eligible replica {eligible}\n{line}"
+    assert len(later) == 100 and not failed_later, f"after recovery: {dict(failed_later)}\n{line}"
+    assert [val for _, val in log] == expected, \
+        f"the log is not the committed records and the later ones, in order\n{line}"
+    assert not mismatches, line
     assert stop_problem is None, stop_problem

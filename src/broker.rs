@@ -89,7 +89,11 @@ impl Broker {
         clock: Clock,
         serve_controller: Option<Box<dyn FnOnce(Arc<MetaNode>) + Send>>,
     ) -> Result<Broker, String> {
-        let clean_start = !config.memory && cluster::was_clean_shutdown(&config.data_dir);
+        // A memory-mode broker has lost everything when it starts: never a clean shutdown.
+        let clean_shutdown = (!config.memory)
+            .then(|| cluster::was_clean_shutdown(&config.data_dir))
+            .flatten();
+        let clean_start = clean_shutdown.is_some();
         let topics = Arc::new(
             TopicRegistry::open_with_clock(&config, clean_start, clock.clone())
                 .map_err(|e| e.to_string())?,
@@ -109,6 +113,12 @@ impl Broker {
             defaults: ControllerDefaults {
                 num_partitions: config.num_partitions,
                 default_replication_factor: config.default_replication_factor,
+                election: crate::meta::election::Rules {
+                    elr: config.eligible_leader_replicas_enable,
+                    default_min_insync: usize::try_from(config.min_insync_replicas)
+                        .unwrap_or(1)
+                        .max(1),
+                },
             },
             publisher: topics.clone(),
             heartbeat_interval_ms: MetaOptions::HEARTBEAT_MS,
@@ -160,7 +170,17 @@ impl Broker {
         .map_err(|e| e.to_string())?;
         // A controller-only node is no broker: it never registers, so it is never placed on.
         if config.is_broker() {
-            let epoch = register(&meta, &config, &cluster_id, incarnation, &host, port).await?;
+            let previous = clean_shutdown.filter(|e| *e > 0);
+            let epoch = register(
+                &meta,
+                &config,
+                &cluster_id,
+                incarnation,
+                previous,
+                &host,
+                port,
+            )
+            .await?;
             broker_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
         }
         if config.is_single_node() {
@@ -284,7 +304,8 @@ impl Broker {
         self.topics.sync_all(true)?;
         self.topics.checkpoint_high_watermarks()?;
         if !self.config.memory {
-            cluster::mark_clean_shutdown(&self.config.data_dir)?;
+            let epoch = self.broker_epoch.load(std::sync::atomic::Ordering::Relaxed);
+            cluster::mark_clean_shutdown(&self.config.data_dir, epoch)?;
         }
         Ok(())
     }
@@ -328,6 +349,8 @@ impl Broker {
                         &self.config,
                         &self.node.cluster_id,
                         self.incarnation,
+                        // The same process: its registration's incarnation tells the controller.
+                        None,
                         &self.node.host,
                         self.node.port,
                     )
@@ -688,6 +711,7 @@ async fn register(
     config: &Config,
     cluster_id: &str,
     incarnation: Uuid,
+    previous_epoch: Option<i64>,
     host: &str,
     port: i32,
 ) -> Result<i64, String> {
@@ -696,6 +720,7 @@ async fn register(
             id: config.node_id,
             cluster_id: cluster_id.to_string(),
             incarnation,
+            previous_epoch,
             endpoints: endpoints(config, host, port),
             rack: config.broker_rack.clone(),
         })
@@ -928,6 +953,7 @@ mod tests {
             isr: Some(vec![leader]),
             leader: Some(leader),
             replicas: None,
+            elr: None,
         }
     }
 

@@ -58,9 +58,13 @@ pub struct Config {
     /// Replication factor of topics created without one (`-1`) or auto-created (Kafka's
     /// `default.replication.factor`).
     pub default_replication_factor: i16,
-    /// Default `min.insync.replicas` of topics: replicas that must have an acks=all write
-    /// (stored and reported; enforced once partitions have followers).
+    /// Default `min.insync.replicas` of topics: replicas that must have an acks=all write;
+    /// a leader's high watermark stands still while its ISR is smaller.
     pub min_insync_replicas: i32,
+    /// KIP-966 eligible leader replicas in the active controller's elections (Kafka 4.1's
+    /// `eligible.leader.replicas.version=1`, on for new clusters). Set it alike on every
+    /// controller.
+    pub eligible_leader_replicas_enable: bool,
     /// Cluster id; generated once and stored in the data directory when unset.
     pub cluster_id: Option<String>,
     /// Partitions of a topic created without a count (auto-created or `num_partitions = -1`).
@@ -365,6 +369,7 @@ impl Default for Config {
             replica_selector: "rack_aware".into(),
             default_replication_factor: 1,
             min_insync_replicas: 1,
+            eligible_leader_replicas_enable: true,
             cluster_id: None,
             num_partitions: 1,
             auto_create_topics: true,

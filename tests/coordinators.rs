@@ -117,6 +117,7 @@ async fn set_leader(broker: &TestBroker, topic: &str, index: i32, leader: i32) {
             isr: None,
             leader: Some(leader),
             replicas: None,
+            elr: None,
         }])
         .await
         .expect("leadership change committed");

@@ -18,15 +18,24 @@ pub use topics::{Topic, TopicError, TopicRef, TopicRegistry};
 
 /// `<data_dir>/meta/clean_shutdown`: written last by a graceful shutdown (after every log was
 /// synced), removed as soon as the next start has opened the logs. Its presence lets that
-/// start skip the recovery scan.
+/// start skip the recovery scan; the broker epoch it holds is the proof of a clean shutdown
+/// the next registration sends (Kafka's `.kafka_cleanshutdown` and `PreviousBrokerEpoch`,
+/// KIP-966: without it the controller takes this broker's replicas out of every ISR and ELR).
 pub fn clean_shutdown_marker(data_dir: &Path) -> PathBuf {
     data_dir.join("meta").join("clean_shutdown")
 }
 
-/// Whether the previous run left the marker; it is removed (durably) by
-/// [`forget_clean_shutdown`] once the logs are open.
-pub fn was_clean_shutdown(data_dir: &Path) -> bool {
-    clean_shutdown_marker(data_dir).exists()
+/// Whether the previous run left the marker, and the broker epoch it recorded (-1: none, a
+/// marker of an earlier version); it is removed (durably) by [`forget_clean_shutdown`] once
+/// the logs are open.
+pub fn was_clean_shutdown(data_dir: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(clean_shutdown_marker(data_dir)).ok()?;
+    Some(
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("epoch="))
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(-1),
+    )
 }
 
 pub fn forget_clean_shutdown(data_dir: &Path) -> std::io::Result<()> {
@@ -38,8 +47,13 @@ pub fn forget_clean_shutdown(data_dir: &Path) -> std::io::Result<()> {
     }
 }
 
-pub fn mark_clean_shutdown(data_dir: &Path) -> std::io::Result<()> {
-    crate::log::fsutil::write_atomically(&clean_shutdown_marker(data_dir), b"clean\n")
+/// Writes the marker with this broker's epoch (0: never registered, e.g. a controller-only
+/// node).
+pub fn mark_clean_shutdown(data_dir: &Path, broker_epoch: i64) -> std::io::Result<()> {
+    crate::log::fsutil::write_atomically(
+        &clean_shutdown_marker(data_dir),
+        format!("clean epoch={broker_epoch}\n").as_bytes(),
+    )
 }
 
 /// This broker as clients see it.

@@ -64,6 +64,27 @@ pub struct Leadership {
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// The ISR size below which the leader's high watermark stands still (Kafka's strict
+    /// min ISR, KAFKA-15583): `min.insync.replicas`, at most the replica count. Records
+    /// appended meanwhile (acks=1) stay uncommitted until the ISR is back at this size; so
+    /// a replica that left the ISR then still holds everything committed (KIP-966's
+    /// eligible leader replicas rest on it).
+    pub min_isr: usize,
+}
+
+impl Leadership {
+    /// A leader that moves the high watermark with its log end: alone in its ISR, and
+    /// allowed to commit alone.
+    fn commits_alone(&self) -> bool {
+        self.role == Role::Leader
+            && self.isr.iter().all(|r| *r == self.leader_id)
+            && self.min_isr <= 1
+    }
+
+    /// Whether the committed ISR is below the minimum: the high watermark stands still.
+    pub fn under_min_isr(&self) -> bool {
+        self.isr.len() < self.min_isr
+    }
 }
 
 /// What a leader knows of one follower, from its fetches (Kafka's `Replica` state).
@@ -109,6 +130,7 @@ impl Partition {
             partition_epoch: 0,
             replicas: vec![node_id],
             isr: vec![node_id],
+            min_isr: 1,
         };
         Partition::new(index, log, leadership)
     }
@@ -122,9 +144,7 @@ impl Partition {
         } else {
             log.set_following();
         }
-        let alone = leadership.role == Role::Leader
-            && leadership.isr.iter().all(|r| *r == leadership.leader_id);
-        log.set_hw_follows_log_end(alone);
+        log.set_hw_follows_log_end(leadership.commits_alone());
         Partition {
             index,
             log,
@@ -248,8 +268,7 @@ impl Partition {
             .clear();
         // Back to what the leadership (perhaps the changed one) says.
         let l = self.leadership();
-        let alone = l.role == Role::Leader && l.isr.iter().all(|r| *r == l.leader_id);
-        self.log.set_hw_follows_log_end(alone);
+        self.log.set_hw_follows_log_end(l.commits_alone());
         self.altering.store(false, Ordering::Release);
         self.maybe_advance_high_watermark(&l);
     }
@@ -308,7 +327,7 @@ impl Partition {
     /// As leader, moves the high watermark to the smallest log end over the ISR (a follower
     /// of the ISR that has not fetched since this broker leads holds it where it is).
     fn maybe_advance_high_watermark(&self, l: &Leadership) {
-        if l.role != Role::Leader {
+        if l.role != Role::Leader || l.under_min_isr() {
             return;
         }
         let mut hw = self.log.log_end_offset();
@@ -412,11 +431,11 @@ impl Partition {
             // Leader appends are refused from here on, and such waits give up.
             self.log.set_following();
         }
-        let alone = next.role == Role::Leader && next.isr.iter().all(|r| *r == next.leader_id);
-        // A leader alone in its ISR moves the high watermark with its log end; a leader with
-        // followers in its ISR moves it as they fetch (`follower_fetched`); a follower's is
-        // the leader's, as its fetches learn it (`fetcher.rs`).
-        self.log.set_hw_follows_log_end(alone);
+        // A leader alone in its ISR (and allowed to commit alone) moves the high watermark
+        // with its log end; a leader with followers in its ISR moves it as they fetch
+        // (`follower_fetched`), never while its ISR is below the minimum; a follower's is the
+        // leader's, as its fetches learn it (`fetcher.rs`).
+        self.log.set_hw_follows_log_end(next.commits_alone());
         if next.role != Role::Leader || next.leader_epoch != l.leader_epoch {
             self.followers
                 .lock()
@@ -473,6 +492,7 @@ mod tests {
             partition_epoch: 4,
             replicas: vec![7, 8],
             isr: vec![8],
+            min_isr: 1,
         });
         assert_eq!(
             p.check_leader(Some(2)),
@@ -494,6 +514,7 @@ mod tests {
             partition_epoch: epoch,
             replicas: vec![7, 8],
             isr,
+            min_isr: 1,
         }
     }
 
@@ -581,6 +602,38 @@ mod tests {
         assert_eq!(log.high_watermark(), 1, "clamped to the log end");
     }
 
+    /// Kafka's strict min ISR: below `min_isr` the high watermark stands still, even for a
+    /// leader alone in its ISR whose followers have everything; back at the minimum it moves.
+    #[test]
+    fn the_high_watermark_stands_still_while_the_isr_is_below_the_minimum() {
+        let log = Arc::new(PartitionLog::in_memory(LogConfig::default()));
+        let strict = |isr: Vec<i32>| Leadership {
+            min_isr: 2,
+            ..leading(1, isr)
+        };
+        let p = Partition::new(0, log.clone(), strict(vec![7, 8]));
+        append(&log).unwrap();
+        assert_eq!(p.follower_fetched(8, 1, 10), Ok(()));
+        assert_eq!(p.high_watermark(), 1, "at the minimum: committed");
+        p.set_leadership(strict(vec![7]));
+        assert!(p.leadership().under_min_isr());
+        append(&log).unwrap();
+        append(&log).unwrap();
+        assert_eq!(p.follower_fetched(8, 3, 20), Ok(()));
+        assert_eq!(
+            p.high_watermark(),
+            1,
+            "alone below the minimum: nothing committed"
+        );
+        // The follower rejoins: the high watermark moves to what both have.
+        p.set_leadership(strict(vec![7, 8]));
+        assert_eq!(p.high_watermark(), 3);
+        // With a minimum of 1 a leader alone commits as it appends.
+        p.set_leadership(leading(1, vec![7]));
+        append(&log).unwrap();
+        assert_eq!(p.high_watermark(), 4);
+    }
+
     #[test]
     #[should_panic(expected = "leader epochs only grow")]
     fn leader_epochs_never_go_back() {
@@ -611,6 +664,7 @@ mod isr_tests {
             partition_epoch: 1,
             replicas: vec![1, 2, 3],
             isr,
+            min_isr: 1,
         });
         p
     }

@@ -266,7 +266,7 @@ impl TopicRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(topic_id, partition));
         log.restore_high_watermark(restored.unwrap_or_else(|| log.log_start_offset()));
-        let p = Partition::new(partition, log, self.leadership(image)).of_topic(topic_id);
+        let p = Partition::new(partition, log, self.leadership(image, configs)).of_topic(topic_id);
         Ok(Arc::new(p))
     }
 
@@ -303,7 +303,10 @@ impl TopicRegistry {
     }
 
     /// This broker's part in a partition as the image describes it.
-    fn leadership(&self, image: &PartitionImage) -> Leadership {
+    /// The leadership the image gives this replica; `configs`: its topic's overrides (for
+    /// `min.insync.replicas`).
+    fn leadership(&self, image: &PartitionImage, configs: &TopicOverrides) -> Leadership {
+        let min_insync = topic_config::produce_rules(configs, &self.broker).min_insync_replicas;
         Leadership {
             role: if image.leader == self.node_id {
                 Role::Leader
@@ -315,6 +318,7 @@ impl TopicRegistry {
             partition_epoch: image.partition_epoch,
             replicas: image.replicas.clone(),
             isr: image.isr.clone(),
+            min_isr: min_insync.min(image.replicas.len()).max(1),
         }
     }
 
@@ -464,7 +468,7 @@ impl TopicRegistry {
             match (&local[i], self.hosts(p)) {
                 (None, true) => local[i] = self.open_if_hosted(t, i as i32, p),
                 (Some(part), true) => {
-                    let next = self.leadership(p);
+                    let next = self.leadership(p, &t.configs);
                     let now = part.leadership();
                     if next.leader_epoch < now.leader_epoch {
                         tracing::error!(topic = %t.name, partition = i, epoch = next.leader_epoch, current = now.leader_epoch,
@@ -875,6 +879,7 @@ mod tests {
             isr: None,
             leader: Some(2),
             replicas: Some(vec![1, 2]),
+            elr: None,
         });
         records.push(MetaRecord::Config {
             resource: crate::meta::records::ConfigResource::Topic("a".into()),

@@ -24,7 +24,11 @@
 //! If appending fails, nothing was written and nothing is replayed. If the wait fails (an
 //! fsync error), the state holds records the log may have lost: the error is returned, the
 //! log's own failure handling takes over (the partition is unusable from then on), and the
-//! shard must not be trusted until it is reloaded.
+//! shard must not be trusted until it is reloaded. If the wait times out (the in-sync
+//! replicas have not fetched the records yet), the state holds records that may still be
+//! committed, or truncated if leadership moves (the shard is then resigned and reloaded
+//! elsewhere): until they are committed, every write waits for them, including one that
+//! appends nothing, so no answer rests on an uncommitted decision.
 //!
 //! `partitions.rs`: the coordinators of one internal topic, one per partition this broker
 //! leads, loaded and resigned as leadership moves, and the routing of keys to them.
@@ -66,6 +70,10 @@ pub trait Shard {
 struct Held<S: Shard> {
     shard: S,
     volatile: S::Volatile,
+    /// What the last append must wait for: the state already holds its records, so an
+    /// operation that decides from that state and writes nothing must not be answered before
+    /// they are committed either.
+    last_write: Option<Committed>,
 }
 
 /// A shard and the log that holds it.
@@ -199,12 +207,31 @@ impl<S: Shard> ShardGuard<'_, S> {
         for r in records {
             self.held.shard.replay(r);
         }
-        Ok(Committed {
+        let committed = Committed {
             log: Some(self.log.clone()),
             upto: info.last_offset + 1,
             leader_epoch: info.leader_epoch,
             needs_sync: info.needs_sync,
-        })
+        };
+        self.held.last_write = Some(committed.clone());
+        Ok(committed)
+    }
+
+    /// What the state this guard shows waits for: the last append while it is not below the
+    /// high watermark (or, when the flush policy wants it, not yet fsynced), else nothing.
+    fn pending(&mut self) -> Committed {
+        match &self.held.last_write {
+            Some(c)
+                if c.upto > self.log.high_watermark()
+                    || (c.needs_sync && c.upto > self.log.durable_offset()) =>
+            {
+                c.clone()
+            }
+            _ => {
+                self.held.last_write = None;
+                Committed::nothing()
+            }
+        }
     }
 }
 
@@ -223,7 +250,11 @@ impl<S: Shard> Runtime<S> {
         })?;
         let volatile = volatile(&shard);
         Ok(Runtime {
-            held: Mutex::new(Held { shard, volatile }),
+            held: Mutex::new(Held {
+                shard,
+                volatile,
+                last_write: None,
+            }),
             log,
         })
     }
@@ -250,13 +281,23 @@ impl<S: Shard> Runtime<S> {
     /// Runs `op` on the current state; appends and replays the records it returns, under the
     /// shard lock; returns its answer and what to wait for before sending it. Blocking when the
     /// append must roll a segment: call it off the async runtime.
+    ///
+    /// An operation that writes nothing still waits for the last write when that is not yet
+    /// committed (as Kafka's `CoordinatorRuntime` completes an empty write at the last written
+    /// offset): its answer was decided from a state that holds those records. Without that, a
+    /// client retrying a request whose write timed out (an EndTxn, an AddPartitionsToTxn)
+    /// would be told it succeeded while the records could still be truncated away.
     pub fn write<R, E>(
         &self,
         op: impl FnOnce(&S) -> Result<(Vec<S::Record>, R), E>,
     ) -> Result<(R, Committed), WriteError<E>> {
         let mut guard = self.lock();
         let (records, answer) = op(guard.shard()).map_err(WriteError::Refused)?;
-        let committed = guard.append(&records).map_err(WriteError::Storage)?;
+        let committed = if records.is_empty() {
+            guard.pending()
+        } else {
+            guard.append(&records).map_err(WriteError::Storage)?
+        };
         Ok((answer, committed))
     }
 
@@ -337,5 +378,24 @@ mod tests {
         // Loading the same log gives the same state.
         let again = Runtime::load(log, Sum::default(), |_| ()).unwrap();
         assert_eq!(again.read(|s| s.0), 3);
+    }
+
+    #[test]
+    fn an_answer_that_writes_nothing_waits_for_the_uncommitted_write_it_saw() {
+        let log = Arc::new(PartitionLog::in_memory(LogConfig::default()));
+        log.set_hw_follows_log_end(false); // a leader whose followers have not fetched yet
+        let rt = Runtime::load(log.clone(), Sum::default(), |_| ()).unwrap();
+        let (_, first) = rt.write(|s: &Sum| Ok::<_, ()>((vec![5], s.0 + 5))).unwrap();
+        assert!(!first.is_nothing());
+        // Its wait timed out (the client retries); the retry finds the state already changed
+        // and writes nothing, but must not be answered before the first write is committed.
+        let (seen, retry) = rt.write(|s: &Sum| Ok::<_, ()>((Vec::new(), s.0))).unwrap();
+        assert_eq!(seen, 5);
+        assert_eq!(format!("{retry:?}"), "Committed(upto 1)");
+        assert!(log.advance_high_watermark(1));
+        let (_, after) = rt.write(|s: &Sum| Ok::<_, ()>((Vec::new(), s.0))).unwrap();
+        assert!(after.is_nothing(), "committed: nothing left to wait for");
+        after.wait().unwrap();
+        retry.wait().unwrap();
     }
 }

@@ -100,8 +100,12 @@ pub fn handle(
                             .map(BrokerId)
                             .collect(),
                     )
-                    .with_eligible_leader_replicas(Some(Vec::new()))
-                    .with_last_known_elr(Some(Vec::new()))
+                    .with_eligible_leader_replicas(Some(
+                        p.elr.iter().copied().map(BrokerId).collect(),
+                    ))
+                    .with_last_known_elr(Some(
+                        p.last_known_elr.iter().copied().map(BrokerId).collect(),
+                    ))
             })
             .collect();
         topics.push(

@@ -466,15 +466,17 @@ async fn produce_partition(
             return (fail(error, message), Pending::default());
         }
     }
+    // KIP-966's effective min ISR: `min.insync.replicas`, at most the replica count.
+    let min_isr = partition.leadership().min_isr;
     if acks == -1 {
         let isr = partition.leadership().isr.len();
-        if isr < rules.min_insync_replicas {
+        if isr < min_isr {
             return (
                 fail(
                     ResponseError::NotEnoughReplicas,
                     format!(
-                        "The size of the current ISR ({isr}) is insufficient to satisfy the min.isr requirement of {} for partition {}-{}",
-                        rules.min_insync_replicas, topic.name, p.index
+                        "The size of the current ISR ({isr}) is insufficient to satisfy the min.isr requirement of {min_isr} for partition {}-{}",
+                        topic.name, p.index
                     ),
                 ),
                 Pending::default(),
@@ -515,7 +517,7 @@ async fn produce_partition(
                         partition.clone(),
                         info.last_offset + 1,
                         info.leader_epoch,
-                        rules.min_insync_replicas,
+                        min_isr,
                     )
                 }),
             },

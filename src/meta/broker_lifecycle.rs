@@ -37,6 +37,7 @@ pub fn to_wire(request: &ControllerRequest) -> Option<Result<(i16, i16, Bytes), 
             id,
             cluster_id,
             incarnation,
+            previous_epoch,
             endpoints,
             rack,
         } => {
@@ -57,7 +58,7 @@ pub fn to_wire(request: &ControllerRequest) -> Option<Result<(i16, i16, Bytes), 
                         .collect(),
                 )
                 .with_rack(rack.clone().map(StrBytes::from_string))
-                .with_previous_broker_epoch(-1);
+                .with_previous_broker_epoch(previous_epoch.unwrap_or(-1));
             Some(
                 encode(&r, REGISTRATION_VERSION)
                     .map(|b| (REGISTRATION_KEY, REGISTRATION_VERSION, b)),
@@ -149,6 +150,8 @@ pub fn request_from_wire(api_key: i16, version: i16, mut body: Bytes) -> Option<
             id: r.broker_id.0,
             cluster_id: r.cluster_id.to_string(),
             incarnation: r.incarnation_id,
+            previous_epoch: (version >= 3 && r.previous_broker_epoch >= 0)
+                .then_some(r.previous_broker_epoch),
             endpoints: r
                 .listeners
                 .iter()

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::image::MetadataImage;
+use super::network::{wall_clock_ms, Contacts};
 use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides};
 use super::state_machine::ImageCell;
 use super::{MetaBatch, Raft};
@@ -88,6 +89,10 @@ pub enum ControllerRequest {
         /// The cluster the broker believes it joins.
         cluster_id: String,
         incarnation: Uuid,
+        /// The epoch this broker's clean shutdown recorded (Kafka's `PreviousBrokerEpoch`):
+        /// None after a crash, or when the process lost its data (memory mode).
+        #[serde(default)]
+        previous_epoch: Option<i64>,
         endpoints: Vec<Endpoint>,
         rack: Option<String>,
     },
@@ -242,6 +247,8 @@ pub type ControllerResult = Result<ControllerResponse, ControllerError>;
 pub struct ControllerDefaults {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
+    /// What elections follow (ELR, the default `min.insync.replicas`).
+    pub election: super::election::Rules,
 }
 
 /// The active controller's state on this node (idle unless it leads the quorum).
@@ -254,6 +261,8 @@ pub struct Controller {
     /// When each broker last heartbeated (volatile: a new controller starts every session
     /// afresh).
     sessions: std::sync::Mutex<HashMap<i32, Instant>>,
+    /// The followers' last AppendEntries answers (DescribeQuorum's timestamps).
+    contacts: Arc<Contacts>,
 }
 
 /// The records a request turns into, or its answer without records.
@@ -263,14 +272,25 @@ enum Decision {
 }
 
 impl Controller {
-    pub fn new(raft: Raft, cell: Arc<ImageCell>, defaults: ControllerDefaults) -> Controller {
+    pub fn new(
+        raft: Raft,
+        cell: Arc<ImageCell>,
+        defaults: ControllerDefaults,
+        contacts: Arc<Contacts>,
+    ) -> Controller {
         Controller {
             raft,
             cell,
             defaults,
+            contacts,
             lock: tokio::sync::Mutex::new(()),
             sessions: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What this controller's elections follow.
+    pub fn rules(&self) -> &super::election::Rules {
+        &self.defaults.election
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Instant>> {
@@ -383,7 +403,12 @@ impl Controller {
             return (Ok(ControllerResponse::Done), 0);
         }
         let mut records = vec![MetaRecord::FenceBroker { id: broker, epoch }];
-        records.extend(super::election::on_fence(&image, &[broker], false));
+        records.extend(super::election::on_fence(
+            &image,
+            &self.defaults.election,
+            &[broker],
+            false,
+        ));
         match self.propose(records).await {
             Ok(index) => {
                 tracing::warn!(broker, reporter, addr = %addr,
@@ -483,9 +508,7 @@ impl Controller {
     /// end offsets).
     pub fn quorum_state(&self) -> QuorumState {
         let m = self.raft.metrics().borrow().clone();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = wall_clock_ms();
         let next = |index: Option<u64>| index.map_or(0, |i| i as i64 + 1);
         let replication = m.replication.clone().unwrap_or_default();
         let progress = |id: u64| {
@@ -498,11 +521,12 @@ impl Controller {
                 }
             } else {
                 let matched = replication.get(&id).cloned().flatten();
+                let contact = self.contacts.get(id, m.current_term);
                 ReplicaProgress {
                     id: id as i32,
                     log_end_offset: matched.map_or(-1, |l| l.index as i64 + 1),
-                    last_fetch_ms: -1,
-                    last_caught_up_ms: -1,
+                    last_fetch_ms: contact.map_or(-1, |c| c.last_fetch_ms),
+                    last_caught_up_ms: contact.map_or(-1, |c| c.last_caught_up_ms),
                 }
             }
         };
@@ -592,14 +616,15 @@ impl Controller {
                     tracing::info!(topic = %topic.name, partition = index, isr = ?sorted, "reassignment completed");
                     return Ok(Decision::Records(records, ControllerResponse::Done));
                 }
+                let i = usize::try_from(index).unwrap_or_default();
                 Ok(Decision::Records(
-                    vec![MetaRecord::PartitionChange {
-                        topic_id,
-                        index,
-                        isr: Some(sorted),
-                        leader: None,
-                        replicas: None,
-                    }],
+                    vec![super::election::isr_change(
+                        topic,
+                        i,
+                        p,
+                        &self.defaults.election,
+                        sorted,
+                    )],
                     ControllerResponse::Done,
                 ))
             }
@@ -607,9 +632,12 @@ impl Controller {
             ControllerRequest::JoinAsObserver { .. } => Err(ControllerError::Internal(
                 "an observer joins through the membership, not records".into(),
             )),
-            ControllerRequest::ElectLeaders { kind, partitions } => {
-                Ok(elect_leaders(image, kind, partitions))
-            }
+            ControllerRequest::ElectLeaders { kind, partitions } => Ok(elect_leaders(
+                image,
+                &self.defaults.election,
+                kind,
+                partitions,
+            )),
             ControllerRequest::AlterReassignments {
                 items,
                 allow_rf_change,
@@ -705,12 +733,17 @@ impl Controller {
                 if records.is_empty() {
                     return Ok(Decision::Answer(ControllerResponse::Done));
                 }
+                // What the ELR promised rested on the old min.insync.replicas.
+                if topic.configs.get("min.insync.replicas") != configs.get("min.insync.replicas") {
+                    records.extend(super::election::clear_elr(topic));
+                }
                 Ok(Decision::Records(records, ControllerResponse::Done))
             }
             ControllerRequest::RegisterBroker {
                 id,
                 cluster_id,
                 incarnation,
+                previous_epoch,
                 endpoints,
                 rack,
             } => {
@@ -718,16 +751,32 @@ impl Controller {
                     return Err(ControllerError::InconsistentClusterId);
                 }
                 // A broker registering again comes back fenced: what it led moves away now
-                // (Kafka fences the old registration the same way).
+                // (Kafka fences the old registration the same way). A new process that
+                // cannot prove a clean shutdown (the epoch it recorded then is not its last
+                // registration's) may have lost what it had not fsynced: with ELR it leaves
+                // every ISR and ELR (Kafka's `handleBrokerShutdown`).
+                let before = image.brokers.get(&id);
+                let new_process = before.is_none_or(|b| b.incarnation != incarnation);
+                let clean = before.is_some_and(|b| previous_epoch == Some(b.epoch));
+                let rules = &self.defaults.election;
+                let changes = if new_process && !clean {
+                    if before.is_some() {
+                        tracing::info!(broker = id, previous_epoch = ?previous_epoch,
+                            "a broker registers after an unclean shutdown");
+                    }
+                    super::election::on_unclean_shutdown(image, rules, id)
+                } else if image.is_alive(id) {
+                    super::election::on_fence(image, rules, &[id], false)
+                } else {
+                    Vec::new()
+                };
                 let mut records = vec![MetaRecord::RegisterBroker {
                     id,
                     incarnation,
                     endpoints,
                     rack,
                 }];
-                if image.is_alive(id) {
-                    records.extend(super::election::on_fence(image, &[id], false));
-                }
+                records.extend(changes);
                 Ok(Decision::Records(
                     records,
                     ControllerResponse::Registered { epoch: 0 },
@@ -754,7 +803,12 @@ impl Controller {
                             MetaRecord::FenceBroker { id, epoch },
                         ]
                         .into_iter()
-                        .chain(super::election::on_fence(image, &[id], true))
+                        .chain(super::election::on_fence(
+                            image,
+                            &self.defaults.election,
+                            &[id],
+                            true,
+                        ))
                         .collect(),
                         ControllerResponse::Heartbeat {
                             fenced: true,
@@ -764,7 +818,11 @@ impl Controller {
                 }
                 if b.fenced && !want_shutdown && applied >= registered_at {
                     let mut records = vec![MetaRecord::UnfenceBroker { id, epoch }];
-                    records.extend(super::election::on_unfence(image, id));
+                    records.extend(super::election::on_unfence(
+                        image,
+                        &self.defaults.election,
+                        id,
+                    ));
                     return Ok(Decision::Records(
                         records,
                         ControllerResponse::Heartbeat {
@@ -1075,6 +1133,7 @@ fn summary(id: Uuid, topic: &super::image::TopicImage) -> TopicSummary {
 /// as Kafka answers).
 fn elect_leaders(
     image: &MetadataImage,
+    rules: &super::election::Rules,
     kind: super::election::ElectionType,
     partitions: Option<Vec<(String, i32)>>,
 ) -> Decision {
@@ -1093,7 +1152,7 @@ fn elect_leaders(
     for (name, index) in wanted {
         let outcome = match image.topic_by_name(&name) {
             None => Err(ElectionError::Unknown),
-            Some(t) => elect(image, t, index, kind),
+            Some(t) => elect(image, rules, t, index, kind),
         };
         let error = match outcome {
             Ok(r) => {

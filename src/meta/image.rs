@@ -61,6 +61,12 @@ pub struct PartitionImage {
     pub adding: Vec<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<i32>,
+    /// KIP-966's eligible leader replicas (see [`crate::meta::election`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
+    /// The last leader, kept when the partition went offline with no ISR and no ELR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_known_elr: Vec<i32>,
 }
 
 /// A topic: its name, id, partitions (by index) and config overrides.
@@ -321,6 +327,7 @@ impl MetadataImage {
                 isr,
                 leader,
                 replicas,
+                elr,
             } => {
                 let topic = self.topic_mut(topic_id)?;
                 let name = topic.name.clone();
@@ -330,6 +337,10 @@ impl MetadataImage {
                     .ok_or_else(|| ApplyError(format!("no partition {p} of {name}")))?;
                 if let Some(isr) = isr {
                     part.isr = isr.clone();
+                }
+                if let Some(elr) = elr {
+                    part.elr = elr.eligible.clone();
+                    part.last_known_elr = elr.last_known.clone();
                 }
                 if let Some(replicas) = replicas {
                     part.replicas = replicas.clone();
@@ -472,6 +483,7 @@ mod tests {
                 isr: Some(vec![1]),
                 leader: Some(2),
                 replicas: None,
+                elr: None,
             }],
             &mut delta,
         );

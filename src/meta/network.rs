@@ -20,10 +20,13 @@
 //! target's own raft error → `RPCError::RemoteError`; an AppendEntries over the frame limit
 //! ([`Network::with_max_request_bytes`]) → `RPCError::PayloadTooLarge` with fewer entries.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use bytes::{BufMut, Bytes};
 use openraft::error::{
@@ -163,6 +166,79 @@ pub struct Network {
     digest: u64,
     client_id: String,
     max_request_bytes: usize,
+    contacts: Arc<Contacts>,
+}
+
+/// When each follower last answered this node's AppendEntries and when it was last caught up
+/// to this node's log (DescribeQuorum's `last_fetch_timestamp` and
+/// `last_caught_up_timestamp`; a KRaft follower fetches, openraft's leader pushes, so an
+/// answered AppendEntries stands for a fetch). Kept per raft term: a new leadership starts
+/// with no contact, as Kafka's leader state does.
+#[derive(Debug, Default)]
+pub struct Contacts {
+    by_node: Mutex<BTreeMap<u64, Contact>>,
+    /// This node's raft metrics (its last log index), once the raft exists.
+    metrics: OnceLock<watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>>,
+}
+
+/// One follower's last contact with this node as leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact {
+    /// The raft term of the leadership the contact belongs to.
+    pub term: u64,
+    /// Wall-clock milliseconds of the last answered AppendEntries.
+    pub last_fetch_ms: i64,
+    /// Wall-clock milliseconds of the last answered AppendEntries that reached this node's
+    /// last log entry (-1: none yet in this term).
+    pub last_caught_up_ms: i64,
+}
+
+impl Contacts {
+    /// Gives the contacts the raft's metrics (call it once the raft is made).
+    pub fn watch(&self, metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// `target` answered an AppendEntries of `term` that carried the log up to index `upto`.
+    fn answered(&self, target: u64, term: u64, upto: Option<u64>) {
+        let now = wall_clock_ms();
+        let last = self
+            .metrics
+            .get()
+            .map(|m| m.borrow().last_log_index)
+            .unwrap_or_default();
+        let caught_up = upto >= last;
+        let mut by_node = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        let c = by_node.entry(target).or_insert(Contact {
+            term,
+            last_fetch_ms: -1,
+            last_caught_up_ms: -1,
+        });
+        if c.term != term {
+            *c = Contact {
+                term,
+                last_fetch_ms: -1,
+                last_caught_up_ms: -1,
+            };
+        }
+        c.last_fetch_ms = now;
+        if caught_up {
+            c.last_caught_up_ms = now;
+        }
+    }
+
+    /// `node`'s last contact in `term`, if it had one.
+    pub fn get(&self, node: u64, term: u64) -> Option<Contact> {
+        let by_node = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        by_node.get(&node).copied().filter(|c| c.term == term)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The largest request body [`Network`] sends unless told otherwise.
@@ -179,7 +255,13 @@ impl Network {
             digest,
             client_id,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            contacts: Arc::default(),
         }
+    }
+
+    /// The followers' contacts this network's clients record.
+    pub fn contacts(&self) -> Arc<Contacts> {
+        self.contacts.clone()
     }
 
     /// The same network with another bound on request frames: set it to the peers' controller
@@ -205,6 +287,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_request_bytes
                 .saturating_sub(HEADER_BYTES + self.client_id.len()),
             rpc: RpcClient::new(node.addr.clone(), self.client_id.clone()),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -218,6 +301,7 @@ pub struct PeerClient {
     /// The largest request body that fits the peer's frame limit.
     max_body: usize,
     rpc: RpcClient,
+    contacts: Arc<Contacts>,
 }
 
 impl PeerClient {
@@ -305,6 +389,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         let from = sender(&rpc.vote);
         let entries = rpc.entries.len();
+        let term = rpc.vote.leader_id().term;
+        let upto = rpc
+            .entries
+            .last()
+            .map(|e| e.log_id.index)
+            .or(rpc.prev_log_id.map(|l| l.index));
         let body = self.encode(rpc).map_err(RPCError::Network)?;
         if body.len() > self.max_body {
             if entries > 1 {
@@ -329,14 +419,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
-        self.send(
-            RPCTypes::AppendEntries,
-            from,
-            rpc::APPEND_ENTRIES,
-            &body,
-            &option,
-        )
-        .await
+        let answer = self
+            .send(
+                RPCTypes::AppendEntries,
+                from,
+                rpc::APPEND_ENTRIES,
+                &body,
+                &option,
+            )
+            .await;
+        match &answer {
+            Ok(AppendEntriesResponse::Success) => self.contacts.answered(self.target, term, upto),
+            Ok(AppendEntriesResponse::PartialSuccess(matched)) => {
+                self.contacts
+                    .answered(self.target, term, matched.map(|l| l.index))
+            }
+            _ => {}
+        }
+        answer
     }
 
     async fn install_snapshot(
@@ -383,6 +483,39 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
 #[cfg(test)]
 mod tests {
+    /// DescribeQuorum's follower times: every answered AppendEntries is a fetch; only one that
+    /// reached the leader's last entry is a catch-up; a new term starts afresh.
+    #[test]
+    fn contacts_record_fetches_and_catch_ups_per_term() {
+        let contacts = Contacts::default();
+        let mut m = openraft::RaftMetrics::new_initial(1);
+        m.last_log_index = Some(10);
+        let (tx, rx) = watch::channel(m.clone());
+        contacts.watch(rx);
+        assert_eq!(contacts.get(2, 3), None);
+        contacts.answered(2, 3, Some(10));
+        let c = contacts.get(2, 3).expect("contact");
+        assert!(
+            c.last_fetch_ms > 0 && c.last_caught_up_ms == c.last_fetch_ms,
+            "{c:?}"
+        );
+        m.last_log_index = Some(12);
+        tx.send(m).expect("watched");
+        std::thread::sleep(Duration::from_millis(5));
+        contacts.answered(2, 3, Some(11));
+        let behind = contacts.get(2, 3).expect("contact");
+        assert!(behind.last_fetch_ms > c.last_fetch_ms, "{behind:?}");
+        assert_eq!(
+            behind.last_caught_up_ms, c.last_caught_up_ms,
+            "not at the leader's end"
+        );
+        assert_eq!(contacts.get(2, 4), None, "another term");
+        contacts.answered(2, 4, Some(5));
+        let next = contacts.get(2, 4).expect("contact");
+        assert_eq!(next.last_caught_up_ms, -1, "a new term has no catch-up yet");
+        assert_eq!(contacts.get(2, 3), None);
+    }
+
     use openraft::{CommittedLeaderId, EntryPayload, LogId, SnapshotMeta, StoredMembership};
 
     use super::*;

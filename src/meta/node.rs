@@ -157,10 +157,13 @@ impl MetaNode {
                 .map_err(|e| format!("metadata quorum settings: {e}"))?,
         );
         let network = Network::new(digest, format!("ottla-controller-{node_id}"));
+        let contacts = network.contacts();
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| format!("cannot start the metadata quorum: {e}"))?;
-        let controller = Controller::new(raft.clone(), cell.clone(), opts.defaults.clone());
+        contacts.watch(raft.metrics());
+        let controller =
+            Controller::new(raft.clone(), cell.clone(), opts.defaults.clone(), contacts);
         let node = Arc::new(MetaNode {
             raft,
             cell,
@@ -590,7 +593,12 @@ impl MetaNode {
                     id: *id,
                     epoch: *epoch,
                 })
-                .chain(super::election::on_fence(&image, &ids, false))
+                .chain(super::election::on_fence(
+                    &image,
+                    self.controller.rules(),
+                    &ids,
+                    false,
+                ))
                 .collect();
             match self.controller.propose(records).await {
                 Ok(_) => {
@@ -620,7 +628,8 @@ impl MetaNode {
             if !self.is_controller() {
                 continue;
             }
-            let records = super::election::rebalance(&self.image(), percent);
+            let records =
+                super::election::rebalance(&self.image(), self.controller.rules(), percent);
             if records.is_empty() {
                 continue;
             }

@@ -126,6 +126,7 @@ pub fn reassign(
             isr: (isr != p.isr).then_some(isr),
             leader: None,
             replicas: (replicas != p.replicas).then_some(replicas),
+            elr: None,
         },
         MetaRecord::PartitionReassignment {
             topic_id: topic.id,
@@ -161,6 +162,7 @@ fn finish(
         isr: (isr != p.isr).then_some(isr),
         leader: (leader != p.leader).then_some(leader),
         replicas: (replicas != p.replicas).then_some(replicas),
+        elr: None,
     }];
     if !p.adding.is_empty() || !p.removing.is_empty() {
         out.push(MetaRecord::PartitionReassignment {

@@ -34,6 +34,18 @@ impl Endpoint {
     }
 }
 
+/// A partition's KIP-966 state: the replicas outside the ISR that still hold everything
+/// committed (they left it while it was below `min.insync.replicas`, when the high watermark
+/// stands still), and the last leader when the partition went offline with neither an ISR
+/// nor an ELR (Kafka 4.1 keeps only that in `LastKnownElr`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Elr {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eligible: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_known: Vec<i32>,
+}
+
 /// What a config record changes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "type", content = "name")]
@@ -104,6 +116,9 @@ pub enum MetaRecord {
         leader: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replicas: Option<Vec<i32>>,
+        /// KIP-966's eligible leader replicas and last known leader, when they change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elr: Option<Elr>,
     },
     /// A partition's reassignment (Kafka's adding / removing replicas), set with the
     /// `PartitionChange` that widens its replicas to target + leaving, cleared (both empty)
@@ -178,6 +193,7 @@ mod tests {
                     isr: Some(vec![1, 2]),
                     leader: None,
                     replicas: None,
+                    elr: None,
                 },
             ],
         };

@@ -600,24 +600,31 @@ impl TxnCoordinator {
         let now = self.clock.now_ms();
         // Transactional ids idle for `transactional.id.expiration.ms` with no transaction in
         // flight are forgotten (a tombstone in __transaction_state).
-        let expired = self.runtime.write_and_wait(|s: &TxnShard| {
-            let tombstones: Vec<TxnRecord> = s
-                .txns
-                .values()
-                .filter(|m| {
-                    matches!(
-                        m.state,
-                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
-                    ) && now - m.last_update_ms > expiration_ms
-                })
-                .map(|m| TxnRecord {
-                    transactional_id: m.transactional_id.clone(),
-                    value: None,
-                })
-                .collect();
-            let count = tombstones.len();
-            Ok::<_, ()>((tombstones, count))
-        });
+        let idle = |m: &&TxnMetadata| {
+            matches!(
+                m.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now - m.last_update_ms > expiration_ms
+        };
+        // Checked first: a write of nothing would still wait for the last one (see
+        // `Runtime::write`), which a paused follower can hold up.
+        let expired = if !self.runtime.read(|s| s.txns.values().any(|m| idle(&m))) {
+            Ok(0)
+        } else {
+            self.runtime.write_and_wait(|s: &TxnShard| {
+                let tombstones: Vec<TxnRecord> = s
+                    .txns
+                    .values()
+                    .filter(idle)
+                    .map(|m| TxnRecord {
+                        transactional_id: m.transactional_id.clone(),
+                        value: None,
+                    })
+                    .collect();
+                let count = tombstones.len();
+                Ok::<_, ()>((tombstones, count))
+            })
+        };
         match expired {
             Ok(0) => {}
             Ok(n) => tracing::info!(transactional_ids = n, "expired idle transactional ids"),

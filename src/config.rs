@@ -79,6 +79,23 @@ pub struct Config {
     pub max_connections: usize,
     /// Requests one connection may have decoded and waiting for an answer.
     pub max_in_flight_requests: usize,
+    /// Broker-wide bound on the bytes of requests being read or waiting to be handled
+    /// (Kafka's `queued.max.request.bytes`); spent, connections stop reading and the one
+    /// holding the most bytes of an unfinished request is closed. 0: an eighth of the
+    /// machine's memory, at most 256 MiB, at least `max_frame_bytes` (see
+    /// [`Config::request_memory_bytes`]).
+    pub queued_max_request_bytes: usize,
+    /// A connection with no byte read or written for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Simultaneous connections from one IP address (Kafka's `max.connections.per.ip`);
+    /// further ones are closed at once.
+    pub max_connections_per_ip: usize,
+    /// Per-address exceptions, `"IP:COUNT"` (Kafka's `max.connections.per.ip.overrides`).
+    pub max_connections_per_ip_overrides: Vec<String>,
+    /// New connections accepted per second at most (KIP-612's `max.connection.creation.rate`);
+    /// beyond it accepting waits. 0: no limit.
+    pub max_connection_creation_rate: u32,
     /// Upper bound on a fetch's long-poll wait, whatever the client asks.
     pub fetch_max_wait_ms: u64,
     /// How long a graceful stop lets open connections finish the request in hand before it
@@ -377,6 +394,11 @@ impl Default for Config {
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             max_in_flight_requests: 16,
+            queued_max_request_bytes: 0,
+            connections_max_idle_ms: 600_000,
+            max_connections_per_ip: usize::MAX,
+            max_connections_per_ip_overrides: Vec::new(),
+            max_connection_creation_rate: 0,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             shutdown_grace_ms: 5000,
@@ -467,6 +489,44 @@ impl Config {
         Ok(config)
     }
 
+    /// The request memory budget in bytes: `queued_max_request_bytes`, or when 0 an eighth of
+    /// the machine's memory, at most 256 MiB, and never below one largest request (plus a
+    /// read chunk).
+    pub fn request_memory_bytes(&self) -> usize {
+        if self.queued_max_request_bytes != 0 {
+            return self.queued_max_request_bytes;
+        }
+        let eighth = total_memory_bytes().map_or(256 << 20, |m| m / 8);
+        eighth
+            .min(256 << 20)
+            .max(self.max_frame_bytes + (64 << 10) + 4)
+    }
+
+    /// `max_connections_per_ip_overrides` parsed: address → count.
+    pub fn connections_per_ip_overrides(
+        &self,
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, usize>, String> {
+        self.max_connections_per_ip_overrides
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| {
+                let (ip, n) = entry.rsplit_once(':').ok_or_else(|| {
+                    format!("max_connections_per_ip_overrides: {entry:?} is not IP:COUNT")
+                })?;
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                let ip = ip.parse().map_err(|_| {
+                    format!("max_connections_per_ip_overrides: {ip:?} is not an IP address")
+                })?;
+                let n = n.parse().map_err(|_| {
+                    format!("max_connections_per_ip_overrides: {n:?} is not a count")
+                })?;
+                Ok((ip, n))
+            })
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.listen.is_empty() {
@@ -489,6 +549,20 @@ impl Config {
         }
         if self.max_connections == 0 || self.max_in_flight_requests == 0 {
             return bad("max_connections and max_in_flight_requests must be ≥ 1".into());
+        }
+        if self.queued_max_request_bytes != 0
+            && self.queued_max_request_bytes < self.max_frame_bytes
+        {
+            return bad(format!(
+                "queued_max_request_bytes ({}) must be 0 (automatic) or at least max_frame_bytes ({}): a request must fit",
+                self.queued_max_request_bytes, self.max_frame_bytes
+            ));
+        }
+        if self.connections_max_idle_ms == 0 || self.max_connections_per_ip == 0 {
+            return bad("connections_max_idle_ms and max_connections_per_ip must be ≥ 1".into());
+        }
+        if let Err(e) = self.connections_per_ip_overrides() {
+            return bad(e);
         }
         if self.node_id < 0 {
             return bad("node_id must be ≥ 0".into());
@@ -759,6 +833,18 @@ impl Config {
             .collect();
         voters.join(",")
     }
+}
+
+/// The machine's physical memory, if the system says.
+fn total_memory_bytes() -> Option<usize> {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| (pages as usize).saturating_mul(size as usize))
 }
 
 #[cfg(test)]
@@ -1128,6 +1214,37 @@ mod tests {
                 "min_insync_replicas must be ≥ 1",
             );
             refused(jail, "broker_rack = \" \"\n", "broker_rack");
+            refused(
+                jail,
+                "queued_max_request_bytes = 1000\n",
+                "must be 0 (automatic) or at least max_frame_bytes",
+            );
+            refused(
+                jail,
+                "max_connections_per_ip_overrides = [\"10.0.0.1\"]\n",
+                "is not IP:COUNT",
+            );
+            refused(
+                jail,
+                "max_connections_per_ip_overrides = [\"nohost:3\"]\n",
+                "is not an IP address",
+            );
+            let c = load_toml(
+                jail,
+                "max_connections_per_ip_overrides = [\"10.0.0.1:3\", \"[::1]:0\"]\nqueued_max_request_bytes = 209715200\n",
+            )?;
+            let overrides = c.connections_per_ip_overrides().expect("valid");
+            assert_eq!(
+                overrides[&"10.0.0.1".parse::<std::net::IpAddr>().unwrap()],
+                3
+            );
+            assert_eq!(overrides[&"::1".parse::<std::net::IpAddr>().unwrap()], 0);
+            assert_eq!(c.request_memory_bytes(), 209_715_200);
+            let auto = Config::default().request_memory_bytes();
+            assert!(
+                auto >= Config::default().max_frame_bytes && auto <= 256 << 20,
+                "{auto}"
+            );
             let c = load_toml(
                 jail,
                 "default_replication_factor = 3\nmin_insync_replicas = 2\n",

@@ -17,6 +17,7 @@ pub mod fd_limit;
 pub mod groups;
 pub mod handlers;
 pub mod log;
+pub mod log_every;
 pub mod meta;
 pub mod protocol;
 pub mod server;

@@ -22,7 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -122,37 +121,7 @@ pub fn decode_snapshot_request(
     Ok(envelope)
 }
 
-/// Lets a log line through at most once per interval (shared by every caller of one limiter).
-pub(crate) struct LogLimit {
-    next_ms: AtomicU64,
-}
-
-impl LogLimit {
-    pub(crate) const fn new() -> LogLimit {
-        LogLimit {
-            next_ms: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn allow(&self, every: Duration) -> bool {
-        static START: OnceLock<std::time::Instant> = OnceLock::new();
-        let now = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_millis() as u64;
-        let next = self.next_ms.load(Ordering::Relaxed);
-        now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now + every.as_millis() as u64,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-    }
-}
+pub(crate) use crate::log_every::LogLimit;
 
 /// How often a digest mismatch is logged at most (each side).
 pub(crate) const MISMATCH_LOG_EVERY: Duration = Duration::from_secs(5);

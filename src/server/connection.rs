@@ -1,6 +1,9 @@
 //! One client connection: reads size-prefixed frames, hands each to the protocol layer in
 //! order, and writes the answers in the same order, all in one task. A frame over
-//! `max_frame_bytes` or a malformed request closes the connection with a logged reason.
+//! `max_frame_bytes` or a malformed request closes the connection with a logged reason, as do
+//! `connections_max_idle_ms` without a byte either way and the request memory budget
+//! choosing it to make room (`memory.rs`). Every byte read is reserved in that budget first
+//! and given back once its request has been handled.
 //!
 //! Answers are buffered and flushed when the task is about to wait: before reading more bytes
 //! from the socket, before a request whose handler may wait (a fetch waiting for data, a group
@@ -13,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
@@ -22,6 +26,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::memory::Lease;
 use crate::broker::Broker;
 use crate::log::{FileSlice, Records};
 use crate::protocol::{self, Outcome, Response};
@@ -64,6 +69,7 @@ pub async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
+    mut lease: Lease,
     mut stop: watch::Receiver<bool>,
 ) {
     let peer_name = peer.to_string();
@@ -75,19 +81,27 @@ pub async fn serve(
     };
     let max_frame = broker.config.max_frame_bytes;
     let max_pending = broker.config.max_in_flight_requests;
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         let frame = match next_buffered_frame(&mut buf, max_frame, &peer_name) {
             Err(()) => break,
             Ok(Some(frame)) => frame,
             Ok(None) => {
+                // What is buffered now belongs to a frame not yet complete.
+                lease.set_unfinished(buf.len());
                 if let Err(e) = out.flush().await {
                     tracing::debug!(peer = %peer_name, error = %e, "write failed");
                     break;
                 }
                 let more = tokio::select! {
-                    more = read_more(&mut reader, &mut buf, max_frame, &peer_name) => more,
+                    more = read_more(&mut reader, &mut buf, max_frame, &peer_name, Some(&mut lease)) => more,
                     _ = stop.changed() => false,
+                    _ = tokio::time::sleep(idle) => {
+                        tracing::info!(peer = %peer_name, idle_ms = idle.as_millis() as u64,
+                            "closing idle connection (connections_max_idle_ms)");
+                        false
+                    }
                 };
                 if !more {
                     break;
@@ -101,7 +115,11 @@ pub async fn serve(
                 break;
             }
         }
-        match protocol::handle_frame(&broker, frame, &peer_name).await {
+        let size = frame.len() + 4;
+        let outcome = protocol::handle_frame(&broker, frame, &peer_name).await;
+        // The request is handled: its bytes go back to the budget.
+        lease.release(size);
+        match outcome {
             Outcome::Respond(response) => {
                 if let Err(e) = out.write(response).await {
                     tracing::debug!(peer = %peer_name, error = %e, "write failed");
@@ -165,12 +183,15 @@ pub(super) fn next_buffered_frame(
     Ok(Some(buf.split_to(len).freeze()))
 }
 
-/// Reads more bytes into `buf`. `false` at end of stream or on an error (logged).
+/// Reads more bytes into `buf`, reserved first in `lease` when given (at most what was
+/// reserved is read). `false` at end of stream, on an error (logged) or when the budget
+/// chose this connection to close.
 pub(super) async fn read_more(
     reader: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     max_frame: usize,
     peer: &str,
+    mut lease: Option<&mut Lease>,
 ) -> bool {
     let wanted = if buf.len() >= 4 {
         let len = ((&buf[..4]).get_i32().max(0) as usize).min(max_frame);
@@ -180,8 +201,33 @@ pub(super) async fn read_more(
     } else {
         READ_CHUNK_BYTES
     };
-    buf.reserve(wanted);
-    match reader.read_buf(buf).await {
+    if let Some(lease) = lease.as_deref_mut() {
+        if lease.reserve(wanted).await.is_err() {
+            return false; // evicted (logged by the budget)
+        }
+    }
+    // A large frame's buffer is sized for the whole frame at once: address space only (see
+    // `alloc.rs`), resident as the bytes arrive, and never copied as it grows.
+    let frame_end =
+        (buf.len() >= 4).then(|| 4 + ((&buf[..4]).get_i32().max(0) as usize).min(max_frame));
+    match frame_end {
+        Some(end) if end >= crate::alloc::HUGE_BYTES => buf.reserve(end - buf.len()),
+        _ => buf.reserve(wanted),
+    }
+    let read = match lease.as_deref() {
+        Some(lease) => {
+            let mut limited = (&mut *reader).take(wanted as u64);
+            tokio::select! {
+                r = limited.read_buf(buf) => r,
+                _ = lease.evicted() => return false,
+            }
+        }
+        None => reader.read_buf(buf).await,
+    };
+    if let Some(lease) = lease {
+        lease.release(wanted - read.as_ref().map_or(0, |n| (*n).min(wanted)));
+    }
+    match read {
         Ok(0) => {
             if !buf.is_empty() {
                 tracing::warn!(%peer, pending = buf.len(), "connection ended inside a request frame");

@@ -116,7 +116,7 @@ async fn serve_connection(
                     unflushed = false;
                 }
                 let more = tokio::select! {
-                    more = read_more(&mut reader, &mut buf, max_frame, &peer_name) => more,
+                    more = read_more(&mut reader, &mut buf, max_frame, &peer_name, None) => more,
                     _ = stop.changed() => false,
                 };
                 if !more {

@@ -1,9 +1,11 @@
 //! The network edge: binds the listeners, accepts connections (at most `max_connections` at
 //! once), runs one task per connection and shuts everything down gracefully on request.
 
+mod admission;
 mod connection;
 pub mod controller_listener;
 mod maintenance;
+pub mod memory;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -227,11 +229,26 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(self.broker.config.max_connections));
+        let config = &self.broker.config;
+        let edge = Edge {
+            memory: memory::RequestMemory::new(config.request_memory_bytes()),
+            admission: admission::Admission::new(
+                config.max_connections_per_ip,
+                // Validated with the configuration.
+                config.connections_per_ip_overrides().unwrap_or_default(),
+                config.max_connection_creation_rate,
+            ),
+        };
+        tracing::info!(
+            queued_max_request_bytes = edge.memory.total(),
+            "request memory budget"
+        );
         let mut accept_tasks = Vec::new();
         for listener in self.listeners {
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 self.broker.clone(),
+                edge.clone(),
                 permits.clone(),
                 stop_rx.clone(),
             )));
@@ -325,16 +342,37 @@ impl Server {
     }
 }
 
+/// What every client connection shares at the edge: the request memory budget and the
+/// admission rules.
+#[derive(Clone)]
+struct Edge {
+    memory: Arc<memory::RequestMemory>,
+    admission: Arc<admission::Admission>,
+}
+
 /// Accepts connections until `stop`; returns the tasks of those still open (shutdown drains
 /// or aborts them). Finished connection tasks are reaped as they end.
 async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
+    edge: Edge,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut connections = JoinSet::new();
     loop {
+        // KIP-612: beyond the creation rate the next accept waits.
+        loop {
+            let delay = edge.admission.creation_delay();
+            if delay.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                Some(_) = connections.join_next() => {}
+                _ = stop.changed() => return connections,
+            }
+        }
         let permit = loop {
             tokio::select! {
                 p = permits.clone().acquire_owned() => match p {
@@ -354,11 +392,17 @@ async fn accept_loop(
         };
         match accepted {
             Ok((socket, peer)) => {
+                let Some(counted) = edge.admission.admit(peer.ip()) else {
+                    drop(socket);
+                    continue;
+                };
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let stop = stop.clone();
+                let lease = edge.memory.lease(&peer.to_string());
                 connections.spawn(async move {
-                    connection::serve(socket, peer, broker, stop).await;
+                    connection::serve(socket, peer, broker, lease, stop).await;
+                    drop(counted);
                     drop(permit);
                 });
             }

@@ -75,20 +75,30 @@ impl Broker {
     /// Opens (or creates) the state in `config.data_dir` (nothing on disk in memory mode):
     /// the metadata log and its image, the logs of the partitions placed here, recovered if
     /// the last stop was not clean, the producer id block, and the coordinators loaded from
-    /// their internal topics. `host:port` is the address this node advertises.
+    /// their internal topics. `host:port` is the PLAINTEXT address this node advertises.
     pub async fn open(config: Config, host: String, port: i32) -> Result<Broker, String> {
-        Broker::open_with_clock(config, host, port, Clock::system(), None).await
+        let endpoint = Endpoint {
+            name: "PLAINTEXT".into(),
+            host,
+            port: u16::try_from(port).unwrap_or(0),
+            security_protocol: 0,
+        };
+        Broker::open_with_clock(config, vec![endpoint], Clock::system(), None).await
     }
 
     /// As [`Broker::open`], with every deadline computed from `clock`; `serve_controller`
-    /// starts the controller listener once the metadata node exists.
+    /// starts the controller listener once the metadata node exists. `advertised`: each
+    /// listener's endpoint (at least one), the first one's address being this node's.
     pub async fn open_with_clock(
         config: Config,
-        host: String,
-        port: i32,
+        advertised: Vec<Endpoint>,
         clock: Clock,
         serve_controller: Option<Box<dyn FnOnce(Arc<MetaNode>) + Send>>,
     ) -> Result<Broker, String> {
+        let host = advertised
+            .first()
+            .map_or_else(|| "localhost".to_string(), |e| e.host.clone());
+        let port = advertised.first().map_or(0, |e| i32::from(e.port));
         // A memory-mode broker has lost everything when it starts: never a clean shutdown.
         let clean_shutdown = (!config.memory)
             .then(|| cluster::was_clean_shutdown(&config.data_dir))
@@ -177,11 +187,11 @@ impl Broker {
                 &cluster_id,
                 incarnation,
                 previous,
-                &host,
-                port,
+                &advertised,
             )
             .await?;
             broker_epoch.store(epoch, std::sync::atomic::Ordering::Relaxed);
+            create_bootstrap_users(&meta, &config).await?;
         }
         if config.is_single_node() {
             // A cluster of one has every broker it will have: the internal topics are created
@@ -238,6 +248,7 @@ impl Broker {
                 node_id: config.node_id,
                 host,
                 port,
+                endpoints: advertised,
                 cluster_id,
                 rack: config.broker_rack.clone(),
             },
@@ -351,8 +362,7 @@ impl Broker {
                         self.incarnation,
                         // The same process: its registration's incarnation tells the controller.
                         None,
-                        &self.node.host,
-                        self.node.port,
+                        &self.node.endpoints,
                     )
                     .await
                     {
@@ -680,15 +690,10 @@ fn legacy_records(node_id: i32, t: &LegacyTopic) -> Vec<MetaRecord> {
     records
 }
 
-/// The listeners this broker registers: its client address, then (`inter_broker_advertise`)
-/// the address the other brokers use, when it differs.
-fn endpoints(config: &Config, host: &str, port: i32) -> Vec<Endpoint> {
-    let mut out = vec![Endpoint {
-        name: "PLAINTEXT".into(),
-        host: host.to_string(),
-        port: u16::try_from(port).unwrap_or(0),
-        security_protocol: 0,
-    }];
+/// The listeners this broker registers: each listener's advertised endpoint, then
+/// (`inter_broker_advertise`) the address the other brokers use, when it differs.
+fn endpoints(config: &Config, advertised: &[Endpoint]) -> Vec<Endpoint> {
+    let mut out = advertised.to_vec();
     if let Some((h, p)) = config
         .inter_broker_advertise
         .as_deref()
@@ -704,6 +709,70 @@ fn endpoints(config: &Config, host: &str, port: i32) -> Vec<Endpoint> {
     out
 }
 
+/// Creates the `bootstrap_users` that have no credential yet: SCRAM-SHA-256 and SCRAM-SHA-512
+/// credentials with a random salt and 4096 iterations (Kafka's default), derived on the
+/// blocking pool, stored through the controller.
+async fn create_bootstrap_users(meta: &MetaNode, config: &Config) -> Result<(), String> {
+    use crate::meta::controller::ScramUpsert;
+    use crate::security::scram::{Credential, Mechanism};
+    let users = config.bootstrap_credentials()?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let image = meta.image();
+    let wanted: Vec<(String, String)> = users
+        .into_iter()
+        .filter(|(name, _)| !image.scram.contains_key(name))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let upserts = crate::threads::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (name, password) in wanted {
+            for m in [Mechanism::Sha256, Mechanism::Sha512] {
+                let salt = Credential::random_salt().map_err(|e| e.to_string())?;
+                let c = Credential::from_password(m, &password, &salt, Mechanism::MIN_ITERATIONS)
+                    .map_err(|e| e.to_string())?;
+                out.push(ScramUpsert {
+                    user: name.clone(),
+                    mechanism: m.name().to_string(),
+                    salt: c.salt,
+                    stored_key: c.stored_key,
+                    server_key: c.server_key,
+                    iterations: c.iterations,
+                });
+            }
+        }
+        Ok::<_, String>(out)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let answer = meta
+        .submit(ControllerRequest::AlterScramCredentials {
+            upserts: upserts.clone(),
+            deletions: Vec::new(),
+            only_if_absent: true,
+        })
+        .await
+        .map_err(|e| format!("cannot create the bootstrap users: {e}"))?;
+    let skipped = match answer {
+        ControllerResponse::Credentials { skipped, .. } => skipped,
+        other => {
+            return Err(format!(
+                "unexpected answer creating bootstrap users: {other:?}"
+            ))
+        }
+    };
+    for u in upserts.iter().filter(|u| !skipped.contains(&u.user)) {
+        tracing::info!(user = %u.user, mechanism = %u.mechanism, "applied SCRAM credential");
+    }
+    for user in skipped {
+        tracing::info!(%user, "bootstrap user already has credentials: left as it is");
+    }
+    Ok(())
+}
+
 /// Registers this broker with the active controller and waits until it is unfenced (its
 /// image has caught up with the registration). Returns its epoch.
 async fn register(
@@ -712,8 +781,7 @@ async fn register(
     cluster_id: &str,
     incarnation: Uuid,
     previous_epoch: Option<i64>,
-    host: &str,
-    port: i32,
+    advertised: &[Endpoint],
 ) -> Result<i64, String> {
     let registered = meta
         .submit(ControllerRequest::RegisterBroker {
@@ -721,7 +789,7 @@ async fn register(
             cluster_id: cluster_id.to_string(),
             incarnation,
             previous_epoch,
-            endpoints: endpoints(config, host, port),
+            endpoints: endpoints(config, advertised),
             rack: config.broker_rack.clone(),
         })
         .await;

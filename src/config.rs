@@ -18,11 +18,16 @@ pub const FETCH_MAX_BYTES_MIN: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Addresses to listen on. `localhost:PORT` means both 127.0.0.1 and [::1].
+    /// Addresses to listen on, `[PROTOCOL://]HOST:PORT` with PROTOCOL one of `PLAINTEXT`
+    /// (the default), `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`. `localhost:PORT` means both
+    /// 127.0.0.1 and [::1].
     #[serde(deserialize_with = "list_or_csv")]
     pub listen: Vec<String>,
-    /// Address clients are told to connect to (Metadata); defaults to the first listener.
-    pub advertise: Option<String>,
+    /// Addresses clients are told to connect to (Metadata), `[PROTOCOL://]HOST:PORT`, one per
+    /// listener protocol (an entry without a protocol is the first listener's); a listener
+    /// without one advertises its own address.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub advertise: Vec<String>,
     /// `HOST:PORT` at which the other brokers and the controller reach this broker's
     /// listener (followers' fetches, transaction markers, the controller's crash probe),
     /// when it differs from the advertised client address, as in containers that publish
@@ -96,6 +101,34 @@ pub struct Config {
     /// New connections accepted per second at most (KIP-612's `max.connection.creation.rate`);
     /// beyond it accepting waits. 0: no limit.
     pub max_connection_creation_rate: u32,
+    /// PEM certificate chain (the server's first) of the `SSL` and `SASL_SSL` listeners;
+    /// reloaded with the key on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificates of the CAs that sign client certificates (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Client certificates (Kafka's `ssl.client.auth`): `none`, `requested` (checked when
+    /// sent) or `required`. A verified certificate's subject becomes the principal
+    /// (`User:CN=...,O=...`) on `SSL` listeners.
+    pub tls_client_auth: TlsClientAuth,
+    /// SASL mechanisms offered on `SASL_*` listeners (Kafka's `sasl.enabled.mechanisms`):
+    /// any of `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub sasl_enabled_mechanisms: Vec<String>,
+    /// Users created at startup, `"NAME:PASSWORD"`, each with SCRAM-SHA-256 and SCRAM-SHA-512
+    /// credentials (stored salted in the metadata log, never the password), only when the
+    /// user has no credential yet.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub bootstrap_users: Vec<String>,
+    /// Largest frame a `SASL_*` connection may send before it has authenticated (Kafka's
+    /// `sasl.server.max.receive.size`).
+    pub sasl_server_max_receive_size: usize,
+    /// A `SASL_*` connection that has not authenticated after this long is closed.
+    pub authentication_timeout_ms: u64,
+    /// Most a SASL session lasts before the client must re-authenticate (KIP-368's
+    /// `connections.max.reauth.ms`); 0: sessions never expire.
+    pub connections_max_reauth_ms: u64,
     /// Upper bound on a fetch's long-poll wait, whatever the client asks.
     pub fetch_max_wait_ms: u64,
     /// How long a graceful stop lets open connections finish the request in hand before it
@@ -362,6 +395,72 @@ where
         .collect()
 }
 
+/// The SASL mechanisms ottla implements.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// See [`Config::tls_client_auth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// A listener's security protocol (Kafka's ids, as brokers register them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecurityProtocol {
+    Plaintext = 0,
+    Ssl = 1,
+    SaslPlaintext = 2,
+    SaslSsl = 3,
+}
+
+impl SecurityProtocol {
+    pub const ALL: [SecurityProtocol; 4] = [
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl,
+    ];
+
+    /// Kafka's name, also the listener's name in the brokers' registrations.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// `[PROTOCOL://]HOST:PORT` split into its protocol (PLAINTEXT when absent) and `HOST:PORT`.
+pub fn split_listener(spec: &str) -> Result<(SecurityProtocol, &str), String> {
+    let spec = spec.trim();
+    match spec.split_once("://") {
+        None => Ok((SecurityProtocol::Plaintext, spec)),
+        Some((name, addr)) => SecurityProtocol::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+            .map(|p| (p, addr))
+            .ok_or_else(|| {
+                format!("unknown security protocol {name:?} in {spec:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+            }),
+    }
+}
+
 /// See [`Config::fsync`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -374,7 +473,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec!["localhost:9092".to_string()],
-            advertise: None,
+            advertise: Vec::new(),
             inter_broker_advertise: None,
             data_dir: PathBuf::from("./ottla-data"),
             memory: false,
@@ -399,6 +498,19 @@ impl Default for Config {
             max_connections_per_ip: usize::MAX,
             max_connections_per_ip_overrides: Vec::new(),
             max_connection_creation_rate: 0,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_client_auth: TlsClientAuth::None,
+            sasl_enabled_mechanisms: vec![
+                "PLAIN".into(),
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+            ],
+            bootstrap_users: Vec::new(),
+            sasl_server_max_receive_size: 512 * 1024,
+            authentication_timeout_ms: 10_000,
+            connections_max_reauth_ms: 0,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             shutdown_grace_ms: 5000,
@@ -527,11 +639,111 @@ impl Config {
             .collect()
     }
 
+    /// The listeners: protocol and `HOST:PORT` of each `listen` entry, in order.
+    pub fn listeners(&self) -> Result<Vec<(SecurityProtocol, String)>, String> {
+        self.listen
+            .iter()
+            .map(|l| split_listener(l).map(|(p, a)| (p, a.to_string())))
+            .collect()
+    }
+
+    /// The advertised `HOST:PORT` configured for a listener protocol: the `advertise` entry
+    /// naming it, or an entry without a protocol when `protocol` is the first listener's.
+    pub fn advertised_for(&self, protocol: SecurityProtocol) -> Option<String> {
+        let first = self.listeners().ok()?.first().map(|(p, _)| *p);
+        self.advertise.iter().find_map(|a| {
+            let explicit = a.trim().contains("://");
+            let (p, addr) = split_listener(a).ok()?;
+            (p == protocol && (explicit || first == Some(protocol))).then(|| addr.to_string())
+        })
+    }
+
+    /// `bootstrap_users` parsed: (name, password).
+    pub fn bootstrap_credentials(&self) -> Result<Vec<(String, String)>, String> {
+        self.bootstrap_users
+            .iter()
+            .map(|u| match u.split_once(':') {
+                Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+                    Ok((name.to_string(), password.to_string()))
+                }
+                _ => Err(format!(
+                    "bootstrap_users entries are NAME:PASSWORD with both non-empty, not {u:?}"
+                )),
+            })
+            .collect()
+    }
+
+    /// Listeners, advertised addresses, TLS files and SASL settings.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        let listeners = self.listeners().map_err(ConfigError::Invalid)?;
+        for (_, addr) in &listeners {
+            if split_host_port(addr).is_none() {
+                return bad(format!(
+                    "bad listen address {addr:?}: expected [PROTOCOL://]HOST:PORT"
+                ));
+            }
+        }
+        for a in &self.advertise {
+            let (p, addr) = split_listener(a).map_err(ConfigError::Invalid)?;
+            if split_host_port(addr).is_none() {
+                return bad(format!(
+                    "bad advertise address {a:?}: expected [PROTOCOL://]HOST:PORT"
+                ));
+            }
+            if a.contains("://") && !listeners.iter().any(|(l, _)| *l == p) {
+                return bad(format!(
+                    "advertise {a:?} names {}, which no listener uses",
+                    p.name()
+                ));
+            }
+        }
+        if listeners.iter().any(|(p, _)| p.tls())
+            && (self.tls_cert_file.is_none() || self.tls_key_file.is_none())
+        {
+            return bad("an SSL or SASL_SSL listener needs tls_cert_file and tls_key_file".into());
+        }
+        if self.tls_client_auth != TlsClientAuth::None && self.tls_client_ca_file.is_none() {
+            return bad("tls_client_auth = requested or required needs tls_client_ca_file (the CAs that sign client certificates)".into());
+        }
+        for m in &self.sasl_enabled_mechanisms {
+            if !SASL_MECHANISMS.contains(&m.as_str()) {
+                return bad(format!(
+                    "unsupported SASL mechanism {m:?} in sasl_enabled_mechanisms: ottla offers {}",
+                    SASL_MECHANISMS.join(", ")
+                ));
+            }
+        }
+        if listeners.iter().any(|(p, _)| p.sasl()) && self.sasl_enabled_mechanisms.is_empty() {
+            return bad("a SASL listener needs at least one of sasl_enabled_mechanisms".into());
+        }
+        self.bootstrap_credentials().map_err(ConfigError::Invalid)?;
+        if self.sasl_server_max_receive_size < 1024 || self.authentication_timeout_ms == 0 {
+            return bad(
+                "sasl_server_max_receive_size must be ≥ 1024 and authentication_timeout_ms ≥ 1"
+                    .into(),
+            );
+        }
+        // The brokers' own connections (followers' fetches, transaction markers) speak
+        // PLAINTEXT for now: a cluster needs such a listener or an inter-broker address.
+        if !self.controller_quorum_voters.is_empty()
+            && self.is_broker()
+            && self.inter_broker_advertise.is_none()
+            && !listeners
+                .iter()
+                .any(|(p, _)| *p == SecurityProtocol::Plaintext)
+        {
+            return bad("a broker in a cluster needs a PLAINTEXT listener (or inter_broker_advertise): brokers replicate over PLAINTEXT; TLS and SASL between brokers are not supported yet".into());
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.listen.is_empty() {
             return bad("at least one listen address is needed".into());
         }
+        self.validate_security()?;
         if self.num_partitions < 1 {
             return bad(format!(
                 "num_partitions must be ≥ 1, not {}",
@@ -731,7 +943,11 @@ impl Config {
                     "bad controller_listen address {listen:?}: expected HOST:PORT"
                 ));
             }
-            if let Some(client) = self.listen.iter().find(|l| listen_overlap(l, listen)) {
+            if let Some(client) = self
+                .listen
+                .iter()
+                .find(|l| split_listener(l).is_ok_and(|(_, addr)| listen_overlap(addr, listen)))
+            {
                 return bad(format!(
                     "controller_listen {listen} is also a client listener ({client}): the controller needs a listener of its own"
                 ));

@@ -20,15 +20,42 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Listen on HOST:PORT (repeatable). `localhost` means 127.0.0.1 and [::1].
+    /// Listen on [PROTOCOL://]HOST:PORT (repeatable), PROTOCOL one of PLAINTEXT (the
+    /// default), SSL, SASL_PLAINTEXT, SASL_SSL. `localhost` means 127.0.0.1 and [::1].
     /// [default: localhost:9092]
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "[PROTOCOL://]HOST:PORT")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     listen: Vec<String>,
-    /// Address given to clients in metadata [default: the first listener].
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Address given to clients in metadata, [PROTOCOL://]HOST:PORT, one per listener
+    /// protocol (repeatable) [default: each listener's own address].
+    #[arg(long, value_name = "[PROTOCOL://]HOST:PORT")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    advertise: Vec<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    advertise: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Client certificates: none, requested or required [default: none].
+    #[arg(long, value_name = "none|requested|required")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_client_auth: Option<String>,
+    /// SASL mechanisms of SASL listeners [default: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, value_name = "MECHANISM,...", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sasl_enabled_mechanisms: Vec<String>,
+    /// A user to create at startup with SCRAM credentials, NAME:PASSWORD (repeatable; only
+    /// when the user has no credential yet).
+    #[arg(long = "bootstrap-user", value_name = "NAME:PASSWORD")]
+    #[serde(rename = "bootstrap_users", skip_serializing_if = "Vec::is_empty")]
+    bootstrap_user: Vec<String>,
     /// Data directory [default: ./ottla-data].
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,6 +151,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and the tools that read them get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let mut config = match Config::load(cli.config.as_deref(), &cli) {

@@ -377,6 +377,10 @@ async fn mutated_requests_never_crash_the_broker() {
         match tokio::time::timeout(limit, handle_frame(&broker, frame.clone(), "fuzz")).await {
             Ok(Outcome::Respond(_)) => answered += 1,
             Ok(Outcome::Close) => closed += 1,
+            Ok(Outcome::RespondAndClose(_)) => {
+                answered += 1;
+                closed += 1;
+            }
             Ok(Outcome::NoResponse) => silent += 1,
             Err(_) if may_wait => pending += 1,
             Err(_) => panic!(

@@ -60,8 +60,11 @@ pub fn mark_clean_shutdown(data_dir: &Path, broker_epoch: i64) -> std::io::Resul
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     pub node_id: i32,
+    /// The first listener's advertised address.
     pub host: String,
     pub port: i32,
+    /// Every listener's advertised endpoint, as registered (besides `INTER_BROKER`).
+    pub endpoints: Vec<crate::meta::records::Endpoint>,
     pub cluster_id: String,
     /// `broker_rack`, reported in Metadata and DescribeCluster.
     pub rack: Option<String>,

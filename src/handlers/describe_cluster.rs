@@ -10,7 +10,11 @@ use super::{str_bytes, Broker};
 /// `endpoint_type` 1 = brokers (KIP-919); 2 = controllers, which a broker does not serve.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
-pub fn handle(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &DescribeClusterRequest,
+    listener: crate::config::SecurityProtocol,
+) -> DescribeClusterResponse {
     if req.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return DescribeClusterResponse::default()
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
@@ -28,7 +32,7 @@ pub fn handle(broker: &Broker, req: &DescribeClusterRequest) -> DescribeClusterR
                 .values()
                 .filter(|b| req.include_fenced_brokers || !b.fenced)
                 .filter_map(|b| {
-                    let e = b.endpoints.first()?;
+                    let e = b.endpoint(listener)?;
                     Some(
                         DescribeClusterBroker::default()
                             .with_broker_id(BrokerId(b.id))

@@ -67,9 +67,10 @@ pub fn topic_entries(overrides: &TopicOverrides, broker: &Config) -> Vec<ConfigE
 /// This broker's settings under their Kafka names.
 fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
     let listeners = config
-        .listen
-        .iter()
-        .map(|l| format!("PLAINTEXT://{l}"))
+        .listeners()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(p, l)| format!("{}://{l}", p.name()))
         .chain(
             config
                 .controller_listen
@@ -78,7 +79,12 @@ fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
         )
         .collect::<Vec<_>>()
         .join(",");
-    let advertised = format!("PLAINTEXT://{}:{}", node.host, node.port);
+    let advertised = node
+        .endpoints
+        .iter()
+        .map(|e| format!("{}://{}", e.name, e.addr()))
+        .collect::<Vec<_>>()
+        .join(",");
     let data_dir = if config.memory {
         "(memory)".to_string()
     } else {

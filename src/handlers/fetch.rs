@@ -78,7 +78,12 @@ struct Wanted {
 
 /// Handles a decoded fetch request. The records of each partition stay [`Records`] (on disk,
 /// stretches of segment files), see [`FetchAnswer`].
-pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchAnswer {
+pub async fn handle(
+    broker: &Broker,
+    req: &FetchRequest,
+    version: i16,
+    listener: crate::config::SecurityProtocol,
+) -> FetchAnswer {
     if req.session_id != 0 {
         return error_answer(ResponseError::FetchSessionIdNotFound);
     }
@@ -190,12 +195,12 @@ pub async fn handle(broker: &Broker, req: &FetchRequest, version: i16) -> FetchA
         let (partitions, bytes, errors) = read_all(&wanted, max_bytes, isolation).await;
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || waits.is_empty() {
-            return respond(broker, req, by_id, partitions);
+            return respond(broker, req, by_id, partitions, listener);
         }
         let any_append = futures::future::select_all(waits);
         if tokio::time::timeout_at(deadline, any_append).await.is_err() {
             let (partitions, _, _) = read_all(&wanted, max_bytes, isolation).await;
-            return respond(broker, req, by_id, partitions);
+            return respond(broker, req, by_id, partitions, listener);
         }
     }
 }
@@ -444,6 +449,7 @@ fn respond(
     req: &FetchRequest,
     by_id: bool,
     partitions: Vec<Answered>,
+    listener: crate::config::SecurityProtocol,
 ) -> FetchAnswer {
     let mut topics: Vec<FetchableTopicResponse> = req
         .topics
@@ -459,7 +465,7 @@ fn respond(
     let mut hints: Option<LeaderHints> = None;
     for (i, mut p, r) in partitions {
         if wants_leader_hint(p.error_code) {
-            let hints = hints.get_or_insert_with(|| LeaderHints::new(broker));
+            let hints = hints.get_or_insert_with(|| LeaderHints::new(broker, listener));
             let t = &req.topics[i];
             let topic = if by_id {
                 TopicRef::Id(t.topic_id)

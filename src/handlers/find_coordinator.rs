@@ -12,6 +12,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, Broker, NONE};
+use crate::config::SecurityProtocol;
 use crate::coordinator::partitions::partition_for;
 use crate::groups::OFFSETS_TOPIC;
 use crate::meta::image::MetadataImage;
@@ -25,16 +26,26 @@ const KEY_TRANSACTION: i8 = 1;
 type Found = (i32, String, i32);
 
 /// The leader of `key`'s partition of `topic`, if the image has one alive.
-pub fn coordinator_in(image: &MetadataImage, topic: &str, key: &str) -> Option<Found> {
+pub fn coordinator_in(
+    image: &MetadataImage,
+    topic: &str,
+    key: &str,
+    listener: SecurityProtocol,
+) -> Option<Found> {
     let t = image.topic_by_name(topic)?;
     let partition = partition_for(key, t.partitions.len() as i32)?;
     let leader = t.partitions.get(partition as usize)?.leader;
     let broker = image.brokers.get(&leader).filter(|b| !b.fenced)?;
-    let endpoint = broker.endpoints.first()?;
+    let endpoint = broker.endpoint(listener)?;
     Some((leader, endpoint.host.clone(), i32::from(endpoint.port)))
 }
 
-fn answer(broker: &Broker, key_type: i8, key: &StrBytes) -> Result<Found, (i16, String)> {
+fn answer(
+    broker: &Broker,
+    key_type: i8,
+    key: &StrBytes,
+    listener: SecurityProtocol,
+) -> Result<Found, (i16, String)> {
     let topic = match key_type {
         KEY_GROUP => OFFSETS_TOPIC,
         KEY_TRANSACTION => TRANSACTION_TOPIC,
@@ -57,7 +68,7 @@ fn answer(broker: &Broker, key_type: i8, key: &StrBytes) -> Result<Found, (i16, 
     if image.topic_by_name(topic).is_none() {
         broker.create_internal_topic(topic);
     }
-    coordinator_in(&image, topic, key.as_str()).ok_or_else(|| {
+    coordinator_in(&image, topic, key.as_str(), listener).ok_or_else(|| {
         (
             ResponseError::CoordinatorNotAvailable.code(),
             // Kafka's `Errors.COORDINATOR_NOT_AVAILABLE.message()`.
@@ -70,6 +81,7 @@ pub fn handle(
     broker: &Broker,
     req: &FindCoordinatorRequest,
     version: i16,
+    listener: SecurityProtocol,
 ) -> FindCoordinatorResponse {
     if version >= 4 {
         let coordinators = req
@@ -77,7 +89,7 @@ pub fn handle(
             .iter()
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
-                match answer(broker, req.key_type, key) {
+                match answer(broker, req.key_type, key, listener) {
                     // Kafka leaves a v4+ coordinator's message at its default, "" (not null).
                     Ok((node, host, port)) => c
                         .with_error_code(NONE)
@@ -97,7 +109,7 @@ pub fn handle(
     }
     // v1-3: Kafka's message is `Errors.message()`, which is "NONE" on success.
     let message = |m: String| (version >= 1).then(|| str_bytes(m));
-    match answer(broker, req.key_type, &req.key) {
+    match answer(broker, req.key_type, &req.key, listener) {
         Ok((node, host, port)) => FindCoordinatorResponse::default()
             .with_error_code(NONE)
             .with_error_message(message("NONE".into()))

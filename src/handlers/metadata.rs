@@ -39,7 +39,12 @@ pub fn may_create_topics(broker: &Broker, req: &MetadataRequest, version: i16) -
     })
 }
 
-pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &MetadataRequest,
+    version: i16,
+    listener: crate::config::SecurityProtocol,
+) -> MetadataResponse {
     let include_ops = req.include_topic_authorized_operations;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let all_topics =
@@ -74,7 +79,7 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
             image
                 .live_brokers()
                 .filter_map(|b| {
-                    let e = b.endpoints.first()?;
+                    let e = b.endpoint(listener)?;
                     Some(
                         MetadataResponseBroker::default()
                             .with_node_id(BrokerId(b.id))

@@ -5,6 +5,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -18,6 +19,7 @@ pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
@@ -37,6 +39,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -65,14 +69,16 @@ pub fn topic_error_code(e: &TopicError) -> ResponseError {
 /// `node_endpoints`, so a client moves in one round trip). Collects each leader once.
 pub struct LeaderHints {
     image: std::sync::Arc<crate::meta::image::MetadataImage>,
+    listener: crate::config::SecurityProtocol,
     /// Leader ids whose endpoints the answer carries.
     pub leaders: std::collections::BTreeSet<i32>,
 }
 
 impl LeaderHints {
-    pub fn new(broker: &Broker) -> LeaderHints {
+    pub fn new(broker: &Broker, listener: crate::config::SecurityProtocol) -> LeaderHints {
         LeaderHints {
             image: broker.meta.image(),
+            listener,
             leaders: Default::default(),
         }
     }
@@ -101,7 +107,7 @@ impl LeaderHints {
             .iter()
             .filter_map(|id| {
                 let b = self.image.brokers.get(id)?;
-                let e = b.endpoints.first()?;
+                let e = b.endpoint(self.listener)?;
                 Some((*id, e.host.clone(), i32::from(e.port), b.rack.clone()))
             })
             .collect()

@@ -98,7 +98,11 @@ async fn wait_replicated(
 }
 
 /// Handles a decoded produce request. `None` means "send no response" (acks=0).
-pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    broker: &Broker,
+    req: &ProduceRequest,
+    listener: crate::config::SecurityProtocol,
+) -> Option<ProduceResponse> {
     if let Some(error) = transactional_request_error(req) {
         let responses = req
             .topic_data
@@ -181,7 +185,7 @@ pub async fn handle(broker: &Broker, req: &ProduceRequest) -> Option<ProduceResp
                 .with_partition_responses(partition_responses),
         );
     }
-    let node_endpoints = add_leader_hints(broker, req, &mut responses);
+    let node_endpoints = add_leader_hints(broker, req, &mut responses, listener);
     let syncs = pending.into_iter().map(|p| async move {
         let log = p.log.clone();
         let upto = p.upto;
@@ -353,6 +357,7 @@ fn add_leader_hints(
     broker: &Broker,
     req: &ProduceRequest,
     responses: &mut [TopicProduceResponse],
+    listener: crate::config::SecurityProtocol,
 ) -> Vec<NodeEndpoint> {
     let mut hints: Option<LeaderHints> = None;
     for (t, r) in req.topic_data.iter().zip(responses.iter_mut()) {
@@ -360,7 +365,7 @@ fn add_leader_hints(
             if !wants_leader_hint(p.error_code) {
                 continue;
             }
-            let hints = hints.get_or_insert_with(|| LeaderHints::new(broker));
+            let hints = hints.get_or_insert_with(|| LeaderHints::new(broker, listener));
             if let Some((leader, epoch)) = hints.leader(TopicRef::Name(t.name.0.as_str()), p.index)
             {
                 p.current_leader = LeaderIdAndEpoch::default()

@@ -144,6 +144,17 @@ pub enum ControllerRequest {
         broker: i32,
         epoch: i64,
     },
+    /// SCRAM credentials to set and delete (AlterUserScramCredentials, validated by the
+    /// broker first). A user with a deletion of a credential it does not have gets an error
+    /// and none of its changes. `only_if_absent` (bootstrap users): a user that already has
+    /// any credential is left alone.
+    AlterScramCredentials {
+        upserts: Vec<ScramUpsert>,
+        /// (user, mechanism)
+        deletions: Vec<(String, String)>,
+        #[serde(default)]
+        only_if_absent: bool,
+    },
     /// A partition leader asks to change its ISR (Kafka's AlterPartition): a follower caught
     /// up joins, one that lags leaves. Valid only from the current leader at the current
     /// leader and partition epochs.
@@ -156,6 +167,17 @@ pub enum ControllerRequest {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+}
+
+/// A SCRAM credential to store (see [`ControllerRequest::AlterScramCredentials`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramUpsert {
+    pub user: String,
+    pub mechanism: String,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
 }
 
 /// One voter or observer of the metadata log, as DescribeQuorum reports it.
@@ -205,6 +227,14 @@ pub enum ControllerResponse {
     /// Per partition of an AlterReassignments request: (topic, index, why it was refused).
     Reassignments {
         results: Vec<(String, i32, Option<super::reassign::ReassignError>)>,
+    },
+    /// Per user of an AlterScramCredentials request: the deletion that named a missing
+    /// credential (Kafka's RESOURCE_NOT_FOUND), if any; `skipped`: left alone because it
+    /// already had a credential (`only_if_absent`).
+    Credentials {
+        results: Vec<(String, Option<String>)>,
+        #[serde(default)]
+        skipped: Vec<String>,
     },
 }
 
@@ -266,6 +296,68 @@ pub struct Controller {
 }
 
 /// The records a request turns into, or its answer without records.
+/// The records of an AlterScramCredentials request, per user all or nothing.
+fn scram_changes(
+    image: &MetadataImage,
+    upserts: Vec<ScramUpsert>,
+    deletions: Vec<(String, String)>,
+    only_if_absent: bool,
+) -> Decision {
+    let mut users: Vec<String> = upserts
+        .iter()
+        .map(|u| u.user.clone())
+        .chain(deletions.iter().map(|(u, _)| u.clone()))
+        .collect();
+    users.sort();
+    users.dedup();
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    for user in users {
+        let stored = image.scram.get(&user);
+        if only_if_absent && stored.is_some_and(|m| !m.is_empty()) {
+            skipped.push(user);
+            continue;
+        }
+        let missing = deletions
+            .iter()
+            .filter(|(u, _)| *u == user)
+            .find(|(_, m)| !stored.is_some_and(|s| s.contains_key(m)));
+        if let Some((_, m)) = missing {
+            results.push((
+                user.clone(),
+                Some(format!(
+                    "Attempt to delete a user credential that does not exist: {user} {m}"
+                )),
+            ));
+            continue;
+        }
+        records.extend(deletions.iter().filter(|(u, _)| *u == user).map(|(u, m)| {
+            MetaRecord::RemoveScramCredential {
+                user: u.clone(),
+                mechanism: m.clone(),
+            }
+        }));
+        records.extend(upserts.iter().filter(|u| u.user == user).map(|u| {
+            MetaRecord::ScramCredential {
+                user: u.user.clone(),
+                mechanism: u.mechanism.clone(),
+                salt: u.salt.clone(),
+                stored_key: u.stored_key.clone(),
+                server_key: u.server_key.clone(),
+                iterations: u.iterations,
+            }
+        }));
+        results.push((user, None));
+    }
+    let answer = ControllerResponse::Credentials { results, skipped };
+    if records.is_empty() {
+        Decision::Answer(answer)
+    } else {
+        Decision::Records(records, answer)
+    }
+}
+
 enum Decision {
     Records(Vec<MetaRecord>, ControllerResponse),
     Answer(ControllerResponse),
@@ -677,6 +769,11 @@ impl Controller {
                     Decision::Records(records, answer)
                 })
             }
+            ControllerRequest::AlterScramCredentials {
+                upserts,
+                deletions,
+                only_if_absent,
+            } => Ok(scram_changes(image, upserts, deletions, only_if_absent)),
             ControllerRequest::ReportUnreachable { .. } => Err(ControllerError::Internal(
                 "a report of an unreachable broker is checked before records".into(),
             )),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides, INTER_BROKER_ENDPOINT};
 use super::LogId;
+use crate::config::SecurityProtocol;
 
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,13 +36,21 @@ impl BrokerImage {
     }
 
     /// `HOST:PORT` at which other brokers reach it: its `INTER_BROKER` endpoint
-    /// (`inter_broker_advertise`) when it registered one, else its client address.
+    /// (`inter_broker_advertise`) when it registered one, else its PLAINTEXT listener's
+    /// (brokers speak PLAINTEXT to each other), else its first.
     pub fn inter_broker_addr(&self) -> Option<String> {
         self.endpoints
             .iter()
             .find(|e| e.name == INTER_BROKER_ENDPOINT)
+            .or_else(|| self.endpoint(SecurityProtocol::Plaintext))
             .map(Endpoint::addr)
             .or_else(|| self.client_addr())
+    }
+
+    /// Its endpoint for clients of a listener protocol (Kafka answers each client with the
+    /// brokers' endpoints of the listener it connected to; a broker without one is left out).
+    pub fn endpoint(&self, listener: SecurityProtocol) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == listener.name())
     }
 }
 
@@ -102,6 +111,18 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// The producer-id block each broker holds now.
     pub producer_id_blocks: BTreeMap<i32, (i64, i64)>,
+    /// SCRAM credentials: user → mechanism name → credential.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram: BTreeMap<String, BTreeMap<String, ScramCredentialImage>>,
+}
+
+/// A stored SCRAM credential (what `MetaRecord::ScramCredential` carries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredentialImage {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
 }
 
 /// What one apply changed, for the publisher (which turns it into local logs and leadership).
@@ -113,6 +134,8 @@ pub struct Delta {
     pub removed_topics: Vec<Arc<TopicImage>>,
     pub brokers_changed: bool,
     pub cluster_id_set: bool,
+    /// SCRAM credentials were created, changed or removed.
+    pub credentials_changed: bool,
 }
 
 impl Delta {
@@ -121,6 +144,7 @@ impl Delta {
             && self.removed_topics.is_empty()
             && !self.brokers_changed
             && !self.cluster_id_set
+            && !self.credentials_changed
     }
 }
 
@@ -400,6 +424,41 @@ impl MetadataImage {
                     Some(v) => target.insert(name.clone(), v.clone()),
                     None => target.remove(name),
                 };
+            }
+            MetaRecord::ScramCredential {
+                user,
+                mechanism,
+                salt,
+                stored_key,
+                server_key,
+                iterations,
+            } => {
+                self.scram.entry(user.clone()).or_default().insert(
+                    mechanism.clone(),
+                    ScramCredentialImage {
+                        salt: salt.clone(),
+                        stored_key: stored_key.clone(),
+                        server_key: server_key.clone(),
+                        iterations: *iterations,
+                    },
+                );
+                delta.credentials_changed = true;
+            }
+            MetaRecord::RemoveScramCredential { user, mechanism } => {
+                let removed = self
+                    .scram
+                    .get_mut(user)
+                    .and_then(|m| m.remove(mechanism))
+                    .is_some();
+                if !removed {
+                    return Err(ApplyError(format!(
+                        "no {mechanism} credential of user {user} to remove"
+                    )));
+                }
+                if self.scram.get(user).is_some_and(BTreeMap::is_empty) {
+                    self.scram.remove(user);
+                }
+                delta.credentials_changed = true;
             }
             MetaRecord::ProducerIdsBlock {
                 broker_id,

@@ -138,6 +138,25 @@ pub enum MetaRecord {
         name: String,
         value: Option<String>,
     },
+    /// A user's SCRAM credential for one mechanism (Kafka's `UserScramCredentialRecord`):
+    /// the salt and the keys derived from the salted password, never the password.
+    ScramCredential {
+        user: String,
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        mechanism: String,
+        #[serde(with = "base64_bytes")]
+        salt: Vec<u8>,
+        #[serde(with = "base64_bytes")]
+        stored_key: Vec<u8>,
+        #[serde(with = "base64_bytes")]
+        server_key: Vec<u8>,
+        iterations: i32,
+    },
+    /// A user's credential for one mechanism is deleted.
+    RemoveScramCredential {
+        user: String,
+        mechanism: String,
+    },
     /// Producer ids `first .. first + size` belong to `broker_id` (size 1000, as Kafka).
     ProducerIdsBlock {
         broker_id: i32,
@@ -145,6 +164,23 @@ pub enum MetaRecord {
         first: i64,
         size: i64,
     },
+}
+
+/// Bytes as a base64 string in the records' JSON.
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// The records of one controller decision: one raft entry, applied atomically.

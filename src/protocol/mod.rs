@@ -15,15 +15,20 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::Instrument;
 
 use crate::broker::Broker;
+use crate::config::SecurityProtocol;
 use crate::groups::ClientInfo;
 use crate::handlers;
 use crate::log::Records;
+use crate::security::session::{Authentication, Gate};
 
 /// What the connection should do with a request frame.
 #[derive(Debug)]
 pub enum Outcome {
     /// Write this size-prefixed response.
     Respond(Response),
+    /// Write this response, then close the connection (a failed authentication; the reason
+    /// has been logged).
+    RespondAndClose(Response),
     /// Send nothing (acks=0 produce).
     NoResponse,
     /// Close the connection; the reason has been logged.
@@ -68,8 +73,40 @@ struct Meta<'a> {
     client_id: Option<&'a str>,
 }
 
-/// Handles one request frame (without its 4-byte length prefix).
+/// Who is at the other end of a connection, as the handlers and logs need it.
+pub struct Session {
+    /// `IP:PORT` of the client.
+    pub peer: String,
+    /// The listener's protocol (Metadata answers with the brokers' endpoints of it).
+    pub listener: SecurityProtocol,
+    pub auth: Authentication,
+}
+
+impl Session {
+    /// A connection of a PLAINTEXT listener.
+    pub fn plaintext(peer: &str) -> Session {
+        Session {
+            peer: peer.to_string(),
+            listener: SecurityProtocol::Plaintext,
+            auth: Authentication::open(crate::security::session::ANONYMOUS.to_string()),
+        }
+    }
+}
+
+/// Handles one request frame (without its 4-byte length prefix) of a PLAINTEXT connection.
 pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Outcome {
+    handle(broker, frame, &mut Session::plaintext(peer)).await
+}
+
+/// Handles one request frame (without its 4-byte length prefix) of the session's connection.
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes, session: &mut Session) -> Outcome {
+    let gate = session.auth.gate(std::time::Instant::now());
+    if gate == Gate::RawToken {
+        // After SaslHandshake v0 the client's SASL tokens come bare.
+        return handlers::sasl_authenticate::raw(broker, frame, session).await;
+    }
+    let peer = session.peer.clone();
+    let peer = peer.as_str();
     if frame.len() < 8 {
         tracing::warn!(%peer, len = frame.len(), "closing connection: request shorter than a header");
         return Outcome::Close;
@@ -93,6 +130,20 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
     if version < min || version > max {
         tracing::warn!(%peer, ?api_key, version, correlation_id, supported = %format!("{min}-{max}"),
             "closing connection: unsupported API version");
+        return Outcome::Close;
+    }
+    let allowed = match gate {
+        Gate::Open => true,
+        Gate::Handshake => matches!(api_key, ApiKey::ApiVersions | ApiKey::SaslHandshake),
+        Gate::Authenticate => api_key == ApiKey::SaslAuthenticate,
+        Gate::Expired => api_key == ApiKey::SaslHandshake,
+        Gate::RawToken => false,
+    };
+    if !allowed {
+        // Kafka's SaslServerAuthenticator: an unexpected request during authentication ends
+        // the connection (IllegalSaslStateException), as does one after the session expired.
+        tracing::warn!(%peer, ?api_key, version, correlation_id, state = ?gate,
+            "closing connection: request not allowed before authentication completes");
         return Outcome::Close;
     }
     let mut buf = frame.clone();
@@ -132,7 +183,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
     // an `.await`, which would mark the wrong task's events while this one is parked).
     async move {
         if let RequestKind::Fetch(r) = &request {
-            let answer = handlers::fetch::handle(broker, r, version).await;
+            let answer = handlers::fetch::handle(broker, r, version, session.listener).await;
             return match fetch_frame::encode(correlation_id, version, answer) {
                 Ok(frame) => Outcome::Respond(frame),
                 Err(e) => {
@@ -141,10 +192,23 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
                 }
             };
         }
-        let response = match dispatch(broker, request, version, &meta, peer).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Outcome::NoResponse,
-            Err(Closed) => return Outcome::Close,
+        let response = match request {
+            RequestKind::SaslHandshake(r) => {
+                let (answer, close) = handlers::sasl_handshake::handle(broker, &r, version, session);
+                let answer = ResponseKind::SaslHandshake(answer);
+                return respond(correlation_id, api_key, version, answer, close);
+            }
+            RequestKind::SaslAuthenticate(r) => {
+                let (answer, close) =
+                    handlers::sasl_authenticate::handle(broker, r, version, session).await;
+                let answer = ResponseKind::SaslAuthenticate(answer);
+                return respond(correlation_id, api_key, version, answer, close);
+            }
+            request => match dispatch(broker, request, version, &meta, session).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Outcome::NoResponse,
+                Err(Closed) => return Outcome::Close,
+            },
         };
         encode(
             correlation_id,
@@ -155,6 +219,25 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: &str) -> Out
     }
     .instrument(span)
     .await
+}
+
+/// Encodes an authentication answer, closing the connection after it when it failed.
+fn respond(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: ResponseKind,
+    close: bool,
+) -> Outcome {
+    match encode(
+        correlation_id,
+        api_key.response_header_version(version),
+        &body,
+        version,
+    ) {
+        Outcome::Respond(r) if close => Outcome::RespondAndClose(r),
+        other => other,
+    }
 }
 
 fn close_undecodable(meta: &Meta<'_>, peer: &str, error: &anyhow::Error) -> Outcome {
@@ -207,18 +290,22 @@ async fn dispatch(
     request: RequestKind,
     version: i16,
     meta: &Meta<'_>,
-    peer: &str,
+    session: &Session,
 ) -> Result<Option<ResponseKind>, Closed> {
     use crate::handlers::*;
+    let peer = session.peer.as_str();
+    let listener = session.listener;
     Ok(Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) if metadata::may_create_topics(broker, &r, version) => {
             ResponseKind::Metadata(
-                blocking(broker, move |b| metadata::handle(b, &r, version)).await?,
+                blocking(broker, move |b| metadata::handle(b, &r, version, listener)).await?,
             )
         }
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, &r, version)),
-        RequestKind::Produce(r) => match produce::handle(broker, &r).await {
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, &r, version, listener))
+        }
+        RequestKind::Produce(r) => match produce::handle(broker, &r, listener).await {
             Some(answer) => ResponseKind::Produce(answer),
             None => return Ok(None), // acks=0
         },
@@ -238,7 +325,7 @@ async fn dispatch(
             ResponseKind::CreatePartitions(create_partitions::handle(broker, r).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r))
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r, listener))
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(describe_quorum::handle(broker, &r, version).await)
@@ -247,7 +334,7 @@ async fn dispatch(
             ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(broker, &r))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(broker, &r, version))
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, &r, version, listener))
         }
         RequestKind::JoinGroup(r) => {
             let client = client_info(meta, peer);
@@ -325,6 +412,12 @@ async fn dispatch(
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, &r).await)
         }
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            alter_user_scram_credentials::handle(broker, &r).await,
+        ),
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            describe_user_scram_credentials::handle(broker, &r),
+        ),
         other => {
             // Unreachable while the version table and this match agree (a test checks it).
             tracing::error!(request = ?std::mem::discriminant(&other), "closing connection: no handler for a supported API");

@@ -17,7 +17,11 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, SecurityProtocol};
+use crate::meta::records::Endpoint;
+use crate::protocol::Session;
+use crate::security::session::{Authentication, ANONYMOUS};
+use crate::security::tls::{Tls, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -30,11 +34,66 @@ pub enum StartError {
     Address(String),
     #[error("cannot open the data directory: {0}")]
     Storage(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// The endpoint each listener protocol registers (its first listener's): the advertised
+/// address configured for it, else the bound address (`localhost` for a wildcard host).
+fn advertised_endpoints(
+    config: &Config,
+    listeners: &[(TcpListener, SecurityProtocol)],
+) -> Result<Vec<Endpoint>, StartError> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    let specs = config.listeners().map_err(StartError::Address)?;
+    for (protocol, spec) in &specs {
+        if out.iter().any(|e| e.name == protocol.name()) {
+            continue;
+        }
+        let bound = listeners
+            .iter()
+            .find(|(_, p)| p == protocol)
+            .and_then(|(l, _)| l.local_addr().ok());
+        let (host, port) = match config.advertised_for(*protocol) {
+            Some(a) => {
+                let (h, p) = crate::config::split_host_port(&a)
+                    .ok_or_else(|| StartError::Address(a.clone()))?;
+                (h.to_string(), p)
+            }
+            None => {
+                let host = spec.rsplit_once(':').map(|(h, _)| h).unwrap_or("localhost");
+                let host = match host {
+                    "" | "0.0.0.0" | "[::]" | "::" => "localhost",
+                    h => h.trim_start_matches('[').trim_end_matches(']'),
+                };
+                (host.to_string(), bound.map_or(0, |b| b.port()))
+            }
+        };
+        out.push(Endpoint {
+            name: protocol.name().to_string(),
+            host,
+            port,
+            security_protocol: *protocol as i16,
+        });
+    }
+    if out.is_empty() {
+        // A controller-only node: no client listener.
+        out.push(Endpoint {
+            name: SecurityProtocol::Plaintext.name().to_string(),
+            host: "localhost".into(),
+            port: 0,
+            security_protocol: 0,
+        });
+    }
+    Ok(out)
 }
 
 /// A bound, ready broker. [`Server::run`] serves until the shutdown future completes.
 pub struct Server {
-    listeners: Vec<TcpListener>,
+    /// Each client listener with its protocol.
+    listeners: Vec<(TcpListener, SecurityProtocol)>,
+    /// The TLS configuration of the SSL and SASL_SSL listeners.
+    tls: Option<Arc<Tls>>,
     broker: Arc<Broker>,
     started: Instant,
     /// Stops the controller listener (after the client listeners).
@@ -45,6 +104,9 @@ pub struct Server {
 
 /// Resolves `HOST:PORT`; `localhost` means both loopback addresses (librdkafka tries ::1 first).
 fn listen_addrs(spec: &str) -> Result<Vec<SocketAddr>, StartError> {
+    let spec = crate::config::split_listener(spec)
+        .map(|(_, addr)| addr)
+        .map_err(|_| StartError::Address(spec.to_string()))?;
     let (host, port) = spec
         .rsplit_once(':')
         .ok_or_else(|| StartError::Address(spec.to_string()))?;
@@ -81,12 +143,15 @@ impl Server {
             &[]
         };
         for spec in client_listen {
+            let protocol = crate::config::split_listener(spec)
+                .map(|(p, _)| p)
+                .map_err(|_| StartError::Address(spec.clone()))?;
             let addrs = listen_addrs(spec)?;
             let is_localhost = addrs.len() > 1;
             for (i, addr) in addrs.into_iter().enumerate() {
                 // With `localhost` and port 0, both families share the port the first one got.
                 let addr = match listeners.last() {
-                    Some(l) if is_localhost && i > 0 && addr.port() == 0 => {
+                    Some((l, _)) if is_localhost && i > 0 && addr.port() == 0 => {
                         let first: &TcpListener = l;
                         SocketAddr::new(
                             addr.ip(),
@@ -96,7 +161,7 @@ impl Server {
                     _ => addr,
                 };
                 match TcpListener::bind(addr).await {
-                    Ok(l) => listeners.push(l),
+                    Ok(l) => listeners.push((l, protocol)),
                     // A host without IPv6 still serves `localhost` on 127.0.0.1.
                     Err(e) if is_localhost && addr.is_ipv6() => {
                         tracing::warn!(%addr, error = %e, "IPv6 loopback unavailable; serving IPv4 only");
@@ -110,35 +175,12 @@ impl Server {
                 }
             }
         }
-        let first = match listeners.first() {
-            Some(l) => l.local_addr().map_err(|e| StartError::Bind {
-                addr: config.listen[0].clone(),
-                source: e,
-            })?,
-            None => SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let (host, port) = match &config.advertise {
-            Some(spec) => {
-                let (h, p) = spec
-                    .rsplit_once(':')
-                    .ok_or_else(|| StartError::Address(spec.clone()))?;
-                let p: i32 = p.parse().map_err(|_| StartError::Address(spec.clone()))?;
-                (
-                    h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                    p,
-                )
+        let endpoints = advertised_endpoints(&config, &listeners)?;
+        let tls = match TlsFiles::from_config(&config) {
+            Some(files) if listeners.iter().any(|(_, p)| p.tls()) => {
+                Some(Arc::new(Tls::new(files).map_err(StartError::Tls)?))
             }
-            None => {
-                let host = config.listen[0]
-                    .rsplit_once(':')
-                    .map(|(h, _)| h)
-                    .unwrap_or("localhost");
-                let host = match host {
-                    "" | "0.0.0.0" | "[::]" | "::" => "localhost",
-                    h => h.trim_start_matches('[').trim_end_matches(']'),
-                };
-                (host.to_string(), first.port() as i32)
-            }
+            _ => None,
         };
         // The controller listener serves peers' raft RPCs while this node forms or joins the
         // quorum: bound first, served as soon as the metadata node exists.
@@ -175,11 +217,12 @@ impl Server {
             }
             None => None,
         };
-        let broker = Broker::open_with_clock(config, host, port, clock, serve_controller)
+        let broker = Broker::open_with_clock(config, endpoints, clock, serve_controller)
             .await
             .map_err(StartError::Storage)?;
         Ok(Server {
             listeners,
+            tls,
             broker: Arc::new(broker),
             started,
             controller_stop,
@@ -191,7 +234,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -231,6 +274,7 @@ impl Server {
         let permits = Arc::new(Semaphore::new(self.broker.config.max_connections));
         let config = &self.broker.config;
         let edge = Edge {
+            tls: self.tls.clone(),
             memory: memory::RequestMemory::new(config.request_memory_bytes()),
             admission: admission::Admission::new(
                 config.max_connections_per_ip,
@@ -243,10 +287,15 @@ impl Server {
             queued_max_request_bytes = edge.memory.total(),
             "request memory budget"
         );
+        let reload = self
+            .tls
+            .clone()
+            .map(|tls| tokio::spawn(reload_on_sighup(tls, stop_rx.clone())));
         let mut accept_tasks = Vec::new();
-        for listener in self.listeners {
+        for (listener, protocol) in self.listeners {
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
+                protocol,
                 self.broker.clone(),
                 edge.clone(),
                 permits.clone(),
@@ -286,6 +335,9 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = maintenance.await;
         let _ = fencing.await;
+        if let Some(r) = reload {
+            let _ = r.await;
+        }
         if let Some(r) = rebalance {
             let _ = r.await;
         }
@@ -346,6 +398,7 @@ impl Server {
 /// admission rules.
 #[derive(Clone)]
 struct Edge {
+    tls: Option<Arc<Tls>>,
     memory: Arc<memory::RequestMemory>,
     admission: Arc<admission::Admission>,
 }
@@ -354,6 +407,7 @@ struct Edge {
 /// or aborts them). Finished connection tasks are reaped as they end.
 async fn accept_loop(
     listener: TcpListener,
+    protocol: SecurityProtocol,
     broker: Arc<Broker>,
     edge: Edge,
     permits: Arc<Semaphore>,
@@ -400,8 +454,21 @@ async fn accept_loop(
                 let broker = broker.clone();
                 let stop = stop.clone();
                 let lease = edge.memory.lease(&peer.to_string());
+                let tls = edge.tls.clone();
                 connections.spawn(async move {
-                    connection::serve(socket, peer, broker, lease, stop).await;
+                    if let Some(stream) = handshake(socket, peer, protocol, tls, &broker).await {
+                        let auth = if protocol.sasl() {
+                            Authentication::sasl()
+                        } else {
+                            Authentication::open(ANONYMOUS.to_string())
+                        };
+                        let session = Session {
+                            peer: peer.to_string(),
+                            listener: protocol,
+                            auth,
+                        };
+                        connection::serve(stream, peer, broker, lease, stop, session).await;
+                    }
                     drop(counted);
                     drop(permit);
                 });
@@ -410,6 +477,65 @@ async fn accept_loop(
                 // Usually EMFILE: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The TLS handshake of a connection to an SSL or SASL_SSL listener, within
+/// `authentication_timeout_ms`; a plain connection as it is. None (logged) when it failed.
+async fn handshake(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    protocol: SecurityProtocol,
+    tls: Option<Arc<Tls>>,
+    broker: &Broker,
+) -> Option<connection::Stream> {
+    if !protocol.tls() {
+        return Some(connection::Stream::Plain(socket));
+    }
+    let Some(tls) = tls else {
+        tracing::error!(%peer, "closing connection: TLS listener without a TLS configuration");
+        return None;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let limit = Duration::from_millis(broker.config.authentication_timeout_ms);
+    match tokio::time::timeout(limit, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => Some(connection::Stream::Tls(Box::new(stream))),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "closing connection: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "closing connection: TLS handshake not done in authentication_timeout_ms");
+            None
+        }
+    }
+}
+
+/// Reloads the TLS certificate and key on SIGHUP (new connections use them; open ones keep
+/// theirs), until `stop`.
+async fn reload_on_sighup(tls: Arc<Tls>, mut stop: watch::Receiver<bool>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: TLS files will not be reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = stop.changed() => return,
+        }
+        let tls = tls.clone();
+        match crate::threads::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays")
             }
         }
     }

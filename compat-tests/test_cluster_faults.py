@@ -1394,6 +1394,28 @@ def produce_acked(bootstrap, topic, prefix, n, timeout_s=30, chunk=200):
     return acked, failed
 
 
+def kip966_start(c, capsys, check, prefix, min_isr):
+    """The common start of the KIP-966 tests: a timeline printer, the CHECK header, and a
+    topic with one partition, RF 3 and `min_isr`, waited for until its ISR is full.
+    Returns (t_run, events, note, topic, admin, view)."""
+    t_run = time.monotonic()
+    events = []
+
+    def note(text):
+        t = time.monotonic() - t_run
+        events.append((t, text))
+        with capsys.disabled():
+            print(f"  [{t:6.1f}s] {text}", flush=True)
+
+    with capsys.disabled():
+        print(f"\n{check} cluster of {KIP966_NODES} in {c.root}", flush=True)
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, "log_level": CLIENT_LOG_LEVEL})
+    admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": str(min_isr)})])[topic].result(30)
+    v = wait_view(c.nodes, topic, lambda v: v[0] >= 0 and v[1] == sorted(v[2]), 30, "the full ISR")
+    return t_run, events, note, topic, admin, v
+
+
 def test_last_isr_member_leads_again(kip966_cluster, capsys):
     """KIP-966's case, on a partition with RF 3 and min.insync.replicas=1: both followers
     die (kill -9), the controller fences them and the ISR shrinks to the leader alone, which
@@ -1406,21 +1428,7 @@ def test_last_isr_member_leads_again(kip966_cluster, capsys):
     elects when no ISR or ELR member is left): it must lead again, with every acknowledged
     record in order, none lost, and the followers must catch up to the same batches."""
     c = kip966_cluster
-    t_run = time.monotonic()
-    events = []
-
-    def note(text):
-        t = time.monotonic() - t_run
-        events.append((t, text))
-        with capsys.disabled():
-            print(f"  [{t:6.1f}s] {text}", flush=True)
-
-    with capsys.disabled():
-        print(f"\nKIP966-CHECK cluster of {KIP966_NODES} in {c.root}", flush=True)
-    topic = f"kip966-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": c.bootstrap, "log_level": CLIENT_LOG_LEVEL})
-    admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "1"})])[topic].result(30)
-    v = wait_view(c.nodes, topic, lambda v: v[0] >= 0 and v[1] == sorted(v[2]), 30, "the full ISR")
+    t_run, events, note, topic, admin, v = kip966_start(c, capsys, "KIP966-CHECK", "kip966", 1)
     leader, replicas = v[0], v[2]
     followers = [r for r in replicas if r != leader]
     note(f"{topic}: replicas {replicas}, leader {leader}, ISR {v[1]}")
@@ -1578,21 +1586,7 @@ def test_an_eligible_replica_leads_when_the_isr_empties(kip966_cluster, capsys):
     it. The old leader returns (an unclean shutdown: out of the ELR), follows, truncates the
     uncommitted acks=1 tail, and every replica ends with the same batches."""
     c = kip966_cluster
-    t_run = time.monotonic()
-    events = []
-
-    def note(text):
-        t = time.monotonic() - t_run
-        events.append((t, text))
-        with capsys.disabled():
-            print(f"  [{t:6.1f}s] {text}", flush=True)
-
-    with capsys.disabled():
-        print(f"\nELR-CHECK cluster of {KIP966_NODES} in {c.root}", flush=True)
-    topic = f"elr-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": c.bootstrap, "log_level": CLIENT_LOG_LEVEL})
-    admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})])[topic].result(30)
-    v = wait_view(c.nodes, topic, lambda v: v[0] >= 0 and v[1] == sorted(v[2]), 30, "the full ISR")
+    t_run, events, note, topic, admin, v = kip966_start(c, capsys, "ELR-CHECK", "elr", 2)
     leader, replicas = v[0], v[2]
     first, eligible = [r for r in replicas if r != leader]
     note(f"{topic}: replicas {replicas}, leader {leader}, ISR {v[1]}")

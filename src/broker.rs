@@ -69,9 +69,46 @@ pub struct Broker {
     _follower: tokio::sync::watch::Sender<bool>,
     /// The follower fetchers (one per leader this broker follows partitions from).
     pub fetchers: Arc<ReplicaFetchers>,
+    /// The authorizer built from the image's ACL set it was built for (rebuilt when the
+    /// image holds another set).
+    acl_cache: Mutex<Option<AclCacheEntry>>,
+    /// How OAUTHBEARER tokens are checked, when that mechanism is enabled.
+    oauth: Option<Arc<crate::security::oauthbearer::Validator>>,
 }
 
+type AclCacheEntry = (
+    Arc<std::collections::BTreeSet<crate::security::acl::AclBinding>>,
+    Arc<crate::security::acl::Authorizer>,
+);
+
 impl Broker {
+    /// How OAUTHBEARER tokens are checked (None: the mechanism is not enabled).
+    pub fn oauth_validator(&self) -> Option<Arc<crate::security::oauthbearer::Validator>> {
+        self.oauth.clone()
+    }
+
+    /// The authorizer of the current ACLs, with `authorizer = "acl"`; None with `"none"`
+    /// (everyone may do everything).
+    pub fn authorizer(&self) -> Option<Arc<crate::security::acl::Authorizer>> {
+        if self.config.authorizer != "acl" {
+            return None;
+        }
+        let acls = self.meta.image().acls.clone();
+        let mut cache = self.acl_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((set, authorizer)) = &*cache {
+            if Arc::ptr_eq(set, &acls) {
+                return Some(authorizer.clone());
+            }
+        }
+        let authorizer = Arc::new(crate::security::acl::Authorizer::new(
+            acls.iter().cloned(),
+            self.config.super_users.clone(),
+            self.config.allow_everyone_if_no_acl_found,
+        ));
+        *cache = Some((acls, authorizer.clone()));
+        Some(authorizer)
+    }
+
     /// Opens (or creates) the state in `config.data_dir` (nothing on disk in memory mode):
     /// the metadata log and its image, the logs of the partitions placed here, recovered if
     /// the last stop was not clean, the producer id block, and the coordinators loaded from
@@ -99,6 +136,7 @@ impl Broker {
             .first()
             .map_or_else(|| "localhost".to_string(), |e| e.host.clone());
         let port = advertised.first().map_or(0, |e| i32::from(e.port));
+        let oauth = oauth_validator(&config)?;
         // A memory-mode broker has lost everything when it starts: never a clean shutdown.
         let clean_shutdown = (!config.memory)
             .then(|| cluster::was_clean_shutdown(&config.data_dir))
@@ -262,6 +300,8 @@ impl Broker {
             creating: Arc::default(),
             _follower: follower,
             fetchers,
+            acl_cache: Mutex::new(None),
+            oauth,
         })
     }
 
@@ -707,6 +747,65 @@ fn endpoints(config: &Config, advertised: &[Endpoint]) -> Vec<Endpoint> {
         });
     }
     out
+}
+
+/// The OAUTHBEARER validator the configuration asks for: JWKS-signed tokens with
+/// `sasl_oauthbearer_jwks_file`, else Kafka's unsecured ones (logged as such).
+fn oauth_validator(
+    config: &Config,
+) -> Result<Option<Arc<crate::security::oauthbearer::Validator>>, String> {
+    use crate::security::oauthbearer::{Jwks, Validator};
+    if !config
+        .sasl_enabled_mechanisms
+        .iter()
+        .any(|m| m == "OAUTHBEARER")
+    {
+        return Ok(None);
+    }
+    let validator = match &config.sasl_oauthbearer_jwks_file {
+        Some(path) => {
+            let json = std::fs::read(path)
+                .map_err(|e| format!("cannot read the JWKS file {}: {e}", path.display()))?;
+            let keys =
+                Jwks::parse(&json).map_err(|e| format!("bad JWKS file {}: {e}", path.display()))?;
+            match Validator::jwks(keys) {
+                Validator::Jwks {
+                    keys,
+                    scope_claim,
+                    required_scopes,
+                    allowable_clock_skew_ms,
+                    ..
+                } => Validator::Jwks {
+                    keys,
+                    expected_audience: config.sasl_oauthbearer_expected_audience.clone(),
+                    expected_issuer: config.sasl_oauthbearer_expected_issuer.clone(),
+                    principal_claim: config.sasl_oauthbearer_sub_claim_name.clone(),
+                    scope_claim,
+                    required_scopes,
+                    allowable_clock_skew_ms,
+                },
+                other => other,
+            }
+        }
+        None => {
+            tracing::warn!("SASL/OAUTHBEARER takes unsecured tokens (alg none): anyone can claim any principal; set sasl_oauthbearer_jwks_file outside development");
+            match Validator::unsecured() {
+                Validator::Unsecured {
+                    scope_claim,
+                    required_scopes,
+                    allowable_clock_skew_ms,
+                    ..
+                } => Validator::Unsecured {
+                    principal_claim: config.sasl_oauthbearer_sub_claim_name.clone(),
+                    scope_claim,
+                    required_scopes,
+                    allowable_clock_skew_ms,
+                },
+                other => other,
+            }
+        }
+    };
+    Ok(Some(Arc::new(validator)))
 }
 
 /// Creates the `bootstrap_users` that have no credential yet: SCRAM-SHA-256 and SCRAM-SHA-512

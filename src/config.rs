@@ -129,6 +129,26 @@ pub struct Config {
     /// Most a SASL session lasts before the client must re-authenticate (KIP-368's
     /// `connections.max.reauth.ms`); 0: sessions never expire.
     pub connections_max_reauth_ms: u64,
+    /// SASL/OAUTHBEARER: the JWKS file (RFC 7517) whose keys sign the tokens (KIP-768's
+    /// `sasl.oauthbearer.jwks.endpoint.url` with a `file:` URL). Without it, OAUTHBEARER
+    /// takes Kafka's default unsecured tokens (`alg: none`), for development only.
+    pub sasl_oauthbearer_jwks_file: Option<PathBuf>,
+    /// Audiences a token's `aud` must name one of (`sasl.oauthbearer.expected.audience`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub sasl_oauthbearer_expected_audience: Vec<String>,
+    /// The issuer a token's `iss` must be (`sasl.oauthbearer.expected.issuer`).
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// The claim that names the principal (`sasl.oauthbearer.sub.claim.name`).
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// Who may do what (Kafka's `authorizer.class.name`): `none` (everyone may do
+    /// everything) or `acl` (ACLs stored in the metadata log, Kafka's StandardAuthorizer).
+    pub authorizer: String,
+    /// Principals allowed everything, `"User:NAME"` (Kafka's `super.users`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub super_users: Vec<String>,
+    /// With `authorizer = "acl"`: a resource no ACL names is open to everyone (Kafka's
+    /// `allow.everyone.if.no.acl.found`).
+    pub allow_everyone_if_no_acl_found: bool,
     /// Upper bound on a fetch's long-poll wait, whatever the client asks.
     pub fetch_max_wait_ms: u64,
     /// How long a graceful stop lets open connections finish the request in hand before it
@@ -396,7 +416,7 @@ where
 }
 
 /// The SASL mechanisms ottla implements.
-pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 /// See [`Config::tls_client_auth`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,6 +531,13 @@ impl Default for Config {
             sasl_server_max_receive_size: 512 * 1024,
             authentication_timeout_ms: 10_000,
             connections_max_reauth_ms: 0,
+            sasl_oauthbearer_jwks_file: None,
+            sasl_oauthbearer_expected_audience: Vec::new(),
+            sasl_oauthbearer_expected_issuer: None,
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            authorizer: "none".into(),
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             shutdown_grace_ms: 5000,
@@ -718,6 +745,20 @@ impl Config {
             return bad("a SASL listener needs at least one of sasl_enabled_mechanisms".into());
         }
         self.bootstrap_credentials().map_err(ConfigError::Invalid)?;
+        if !matches!(self.authorizer.as_str(), "none" | "acl") {
+            return bad(format!(
+                "authorizer must be \"none\" or \"acl\", not {:?}",
+                self.authorizer
+            ));
+        }
+        if let Some(u) = self.super_users.iter().find(|u| {
+            u.split_once(':')
+                .is_none_or(|(t, n)| t.is_empty() || n.is_empty())
+        }) {
+            return bad(format!(
+                "super_users entries are TYPE:NAME (e.g. User:admin), not {u:?}"
+            ));
+        }
         if self.sasl_server_max_receive_size < 1024 || self.authentication_timeout_ms == 0 {
             return bad(
                 "sasl_server_max_receive_size must be ≥ 1024 and authentication_timeout_ms ≥ 1"

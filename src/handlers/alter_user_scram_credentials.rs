@@ -24,7 +24,24 @@ type Failure = (ResponseError, String);
 pub async fn handle(
     broker: &Broker,
     req: &AlterUserScramCredentialsRequest,
+    caller: &super::Caller,
 ) -> AlterUserScramCredentialsResponse {
+    if !caller.allowed_on_cluster(crate::security::acl::AclOperation::Alter) {
+        let mut users: Vec<String> = req.deletions.iter().map(|d| d.name.to_string()).collect();
+        users.extend(req.upsertions.iter().map(|u| u.name.to_string()));
+        users.dedup();
+        return AlterUserScramCredentialsResponse::default().with_results(
+            users
+                .into_iter()
+                .map(|u| {
+                    AlterUserScramCredentialsResult::default()
+                        .with_user(str_bytes(u))
+                        .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                        .with_error_message(Some(str_bytes("Cluster authorization failed.")))
+                })
+                .collect(),
+        );
+    }
     // Per user: its first error, in request order of users.
     let mut order: Vec<String> = Vec::new();
     let mut errors: BTreeMap<String, Failure> = BTreeMap::new();

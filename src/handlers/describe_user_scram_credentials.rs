@@ -20,7 +20,13 @@ use crate::security::scram::Mechanism;
 pub fn handle(
     broker: &Broker,
     req: &DescribeUserScramCredentialsRequest,
+    caller: &super::Caller,
 ) -> DescribeUserScramCredentialsResponse {
+    if !caller.allowed_on_cluster(crate::security::acl::AclOperation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes("Cluster authorization failed.")));
+    }
     let image = broker.meta.image();
     let named: Vec<String> = req
         .users

@@ -83,7 +83,9 @@ pub async fn handle(
     req: &FetchRequest,
     version: i16,
     listener: crate::config::SecurityProtocol,
+    caller: &super::Caller,
 ) -> FetchAnswer {
+    use crate::security::acl::{AclOperation, ResourceType};
     if req.session_id != 0 {
         return error_answer(ResponseError::FetchSessionIdNotFound);
     }
@@ -100,6 +102,10 @@ pub async fn handle(
         req.replica_id.0
     };
     let follower = (replica >= 0).then_some(replica);
+    if follower.is_some() && !caller.allowed_on_cluster(AclOperation::ClusterAction) {
+        return error_answer(ResponseError::ClusterAuthorizationFailed);
+    }
+    let image = caller.enforcing().then(|| broker.meta.image());
     // KIP-392: from v11 a consumer may read from a follower (below its high watermark), and
     // the leader may send it to a replica in its rack.
     let any_replica = follower.is_none() && version >= 11;
@@ -113,6 +119,14 @@ pub async fn handle(
         } else {
             TopicRef::Name(t.topic.0.as_str())
         };
+        // Consumers need READ on the topic (followers were checked above).
+        let name = match (&image, topic) {
+            (Some(image), TopicRef::Id(id)) => image.topic(&id).map(|t| t.name.clone()),
+            (_, TopicRef::Name(n)) => Some(n.to_string()),
+            (None, _) => None,
+        };
+        let readable = follower.is_some()
+            || name.is_none_or(|n| caller.allowed(AclOperation::Read, ResourceType::Topic, &n));
         for p in &t.partitions {
             // current_leader_epoch exists from v9 (-1: not checked).
             let epoch = (version >= 9).then_some(p.current_leader_epoch);
@@ -148,7 +162,11 @@ pub async fn handle(
                 partition_index: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
-                partition: partition.map_err(partition_error_code),
+                partition: if readable {
+                    partition.map_err(partition_error_code)
+                } else {
+                    Err(ResponseError::TopicAuthorizationFailed)
+                },
                 leader_epoch: epoch,
                 any_replica,
                 preferred,

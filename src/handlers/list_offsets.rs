@@ -29,14 +29,24 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: ListOffsetsRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> ListOffsetsResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    // Topics the caller may not describe: TOPIC_AUTHORIZATION_FAILED.
+    let denied: std::collections::HashSet<String> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|n| !caller.allowed(AclOperation::Describe, ResourceType::Topic, n))
+        .collect();
     let mut cold = false;
-    let response = crate::log::cold::without_blocking(|| answer(broker, &req, version, &mut cold));
+    let response =
+        crate::log::cold::without_blocking(|| answer(broker, &req, version, &denied, &mut cold));
     if !cold {
         return response;
     }
     let b = broker.clone();
-    crate::threads::spawn_blocking(move || answer(&b, &req, version, &mut false))
+    crate::threads::spawn_blocking(move || answer(&b, &req, version, &denied, &mut false))
         .await
         .unwrap_or(response)
 }
@@ -45,6 +55,7 @@ fn answer(
     broker: &Broker,
     req: &ListOffsetsRequest,
     version: i16,
+    denied: &std::collections::HashSet<String>,
     cold: &mut bool,
 ) -> ListOffsetsResponse {
     let topics = req
@@ -59,6 +70,10 @@ fn answer(
                         .with_partition_index(p.partition_index);
                     // The field exists from v4; -1 (or none) means "do not check".
                     let epoch = (version >= 4).then_some(p.current_leader_epoch);
+                    if denied.contains(t.name.0.as_str()) {
+                        return base
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     match broker.topics.get_partition(
                         TopicRef::Name(t.name.0.as_str()),
                         p.partition_index,

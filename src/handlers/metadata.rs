@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{str_bytes, topic_name, Broker, NONE};
 use crate::cluster::topics::validate_name;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use std::sync::Arc;
 
 use crate::meta::image::{MetadataImage, PartitionImage, TopicImage};
@@ -44,6 +45,7 @@ pub fn handle(
     req: &MetadataRequest,
     version: i16,
     listener: crate::config::SecurityProtocol,
+    caller: &super::Caller,
 ) -> MetadataResponse {
     let include_ops = req.include_topic_authorized_operations;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -52,8 +54,10 @@ pub fn handle(
     // One image for the answer; only an auto-creation reads the newer one it made.
     let mut image = broker.meta.image();
     let topics = if all_topics {
+        // Topics the caller may not describe are left out (Kafka: never revealed).
         image
             .topics_by_name()
+            .filter(|t| caller.allowed(AclOperation::Describe, ResourceType::Topic, &t.name))
             .map(|t| topic_response(&image, t, include_ops, version))
             .collect()
     } else {
@@ -62,15 +66,45 @@ pub fn handle(
             .iter()
             .flatten()
             .map(|requested| match &requested.name {
-                Some(name) => by_name(
-                    broker,
-                    &mut image,
-                    name.0.as_str(),
-                    allow_auto_create,
-                    include_ops,
-                    version,
-                ),
-                None => by_id(&image, requested.topic_id, include_ops, version),
+                Some(name) => {
+                    let name = name.0.as_str();
+                    if !caller.allowed(AclOperation::Describe, ResourceType::Topic, name) {
+                        error_topic(
+                            Some(name),
+                            Uuid::nil(),
+                            ResponseError::TopicAuthorizationFailed,
+                        )
+                    } else {
+                        // Auto-creation needs CREATE on the cluster or the topic (Kafka).
+                        let may_create = allow_auto_create
+                            && (caller.allowed(
+                                AclOperation::Create,
+                                ResourceType::Cluster,
+                                CLUSTER_NAME,
+                            ) || caller.allowed(
+                                AclOperation::Create,
+                                ResourceType::Topic,
+                                name,
+                            ));
+                        by_name(broker, &mut image, name, may_create, include_ops, version)
+                    }
+                }
+                None => match image.topic(&requested.topic_id) {
+                    Some(t)
+                        if !caller.allowed(
+                            AclOperation::Describe,
+                            ResourceType::Topic,
+                            &t.name,
+                        ) =>
+                    {
+                        error_topic(
+                            None,
+                            requested.topic_id,
+                            ResponseError::TopicAuthorizationFailed,
+                        )
+                    }
+                    _ => by_id(&image, requested.topic_id, include_ops, version),
+                },
             })
             .collect()
     };

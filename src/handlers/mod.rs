@@ -7,11 +7,14 @@ pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -212,5 +215,92 @@ pub fn producer_fenced_for(
             ResponseError::InvalidProducerEpoch
         }
         e => e,
+    }
+}
+
+/// Who sent a request, for its handler's authorization checks (`authorizer = "acl"`):
+/// the connection's principal and IP, and the authorizer of the ACLs current when the
+/// request arrived. Without an authorizer every check passes.
+#[derive(Clone)]
+pub struct Caller {
+    pub principal: String,
+    pub host: String,
+    authorizer: Option<std::sync::Arc<crate::security::acl::Authorizer>>,
+}
+
+/// Denials are logged at most every 50 ms (each line names principal, host, operation and
+/// resource), so a client retrying a refused request cannot flood the log.
+static DENIED_LOG: crate::log_every::LogLimit = crate::log_every::LogLimit::new();
+
+impl Caller {
+    pub fn new(broker: &Broker, principal: &str, peer: &str) -> Caller {
+        let host = peer
+            .rsplit_once(':')
+            .map_or(peer, |(host, _)| host)
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
+        Caller {
+            principal: principal.to_string(),
+            host,
+            authorizer: broker.authorizer(),
+        }
+    }
+
+    /// A caller every check lets through (requests the broker makes itself, tests).
+    pub fn unchecked() -> Caller {
+        Caller {
+            principal: crate::security::session::ANONYMOUS.to_string(),
+            host: String::new(),
+            authorizer: None,
+        }
+    }
+
+    /// Whether an authorizer decides (`authorizer = "acl"`).
+    pub fn enforcing(&self) -> bool {
+        self.authorizer.is_some()
+    }
+
+    /// Whether the caller may do `op` on the resource; a denial is logged (rate-limited).
+    pub fn allowed(
+        &self,
+        op: crate::security::acl::AclOperation,
+        resource_type: crate::security::acl::ResourceType,
+        name: &str,
+    ) -> bool {
+        let Some(authorizer) = &self.authorizer else {
+            return true;
+        };
+        let decision = authorizer.authorize(&self.principal, &self.host, op, resource_type, name);
+        if decision.is_allowed() {
+            return true;
+        }
+        if DENIED_LOG.allow(std::time::Duration::from_millis(50)) {
+            tracing::info!(principal = %self.principal, host = %self.host, operation = %op,
+                resource_type = %resource_type, resource = name, reason = %decision.reason(),
+                "authorization denied");
+        }
+        false
+    }
+
+    /// Whether the caller may do `op` on the cluster resource.
+    pub fn allowed_on_cluster(&self, op: crate::security::acl::AclOperation) -> bool {
+        self.allowed(
+            op,
+            crate::security::acl::ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        )
+    }
+
+    /// Kafka's `authorizeByResourceType` (KIP-679): whether `op` is allowed on some
+    /// resource of the type.
+    pub fn allowed_on_some(
+        &self,
+        op: crate::security::acl::AclOperation,
+        resource_type: crate::security::acl::ResourceType,
+    ) -> bool {
+        match &self.authorizer {
+            None => true,
+            Some(a) => a.authorize_any_of_type(&self.principal, &self.host, op, resource_type),
+        }
     }
 }

@@ -102,8 +102,19 @@ pub async fn handle(
     broker: &Broker,
     req: &ProduceRequest,
     listener: crate::config::SecurityProtocol,
+    caller: &super::Caller,
 ) -> Option<ProduceResponse> {
-    if let Some(error) = transactional_request_error(req) {
+    use crate::security::acl::{AclOperation, ResourceType};
+    let error = transactional_request_error(req).or_else(|| {
+        let id = req.transactional_id.as_ref()?;
+        (!caller.allowed(
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        ))
+        .then_some(ResponseError::TransactionalIdAuthorizationFailed)
+    });
+    if let Some(error) = error {
         let responses = req
             .topic_data
             .iter()
@@ -136,6 +147,7 @@ pub async fn handle(
     // the blocking pool; the next partition's append comes after it).
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     for (ti, t) in req.topic_data.iter().enumerate() {
+        let writable = caller.allowed(AclOperation::Write, ResourceType::Topic, t.name.0.as_str());
         let topic = broker.topics.get(t.name.0.as_str());
         let mut partition_responses = Vec::with_capacity(t.partition_data.len());
         for (pi, p) in t.partition_data.iter().enumerate() {
@@ -143,6 +155,9 @@ pub async fn handle(
                 .with_index(p.index)
                 .with_base_offset(-1);
             let response = match &topic {
+                _ if !writable => {
+                    base.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 _ if !acks_valid => base.with_error_code(ResponseError::InvalidRequiredAcks.code()),
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(topic) => {

@@ -16,6 +16,7 @@ use super::{str_bytes, NONE};
 use crate::broker::Broker;
 use crate::log::Records;
 use crate::protocol::{Outcome, Response, Session};
+use crate::security::oauthbearer::{OAuthServer, OAuthStep};
 use crate::security::scram::{Credential, Mechanism, ScramServer};
 use crate::security::session::Sasl;
 
@@ -44,10 +45,10 @@ pub async fn handle(
     }
     match step(broker, &req.auth_bytes, session).await {
         Step::Token(token) => {
-            let lifetime = if session.auth.authenticated() {
-                broker.config.connections_max_reauth_ms
-            } else {
-                0
+            // The final answer carries how long the session lasts (KIP-368).
+            let lifetime = match (session.auth.done(), session.auth.expires()) {
+                (true, Some(e)) => e.saturating_duration_since(Instant::now()).as_millis() as u64,
+                _ => 0,
             };
             let mut answer = SaslAuthenticateResponse::default()
                 .with_error_code(NONE)
@@ -88,9 +89,50 @@ async fn step(broker: &Broker, token: &[u8], session: &mut Session) -> Step {
         tracing::warn!(%peer, mechanism, user, reason = %why, "SASL authentication failed");
         Step::Failed(message)
     };
+    if let Some(mut server) = session.auth.take_oauth() {
+        // The client acknowledged the error challenge: the exchange fails.
+        let why = match server.step(token) {
+            Err(e) => e.to_string(),
+            Ok(_) => "an exchange past its challenge".into(),
+        };
+        return fail("OAUTHBEARER", "", why, OAUTH_FAILED.into());
+    }
     if let Some((sasl, raw)) = session.auth.chosen() {
         return match sasl {
             Sasl::Plain => plain(broker, token, session, fail).await,
+            Sasl::OAuthBearer => {
+                let Some(validator) = broker.oauth_validator() else {
+                    return fail(
+                        "OAUTHBEARER",
+                        "",
+                        "no validator".into(),
+                        OAUTH_FAILED.into(),
+                    );
+                };
+                let now = crate::meta::network::wall_clock_ms();
+                let mut server = OAuthServer::new(validator, now);
+                match server.step(token) {
+                    Ok(OAuthStep::Done(valid)) => {
+                        // The session ends with the token at the latest (KIP-368).
+                        let left = Duration::from_millis((valid.lifetime_ms - now).max(0) as u64);
+                        let expires = match expiry(broker) {
+                            Some(e) => e.min(Instant::now() + left),
+                            None => Instant::now() + left,
+                        };
+                        match session.auth.succeed(&valid.principal, Some(expires)) {
+                            Ok(()) => Step::Token(Vec::new()),
+                            Err(why) => {
+                                fail("OAUTHBEARER", &valid.principal, why, OAUTH_FAILED.into())
+                            }
+                        }
+                    }
+                    Ok(OAuthStep::Challenge(challenge)) => {
+                        session.auth.continue_oauth(server, raw);
+                        Step::Token(challenge)
+                    }
+                    Err(e) => fail("OAUTHBEARER", "", e.to_string(), OAUTH_FAILED.into()),
+                }
+            }
             Sasl::Scram(m) => {
                 let mut server = match ScramServer::new(m) {
                     Ok(s) => s,
@@ -111,7 +153,9 @@ async fn step(broker: &Broker, token: &[u8], session: &mut Session) -> Step {
                 let credential = stored(broker, &first.username, m);
                 match server.server_first(credential) {
                     Ok(answer) => {
-                        session.auth.continue_scram(server, raw);
+                        session
+                            .auth
+                            .continue_scram(server, raw, first.username.clone());
                         Step::Token(answer)
                     }
                     Err(e) => fail(m.name(), &first.username, e.to_string(), scram_failed(m)),
@@ -119,7 +163,7 @@ async fn step(broker: &Broker, token: &[u8], session: &mut Session) -> Step {
             }
         };
     }
-    if let Some((mut server, _raw)) = session.auth.take_scram() {
+    if let Some((mut server, named)) = session.auth.take_scram() {
         let m = server.mechanism();
         return match server.client_final(token) {
             Ok((answer, user)) => match session.auth.succeed(&user, expiry(broker)) {
@@ -129,7 +173,7 @@ async fn step(broker: &Broker, token: &[u8], session: &mut Session) -> Step {
                 }
                 Err(why) => fail(m.name(), &user, why, scram_failed(m)),
             },
-            Err(e) => fail(m.name(), "", e.to_string(), scram_failed(m)),
+            Err(e) => fail(m.name(), &named, e.to_string(), scram_failed(m)),
         };
     }
     fail(
@@ -178,6 +222,9 @@ async fn plain(
         Err(why) => fail("PLAIN", &user, why, MESSAGE.into()),
     }
 }
+
+/// The message for a failed OAUTHBEARER exchange (Kafka sends the challenge's JSON).
+const OAUTH_FAILED: &str = "Authentication failed: {\"status\":\"invalid_token\"}";
 
 /// Kafka's message for a failed SCRAM exchange.
 fn scram_failed(m: Mechanism) -> String {

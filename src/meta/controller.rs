@@ -22,6 +22,7 @@ use super::{MetaBatch, Raft};
 use crate::cluster::placement::{self, BrokerSlot, PlacementError};
 use crate::cluster::topic_config;
 use crate::cluster::topics::{validate_name, TopicError, PARTITIONS_MAX};
+use crate::security::acl::{validate_binding, AclBinding, AclBindingFilter};
 
 /// Producer ids per block (Kafka's `ProducerIdManager` block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -155,6 +156,15 @@ pub enum ControllerRequest {
         #[serde(default)]
         only_if_absent: bool,
     },
+    /// ACLs to create (CreateAcls): each validated as Kafka does; one already there is no
+    /// change.
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+    },
+    /// ACLs to delete (DeleteAcls): every stored ACL each filter matches.
+    DeleteAcls {
+        filters: Vec<AclBindingFilter>,
+    },
     /// A partition leader asks to change its ISR (Kafka's AlterPartition): a follower caught
     /// up joins, one that lags leaves. Valid only from the current leader at the current
     /// leader and partition epochs.
@@ -235,6 +245,15 @@ pub enum ControllerResponse {
         results: Vec<(String, Option<String>)>,
         #[serde(default)]
         skipped: Vec<String>,
+    },
+    /// Per binding of a CreateAcls request: why it was refused (INVALID_REQUEST), if it was.
+    AclsCreated {
+        results: Vec<Option<String>>,
+    },
+    /// Per filter of a DeleteAcls request: the ACLs it deleted (each once: an ACL two
+    /// filters match is listed under the first).
+    AclsDeleted {
+        matched: Vec<Vec<AclBinding>>,
     },
 }
 
@@ -774,6 +793,55 @@ impl Controller {
                 deletions,
                 only_if_absent,
             } => Ok(scram_changes(image, upserts, deletions, only_if_absent)),
+            ControllerRequest::CreateAcls { bindings } => {
+                let mut records = Vec::new();
+                let mut results = Vec::new();
+                for b in bindings {
+                    match validate_binding(&b) {
+                        Err(e) => results.push(Some(e.to_string())),
+                        Ok(()) => {
+                            let new = !image.acls.contains(&b)
+                                && !records.iter().any(
+                                    |r| matches!(r, MetaRecord::Acl { binding } if *binding == b),
+                                );
+                            if new {
+                                records.push(MetaRecord::Acl { binding: b });
+                            }
+                            results.push(None);
+                        }
+                    }
+                }
+                let answer = ControllerResponse::AclsCreated { results };
+                Ok(if records.is_empty() {
+                    Decision::Answer(answer)
+                } else {
+                    Decision::Records(records, answer)
+                })
+            }
+            ControllerRequest::DeleteAcls { filters } => {
+                let mut taken = std::collections::BTreeSet::new();
+                let matched: Vec<Vec<AclBinding>> = filters
+                    .iter()
+                    .map(|f| {
+                        image
+                            .acls
+                            .iter()
+                            .filter(|b| f.matches(b) && taken.insert((*b).clone()))
+                            .cloned()
+                            .collect()
+                    })
+                    .collect();
+                let records: Vec<MetaRecord> = taken
+                    .into_iter()
+                    .map(|binding| MetaRecord::RemoveAcl { binding })
+                    .collect();
+                let answer = ControllerResponse::AclsDeleted { matched };
+                Ok(if records.is_empty() {
+                    Decision::Answer(answer)
+                } else {
+                    Decision::Records(records, answer)
+                })
+            }
             ControllerRequest::ReportUnreachable { .. } => Err(ControllerError::Internal(
                 "a report of an unreachable broker is checked before records".into(),
             )),

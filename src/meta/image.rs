@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides, INTER_BROKER_ENDPOINT};
 use super::LogId;
 use crate::config::SecurityProtocol;
+use crate::security::acl::AclBinding;
 
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +115,14 @@ pub struct MetadataImage {
     /// SCRAM credentials: user → mechanism name → credential.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scram: BTreeMap<String, BTreeMap<String, ScramCredentialImage>>,
+    /// The ACLs (shared between images until one changes: the authorizer is rebuilt only
+    /// when this set is another one).
+    #[serde(default, skip_serializing_if = "no_acls")]
+    pub acls: Arc<BTreeSet<AclBinding>>,
+}
+
+fn no_acls(acls: &Arc<BTreeSet<AclBinding>>) -> bool {
+    acls.is_empty()
 }
 
 /// A stored SCRAM credential (what `MetaRecord::ScramCredential` carries).
@@ -443,6 +452,14 @@ impl MetadataImage {
                     },
                 );
                 delta.credentials_changed = true;
+            }
+            MetaRecord::Acl { binding } => {
+                Arc::make_mut(&mut self.acls).insert(binding.clone());
+            }
+            MetaRecord::RemoveAcl { binding } => {
+                if !Arc::make_mut(&mut self.acls).remove(binding) {
+                    return Err(ApplyError(format!("no ACL {binding} to remove")));
+                }
             }
             MetaRecord::RemoveScramCredential { user, mechanism } => {
                 let removed = self

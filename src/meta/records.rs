@@ -157,6 +157,14 @@ pub enum MetaRecord {
         user: String,
         mechanism: String,
     },
+    /// An ACL (Kafka's `AccessControlEntryRecord`).
+    Acl {
+        binding: crate::security::acl::AclBinding,
+    },
+    /// An ACL is deleted (Kafka's `RemoveAccessControlEntryRecord`).
+    RemoveAcl {
+        binding: crate::security::acl::AclBinding,
+    },
     /// Producer ids `first .. first + size` belong to `broker_id` (size 1000, as Kafka).
     ProducerIdsBlock {
         broker_id: i32,

@@ -3,7 +3,10 @@
 //! state. No sockets and no broker state: the server layer drives the exchanges, the
 //! metadata image keeps the credentials.
 
+pub mod acl;
+pub mod oauthbearer;
 pub mod plain;
+pub mod principal;
 pub mod scram;
 pub mod session;
 pub mod tls;

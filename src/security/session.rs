@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use super::oauthbearer::OAuthServer;
 use super::scram::{Mechanism, ScramServer};
 
 /// Kafka's principal for connections that did not authenticate.
@@ -17,12 +18,14 @@ pub const ANONYMOUS: &str = "User:ANONYMOUS";
 pub enum Sasl {
     Plain,
     Scram(Mechanism),
+    OAuthBearer,
 }
 
 impl Sasl {
     pub fn from_name(name: &str) -> Option<Sasl> {
         match name {
             "PLAIN" => Some(Sasl::Plain),
+            "OAUTHBEARER" => Some(Sasl::OAuthBearer),
             other => Mechanism::from_name(other).map(Sasl::Scram),
         }
     }
@@ -30,6 +33,7 @@ impl Sasl {
     pub fn name(self) -> &'static str {
         match self {
             Sasl::Plain => "PLAIN",
+            Sasl::OAuthBearer => "OAUTHBEARER",
             Sasl::Scram(m) => m.name(),
         }
     }
@@ -44,8 +48,15 @@ enum Stage {
     /// The mechanism is chosen; its first token comes next. `raw`: SaslHandshake v0, so
     /// tokens come as bare size-prefixed frames, not in SaslAuthenticate requests.
     Chosen { sasl: Sasl, raw: bool },
-    /// A SCRAM exchange after the client-first message.
-    Scram { server: Box<ScramServer>, raw: bool },
+    /// A SCRAM exchange after the client-first message of `user`.
+    Scram {
+        server: Box<ScramServer>,
+        raw: bool,
+        user: String,
+    },
+    /// An OAUTHBEARER exchange that answered the token with an error challenge: the
+    /// client's `%x01` acknowledgement comes next, and the exchange fails.
+    OAuth { server: Box<OAuthServer>, raw: bool },
 }
 
 /// What a request may do on this connection now.
@@ -109,14 +120,26 @@ impl Authentication {
         &self.principal
     }
 
+    /// Whether an exchange has just completed (or none was needed): no exchange in progress.
+    pub fn done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// When the current session ends, if it does.
+    pub fn expires(&self) -> Option<Instant> {
+        self.expires
+    }
+
     /// What the next request may be, at `now`.
     pub fn gate(&self, now: Instant) -> Gate {
         match &self.stage {
             Stage::Done if self.expires.is_some_and(|e| now >= e) => Gate::Expired,
             Stage::Done => Gate::Open,
             Stage::Handshake => Gate::Handshake,
-            Stage::Chosen { raw: true, .. } | Stage::Scram { raw: true, .. } => Gate::RawToken,
-            Stage::Chosen { .. } | Stage::Scram { .. } => Gate::Authenticate,
+            Stage::Chosen { raw: true, .. }
+            | Stage::Scram { raw: true, .. }
+            | Stage::OAuth { raw: true, .. } => Gate::RawToken,
+            Stage::Chosen { .. } | Stage::Scram { .. } | Stage::OAuth { .. } => Gate::Authenticate,
         }
     }
 
@@ -144,18 +167,39 @@ impl Authentication {
         }
     }
 
-    /// A SCRAM exchange continues after its first message.
-    pub fn continue_scram(&mut self, server: ScramServer, raw: bool) {
+    /// A SCRAM exchange continues after the first message, of `user`.
+    pub fn continue_scram(&mut self, server: ScramServer, raw: bool, user: String) {
         self.stage = Stage::Scram {
+            server: Box::new(server),
+            raw,
+            user,
+        };
+    }
+
+    /// The SCRAM exchange in progress and the user it names, taken out (the caller finishes
+    /// or fails it).
+    pub fn take_scram(&mut self) -> Option<(ScramServer, String)> {
+        match std::mem::replace(&mut self.stage, Stage::Handshake) {
+            Stage::Scram { server, user, .. } => Some((*server, user)),
+            other => {
+                self.stage = other;
+                None
+            }
+        }
+    }
+
+    /// An OAUTHBEARER exchange waits for the client's acknowledgement of its challenge.
+    pub fn continue_oauth(&mut self, server: OAuthServer, raw: bool) {
+        self.stage = Stage::OAuth {
             server: Box::new(server),
             raw,
         };
     }
 
-    /// The SCRAM exchange in progress, taken out (the caller finishes or fails it).
-    pub fn take_scram(&mut self) -> Option<(ScramServer, bool)> {
+    /// The OAUTHBEARER exchange in progress, taken out.
+    pub fn take_oauth(&mut self) -> Option<OAuthServer> {
         match std::mem::replace(&mut self.stage, Stage::Handshake) {
-            Stage::Scram { server, raw } => Some((*server, raw)),
+            Stage::OAuth { server, .. } => Some(*server),
             other => {
                 self.stage = other;
                 None

@@ -6,10 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::prelude::FromDer;
 
 use crate::config::{Config, TlsClientAuth};
 
@@ -55,7 +57,7 @@ impl TlsFiles {
                         .map_err(|e| format!("bad CA certificate in {}: {e}", ca.display()))?;
                 }
                 let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
                 let verifier = match auth {
                     TlsClientAuth::Requested => verifier.allow_unauthenticated(),
                     _ => verifier,
@@ -67,14 +69,49 @@ impl TlsFiles {
                 )
             }
         };
-        let config = builder.with_single_cert(certs, key).map_err(|e| {
-            format!(
-                "the certificate {} does not fit its key {}: {e}",
-                self.cert.display(),
-                self.key.display()
-            )
-        })?;
-        Ok(Arc::new(config))
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("unusable private key {}: {e}", self.key.display()))?;
+        let certified = CertifiedKey::new(certs, signing);
+        self.check_key_fits(&certified)?;
+        Ok(Arc::new(builder.with_cert_resolver(Arc::new(
+            OneCertificate(Arc::new(certified)),
+        ))))
+    }
+
+    /// Whether the private key is the certificate's (their public keys compared). rustls's
+    /// own check parses the certificate with webpki, which refuses X.509 v1 certificates
+    /// (still made by `openssl x509 -req` without extensions, and accepted by Java's and
+    /// OpenSSL's TLS); x509-parser reads every version.
+    fn check_key_fits(&self, certified: &CertifiedKey) -> Result<(), String> {
+        let leaf = certified
+            .end_entity_cert()
+            .map_err(|e| format!("no certificate in {}: {e}", self.cert.display()))?;
+        let (_, cert) = x509_parser::prelude::X509Certificate::from_der(leaf)
+            .map_err(|e| format!("cannot read the certificate {}: {e}", self.cert.display()))?;
+        let fits = certified
+            .key
+            .public_key()
+            .is_none_or(|spki| spki.as_ref() == cert.public_key().raw);
+        if !fits {
+            return Err(format!(
+                "the private key {} is not the key of the certificate {}",
+                self.key.display(),
+                self.cert.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Serves the one configured certificate to every client.
+#[derive(Debug)]
+struct OneCertificate(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 

@@ -456,11 +456,14 @@ async fn accept_loop(
                 let lease = edge.memory.lease(&peer.to_string());
                 let tls = edge.tls.clone();
                 connections.spawn(async move {
-                    if let Some(stream) = handshake(socket, peer, protocol, tls, &broker).await {
+                    if let Some((stream, certified)) =
+                        handshake(socket, peer, protocol, tls, &broker).await
+                    {
+                        // SASL_SSL: the SASL principal; SSL: the client certificate's subject.
                         let auth = if protocol.sasl() {
                             Authentication::sasl()
                         } else {
-                            Authentication::open(ANONYMOUS.to_string())
+                            Authentication::open(certified.unwrap_or_else(|| ANONYMOUS.to_string()))
                         };
                         let session = Session {
                             peer: peer.to_string(),
@@ -483,16 +486,17 @@ async fn accept_loop(
 }
 
 /// The TLS handshake of a connection to an SSL or SASL_SSL listener, within
-/// `authentication_timeout_ms`; a plain connection as it is. None (logged) when it failed.
+/// `authentication_timeout_ms`, with the principal of the client's certificate when it sent
+/// one (mutual TLS); a plain connection as it is. None (logged) when it failed.
 async fn handshake(
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     protocol: SecurityProtocol,
     tls: Option<Arc<Tls>>,
     broker: &Broker,
-) -> Option<connection::Stream> {
+) -> Option<(connection::Stream, Option<String>)> {
     if !protocol.tls() {
-        return Some(connection::Stream::Plain(socket));
+        return Some((connection::Stream::Plain(socket), None));
     }
     let Some(tls) = tls else {
         tracing::error!(%peer, "closing connection: TLS listener without a TLS configuration");
@@ -501,7 +505,26 @@ async fn handshake(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     let limit = Duration::from_millis(broker.config.authentication_timeout_ms);
     match tokio::time::timeout(limit, acceptor.accept(socket)).await {
-        Ok(Ok(stream)) => Some(connection::Stream::Tls(Box::new(stream))),
+        Ok(Ok(stream)) => {
+            let certified = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::security::principal::certificate_principal(c));
+            let principal = match certified {
+                None => None,
+                Some(Ok(p)) => {
+                    tracing::debug!(%peer, principal = %p, "client certificate");
+                    Some(p)
+                }
+                Some(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "closing connection: unreadable client certificate");
+                    return None;
+                }
+            };
+            Some((connection::Stream::Tls(Box::new(stream)), principal))
+        }
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "closing connection: TLS handshake failed");
             None

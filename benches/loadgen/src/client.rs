@@ -304,6 +304,7 @@ impl ProduceSpec {
         if let Some(b) = self.batch_size {
             c.set("batch.size", b.to_string());
         }
+        common_props(&mut c);
         for (k, v) in parse_props(&self.props)? {
             c.set(k, v);
         }
@@ -423,11 +424,28 @@ impl ProduceSpec {
     }
 }
 
+/// librdkafka properties every client of the run gets (`--client-prop`: security settings),
+/// set once at start.
+pub static CLIENT_PROPS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Parses and records the `--client-prop` settings.
+pub fn set_client_props(props: &[String]) -> Result<()> {
+    let parsed = parse_props(props)?;
+    let _ = CLIENT_PROPS.set(parsed);
+    Ok(())
+}
+
+fn common_props(c: &mut ClientConfig) {
+    for (k, v) in CLIENT_PROPS.get().into_iter().flatten() {
+        c.set(k, v);
+    }
+}
+
 pub fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .context("creating admin client")
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    common_props(&mut c);
+    c.create().context("creating admin client")
 }
 
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
@@ -571,6 +589,7 @@ impl ConsumeSpec {
                 .set("queued.min.messages", "1000000")
                 .set("queued.max.messages.kbytes", "1048576");
         }
+        common_props(&mut c);
         for (k, v) in parse_props(&self.props)? {
             c.set(k, v);
         }

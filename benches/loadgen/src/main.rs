@@ -122,6 +122,10 @@ struct RunArgs {
     /// Value contents.
     #[arg(long, value_enum, default_value = "text")]
     payload: Payload,
+    /// Extra librdkafka property of every client, admin included (repeatable): e.g.
+    /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`, `ssl.ca.location=...`.
+    #[arg(long = "client-prop", value_name = "KEY=VALUE")]
+    client_props: Vec<String>,
     /// Extra librdkafka producer property (repeatable).
     #[arg(long = "producer-prop", value_name = "KEY=VALUE")]
     producer_props: Vec<String>,
@@ -192,6 +196,7 @@ fn run(mode: Mode, a: RunArgs) -> Result<ExitCode> {
     if a.partitions < 1 || a.producers < 1 || a.consumers < 1 {
         bail!("--partitions, --producers and --consumers must be at least 1");
     }
+    client::set_client_props(&a.client_props)?;
     if mode == Mode::Consume && !a.prefill && a.topic.is_none() {
         bail!("consume needs --prefill or an existing --topic");
     }

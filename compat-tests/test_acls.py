@@ -177,3 +177,39 @@ def test_plaintext_clients_are_anonymous(acl_broker):
         time.sleep(0.2)
         produce({"bootstrap.servers": b.bootstrap}, topic, [b"x"])
     assert "principal=User:ANONYMOUS" in b.run_log()
+
+
+def test_a_group_read_needs_group_read(acl_broker):
+    from confluent_kafka import Consumer
+    b = acl_broker
+    admin = AdminClient(conf(b, "admin"))
+    topic = f"acl-g-{uuid.uuid4().hex[:6]}"
+    results(admin.create_topics([NewTopic(topic, 1, 1)]))
+    sent = [f"g{i}".encode() for i in range(10)]
+    assert produce(conf(b, "admin"), topic, sent) == [None] * 10
+    results(admin.create_acls([binding(AclOperation.READ, AclPermissionType.ALLOW, topic)]))
+
+    def consume(group, want):
+        c = Consumer({**conf(b, "alice"), "group.id": group, "auto.offset.reset": "earliest",
+                      "enable.auto.commit": False})
+        c.subscribe([topic])
+        got, errors, deadline = [], [], time.monotonic() + 20
+        while len(got) < want and time.monotonic() < deadline and not errors:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                errors.append(m.error())
+            else:
+                got.append(m.value())
+        if got:
+            c.commit(asynchronous=False)
+        c.close()
+        return got, errors
+
+    got, errors = consume("g-denied", 1)
+    assert not got and errors and "authorization" in str(errors[0]).lower(), (got, errors)
+    results(admin.create_acls([binding(AclOperation.READ, AclPermissionType.ALLOW, "g-alice",
+                                       ResourcePatternType.PREFIXED, rt=ResourceType.GROUP)]))
+    got, errors = consume("g-alice-1", len(sent))
+    assert got == sent and not errors

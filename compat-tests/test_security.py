@@ -16,8 +16,13 @@ and server certificate made with openssl, and a bootstrap user (`--bootstrap-use
 - SIGHUP reloads the certificate: new connections get the new one.
 - Mutual TLS: with `tls_client_auth = required` a client without a certificate from the
   configured CA is refused, one with such a certificate is served.
+- SASL/OAUTHBEARER with Kafka's unsecured tokens: librdkafka's own token (`principal=...`)
+  is served; an expired token (kafka-python with a token provider) gets the
+  `invalid_token` challenge and then SASL_AUTHENTICATION_FAILED.
 """
 
+import base64
+import json
 import os
 import signal
 import socket
@@ -81,7 +86,8 @@ class SecureBroker(OwnBroker):
 def secure(request):
     root = tempfile.mkdtemp(prefix="ottla-security-")
     make_certs(root)
-    env = {"OTTLA_AUTHENTICATION_TIMEOUT_MS": "1500"}
+    env = {"OTTLA_AUTHENTICATION_TIMEOUT_MS": "1500",
+           "OTTLA_SASL_ENABLED_MECHANISMS": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     b = SecureBroker(root)
@@ -375,3 +381,46 @@ def test_mutual_tls_requires_a_client_certificate():
     finally:
         b.stop()
         b.cleanup()
+
+
+def test_oauthbearer_unsecured_tokens(secure):
+    topic = f"sec-oauth-{uuid.uuid4().hex[:6]}"
+    sent = values(50, topic)
+    conf = {"bootstrap.servers": secure.addr("SASL_SSL"), "security.protocol": "SASL_SSL",
+            "ssl.ca.location": os.path.join(secure.root, "ca.pem"), "sasl.mechanism": "OAUTHBEARER",
+            "sasl.oauthbearer.config": "principal=carol lifeSeconds=600",
+            "enable.sasl.oauthbearer.unsecure.jwt": True}
+    p = Producer(conf)
+    for v in sent:
+        p.produce(topic, v)
+    assert p.flush(30) == 0
+    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got, deadline = [], time.monotonic() + 30
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    c.close()
+    assert got == sent
+
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+
+    def unsecured(claims):
+        b64 = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+        return f"{b64({'alg': 'none'})}.{b64(claims)}."
+
+    class Expired(AbstractTokenProvider):
+        def token(self):
+            now = int(time.time())
+            return unsecured({"sub": "carol", "iat": now - 120, "exp": now - 60})
+
+    with pytest.raises(Exception):
+        KafkaProducer(bootstrap_servers=secure.addr("SASL_PLAINTEXT"), security_protocol="SASL_PLAINTEXT",
+                      sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=Expired(),
+                      request_timeout_ms=5000, max_block_ms=5000).send(topic, b"x").get(10)
+    deadline = time.monotonic() + 10
+    while "expired" not in secure.run_log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert 'mechanism="OAUTHBEARER"' in secure.run_log() or "mechanism=OAUTHBEARER" in secure.run_log()
+    assert "expired" in secure.run_log()

@@ -45,7 +45,23 @@ fn answer(
     key_type: i8,
     key: &StrBytes,
     listener: SecurityProtocol,
+    caller: &super::Caller,
 ) -> Result<Found, (i16, String)> {
+    use crate::security::acl::{AclOperation, ResourceType};
+    let denied = match key_type {
+        KEY_GROUP => (!caller.allowed(AclOperation::Describe, ResourceType::Group, key.as_str()))
+            .then_some(ResponseError::GroupAuthorizationFailed),
+        KEY_TRANSACTION => (!caller.allowed(
+            AclOperation::Describe,
+            ResourceType::TransactionalId,
+            key.as_str(),
+        ))
+        .then_some(ResponseError::TransactionalIdAuthorizationFailed),
+        _ => None,
+    };
+    if let Some(e) = denied {
+        return Err((e.code(), e.to_string()));
+    }
     let topic = match key_type {
         KEY_GROUP => OFFSETS_TOPIC,
         KEY_TRANSACTION => TRANSACTION_TOPIC,
@@ -82,6 +98,7 @@ pub fn handle(
     req: &FindCoordinatorRequest,
     version: i16,
     listener: SecurityProtocol,
+    caller: &super::Caller,
 ) -> FindCoordinatorResponse {
     if version >= 4 {
         let coordinators = req
@@ -89,7 +106,7 @@ pub fn handle(
             .iter()
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
-                match answer(broker, req.key_type, key, listener) {
+                match answer(broker, req.key_type, key, listener, caller) {
                     // Kafka leaves a v4+ coordinator's message at its default, "" (not null).
                     Ok((node, host, port)) => c
                         .with_error_code(NONE)
@@ -109,7 +126,7 @@ pub fn handle(
     }
     // v1-3: Kafka's message is `Errors.message()`, which is "NONE" on success.
     let message = |m: String| (version >= 1).then(|| str_bytes(m));
-    match answer(broker, req.key_type, &req.key, listener) {
+    match answer(broker, req.key_type, &req.key, listener, caller) {
         Ok((node, host, port)) => FindCoordinatorResponse::default()
             .with_error_code(NONE)
             .with_error_message(message("NONE".into()))

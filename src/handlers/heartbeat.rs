@@ -5,7 +5,21 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::Broker;
 
-pub fn handle(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &HeartbeatRequest,
+    caller: &super::Caller,
+) -> HeartbeatResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    if !caller.allowed(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.0.as_str(),
+    ) {
+        return HeartbeatResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
+        );
+    }
     let error = match broker.groups.for_group(req.group_id.0.as_str()) {
         Ok(c) => c.heartbeat(
             req.group_id.0.as_str(),

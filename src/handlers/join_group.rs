@@ -15,7 +15,19 @@ pub async fn handle(
     req: &JoinGroupRequest,
     version: i16,
     client: &ClientInfo,
+    caller: &super::Caller,
 ) -> JoinGroupResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    if !caller.allowed(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.0.as_str(),
+    ) {
+        return JoinGroupResponse::default()
+            .with_error_code(kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code())
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone());
+    }
     let join = JoinRequest {
         group_id: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),

@@ -6,7 +6,22 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::{str_bytes, Broker, NONE};
 
-pub fn handle(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &LeaveGroupRequest,
+    version: i16,
+    caller: &super::Caller,
+) -> LeaveGroupResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    if !caller.allowed(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.0.as_str(),
+    ) {
+        return LeaveGroupResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
+        );
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()

@@ -16,10 +16,31 @@ use super::Broker;
 use crate::cluster::Topic;
 use crate::groups::{CommittedOffset, Durability};
 
-pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: &OffsetCommitRequest,
+    caller: &super::Caller,
+) -> OffsetCommitResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
     let now = broker.clock.now_ms();
+    let group_allowed = caller.allowed(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.0.as_str(),
+    );
+    // Topics the caller may not read: TOPIC_AUTHORIZATION_FAILED, not committed (Kafka).
+    let denied: std::collections::HashSet<&str> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .filter(|n| !caller.allowed(AclOperation::Read, ResourceType::Topic, n))
+        .collect();
     let mut offsets = Vec::new();
-    for t in &req.topics {
+    for t in req
+        .topics
+        .iter()
+        .filter(|t| !denied.contains(t.name.0.as_str()))
+    {
         let topic = broker.topics.get(t.name.0.as_str());
         for p in &t.partitions {
             offsets.push((
@@ -42,7 +63,9 @@ pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCo
             .chain(req.group_instance_id.as_ref().map(|s| s.as_str()))
             .chain(req.topics.iter().map(|t| t.name.0.as_str())),
     );
-    let coordinator = if req.group_id.0.is_empty() {
+    let coordinator = if !group_allowed {
+        Err(ResponseError::GroupAuthorizationFailed)
+    } else if req.group_id.0.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
         broker.groups.for_group(req.group_id.0.as_str())
@@ -81,9 +104,16 @@ pub async fn handle(broker: &Arc<Broker>, req: &OffsetCommitRequest) -> OffsetCo
                         t.partitions
                             .iter()
                             .map(|p| {
+                                let code = if !group_allowed {
+                                    ResponseError::GroupAuthorizationFailed.code()
+                                } else if denied.contains(t.name.0.as_str()) {
+                                    ResponseError::TopicAuthorizationFailed.code()
+                                } else {
+                                    errors.next().unwrap_or_default()
+                                };
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
-                                    .with_error_code(errors.next().unwrap_or_default())
+                                    .with_error_code(code)
                             })
                             .collect(),
                     )

@@ -26,10 +26,15 @@ type Fetched = Vec<(String, i32, Result<Option<CommittedOffset>, i16>)>;
 /// not loaded here.
 fn fetch(
     broker: &Broker,
+    caller: &super::Caller,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> Result<Fetched, ResponseError> {
+    use crate::security::acl::{AclOperation, ResourceType};
+    if !caller.allowed(AclOperation::Describe, ResourceType::Group, group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
     let coordinator = broker.groups.for_group(group)?;
     let wanted: Option<Vec<(String, i32)>> = topics.map(|ts| {
         ts.into_iter()
@@ -74,7 +79,12 @@ fn fields(o: &Result<Option<CommittedOffset>, i16>) -> (i64, i32, String, i16) {
     }
 }
 
-pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &OffsetFetchRequest,
+    version: i16,
+    caller: &super::Caller,
+) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = req
             .groups
@@ -85,8 +95,13 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let fetched = match fetch(broker, g.group_id.0.as_str(), topics, req.require_stable)
-                {
+                let fetched = match fetch(
+                    broker,
+                    caller,
+                    g.group_id.0.as_str(),
+                    topics,
+                    req.require_stable,
+                ) {
                     Ok(f) => f,
                     Err(e) => {
                         return OffsetFetchResponseGroup::default()
@@ -131,6 +146,7 @@ pub fn handle(broker: &Broker, req: &OffsetFetchRequest, version: i16) -> Offset
     });
     let fetched = match fetch(
         broker,
+        caller,
         req.group_id.0.as_str(),
         topics.clone(),
         version >= 7 && req.require_stable,

@@ -13,7 +13,18 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: &SyncGroupRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> SyncGroupResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    if !caller.allowed(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.0.as_str(),
+    ) {
+        return SyncGroupResponse::default().with_error_code(
+            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
+        );
+    }
     let fit = super::internal_strings_fit(
         [req.group_id.0.as_str(), req.member_id.as_str()]
             .into_iter()

@@ -348,25 +348,30 @@ async fn dispatch(
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(broker, &r))
         }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(broker, &r, version, listener))
-        }
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(
+            broker, &r, version, listener, &caller,
+        )),
         RequestKind::JoinGroup(r) => {
             let client = client_info(meta, peer);
-            ResponseKind::JoinGroup(join_group::handle(broker, &r, version, &client).await)
+            ResponseKind::JoinGroup(join_group::handle(broker, &r, version, &client, &caller).await)
         }
         RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(sync_group::handle(broker, &r, version).await)
+            ResponseKind::SyncGroup(sync_group::handle(broker, &r, version, &caller).await)
         }
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(broker, &r)),
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(heartbeat::handle(broker, &r, &caller))
+        }
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(
-            blocking(broker, move |b| leave_group::handle(b, &r, version)).await?,
+            blocking(broker, move |b| {
+                leave_group::handle(b, &r, version, &caller)
+            })
+            .await?,
         ),
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(offset_commit::handle(broker, &r).await)
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, &r, &caller).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(offset_fetch::handle(broker, &r, version))
+            ResponseKind::OffsetFetch(offset_fetch::handle(broker, &r, version, &caller))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(broker, &r)),
         RequestKind::DescribeGroups(r) => {
@@ -460,6 +465,13 @@ fn authorized_here(request: &RequestKind) -> bool {
             | RequestKind::Produce(_)
             | RequestKind::Fetch(_)
             | RequestKind::ListOffsets(_)
+            | RequestKind::FindCoordinator(_)
+            | RequestKind::JoinGroup(_)
+            | RequestKind::SyncGroup(_)
+            | RequestKind::Heartbeat(_)
+            | RequestKind::LeaveGroup(_)
+            | RequestKind::OffsetCommit(_)
+            | RequestKind::OffsetFetch(_)
             | RequestKind::CreateAcls(_)
             | RequestKind::DescribeAcls(_)
             | RequestKind::DeleteAcls(_)

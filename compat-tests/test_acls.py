@@ -213,3 +213,34 @@ def test_a_group_read_needs_group_read(acl_broker):
                                        ResourcePatternType.PREFIXED, rt=ResourceType.GROUP)]))
     got, errors = consume("g-alice-1", len(sent))
     assert got == sent and not errors
+
+
+def test_a_transactional_producer_needs_transactional_id_write(acl_broker):
+    b = acl_broker
+    admin = AdminClient(conf(b, "admin"))
+    topic, txn = f"acl-tx-{uuid.uuid4().hex[:6]}", f"tx-alice-{uuid.uuid4().hex[:6]}"
+    results(admin.create_topics([NewTopic(topic, 1, 1)]))
+    results(admin.create_acls([binding(AclOperation.WRITE, AclPermissionType.ALLOW, topic)]))
+    p = Producer({**conf(b, "alice"), "transactional.id": txn})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(15)
+    assert "authoriz" in str(e.value).lower(), e.value
+    results(admin.create_acls([binding(AclOperation.WRITE, AclPermissionType.ALLOW, txn,
+                                       rt=ResourceType.TRANSACTIONAL_ID)]))
+    p = Producer({**conf(b, "alice"), "transactional.id": txn})
+    p.init_transactions(15)
+    p.begin_transaction()
+    sent = [f"t{i}".encode() for i in range(10)]
+    for v in sent:
+        p.produce(topic, v)
+    p.commit_transaction(15)
+    c = KafkaConsumer(**kp(b, "admin"), consumer_timeout_ms=5000, isolation_level="read_committed")
+    c.assign([TopicPartition(topic, 0)])
+    c.seek_to_beginning()
+    got = []
+    for m in c:
+        got.append(m.value)
+        if len(got) == len(sent):
+            break
+    c.close()
+    assert got == sent

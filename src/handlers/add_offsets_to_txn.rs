@@ -12,7 +12,23 @@ pub fn handle(
     broker: &Broker,
     req: &AddOffsetsToTxnRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> AddOffsetsToTxnResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    use kafka_protocol::error::ResponseError as E;
+    let txn = req.transactional_id.0.as_str();
+    if !caller.allowed(AclOperation::Write, ResourceType::TransactionalId, txn) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(E::TransactionalIdAuthorizationFailed.code());
+    }
+    if !caller.allowed(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.0.as_str(),
+    ) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(E::GroupAuthorizationFailed.code());
+    }
     let p = ProducerIdent {
         producer_id: req.producer_id.0,
         producer_epoch: req.producer_epoch,

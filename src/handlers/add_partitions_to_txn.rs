@@ -12,6 +12,30 @@ use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResp
 use super::{producer_fenced_for, Broker, NONE};
 use crate::txn::coordinator::ProducerIdent;
 
+/// Every partition of `topics` with the code `code(topic)` gives.
+fn coded(
+    topics: &[AddPartitionsToTxnTopic],
+    code: impl Fn(&str) -> i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|&p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_partition_error_code(code(t.name.0.as_str()))
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
 fn one(
     broker: &Broker,
     transactional_id: &str,
@@ -19,7 +43,33 @@ fn one(
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
     version: i16,
+    caller: &super::Caller,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
+    use crate::security::acl::{AclOperation, ResourceType};
+    // Kafka: TransactionalId WRITE, then WRITE on every topic (the others not attempted).
+    if !caller.allowed(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        transactional_id,
+    ) {
+        return coded(topics, |_| {
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        });
+    }
+    let denied: std::collections::HashSet<&str> = topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .filter(|n| !caller.allowed(AclOperation::Write, ResourceType::Topic, n))
+        .collect();
+    if !denied.is_empty() {
+        return coded(topics, |n| {
+            if denied.contains(n) {
+                ResponseError::TopicAuthorizationFailed.code()
+            } else {
+                ResponseError::OperationNotAttempted.code()
+            }
+        });
+    }
     let mut wanted = Vec::new();
     let mut unknown = false;
     for t in topics {
@@ -110,7 +160,14 @@ pub fn handle(
     broker: &Broker,
     req: &AddPartitionsToTxnRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> AddPartitionsToTxnResponse {
+    // v4+ come from brokers (KIP-890 verification).
+    if version >= 4 && !caller.allowed_on_cluster(crate::security::acl::AclOperation::ClusterAction)
+    {
+        return AddPartitionsToTxnResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     if version <= 3 {
         let p = ProducerIdent {
             producer_id: req.v3_and_below_producer_id.0,
@@ -123,6 +180,7 @@ pub fn handle(
             &req.v3_and_below_topics,
             false,
             version,
+            caller,
         );
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     }
@@ -145,6 +203,7 @@ pub fn handle(
                             &t.topics,
                             t.verify_only,
                             version,
+                            caller,
                         ))
                 })
                 .collect(),

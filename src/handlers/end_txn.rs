@@ -9,7 +9,23 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 use super::{producer_fenced_for, Broker, NONE};
 use crate::txn::coordinator::ProducerIdent;
 
-pub async fn handle(broker: &Arc<Broker>, req: &EndTxnRequest, version: i16) -> EndTxnResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: &EndTxnRequest,
+    version: i16,
+    caller: &super::Caller,
+) -> EndTxnResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    if !caller.allowed(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.0.as_str(),
+    ) {
+        return EndTxnResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch);
+    }
     let p = ProducerIdent {
         producer_id: req.producer_id.0,
         producer_epoch: req.producer_epoch,

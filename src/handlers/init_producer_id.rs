@@ -14,6 +14,7 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: &InitProducerIdRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> InitProducerIdResponse {
     let failed = |e: ResponseError| {
         InitProducerIdResponse::default()
@@ -21,6 +22,28 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
+    // Kafka: a transactional id needs WRITE on it; an idempotent producer IDEMPOTENT_WRITE on
+    // the cluster or WRITE on some topic (KIP-679).
+    {
+        use crate::security::acl::{AclOperation, ResourceType};
+        match &req.transactional_id {
+            Some(id)
+                if !caller.allowed(
+                    AclOperation::Write,
+                    ResourceType::TransactionalId,
+                    id.0.as_str(),
+                ) =>
+            {
+                return failed(ResponseError::TransactionalIdAuthorizationFailed)
+            }
+            None if !caller.allowed_on_cluster(AclOperation::IdempotentWrite)
+                && !caller.allowed_on_some(AclOperation::Write, ResourceType::Topic) =>
+            {
+                return failed(ResponseError::ClusterAuthorizationFailed)
+            }
+            _ => {}
+        }
+    }
     // Empty, or too long for `__transaction_state`'s i16-length strings (never truncated).
     if req
         .transactional_id

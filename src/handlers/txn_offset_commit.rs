@@ -18,10 +18,39 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: &TxnOffsetCommitRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> TxnOffsetCommitResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
     let now = broker.clock.now_ms();
+    // Kafka: WRITE on the transactional id and READ on the group fail the whole request;
+    // topics without READ get TOPIC_AUTHORIZATION_FAILED, the others are committed.
+    let refused = if !caller.allowed(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.0.as_str(),
+    ) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !caller.allowed(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.0.as_str(),
+    ) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    let denied: std::collections::HashSet<&str> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .filter(|n| !caller.allowed(AclOperation::Read, ResourceType::Topic, n))
+        .collect();
     let mut offsets = Vec::new();
-    for t in &req.topics {
+    for t in req
+        .topics
+        .iter()
+        .filter(|t| !denied.contains(t.name.0.as_str()))
+    {
         let topic = broker.topics.get(t.name.0.as_str());
         for p in &t.partitions {
             offsets.push((
@@ -59,7 +88,9 @@ pub async fn handle(
         .chain(req.group_instance_id.as_ref().map(|s| s.as_str()))
         .chain(req.topics.iter().map(|t| t.name.0.as_str())),
     );
-    let result = if !fit {
+    let result = if let Some(e) = refused {
+        Err(e)
+    } else if !fit {
         Err(kafka_protocol::error::ResponseError::InvalidRequest)
     } else if req.group_id.0.is_empty() {
         Err(ResponseError::InvalidGroupId)
@@ -130,9 +161,16 @@ pub async fn handle(
                         t.partitions
                             .iter()
                             .map(|p| {
+                                let code = match refused {
+                                    Some(e) => e.code(),
+                                    None if denied.contains(t.name.0.as_str()) => {
+                                        ResponseError::TopicAuthorizationFailed.code()
+                                    }
+                                    None => errors.next().unwrap_or_default(),
+                                };
                                 TxnOffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
-                                    .with_error_code(errors.next().unwrap_or_default())
+                                    .with_error_code(code)
                             })
                             .collect(),
                     )

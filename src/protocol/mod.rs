@@ -383,22 +383,27 @@ async fn dispatch(
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(offset_delete::handle(broker, &r).await)
         }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(broker, &r, version).await)
-        }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
+            init_producer_id::handle(broker, &r, version, &caller).await,
+        ),
         RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
             blocking(broker, move |b| {
-                add_partitions_to_txn::handle(b, &r, version)
+                add_partitions_to_txn::handle(b, &r, version, &caller)
             })
             .await?,
         ),
         RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(
-            blocking(broker, move |b| add_offsets_to_txn::handle(b, &r, version)).await?,
+            blocking(broker, move |b| {
+                add_offsets_to_txn::handle(b, &r, version, &caller)
+            })
+            .await?,
         ),
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(broker, &r, version).await),
-        RequestKind::TxnOffsetCommit(r) => {
-            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, &r, version).await)
+        RequestKind::EndTxn(r) => {
+            ResponseKind::EndTxn(end_txn::handle(broker, &r, version, &caller).await)
         }
+        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(
+            txn_offset_commit::handle(broker, &r, version, &caller).await,
+        ),
         RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(
             blocking(broker, move |b| write_txn_markers::handle(b, &r)).await?,
         ),
@@ -472,6 +477,11 @@ fn authorized_here(request: &RequestKind) -> bool {
             | RequestKind::LeaveGroup(_)
             | RequestKind::OffsetCommit(_)
             | RequestKind::OffsetFetch(_)
+            | RequestKind::InitProducerId(_)
+            | RequestKind::AddPartitionsToTxn(_)
+            | RequestKind::AddOffsetsToTxn(_)
+            | RequestKind::EndTxn(_)
+            | RequestKind::TxnOffsetCommit(_)
             | RequestKind::CreateAcls(_)
             | RequestKind::DescribeAcls(_)
             | RequestKind::DeleteAcls(_)

@@ -22,7 +22,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import TopicAuthorizationFailedError
 
-from groups.broker import OwnBroker, free_port
+from groups.broker import OwnBroker, environment, free_port
 
 USERS = {"admin": "admin-pw", "alice": "alice-pw"}
 
@@ -39,19 +39,12 @@ class AclBroker(OwnBroker):
 
 @pytest.fixture(scope="module")
 def acl_broker(request):
-    env = {"OTTLA_AUTHORIZER": "acl", "OTTLA_SUPER_USERS": "User:admin"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    b = AclBroker(tempfile.mkdtemp(prefix="ottla-acls-"))
-    try:
+    with environment({"OTTLA_AUTHORIZER": "acl", "OTTLA_SUPER_USERS": "User:admin"}):
+        b = AclBroker(tempfile.mkdtemp(prefix="ottla-acls-"))
         b.start()
+    try:
         yield b
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if request.session.testsfailed:
             print("\n" + b.tail(60))
         b.stop()

@@ -39,7 +39,7 @@ from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechan
                                    UserScramCredentialDeletion, UserScramCredentialUpsertion)
 from kafka import KafkaConsumer, KafkaProducer
 
-from groups.broker import OwnBroker, free_port
+from groups.broker import OwnBroker, environment, free_port
 
 USER, PASSWORD = "alice", "alice-secret"
 RECORDS = 200
@@ -88,18 +88,12 @@ def secure(request):
     make_certs(root)
     env = {"OTTLA_AUTHENTICATION_TIMEOUT_MS": "1500",
            "OTTLA_SASL_ENABLED_MECHANISMS": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    b = SecureBroker(root)
-    try:
+    with environment(env):
+        b = SecureBroker(root)
         b.start()
+    try:
         yield b
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if request.session.testsfailed:
             print("\n" + b.tail(80))
         b.stop()
@@ -152,24 +146,33 @@ def rd_conf(b, proto, mechanism=None, password=PASSWORD):
     return c
 
 
+def produce_all(conf, topic, values):
+    p = Producer(conf)
+    for v in values:
+        p.produce(topic, v)
+    assert p.flush(30) == 0
+
+
+def group_read(conf, topic, n):
+    """Up to `n` values read by a confluent-kafka consumer group from the start."""
+    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got, deadline = [], time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    c.close()
+    return got
+
+
 def test_confluent_kafka_sasl_ssl_scram_sha_512(secure):
     topic = f"sec-rd-{uuid.uuid4().hex[:8]}"
     sent = values(RECORDS, topic)
     conf = rd_conf(secure, "SASL_SSL", "SCRAM-SHA-512")
     errors = []
-    p = Producer({**conf, "enable.idempotence": True, "error_cb": errors.append})
-    for v in sent:
-        p.produce(topic, v)
-    assert p.flush(30) == 0
-    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    got, deadline = [], time.monotonic() + 30
-    while len(got) < len(sent) and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(m.value())
-    c.close()
-    assert got == sent
+    produce_all({**conf, "enable.idempotence": True, "error_cb": errors.append}, topic, sent)
+    assert group_read(conf, topic, len(sent)) == sent
     assert not errors, errors
 
 
@@ -390,19 +393,8 @@ def test_oauthbearer_unsecured_tokens(secure):
             "ssl.ca.location": os.path.join(secure.root, "ca.pem"), "sasl.mechanism": "OAUTHBEARER",
             "sasl.oauthbearer.config": "principal=carol lifeSeconds=600",
             "enable.sasl.oauthbearer.unsecure.jwt": True}
-    p = Producer(conf)
-    for v in sent:
-        p.produce(topic, v)
-    assert p.flush(30) == 0
-    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    got, deadline = [], time.monotonic() + 30
-    while len(got) < len(sent) and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(m.value())
-    c.close()
-    assert got == sent
+    produce_all(conf, topic, sent)
+    assert group_read(conf, topic, len(sent)) == sent
 
     from kafka.net.sasl.oauth import AbstractTokenProvider
 

@@ -3,6 +3,7 @@ OTTLA_BIN (default <repo>/target/release/ottla), stopped with SIGTERM or SIGKILL
 again on the same directory and port. stderr/stdout go to one log file per broker, appended to
 across restarts (each start marked by a header line)."""
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -22,6 +23,22 @@ def _die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+
+@contextlib.contextmanager
+def environment(env):
+    """Sets these environment variables (the broker started inside reads them), then puts
+    back what was there."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def free_port():

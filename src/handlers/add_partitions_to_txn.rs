@@ -56,11 +56,10 @@ fn one(
             ResponseError::TransactionalIdAuthorizationFailed.code()
         });
     }
-    let denied: std::collections::HashSet<&str> = topics
-        .iter()
-        .map(|t| t.name.0.as_str())
-        .filter(|n| !caller.allowed(AclOperation::Write, ResourceType::Topic, n))
-        .collect();
+    let denied = caller.denied_topics(
+        AclOperation::Write,
+        topics.iter().map(|t| t.name.0.as_str()),
+    );
     if !denied.is_empty() {
         return coded(topics, |n| {
             if denied.contains(n) {

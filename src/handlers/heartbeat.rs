@@ -4,21 +4,19 @@
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::Broker;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub fn handle(
     broker: &Broker,
     req: &HeartbeatRequest,
     caller: &super::Caller,
 ) -> HeartbeatResponse {
-    use crate::security::acl::{AclOperation, ResourceType};
-    if !caller.allowed(
+    if let Some(e) = caller.refusal(
         AclOperation::Read,
         ResourceType::Group,
         req.group_id.0.as_str(),
     ) {
-        return HeartbeatResponse::default().with_error_code(
-            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
-        );
+        return HeartbeatResponse::default().with_error_code(e.code());
     }
     let error = match broker.groups.for_group(req.group_id.0.as_str()) {
         Ok(c) => c.heartbeat(

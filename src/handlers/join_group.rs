@@ -18,13 +18,13 @@ pub async fn handle(
     caller: &super::Caller,
 ) -> JoinGroupResponse {
     use crate::security::acl::{AclOperation, ResourceType};
-    if !caller.allowed(
+    if let Some(e) = caller.refusal(
         AclOperation::Read,
         ResourceType::Group,
         req.group_id.0.as_str(),
     ) {
         return JoinGroupResponse::default()
-            .with_error_code(kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code())
+            .with_error_code(e.code())
             .with_generation_id(-1)
             .with_member_id(req.member_id.clone());
     }

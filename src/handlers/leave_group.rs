@@ -5,6 +5,7 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::{str_bytes, Broker, NONE};
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub fn handle(
     broker: &Broker,
@@ -12,15 +13,12 @@ pub fn handle(
     version: i16,
     caller: &super::Caller,
 ) -> LeaveGroupResponse {
-    use crate::security::acl::{AclOperation, ResourceType};
-    if !caller.allowed(
+    if let Some(e) = caller.refusal(
         AclOperation::Read,
         ResourceType::Group,
         req.group_id.0.as_str(),
     ) {
-        return LeaveGroupResponse::default().with_error_code(
-            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
-        );
+        return LeaveGroupResponse::default().with_error_code(e.code());
     }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members

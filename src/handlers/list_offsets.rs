@@ -31,13 +31,15 @@ pub async fn handle(
     version: i16,
     caller: &super::Caller,
 ) -> ListOffsetsResponse {
-    use crate::security::acl::{AclOperation, ResourceType};
+    use crate::security::acl::AclOperation;
     // Topics the caller may not describe: TOPIC_AUTHORIZATION_FAILED.
-    let denied: std::collections::HashSet<String> = req
-        .topics
-        .iter()
-        .map(|t| t.name.0.to_string())
-        .filter(|n| !caller.allowed(AclOperation::Describe, ResourceType::Topic, n))
+    let denied: std::collections::HashSet<String> = caller
+        .denied_topics(
+            AclOperation::Describe,
+            req.topics.iter().map(|t| t.name.0.as_str()),
+        )
+        .into_iter()
+        .map(str::to_string)
         .collect();
     let mut cold = false;
     let response =

@@ -282,6 +282,39 @@ impl Caller {
         false
     }
 
+    /// Kafka's authorization error for the resource type when the caller may not do `op`
+    /// on the resource (TOPIC_, GROUP_, TRANSACTIONAL_ID_ or CLUSTER_AUTHORIZATION_FAILED).
+    pub fn refusal(
+        &self,
+        op: crate::security::acl::AclOperation,
+        resource_type: crate::security::acl::ResourceType,
+        name: &str,
+    ) -> Option<ResponseError> {
+        use crate::security::acl::ResourceType as R;
+        if self.allowed(op, resource_type, name) {
+            return None;
+        }
+        Some(match resource_type {
+            R::Topic => ResponseError::TopicAuthorizationFailed,
+            R::Group => ResponseError::GroupAuthorizationFailed,
+            R::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+            R::DelegationToken => ResponseError::DelegationTokenAuthorizationFailed,
+            _ => ResponseError::ClusterAuthorizationFailed,
+        })
+    }
+
+    /// The topics among `names` the caller may not do `op` on.
+    pub fn denied_topics<'a>(
+        &self,
+        op: crate::security::acl::AclOperation,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::HashSet<&'a str> {
+        names
+            .into_iter()
+            .filter(|n| !self.allowed(op, crate::security::acl::ResourceType::Topic, n))
+            .collect()
+    }
+
     /// Whether the caller may do `op` on the cluster resource.
     pub fn allowed_on_cluster(&self, op: crate::security::acl::AclOperation) -> bool {
         self.allowed(

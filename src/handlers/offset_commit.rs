@@ -29,12 +29,10 @@ pub async fn handle(
         req.group_id.0.as_str(),
     );
     // Topics the caller may not read: TOPIC_AUTHORIZATION_FAILED, not committed (Kafka).
-    let denied: std::collections::HashSet<&str> = req
-        .topics
-        .iter()
-        .map(|t| t.name.0.as_str())
-        .filter(|n| !caller.allowed(AclOperation::Read, ResourceType::Topic, n))
-        .collect();
+    let denied = caller.denied_topics(
+        AclOperation::Read,
+        req.topics.iter().map(|t| t.name.0.as_str()),
+    );
     let mut offsets = Vec::new();
     for t in req
         .topics

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::{str_bytes, Broker};
 use crate::groups::{Reply, SyncRequest, SyncResult};
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -15,15 +16,12 @@ pub async fn handle(
     version: i16,
     caller: &super::Caller,
 ) -> SyncGroupResponse {
-    use crate::security::acl::{AclOperation, ResourceType};
-    if !caller.allowed(
+    if let Some(e) = caller.refusal(
         AclOperation::Read,
         ResourceType::Group,
         req.group_id.0.as_str(),
     ) {
-        return SyncGroupResponse::default().with_error_code(
-            kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code(),
-        );
+        return SyncGroupResponse::default().with_error_code(e.code());
     }
     let fit = super::internal_strings_fit(
         [req.group_id.0.as_str(), req.member_id.as_str()]

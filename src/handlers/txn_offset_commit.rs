@@ -39,12 +39,10 @@ pub async fn handle(
     } else {
         None
     };
-    let denied: std::collections::HashSet<&str> = req
-        .topics
-        .iter()
-        .map(|t| t.name.0.as_str())
-        .filter(|n| !caller.allowed(AclOperation::Read, ResourceType::Topic, n))
-        .collect();
+    let denied = caller.denied_topics(
+        AclOperation::Read,
+        req.topics.iter().map(|t| t.name.0.as_str()),
+    );
     let mut offsets = Vec::new();
     for t in req
         .topics

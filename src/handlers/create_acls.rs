@@ -19,6 +19,21 @@ use crate::security::acl::{
 /// Kafka's message when no authorizer is configured.
 pub const SECURITY_DISABLED: &str = "No Authorizer is configured on the broker";
 
+/// Why an ACL API is refused before anything is looked at: no authorizer
+/// (SECURITY_DISABLED), or the caller may not do `op` on the cluster.
+pub fn refusal(caller: &Caller, op: AclOperation) -> Option<(ResponseError, &'static str)> {
+    if !caller.enforcing() {
+        return Some((ResponseError::SecurityDisabled, SECURITY_DISABLED));
+    }
+    if !caller.allowed_on_cluster(op) {
+        return Some((
+            ResponseError::ClusterAuthorizationFailed,
+            "Cluster authorization failed.",
+        ));
+    }
+    None
+}
+
 pub async fn handle(
     broker: &Broker,
     req: &CreateAclsRequest,
@@ -36,14 +51,8 @@ pub async fn handle(
                 .collect(),
         )
     };
-    if !caller.enforcing() {
-        return all(ResponseError::SecurityDisabled, SECURITY_DISABLED);
-    }
-    if !caller.allowed_on_cluster(AclOperation::Alter) {
-        return all(
-            ResponseError::ClusterAuthorizationFailed,
-            "Cluster authorization failed.",
-        );
+    if let Some((code, message)) = refusal(caller, AclOperation::Alter) {
+        return all(code, message);
     }
     let bindings: Vec<AclBinding> = req.creations.iter().map(binding).collect();
     let answer = broker

@@ -9,7 +9,6 @@ use kafka_protocol::messages::delete_acls_response::{
 };
 use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 
-use super::create_acls::SECURITY_DISABLED;
 use super::{controller_failure, str_bytes, Caller, NONE};
 use crate::broker::Broker;
 use crate::meta::controller::{ControllerRequest, ControllerResponse};
@@ -34,14 +33,8 @@ pub async fn handle(
                 .collect(),
         )
     };
-    if !caller.enforcing() {
-        return all(ResponseError::SecurityDisabled, SECURITY_DISABLED);
-    }
-    if !caller.allowed_on_cluster(AclOperation::Alter) {
-        return all(
-            ResponseError::ClusterAuthorizationFailed,
-            "Cluster authorization failed.",
-        );
+    if let Some((code, message)) = super::create_acls::refusal(caller, AclOperation::Alter) {
+        return all(code, message);
     }
     let filters: Vec<Result<AclBindingFilter, String>> = req
         .filters

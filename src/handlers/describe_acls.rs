@@ -8,7 +8,6 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{DescribeAclsRequest, DescribeAclsResponse};
 
-use super::create_acls::SECURITY_DISABLED;
 use super::{str_bytes, Caller, NONE};
 use crate::broker::Broker;
 use crate::security::acl::{
@@ -22,14 +21,8 @@ pub fn handle(broker: &Broker, req: &DescribeAclsRequest, caller: &Caller) -> De
             .with_error_code(code.code())
             .with_error_message(Some(str_bytes(message)))
     };
-    if !caller.enforcing() {
-        return error(ResponseError::SecurityDisabled, SECURITY_DISABLED.into());
-    }
-    if !caller.allowed_on_cluster(AclOperation::Describe) {
-        return error(
-            ResponseError::ClusterAuthorizationFailed,
-            "Cluster authorization failed.".into(),
-        );
+    if let Some((code, message)) = super::create_acls::refusal(caller, AclOperation::Describe) {
+        return error(code, message.into());
     }
     let filter = AclBindingFilter {
         resource_type: ResourceType::from_code(req.resource_type_filter),

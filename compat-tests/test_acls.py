@@ -237,3 +237,97 @@ def test_a_transactional_producer_needs_transactional_id_write(acl_broker):
             break
     c.close()
     assert got == sent
+
+
+def test_admin_apis_need_their_operations(acl_broker):
+    """CreateTopics (CREATE), CreatePartitions (ALTER), DescribeConfigs / AlterConfigs
+    (DESCRIBE_CONFIGS / ALTER_CONFIGS), DeleteTopics (DELETE), DescribeCluster's and
+    describe_topics' authorized operations, ListGroups filtered, DescribeGroups and DeleteGroups
+    refused: each first denied to alice, then allowed by its ACL, as Kafka decides."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import ConfigResource, NewPartitions
+    b = acl_broker
+    admin = AdminClient(conf(b, "admin"))
+    alice = AdminClient(conf(b, "alice"))
+    prefix = f"adm-{uuid.uuid4().hex[:6]}"
+    topic = prefix + "-t"
+
+    def error_of(future):
+        try:
+            future.result(30)
+            return None
+        except KafkaException as e:
+            return e.args[0]
+
+    # CreateTopics: no CREATE, then CREATE on the prefix.
+    err = error_of(alice.create_topics([NewTopic(topic, 1, 1)])[topic])
+    assert err is not None and err.name() == "TOPIC_AUTHORIZATION_FAILED", err
+    results(admin.create_acls([binding(AclOperation.CREATE, AclPermissionType.ALLOW, prefix,
+                                       ResourcePatternType.PREFIXED)]))
+    assert error_of(alice.create_topics([NewTopic(topic, 1, 1)])[topic]) is None
+
+    # CreatePartitions needs ALTER.
+    err = error_of(alice.create_partitions([NewPartitions(topic, 2)])[topic])
+    assert err is not None and err.name() == "TOPIC_AUTHORIZATION_FAILED", err
+    results(admin.create_acls([binding(AclOperation.ALTER, AclPermissionType.ALLOW, topic)]))
+    assert error_of(alice.create_partitions([NewPartitions(topic, 2)])[topic]) is None
+
+    # DescribeConfigs and AlterConfigs on the topic; the broker's configs need the cluster.
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    # ALTER implies DESCRIBE but not DESCRIBE_CONFIGS.
+    err = error_of(alice.describe_configs([res])[res])
+    assert err is not None and err.name() == "TOPIC_AUTHORIZATION_FAILED", err
+    results(admin.create_acls([binding(AclOperation.ALTER_CONFIGS, AclPermissionType.ALLOW, topic)]))
+    described = alice.describe_configs([res])[res].result(30)  # ALTER_CONFIGS implies DESCRIBE_CONFIGS
+    assert "retention.ms" in described
+    broker_res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    err = error_of(alice.describe_configs([broker_res])[broker_res])
+    assert err is not None and err.name() == "CLUSTER_AUTHORIZATION_FAILED", err
+    assert admin.describe_configs([broker_res])[broker_res].result(30)  # a super user may
+    alter = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"retention.ms": "123456"})
+    assert error_of(alice.alter_configs([alter])[alter]) is None
+    assert admin.describe_configs([res])[res].result(30)["retention.ms"].value == "123456"
+
+    # Authorized operations: alice's own on the topic and the cluster.
+    d = alice.describe_topics(TopicCollection([topic]),
+                              include_authorized_operations=True).values()
+    ops = {o.name for o in list(d)[0].result(30).authorized_operations}
+    assert {"CREATE", "ALTER", "DESCRIBE", "ALTER_CONFIGS", "DESCRIBE_CONFIGS"} <= ops, ops
+    assert not ops & {"READ", "WRITE", "DELETE"}, ops
+    cluster = alice.describe_cluster(include_authorized_operations=True).result(30)
+    assert not cluster.authorized_operations, cluster.authorized_operations
+    admin_cluster = admin.describe_cluster(include_authorized_operations=True).result(30)
+    assert "ALTER" in {o.name for o in admin_cluster.authorized_operations}
+
+    # DeleteTopics needs DELETE.
+    err = error_of(alice.delete_topics([topic])[topic])
+    assert err is not None and err.name() == "TOPIC_AUTHORIZATION_FAILED", err
+
+    # Groups: alice's group is listed to her only with DESCRIBE; describe and delete refused.
+    group = prefix + "-g"
+    from confluent_kafka import Consumer
+    results(admin.create_acls([binding(AclOperation.READ, AclPermissionType.ALLOW, topic),
+                               binding(AclOperation.READ, AclPermissionType.ALLOW, group,
+                                       rt=ResourceType.GROUP)]))
+    c = Consumer({**conf(b, "alice"), "group.id": group, "enable.auto.commit": False})
+    c.subscribe([topic])
+    deadline = time.monotonic() + 20
+    while not c.assignment() and time.monotonic() < deadline:
+        c.poll(0.2)
+    c.close()
+    listed = {g.group_id for g in admin.list_consumer_groups().result(30).valid}
+    assert group in listed
+    # READ implies DESCRIBE on the group.
+    assert group in {g.group_id for g in alice.list_consumer_groups().result(30).valid}
+    other = AdminClient({**conf(b, "alice")})
+    results(admin.create_acls([binding(AclOperation.DESCRIBE, AclPermissionType.DENY, group,
+                                       rt=ResourceType.GROUP)]))
+    assert group not in {g.group_id for g in other.list_consumer_groups().result(30).valid}
+    err = error_of(other.describe_consumer_groups([group])[group])
+    assert err is not None and err.name() == "GROUP_AUTHORIZATION_FAILED", err
+    err = error_of(other.delete_consumer_groups([group])[group])
+    assert err is not None and err.name() == "GROUP_AUTHORIZATION_FAILED", err
+    assert error_of(admin.delete_consumer_groups([group])[group]) is None
+
+    results(admin.create_acls([binding(AclOperation.DELETE, AclPermissionType.ALLOW, topic)]))
+    assert error_of(alice.delete_topics([topic])[topic]) is None

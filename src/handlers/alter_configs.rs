@@ -5,6 +5,8 @@
 //! a resource named twice, duplicate keys and null values are INVALID_REQUEST; a bad topic
 //! config is INVALID_CONFIG; a missing topic is UNKNOWN_TOPIC_OR_PARTITION. The helpers here
 //! are shared with IncrementalAlterConfigs.
+//! With `authorizer = "acl"` a topic needs ALTER_CONFIGS on it (else TOPIC_AUTHORIZATION_FAILED)
+//! and a broker resource ALTER_CONFIGS on the cluster (else CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -28,11 +30,25 @@ pub type Failure = (ResponseError, String);
 /// change to the same topic and loses it. Only metadata work runs under it.
 pub(super) static CONFIG_CHANGES: Mutex<()> = Mutex::new(());
 
-pub fn handle(broker: &Broker, req: &AlterConfigsRequest) -> AlterConfigsResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &AlterConfigsRequest,
+    caller: &super::Caller,
+) -> AlterConfigsResponse {
     let responses = outcomes(
         &req.resources,
         |r| (r.resource_type, r.resource_name.as_str()),
-        |r| alter_resource(broker, r, req.validate_only),
+        |r| {
+            if let Some(refused) = super::describe_configs::config_refusal(
+                caller,
+                crate::security::acl::AclOperation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            ) {
+                return Err(refused);
+            }
+            alter_resource(broker, r, req.validate_only)
+        },
     )
     .map(|(r, outcome)| {
         let (code, message) = error_fields(outcome);

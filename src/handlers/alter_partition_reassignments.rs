@@ -42,6 +42,7 @@ pub async fn handle(
     broker: &Broker,
     req: &AlterPartitionReassignmentsRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> AlterPartitionReassignmentsResponse {
     let items: Vec<(String, i32, Option<Vec<i32>>)> = req
         .topics
@@ -59,6 +60,15 @@ pub async fn handle(
         })
         .collect();
     let allow_rf_change = version < 1 || req.allow_replication_factor_change;
+    if let Some(code) = caller.cluster_refusal(crate::security::acl::AclOperation::Alter) {
+        // Kafka answers the top level only.
+        return AlterPartitionReassignmentsResponse::default()
+            .with_allow_replication_factor_change(allow_rf_change)
+            .with_error_code(code.code())
+            .with_error_message(Some(str_bytes(
+                "AlterPartitionReassignments needs ALTER on the cluster",
+            )));
+    }
     let answer = broker
         .meta
         .submit(ControllerRequest::AlterReassignments {

@@ -1,6 +1,8 @@
 //! CreatePartitions (key 37): grows a topic's partition count (never shrinks it), placing the
 //! new replicas or taking the request's assignments; the active controller decides (the
-//! request may arrive at any broker). The request waits on the blocking pool.
+//! request may arrive at any broker). The request waits on the blocking pool. With
+//! `authorizer = "acl"` a topic needs ALTER, else TOPIC_AUTHORIZATION_FAILED (checked before
+//! whether it exists, as Kafka does).
 
 use std::sync::Arc;
 
@@ -14,10 +16,12 @@ use crate::meta::controller::ControllerRequest;
 pub async fn handle(
     broker: &Arc<Broker>,
     req: CreatePartitionsRequest,
+    caller: &super::Caller,
 ) -> CreatePartitionsResponse {
     let b = broker.clone();
     let names: Vec<_> = req.topics.iter().map(|t| t.name.clone()).collect();
-    match crate::threads::spawn_blocking(move || handle_blocking(&b, &req)).await {
+    let caller = caller.clone();
+    match crate::threads::spawn_blocking(move || handle_blocking(&b, &req, &caller)).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "CreatePartitions failed");
@@ -35,7 +39,12 @@ pub async fn handle(
     }
 }
 
-fn handle_blocking(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePartitionsResponse {
+fn handle_blocking(
+    broker: &Broker,
+    req: &CreatePartitionsRequest,
+    caller: &super::Caller,
+) -> CreatePartitionsResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
     let results = req
         .topics
         .iter()
@@ -48,6 +57,12 @@ fn handle_blocking(broker: &Broker, req: &CreatePartitionsRequest) -> CreatePart
                     .with_error_message(Some(str_bytes(msg)))
             };
             let name = t.name.0.as_str();
+            if !caller.allowed(AclOperation::Alter, ResourceType::Topic, name) {
+                return fail(
+                    ResponseError::TopicAuthorizationFailed,
+                    "Authorization failed.".into(),
+                );
+            }
             let Some(topic) = broker.topics.get(name) else {
                 return fail(
                     ResponseError::UnknownTopicOrPartition,

@@ -4,6 +4,11 @@
 //! commits the topic; `validate_only` checks without creating. The request may arrive at any
 //! broker (it is forwarded) and waits on the blocking pool until this broker's image shows
 //! the topic.
+//!
+//! With `authorizer = "acl"` (Kafka's rules): a topic needs CREATE on the cluster or on the
+//! topic, else TOPIC_AUTHORIZATION_FAILED; its configs (v5+) are answered only with
+//! DESCRIBE_CONFIGS on the topic, else `topic_config_error_code` is
+//! TOPIC_AUTHORIZATION_FAILED and the configs are absent.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,10 +31,13 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: CreateTopicsRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> CreateTopicsResponse {
     let b = broker.clone();
     let names: Vec<_> = req.topics.iter().map(|t| t.name.clone()).collect();
-    match crate::threads::spawn_blocking(move || handle_blocking(&b, &req, version)).await {
+    let caller = caller.clone();
+    match crate::threads::spawn_blocking(move || handle_blocking(&b, &req, version, &caller)).await
+    {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "CreateTopics failed");
@@ -53,7 +61,10 @@ fn handle_blocking(
     broker: &Broker,
     req: &CreateTopicsRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> CreateTopicsResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
+    let cluster_create = caller.allowed_on_cluster(AclOperation::Create);
     let mut seen = HashSet::new();
     let duplicates: HashSet<&str> = req
         .topics
@@ -73,6 +84,15 @@ fn handle_blocking(
                     "Duplicate topic name in the request.".into(),
                 );
             }
+            if !cluster_create
+                && !caller.allowed(AclOperation::Create, ResourceType::Topic, t.name.0.as_str())
+            {
+                return error(
+                    result,
+                    ResponseError::TopicAuthorizationFailed,
+                    "Authorization failed.".into(),
+                );
+            }
             match create_one(broker, t, req.validate_only) {
                 Ok((id, partitions, replication_factor, overrides)) => {
                     // Kafka answers a null error message on success (kafka-protocol's
@@ -83,7 +103,18 @@ fn handle_blocking(
                         .with_topic_id(id)
                         .with_num_partitions(partitions)
                         .with_replication_factor(replication_factor);
-                    if version >= 5 {
+                    let describe_configs = || {
+                        caller.allowed(
+                            AclOperation::DescribeConfigs,
+                            ResourceType::Topic,
+                            t.name.0.as_str(),
+                        )
+                    };
+                    if version >= 5 && !describe_configs() {
+                        result.with_topic_config_error_code(
+                            ResponseError::TopicAuthorizationFailed.code(),
+                        )
+                    } else if version >= 5 {
                         result.with_configs(Some(
                             topic_entries(&overrides, &broker.config)
                                 .into_iter()

@@ -4,7 +4,8 @@
 //! `cleanup.policy` lacks `delete` is POLICY_VIOLATION, and an offset below the current start
 //! changes nothing and answers the current low watermark. Each deletion makes the new start
 //! durable (an fsynced checkpoint), so, like Produce's fsyncs, it runs off the async runtime,
-//! the partitions concurrently.
+//! the partitions concurrently. With `authorizer = "acl"` a topic needs DELETE, else its
+//! partitions are TOPIC_AUTHORIZATION_FAILED.
 
 use std::sync::Arc;
 
@@ -26,7 +27,15 @@ struct Job {
     offset: i64,
 }
 
-pub async fn handle(broker: &Broker, req: &DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    broker: &Broker,
+    req: &DeleteRecordsRequest,
+    caller: &super::Caller,
+) -> DeleteRecordsResponse {
+    let denied = caller.denied_topics(
+        crate::security::acl::AclOperation::Delete,
+        req.topics.iter().map(|t| t.name.0.as_str()),
+    );
     let mut jobs = Vec::new();
     let mut topics: Vec<DeleteRecordsTopicResult> = req
         .topics
@@ -41,6 +50,10 @@ pub async fn handle(broker: &Broker, req: &DeleteRecordsRequest) -> DeleteRecord
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if denied.contains(t.name.0.as_str()) {
+                        return result
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let log = match broker.topics.get_partition(
                         TopicRef::Name(t.name.0.as_str()),
                         p.partition_index,

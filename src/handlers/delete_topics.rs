@@ -1,6 +1,8 @@
 //! DeleteTopics (key 20): by name (v0-5 `topic_names`, v6 `topics`) or by topic id (v6).
 //! The active controller removes the topics (the request may arrive at any broker); every
 //! replica's broker deletes its logs when it applies the removal. Waits on the blocking pool.
+//! With `authorizer = "acl"` a topic needs DELETE, else TOPIC_AUTHORIZATION_FAILED; one named
+//! by id also needs DESCRIBE, without which its name is left out of the answer (as Kafka).
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: &DeleteTopicsRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> DeleteTopicsResponse {
     let wanted: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
@@ -29,10 +32,11 @@ pub async fn handle(
             .collect()
     };
     let b = broker.clone();
+    let caller = caller.clone();
     let responses = crate::threads::spawn_blocking(move || {
         wanted
             .into_iter()
-            .map(|(name, id)| delete_one(&b, name, id))
+            .map(|(name, id)| delete_one(&b, name, id, &caller))
             .collect()
     })
     .await
@@ -40,7 +44,13 @@ pub async fn handle(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-fn delete_one(broker: &Broker, name: Option<String>, id: Uuid) -> DeletableTopicResult {
+fn delete_one(
+    broker: &Broker,
+    name: Option<String>,
+    id: Uuid,
+    caller: &super::Caller,
+) -> DeletableTopicResult {
+    use crate::security::acl::{AclOperation, ResourceType};
     let result = DeletableTopicResult::default()
         .with_name(name.clone().map(topic_name))
         .with_topic_id(id);
@@ -69,7 +79,21 @@ fn delete_one(broker: &Broker, name: Option<String>, id: Uuid) -> DeletableTopic
             )
         }
     };
+    if !id.is_nil() && !caller.allowed(AclOperation::Describe, ResourceType::Topic, &name) {
+        return fail(
+            result,
+            ResponseError::TopicAuthorizationFailed,
+            "Authorization failed.".into(),
+        );
+    }
     let result = result.with_name(Some(topic_name(name.clone())));
+    if !caller.allowed(AclOperation::Delete, ResourceType::Topic, &name) {
+        return fail(
+            result,
+            ResponseError::TopicAuthorizationFailed,
+            "Authorization failed.".into(),
+        );
+    }
     if broker
         .meta
         .image()

@@ -14,6 +14,7 @@ pub fn handle(
     broker: &Broker,
     req: &DescribeClusterRequest,
     listener: crate::config::SecurityProtocol,
+    caller: &super::Caller,
 ) -> DescribeClusterResponse {
     if req.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return DescribeClusterResponse::default()
@@ -45,7 +46,11 @@ pub fn handle(
                 .collect(),
         )
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            super::metadata::CLUSTER_OPERATIONS_ALL
+            caller.authorized_operations(
+                crate::security::acl::ResourceType::Cluster,
+                crate::security::acl::CLUSTER_NAME,
+                super::metadata::CLUSTER_OPERATIONS_ALL,
+            )
         } else {
             i32::MIN
         })

@@ -1,6 +1,8 @@
 //! DescribeConfigs (key 32): topic configs (overrides and defaults, with their sources) and
 //! this broker's settings. Topic overrides change through AlterConfigs and
-//! IncrementalAlterConfigs; broker settings are static (read at start-up).
+//! IncrementalAlterConfigs; broker settings are static (read at start-up). With
+//! `authorizer = "acl"` a topic needs DESCRIBE_CONFIGS on it (else TOPIC_AUTHORIZATION_FAILED)
+//! and a broker resource DESCRIBE_CONFIGS on the cluster (else CLUSTER_AUTHORIZATION_FAILED).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -262,10 +264,29 @@ fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
         .collect()
 }
 
+/// Kafka's authorization of a config resource for `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS):
+/// a topic's on the topic, a broker's (and its loggers') on the cluster. The error and
+/// message when refused; other resource types are left to the handler's own errors.
+pub fn config_refusal(
+    caller: &super::Caller,
+    op: crate::security::acl::AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Option<(ResponseError, String)> {
+    use crate::security::acl::ResourceType;
+    let code = match resource_type {
+        RESOURCE_TOPIC => caller.refusal(op, ResourceType::Topic, name),
+        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => caller.cluster_refusal(op),
+        _ => None,
+    }?;
+    Some((code, format!("{op} on {name:?} is not authorized")))
+}
+
 pub fn handle(
     broker: &Broker,
     req: &DescribeConfigsRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> DescribeConfigsResponse {
     let results = req
         .resources
@@ -275,15 +296,22 @@ pub fn handle(
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let entries = match r.resource_type {
-                RESOURCE_TOPIC => match broker.topics.get(name) {
+            let refused = config_refusal(
+                caller,
+                crate::security::acl::AclOperation::DescribeConfigs,
+                r.resource_type,
+                name,
+            );
+            let entries = match (r.resource_type, refused) {
+                (_, Some(refused)) => Err(refused),
+                (RESOURCE_TOPIC, None) => match broker.topics.get(name) {
                     Some(t) => Ok(topic_entries(&t.configs(), &broker.config)),
                     None => Err((
                         ResponseError::UnknownTopicOrPartition,
                         format!("Topic {name} not found"),
                     )),
                 },
-                RESOURCE_BROKER | RESOURCE_BROKER_LOGGER
+                (RESOURCE_BROKER | RESOURCE_BROKER_LOGGER, None)
                     if !(name.is_empty() || name == broker.node.node_id.to_string()) =>
                 {
                     Err((
@@ -291,9 +319,9 @@ pub fn handle(
                         format!("Unexpected broker id {name}"),
                     ))
                 }
-                RESOURCE_BROKER => Ok(broker_entries(&broker.config, &broker.node)),
-                RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
-                other => Err((
+                (RESOURCE_BROKER, None) => Ok(broker_entries(&broker.config, &broker.node)),
+                (RESOURCE_BROKER_LOGGER, None) => Ok(Vec::new()),
+                (other, None) => Err((
                     ResponseError::InvalidRequest,
                     format!("Unsupported resource type {other}"),
                 )),

@@ -1,5 +1,7 @@
 //! DescribeGroups (key 15): state, protocol and members (with their metadata and assignment
-//! once stable). An unknown group is described as Dead (v6+: with GROUP_ID_NOT_FOUND).
+//! once stable). An unknown group is described as Dead (v6+: with GROUP_ID_NOT_FOUND). With
+//! `authorizer = "acl"` a group needs DESCRIBE, else GROUP_AUTHORIZATION_FAILED; the
+//! authorized operations (v3+, when asked) are the caller's.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -7,23 +9,36 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{str_bytes, Broker, NONE};
 
-/// Every group operation allowed (no ACLs yet): READ, DELETE, DESCRIBE as AclOperation bits.
+/// Every group operation: READ, DELETE, DESCRIBE as AclOperation bits.
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 pub fn handle(
     broker: &Broker,
     req: &DescribeGroupsRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> DescribeGroupsResponse {
-    let ops = if req.include_authorized_operations {
-        GROUP_OPERATIONS_ALL
-    } else {
-        i32::MIN
-    };
+    use crate::security::acl::{AclOperation, ResourceType};
     let groups = req
         .groups
         .iter()
         .map(|id| {
+            if !caller.allowed(AclOperation::Describe, ResourceType::Group, id.0.as_str()) {
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_group_state(str_bytes(""))
+                    .with_authorized_operations(i32::MIN);
+            }
+            let ops = if req.include_authorized_operations {
+                caller.authorized_operations(
+                    ResourceType::Group,
+                    id.0.as_str(),
+                    GROUP_OPERATIONS_ALL,
+                )
+            } else {
+                i32::MIN
+            };
             let base = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(ops);

@@ -15,8 +15,8 @@
 //! - v4's `total_bytes` / `usable_bytes`: the directory's file system (`statvfs`, on the
 //!   blocking pool). When that fails the result carries KAFKA_STORAGE_ERROR and no topics
 //!   (Kafka's answer for a directory it cannot use).
-//! - No authorization yet: the top-level `error_code` (v3+) is always NONE (Kafka answers
-//!   CLUSTER_AUTHORIZATION_FAILED without DESCRIBE on the cluster).
+//! - Without DESCRIBE on the cluster (`authorizer = "acl"`): no results and the top-level
+//!   `error_code` (v3+) CLUSTER_AUTHORIZATION_FAILED, as Kafka answers.
 
 use std::collections::HashSet;
 
@@ -32,7 +32,14 @@ use crate::cluster::Partition;
 /// The directory name a memory-mode broker reports.
 pub const MEMORY_LOG_DIR: &str = "memory";
 
-pub async fn handle(broker: &Broker, req: &DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub async fn handle(
+    broker: &Broker,
+    req: &DescribeLogDirsRequest,
+    caller: &super::Caller,
+) -> DescribeLogDirsResponse {
+    if let Some(code) = caller.cluster_refusal(crate::security::acl::AclOperation::Describe) {
+        return DescribeLogDirsResponse::default().with_error_code(code.code());
+    }
     let result = match broker.topics.log_dir() {
         None => DescribeLogDirsResult::default()
             .with_log_dir(str_bytes(MEMORY_LOG_DIR))

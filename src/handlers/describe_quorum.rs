@@ -21,7 +21,15 @@ pub async fn handle(
     broker: &Broker,
     req: &DescribeQuorumRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> DescribeQuorumResponse {
+    if let Some(code) = caller.cluster_refusal(crate::security::acl::AclOperation::Describe) {
+        return DescribeQuorumResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(
+                (version >= 2).then(|| str_bytes("DescribeQuorum needs DESCRIBE on the cluster")),
+            );
+    }
     let state = match broker.meta.submit(ControllerRequest::DescribeQuorum).await {
         Ok(ControllerResponse::Quorum(q)) => Ok(q),
         Ok(other) => Err((

@@ -4,7 +4,9 @@
 //! As in Kafka: topics are answered in name order (all topics when none are named), the cursor
 //! names the first topic and partition to describe and must be one of the requested topics, the
 //! page holds at most `response_partition_limit` partitions (capped by the broker), and
-//! `next_cursor` points at the first partition left out.
+//! `next_cursor` points at the first partition left out. With `authorizer = "acl"` a topic
+//! needs DESCRIBE: when all topics are asked for, the others are left out; a named one is
+//! answered TOPIC_AUTHORIZATION_FAILED. `topic_authorized_operations` is the caller's.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_topic_partitions_response::{
@@ -24,10 +26,17 @@ pub const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 pub fn handle(
     broker: &Broker,
     req: &DescribeTopicPartitionsRequest,
+    caller: &super::Caller,
 ) -> DescribeTopicPartitionsResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
     let image = broker.meta.image();
     let mut names: Vec<String> = if req.topics.is_empty() {
-        image.names.keys().cloned().collect()
+        image
+            .names
+            .keys()
+            .filter(|n| caller.permits(AclOperation::Describe, ResourceType::Topic, n))
+            .cloned()
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -70,6 +79,12 @@ pub fn handle(
                     .with_partition_index(0),
             );
             break;
+        }
+        if !req.topics.is_empty()
+            && !caller.allowed(AclOperation::Describe, ResourceType::Topic, &name)
+        {
+            topics.push(error_topic(name, ResponseError::TopicAuthorizationFailed));
+            continue;
         }
         let Some(topic) = image.topic_by_name(&name) else {
             topics.push(error_topic(name, ResponseError::UnknownTopicOrPartition));
@@ -115,7 +130,11 @@ pub fn handle(
                 .with_topic_id(topic.id)
                 .with_is_internal(topic.is_internal())
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(TOPIC_OPERATIONS_ALL),
+                .with_topic_authorized_operations(caller.authorized_operations(
+                    ResourceType::Topic,
+                    &topic.name,
+                    TOPIC_OPERATIONS_ALL,
+                )),
         );
         if end < count {
             next_cursor = Some(

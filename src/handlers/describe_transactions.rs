@@ -1,5 +1,7 @@
 //! DescribeTransactions (key 65): state, producer, timeout and partitions of transactional ids
-//! (TRANSACTIONAL_ID_NOT_FOUND for unknown ones).
+//! (TRANSACTIONAL_ID_NOT_FOUND for unknown ones). With `authorizer = "acl"`, as Kafka: an id
+//! needs DESCRIBE (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED), and only the partitions of
+//! topics the caller may DESCRIBE are listed.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
@@ -9,12 +11,26 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, topic_name, Broker, NONE};
 
-pub fn handle(broker: &Broker, req: &DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &DescribeTransactionsRequest,
+    caller: &super::Caller,
+) -> DescribeTransactionsResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
     DescribeTransactionsResponse::default().with_transaction_states(
         req.transactional_ids
             .iter()
             .map(|id| {
                 let base = TransactionState::default().with_transactional_id(id.clone());
+                if let Some(code) =
+                    caller.refusal(AclOperation::Describe, ResourceType::TransactionalId, id)
+                {
+                    return base
+                        .with_error_code(code.code())
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                        .with_transaction_start_time_ms(-1);
+                }
                 let described = match broker.txns.for_txn(id.0.as_str()) {
                     Ok(c) => c.describe(id.0.as_str()),
                     Err(e) => {
@@ -33,7 +49,9 @@ pub fn handle(broker: &Broker, req: &DescribeTransactionsRequest) -> DescribeTra
                         .with_transaction_start_time_ms(-1),
                     Some(m) => {
                         let mut topics: Vec<TopicData> = Vec::new();
-                        for (t, p) in &m.partitions {
+                        for (t, p) in m.partitions.iter().filter(|(t, _)| {
+                            caller.permits(AclOperation::Describe, ResourceType::Topic, t)
+                        }) {
                             match topics.last_mut() {
                                 Some(d) if d.topic.0.as_str() == t => d.partitions.push(*p),
                                 _ => topics.push(

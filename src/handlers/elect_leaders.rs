@@ -31,6 +31,7 @@ pub async fn handle(
     broker: &Broker,
     req: &ElectLeadersRequest,
     version: i16,
+    caller: &super::Caller,
 ) -> ElectLeadersResponse {
     let requested: Option<Vec<(String, i32)>> = req.topic_partitions.as_ref().map(|topics| {
         topics
@@ -48,7 +49,12 @@ pub async fn handle(
         (_, 1) => Some(ElectionType::Unclean),
         _ => None,
     };
+    let refused = caller.cluster_refusal(crate::security::acl::AclOperation::Alter);
     let outcome = match kind {
+        _ if refused.is_some() => Err((
+            ResponseError::ClusterAuthorizationFailed,
+            "ElectLeaders needs ALTER on the cluster".to_string(),
+        )),
         None => Err((
             ResponseError::InvalidRequest,
             format!("unknown election type {}", req.election_type),

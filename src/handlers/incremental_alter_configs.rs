@@ -4,6 +4,8 @@
 //! (`cleanup.policy`), starting from the default when the config is not overridden, as Kafka's
 //! controller does. BROKER resources: ottla has no dynamic broker configs (changes refused,
 //! deletions are no-ops); BROKER_LOGGER: there are no runtime-alterable loggers.
+//! With `authorizer = "acl"` a topic needs ALTER_CONFIGS on it (else TOPIC_AUTHORIZATION_FAILED)
+//! and a broker resource ALTER_CONFIGS on the cluster (else CLUSTER_AUTHORIZATION_FAILED).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
@@ -39,11 +41,22 @@ fn op_name(op: i8) -> &'static str {
 pub fn handle(
     broker: &Broker,
     req: &IncrementalAlterConfigsRequest,
+    caller: &super::Caller,
 ) -> IncrementalAlterConfigsResponse {
     let responses = outcomes(
         &req.resources,
         |r| (r.resource_type, r.resource_name.as_str()),
-        |r| alter_resource(broker, r, req.validate_only),
+        |r| {
+            if let Some(refused) = super::describe_configs::config_refusal(
+                caller,
+                crate::security::acl::AclOperation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            ) {
+                return Err(refused);
+            }
+            alter_resource(broker, r, req.validate_only)
+        },
     )
     .map(|(r, outcome)| {
         let (code, message) = error_fields(outcome);

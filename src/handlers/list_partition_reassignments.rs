@@ -16,7 +16,15 @@ use crate::meta::reassign::in_progress;
 pub fn handle(
     broker: &Broker,
     req: &ListPartitionReassignmentsRequest,
+    caller: &super::Caller,
 ) -> ListPartitionReassignmentsResponse {
+    if let Some(code) = caller.cluster_refusal(crate::security::acl::AclOperation::Describe) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(str_bytes(
+                "ListPartitionReassignments needs DESCRIBE on the cluster",
+            )));
+    }
     let only: Option<Vec<(String, i32)>> = req.topics.as_ref().map(|ts| {
         ts.iter()
             .flat_map(|t| {

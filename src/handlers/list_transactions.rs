@@ -1,5 +1,6 @@
 //! ListTransactions (key 66): transactional ids filtered by state, producer id and (v1+) how
-//! long their transaction has been running. Unknown state names are echoed back.
+//! long their transaction has been running. Unknown state names are echoed back. With
+//! `authorizer = "acl"` only the ids the caller may DESCRIBE are listed (Kafka's filter).
 
 use kafka_protocol::messages::list_transactions_response::TransactionState;
 use kafka_protocol::messages::{
@@ -9,7 +10,12 @@ use kafka_protocol::messages::{
 use super::{str_bytes, Broker, NONE};
 use crate::txn::coordinator::TxnState;
 
-pub fn handle(broker: &Broker, req: &ListTransactionsRequest) -> ListTransactionsResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &ListTransactionsRequest,
+    caller: &super::Caller,
+) -> ListTransactionsResponse {
+    use crate::security::acl::{AclOperation, ResourceType};
     let now = broker.clock.now_ms();
     let unknown: Vec<_> = req
         .state_filters
@@ -41,6 +47,13 @@ pub fn handle(broker: &Broker, req: &ListTransactionsRequest) -> ListTransaction
         .filter(|m| {
             req.duration_filter < 0
                 || (m.state == TxnState::Ongoing && now - m.start_ms >= req.duration_filter)
+        })
+        .filter(|m| {
+            caller.permits(
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &m.transactional_id,
+            )
         })
         .map(|m| {
             TransactionState::default()

@@ -57,7 +57,7 @@ pub fn handle(
         // Topics the caller may not describe are left out (Kafka: never revealed).
         image
             .topics_by_name()
-            .filter(|t| caller.allowed(AclOperation::Describe, ResourceType::Topic, &t.name))
+            .filter(|t| caller.permits(AclOperation::Describe, ResourceType::Topic, &t.name))
             .map(|t| topic_response(&image, t, include_ops, version))
             .collect()
     } else {
@@ -77,7 +77,7 @@ pub fn handle(
                     } else {
                         // Auto-creation needs CREATE on the cluster or the topic (Kafka).
                         let may_create = allow_auto_create
-                            && (caller.allowed(
+                            && (caller.permits(
                                 AclOperation::Create,
                                 ResourceType::Cluster,
                                 CLUSTER_NAME,
@@ -108,6 +108,20 @@ pub fn handle(
             })
             .collect()
     };
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if include_ops && caller.enforcing() {
+        // The caller's own operations on each topic it was answered (Kafka's
+        // `authorizedOperations`); without an authorizer every operation stays set.
+        for t in topics.iter_mut().filter(|t| t.error_code == NONE) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations = caller.authorized_operations(
+                    ResourceType::Topic,
+                    name.0.as_str(),
+                    TOPIC_OPERATIONS_ALL,
+                );
+            }
+        }
+    }
     MetadataResponse::default()
         .with_brokers(
             image
@@ -129,7 +143,11 @@ pub fn handle(
         .with_topics(topics)
         .with_cluster_authorized_operations(
             if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
-                CLUSTER_OPERATIONS_ALL
+                caller.authorized_operations(
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                    CLUSTER_OPERATIONS_ALL,
+                )
             } else {
                 i32::MIN
             },

@@ -5,6 +5,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_replica_log_dirs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_acls;
@@ -318,6 +319,58 @@ impl Caller {
             .into_iter()
             .filter(|n| !self.allowed(op, crate::security::acl::ResourceType::Topic, n))
             .collect()
+    }
+
+    /// Whether the caller may do `op` on the resource, without logging a denial (Kafka's
+    /// `logIfDenied = false`: a check that only picks between two ways of answering).
+    pub fn permits(
+        &self,
+        op: crate::security::acl::AclOperation,
+        resource_type: crate::security::acl::ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer.as_ref().is_none_or(|a| {
+            a.authorize(&self.principal, &self.host, op, resource_type, name)
+                .is_allowed()
+        })
+    }
+
+    /// Kafka's error for a caller without `op` on the cluster (CLUSTER_AUTHORIZATION_FAILED).
+    pub fn cluster_refusal(&self, op: crate::security::acl::AclOperation) -> Option<ResponseError> {
+        self.refusal(
+            op,
+            crate::security::acl::ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        )
+    }
+
+    /// Kafka's `authorizedOperations`: of the operations whose bits (1 << AclOperation code)
+    /// `supported` has, those the caller may do on the resource. Nothing is logged (a query,
+    /// not a denial). Without an authorizer: all of `supported`.
+    pub fn authorized_operations(
+        &self,
+        resource_type: crate::security::acl::ResourceType,
+        name: &str,
+        supported: i32,
+    ) -> i32 {
+        use crate::security::acl::AclOperation;
+        let Some(authorizer) = &self.authorizer else {
+            return supported;
+        };
+        (0..31)
+            .filter(|bit| supported & (1 << bit) != 0)
+            .filter(|&bit| {
+                authorizer
+                    .authorize(
+                        &self.principal,
+                        &self.host,
+                        AclOperation::from_code(bit as i8),
+                        resource_type,
+                        name,
+                    )
+                    .is_allowed()
+            })
+            .fold(0, |ops, bit| ops | (1 << bit))
     }
 
     /// Whether the caller may do `op` on the cluster resource.

@@ -1,7 +1,9 @@
 //! OffsetFetch (key 9): committed offsets of a group (v1-7) or of several groups (v8+); all of
 //! a group's offsets when no topics are named. Uncommitted partitions answer offset -1;
 //! with `require_stable` (v7+), partitions with a pending transactional commit answer
-//! UNSTABLE_OFFSET_COMMIT.
+//! UNSTABLE_OFFSET_COMMIT. With `authorizer = "acl"`, as Kafka: the group needs DESCRIBE
+//! (else GROUP_AUTHORIZATION_FAILED), a named topic DESCRIBE (else its partitions are
+//! TOPIC_AUTHORIZATION_FAILED), and "all offsets" leaves out topics the caller may not describe.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -36,6 +38,7 @@ fn fetch(
         return Err(ResponseError::GroupAuthorizationFailed);
     }
     let coordinator = broker.groups.for_group(group)?;
+    let named = topics.is_some();
     let wanted: Option<Vec<(String, i32)>> = topics.map(|ts| {
         ts.into_iter()
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
@@ -46,11 +49,33 @@ fn fetch(
     } else {
         Default::default()
     };
+    // One decision per topic, not per partition.
+    let mut describable: std::collections::HashMap<String, bool> = Default::default();
+    let mut may_describe = |t: &str, log_denial: bool| {
+        if !caller.enforcing() {
+            return true;
+        }
+        if let Some(&known) = describable.get(t) {
+            return known;
+        }
+        let ok = if log_denial {
+            caller.allowed(AclOperation::Describe, ResourceType::Topic, t)
+        } else {
+            caller.permits(AclOperation::Describe, ResourceType::Topic, t)
+        };
+        describable.insert(t.to_string(), ok);
+        ok
+    };
     Ok(coordinator
         .fetch_offsets(group, wanted.as_deref())
         .into_iter()
+        .filter(|(t, _, _)| named || may_describe(t, false))
+        .collect::<Vec<_>>()
+        .into_iter()
         .map(|(t, p, o)| {
-            if pending.contains(&(t.clone(), p)) {
+            if named && !may_describe(&t, true) {
+                (t, p, Err(ResponseError::TopicAuthorizationFailed.code()))
+            } else if pending.contains(&(t.clone(), p)) {
                 (t, p, Err(ResponseError::UnstableOffsetCommit.code()))
             } else {
                 (t, p, Ok(o))

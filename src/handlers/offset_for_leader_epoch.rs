@@ -6,7 +6,9 @@
 //! (`replica_id`, v3+, does not change the answer: consumers and followers alike), after the
 //! request's `current_leader_epoch` is checked; the end offset is the log end, not bounded by
 //! the high watermark (Kafka's `Partition.lastOffsetForLeaderEpoch` does not bound it).
-//! Read-only and in memory: answered on the worker.
+//! Read-only and in memory: answered on the worker. With `authorizer = "acl"`: CLUSTER_ACTION
+//! on the cluster (followers) or DESCRIBE on the topic (consumers, KIP-320), else the
+//! topic's partitions are TOPIC_AUTHORIZATION_FAILED.
 
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
@@ -16,7 +18,24 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use super::{partition_error_code, Broker, NONE};
 use crate::cluster::TopicRef;
 
-pub fn handle(broker: &Broker, req: &OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &OffsetForLeaderEpochRequest,
+    caller: &super::Caller,
+) -> OffsetForLeaderEpochResponse {
+    use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
+    let denied = if caller.permits(
+        AclOperation::ClusterAction,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) {
+        Default::default()
+    } else {
+        caller.denied_topics(
+            AclOperation::Describe,
+            req.topics.iter().map(|t| t.topic.0.as_str()),
+        )
+    };
     let topics = req
         .topics
         .iter()
@@ -26,6 +45,11 @@ pub fn handle(broker: &Broker, req: &OffsetForLeaderEpochRequest) -> OffsetForLe
                 .iter()
                 .map(|p| {
                     let base = EpochEndOffset::default().with_partition(p.partition);
+                    if denied.contains(t.topic.0.as_str()) {
+                        return base.with_error_code(
+                            kafka_protocol::error::ResponseError::TopicAuthorizationFailed.code(),
+                        );
+                    }
                     // -1 means "do not check" (the partition lookup's rule).
                     match broker.topics.get_partition(
                         TopicRef::Name(t.topic.0.as_str()),

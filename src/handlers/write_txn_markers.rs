@@ -4,7 +4,9 @@
 //! `__consumer_offsets` partition through its group coordinator, which applies or drops the
 //! transaction's offset commits (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS otherwise). A
 //! marker of an older coordinator epoch is TRANSACTION_COORDINATOR_FENCED, of an older
-//! producer epoch INVALID_PRODUCER_EPOCH. Runs on the blocking pool (appends, fsync).
+//! producer epoch INVALID_PRODUCER_EPOCH. Runs on the blocking pool (appends, fsync). Only
+//! brokers send it: with `authorizer = "acl"` it needs CLUSTER_ACTION on the cluster, else
+//! every partition is CLUSTER_AUTHORIZATION_FAILED and nothing is written.
 
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
@@ -14,7 +16,12 @@ use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use super::{Broker, NONE};
 use crate::txn::markers::{write_local, Marker};
 
-pub fn handle(broker: &Broker, req: &WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+pub fn handle(
+    broker: &Broker,
+    req: &WriteTxnMarkersRequest,
+    caller: &super::Caller,
+) -> WriteTxnMarkersResponse {
+    let refused = caller.cluster_refusal(crate::security::acl::AclOperation::ClusterAction);
     let markers = req
         .markers
         .iter()
@@ -37,13 +44,17 @@ pub fn handle(broker: &Broker, req: &WriteTxnMarkersRequest) -> WriteTxnMarkersR
                                     t.partition_indexes
                                         .iter()
                                         .map(|&p| {
-                                            let code = match write_local(
-                                                &broker.topics,
-                                                &broker.groups,
-                                                &marker,
-                                                t.name.0.as_str(),
-                                                p,
-                                            ) {
+                                            let written = match refused {
+                                                Some(code) => Err(code),
+                                                None => write_local(
+                                                    &broker.topics,
+                                                    &broker.groups,
+                                                    &marker,
+                                                    t.name.0.as_str(),
+                                                    p,
+                                                ),
+                                            };
+                                            let code = match written {
                                                 Ok(()) => NONE,
                                                 Err(e) => e.code(),
                                             };

@@ -19,7 +19,6 @@ use crate::config::SecurityProtocol;
 use crate::groups::ClientInfo;
 use crate::handlers;
 use crate::log::Records;
-use crate::security::acl::AclOperation;
 use crate::security::session::{Authentication, Gate};
 
 /// What the connection should do with a request frame.
@@ -299,14 +298,6 @@ async fn dispatch(
     let peer = session.peer.as_str();
     let listener = session.listener;
     let caller = Caller::new(broker, session.auth.principal(), peer);
-    if caller.enforcing() && !authorized_here(&request) {
-        // Not yet checked per resource: only super users may send it.
-        if !caller.allowed_on_cluster(AclOperation::All) {
-            tracing::warn!(%peer, principal = %caller.principal, api = ?meta.api_key,
-                "closing connection: with authorizer = \"acl\" this API is served only to super users and principals allowed ALL on the cluster (its ACL checks are not built yet)");
-            return Err(Closed);
-        }
-    }
     Ok(Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) if metadata::may_create_topics(broker, &r, version) => {
@@ -328,26 +319,26 @@ async fn dispatch(
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, version, &caller).await)
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, &r))
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, &r, &caller))
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(broker, r, version).await)
+            ResponseKind::CreateTopics(create_topics::handle(broker, r, version, &caller).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(broker, &r, version).await)
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, &r, version, &caller).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(broker, r).await)
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, r, &caller).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r, listener))
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, &r, listener, &caller))
         }
-        RequestKind::DescribeQuorum(r) => {
-            ResponseKind::DescribeQuorum(describe_quorum::handle(broker, &r, version).await)
-        }
-        RequestKind::DescribeTopicPartitions(r) => {
-            ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(broker, &r))
-        }
+        RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(
+            describe_quorum::handle(broker, &r, version, &caller).await,
+        ),
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+            describe_topic_partitions::handle(broker, &r, &caller),
+        ),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(
             broker, &r, version, listener, &caller,
         )),
@@ -373,15 +364,17 @@ async fn dispatch(
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(offset_fetch::handle(broker, &r, version, &caller))
         }
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(broker, &r)),
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(list_groups::handle(broker, &r, &caller))
+        }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(describe_groups::handle(broker, &r, version))
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, &r, version, &caller))
         }
         RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(delete_groups::handle(broker, &r).await)
+            ResponseKind::DeleteGroups(delete_groups::handle(broker, &r, &caller).await)
         }
         RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(offset_delete::handle(broker, &r).await)
+            ResponseKind::OffsetDelete(offset_delete::handle(broker, &r, &caller).await)
         }
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(
             init_producer_id::handle(broker, &r, version, &caller).await,
@@ -405,37 +398,43 @@ async fn dispatch(
             txn_offset_commit::handle(broker, &r, version, &caller).await,
         ),
         RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(
-            blocking(broker, move |b| write_txn_markers::handle(b, &r)).await?,
+            blocking(broker, move |b| write_txn_markers::handle(b, &r, &caller)).await?,
         ),
         RequestKind::DescribeTransactions(r) => {
-            ResponseKind::DescribeTransactions(describe_transactions::handle(broker, &r))
+            ResponseKind::DescribeTransactions(describe_transactions::handle(broker, &r, &caller))
         }
         RequestKind::ListTransactions(r) => {
-            ResponseKind::ListTransactions(list_transactions::handle(broker, &r))
+            ResponseKind::ListTransactions(list_transactions::handle(broker, &r, &caller))
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(describe_configs::handle(broker, &r, version))
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, &r, version, &caller))
         }
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(
-            blocking(broker, move |b| alter_configs::handle(b, &r)).await?,
+            blocking(broker, move |b| alter_configs::handle(b, &r, &caller)).await?,
         ),
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
-            blocking(broker, move |b| incremental_alter_configs::handle(b, &r)).await?,
+            blocking(broker, move |b| {
+                incremental_alter_configs::handle(b, &r, &caller)
+            })
+            .await?,
         ),
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(delete_records::handle(broker, &r).await)
+            ResponseKind::DeleteRecords(delete_records::handle(broker, &r, &caller).await)
         }
         RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
-            alter_partition_reassignments::handle(broker, &r, version).await,
+            alter_partition_reassignments::handle(broker, &r, version, &caller).await,
         ),
         RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
-            list_partition_reassignments::handle(broker, &r),
+            list_partition_reassignments::handle(broker, &r, &caller),
         ),
         RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(elect_leaders::handle(broker, &r, version).await)
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, &r, version, &caller).await)
+        }
+        RequestKind::AlterReplicaLogDirs(r) => {
+            ResponseKind::AlterReplicaLogDirs(alter_replica_log_dirs::handle(broker, &r, &caller))
         }
         RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, &r).await)
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, &r, &caller).await)
         }
         RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
             alter_user_scram_credentials::handle(broker, &r, &caller).await,
@@ -458,36 +457,6 @@ async fn dispatch(
             return Err(Closed);
         }
     }))
-}
-
-/// Whether the request's handler checks the caller's ACLs itself (with `authorizer = "acl"`
-/// the others are served to super users only until their checks exist).
-fn authorized_here(request: &RequestKind) -> bool {
-    matches!(
-        request,
-        RequestKind::ApiVersions(_)
-            | RequestKind::Metadata(_)
-            | RequestKind::Produce(_)
-            | RequestKind::Fetch(_)
-            | RequestKind::ListOffsets(_)
-            | RequestKind::FindCoordinator(_)
-            | RequestKind::JoinGroup(_)
-            | RequestKind::SyncGroup(_)
-            | RequestKind::Heartbeat(_)
-            | RequestKind::LeaveGroup(_)
-            | RequestKind::OffsetCommit(_)
-            | RequestKind::OffsetFetch(_)
-            | RequestKind::InitProducerId(_)
-            | RequestKind::AddPartitionsToTxn(_)
-            | RequestKind::AddOffsetsToTxn(_)
-            | RequestKind::EndTxn(_)
-            | RequestKind::TxnOffsetCommit(_)
-            | RequestKind::CreateAcls(_)
-            | RequestKind::DescribeAcls(_)
-            | RequestKind::DeleteAcls(_)
-            | RequestKind::AlterUserScramCredentials(_)
-            | RequestKind::DescribeUserScramCredentials(_)
-    )
 }
 
 /// Encodes a size-prefixed response frame.

@@ -62,9 +62,10 @@ Ignored because harmless for one combined node without ACLs:
   not opened: ottla needs no controller listener alone), inter.broker.listener.name,
   security.inter.broker.protocol, sasl.mechanism.inter.broker.protocol,
   sasl.mechanism.controller.protocol, transaction.state.log.min.isr, metadata.log.dir (ottla
-  keeps its metadata in the data directory), authorizer.class.name with
-  allow.everyone.if.no.acl.found=true (ottla has no ACLs: everything is allowed, as Kafka does
-  when no ACL exists), zookeeper-free KRaft only (zookeeper.connect is refused).
+  keeps its metadata in the data directory), zookeeper-free KRaft only (zookeeper.connect is
+  refused).
+Translated as well: authorizer.class.name (any: ottla's `authorizer = "acl"`, Kafka's
+  StandardAuthorizer rules), allow.everyone.if.no.acl.found, super.users.
 """
 
 import ctypes
@@ -268,9 +269,16 @@ def translate(props, properties_path, env):
         if key in props:
             extra[var] = props[key]
 
-    if "authorizer.class.name" in props and props.get("allow.everyone.if.no.acl.found", "false").lower() != "true":
-        fail(SCRIPT, "authorizer.class.name without allow.everyone.if.no.acl.found=true: ottla has "
-                     "no ACLs and would allow what Kafka denies")
+    if props.get("authorizer.class.name", "").strip():
+        extra["OTTLA_AUTHORIZER"] = "acl"
+        everyone = props.get("allow.everyone.if.no.acl.found", "false").strip().lower()
+        if everyone not in ("true", "false"):
+            fail(SCRIPT, "allow.everyone.if.no.acl.found=%s: expected true or false" % everyone)
+        extra["OTTLA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] = everyone
+        if props.get("super.users", "").strip():
+            # Kafka separates super users with ';'.
+            extra["OTTLA_SUPER_USERS"] = ",".join(
+                u.strip() for u in props["super.users"].split(";") if u.strip())
 
     base = os.path.dirname(os.path.abspath(properties_path))
     if protocols & {"SSL", "SASL_SSL"}:

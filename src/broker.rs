@@ -251,7 +251,9 @@ impl Broker {
             }
         }
         let groups = Arc::new(GroupCoordinators::new(group_config(&config), clock.clone()));
-        let peers = Arc::new(Peers::new(meta.clone()));
+        let connector = crate::meta::connector::Connector::from_config(&config)
+            .map_err(|e| format!("inter-broker connections: {e}"))?;
+        let peers = Arc::new(Peers::new(meta.clone()).with_connector(connector.clone()));
         let txns = Arc::new(TxnCoordinators::new(
             clock.clone(),
             Arc::new(MarkerChannel::with_peers(peers.clone(), runtime.clone())),
@@ -262,7 +264,8 @@ impl Broker {
         run_loads(&groups, &txns, loads)
             .await
             .map_err(|e| format!("loading the coordinators: {e}"))?;
-        let fetchers = ReplicaFetchers::new(config.node_id, topics.clone(), meta.clone());
+        let fetchers =
+            ReplicaFetchers::new(config.node_id, topics.clone(), meta.clone(), connector);
         fetchers.reconcile();
         let (follower, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(follow_leadership(

@@ -35,6 +35,25 @@ pub struct Config {
     /// Registered as a second endpoint, `INTER_BROKER`; clients never see it. Default: the
     /// advertised address.
     pub inter_broker_advertise: Option<String>,
+    /// The security protocol brokers speak to each other (Kafka's
+    /// `inter.broker.listener.name`): `PLAINTEXT` (the default), `SSL`, `SASL_PLAINTEXT` or
+    /// `SASL_SSL`. Each broker then reaches its peers at their advertised endpoint of that
+    /// protocol (followers' fetches, transaction markers), so every broker needs such a
+    /// listener. Unset: the `INTER_BROKER` endpoint (`inter_broker_advertise`) or PLAINTEXT.
+    pub inter_broker_listener: Option<String>,
+    /// SASL mechanism of the brokers' own connections (Kafka's
+    /// `sasl.mechanism.inter.broker.protocol`): `SCRAM-SHA-512` (default), `SCRAM-SHA-256` or
+    /// `PLAIN`.
+    pub inter_broker_sasl_mechanism: String,
+    /// The user brokers authenticate as to each other on a `SASL_*` inter-broker listener
+    /// (create it with `bootstrap_users`; with ACLs it needs CLUSTER_ACTION on the cluster,
+    /// e.g. as a super user).
+    pub inter_broker_sasl_username: Option<String>,
+    /// That user's password.
+    pub inter_broker_sasl_password: Option<String>,
+    /// PEM CA certificates the brokers trust for each other's TLS certificates on an `SSL` or
+    /// `SASL_SSL` inter-broker listener (Kafka's truststore). Default: `tls_client_ca_file`.
+    pub inter_broker_tls_ca_file: Option<PathBuf>,
     /// Where topics, segments and metadata live (ignored with `memory`).
     pub data_dir: PathBuf,
     /// Keep everything in memory: nothing is written to disk, nothing survives a restart.
@@ -495,6 +514,11 @@ impl Default for Config {
             listen: vec!["localhost:9092".to_string()],
             advertise: Vec::new(),
             inter_broker_advertise: None,
+            inter_broker_listener: None,
+            inter_broker_sasl_mechanism: "SCRAM-SHA-512".into(),
+            inter_broker_sasl_username: None,
+            inter_broker_sasl_password: None,
+            inter_broker_tls_ca_file: None,
             data_dir: PathBuf::from("./ottla-data"),
             memory: false,
             node_id: 1,
@@ -667,6 +691,20 @@ impl Config {
     }
 
     /// The listeners: protocol and `HOST:PORT` of each `listen` entry, in order.
+    /// The configured `inter_broker_listener`, if any.
+    pub fn inter_broker_protocol(&self) -> Result<Option<SecurityProtocol>, String> {
+        match &self.inter_broker_listener {
+            None => Ok(None),
+            Some(name) => SecurityProtocol::ALL
+                .into_iter()
+                .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+                .map(Some)
+                .ok_or_else(|| {
+                    format!("inter_broker_listener {name:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+                }),
+        }
+    }
+
     pub fn listeners(&self) -> Result<Vec<(SecurityProtocol, String)>, String> {
         self.listen
             .iter()
@@ -765,16 +803,52 @@ impl Config {
                     .into(),
             );
         }
-        // The brokers' own connections (followers' fetches, transaction markers) speak
-        // PLAINTEXT for now: a cluster needs such a listener or an inter-broker address.
-        if !self.controller_quorum_voters.is_empty()
+        // The brokers' own connections (followers' fetches, transaction markers) speak the
+        // inter-broker protocol: every broker needs a listener of it.
+        let inter_broker = self.inter_broker_protocol().map_err(ConfigError::Invalid)?;
+        if let Some(p) = inter_broker {
+            if !listeners.iter().any(|(l, _)| *l == p) {
+                return bad(format!(
+                    "inter_broker_listener = {} needs a listener of that protocol",
+                    p.name()
+                ));
+            }
+            if p.sasl() {
+                if crate::security::scram::Mechanism::from_name(&self.inter_broker_sasl_mechanism)
+                    .is_none()
+                    && self.inter_broker_sasl_mechanism != "PLAIN"
+                {
+                    return bad(format!(
+                        "inter_broker_sasl_mechanism {:?}: expected SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN",
+                        self.inter_broker_sasl_mechanism
+                    ));
+                }
+                if self.inter_broker_sasl_username.is_none()
+                    || self.inter_broker_sasl_password.is_none()
+                {
+                    return bad(format!(
+                        "inter_broker_listener = {} needs inter_broker_sasl_username and inter_broker_sasl_password",
+                        p.name()
+                    ));
+                }
+            }
+            if p.tls()
+                && self.inter_broker_tls_ca_file.is_none()
+                && self.tls_client_ca_file.is_none()
+            {
+                return bad(format!(
+                    "inter_broker_listener = {} needs inter_broker_tls_ca_file (the CAs of the brokers' certificates)",
+                    p.name()
+                ));
+            }
+        } else if !self.controller_quorum_voters.is_empty()
             && self.is_broker()
             && self.inter_broker_advertise.is_none()
             && !listeners
                 .iter()
                 .any(|(p, _)| *p == SecurityProtocol::Plaintext)
         {
-            return bad("a broker in a cluster needs a PLAINTEXT listener (or inter_broker_advertise): brokers replicate over PLAINTEXT; TLS and SASL between brokers are not supported yet".into());
+            return bad("a broker in a cluster needs a PLAINTEXT listener, inter_broker_advertise or inter_broker_listener (the protocol brokers speak to each other)".into());
         }
         Ok(())
     }

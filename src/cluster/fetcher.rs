@@ -53,6 +53,8 @@ pub struct ReplicaFetchers {
     node_id: i32,
     topics: Arc<TopicRegistry>,
     meta: Arc<MetaNode>,
+    /// TLS and SASL to the leaders (`inter_broker_listener`); None: TCP.
+    connector: Option<Arc<crate::meta::connector::Connector>>,
     running: Mutex<HashMap<i32, Fetcher>>,
     /// When each leader was last reported unreachable to the controller.
     reported: Mutex<HashMap<i32, std::time::Instant>>,
@@ -72,11 +74,13 @@ impl ReplicaFetchers {
         node_id: i32,
         topics: Arc<TopicRegistry>,
         meta: Arc<MetaNode>,
+        connector: Option<Arc<crate::meta::connector::Connector>>,
     ) -> Arc<ReplicaFetchers> {
         Arc::new(ReplicaFetchers {
             node_id,
             topics,
             meta,
+            connector,
             running: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashMap::new()),
         })
@@ -139,7 +143,7 @@ impl ReplicaFetchers {
         let Some(b) = image
             .brokers
             .values()
-            .find(|b| !b.fenced && b.inter_broker_addr().as_deref() == Some(addr))
+            .find(|b| !b.fenced && b.peer_addr(self.protocol()).as_deref() == Some(addr))
         else {
             return;
         };
@@ -190,12 +194,17 @@ impl ReplicaFetchers {
 
     /// The address at which `leader`'s listener is reached from here (its inter-broker
     /// endpoint, else its client one), from the image.
-    fn leader_addr(image: &MetadataImage, leader: i32) -> Option<String> {
+    /// The listener protocol peers are reached at (None: the default inter-broker address).
+    fn protocol(&self) -> Option<crate::config::SecurityProtocol> {
+        self.connector.as_ref().map(|c| c.protocol())
+    }
+
+    fn leader_addr(&self, image: &MetadataImage, leader: i32) -> Option<String> {
         image
             .brokers
             .get(&leader)
             .filter(|b| !b.fenced)
-            .and_then(|b| b.inter_broker_addr())
+            .and_then(|b| b.peer_addr(self.protocol()))
     }
 
     /// One leader's fetch loop, until `stop`.
@@ -213,13 +222,14 @@ impl ReplicaFetchers {
                 .map(|(_, f)| f)
                 .collect();
             let image = self.meta.image();
-            let addr = Self::leader_addr(&image, leader);
+            let addr = self.leader_addr(&image, leader);
             let round = match (&addr, parts.is_empty()) {
                 (Some(addr), false) => {
                     if client.as_ref().map(|c| c.addr()) != Some(addr.as_str()) {
                         client = Some(
                             RpcClient::new(addr.clone(), format!("ottla-replica-{}", self.node_id))
-                                .with_max_response_bytes(RESPONSE_MAX_BYTES as usize + (1 << 20)),
+                                .with_max_response_bytes(RESPONSE_MAX_BYTES as usize + (1 << 20))
+                                .with_connector(self.connector.clone()),
                         );
                     }
                     match &client {

@@ -39,14 +39,7 @@ pub fn handle(
         &req.resources,
         |r| (r.resource_type, r.resource_name.as_str()),
         |r| {
-            if let Some(refused) = super::describe_configs::config_refusal(
-                caller,
-                crate::security::acl::AclOperation::AlterConfigs,
-                r.resource_type,
-                r.resource_name.as_str(),
-            ) {
-                return Err(refused);
-            }
+            may_alter(caller, r.resource_type, r.resource_name.as_str())?;
             alter_resource(broker, r, req.validate_only)
         },
     )
@@ -60,6 +53,20 @@ pub fn handle(
     })
     .collect();
     AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Whether the caller may alter the resource's configs (ALTER_CONFIGS on the topic, or on
+/// the cluster for a broker); else the refusal as the resource's failure.
+pub fn may_alter(caller: &super::Caller, resource_type: i8, name: &str) -> Result<(), Failure> {
+    match super::describe_configs::config_refusal(
+        caller,
+        crate::security::acl::AclOperation::AlterConfigs,
+        resource_type,
+        name,
+    ) {
+        Some(refused) => Err(refused),
+        None => Ok(()),
+    }
 }
 
 /// Each resource with its outcome, in request order: a resource named twice is refused

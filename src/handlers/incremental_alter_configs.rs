@@ -13,9 +13,9 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
 use super::alter_configs::{
-    check_broker_name, check_no_nulls, check_topic_name, check_unique_keys, error_fields, outcomes,
-    refuse_broker_changes, replace_topic_configs, skip_removed_config, topic_failure,
-    unsupported_resource_type, Failure, CONFIG_CHANGES,
+    check_broker_name, check_no_nulls, check_topic_name, check_unique_keys, error_fields,
+    may_alter, outcomes, refuse_broker_changes, replace_topic_configs, skip_removed_config,
+    topic_failure, unsupported_resource_type, Failure, CONFIG_CHANGES,
 };
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_TOPIC};
 use super::Broker;
@@ -47,14 +47,7 @@ pub fn handle(
         &req.resources,
         |r| (r.resource_type, r.resource_name.as_str()),
         |r| {
-            if let Some(refused) = super::describe_configs::config_refusal(
-                caller,
-                crate::security::acl::AclOperation::AlterConfigs,
-                r.resource_type,
-                r.resource_name.as_str(),
-            ) {
-                return Err(refused);
-            }
+            may_alter(caller, r.resource_type, r.resource_name.as_str())?;
             alter_resource(broker, r, req.validate_only)
         },
     )

@@ -48,6 +48,15 @@ impl BrokerImage {
             .or_else(|| self.client_addr())
     }
 
+    /// Where the other brokers reach it: its endpoint of the `inter_broker_listener`
+    /// protocol when one is configured (`protocol`), else [`BrokerImage::inter_broker_addr`].
+    pub fn peer_addr(&self, protocol: Option<SecurityProtocol>) -> Option<String> {
+        match protocol {
+            None => self.inter_broker_addr(),
+            Some(p) => self.endpoint(p).map(Endpoint::addr),
+        }
+    }
+
     /// Its endpoint for clients of a listener protocol (Kafka answers each client with the
     /// brokers' endpoints of the listener it connected to; a broker without one is left out).
     pub fn endpoint(&self, listener: SecurityProtocol) -> Option<&Endpoint> {

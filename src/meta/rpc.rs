@@ -9,6 +9,9 @@
 //! side (`server::controller_listener`) decodes with the same two functions,
 //! [`request_header_version`] and [`response_header_version`].
 
+use std::sync::Arc;
+
+use super::connector::{Connector, PeerStream};
 use std::io;
 use std::time::Duration;
 
@@ -70,7 +73,7 @@ pub fn response_header_version(api_key: i16, version: i16) -> Option<i16> {
 
 /// The connection and what the client remembers between calls.
 struct State {
-    stream: Option<TcpStream>,
+    stream: Option<PeerStream>,
     next_correlation_id: i32,
     /// Consecutive failed calls (a success resets it); sets the backoff.
     failures: u32,
@@ -88,6 +91,8 @@ pub struct RpcClient {
     addr: String,
     client_id: String,
     max_response_bytes: usize,
+    /// TLS and SASL of the brokers' own connections (`inter_broker_listener`); None: TCP.
+    connector: Option<Arc<Connector>>,
     state: Mutex<State>,
 }
 
@@ -107,6 +112,7 @@ impl RpcClient {
             addr,
             client_id,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            connector: None,
             state: Mutex::new(State {
                 stream: None,
                 next_correlation_id: 0,
@@ -121,6 +127,12 @@ impl RpcClient {
     /// drops the connection).
     pub fn with_max_response_bytes(mut self, max: usize) -> RpcClient {
         self.max_response_bytes = max;
+        self
+    }
+
+    /// The same client connecting through `connector` (TLS, SASL) when one is given.
+    pub fn with_connector(mut self, connector: Option<Arc<Connector>>) -> RpcClient {
+        self.connector = connector;
         self
     }
 
@@ -184,11 +196,18 @@ impl RpcClient {
                     }
                     tokio::time::sleep_until(at).await;
                 }
-                match tokio::time::timeout_at(deadline, TcpStream::connect(&self.addr)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        stream
+                let connect = async {
+                    match &self.connector {
+                        Some(c) => c.connect(&self.addr).await,
+                        None => {
+                            let stream = TcpStream::connect(&self.addr).await?;
+                            let _ = stream.set_nodelay(true);
+                            Ok(PeerStream::Plain(stream))
+                        }
                     }
+                };
+                match tokio::time::timeout_at(deadline, connect).await {
+                    Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         let e = io::Error::new(e.kind(), format!("connect to {}: {e}", self.addr));
                         return Err(failed(&mut state, e));
@@ -273,7 +292,7 @@ fn timed_out(addr: &str, timeout: Duration) -> io::Error {
 /// Writes the request frame and reads the response frame (without its size prefix). Memory
 /// grows with the bytes actually received, never with the size the peer claims, and a size
 /// over `max` is refused before reading it.
-async fn exchange(stream: &mut TcpStream, frame: &[u8], max: usize) -> io::Result<Bytes> {
+async fn exchange(stream: &mut PeerStream, frame: &[u8], max: usize) -> io::Result<Bytes> {
     stream.write_all(frame).await?;
     let len = stream.read_i32().await?;
     if len < 4 || len as usize > max {

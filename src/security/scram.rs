@@ -356,6 +356,94 @@ impl ScramServer {
     }
 }
 
+/// The client side of one SCRAM exchange, as brokers authenticate to each other
+/// (`inter_broker_sasl_mechanism`): [`ScramClient::first`], then [`ScramClient::finish`]
+/// with the server-first-message, then [`ScramClient::check_final`] with the server's last.
+pub struct ScramClient {
+    m: Mechanism,
+    password: String,
+    gs2_header: String,
+    bare: String,
+    nonce: String,
+}
+
+impl ScramClient {
+    /// A client for `user` with a random nonce.
+    pub fn new(m: Mechanism, user: &str, password: &str) -> Result<ScramClient, ScramError> {
+        let nonce = BASE64.encode(random_bytes(SERVER_NONCE_LEN)?);
+        let saslname = user.replace('=', "=3D").replace(',', "=2C");
+        Ok(ScramClient::with_nonce(m, &saslname, password, &nonce))
+    }
+
+    /// A client with the given nonce (printable, without `,`) for a user name already
+    /// escaped as a saslname (`=2C`, `=3D`).
+    pub fn with_nonce(m: Mechanism, saslname: &str, password: &str, nonce: &str) -> ScramClient {
+        ScramClient {
+            m,
+            password: password.to_owned(),
+            // No channel binding, no authzid.
+            gs2_header: "n,,".to_owned(),
+            bare: format!("n={saslname},r={nonce}"),
+            nonce: nonce.to_owned(),
+        }
+    }
+
+    /// The client-first-message.
+    pub fn first(&self) -> Vec<u8> {
+        format!("{}{}", self.gs2_header, self.bare).into_bytes()
+    }
+
+    /// The client-final-message answering `server_first`, and the server-final-message a
+    /// server that knows the password must send.
+    pub fn finish(&self, server_first: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ScramError> {
+        let server_first = to_text(server_first)?;
+        let mut attrs = server_first.split(',');
+        let nonce = attribute(attrs.next(), "r=", "no nonce")?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Malformed(
+                "the server's nonce does not extend ours",
+            ));
+        }
+        let salt = decode_base64(attribute(attrs.next(), "s=", "no salt")?, "bad salt")?;
+        let iterations: i32 = attribute(attrs.next(), "i=", "no iteration count")?
+            .parse()
+            .map_err(|_| ScramError::Malformed("bad iteration count"))?;
+        let salted = hi(
+            self.m,
+            self.password.as_bytes(),
+            &salt,
+            check_iterations(iterations)?,
+        );
+        let client_key = hmac_sign(self.m, &salted, b"Client Key");
+        let stored_key = digest::digest(self.m.digest(), client_key.as_ref());
+        let without_proof = format!("c={},r={nonce}", BASE64.encode(&self.gs2_header));
+        let auth = format!("{},{server_first},{without_proof}", self.bare);
+        let signature = hmac_sign(self.m, stored_key.as_ref(), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .as_ref()
+            .iter()
+            .zip(signature.as_ref())
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = hmac_sign(self.m, &salted, b"Server Key");
+        let server_signature = hmac_sign(self.m, server_key.as_ref(), auth.as_bytes());
+        Ok((
+            format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes(),
+            format!("v={}", BASE64.encode(server_signature.as_ref())).into_bytes(),
+        ))
+    }
+
+    /// Whether the server's final message proves it knows the credential (`expected` from
+    /// [`ScramClient::finish`]).
+    pub fn check_final(server_final: &[u8], expected: &[u8]) -> Result<(), ScramError> {
+        if constant_time_eq(server_final, expected) {
+            Ok(())
+        } else {
+            Err(ScramError::InvalidCredentials)
+        }
+    }
+}
+
 /// Parses `gs2-cbind-flag "," [authzid] "," client-first-message-bare`.
 fn parse_client_first(text: &str) -> Result<(FirstMessage, bool), ScramError> {
     let mut parts = text.splitn(3, ',');
@@ -510,63 +598,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    /// A test-only SCRAM client.
-    struct Client {
-        m: Mechanism,
-        password: String,
-        gs2_header: String,
-        bare: String,
-        nonce: String,
-    }
+    /// The client, with a fixed nonce (the RFC's examples) and panics for test failures.
+    struct Client(ScramClient);
 
     impl Client {
         fn new(m: Mechanism, user: &str, password: &str, nonce: &str) -> Client {
-            Client {
-                m,
-                password: password.to_owned(),
-                gs2_header: "n,,".to_owned(),
-                bare: format!("n={user},r={nonce}"),
-                nonce: nonce.to_owned(),
-            }
+            Client(ScramClient::with_nonce(m, user, password, nonce))
         }
 
         fn first(&self) -> Vec<u8> {
-            format!("{}{}", self.gs2_header, self.bare).into_bytes()
+            self.0.first()
         }
 
         /// The client-final-message for `server_first`, and the server-final expected.
         fn finish(&self, server_first: &[u8]) -> (Vec<u8>, Vec<u8>) {
-            let server_first = std::str::from_utf8(server_first).unwrap();
-            let mut attrs = server_first.split(',');
-            let nonce = attrs.next().unwrap().strip_prefix("r=").unwrap();
-            assert!(nonce.starts_with(&self.nonce));
-            let salt = BASE64
-                .decode(attrs.next().unwrap().strip_prefix("s=").unwrap())
-                .unwrap();
-            let i: u32 = attrs.next().unwrap()[2..].parse().unwrap();
-            let salted = hi(
-                self.m,
-                self.password.as_bytes(),
-                &salt,
-                NonZeroU32::new(i).unwrap(),
-            );
-            let client_key = hmac_sign(self.m, &salted, b"Client Key");
-            let stored_key = digest::digest(self.m.digest(), client_key.as_ref());
-            let without_proof = format!("c={},r={nonce}", BASE64.encode(&self.gs2_header));
-            let auth = format!("{},{server_first},{without_proof}", self.bare);
-            let signature = hmac_sign(self.m, stored_key.as_ref(), auth.as_bytes());
-            let proof: Vec<u8> = client_key
-                .as_ref()
-                .iter()
-                .zip(signature.as_ref())
-                .map(|(k, s)| k ^ s)
-                .collect();
-            let server_key = hmac_sign(self.m, &salted, b"Server Key");
-            let server_sig = hmac_sign(self.m, server_key.as_ref(), auth.as_bytes());
-            (
-                format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes(),
-                format!("v={}", BASE64.encode(server_sig.as_ref())).into_bytes(),
-            )
+            self.0.finish(server_first).expect("server-first-message")
         }
     }
 
@@ -658,7 +704,7 @@ mod tests {
     fn escaped_names_authzid_and_y_flag() {
         let m = Mechanism::Sha256;
         let mut client = Client::new(m, "a=2Cb=3Dc", "pw", "nonce");
-        client.gs2_header = "y,a=a=2Cb=3Dc,".to_owned();
+        client.0.gs2_header = "y,a=a=2Cb=3Dc,".to_owned();
         let mut s = ScramServer::new(m).unwrap();
         assert_eq!(s.client_first(&client.first()).unwrap().username, "a,b=c");
         let sf = s.server_first(Some(credential(m, "pw"))).unwrap();

@@ -115,7 +115,7 @@ impl ResolvesServerCert for OneCertificate {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()

@@ -15,6 +15,7 @@ pub struct Peers {
     meta: Arc<MetaNode>,
     node_id: i32,
     clients: Mutex<HashMap<i32, Arc<RpcClient>>>,
+    connector: Option<Arc<crate::meta::connector::Connector>>,
 }
 
 impl Peers {
@@ -23,7 +24,17 @@ impl Peers {
             node_id: meta.node_id(),
             meta,
             clients: Mutex::new(HashMap::new()),
+            connector: None,
         }
+    }
+
+    /// Peers reached through `connector` (`inter_broker_listener`: TLS, SASL).
+    pub fn with_connector(
+        mut self,
+        connector: Option<Arc<crate::meta::connector::Connector>>,
+    ) -> Peers {
+        self.connector = connector;
+        self
     }
 
     pub fn meta(&self) -> &Arc<MetaNode> {
@@ -43,16 +54,16 @@ impl Peers {
             .brokers
             .get(&broker)
             .filter(|b| !b.fenced)
-            .and_then(|b| b.inter_broker_addr())
+            .and_then(|b| b.peer_addr(self.connector.as_ref().map(|c| c.protocol())))
             .ok_or_else(|| io::Error::other(format!("broker {broker} is not alive")))?;
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         match clients.get(&broker) {
             Some(c) if c.addr() == addr => Ok(c.clone()),
             _ => {
-                let c = Arc::new(RpcClient::new(
-                    addr,
-                    format!("ottla-broker-{}", self.node_id),
-                ));
+                let c = Arc::new(
+                    RpcClient::new(addr, format!("ottla-broker-{}", self.node_id))
+                        .with_connector(self.connector.clone()),
+                );
                 clients.insert(broker, c.clone());
                 Ok(c)
             }

@@ -416,3 +416,72 @@ def test_oauthbearer_unsecured_tokens(secure):
         time.sleep(0.1)
     assert 'mechanism="OAUTHBEARER"' in secure.run_log() or "mechanism=OAUTHBEARER" in secure.run_log()
     assert "expired" in secure.run_log()
+
+
+def test_a_client_certificate_is_the_principal_acls_name():
+    """With `authorizer = "acl"`, an mTLS client is `User:` + its certificate's subject in
+    RFC 2253 form (Kafka's default ssl.principal.mapping.rules): refused without an ACL (the
+    denial names that principal), served once `admin` grants it WRITE and READ."""
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                       NewTopic, ResourcePatternType, ResourceType)
+    root = tempfile.mkdtemp(prefix="ottla-mtls-acl-")
+    make_certs(root)
+    b = SecureBroker(root, ["--tls-client-ca-file", os.path.join(root, "ca.pem"),
+                            "--tls-client-auth", "required"])
+    with environment({"OTTLA_AUTHORIZER": "acl", "OTTLA_SUPER_USERS": f"User:{USER}"}):
+        b.start()
+    try:
+        principal = "User:O=ottla,CN=test-client"
+        admin = AdminClient({"bootstrap.servers": b.addr("SASL_SSL"), "security.protocol": "SASL_SSL",
+                             "ssl.ca.location": os.path.join(root, "ca.pem"),
+                             "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": USER,
+                             "sasl.password": PASSWORD,
+                             # Every TLS listener requires a certificate here; on SASL_SSL the
+                             # SASL user is the principal.
+                             "ssl.certificate.location": os.path.join(root, "client.pem"),
+                             "ssl.key.location": os.path.join(root, "client.key")})
+        topic = f"sec-mtls-acl-{uuid.uuid4().hex[:6]}"
+        for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            f.result(30)
+        client = {"bootstrap.servers": b.addr("SSL"), "security.protocol": "SSL",
+                  "ssl.ca.location": os.path.join(root, "ca.pem"),
+                  "ssl.certificate.location": os.path.join(root, "client.pem"),
+                  "ssl.key.location": os.path.join(root, "client.key")}
+        errs = []
+        p = Producer({**client, "message.timeout.ms": 5000, "retries": 0, "enable.idempotence": False})
+        p.produce(topic, b"x", on_delivery=lambda err, msg: errs.append(err))
+        p.flush(20)
+        assert errs and errs[0] is not None and "AUTHORIZATION" in errs[0].name(), errs
+        deadline = time.monotonic() + 10
+        while f"principal={principal}" not in b.run_log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"principal={principal}" in b.run_log(), b.tail(20)
+        grants = [AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*",
+                             op, AclPermissionType.ALLOW) for op in (AclOperation.WRITE, AclOperation.READ)]
+        grants.append(AclBinding(ResourceType.GROUP, "g-mtls-acl", ResourcePatternType.LITERAL,
+                                 principal, "*", AclOperation.READ, AclPermissionType.ALLOW))
+        for f in admin.create_acls(grants).values():
+            f.result(30)
+        sent = values(20, topic)
+        deadline = time.monotonic() + 10
+        while True:  # the ACLs reach the broker's authorizer when it applies them
+            errs = []
+            p = Producer({**client, "message.timeout.ms": 5000, "enable.idempotence": False})
+            p.produce(topic, b"probe", on_delivery=lambda err, msg: errs.append(err))
+            p.flush(20)
+            if errs == [None] or time.monotonic() > deadline:
+                break
+        assert errs == [None], errs
+        produce_all(client, topic, sent)
+        c = Consumer({**client, "group.id": "g-mtls-acl", "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        got, deadline = [], time.monotonic() + 30
+        while len(got) < len(sent) + 1 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+        c.close()
+        assert got == [b"probe"] + sent
+    finally:
+        b.stop()
+        b.cleanup()

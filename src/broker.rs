@@ -74,6 +74,9 @@ pub struct Broker {
     acl_cache: Mutex<Option<AclCacheEntry>>,
     /// How OAUTHBEARER tokens are checked, when that mechanism is enabled.
     oauth: Option<Arc<crate::security::oauthbearer::Validator>>,
+    /// The client quotas of the image and their sensors (kept current by
+    /// `follow_leadership`).
+    pub quotas: Arc<crate::quota::QuotaManager>,
 }
 
 type AclCacheEntry = (
@@ -268,6 +271,13 @@ impl Broker {
             ReplicaFetchers::new(config.node_id, topics.clone(), meta.clone(), connector);
         fetchers.reconcile();
         let (follower, stop) = tokio::sync::watch::channel(false);
+        let quotas = Arc::new(crate::quota::QuotaManager::new(
+            crate::quota::rate::Windows::new(
+                config.quota_window_num,
+                config.quota_window_size_seconds,
+            ),
+        ));
+        quotas.update(&image.quotas);
         tokio::spawn(follow_leadership(
             Followers {
                 meta: meta.clone(),
@@ -275,6 +285,7 @@ impl Broker {
                 groups: groups.clone(),
                 txns: txns.clone(),
                 fetchers: fetchers.clone(),
+                quotas: quotas.clone(),
             },
             config.node_id,
             image.applied.map_or(0, |l| l.index),
@@ -305,6 +316,7 @@ impl Broker {
             fetchers,
             acl_cache: Mutex::new(None),
             oauth,
+            quotas,
         })
     }
 
@@ -1026,6 +1038,7 @@ struct Followers {
     groups: Arc<GroupCoordinators>,
     txns: Arc<TxnCoordinators>,
     fetchers: Arc<ReplicaFetchers>,
+    quotas: Arc<crate::quota::QuotaManager>,
 }
 
 async fn follow_leadership(
@@ -1040,6 +1053,7 @@ async fn follow_leadership(
         groups,
         txns,
         fetchers,
+        quotas,
     } = followers;
     loop {
         tokio::select! {
@@ -1048,6 +1062,7 @@ async fn follow_leadership(
         }
         let image = meta.image();
         seen = image.applied.map_or(seen + 1, |l| l.index).max(seen + 1);
+        quotas.update(&image.quotas);
         fetchers.reconcile();
         // On the blocking pool (resigning takes the coordinators' shard locks, which their
         // writes hold while they append), one change after the other, in log order.

@@ -120,6 +120,11 @@ pub struct Config {
     /// New connections accepted per second at most (KIP-612's `max.connection.creation.rate`);
     /// beyond it accepting waits. 0: no limit.
     pub max_connection_creation_rate: u32,
+    /// Samples client quotas are measured over (Kafka's `quota.window.num`, 11: ten whole
+    /// windows and the current one).
+    pub quota_window_num: usize,
+    /// The span of each sample, in seconds (Kafka's `quota.window.size.seconds`, 1).
+    pub quota_window_size_seconds: u64,
     /// PEM certificate chain (the server's first) of the `SSL` and `SASL_SSL` listeners;
     /// reloaded with the key on SIGHUP.
     pub tls_cert_file: Option<PathBuf>,
@@ -542,6 +547,8 @@ impl Default for Config {
             max_connections_per_ip: usize::MAX,
             max_connections_per_ip_overrides: Vec::new(),
             max_connection_creation_rate: 0,
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
@@ -859,6 +866,12 @@ impl Config {
             return bad("at least one listen address is needed".into());
         }
         self.validate_security()?;
+        if self.quota_window_num < 1 || self.quota_window_size_seconds < 1 {
+            return bad(format!(
+                "quota_window_num and quota_window_size_seconds must be ≥ 1, not {} and {}",
+                self.quota_window_num, self.quota_window_size_seconds
+            ));
+        }
         if self.num_partitions < 1 {
             return bad(format!(
                 "num_partitions must be ≥ 1, not {}",

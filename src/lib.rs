@@ -20,6 +20,7 @@ pub mod log;
 pub mod log_every;
 pub mod meta;
 pub mod protocol;
+pub mod quota;
 pub mod security;
 pub mod server;
 pub mod threads;

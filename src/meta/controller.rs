@@ -156,6 +156,12 @@ pub enum ControllerRequest {
         #[serde(default)]
         only_if_absent: bool,
     },
+    /// Client quotas to set and remove (AlterClientQuotas), validated here as Kafka's
+    /// controller does; `validate_only` writes nothing.
+    AlterClientQuotas {
+        alterations: Vec<super::client_quotas::QuotaAlteration>,
+        validate_only: bool,
+    },
     /// ACLs to create (CreateAcls): each validated as Kafka does; one already there is no
     /// change.
     CreateAcls {
@@ -245,6 +251,14 @@ pub enum ControllerResponse {
         results: Vec<(String, Option<String>)>,
         #[serde(default)]
         skipped: Vec<String>,
+    },
+    /// Per distinct entity of an AlterClientQuotas request (first appearance order): its
+    /// error (code, message), if any.
+    QuotasAltered {
+        results: Vec<(
+            super::records::QuotaEntity,
+            Option<super::client_quotas::QuotaError>,
+        )>,
     },
     /// Per binding of a CreateAcls request: why it was refused (INVALID_REQUEST), if it was.
     AclsCreated {
@@ -793,6 +807,18 @@ impl Controller {
                 deletions,
                 only_if_absent,
             } => Ok(scram_changes(image, upserts, deletions, only_if_absent)),
+            ControllerRequest::AlterClientQuotas {
+                alterations,
+                validate_only,
+            } => {
+                let (records, results) = super::client_quotas::alter(image, &alterations);
+                let answer = ControllerResponse::QuotasAltered { results };
+                Ok(if records.is_empty() || validate_only {
+                    Decision::Answer(answer)
+                } else {
+                    Decision::Records(records, answer)
+                })
+            }
             ControllerRequest::CreateAcls { bindings } => {
                 let mut records = Vec::new();
                 let mut results = Vec::new();

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{ConfigResource, Endpoint, MetaRecord, Overrides, INTER_BROKER_ENDPOINT};
+use super::records::{
+    ConfigResource, Endpoint, MetaRecord, Overrides, QuotaEntity, QuotaValue, INTER_BROKER_ENDPOINT,
+};
 use super::LogId;
 use crate::config::SecurityProtocol;
 use crate::security::acl::AclBinding;
@@ -128,10 +130,43 @@ pub struct MetadataImage {
     /// when this set is another one).
     #[serde(default, skip_serializing_if = "no_acls")]
     pub acls: Arc<BTreeSet<AclBinding>>,
+    /// Client quotas (KIP-546): entity → key → value; an entity without keys is not kept.
+    /// Shared between images until one changes (the broker's quota manager rebuilds its
+    /// lookup only when this is another map). A list of entries in the JSON (the keys are
+    /// not strings).
+    #[serde(default, skip_serializing_if = "no_quotas", with = "quota_entries")]
+    pub quotas: Arc<ClientQuotas>,
 }
+
+/// The client quotas of the image: entity → key → value.
+pub type ClientQuotas = BTreeMap<QuotaEntity, BTreeMap<String, QuotaValue>>;
 
 fn no_acls(acls: &Arc<BTreeSet<AclBinding>>) -> bool {
     acls.is_empty()
+}
+
+fn no_quotas(quotas: &Arc<ClientQuotas>) -> bool {
+    quotas.is_empty()
+}
+
+/// [`ClientQuotas`] as a JSON list of `[entity, values]` pairs.
+mod quota_entries {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{ClientQuotas, QuotaEntity, QuotaValue};
+
+    pub fn serialize<S: Serializer>(quotas: &Arc<ClientQuotas>, s: S) -> Result<S::Ok, S::Error> {
+        let entries: Vec<(&QuotaEntity, &BTreeMap<String, QuotaValue>)> = quotas.iter().collect();
+        entries.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<ClientQuotas>, D::Error> {
+        let entries: Vec<(QuotaEntity, BTreeMap<String, QuotaValue>)> = Vec::deserialize(d)?;
+        Ok(Arc::new(entries.into_iter().collect()))
+    }
 }
 
 /// A stored SCRAM credential (what `MetaRecord::ScramCredential` carries).
@@ -464,6 +499,25 @@ impl MetadataImage {
             }
             MetaRecord::Acl { binding } => {
                 Arc::make_mut(&mut self.acls).insert(binding.clone());
+            }
+            MetaRecord::ClientQuota { entity, key, value } => {
+                let quotas = Arc::make_mut(&mut self.quotas);
+                match value {
+                    Some(v) => {
+                        quotas
+                            .entry(entity.clone())
+                            .or_default()
+                            .insert(key.clone(), *v);
+                    }
+                    None => {
+                        if let Some(keys) = quotas.get_mut(entity) {
+                            keys.remove(key);
+                            if keys.is_empty() {
+                                quotas.remove(entity);
+                            }
+                        }
+                    }
+                }
             }
             MetaRecord::RemoveAcl { binding } => {
                 if !Arc::make_mut(&mut self.acls).remove(binding) {

@@ -4,6 +4,7 @@
 //! log. See ARCHITECTURE.md, "Cluster: the metadata quorum".
 
 pub mod broker_lifecycle;
+pub mod client_quotas;
 pub mod connector;
 pub mod controller;
 pub mod election;

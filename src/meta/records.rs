@@ -165,6 +165,15 @@ pub enum MetaRecord {
     RemoveAcl {
         binding: crate::security::acl::AclBinding,
     },
+    /// One client quota of an entity is set (`Some`) or removed (`None`): Kafka's
+    /// `ClientQuotaRecord` (KIP-55 / KIP-546).
+    ClientQuota {
+        entity: QuotaEntity,
+        /// `producer_byte_rate`, `consumer_byte_rate`, `request_percentage`,
+        /// `controller_mutation_rate` or (ip entities) `connection_creation_rate`.
+        key: String,
+        value: Option<QuotaValue>,
+    },
     /// Producer ids `first .. first + size` belong to `broker_id` (size 1000, as Kafka).
     ProducerIdsBlock {
         broker_id: i32,
@@ -173,6 +182,25 @@ pub enum MetaRecord {
         size: i64,
     },
 }
+
+/// A client quota entity (KIP-546): (entity type, name) pairs sorted by type, each type once;
+/// the types are `user`, `client-id` and `ip`, a `None` name is that type's default
+/// (`<default>`). Kafka allows `user`, `client-id`, `user` + `client-id`, and `ip` alone.
+pub type QuotaEntity = Vec<(String, Option<String>)>;
+
+/// A quota's value (Kafka keeps quotas as doubles). Compared by its bits, so records (and the
+/// image) can be `Eq`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
 
 /// Bytes as a base64 string in the records' JSON.
 mod base64_bytes {
@@ -238,6 +266,19 @@ mod tests {
                     leader: None,
                     replicas: None,
                     elr: None,
+                },
+                MetaRecord::ClientQuota {
+                    entity: vec![
+                        ("client-id".into(), None),
+                        ("user".into(), Some("alice".into())),
+                    ],
+                    key: "producer_byte_rate".into(),
+                    value: Some(QuotaValue(1048576.0)),
+                },
+                MetaRecord::ClientQuota {
+                    entity: vec![("ip".into(), Some("10.0.0.1".into()))],
+                    key: "connection_creation_rate".into(),
+                    value: None,
                 },
             ],
         };

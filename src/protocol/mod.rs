@@ -80,6 +80,8 @@ pub struct Session {
     /// The listener's protocol (Metadata answers with the brokers' endpoints of it).
     pub listener: SecurityProtocol,
     pub auth: Authentication,
+    /// The connection's client quota bounds and the throttle its last request earned.
+    pub quota: crate::quota::SessionQuotas,
 }
 
 impl Session {
@@ -89,6 +91,7 @@ impl Session {
             peer: peer.to_string(),
             listener: SecurityProtocol::Plaintext,
             auth: Authentication::open(crate::security::session::ANONYMOUS.to_string()),
+            quota: Default::default(),
         }
     }
 }
@@ -172,6 +175,13 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, session: &mut Session) -
         Ok(r) => r,
         Err(e) => return close_undecodable(&meta, peer, &e),
     };
+    // Client quotas (None unless some are configured: one atomic load).
+    let bounds = broker.quotas.bounds(
+        &mut session.quota,
+        crate::quota::quota_user(session.auth.principal()),
+        meta.client_id.unwrap_or_default(),
+    );
+    let request_size = frame.len();
     let span = tracing::debug_span!(
         "request",
         ?api_key,
@@ -184,6 +194,11 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, session: &mut Session) -
     async move {
         if let RequestKind::Fetch(r) = &request {
             let caller = handlers::Caller::new(broker, session.auth.principal(), peer);
+            if let Some(bounds) = bounds {
+                let r = r.clone();
+                return throttled_fetch(broker, r, version, session, &caller, bounds, correlation_id)
+                    .await;
+            }
             let answer =
                 handlers::fetch::handle(broker, r, version, session.listener, &caller).await;
             return match fetch_frame::encode(correlation_id, version, answer) {
@@ -206,10 +221,30 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, session: &mut Session) -
                 let answer = ResponseKind::SaslAuthenticate(answer);
                 return respond(correlation_id, api_key, version, answer, close);
             }
-            request => match dispatch(broker, request, version, &meta, session).await {
-                Ok(Some(r)) => r,
-                Ok(None) => return Outcome::NoResponse,
-                Err(Closed) => return Outcome::Close,
+            request => match bounds {
+                None => match dispatch(broker, request, version, &meta, session).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Outcome::NoResponse,
+                    Err(Closed) => return Outcome::Close,
+                },
+                Some(bounds) => {
+                    let (answer, throttle) =
+                        throttled_dispatch(broker, request, version, &meta, session, &bounds, request_size)
+                            .await;
+                    session.quota.throttle_ms = throttle;
+                    match answer {
+                        Ok(Some(mut r)) => {
+                            if throttle > 0 {
+                                // Versions older than the field's (KIP-219) leave it out; the
+                                // connection's pause throttles those clients just the same.
+                                set_throttle(&mut r, i32::try_from(throttle).unwrap_or(i32::MAX));
+                            }
+                            r
+                        }
+                        Ok(None) => return Outcome::NoResponse,
+                        Err(Closed) => return Outcome::Close,
+                    }
+                }
             },
         };
         encode(
@@ -445,6 +480,12 @@ async fn dispatch(
         RequestKind::CreateAcls(r) => {
             ResponseKind::CreateAcls(create_acls::handle(broker, &r, &caller).await)
         }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(describe_client_quotas::handle(broker, &r, &caller))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(alter_client_quotas::handle(broker, &r, &caller).await)
+        }
         RequestKind::DescribeAcls(r) => {
             ResponseKind::DescribeAcls(describe_acls::handle(broker, &r, &caller))
         }
@@ -459,23 +500,375 @@ async fn dispatch(
     }))
 }
 
+/// A consumer's fetch under client quotas (Kafka's `handleFetchRequest`): the response is
+/// capped at what the fetch quota allows in one window, its size counts toward
+/// `consumer_byte_rate` and the handler's time toward `request_percentage`; when either
+/// throttles, the answer carries no records (the bytes are taken back from the sensor) and
+/// the throttle time. A follower's fetch is exempt.
+async fn throttled_fetch(
+    broker: &Arc<Broker>,
+    mut r: kafka_protocol::messages::FetchRequest,
+    version: i16,
+    session: &mut Session,
+    caller: &handlers::Caller,
+    bounds: crate::quota::Bounds,
+    correlation_id: i32,
+) -> Outcome {
+    use crate::quota::Kind;
+    let replica = if version >= 15 {
+        r.replica_state.replica_id.0
+    } else {
+        r.replica_id.0
+    };
+    let quotas = &broker.quotas;
+    let (fetch_bound, request_bound) = if replica >= 0 {
+        (None, None)
+    } else {
+        (bounds.get(Kind::Fetch), bounds.get(Kind::Request))
+    };
+    if let Some(b) = fetch_bound {
+        let cap = quotas.max_in_window(b).clamp(1.0, i32::MAX as f64) as i32;
+        r.max_bytes = r.max_bytes.min(cap);
+        r.min_bytes = r.min_bytes.min(r.max_bytes);
+    }
+    let mut timed = crate::quota::Timed::new(Box::pin(handlers::fetch::handle(
+        broker,
+        &r,
+        version,
+        session.listener,
+        caller,
+    )));
+    let answer = (&mut timed).await;
+    let frame = match fetch_frame::encode(correlation_id, version, answer) {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");
+            return Outcome::Close;
+        }
+    };
+    let request_throttle = request_bound.map_or(0, |b| {
+        quotas
+            .record(b, crate::quota::percentage(timed.spent))
+            .min(quotas.windows().window_ms)
+    });
+    let size = frame.len() as f64;
+    let fetch_throttle = fetch_bound.map_or(0, |b| quotas.record(b, size));
+    let throttle = request_throttle.max(fetch_throttle).max(0) as u64;
+    session.quota.throttle_ms = throttle;
+    if throttle == 0 {
+        return Outcome::Respond(frame);
+    }
+    if let Some(b) = fetch_bound {
+        quotas.unrecord(b, size);
+    }
+    let empty = handlers::fetch::FetchAnswer {
+        response: kafka_protocol::messages::FetchResponse::default()
+            .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX)),
+        records: Vec::new(),
+    };
+    match fetch_frame::encode(correlation_id, version, empty) {
+        Ok(frame) => Outcome::Respond(frame),
+        Err(e) => {
+            tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");
+            Outcome::Close
+        }
+    }
+}
+
+/// A request under client quotas (Kafka's `sendResponseMaybeThrottle` and the produce
+/// path): the handler's own time counts toward `request_percentage` (throttle bounded by one
+/// quota window, as Kafka's `ClientRequestQuotaManager`; acks=0 produces are exempt), a
+/// produce request's size toward `producer_byte_rate`, after the append. Answers the
+/// response and the throttle time (ms, the larger of the two).
+async fn throttled_dispatch(
+    broker: &Arc<Broker>,
+    request: RequestKind,
+    version: i16,
+    meta: &Meta<'_>,
+    session: &Session,
+    bounds: &crate::quota::Bounds,
+    request_size: usize,
+) -> (Result<Option<ResponseKind>, Closed>, u64) {
+    use crate::quota::Kind;
+    let quotas = &broker.quotas;
+    let produce = matches!(request, RequestKind::Produce(_));
+    let mut request = request;
+    let (refused, mutation_throttle) = match bounds.get(Kind::Mutation) {
+        Some(b) => take_mutations(broker, &mut request, version, b),
+        None => (Refused::None, 0),
+    };
+    let request_bound = bounds.get(Kind::Request);
+    let (answer, spent) = if request_bound.is_some() {
+        let mut timed =
+            crate::quota::Timed::new(Box::pin(dispatch(broker, request, version, meta, session)));
+        let answer = (&mut timed).await;
+        (answer, timed.spent)
+    } else {
+        (
+            dispatch(broker, request, version, meta, session).await,
+            std::time::Duration::ZERO,
+        )
+    };
+    let mut answer = answer;
+    if let Ok(Some(r)) = &mut answer {
+        refused.merge(r);
+    }
+    let acks0 = produce && matches!(answer, Ok(None));
+    let produce_throttle = match bounds.get(Kind::Produce) {
+        Some(b) if produce => quotas.record(b, request_size as f64),
+        _ => 0,
+    };
+    let request_throttle = match request_bound {
+        Some(b) if !acks0 => quotas
+            .record(b, crate::quota::percentage(spent))
+            .min(quotas.windows().window_ms),
+        _ => 0,
+    };
+    let throttle = produce_throttle
+        .max(request_throttle)
+        .max(mutation_throttle)
+        .max(0) as u64;
+    (answer, throttle)
+}
+
+/// Topics a controller mutation quota refused (THROTTLING_QUOTA_EXCEEDED), answered with
+/// the ones the handler did.
+enum Refused {
+    None,
+    Create(Vec<kafka_protocol::messages::create_topics_response::CreatableTopicResult>),
+    Delete(Vec<kafka_protocol::messages::delete_topics_response::DeletableTopicResult>),
+    Partitions(
+        Vec<kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult>,
+    ),
+}
+
+impl Refused {
+    fn merge(self, response: &mut ResponseKind) {
+        match (self, response) {
+            (Refused::Create(t), ResponseKind::CreateTopics(r)) => r.topics.extend(t),
+            (Refused::Delete(t), ResponseKind::DeleteTopics(r)) => r.responses.extend(t),
+            (Refused::Partitions(t), ResponseKind::CreatePartitions(r)) => r.results.extend(t),
+            _ => {}
+        }
+    }
+}
+
+const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
+const THROTTLED_MESSAGE: &str = "The throttling quota has been exceeded.";
+
+/// KIP-599's `controller_mutation_rate`: each topic created or deleted takes its partition
+/// count from the client's token bucket, CreatePartitions the partitions it adds. From the
+/// versions that know THROTTLING_QUOTA_EXCEEDED (CreateTopics v6, CreatePartitions v3,
+/// DeleteTopics v5) the quota is strict, as Kafka's `StrictControllerMutationQuota`: once
+/// the bucket is overdrawn the next topics are refused (and left out of the request);
+/// older versions are permissive: everything is done and the response throttled. Answers
+/// the refusals and the throttle time (ms).
+fn take_mutations(
+    broker: &Arc<Broker>,
+    request: &mut RequestKind,
+    version: i16,
+    bound: &crate::quota::Bound,
+) -> (Refused, i64) {
+    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+    let quotas = &broker.quotas;
+    let strict = match request {
+        RequestKind::CreateTopics(_) => version >= 6,
+        RequestKind::CreatePartitions(_) => version >= 3,
+        RequestKind::DeleteTopics(_) => version >= 5,
+        _ => return (Refused::None, 0),
+    };
+    let image = broker.meta.image();
+    let partitions_of = |name: Option<&str>, id: Option<uuid::Uuid>| -> f64 {
+        let topic = match (name, id) {
+            (Some(n), _) => image.topic_by_name(n),
+            (None, Some(id)) => image.topic(&id),
+            _ => None,
+        };
+        topic.map_or(0.0, |t| t.partitions.len() as f64)
+    };
+    let mut throttle = 0;
+    let mut permissive = 0.0;
+    // Takes `permits` for one topic: whether it may go ahead.
+    let mut take = |permits: f64| -> bool {
+        if !strict {
+            permissive += permits;
+            return true;
+        }
+        match quotas.take_mutations_strict(bound, permits) {
+            Ok(()) => true,
+            Err(t) => {
+                throttle = throttle.max(t);
+                false
+            }
+        }
+    };
+    let refused = match request {
+        RequestKind::CreateTopics(r) => {
+            let default = broker.config.num_partitions as f64;
+            let mut refused = Vec::new();
+            r.topics.retain(|t| {
+                let permits = if !t.assignments.is_empty() {
+                    t.assignments.len() as f64
+                } else if t.num_partitions < 0 {
+                    default
+                } else {
+                    t.num_partitions as f64
+                };
+                let go = take(permits);
+                if !go {
+                    refused.push(
+                        CreatableTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(THROTTLING_QUOTA_EXCEEDED)
+                            .with_error_message(Some(handlers::str_bytes(THROTTLED_MESSAGE)))
+                            .with_num_partitions(-1)
+                            .with_replication_factor(-1),
+                    );
+                }
+                go
+            });
+            Refused::Create(refused)
+        }
+        RequestKind::DeleteTopics(r) => {
+            let mut refused = Vec::new();
+            r.topic_names.retain(|n| {
+                let go = take(partitions_of(Some(n.as_str()), None));
+                if !go {
+                    refused.push(
+                        DeletableTopicResult::default()
+                            .with_name(Some(n.clone()))
+                            .with_error_code(THROTTLING_QUOTA_EXCEEDED)
+                            .with_error_message(Some(handlers::str_bytes(THROTTLED_MESSAGE))),
+                    );
+                }
+                go
+            });
+            r.topics.retain(|t| {
+                let go = take(partitions_of(
+                    t.name.as_ref().map(|n| n.as_str()),
+                    Some(t.topic_id),
+                ));
+                if !go {
+                    refused.push(
+                        DeletableTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_topic_id(t.topic_id)
+                            .with_error_code(THROTTLING_QUOTA_EXCEEDED)
+                            .with_error_message(Some(handlers::str_bytes(THROTTLED_MESSAGE))),
+                    );
+                }
+                go
+            });
+            Refused::Delete(refused)
+        }
+        RequestKind::CreatePartitions(r) => {
+            let mut refused = Vec::new();
+            r.topics.retain(|t| {
+                let added = (t.count as f64 - partitions_of(Some(t.name.as_str()), None)).max(0.0);
+                let go = take(added);
+                if !go {
+                    refused.push(
+                        CreatePartitionsTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(THROTTLING_QUOTA_EXCEEDED)
+                            .with_error_message(Some(handlers::str_bytes(THROTTLED_MESSAGE))),
+                    );
+                }
+                go
+            });
+            Refused::Partitions(refused)
+        }
+        _ => Refused::None,
+    };
+    if !strict && permissive > 0.0 {
+        throttle = quotas.record(bound, permissive);
+    }
+    (refused, throttle)
+}
+
+/// Sets a response's `throttle_time_ms` (KIP-219: the client waits that long before its next
+/// request to this broker, and the broker reads nothing from it meanwhile).
+fn set_throttle(response: &mut ResponseKind, ms: i32) {
+    macro_rules! throttle {
+        ($($kind:ident),* $(,)?) => {
+            match response {
+                $(ResponseKind::$kind(r) => r.throttle_time_ms = ms,)*
+                _ => {}
+            }
+        };
+    }
+    throttle!(
+        Produce,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        DeleteRecords,
+        InitProducerId,
+        OffsetForLeaderEpoch,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
+        DescribeConfigs,
+        AlterConfigs,
+        DescribeLogDirs,
+        CreatePartitions,
+        DeleteGroups,
+        ElectLeaders,
+        IncrementalAlterConfigs,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
+        OffsetDelete,
+        DescribeClientQuotas,
+        AlterClientQuotas,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
+        DescribeCluster,
+        DescribeTransactions,
+        ListTransactions,
+        DescribeTopicPartitions,
+    );
+}
+
 /// Encodes a size-prefixed response frame.
 fn encode(correlation_id: i32, header_version: i16, body: &ResponseKind, version: i16) -> Outcome {
-    let mut out = BytesMut::with_capacity(64);
-    out.put_i32(0);
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let result = header
-        .encode(&mut out, header_version)
-        .and_then(|()| body.encode(&mut out, version));
-    match result {
-        Ok(()) => {
-            let len = (out.len() - 4) as i32;
-            out[0..4].copy_from_slice(&len.to_be_bytes());
-            Outcome::Respond(Response::whole(out.freeze()))
-        }
+    match try_encode(correlation_id, header_version, body, version) {
+        Ok(r) => Outcome::Respond(r),
         Err(e) => {
             tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode response");
             Outcome::Close
         }
     }
+}
+
+fn try_encode(
+    correlation_id: i32,
+    header_version: i16,
+    body: &ResponseKind,
+    version: i16,
+) -> anyhow::Result<Response> {
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header.encode(&mut out, header_version)?;
+    body.encode(&mut out, version)?;
+    let len = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Response::whole(out.freeze()))
 }

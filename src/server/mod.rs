@@ -469,6 +469,7 @@ async fn accept_loop(
                             peer: peer.to_string(),
                             listener: protocol,
                             auth,
+                            quota: Default::default(),
                         };
                         connection::serve(stream, peer, broker, lease, stop, session).await;
                     }

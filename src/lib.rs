@@ -14,6 +14,8 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod fd_limit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod groups;
 pub mod handlers;
 pub mod log;

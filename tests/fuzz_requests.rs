@@ -1,7 +1,9 @@
-//! Mutation fuzzing of the request path: valid requests of every served API and version are
-//! corrupted (bit flips, truncation, spliced bytes, extreme length fields) and fed to the
-//! protocol layer. Every outcome must be an answer or a closed connection: no panic, no abort,
-//! no hang. Deterministic (fixed seed); `OTTLA_FUZZ_ITERATIONS` raises the count.
+//! Mutation fuzzing of the whole request path, handlers included: valid requests of every
+//! served API and version (built here, plus the request_decoder seed corpus of `fuzz/`) are
+//! corrupted by `ottla::fuzzing::Mutator` (the mutator of `tests/fuzz_replay.rs`, which fuzzes
+//! the decoders alone) and fed to the protocol layer of an in-process broker. Every outcome
+//! must be an answer or a closed connection: no panic, no abort, no hang. Deterministic (fixed
+//! seed); `OTTLA_FUZZ_ITERATIONS` raises the count.
 
 mod common;
 
@@ -12,25 +14,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::Compression;
 use ottla::config::Config;
+use ottla::fuzzing::Mutator;
 use ottla::protocol::{handle_frame, versions::SUPPORTED, Outcome};
 use ottla::server::Server;
 
 #[global_allocator]
 static GLOBAL: ottla::alloc::Allocator = ottla::alloc::Allocator;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn push<R: Request>(out: &mut Vec<Vec<u8>>, req: R, versions: (i16, i16)) {
     for v in versions.0..=versions.1 {
@@ -294,45 +283,6 @@ fn seeds() -> Vec<Vec<u8>> {
     out
 }
 
-fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-    let mut f = seed.to_vec();
-    for _ in 0..=rng.below(4) {
-        if f.is_empty() {
-            break;
-        }
-        let at = rng.below(f.len());
-        match rng.below(6) {
-            0 => f[at] ^= 1 << rng.below(8),
-            1 => f[at] = rng.next() as u8,
-            2 => f.truncate(at),
-            3 => {
-                let extreme: [u8; 4] = match rng.below(4) {
-                    0 => [0x7f, 0xff, 0xff, 0xff],
-                    1 => [0xff, 0xff, 0xff, 0xff],
-                    2 => [0x80, 0, 0, 0],
-                    _ => [0, 0, 0, 0],
-                };
-                for (i, b) in extreme.iter().enumerate() {
-                    if let Some(x) = f.get_mut(at + i) {
-                        *x = *b;
-                    }
-                }
-            }
-            4 => {
-                let junk: Vec<u8> = (0..rng.below(16)).map(|_| rng.next() as u8).collect();
-                f.splice(at..at, junk);
-            }
-            _ => {
-                // Keep api key/version/correlation intact most of the time; scramble the rest.
-                if f.len() > 8 && at >= 8 {
-                    f[at] = 0xff;
-                }
-            }
-        }
-    }
-    f
-}
-
 /// How long a group join or sync frame is given before it counts as waiting for a rebalance.
 const GROUP_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Any other request not answered within this is a hang (generous: the machine is shared).
@@ -353,7 +303,15 @@ async fn mutated_requests_never_crash_the_broker() {
         .admin_create_topic("fuzz", Some(2), Default::default())
         .await
         .unwrap();
-    let seeds = seeds();
+    let mut seeds = seeds();
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request_decoder");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .expect("the request_decoder corpus")
+        .map(|e| e.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    seeds.extend(files.iter().map(|p| std::fs::read(p).expect("corpus file")));
     assert!(
         seeds.len() > 50,
         "every served API contributes seeds ({})",
@@ -363,11 +321,12 @@ async fn mutated_requests_never_crash_the_broker() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Mutator::new(0x9e37_79b9_7f4a_7c15);
     let (mut answered, mut closed, mut silent, mut pending) = (0, 0, 0, 0);
     for _ in 0..iterations {
         let seed = &seeds[rng.below(seeds.len())];
-        let frame = Bytes::from(mutate(&mut rng, seed));
+        let other = &seeds[rng.below(seeds.len())];
+        let frame = Bytes::from(rng.mutate(seed, other));
         // Only a group join or sync may legitimately wait (a rebalance waiting for members
         // that never rejoin, up to the client-chosen rebalance timeout): such frames may be
         // left pending. Any other request that does not answer promptly is a hang: it fails.

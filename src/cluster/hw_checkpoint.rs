@@ -54,7 +54,7 @@ pub fn read(data_dir: &Path) -> HighWatermarks {
 }
 
 /// The checkpoint's entries, or the first line that does not parse.
-fn parse(text: &str) -> Result<HighWatermarks, String> {
+pub(crate) fn parse(text: &str) -> Result<HighWatermarks, String> {
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
         return Err(text.lines().next().unwrap_or_default().to_string());

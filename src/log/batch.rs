@@ -93,9 +93,19 @@ impl BatchHeader {
         })
     }
 
-    /// The last offset this batch covers.
+    /// The last offset this batch covers (in i64, saturating: a stored or replicated batch's
+    /// base offset and delta are not checked against each other, and must not overflow).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
+    }
+
+    /// The offset after this batch, `None` when it would pass `i64::MAX` (a hostile base
+    /// offset or delta).
+    pub fn next_offset(&self) -> Option<i64> {
+        self.base_offset
+            .checked_add(self.last_offset_delta as i64)?
+            .checked_add(1)
     }
 
     pub fn compression(&self) -> i16 {
@@ -180,7 +190,10 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSum
         if header.records_count <= 0 {
             return Err(BatchError::Invalid("batch has no records"));
         }
-        if header.last_offset_delta < 0 || header.records_count != header.last_offset_delta + 1 {
+        // In i64: `last_offset_delta + 1` overflows an i32 at i32::MAX.
+        if header.last_offset_delta < 0
+            || header.records_count as i64 != header.last_offset_delta as i64 + 1
+        {
             return Err(BatchError::Invalid(
                 "record count does not match the last offset delta",
             ));
@@ -434,6 +447,44 @@ pub(crate) mod tests {
         let h = BatchHeader::parse(&buf).expect("header");
         assert_eq!(h.max_timestamp, 123_456);
         assert_ne!(h.attributes & ATTR_LOG_APPEND_TIME, 0);
+    }
+
+    /// Rewrites header fields of a batch and recomputes its CRC.
+    fn patch(buf: &mut [u8], at: usize, bytes: &[u8]) {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        let crc = crc32c::crc32c(&buf[OFF_ATTRIBUTES..]);
+        buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn extreme_deltas_and_base_offsets_do_not_overflow() {
+        // last_offset_delta = i32::MAX: `delta + 1` overflowed an i32 (a panic with overflow
+        // checks, a wrapped comparison without).
+        let mut buf = encode_batch(1, Compression::None, 1000);
+        patch(&mut buf, OFF_LAST_OFFSET_DELTA, &i32::MAX.to_be_bytes());
+        assert_eq!(
+            validate_batches(&buf, 1 << 20),
+            Err(BatchError::Invalid(
+                "record count does not match the last offset delta"
+            ))
+        );
+        patch(&mut buf, OFF_RECORDS_COUNT, &i32::MAX.to_be_bytes());
+        assert!(validate_batches(&buf, 1 << 20).is_err());
+        // A hostile base offset (outside the CRC): the last and next offsets stay defined.
+        let mut h = BatchHeader::parse(&buf).expect("header");
+        h.base_offset = i64::MAX - 1;
+        assert_eq!(h.last_offset(), i64::MAX);
+        assert_eq!(h.next_offset(), None);
+        h.base_offset = i64::MAX;
+        h.last_offset_delta = 0;
+        assert_eq!(h.last_offset(), i64::MAX);
+        assert_eq!(h.next_offset(), None);
+        h.base_offset = i64::MIN;
+        h.last_offset_delta = i32::MIN;
+        assert_eq!(h.last_offset(), i64::MIN);
+        h.base_offset = 10;
+        h.last_offset_delta = 4;
+        assert_eq!((h.last_offset(), h.next_offset()), (14, Some(15)));
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl EpochCache {
 }
 
 /// Parses a checkpoint file: version 0, a count, then that many increasing entries.
-fn parse(text: &str) -> Option<Vec<EpochEntry>> {
+pub(crate) fn parse(text: &str) -> Option<Vec<EpochEntry>> {
     let mut lines = text.lines();
     if lines.next()?.trim() != "0" {
         return None;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use kafka_protocol::records::{Record, RecordBatchDecoder};
+use kafka_protocol::records::Record;
 use tokio::sync::Notify;
 
 use super::batch::BatchHeader;
@@ -32,6 +32,10 @@ use super::producer_state::{ProducerStates, SequenceError};
 use super::segment::{Segment, Window};
 use super::store::Records;
 use super::txn::AbortedTxn;
+use super::validate::{
+    decode_stored_batches, stored_records, StoredBatchError, STORED_DECOMPRESSED_MAX_BYTES,
+};
+use crate::log_every::LogLimit;
 
 mod append;
 
@@ -758,12 +762,20 @@ impl PartitionLog {
                 break;
             }
             let mut next = offset + 1;
-            let mut bytes = read.records.clone();
-            for set in RecordBatchDecoder::decode_all(&mut bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+            // Bounded and checked before anything is allocated: a batch that cannot be read is
+            // skipped (logged), never trusted (see `validate::stored_records`).
+            for (base_offset, set) in
+                decode_stored_batches(&read.records, STORED_DECOMPRESSED_MAX_BYTES)
             {
-                for r in set.records {
-                    next = next.max(r.offset + 1);
+                let set = match set {
+                    Ok(set) => set,
+                    Err(e) => {
+                        self.warn_unreadable(base_offset, &e);
+                        continue;
+                    }
+                };
+                for r in set.iter() {
+                    next = next.max(r.offset.saturating_add(1));
                     if r.offset >= offset {
                         on_record(r);
                     }
@@ -772,7 +784,7 @@ impl PartitionLog {
             // A batch may end in a compaction gap: continue after its last offset.
             let mut pos = 0;
             while let Some(h) = BatchHeader::parse(&read.records[pos..]) {
-                next = next.max(h.last_offset() + 1);
+                next = next.max(h.last_offset().saturating_add(1));
                 pos += h.total_bytes;
                 if pos >= read.records.len() {
                     break;
@@ -804,7 +816,7 @@ impl PartitionLog {
         while let Some(h) = window.header(store.as_ref(), pos, size)? {
             if h.max_timestamp >= timestamp {
                 let bytes = window.slice(store.as_ref(), pos, h.total_bytes, size)?;
-                return Ok(first_record_at_or_after(bytes, &h, |ts| ts >= timestamp));
+                return Ok(self.first_record_at_or_after(&bytes, &h, |ts| ts >= timestamp));
             }
             pos += h.total_bytes as u64;
         }
@@ -843,11 +855,50 @@ impl PartitionLog {
         while let Some(h) = window.header(store.as_ref(), pos, size)? {
             if h.max_timestamp == max_ts && h.last_offset() >= log_start {
                 let bytes = window.slice(store.as_ref(), pos, h.total_bytes, size)?;
-                return Ok(first_record_at_or_after(bytes, &h, |ts| ts == max_ts));
+                return Ok(self.first_record_at_or_after(&bytes, &h, |ts| ts == max_ts));
             }
             pos += h.total_bytes as u64;
         }
         Ok(None)
+    }
+
+    /// Reads one stored batch (bounded, see `validate::stored_records`) and returns its first
+    /// record whose timestamp satisfies `want`. An unreadable batch is logged and answers
+    /// `None`.
+    fn first_record_at_or_after(
+        &self,
+        bytes: &[u8],
+        header: &BatchHeader,
+        want: impl Fn(i64) -> bool,
+    ) -> Option<(i64, i64)> {
+        if header.attributes & 0x08 != 0 {
+            // LogAppendTime: every record carries the batch's max timestamp.
+            return Some((header.base_offset, header.max_timestamp));
+        }
+        match stored_records(bytes, STORED_DECOMPRESSED_MAX_BYTES) {
+            Ok(set) => set
+                .iter()
+                .find(|r| want(r.timestamp))
+                .map(|r| (r.offset, r.timestamp)),
+            Err(e) => {
+                self.warn_unreadable(header.base_offset, &e);
+                None
+            }
+        }
+    }
+
+    /// Logs (at most every 10 s for all logs together) a stored batch whose records cannot be
+    /// read, naming the partition (its directory; memory logs have none) and the offset.
+    fn warn_unreadable(&self, offset: i64, error: &StoredBatchError) {
+        static LIMIT: LogLimit = LogLimit::new();
+        if LIMIT.allow(std::time::Duration::from_secs(10)) {
+            let partition = self
+                .dir
+                .as_ref()
+                .and_then(|d| d.file_name())
+                .map_or_else(|| "(in memory)".into(), |n| n.to_string_lossy());
+            tracing::warn!(%partition, offset, %error, "skipping a stored batch whose records cannot be read");
+        }
     }
 
     /// Forgets idle producers (see `ProducerStates::expire`). Returns how many.
@@ -883,29 +934,6 @@ impl PartitionLog {
             Ok(()) => Ok(Some(aside)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
-        }
-    }
-}
-
-/// Decodes one stored batch and returns the first record whose timestamp satisfies `want`.
-fn first_record_at_or_after(
-    mut bytes: Bytes,
-    header: &BatchHeader,
-    want: impl Fn(i64) -> bool,
-) -> Option<(i64, i64)> {
-    if header.attributes & 0x08 != 0 {
-        // LogAppendTime: every record carries the batch's max timestamp.
-        return Some((header.base_offset, header.max_timestamp));
-    }
-    match RecordBatchDecoder::decode(&mut bytes) {
-        Ok(set) => set
-            .records
-            .iter()
-            .find(|r| want(r.timestamp))
-            .map(|r| (r.offset, r.timestamp)),
-        Err(e) => {
-            tracing::warn!(offset = header.base_offset, error = %e, "could not decode a stored batch");
-            None
         }
     }
 }

@@ -448,7 +448,7 @@ impl Segment {
         }
         self.bytes_since_index_entry += header.total_bytes as u64;
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
-        self.next_offset = header.last_offset() + 1;
+        self.next_offset = header.last_offset().saturating_add(1);
         Ok(())
     }
 

@@ -175,7 +175,7 @@ pub struct AbortedTxn {
 pub const TXN_ENTRY_BYTES: usize = 34;
 
 impl AbortedTxn {
-    fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&0i16.to_be_bytes());
         out.extend_from_slice(&self.producer_id.to_be_bytes());
         out.extend_from_slice(&self.first_offset.to_be_bytes());
@@ -183,7 +183,7 @@ impl AbortedTxn {
         out.extend_from_slice(&self.last_stable_offset.to_be_bytes());
     }
 
-    fn decode(mut b: &[u8]) -> Option<AbortedTxn> {
+    pub(crate) fn decode(mut b: &[u8]) -> Option<AbortedTxn> {
         if b.get_i16() != 0 {
             return None;
         }

@@ -24,11 +24,16 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Record, TimestampType};
+
 use super::batch::{read_varint, BatchHeader, ATTR_CONTROL, HEADER_BYTES};
 use super::codec::{self, Codec, DecompressError};
 
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const OFF_LENGTH: usize = 8;
+const OFF_MAGIC: usize = 16;
 const OFF_CRC: usize = 17;
 const OFF_ATTRIBUTES: usize = 21;
 const OFF_MAX_TIMESTAMP: usize = 35;
@@ -375,78 +380,322 @@ fn write_varint(out: &mut Vec<u8>, value: i64) {
     out.push(raw as u8);
 }
 
-/// Splits a records section into records, checking each one's structure (Kafka's
+/// Where one record's parts lie in its records section (ranges are section offsets).
+struct RecordFields {
+    /// The whole record, its length prefix included.
+    start: usize,
+    end: usize,
+    /// Its offset-delta varint.
+    offset_delta_at: (usize, usize),
+    offset_delta: i64,
+    timestamp_delta: i64,
+    /// Key and value (`None`: null).
+    key: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+}
+
+/// Reads the record at `pos` of `section`, checking its structure (Kafka's
 /// `DefaultRecord.readFrom`): length, attributes, timestamp and offset deltas, key, value,
-/// headers (keys not null), and nothing left over.
+/// headers (keys not null), nothing left over. Every count and length is checked against the
+/// bytes that remain before anything is read or allocated; `on_header` gets each header's
+/// key and value ranges.
+fn parse_record(
+    section: &[u8],
+    pos: usize,
+    mut on_header: impl FnMut((usize, usize), Option<(usize, usize)>),
+) -> Result<RecordFields, &'static str> {
+    let (len, used) =
+        read_varint(section.get(pos..).unwrap_or_default()).ok_or("bad record length")?;
+    let len = usize::try_from(len).map_err(|_| "negative record length")?;
+    let start_body = pos + used;
+    let end = start_body
+        .checked_add(len)
+        .filter(|&e| e <= section.len())
+        .ok_or("record overruns its batch")?;
+    let body = &section[start_body..end];
+    if body.is_empty() {
+        return Err("empty record");
+    }
+    let mut at = 1usize; // after the attributes
+    let varint = |at: &mut usize| -> Result<(i64, (usize, usize)), &'static str> {
+        let (v, n) =
+            read_varint(body.get(*at..).ok_or("truncated record")?).ok_or("truncated record")?;
+        let range = (start_body + *at, start_body + *at + n);
+        *at += n;
+        Ok((v, range))
+    };
+    let (timestamp_delta, _) = varint(&mut at)?;
+    let (offset_delta, offset_delta_at) = varint(&mut at)?;
+    let bytes = |at: &mut usize, nullable: bool| -> Result<Option<(usize, usize)>, &'static str> {
+        let (n, _) = varint(at)?;
+        if n < 0 {
+            return if nullable && n == -1 {
+                Ok(None)
+            } else {
+                Err("invalid field length in record")
+            };
+        }
+        let from = *at;
+        *at = usize::try_from(n)
+            .ok()
+            .and_then(|n| from.checked_add(n))
+            .filter(|&e| e <= body.len())
+            .ok_or("record field overruns the record")?;
+        Ok(Some((start_body + from, start_body + *at)))
+    };
+    let key = bytes(&mut at, true)?;
+    let value = bytes(&mut at, true)?;
+    let (headers, _) = varint(&mut at)?;
+    if headers < 0 {
+        return Err("invalid negative header count in record");
+    }
+    // Each header takes at least two bytes (its key and value lengths): a count the record
+    // cannot hold is refused before the loop.
+    if headers as u64 > (body.len() - at) as u64 / 2 {
+        return Err("header count overruns the record");
+    }
+    for _ in 0..headers {
+        let Some(k) = bytes(&mut at, false)? else {
+            return Err("invalid field length in record");
+        };
+        let v = bytes(&mut at, true)?;
+        on_header(k, v);
+    }
+    if at != body.len() {
+        return Err("record size does not match its fields");
+    }
+    Ok(RecordFields {
+        start: pos,
+        end,
+        offset_delta_at,
+        offset_delta,
+        timestamp_delta,
+        key,
+        value,
+    })
+}
+
+/// Splits a records section into records, checking each one's structure (see
+/// [`parse_record`]).
 fn walk(section: &[u8]) -> Result<Vec<RawRecord>, &'static str> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < section.len() {
-        let (len, used) = read_varint(&section[pos..]).ok_or("bad record length")?;
-        let len = usize::try_from(len).map_err(|_| "negative record length")?;
-        let start_body = pos + used;
-        let end = start_body
-            .checked_add(len)
-            .filter(|&e| e <= section.len())
-            .ok_or("record overruns its batch")?;
-        let body = &section[start_body..end];
-        let mut at = 1usize; // attributes
-        if body.is_empty() {
-            return Err("empty record");
-        }
-        let varint = |at: &mut usize| -> Result<(i64, (usize, usize)), &'static str> {
-            let (v, n) = read_varint(body.get(*at..).ok_or("truncated record")?)
-                .ok_or("truncated record")?;
-            let range = (start_body + *at, start_body + *at + n);
-            *at += n;
-            Ok((v, range))
-        };
-        let (timestamp_delta, _) = varint(&mut at)?;
-        let (offset_delta, offset_delta_at) = varint(&mut at)?;
-        let bytes = |at: &mut usize, nullable: bool| -> Result<i64, &'static str> {
-            let (n, _) = varint(at)?;
-            if n < 0 {
-                return if nullable && n == -1 {
-                    Ok(-1)
-                } else {
-                    Err("invalid field length in record")
-                };
-            }
-            *at = at
-                .checked_add(n as usize)
-                .filter(|&e| e <= body.len())
-                .ok_or("record field overruns the record")?;
-            Ok(n)
-        };
-        let key_len = bytes(&mut at, true)?;
-        let value_len = bytes(&mut at, true)?;
-        let (headers, _) = varint(&mut at)?;
-        if headers < 0 {
-            return Err("invalid negative header count in record");
-        }
-        for _ in 0..headers {
-            bytes(&mut at, false)?;
-            bytes(&mut at, true)?;
-        }
-        if at != body.len() {
-            return Err("record size does not match its fields");
-        }
+        let f = parse_record(section, pos, |_, _| ())?;
+        let len = |r: Option<(usize, usize)>| r.map_or(-1, |(a, b)| (b - a) as i64);
         out.push(RawRecord {
-            start: pos,
-            end,
-            offset_delta_at,
-            offset_delta,
-            timestamp_delta,
-            key_len,
-            value_len,
+            start: f.start,
+            end: f.end,
+            offset_delta_at: f.offset_delta_at,
+            offset_delta: f.offset_delta,
+            timestamp_delta: f.timestamp_delta,
+            key_len: len(f.key),
+            value_len: len(f.value),
         });
-        pos = end;
+        pos = f.end;
     }
     Ok(out)
 }
 
+/// The most one stored batch may decompress to when the broker reads its records (internal
+/// topics at load, ListOffsets by timestamp): `max_decompressed_batch_bytes`' default. A
+/// stored batch may never have been decompressed before (the zero-copy produce path).
+pub const STORED_DECOMPRESSED_MAX_BYTES: usize = 100 * 1024 * 1024;
+
+/// Why a stored batch's records cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoredBatchError(pub String);
+
+/// The records of one stored batch, checked and ready to be read one at a time (see
+/// [`stored_records`]).
+#[derive(Debug, Clone)]
+pub struct StoredRecords {
+    header: BatchHeader,
+    /// The records section, decompressed.
+    section: Bytes,
+    count: usize,
+}
+
+impl StoredRecords {
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// How many records the batch holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The records, as kafka-protocol's `RecordBatchDecoder` would give them, decoded one at a
+    /// time (header keys that are not UTF-8 are read lossily).
+    pub fn iter(&self) -> StoredRecordIter<'_> {
+        StoredRecordIter { of: self, pos: 0 }
+    }
+}
+
+/// The records of a [`StoredRecords`], one by one.
+pub struct StoredRecordIter<'a> {
+    of: &'a StoredRecords,
+    pos: usize,
+}
+
+impl Iterator for StoredRecordIter<'_> {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        let s = &self.of.section;
+        if self.pos >= s.len() {
+            return None;
+        }
+        let mut headers = Vec::new();
+        // Checked by `stored_records`: an error here cannot happen, and would end the records.
+        let f = parse_record(s, self.pos, |k, v| headers.push((k, v))).ok()?;
+        self.pos = f.end;
+        let h = &self.of.header;
+        let slice = |r: Option<(usize, usize)>| r.map(|(a, b)| s.slice(a..b));
+        let mut record = Record {
+            transactional: h.is_transactional(),
+            control: h.is_control(),
+            delete_horizon: h.attributes & ATTR_DELETE_HORIZON != 0,
+            partition_leader_epoch: h.partition_leader_epoch,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            timestamp_type: if h.attributes & ATTR_LOG_APPEND_TIME != 0 {
+                TimestampType::LogAppend
+            } else {
+                TimestampType::Creation
+            },
+            offset: h.base_offset.wrapping_add(f.offset_delta),
+            sequence: h.base_sequence.wrapping_add(f.offset_delta as i32),
+            timestamp: h.base_timestamp.wrapping_add(f.timestamp_delta),
+            key: slice(f.key),
+            value: slice(f.value),
+            headers: Default::default(),
+        };
+        record.headers.reserve(headers.len());
+        for ((ka, kb), v) in headers {
+            let key = StrBytes::from_utf8(s.slice(ka..kb)).unwrap_or_else(|_| {
+                StrBytes::from_string(String::from_utf8_lossy(&s[ka..kb]).into_owned())
+            });
+            record.headers.insert(key, slice(v));
+        }
+        Some(record)
+    }
+}
+
+/// Attributes bit 6: the batch's delete horizon is set (compaction, KIP-534).
+const ATTR_DELETE_HORIZON: i16 = 0x40;
+
+/// Checks one stored batch (`batch` holds exactly it, or starts with it) and readies its
+/// records without trusting anything it claims: magic 2, the length, the CRC, a known codec,
+/// decompression bounded by `max_decompressed` bytes, then every record's structure checked
+/// against the bytes that remain (see [`parse_record`]) and their number against the header.
+/// Only then may the records be read ([`StoredRecords::iter`]). The cost is bounded by
+/// `max_decompressed` whatever the batch claims (kafka-protocol's `RecordBatchDecoder` trusts
+/// the record and header counts and decompresses without bound).
+pub fn stored_records(
+    batch: &[u8],
+    max_decompressed: usize,
+) -> Result<StoredRecords, StoredBatchError> {
+    let bad = |why: &str| StoredBatchError(why.to_string());
+    let header = BatchHeader::parse(batch).ok_or_else(|| bad("truncated batch header"))?;
+    let magic = batch[OFF_MAGIC] as i8;
+    if magic != 2 {
+        return Err(StoredBatchError(format!("unsupported batch magic {magic}")));
+    }
+    let batch = batch
+        .get(..header.total_bytes)
+        .ok_or_else(|| bad("batch length exceeds the data"))?;
+    let stored_crc = u32::from_be_bytes([
+        batch[OFF_CRC],
+        batch[OFF_CRC + 1],
+        batch[OFF_CRC + 2],
+        batch[OFF_CRC + 3],
+    ]);
+    if crc32c::crc32c(&batch[OFF_ATTRIBUTES..]) != stored_crc {
+        return Err(bad("CRC32C mismatch"));
+    }
+    if header.records_count < 0 {
+        return Err(bad("negative record count"));
+    }
+    let codec = Codec::from_attributes(header.attributes)
+        .ok_or_else(|| bad("unknown compression codec"))?;
+    let body = &batch[HEADER_BYTES..];
+    let section = match codec {
+        Codec::None => Bytes::copy_from_slice(body),
+        _ => Bytes::from(
+            codec::decompress(codec, body, max_decompressed)
+                .map_err(|e| StoredBatchError(e.to_string()))?,
+        ),
+    };
+    // Each record takes at least seven bytes: a count the section cannot hold is refused
+    // before the walk.
+    if header.records_count as u64 > section.len() as u64 / 7 {
+        return Err(StoredBatchError(format!(
+            "batch declares {} records in {} bytes",
+            header.records_count,
+            section.len()
+        )));
+    }
+    let mut count = 0usize;
+    let mut pos = 0usize;
+    while pos < section.len() {
+        pos = parse_record(&section, pos, |_, _| ()).map_err(bad)?.end;
+        count += 1;
+    }
+    if count != header.records_count as usize {
+        return Err(StoredBatchError(format!(
+            "batch declares {} records but holds {count}",
+            header.records_count
+        )));
+    }
+    Ok(StoredRecords {
+        header,
+        section,
+        count,
+    })
+}
+
+/// The stored batches of `bytes` (whole batches one after the other, as a log read returns
+/// them), each checked by [`stored_records`] as it is reached: `(base offset, records or
+/// why not)`. A batch that cannot be read is reported and the next one tried; a torn tail
+/// (an incomplete header or a length past the data) is reported last.
+pub fn decode_stored_batches(
+    bytes: &[u8],
+    max_decompressed: usize,
+) -> impl Iterator<Item = (i64, Result<StoredRecords, StoredBatchError>)> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let rest = bytes.get(pos..).filter(|r| !r.is_empty())?;
+        let Some(h) = BatchHeader::parse(rest) else {
+            pos = bytes.len();
+            let offset = rest.get(..8).map_or(-1, |b| {
+                i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+            });
+            return Some((offset, Err(StoredBatchError("torn batch header".into()))));
+        };
+        if h.total_bytes > rest.len() {
+            pos = bytes.len();
+            return Some((
+                h.base_offset,
+                Err(StoredBatchError("batch length exceeds the data".into())),
+            ));
+        }
+        pos += h.total_bytes;
+        Some((
+            h.base_offset,
+            stored_records(&rest[..h.total_bytes], max_decompressed),
+        ))
+    })
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::log::batch::validate_batches;
     use bytes::Bytes;
@@ -718,6 +967,163 @@ mod tests {
             panic!("not rebuilt");
         };
         assert_eq!(decode(&out).1, records);
+    }
+
+    /// A batch around a hand-made records section: the header of an encoded one-record
+    /// batch with `count` records, the section compressed with `codec`, length and CRC fixed.
+    pub(crate) fn batch_around(section: &[u8], codec: Codec, count: i32) -> Vec<u8> {
+        let plain = crate::log::batch::encode_records(&[crate::log::batch::plain_record(
+            0,
+            Some(Bytes::from_static(b"k")),
+            None,
+            1,
+        )])
+        .expect("encode");
+        let mut batch = plain[..HEADER_BYTES].to_vec();
+        batch.extend_from_slice(&codec::compress(codec, 1, section).expect("compress"));
+        let len = (batch.len() - 12) as i32;
+        batch[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+        let attributes = (i16::from_be_bytes([batch[21], batch[22]]) & !0x07) | codec as i16;
+        batch[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+        batch[57..61].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
+        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    /// One record whose header count is 2^31 (a 274-byte batch): kafka-protocol's decoder
+    /// sized a 2.1 GB hash table from it.
+    pub(crate) fn record_claiming_2_31_headers() -> Vec<u8> {
+        let mut body = vec![0u8]; // attributes
+        write_varint(&mut body, 0); // timestamp delta
+        write_varint(&mut body, 0); // offset delta
+        write_varint(&mut body, -1); // null key
+        write_varint(&mut body, 200);
+        body.extend_from_slice(&[b'v'; 200]);
+        write_varint(&mut body, 1 << 31); // header count
+        let mut section = Vec::new();
+        write_varint(&mut section, body.len() as i64);
+        section.extend_from_slice(&body);
+        section
+    }
+
+    fn all_records(batch: &[u8]) -> Vec<Record> {
+        stored_records(batch, 1 << 20)
+            .expect("readable")
+            .iter()
+            .collect()
+    }
+
+    #[test]
+    fn stored_records_match_kafka_protocols_decoder() {
+        let mut records: Vec<Record> = (0..9)
+            .map(|i| {
+                record(
+                    i,
+                    if i % 3 == 0 { None } else { Some("k") },
+                    5000 - i as i64,
+                )
+            })
+            .collect();
+        records[4].value = None;
+        records[5].headers.clear();
+        records[6].headers.insert(
+            kafka_protocol::protocol::StrBytes::from_static_str("second"),
+            None,
+        );
+        for (compression, _) in CODECS {
+            let batch = encode(&records, compression);
+            let got = stored_records(&batch, 1 << 20).expect("readable");
+            assert_eq!(got.len(), records.len());
+            assert_eq!(
+                got.iter().collect::<Vec<_>>(),
+                decode(&batch).1,
+                "{compression:?}"
+            );
+            // A control batch, a LogAppendTime one: the flags come from the header.
+            let mut b = batch.clone();
+            let attributes = i16::from_be_bytes([b[21], b[22]]) | 0x08 | ATTR_CONTROL;
+            b[21..23].copy_from_slice(&attributes.to_be_bytes());
+            let crc = crc32c::crc32c(&b[OFF_ATTRIBUTES..]);
+            b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(all_records(&b), decode(&b).1, "{compression:?} control");
+        }
+        // Several batches; a bad one among them is reported and the others read.
+        let mut bytes = encode(&records[..2], Compression::None);
+        let mut broken = encode(&records[2..4], Compression::Gzip);
+        let n = broken.len();
+        broken[n - 1] ^= 0xff; // CRC mismatch
+        bytes.extend_from_slice(&broken);
+        bytes.extend_from_slice(&encode(&records[4..], Compression::Lz4));
+        bytes.extend_from_slice(&[0u8; 20]); // a torn tail
+        let got: Vec<(i64, Result<usize, StoredBatchError>)> =
+            decode_stored_batches(&bytes, 1 << 20)
+                .map(|(o, r)| (o, r.map(|s| s.len())))
+                .collect();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], (0, Ok(2)));
+        assert_eq!(got[1].0, 2);
+        assert_eq!(got[1].1, Err(StoredBatchError("CRC32C mismatch".into())));
+        assert_eq!(got[2], (4, Ok(5)));
+        assert!(got[3].1.is_err());
+    }
+
+    #[test]
+    fn a_record_claiming_2_31_headers_is_refused_cheaply() {
+        let section = record_claiming_2_31_headers();
+        // It passes the produce path's format check (only record lengths are walked there)
+        // and is stored as it came on a topic without key or timestamp rules.
+        let batch = batch_around(&section, Codec::None, 1);
+        assert_eq!(batch.len(), 274);
+        validate_batches(&batch, 1 << 20).expect("format-valid");
+        assert_eq!(check_batch(&batch, &policy(None)), Ok(Checked::AsIs));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            stored_records(&batch, STORED_DECOMPRESSED_MAX_BYTES).map(|s| s.len()),
+            Err(StoredBatchError("header count overruns the record".into()))
+        );
+        // Compressed the same.
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let batch = batch_around(&section, codec, 1);
+            assert!(stored_records(&batch, STORED_DECOMPRESSED_MAX_BYTES).is_err());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // The produce-side walk refuses it too when it reads the records.
+        assert!(matches!(
+            check_batch(&batch, &policy(Some(Codec::Zstd))),
+            Err(Rejection::Corrupt(_))
+        ));
+        // A record count the section cannot hold is refused before the walk.
+        let mut claims = batch_around(
+            &encode(&[record(0, None, 1)], Compression::None)[HEADER_BYTES..],
+            Codec::None,
+            1,
+        );
+        claims[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&claims[OFF_ATTRIBUTES..]);
+        claims[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(stored_records(&claims, 1 << 20)
+            .is_err_and(|e| e.0.starts_with("batch declares 2147483647 records")));
+    }
+
+    #[test]
+    fn a_stored_decompression_bomb_is_bounded() {
+        // 8 MiB of zeros in one record, gzip: about 8 KB stored.
+        let bomb = Record {
+            value: Some(Bytes::from(vec![0u8; 8 << 20])),
+            ..record(0, Some("k"), 1)
+        };
+        for (compression, _) in &CODECS[1..] {
+            let batch = encode(std::slice::from_ref(&bomb), *compression);
+            assert!(batch.len() < 1 << 20, "{compression:?}: {}", batch.len());
+            assert!(
+                stored_records(&batch, 1 << 20)
+                    .is_err_and(|e| e.0.contains("decompresses to more than 1048576 bytes")),
+                "{compression:?}"
+            );
+            assert_eq!(stored_records(&batch, 9 << 20).expect("within").len(), 1);
+        }
     }
 
     #[test]

@@ -480,17 +480,22 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T
 }
 
 /// What a segment's scan found.
-struct Scan {
+pub(crate) struct Scan {
     /// The valid entries with their offsets, in file order.
-    entries: Vec<(u64, Entry)>,
+    pub(crate) entries: Vec<(u64, Entry)>,
     /// Bytes up to the end of the last valid entry.
-    good_len: u64,
+    pub(crate) good_len: u64,
     /// Why the scan stopped before the end of the file.
-    problem: Option<String>,
+    pub(crate) problem: Option<String>,
 }
 
 fn scan_segment(path: &Path) -> io::Result<Scan> {
-    let data = std::fs::read(path)?;
+    Ok(scan_bytes(&std::fs::read(path)?))
+}
+
+/// Scans a segment file's bytes: entries (length, CRC32C, JSON) up to the first torn, corrupt
+/// or undecodable one.
+pub(crate) fn scan_bytes(data: &[u8]) -> Scan {
     let mut entries = Vec::new();
     let mut pos = 0usize;
     let problem = loop {
@@ -518,11 +523,11 @@ fn scan_segment(path: &Path) -> io::Result<Scan> {
         entries.push((pos as u64, entry));
         pos += FRAME_HEADER + len;
     };
-    Ok(Scan {
+    Scan {
         entries,
         good_len: pos as u64,
         problem,
-    })
+    }
 }
 
 /// Reads (and repairs) the directory: the in-memory state and the writer that owns the files.

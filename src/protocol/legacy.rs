@@ -14,18 +14,33 @@ pub fn refuse_old_produce(
     version: i16,
     correlation_id: i32,
 ) -> anyhow::Result<Option<Bytes>> {
-    let mut prefixed = BytesMut::with_capacity(body.len() + 2);
-    prefixed.put_i16(-1);
-    prefixed.extend_from_slice(&body);
-    let mut prefixed = prefixed.freeze();
-    let req = super::guarded(|| ProduceRequest::decode(&mut prefixed, 3))?;
+    let req = super::guarded(|| decode_old_produce(&body))?;
     tracing::warn!(
         version,
         correlation_id,
         "refusing a produce request older than v3"
     );
+    Ok(old_produce_response(&req, version, correlation_id))
+}
+
+/// Decodes a v0-2 produce body (as v3 with a null transactional id). Catches no panic.
+pub fn decode_old_produce(body: &Bytes) -> anyhow::Result<ProduceRequest> {
+    let mut prefixed = BytesMut::with_capacity(body.len() + 2);
+    prefixed.put_i16(-1);
+    prefixed.extend_from_slice(body);
+    let mut prefixed = prefixed.freeze();
+    ProduceRequest::decode(&mut prefixed, 3)
+}
+
+/// The framed v0-2 answer to `req`: UNSUPPORTED_VERSION for every partition (`None` for
+/// acks=0).
+pub fn old_produce_response(
+    req: &ProduceRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Option<Bytes> {
     if req.acks == 0 {
-        return Ok(None);
+        return None;
     }
     let mut out = BytesMut::new();
     out.put_i32(0);
@@ -50,5 +65,5 @@ pub fn refuse_old_produce(
     }
     let len = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(out.freeze()))
+    Some(out.freeze())
 }

@@ -149,10 +149,8 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, session: &mut Session) -
             "closing connection: request not allowed before authentication completes");
         return Outcome::Close;
     }
-    let mut buf = frame.clone();
-    let header_version = api_key.request_header_version(version);
-    let header = match guarded(|| RequestHeader::decode(&mut buf, header_version)) {
-        Ok(h) => h,
+    let (header, buf) = match guarded(|| decode_header(&frame)) {
+        Ok((_, header, body)) => (header, body),
         Err(e) => {
             tracing::warn!(%peer, ?api_key, version, correlation_id, error = %e, "closing connection: bad request header");
             return Outcome::Close;
@@ -171,7 +169,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, session: &mut Session) -
             Err(e) => close_undecodable(&meta, peer, &e),
         };
     }
-    let request = match guarded(|| RequestKind::decode(api_key, &mut buf, version)) {
+    let request = match guarded(|| decode_body(api_key, version, buf)) {
         Ok(r) => r,
         Err(e) => return close_undecodable(&meta, peer, &e),
     };
@@ -298,6 +296,34 @@ fn client_info(meta: &Meta<'_>, peer: &str) -> ClientInfo {
 
 /// Runs a decoder, turning a panic inside it into an error (defence in depth: the decoder
 /// reports malformed input as errors, but a client must never be able to kill a worker).
+/// Decodes the request header at the start of `frame` (a request without its size prefix) as
+/// the server does: its header version from the API key and version of its first four bytes,
+/// which must be served ([`versions::supported_range`]). Returns the API key, the header and
+/// the body after it. Errors for anything malformed; catches no panic (the server runs it
+/// under `guarded`, the fuzz targets without, so that a panic is found).
+pub fn decode_header(frame: &Bytes) -> anyhow::Result<(ApiKey, RequestHeader, Bytes)> {
+    if frame.len() < 8 {
+        anyhow::bail!("request shorter than a header ({} bytes)", frame.len());
+    }
+    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key = ApiKey::try_from(api_key_raw)
+        .map_err(|()| anyhow::anyhow!("unknown API key {api_key_raw}"))?;
+    match versions::supported_range(api_key) {
+        Some((min, max)) if (min..=max).contains(&version) => {}
+        _ => anyhow::bail!("{api_key:?} v{version} is not served"),
+    }
+    let mut buf = frame.clone();
+    let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))?;
+    Ok((api_key, header, buf))
+}
+
+/// Decodes a request body (after its header) of a served API version as the server does,
+/// Produce v0-2 excepted (see [`legacy`]). Catches no panic (see [`decode_header`]).
+pub fn decode_body(api_key: ApiKey, version: i16, mut body: Bytes) -> anyhow::Result<RequestKind> {
+    RequestKind::decode(api_key, &mut body, version)
+}
+
 fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     std::panic::catch_unwind(AssertUnwindSafe(f))
         .unwrap_or_else(|_| Err(anyhow::anyhow!("decoder panicked on malformed input")))

@@ -73,7 +73,7 @@ impl Mechanism {
         }
     }
 
-    fn digest(self) -> &'static digest::Algorithm {
+    pub(crate) fn digest(self) -> &'static digest::Algorithm {
         match self {
             Mechanism::Sha256 => &digest::SHA256,
             Mechanism::Sha512 => &digest::SHA512,
@@ -231,7 +231,8 @@ impl ScramServer {
         Ok(ScramServer::with_nonce(m, nonce))
     }
 
-    fn with_nonce(mechanism: Mechanism, server_nonce: String) -> ScramServer {
+    /// An exchange with a given server nonce (tests and the fuzz targets: deterministic).
+    pub(crate) fn with_nonce(mechanism: Mechanism, server_nonce: String) -> ScramServer {
         ScramServer {
             mechanism,
             server_nonce,
@@ -567,13 +568,13 @@ fn check_iterations(iterations: i32) -> Result<NonZeroU32, ScramError> {
 }
 
 /// Hi(password, salt, i) of RFC 5802: PBKDF2 with the mechanism's HMAC.
-fn hi(m: Mechanism, password: &[u8], salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
+pub(crate) fn hi(m: Mechanism, password: &[u8], salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
     let mut out = vec![0; m.digest().output_len()];
     pbkdf2::derive(m.pbkdf2(), iterations, salt, password, &mut out);
     out
 }
 
-fn hmac_sign(m: Mechanism, key: &[u8], data: &[u8]) -> hmac::Tag {
+pub(crate) fn hmac_sign(m: Mechanism, key: &[u8], data: &[u8]) -> hmac::Tag {
     hmac::sign(&hmac::Key::new(m.hmac(), key), data)
 }
 

@@ -134,7 +134,7 @@ pub struct TxnRecord {
 }
 
 impl TxnRecord {
-    fn put(m: &TxnMetadata) -> TxnRecord {
+    pub(crate) fn put(m: &TxnMetadata) -> TxnRecord {
         TxnRecord {
             transactional_id: m.transactional_id.clone(),
             value: Some(m.clone()),

@@ -562,7 +562,11 @@ fn check_follower_offsets(
                 got: h.base_offset,
             });
         }
-        next = h.last_offset() + 1;
+        // A batch whose offsets would pass i64::MAX cannot continue any log.
+        next = h.next_offset().ok_or(LogError::UnexpectedOffset {
+            expected_at_least: next,
+            got: h.base_offset,
+        })?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::log::batch::{self, tests::encode_batch, HEADER_BYTES};
 use crate::log::flush::PRODUCER_SNAPSHOT;
 use crate::log::store::SegmentStore;
 use crate::log::txn;
-use kafka_protocol::records::Compression;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 fn small_segments() -> LogConfig {
     LogConfig {
@@ -1191,4 +1191,33 @@ fn a_transaction_holds_the_lso_until_its_marker_is_committed() {
     assert_eq!(log.ongoing_transactions(), vec![(2, 4)]);
     log.advance_high_watermark(5);
     assert_eq!(log.last_stable_offset(), 4);
+}
+
+#[test]
+fn unreadable_stored_batches_are_skipped_not_trusted() {
+    use crate::log::codec::Codec;
+    use crate::log::validate::tests::{batch_around, record_claiming_2_31_headers};
+    // A record claiming 2^31 headers passes the produce path's format check and is stored
+    // as it came: reading the log's records (internal topics at load, ListOffsets by time)
+    // must skip it instead of sizing a 2 GB table from it.
+    let log = PartitionLog::in_memory(LogConfig::default());
+    let mut first = encode_batch(2, Compression::None, 1000);
+    log.append(&mut first, None).expect("append");
+    let mut hostile = batch_around(&record_claiming_2_31_headers(), Codec::None, 1);
+    // Its max timestamp 2000, for ListOffsets by time to land on it.
+    hostile[35..43].copy_from_slice(&2000i64.to_be_bytes());
+    let crc = crc32c::crc32c(&hostile[21..]);
+    hostile[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::validate_batches(&hostile, 1 << 20).expect("format-valid");
+    log.append(&mut hostile, None).expect("append");
+    let mut last = encode_batch(2, Compression::Gzip, 3000);
+    log.append(&mut last, None).expect("append");
+    let mut offsets = Vec::new();
+    log.for_each_record(|r| offsets.push(r.offset))
+        .expect("replay");
+    assert_eq!(offsets, [0, 1, 3, 4]);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(3000).unwrap(), Some((3, 3000)));
+    // A lookup landing on the hostile batch finds nothing there (logged), cheaply.
+    assert_eq!(log.offset_for_timestamp(1500).unwrap(), None);
 }

@@ -51,10 +51,17 @@ class Node:
         self._run_offset = 0
         self.spawned_at = None
         self.ready_at = None
+        # The controller listener's security protocol (None: PLAINTEXT, no prefix).
+        self.controller_protocol = None
 
     @property
     def bootstrap(self):
         return f"{self.host}:{self.client_port}"
+
+    @property
+    def controller_listen(self):
+        addr = f"{self.host}:{self.controller_port}"
+        return f"{self.controller_protocol}://{addr}" if self.controller_protocol else addr
 
     def spawn(self, voters, extra_args=(), extra_env=None):
         assert self.proc is None, f"node {self.id} already runs"
@@ -64,7 +71,7 @@ class Node:
         os.makedirs(self.data_dir, exist_ok=True)
         args = [*self.wrap, OTTLA_BIN, "--node-id", str(self.id), "--data-dir", self.data_dir,
                 "--listen", self.bootstrap, "--advertise", self.bootstrap,
-                "--controller-listen", f"{self.host}:{self.controller_port}",
+                "--controller-listen", self.controller_listen,
                 "--controller-quorum-voters", voters, *extra_args]
         self.runs += 1
         with open(self.log_path, "ab") as f:

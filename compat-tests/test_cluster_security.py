@@ -2,7 +2,9 @@
 "SASL_SSL"`, SCRAM-SHA-512 as the user `broker`), with ACLs on: only `User:broker` and
 `User:admin` are super users, so a follower's fetch or a transaction marker that came over
 the PLAINTEXT listener (as `User:ANONYMOUS`) would be refused. Each node also has a
-PLAINTEXT listener (the harness's own Metadata checks).
+PLAINTEXT listener (the harness's own Metadata checks). The controller listeners are
+SASL_SSL too (`controller_listen = "SASL_SSL://..."`): the raft RPCs, the brokers'
+registrations and heartbeats and forwarded requests go over TLS as the user `broker`.
 
 - acks=all with min.insync.replicas = 3 on a replication-factor-3 topic: every record is
   acknowledged only once both followers fetched it over SASL_SSL; all come back, in order,
@@ -11,9 +13,15 @@ PLAINTEXT listener (the harness's own Metadata checks).
   SASL_SSL; a read_committed consumer sees every committed record.
 - The inter-broker user with a wrong password is refused: nothing replicates, and the
   brokers log why.
+- A controller listener refuses a peer that does not authenticate, and speaks TLS; nodes
+  whose inter-broker password is wrong never form a quorum over SASL_SSL controller
+  listeners (each refuses the others, and they log why).
 """
 
 import os
+import socket
+import ssl
+import struct
 import subprocess
 import time
 import uuid
@@ -22,7 +30,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from cluster import Cluster, Node
+from cluster import Cluster, Node, cluster_free_port
 
 USERS = {"broker": "broker-pw", "admin": "admin-pw"}
 
@@ -41,9 +49,10 @@ def make_certs(d):
 
 
 class SecureNode(Node):
-    def __init__(self, *args, sasl_port, **kwargs):
+    def __init__(self, *args, sasl_port, controller_protocol=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.sasl_port = sasl_port
+        self.controller_protocol = controller_protocol
 
     def spawn(self, voters, extra_args=(), extra_env=None):
         listener = f"SASL_SSL://{self.host}:{self.sasl_port}"
@@ -52,8 +61,13 @@ class SecureNode(Node):
 
 
 class SecureCluster(Cluster):
+    def __init__(self, *args, controller_protocol=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.controller_protocol = controller_protocol
+
     def make_nodes(self, root, client_port, free):
-        return [SecureNode(i, root, client_port(i), free(), sasl_port=free())
+        return [SecureNode(i, root, client_port(i), free(), sasl_port=free(),
+                           controller_protocol=self.controller_protocol)
                 for i in range(1, self.n + 1)]
 
     @property
@@ -75,11 +89,16 @@ def cluster_env(certs, password):
     }
 
 
-def start(certs, password):
+def secure_cluster(certs, password, controller_protocol=None):
     args = []
     for u, p in USERS.items():
         args += ["--bootstrap-user", f"{u}:{p}"]
-    return SecureCluster(3, extra_args=args, extra_env=cluster_env(certs, password)).start()
+    return SecureCluster(3, extra_args=args, extra_env=cluster_env(certs, password),
+                         controller_protocol=controller_protocol)
+
+
+def start(certs, password, controller_protocol=None):
+    return secure_cluster(certs, password, controller_protocol).start()
 
 
 def admin_conf(c, certs):
@@ -111,7 +130,7 @@ def certs(tmp_path_factory):
 
 
 def test_brokers_replicate_and_write_markers_over_sasl_ssl(certs):
-    c = start(certs, USERS["broker"])
+    c = start(certs, USERS["broker"], controller_protocol="SASL_SSL")
     try:
         conf = admin_conf(c, certs)
         topic = f"sec-{uuid.uuid4().hex[:6]}"
@@ -163,16 +182,38 @@ def test_brokers_replicate_and_write_markers_over_sasl_ssl(certs):
         assert sorted(read) == sorted(committed)
         logs = "".join(nd.run_log() for nd in c.nodes)
         assert "principal=User:ANONYMOUS" not in logs  # nothing came over PLAINTEXT
+        assert "peer refused" not in logs, c.tails(30)
+
+        # The controller listeners: a raft RPC without authenticating is closed (and logged);
+        # TLS is spoken there with the cluster's certificate.
+        nd = c.node(2)
+        with socket.create_connection((nd.host, nd.controller_port), timeout=5) as s:
+            ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+            with ctx.wrap_socket(s, server_hostname="localhost") as tls:
+                # Private key 32000 (AppendEntries), header v2, an empty body.
+                body = struct.pack(">hhihb", 32000, 0, 1, -1, 0)
+                tls.sendall(struct.pack(">i", len(body)) + body)
+                assert tls.recv(1024) == b""  # closed, no answer
+        deadline = time.monotonic() + 10
+        while "before authenticating" not in nd.run_log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "controller listener: peer refused" in nd.run_log(), nd.tail(20)
         print(f"\nCLUSTER-SASL-SSL {len(sent)} records acks=all (min.insync.replicas 3, leaders "
               f"{sorted(set(leaders.values()))}) and {len(committed)} transactional records "
-              f"(leaders {sorted(set(txn_leaders.values()))}) replicated over SASL_SSL")
+              f"(leaders {sorted(set(txn_leaders.values()))}) replicated over SASL_SSL; "
+              f"controller listeners SASL_SSL (quorum formed in {c.startup_s:.1f} s)")
     finally:
         c.stop()
         c.cleanup()
 
 
 def test_a_wrong_inter_broker_password_stops_replication(certs):
-    c = start(certs, "wrong")
+    # The controller listeners log in with a login of their own (the right password), so the
+    # quorum forms; the inter-broker login is wrong.
+    c = secure_cluster(certs, "wrong", controller_protocol="SASL_SSL")
+    c.extra_env.update(OTTLA_CONTROLLER_SASL_USERNAME="broker",
+                       OTTLA_CONTROLLER_SASL_PASSWORD=USERS["broker"])
+    c.start()
     try:
         conf = admin_conf(c, certs)
         topic = f"sec-bad-{uuid.uuid4().hex[:6]}"
@@ -186,10 +227,10 @@ def test_a_wrong_inter_broker_password_stops_replication(certs):
         logs = ""
         while time.monotonic() < deadline:
             logs = "".join(nd.run_log() for nd in c.nodes)
-            if "cannot authenticate to a peer broker" in logs:
+            if "cannot authenticate to a peer" in logs:
                 break
             time.sleep(0.5)
-        assert "cannot authenticate to a peer broker" in logs, c.tails(30)
+        assert "cannot authenticate to a peer" in logs, c.tails(30)
         assert "SaslAuthenticate refused" in logs
         p = Producer({**conf, "acks": "all", "message.timeout.ms": 5000, "retries": 0,
                       "enable.idempotence": False})
@@ -202,4 +243,28 @@ def test_a_wrong_inter_broker_password_stops_replication(certs):
         assert errors and errors[0] is not None, (errors, md.isrs)
     finally:
         c.stop()
+        c.cleanup()
+
+
+def test_a_wrong_password_forms_no_quorum_over_sasl_ssl_controller_listeners(certs):
+    c = secure_cluster(certs, "wrong", controller_protocol="SASL_SSL")
+    taken = set()
+    c.nodes = c.make_nodes(c.root, lambda i: cluster_free_port(taken),
+                           lambda: cluster_free_port(taken))
+    c.voters = ",".join(f"{nd.id}@{nd.host}:{nd.controller_port}" for nd in c.nodes)
+    try:
+        for nd in c.nodes:
+            nd.spawn(c.voters, c.extra_args, c.extra_env)
+        deadline = time.monotonic() + 20
+        logs = ""
+        while time.monotonic() < deadline:
+            logs = "".join(nd.run_log() for nd in c.nodes)
+            if "controller listener: peer refused" in logs and "cannot authenticate to a peer" in logs:
+                break
+            time.sleep(0.5)
+        assert "cannot authenticate to a peer" in logs, c.tails(30)
+        assert "controller listener: peer refused" in logs, c.tails(30)
+        assert not any(nd.poll_ready() for nd in c.nodes), c.tails(30)
+    finally:
+        c.kill_all()
         c.cleanup()

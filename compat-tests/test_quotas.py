@@ -285,3 +285,45 @@ def test_consumer_byte_rate(broker):
     assert sum(n for _, n in got) < total, "the topic held more than the test read"
     rate = rates(got, "consumer_byte_rate")
     assert abs(rate - QUOTA) / QUOTA < 0.10
+
+
+def _api_versions_answered(bootstrap, source):
+    """Opens a connection from `source`, sends ApiVersions v0: True if answered, False if the
+    broker closes it instead."""
+    host, port = bootstrap.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+    try:
+        frame = struct.pack(">hhi", 18, 0, 1) + _string("conn-rate")
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        head = s.recv(4)
+        return len(head) == 4
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+    finally:
+        s.close()
+
+
+def test_connection_creation_rate_of_an_address(broker):
+    """KIP-612's ip quota: connection_creation_rate = 2/s for 127.0.0.2. Kafka measures it
+    over the quota windows (at least 10 s at first), so a burst of 20 connections passes and
+    the next ones are accepted, then closed once their throttle time has passed; another
+    address (127.0.0.1, the admin calls here) is not limited, and removing the quota lifts it."""
+    bs = broker.bootstrap
+    source = "127.0.0.2"
+    [(code, message, _)] = alter_quotas(bs, [([("ip", source)], [("connection_creation_rate", 2.0)])])
+    assert code == 0, message
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    answered = [_api_versions_answered(bs, source) for _ in range(30)]
+    took = time.monotonic() - t0
+    served = sum(answered)
+    print(f"\nQUOTA-CHECK connection_creation_rate 2/s: {served} of 30 connections from {source} "
+          f"served in {took:.1f} s, {30 - served} closed")
+    assert answered[:15] == [True] * 15, answered
+    assert 15 <= served <= 25 and not answered[-1], answered
+    assert all(_api_versions_answered(bs, "127.0.0.1") for _ in range(30))
+    [(code, message, _)] = alter_quotas(bs, [([("ip", source)], [("connection_creation_rate", None)])])
+    assert code == 0, message
+    time.sleep(0.3)
+    assert all(_api_versions_answered(bs, source) for _ in range(10))
+    assert "connection_creation_rate quota of this address exceeded" in broker.tail(400)

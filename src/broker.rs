@@ -175,6 +175,7 @@ impl Broker {
             heartbeat_interval_ms: MetaOptions::HEARTBEAT_MS,
             election_timeout_ms: MetaOptions::ELECTION_MS,
             serve: serve_controller,
+            connector: crate::meta::connector::Connector::for_controller(&config)?,
         })
         .await?;
         // An earlier version's topic list: adopted by the entry that establishes the cluster

@@ -65,9 +65,22 @@ pub struct Config {
     /// (combined mode, the default). Written as a list or a comma-separated string.
     #[serde(deserialize_with = "list_or_csv")]
     pub process_roles: Vec<ProcessRole>,
-    /// `HOST:PORT` the controller listens on (Kafka's controller listener); needed by a node
-    /// with the controller role once voters are configured.
+    /// `[PROTOCOL://]HOST:PORT` the controller listens on (Kafka's controller listener);
+    /// needed by a node with the controller role once voters are configured. PROTOCOL is that
+    /// of every controller listener of the cluster (`PLAINTEXT` by default, `SSL`,
+    /// `SASL_PLAINTEXT` or `SASL_SSL`): nodes reach each other's controller listeners with it,
+    /// as the inter-broker user (`inter_broker_sasl_*`, `controller_sasl_mechanism`) and
+    /// trusting `inter_broker_tls_ca_file`.
     pub controller_listen: Option<String>,
+    /// SASL mechanism of the connections to controller listeners (Kafka's
+    /// `sasl.mechanism.controller.protocol`): `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    /// Default: `inter_broker_sasl_mechanism`.
+    pub controller_sasl_mechanism: Option<String>,
+    /// The user nodes log in as on `SASL_*` controller listeners (Kafka: the controller
+    /// listener's own JAAS login). Default: `inter_broker_sasl_username`.
+    pub controller_sasl_username: Option<String>,
+    /// That user's password. Default: `inter_broker_sasl_password`.
+    pub controller_sasl_password: Option<String>,
     /// The controller quorum (Kafka's `controller.quorum.voters`): `ID@HOST:PORT` entries, as a
     /// list or a comma-separated string. Empty: this node is a cluster of one.
     #[serde(deserialize_with = "list_or_csv")]
@@ -439,6 +452,9 @@ where
         .collect()
 }
 
+/// The principal of connections that did not authenticate.
+const ANONYMOUS_USER: &str = "User:ANONYMOUS";
+
 /// The SASL mechanisms ottla implements.
 pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
@@ -529,6 +545,9 @@ impl Default for Config {
             node_id: 1,
             process_roles: vec![ProcessRole::Broker, ProcessRole::Controller],
             controller_listen: None,
+            controller_sasl_mechanism: None,
+            controller_sasl_username: None,
+            controller_sasl_password: None,
             controller_quorum_voters: Vec::new(),
             broker_rack: None,
             replica_selector: "rack_aware".into(),
@@ -710,6 +729,39 @@ impl Config {
                     format!("inter_broker_listener {name:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
                 }),
         }
+    }
+
+    /// The controller listener's protocol and `HOST:PORT`, if there is one.
+    pub fn controller_listener(&self) -> Result<Option<(SecurityProtocol, String)>, String> {
+        self.controller_listen
+            .as_deref()
+            .map(|l| split_listener(l).map(|(p, a)| (p, a.to_string())))
+            .transpose()
+    }
+
+    /// The controller listener's `HOST:PORT` (without its protocol), if there is one.
+    pub fn controller_addr(&self) -> Option<String> {
+        self.controller_listener().ok().flatten().map(|(_, a)| a)
+    }
+
+    /// The user and password of connections to `SASL_*` controller listeners.
+    pub fn controller_login(&self) -> Option<(String, String)> {
+        let user = self
+            .controller_sasl_username
+            .as_ref()
+            .or(self.inter_broker_sasl_username.as_ref())?;
+        let password = self
+            .controller_sasl_password
+            .as_ref()
+            .or(self.inter_broker_sasl_password.as_ref())?;
+        Some((user.clone(), password.clone()))
+    }
+
+    /// The SASL mechanism of connections to controller listeners.
+    pub fn controller_mechanism(&self) -> &str {
+        self.controller_sasl_mechanism
+            .as_deref()
+            .unwrap_or(&self.inter_broker_sasl_mechanism)
     }
 
     pub fn listeners(&self) -> Result<Vec<(SecurityProtocol, String)>, String> {
@@ -1065,10 +1117,48 @@ impl Config {
                 self.min_insync_replicas
             ));
         }
-        if let Some(listen) = &self.controller_listen {
+        if let Some(spec) = &self.controller_listen {
+            let (protocol, listen) = split_listener(spec).map_err(ConfigError::Invalid)?;
             if split_host_port(listen).is_none() {
                 return bad(format!(
-                    "bad controller_listen address {listen:?}: expected HOST:PORT"
+                    "bad controller_listen address {spec:?}: expected [PROTOCOL://]HOST:PORT"
+                ));
+            }
+            if protocol.tls() && (self.tls_cert_file.is_none() || self.tls_key_file.is_none()) {
+                return bad(format!(
+                    "controller_listen {spec} needs tls_cert_file and tls_key_file"
+                ));
+            }
+            if protocol.tls()
+                && self.inter_broker_tls_ca_file.is_none()
+                && self.tls_client_ca_file.is_none()
+            {
+                return bad(format!(
+                    "controller_listen {spec} needs inter_broker_tls_ca_file (the CAs of the controller listeners' certificates)"
+                ));
+            }
+            if protocol.sasl() {
+                let m = self.controller_mechanism();
+                if crate::security::scram::Mechanism::from_name(m).is_none() && m != "PLAIN" {
+                    return bad(format!(
+                        "controller_sasl_mechanism {m:?}: expected SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+                    ));
+                }
+                if self.controller_login().is_none() {
+                    return bad(format!(
+                        "controller_listen {spec} needs controller_sasl_username and controller_sasl_password, or inter_broker_sasl_username and inter_broker_sasl_password (the user nodes log in to controller listeners as)"
+                    ));
+                }
+            }
+            // Peers of a PLAINTEXT controller listener are User:ANONYMOUS, and a new quorum
+            // forms before any ACL is stored: with ACLs, only a super user gets through.
+            if protocol == SecurityProtocol::Plaintext
+                && self.authorizer == "acl"
+                && !self.super_users.iter().any(|u| u == ANONYMOUS_USER)
+                && !self.allow_everyone_if_no_acl_found
+            {
+                return bad(format!(
+                    "authorizer = \"acl\" with a PLAINTEXT controller_listen ({spec}): controllers and brokers reach it as {ANONYMOUS_USER}, which needs CLUSTER_ACTION; add it to super_users, or give controller_listen a SASL protocol (SASL_SSL://...) and log in as a super user"
                 ));
             }
             if let Some(client) = self
@@ -1546,6 +1636,54 @@ mod tests {
                 &format!("node_id = 1\ncontroller_listen = \"nohost\"\n{voters}"),
                 "bad controller_listen",
             );
+            // A controller listener's protocol, and what it needs.
+            let ctl = |proto: &str, more: &str| {
+                format!(
+                    "node_id = 1\ncontroller_listen = \"{proto}://127.0.0.1:9093\"\n{voters}{more}"
+                )
+            };
+            let login = "inter_broker_sasl_username = \"b\"\ninter_broker_sasl_password = \"p\"\n";
+            let files = "tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\ninter_broker_tls_ca_file = \"ca.pem\"\n";
+            refused(jail, &ctl("BOGUS", ""), "unknown security protocol");
+            refused(
+                jail,
+                &ctl("SASL_PLAINTEXT", ""),
+                "needs controller_sasl_username",
+            );
+            refused(jail, &ctl("SSL", ""), "needs tls_cert_file");
+            refused(
+                jail,
+                &ctl(
+                    "SASL_PLAINTEXT",
+                    &format!("{login}controller_sasl_mechanism = \"GSSAPI\"\n"),
+                ),
+                "controller_sasl_mechanism",
+            );
+            let c =
+                load_toml(jail, &ctl("SASL_SSL", &format!("{login}{files}"))).expect("SASL_SSL");
+            assert_eq!(
+                c.controller_listener().unwrap(),
+                Some((SecurityProtocol::SaslSsl, "127.0.0.1:9093".into()))
+            );
+            assert_eq!(c.controller_addr().as_deref(), Some("127.0.0.1:9093"));
+            assert_eq!(c.controller_mechanism(), "SCRAM-SHA-512");
+            assert_eq!(c.controller_login(), Some(("b".into(), "p".into())));
+            let own = "controller_sasl_username = \"ctl\"\ncontroller_sasl_password = \"q\"\n";
+            let c = load_toml(jail, &ctl("SASL_PLAINTEXT", own)).expect("own login");
+            assert_eq!(c.controller_login(), Some(("ctl".into(), "q".into())));
+            // With ACLs a PLAINTEXT controller listener's peers (User:ANONYMOUS) must be
+            // super users.
+            let acl = "authorizer = \"acl\"\n";
+            refused(jail, &ctl("PLAINTEXT", acl), "super_users");
+            assert!(load_toml(
+                jail,
+                &ctl(
+                    "PLAINTEXT",
+                    &format!("{acl}super_users = [\"User:ANONYMOUS\"]\n")
+                )
+            )
+            .is_ok());
+            assert!(load_toml(jail, &ctl("SASL_PLAINTEXT", &format!("{acl}{login}"))).is_ok());
             // Replication defaults and rack.
             refused(
                 jail,

@@ -93,8 +93,9 @@ struct Cli {
     #[arg(long, value_name = "ROLES", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     process_roles: Vec<String>,
-    /// The controller's listener, needed with the controller role once voters are set.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The controller's listener, needed with the controller role once voters are set;
+    /// PROTOCOL (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) is every controller listener's.
+    #[arg(long, value_name = "[PROTOCOL://]HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     controller_listen: Option<String>,
     /// The controller quorum, e.g. 1@h1:9093,2@h2:9093,3@h3:9093 [default: none, a cluster

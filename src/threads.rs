@@ -12,10 +12,17 @@
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 thread_local! {
     static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+tokio::task_local! {
+    /// Where the blocking-pool time of work spawned by the current task goes (ns), while
+    /// [`charging_blocking_time`] runs it.
+    static BLOCKING_CHARGE: Arc<AtomicU64>;
 }
 
 static VIOLATIONS: AtomicU64 = AtomicU64::new(0);
@@ -35,15 +42,32 @@ pub fn runtime() -> tokio::runtime::Builder {
 
 /// Runs blocking work on the blocking pool (tokio's `spawn_blocking`), the thread unmarked
 /// while it runs: the way the broker moves blocking work off the workers.
+/// Within [`charging_blocking_time`], the time the closure runs is added to that account.
 pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    let charge = BLOCKING_CHARGE.try_with(Arc::clone).ok();
     tokio::task::spawn_blocking(move || {
         ON_WORKER.with(|w| w.set(false));
-        f()
+        let Some(account) = charge else {
+            return f();
+        };
+        let start = Instant::now();
+        let out = f();
+        let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        account.fetch_add(spent, Ordering::Relaxed);
+        out
     })
+}
+
+/// Runs `f` (one poll of a request's future, say) with the blocking-pool time of the work
+/// it hands to [`spawn_blocking`] added to `account` (ns): the request quota charges a
+/// request for its cold reads and password hashing as Kafka's handler threads are charged
+/// for doing them inline.
+pub fn charging_blocking_time<R>(account: &Arc<AtomicU64>, f: impl FnOnce() -> R) -> R {
+    BLOCKING_CHARGE.sync_scope(account.clone(), f)
 }
 
 /// Whether the calling thread is one of the runtime's worker threads.

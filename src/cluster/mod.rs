@@ -74,7 +74,7 @@ pub struct NodeInfo {
 /// `controller_listen`, with the host this broker advertises to clients when that listener
 /// binds every address (`0.0.0.0`, `::`).
 pub fn observer_addr(config: &Config, advertised_host: &str) -> Option<String> {
-    let listen = config.controller_listen.as_deref()?;
+    let listen = config.controller_addr()?;
     let (host, port) = listen.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Some(match host {
@@ -85,7 +85,7 @@ pub fn observer_addr(config: &Config, advertised_host: &str) -> Option<String> {
                 format!("{advertised_host}:{port}")
             }
         }
-        _ => listen.to_string(),
+        _ => listen,
     })
 }
 

@@ -772,33 +772,16 @@ pub fn scram_first(user: &str, nonce: &str) -> Vec<u8> {
 /// The client-final-message a client computes for `first` against the fuzz server (its
 /// fixed nonce, the fuzz credential's salt and iterations), `password` being tried.
 pub fn scram_final(m: scram::Mechanism, first: &str, password: &str) -> Option<Vec<u8>> {
-    let (gs2, bare) = first.split_at(first.find("n=")?);
-    let nonce = bare.split(',').find_map(|a| a.strip_prefix("r="))?;
+    let client = scram::ScramClient::of_first_message(m, first, password)?;
     let server_first = format!(
-        "r={nonce}{SCRAM_SERVER_NONCE},s={},i={SCRAM_ITERATIONS}",
+        "r={}{SCRAM_SERVER_NONCE},s={},i={SCRAM_ITERATIONS}",
+        client.nonce(),
         BASE64.encode(SCRAM_SALT)
     );
-    let salted = scram::hi(
-        m,
-        password.as_bytes(),
-        SCRAM_SALT,
-        std::num::NonZeroU32::new(SCRAM_ITERATIONS as u32)?,
-    );
-    let client_key = scram::hmac_sign(m, &salted, b"Client Key");
-    let stored_key = ring::digest::digest(m.digest(), client_key.as_ref());
-    let without_proof = format!(
-        "c={},r={nonce}{SCRAM_SERVER_NONCE}",
-        BASE64.encode(gs2.as_bytes())
-    );
-    let auth = format!("{bare},{server_first},{without_proof}");
-    let signature = scram::hmac_sign(m, stored_key.as_ref(), auth.as_bytes());
-    let proof: Vec<u8> = client_key
-        .as_ref()
-        .iter()
-        .zip(signature.as_ref())
-        .map(|(k, s)| k ^ s)
-        .collect();
-    Some(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
+    client
+        .finish(server_first.as_bytes())
+        .ok()
+        .map(|(last, _)| last)
 }
 
 /// An unsecured JWS (`alg: none`) with `claims`.

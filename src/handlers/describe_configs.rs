@@ -75,8 +75,7 @@ fn broker_entries(config: &Config, node: &NodeInfo) -> Vec<ConfigEntry> {
         .map(|(p, l)| format!("{}://{l}", p.name()))
         .chain(
             config
-                .controller_listen
-                .iter()
+                .controller_addr()
                 .map(|l| format!("{CONTROLLER_LISTENER}://{l}")),
         )
         .collect::<Vec<_>>()

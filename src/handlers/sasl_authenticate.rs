@@ -236,14 +236,7 @@ fn scram_failed(m: Mechanism) -> String {
 
 /// The user's stored credential for `m`.
 fn stored(broker: &Broker, user: &str, m: Mechanism) -> Option<Credential> {
-    let image = broker.meta.image();
-    let c = image.scram.get(user)?.get(m.name())?;
-    Some(Credential {
-        salt: c.salt.clone(),
-        stored_key: c.stored_key.clone(),
-        server_key: c.server_key.clone(),
-        iterations: c.iterations,
-    })
+    broker.meta.image().scram_credential(user, m)
 }
 
 /// When a session authenticated now ends (`connections_max_reauth_ms`).

@@ -204,23 +204,17 @@ pub fn check_batch(batch: &[u8], p: &RecordPolicy<'_>) -> Result<Checked, Reject
             }
         }
     };
-    let records = walk(&section).map_err(|why| {
-        Rejection::Corrupt(format!("{why} in topic partition {}", p.topic_partition))
-    })?;
-    if records.len() != h.records_count as usize {
-        return Err(Rejection::Invalid(format!(
-            "Record batch declares {} records but holds {} in topic partition {}",
-            h.records_count,
-            records.len(),
-            p.topic_partition
-        )));
-    }
-
     let mut errors = Vec::new();
+    let mut error_count = 0usize;
     let mut invalid_timestamp = false;
     let mut max_timestamp = -1i64;
     let mut renumber = false;
-    for (i, r) in records.iter().enumerate() {
+    let mut count = 0usize;
+    for (i, r) in walk(&section).enumerate() {
+        let r = r.map_err(|why| {
+            Rejection::Corrupt(format!("{why} in topic partition {}", p.topic_partition))
+        })?;
+        count += 1;
         let timestamp = if claims_log_append_time {
             h.max_timestamp
         } else {
@@ -260,11 +254,20 @@ pub fn check_batch(batch: &[u8], p: &RecordPolicy<'_>) -> Result<Checked, Reject
             None
         };
         if let Some(message) = error {
-            errors.push(RecordError {
-                batch_index: i as i32,
-                message,
-            });
+            error_count += 1;
+            if errors.len() < MAX_RECORD_ERRORS {
+                errors.push(RecordError {
+                    batch_index: i as i32,
+                    message,
+                });
+            }
         }
+    }
+    if count != h.records_count as usize {
+        return Err(Rejection::Invalid(format!(
+            "Record batch declares {} records but holds {count} in topic partition {}",
+            h.records_count, p.topic_partition
+        )));
     }
     if !errors.is_empty() {
         let message = if invalid_timestamp {
@@ -282,7 +285,7 @@ pub fn check_batch(batch: &[u8], p: &RecordPolicy<'_>) -> Result<Checked, Reject
                 .collect();
             format!(
                 "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
-                errors.len(),
+                error_count,
                 shown.join(", ")
             )
         };
@@ -303,7 +306,7 @@ pub fn check_batch(batch: &[u8], p: &RecordPolicy<'_>) -> Result<Checked, Reject
         batch,
         &h,
         &section,
-        &records,
+        count,
         renumber,
         target,
         level,
@@ -328,7 +331,7 @@ fn rebuild(
     batch: &[u8],
     h: &BatchHeader,
     section: &[u8],
-    records: &[RawRecord],
+    count: usize,
     renumber: bool,
     target: Codec,
     level: i32,
@@ -336,8 +339,10 @@ fn rebuild(
 ) -> std::io::Result<Vec<u8>> {
     let renumbered;
     let plain: &[u8] = if renumber {
-        let mut out = Vec::with_capacity(section.len() + records.len());
-        for (i, r) in records.iter().enumerate() {
+        let mut out = Vec::with_capacity(section.len() + count);
+        for (i, r) in walk(section).enumerate() {
+            // (Checked by the caller's walk: an error cannot happen here.)
+            let r = r.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             // length | attributes + timestamp delta | offset delta | the rest
             let (_, len_bytes) = read_varint(&section[r.start..]).unwrap_or((0, 0));
             let head = &section[r.start + len_bytes..r.offset_delta_at.0];
@@ -475,15 +480,34 @@ fn parse_record(
     })
 }
 
-/// Splits a records section into records, checking each one's structure (see
-/// [`parse_record`]).
-fn walk(section: &[u8]) -> Result<Vec<RawRecord>, &'static str> {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos < section.len() {
-        let f = parse_record(section, pos, |_, _| ())?;
+/// The records of a records section one by one, each one's structure checked (see
+/// [`parse_record`]); nothing is kept per record, so memory does not grow with the count.
+fn walk(section: &[u8]) -> Walk<'_> {
+    Walk { section, pos: 0 }
+}
+
+struct Walk<'a> {
+    section: &'a [u8],
+    pos: usize,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<RawRecord, &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.section.len() {
+            return None;
+        }
+        let f = match parse_record(self.section, self.pos, |_, _| ()) {
+            Ok(f) => f,
+            Err(e) => {
+                self.pos = self.section.len();
+                return Some(Err(e));
+            }
+        };
         let len = |r: Option<(usize, usize)>| r.map_or(-1, |(a, b)| (b - a) as i64);
-        out.push(RawRecord {
+        self.pos = f.end;
+        Some(Ok(RawRecord {
             start: f.start,
             end: f.end,
             offset_delta_at: f.offset_delta_at,
@@ -491,11 +515,14 @@ fn walk(section: &[u8]) -> Result<Vec<RawRecord>, &'static str> {
             timestamp_delta: f.timestamp_delta,
             key_len: len(f.key),
             value_len: len(f.value),
-        });
-        pos = f.end;
+        }))
     }
-    Ok(out)
 }
+
+/// Per-record errors kept for the response at most (all are counted in its message): a
+/// batch of millions of keyless records for a compacted topic must not make millions of
+/// strings.
+const MAX_RECORD_ERRORS: usize = 1000;
 
 /// The most one stored batch may decompress to when the broker reads its records (internal
 /// topics at load, ListOffsets by timestamp): `max_decompressed_batch_bytes`' default. A
@@ -853,6 +880,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn record_errors_kept_are_bounded_but_all_are_counted() {
+        let records: Vec<Record> = (0..5000).map(|i| record(i, None, 1)).collect();
+        let batch = encode(&records, Compression::None);
+        let p = RecordPolicy {
+            compacted: true,
+            ..policy(None)
+        };
+        let Err(Rejection::Records {
+            message, errors, ..
+        }) = check_batch(&batch, &p)
+        else {
+            panic!("accepted");
+        };
+        assert_eq!(errors.len(), MAX_RECORD_ERRORS);
+        assert_eq!(errors.last().map(|e| e.batch_index), Some(999));
+        assert!(
+            message.contains("due to 5000 record errors in total"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn timestamps_out_of_bounds_are_listed() {
         let now = 1_000_000;
         let records = [
@@ -942,7 +991,9 @@ pub(crate) mod tests {
         let records: Vec<Record> = (0..3).map(|i| record(i, Some("k"), 9)).collect();
         let mut section = Vec::new();
         let plain = encode(&records, Compression::None);
-        let walked = walk(&plain[HEADER_BYTES..]).expect("walk");
+        let walked: Vec<RawRecord> = walk(&plain[HEADER_BYTES..])
+            .collect::<Result<_, _>>()
+            .expect("walk");
         for (i, r) in walked.iter().enumerate() {
             let s = &plain[HEADER_BYTES..];
             let (_, lb) = read_varint(&s[r.start..]).expect("len");

@@ -1,7 +1,9 @@
-//! How a broker opens its connections to the other brokers' Kafka listeners (followers'
-//! fetches, transaction markers): TCP, then TLS when the inter-broker protocol has it, then
-//! SASL when it has that (SaslHandshake v1 and SaslAuthenticate v2, with SCRAM or PLAIN), as
-//! Kafka's `inter.broker.listener.name` does. What comes out is a stream the caller then
+//! How a node opens its connections to the other brokers' Kafka listeners (followers'
+//! fetches, transaction markers; Kafka's `inter.broker.listener.name`) and to the controller
+//! listeners (raft RPCs, registrations, forwarded requests; the protocol of
+//! `controller_listen`): TCP, then TLS when the protocol has it (presenting the node's own
+//! certificate if the peer asks for one), then SASL when it has that (SaslHandshake v1 and
+//! SaslAuthenticate v2, with SCRAM or PLAIN). What comes out is a stream the caller then
 //! speaks the Kafka protocol over, as on a PLAINTEXT connection.
 
 use std::io;
@@ -62,9 +64,44 @@ impl Connector {
     /// The connector `inter_broker_listener` asks for; None for PLAINTEXT (or unset), where
     /// a connection is plain TCP. Reads the CA file (at start-up).
     pub fn from_config(config: &Config) -> Result<Option<Arc<Connector>>, String> {
-        let Some(protocol) = config.inter_broker_protocol()? else {
-            return Ok(None);
-        };
+        match config.inter_broker_protocol()? {
+            None => Ok(None),
+            Some(protocol) => Connector::build(
+                config,
+                protocol,
+                &config.inter_broker_sasl_mechanism,
+                config
+                    .inter_broker_sasl_username
+                    .clone()
+                    .zip(config.inter_broker_sasl_password.clone()),
+                format!("ottla-broker-{}", config.node_id),
+            ),
+        }
+    }
+
+    /// The connector of connections to controller listeners (the raft RPCs, brokers'
+    /// registrations and forwarded requests): the protocol of `controller_listen`, with
+    /// `controller_sasl_mechanism`. None for PLAINTEXT or without a controller listener.
+    pub fn for_controller(config: &Config) -> Result<Option<Arc<Connector>>, String> {
+        match config.controller_listener()? {
+            None => Ok(None),
+            Some((protocol, _)) => Connector::build(
+                config,
+                protocol,
+                config.controller_mechanism(),
+                config.controller_login(),
+                format!("ottla-node-{}", config.node_id),
+            ),
+        }
+    }
+
+    fn build(
+        config: &Config,
+        protocol: SecurityProtocol,
+        mechanism: &str,
+        credentials: Option<(String, String)>,
+        client_id: String,
+    ) -> Result<Option<Arc<Connector>>, String> {
         if protocol == SecurityProtocol::Plaintext {
             return Ok(None);
         }
@@ -81,35 +118,34 @@ impl Connector {
                     .map_err(|e| format!("bad CA certificate in {}: {e}", ca.display()))?;
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let client = rustls::ClientConfig::builder_with_provider(provider)
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("TLS protocol versions: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+            // The node's own certificate, sent when a peer asks for one (a listener with
+            // `tls_client_auth`), as Kafka's brokers present their keystore's.
+            let client = match crate::security::tls::TlsFiles::from_config(config) {
+                Some(files) => builder.with_client_cert_resolver(files.client_certificate()?),
+                None => builder.with_no_client_auth(),
+            };
             Some(tokio_rustls::TlsConnector::from(Arc::new(client)))
         } else {
             None
         };
-        let login = if protocol.sasl() {
-            Some(Login {
-                mechanism: config.inter_broker_sasl_mechanism.clone(),
-                username: config
-                    .inter_broker_sasl_username
-                    .clone()
-                    .ok_or("inter_broker_sasl_username is needed")?,
-                password: config
-                    .inter_broker_sasl_password
-                    .clone()
-                    .ok_or("inter_broker_sasl_password is needed")?,
-            })
-        } else {
-            None
+        let login = match credentials {
+            Some((username, password)) if protocol.sasl() => Some(Login {
+                mechanism: mechanism.to_string(),
+                username,
+                password,
+            }),
+            None if protocol.sasl() => return Err("a SASL user and password are needed".into()),
+            _ => None,
         };
         Ok(Some(Arc::new(Connector {
             protocol,
             tls,
             login,
-            client_id: format!("ottla-broker-{}", config.node_id),
+            client_id,
         })))
     }
 
@@ -141,7 +177,8 @@ impl Connector {
                 // enabled, user without a credential), at most every 10 s.
                 if AUTH_FAILED_LOG.allow(std::time::Duration::from_secs(10)) {
                     tracing::warn!(peer = addr, user = %login.username, mechanism = %login.mechanism,
-                        error = %e, "cannot authenticate to a peer broker (inter_broker_listener)");
+                        protocol = self.protocol.name(), client_id = %self.client_id,
+                        error = %e, "cannot authenticate to a peer (inter_broker_listener, controller_listen)");
                 }
                 return Err(e);
             }

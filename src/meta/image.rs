@@ -208,6 +208,21 @@ impl Delta {
 pub struct ApplyError(pub String);
 
 impl MetadataImage {
+    /// The user's stored SCRAM credential for `m`.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        m: crate::security::scram::Mechanism,
+    ) -> Option<crate::security::scram::Credential> {
+        let c = self.scram.get(user)?.get(m.name())?;
+        Some(crate::security::scram::Credential {
+            salt: c.salt.clone(),
+            stored_key: c.stored_key.clone(),
+            server_key: c.server_key.clone(),
+            iterations: c.iterations,
+        })
+    }
+
     pub fn topic_by_name(&self, name: &str) -> Option<&Arc<TopicImage>> {
         self.names.get(name).and_then(|id| self.topics.get(id))
     }

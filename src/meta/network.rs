@@ -41,6 +41,7 @@ use openraft::{BasicNode, RPCTypes};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::connector::Connector;
 use super::rpc::{self, RpcClient};
 use super::{TypeConfig, Vote};
 
@@ -136,6 +137,8 @@ pub struct Network {
     client_id: String,
     max_request_bytes: usize,
     contacts: Arc<Contacts>,
+    /// TLS and SASL to the peers' controller listeners; None: plain TCP.
+    connector: Option<Arc<Connector>>,
 }
 
 /// When each follower last answered this node's AppendEntries and when it was last caught up
@@ -225,7 +228,14 @@ impl Network {
             client_id,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             contacts: Arc::default(),
+            connector: None,
         }
+    }
+
+    /// The same network connecting through `connector` (TLS, SASL) when one is given.
+    pub fn with_connector(mut self, connector: Option<Arc<Connector>>) -> Network {
+        self.connector = connector;
+        self
     }
 
     /// The followers' contacts this network's clients record.
@@ -255,7 +265,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             max_body: self
                 .max_request_bytes
                 .saturating_sub(HEADER_BYTES + self.client_id.len()),
-            rpc: RpcClient::new(node.addr.clone(), self.client_id.clone()),
+            rpc: RpcClient::new(node.addr.clone(), self.client_id.clone())
+                .with_connector(self.connector.clone()),
             contacts: self.contacts.clone(),
         }
     }

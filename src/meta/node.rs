@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::broker_lifecycle::{self, HEARTBEAT_KEY, REGISTRATION_KEY};
+use super::connector::Connector;
 use super::controller::{
     Controller, ControllerDefaults, ControllerError, ControllerRequest, ControllerResult,
 };
@@ -47,6 +48,9 @@ pub struct MetaOptions {
     /// Starts serving the controller listener for this node (raft RPCs from peers, forwarded
     /// requests), before the node waits for the quorum. None: no listener (a cluster of one).
     pub serve: Option<Box<dyn FnOnce(Arc<MetaNode>) + Send>>,
+    /// TLS and SASL of this node's connections to controller listeners (the protocol of
+    /// `controller_listen`); None: plain TCP.
+    pub connector: Option<Arc<Connector>>,
 }
 
 impl MetaOptions {
@@ -70,6 +74,7 @@ pub struct MetaNode {
     voters: BTreeMap<u64, String>,
     digest: u64,
     forward: Mutex<HashMap<u64, Arc<RpcClient>>>,
+    connector: Option<Arc<Connector>>,
     /// The raft directory was empty at start (a new node or a new cluster).
     pristine: bool,
     /// A broker-only node: an observer of the log, never a voter.
@@ -156,7 +161,8 @@ impl MetaNode {
                 .validate()
                 .map_err(|e| format!("metadata quorum settings: {e}"))?,
         );
-        let network = Network::new(digest, format!("ottla-controller-{node_id}"));
+        let network = Network::new(digest, format!("ottla-controller-{node_id}"))
+            .with_connector(opts.connector.clone());
         let contacts = network.contacts();
         let raft = Raft::new(id, config, network, log, sm)
             .await
@@ -172,6 +178,7 @@ impl MetaNode {
             voters,
             digest,
             forward: Mutex::new(HashMap::new()),
+            connector: opts.connector.clone(),
             pristine,
             observer: opts.observer_addr.is_some(),
         });
@@ -459,10 +466,10 @@ impl MetaNode {
             clients
                 .entry(id)
                 .or_insert_with(|| {
-                    Arc::new(RpcClient::new(
-                        addr,
-                        format!("ottla-broker-{}", self.node_id),
-                    ))
+                    Arc::new(
+                        RpcClient::new(addr, format!("ottla-broker-{}", self.node_id))
+                            .with_connector(self.connector.clone()),
+                    )
                 })
                 .clone()
         };

@@ -355,6 +355,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use super::*;
+    use crate::server::controller_auth::PeerSecurity;
     use crate::server::controller_listener::{serve, ControllerHandler};
 
     /// Echoes `key, version, body`; FORWARD sleeps first (a slow peer); key 32002 answers
@@ -388,7 +389,13 @@ mod tests {
             let listener = TcpListener::bind(addr).await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(serve(listener, handler(), max_frame, rx));
+            let task = tokio::spawn(serve(
+                listener,
+                handler(),
+                max_frame,
+                Arc::new(PeerSecurity::plaintext()),
+                rx,
+            ));
             Listener { addr, stop, task }
         }
 

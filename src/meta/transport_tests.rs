@@ -28,6 +28,7 @@ use super::network::{voters_digest, Network};
 use super::rpc::{self, RpcClient};
 use super::service::handle_raft_rpc;
 use super::{Entry, LogId, MetaBatch, MetaRecord, MetaReply, Raft, StorageError, TypeConfig, Vote};
+use crate::server::controller_auth::PeerSecurity;
 use crate::server::controller_listener::{serve, ControllerHandler};
 
 // ---- a minimal in-memory log store ----
@@ -277,6 +278,7 @@ impl Node {
             listener,
             raft_handler(raft.clone(), digest),
             16 << 20,
+            Arc::new(PeerSecurity::plaintext()),
             rx,
         ));
         Node {

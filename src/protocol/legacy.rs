@@ -47,7 +47,10 @@ pub fn old_produce_response(
     out.put_i32(correlation_id);
     out.put_i32(req.topic_data.len() as i32);
     for t in &req.topic_data {
+        // The name came in an i16-length string, so it fits one; cut to be sure the length
+        // written is the length of what follows.
         let name = t.name.0.as_bytes();
+        let name = &name[..name.len().min(i16::MAX as usize)];
         out.put_i16(name.len() as i16);
         out.put_slice(name);
         out.put_i32(t.partition_data.len() as i32);

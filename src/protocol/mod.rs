@@ -574,7 +574,7 @@ async fn throttled_fetch(
     };
     let request_throttle = request_bound.map_or(0, |b| {
         quotas
-            .record(b, crate::quota::percentage(timed.spent))
+            .record(b, crate::quota::percentage(timed.spent()))
             .min(quotas.windows().window_ms)
     });
     let size = frame.len() as f64;
@@ -628,7 +628,7 @@ async fn throttled_dispatch(
         let mut timed =
             crate::quota::Timed::new(Box::pin(dispatch(broker, request, version, meta, session)));
         let answer = (&mut timed).await;
-        (answer, timed.spent)
+        (answer, timed.spent())
     } else {
         (
             dispatch(broker, request, version, meta, session).await,

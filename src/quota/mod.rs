@@ -15,13 +15,14 @@
 pub mod rate;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::meta::client_quotas::{
-    CLIENT_ID, CONSUMER_BYTE_RATE, CONTROLLER_MUTATION_RATE, PRODUCER_BYTE_RATE,
-    REQUEST_PERCENTAGE, USER,
+    CLIENT_ID, CONNECTION_CREATION_RATE, CONSUMER_BYTE_RATE, CONTROLLER_MUTATION_RATE, IP,
+    PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE, USER,
 };
 use crate::meta::image::ClientQuotas;
 use rate::{SampledRate, TokenBucket, Windows};
@@ -104,7 +105,18 @@ enum Stat {
 #[derive(Debug)]
 pub struct Sensor {
     stat: Mutex<Stat>,
+    /// When a value was last recorded or the sensor handed to a connection (ms, the
+    /// manager's clock): an unused sensor is dropped after [`SENSOR_EXPIRY_MS`].
+    last_used_ms: AtomicI64,
 }
+
+/// Sensors no connection holds and nothing recorded on for this long are dropped (Kafka's
+/// quota sensors expire after an hour of inactivity), so a stream of new client ids does not
+/// grow the registry without bound.
+pub const SENSOR_EXPIRY_MS: i64 = 3_600_000;
+
+/// How often (at most) resolving bounds sweeps the registry for expired sensors.
+const SWEEP_EVERY_MS: i64 = 60_000;
 
 impl Sensor {
     fn stat(&self) -> std::sync::MutexGuard<'_, Stat> {
@@ -159,7 +171,21 @@ pub struct QuotaManager {
     /// The image's quota map the limits were built from, and the limits per kind.
     limits: RwLock<(Arc<ClientQuotas>, Arc<[Limits; 4]>)>,
     sensors: Mutex<HashMap<(Kind, String, String), Arc<Sensor>>>,
+    /// When the registry was last swept for expired sensors (ms).
+    last_sweep_ms: AtomicI64,
+    /// `connection_creation_rate` of ip entities (KIP-612): by address, and the default
+    /// (`None`); empty when none is set (the accept path's one check is `ip_enabled`).
+    ip_limits: RwLock<Arc<HashMap<Option<IpAddr>, f64>>>,
+    ip_enabled: AtomicBool,
+    /// Connections accepted per address, with the last use (ms) for expiry.
+    ip_rates: Mutex<IpRates>,
     origin: Instant,
+}
+
+#[derive(Default)]
+struct IpRates {
+    rates: HashMap<IpAddr, (SampledRate, i64)>,
+    last_sweep_ms: i64,
 }
 
 impl QuotaManager {
@@ -170,6 +196,10 @@ impl QuotaManager {
             generation: AtomicU64::new(0),
             limits: RwLock::new((Arc::default(), Arc::new(Default::default()))),
             sensors: Mutex::new(HashMap::new()),
+            last_sweep_ms: AtomicI64::new(0),
+            ip_limits: RwLock::new(Arc::default()),
+            ip_enabled: AtomicBool::new(false),
+            ip_rates: Mutex::new(IpRates::default()),
             origin: Instant::now(),
         }
     }
@@ -190,7 +220,26 @@ impl QuotaManager {
             return;
         }
         let mut limits: [Limits; 4] = Default::default();
+        let mut ip_limits = HashMap::new();
         for (entity, values) in quotas.iter() {
+            if let [(t, name)] = entity.as_slice() {
+                if t == IP {
+                    if let Some(v) = values.get(CONNECTION_CREATION_RATE) {
+                        // (Validated when stored: a name is an address.)
+                        match name {
+                            None => {
+                                ip_limits.insert(None, v.0);
+                            }
+                            Some(n) => {
+                                if let Ok(ip) = n.parse::<IpAddr>() {
+                                    ip_limits.insert(Some(ip), v.0);
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
             let part = |t: &str| match entity.iter().find(|(et, _)| et == t) {
                 None => Part::Absent,
                 Some((_, None)) => Part::Default,
@@ -207,6 +256,12 @@ impl QuotaManager {
             }
         }
         let any = limits.iter().any(|l| !l.is_empty());
+        let ip_any = !ip_limits.is_empty();
+        *self.ip_limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ip_limits);
+        self.ip_enabled.store(ip_any, Ordering::Release);
+        if !ip_any {
+            *self.ip_rates.lock().unwrap_or_else(|p| p.into_inner()) = IpRates::default();
+        }
         *current = (quotas.clone(), Arc::new(limits));
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.enabled.store(any, Ordering::Release);
@@ -249,7 +304,12 @@ impl QuotaManager {
             .1
             .clone();
         let mut bounds = Bounds::default();
+        let now = self.now_ms();
         let mut sensors = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
+        if now - self.last_sweep_ms.load(Ordering::Relaxed) >= SWEEP_EVERY_MS {
+            self.last_sweep_ms.store(now, Ordering::Relaxed);
+            expire(&mut sensors, now);
+        }
         for kind in KINDS {
             if let Some((limit, ut, ct)) = resolve(&limits[kind as usize], user, client_id) {
                 let sensor = sensors
@@ -260,9 +320,11 @@ impl QuotaManager {
                                 Kind::Mutation => Stat::Bucket(TokenBucket::default()),
                                 _ => Stat::Rate(SampledRate::default()),
                             }),
+                            last_used_ms: AtomicI64::new(now),
                         })
                     })
                     .clone();
+                sensor.last_used_ms.store(now, Ordering::Relaxed);
                 bounds.bounds[kind as usize] = Some(Bound { limit, sensor });
             }
         }
@@ -276,9 +338,45 @@ impl QuotaManager {
         Some(bounds)
     }
 
+    /// A connection accepted from `ip`, under the `connection_creation_rate` quota of its
+    /// address (or the ip default): 0 when it may be served, else the throttle time (ms)
+    /// after which the listener closes it (Kafka's `ConnectionQuotas`: a throttled
+    /// connection does not count toward the rate). One atomic load without ip quotas.
+    pub fn connection_throttle(&self, ip: IpAddr) -> i64 {
+        if !self.ip_enabled.load(Ordering::Acquire) {
+            return 0;
+        }
+        let limits = self
+            .ip_limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(limit) = limits.get(&Some(ip)).or_else(|| limits.get(&None)).copied() else {
+            return 0;
+        };
+        let now = self.now_ms();
+        let mut ips = self.ip_rates.lock().unwrap_or_else(|p| p.into_inner());
+        if now - ips.last_sweep_ms >= SWEEP_EVERY_MS {
+            ips.last_sweep_ms = now;
+            ips.rates
+                .retain(|_, (_, last)| now - *last < SENSOR_EXPIRY_MS);
+        }
+        let (rate, last) = ips.rates.entry(ip).or_default();
+        *last = now;
+        if limit <= 0.0 {
+            return self.windows.window_ms;
+        }
+        let throttle = rate.record_and_throttle(&self.windows, 1.0, now, limit);
+        if throttle > 0 {
+            rate.record(&self.windows, -1.0, now);
+        }
+        throttle
+    }
+
     /// Records `value` on a rate sensor and answers the throttle time (ms) it earns.
     pub fn record(&self, bound: &Bound, value: f64) -> i64 {
         let now = self.now_ms();
+        bound.sensor.last_used_ms.store(now, Ordering::Relaxed);
         match &mut *bound.sensor.stat() {
             Stat::Rate(r) => r.record_and_throttle(&self.windows, value, now, bound.limit),
             Stat::Bucket(b) => {
@@ -331,6 +429,22 @@ impl QuotaManager {
     }
 }
 
+/// Drops the sensors no connection holds (the registry's is the only reference) that were
+/// not used for [`SENSOR_EXPIRY_MS`].
+fn expire(sensors: &mut HashMap<(Kind, String, String), Arc<Sensor>>, now: i64) {
+    let before = sensors.len();
+    sensors.retain(|_, s| {
+        Arc::strong_count(s) > 1 || now - s.last_used_ms.load(Ordering::Relaxed) < SENSOR_EXPIRY_MS
+    });
+    if sensors.len() < before {
+        tracing::debug!(
+            expired = before - sensors.len(),
+            left = sensors.len(),
+            "quota sensors expired"
+        );
+    }
+}
+
 /// The user a principal's quotas are looked up by: its name (`User:alice` → `alice`).
 pub fn quota_user(principal: &str) -> &str {
     principal.strip_prefix("User:").unwrap_or(principal)
@@ -341,19 +455,27 @@ pub fn percentage(d: std::time::Duration) -> f64 {
     d.as_nanos() as f64 * 100.0 / 1e9
 }
 
-/// A future that adds up the time spent in its `poll`s: the handler's own time on the
-/// workers, not its waits (Kafka's request handler thread time).
+/// A future that adds up the time spent in its `poll`s (the handler's own time on the
+/// workers, not its waits) and the blocking-pool time of the work it hands to
+/// `threads::spawn_blocking`: Kafka's request handler thread time.
 pub struct Timed<F> {
     inner: F,
-    pub spent: std::time::Duration,
+    polled: std::time::Duration,
+    blocking_ns: Arc<AtomicU64>,
 }
 
 impl<F> Timed<F> {
     pub fn new(inner: F) -> Timed<F> {
         Timed {
             inner,
-            spent: std::time::Duration::ZERO,
+            polled: std::time::Duration::ZERO,
+            blocking_ns: Arc::default(),
         }
+    }
+
+    /// The time charged so far: polls plus blocking work.
+    pub fn spent(&self) -> std::time::Duration {
+        self.polled + std::time::Duration::from_nanos(self.blocking_ns.load(Ordering::Relaxed))
     }
 }
 
@@ -365,8 +487,11 @@ impl<F: std::future::Future + Unpin> std::future::Future for Timed<F> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let start = Instant::now();
-        let out = std::pin::Pin::new(&mut self.inner).poll(cx);
-        self.spent += start.elapsed();
+        let this = &mut *self;
+        let out = crate::threads::charging_blocking_time(&this.blocking_ns, || {
+            std::pin::Pin::new(&mut this.inner).poll(cx)
+        });
+        this.polled += start.elapsed();
         out
     }
 }
@@ -477,6 +602,96 @@ mod tests {
                 .limit,
             5.0
         );
+    }
+
+    #[test]
+    fn unused_sensors_expire_after_an_hour() {
+        let m = QuotaManager::new(Windows::new(11, 1));
+        m.update(&quotas(&[(
+            &[("client-id", None)],
+            PRODUCER_BYTE_RATE,
+            1000.0,
+        )]));
+        // A thousand client ids come and go; one connection stays.
+        let start = m.now_ms();
+        for i in 0..1000 {
+            m.bounds(&mut SessionQuotas::default(), "u", &format!("client-{i}"));
+        }
+        let mut held = SessionQuotas::default();
+        let kept = m.bounds(&mut held, "u", "stays").unwrap();
+        let count = || m.sensors.lock().unwrap().len();
+        assert_eq!(count(), 1001);
+        let now = m.now_ms();
+        expire(&mut m.sensors.lock().unwrap(), start + SENSOR_EXPIRY_MS - 1);
+        assert_eq!(count(), 1001, "not an hour yet");
+        expire(&mut m.sensors.lock().unwrap(), now + SENSOR_EXPIRY_MS);
+        assert_eq!(count(), 1, "only the held one is left");
+        // The held sensor is the one its connection records on.
+        let again = m.bounds(&mut held, "u", "stays").unwrap();
+        assert!(Arc::ptr_eq(
+            &kept.get(Kind::Produce).unwrap().sensor,
+            &again.get(Kind::Produce).unwrap().sensor
+        ));
+        drop((kept, again, held));
+        // Dropped by its last connection and unused for an hour: gone too.
+        expire(&mut m.sensors.lock().unwrap(), now + 2 * SENSOR_EXPIRY_MS);
+        assert_eq!(count(), 0);
+    }
+
+    #[tokio::test]
+    async fn blocking_work_is_charged_to_the_request_that_spawned_it() {
+        let work = || {
+            crate::threads::spawn_blocking(|| {
+                std::thread::sleep(std::time::Duration::from_millis(30))
+            })
+        };
+        let mut timed = Timed::new(Box::pin(async move {
+            work().await.unwrap();
+            work().await.unwrap();
+        }));
+        (&mut timed).await;
+        assert!(
+            timed.spent() >= std::time::Duration::from_millis(60),
+            "{:?}",
+            timed.spent()
+        );
+        // Outside a timed request nothing is charged, and nothing breaks.
+        let untimed = Timed::new(Box::pin(async {}));
+        work().await.unwrap();
+        assert_eq!(untimed.blocking_ns.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn connection_creation_rate_per_address_and_default() {
+        let m = QuotaManager::new(Windows::new(11, 1));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(m.connection_throttle(a), 0, "no quota");
+        m.update(&quotas(&[
+            (&[("ip", Some("10.0.0.1"))], CONNECTION_CREATION_RATE, 2.0),
+            (&[("ip", None)], CONNECTION_CREATION_RATE, 100.0),
+        ]));
+        // 2/s measured over at least 10 windows of 1 s (Kafka's `Rate`): 20 at once pass,
+        // the 21st is throttled for (2.1 - 2) / 2 × 10 s.
+        for i in 0..20 {
+            assert_eq!(m.connection_throttle(a), 0, "connection {i}");
+        }
+        let t = m.connection_throttle(a);
+        assert_eq!(t, 500, "the 21st is throttled");
+        // A throttled connection does not count: the next one gets the same answer.
+        assert_eq!(m.connection_throttle(a), t);
+        // Another address has the default.
+        for _ in 0..50 {
+            assert_eq!(m.connection_throttle(b), 0);
+        }
+        // User quotas do not limit connections; ip quotas do not limit requests.
+        assert!(m.bounds(&mut SessionQuotas::default(), "u", "c").is_none());
+        m.update(&quotas(&[(
+            &[("user", Some("u"))],
+            PRODUCER_BYTE_RATE,
+            1.0,
+        )]));
+        assert_eq!(m.connection_throttle(a), 0);
     }
 
     #[test]

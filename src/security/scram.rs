@@ -389,6 +389,25 @@ impl ScramClient {
         }
     }
 
+    /// The client that sent `first` (any client-first-message: authzid, `y` flag,
+    /// extensions), to compute its final message; None when `first` has no `n=` or nonce.
+    pub fn of_first_message(m: Mechanism, first: &str, password: &str) -> Option<ScramClient> {
+        let (gs2, bare) = first.split_at(first.find("n=")?);
+        let nonce = bare.split(',').find_map(|a| a.strip_prefix("r="))?;
+        Some(ScramClient {
+            m,
+            password: password.to_owned(),
+            gs2_header: gs2.to_owned(),
+            bare: bare.to_owned(),
+            nonce: nonce.to_owned(),
+        })
+    }
+
+    /// The client's nonce.
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
     /// The client-first-message.
     pub fn first(&self) -> Vec<u8> {
         format!("{}{}", self.gs2_header, self.bare).into_bytes()

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -80,6 +81,22 @@ impl TlsFiles {
         ))))
     }
 
+    /// The certificate and key as a TLS client's, for the node's own connections to peers
+    /// whose listeners ask for one (mutual TLS).
+    pub fn client_certificate(&self) -> Result<Arc<dyn ResolvesClientCert>, String> {
+        let provider = rustls::crypto::ring::default_provider();
+        let certs = read_certs(&self.cert)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("cannot read the private key {}: {e}", self.key.display()))?;
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("unusable private key {}: {e}", self.key.display()))?;
+        let certified = CertifiedKey::new(certs, signing);
+        self.check_key_fits(&certified)?;
+        Ok(Arc::new(OneClientCertificate(Arc::new(certified))))
+    }
+
     /// Whether the private key is the certificate's (their public keys compared). rustls's
     /// own check parses the certificate with webpki, which refuses X.509 v1 certificates
     /// (still made by `openssl x509 -req` without extensions, and accepted by Java's and
@@ -102,6 +119,28 @@ impl TlsFiles {
             ));
         }
         Ok(())
+    }
+}
+
+/// Sends the one configured certificate to every server that asks for one.
+#[derive(Debug)]
+struct OneClientCertificate(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OneClientCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.0
+            .key
+            .choose_scheme(schemes)
+            .is_some()
+            .then(|| self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

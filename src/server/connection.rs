@@ -51,14 +51,70 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// The reading and writing halves (a plain socket's without a lock between them).
+    pub(super) fn split(self) -> (Reader, Writer) {
+        match self {
+            Stream::Plain(socket) => {
+                let (r, w) = socket.into_split();
+                (Reader::Plain(r), Writer::Plain(w))
+            }
+            Stream::Tls(tls) => {
+                let (r, w) = tokio::io::split(*tls);
+                (Reader::Tls(r), Writer::Tls(w))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The reading half of a [`Stream`].
-enum Reader {
+pub(super) enum Reader {
     Plain(OwnedReadHalf),
     Tls(ReadHalf<TlsStream<TcpStream>>),
 }
 
 /// The writing half of a [`Stream`].
-enum Writer {
+pub(super) enum Writer {
     Plain(OwnedWriteHalf),
     Tls(WriteHalf<TlsStream<TcpStream>>),
 }
@@ -151,16 +207,7 @@ pub async fn serve(
 ) {
     let peer_name = peer.to_string();
     tracing::debug!(peer = %peer_name, listener = session.listener.name(), "connection opened");
-    let (mut reader, writer) = match stream {
-        Stream::Plain(socket) => {
-            let (r, w) = socket.into_split();
-            (Reader::Plain(r), Writer::Plain(w))
-        }
-        Stream::Tls(tls) => {
-            let (r, w) = tokio::io::split(*tls);
-            (Reader::Tls(r), Writer::Tls(w))
-        }
-    };
+    let (mut reader, writer) = stream.split();
     let mut out = Output {
         writer: BufWriter::with_capacity(64 * 1024, writer),
         pending: 0,

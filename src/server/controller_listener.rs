@@ -6,6 +6,9 @@
 //! connection closes). The header versions are those of `meta::rpc` (its client is the other
 //! end): Kafka's for Kafka keys, request v2 / response v0 for ottla's private keys.
 //!
+//! A listener of another protocol than PLAINTEXT first takes each connection through TLS,
+//! SASL and an authorization check (`controller_auth`).
+//!
 //! One task per connection, one request at a time on it, answers in request order. Nothing a
 //! peer sends can panic the listener: a frame out of bounds, an unknown key or a header that
 //! does not decode closes that connection with a log line.
@@ -20,11 +23,12 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::connection::{next_buffered_frame, read_more, READ_CHUNK_BYTES};
+use super::connection::{next_buffered_frame, read_more, Stream, READ_CHUNK_BYTES};
+use super::controller_auth::{authenticate, PeerSecurity};
 use crate::meta::rpc::{request_header_version, response_header_version};
 
 /// Answers one request: `(api key, version, body after the request header)` → the response
@@ -44,6 +48,7 @@ pub async fn serve(
     listener: TcpListener,
     handler: ControllerHandler,
     max_frame_bytes: usize,
+    security: Arc<PeerSecurity>,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = listener
@@ -73,8 +78,11 @@ pub async fn serve(
                 let _ = socket.set_nodelay(true);
                 let handler = handler.clone();
                 let stop = stop.clone();
+                let security = security.clone();
                 connections.spawn(async move {
-                    serve_connection(socket, peer, handler, max_frame_bytes, stop).await;
+                    if let Some((stream, buf)) = authenticate(socket, peer, &security).await {
+                        serve_connection(stream, buf, peer, handler, max_frame_bytes, stop).await;
+                    }
                     drop(permit);
                 });
             }
@@ -91,7 +99,8 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    socket: TcpStream,
+    stream: Stream,
+    mut buf: BytesMut,
     peer: SocketAddr,
     handler: ControllerHandler,
     max_frame: usize,
@@ -99,10 +108,10 @@ async fn serve_connection(
 ) {
     let peer_name = peer.to_string();
     tracing::debug!(peer = %peer_name, "controller connection opened");
-    let (mut reader, writer) = socket.into_split();
+    let (mut reader, writer) = stream.split();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let mut unflushed = false;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    buf.reserve(READ_CHUNK_BYTES);
     loop {
         let frame = match next_buffered_frame(&mut buf, max_frame, &peer_name) {
             Err(()) => break,
@@ -154,15 +163,15 @@ async fn serve_connection(
 }
 
 /// A request frame split at its header.
-struct Request {
-    api_key: i16,
-    version: i16,
-    correlation_id: i32,
-    body: Bytes,
+pub(super) struct Request {
+    pub api_key: i16,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub body: Bytes,
 }
 
 /// Decodes the request header; `None` (logged) when the frame is not a request we can read.
-fn decode_header(frame: Bytes, peer: &str) -> Option<Request> {
+pub(super) fn decode_header(frame: Bytes, peer: &str) -> Option<Request> {
     if frame.len() < 8 {
         tracing::warn!(%peer, len = frame.len(), "controller listener: request shorter than a header; closing connection");
         return None;
@@ -193,7 +202,7 @@ fn decode_header(frame: Bytes, peer: &str) -> Option<Request> {
 }
 
 /// The size prefix and response header of an answer of `body_len` bytes.
-fn response_header(request: &Request, body_len: usize, peer: &str) -> Option<BytesMut> {
+pub(super) fn response_header(request: &Request, body_len: usize, peer: &str) -> Option<BytesMut> {
     let version = response_header_version(request.api_key, request.version).unwrap_or(0);
     let mut out = BytesMut::with_capacity(16);
     out.put_i32(0);
@@ -216,6 +225,7 @@ fn response_header(request: &Request, body_len: usize, peer: &str) -> Option<Byt
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
 
     /// Echoes the body, prefixed with the API key and version.
     fn echo() -> ControllerHandler {
@@ -234,7 +244,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(serve(listener, echo(), max_frame, rx));
+        tokio::spawn(serve(
+            listener,
+            echo(),
+            max_frame,
+            Arc::new(PeerSecurity::plaintext()),
+            rx,
+        ));
         (addr, tx)
     }
 
@@ -356,7 +372,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
-        let served = tokio::spawn(serve(listener, echo(), 1024, rx));
+        let served = tokio::spawn(serve(
+            listener,
+            echo(),
+            1024,
+            Arc::new(PeerSecurity::plaintext()),
+            rx,
+        ));
         good_request_works(addr).await;
         let mut idle = TcpStream::connect(addr).await.unwrap();
         tx.send(true).unwrap();

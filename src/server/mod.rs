@@ -3,6 +3,7 @@
 
 mod admission;
 mod connection;
+pub mod controller_auth;
 pub mod controller_listener;
 mod maintenance;
 pub mod memory;
@@ -176,8 +177,15 @@ impl Server {
             }
         }
         let endpoints = advertised_endpoints(&config, &listeners)?;
+        let controller_protocol = config
+            .controller_listener()
+            .map_err(|_| StartError::Address(config.controller_listen.clone().unwrap_or_default()))?
+            .map(|(p, _)| p);
         let tls = match TlsFiles::from_config(&config) {
-            Some(files) if listeners.iter().any(|(_, p)| p.tls()) => {
+            Some(files)
+                if listeners.iter().any(|(_, p)| p.tls())
+                    || controller_protocol.is_some_and(|p| p.tls()) =>
+            {
                 Some(Arc::new(Tls::new(files).map_err(StartError::Tls)?))
             }
             _ => None,
@@ -200,18 +208,29 @@ impl Server {
                     })?;
                 controller_addr = listener.local_addr().ok();
                 let max_frame = config.max_frame_bytes;
+                let protocol = controller_protocol.unwrap_or(SecurityProtocol::Plaintext);
+                let peer_config = config.clone();
+                let peer_tls = tls.clone();
                 let serve: Box<dyn FnOnce(Arc<crate::meta::node::MetaNode>) + Send> =
                     Box::new(move |node| {
-                        let handler: controller_listener::ControllerHandler =
-                            Arc::new(move |key, version, body| {
-                                Box::pin(node.clone().handle_controller_request(key, version, body))
-                            });
-                        tokio::spawn(controller_listener::serve(
-                            listener,
-                            handler,
-                            max_frame,
-                            controller_stop_rx,
-                        ));
+                        tokio::spawn(async move {
+                            let security =
+                                peer_security(&peer_config, protocol, peer_tls, node.clone()).await;
+                            let handler: controller_listener::ControllerHandler =
+                                Arc::new(move |key, version, body| {
+                                    Box::pin(
+                                        node.clone().handle_controller_request(key, version, body),
+                                    )
+                                });
+                            controller_listener::serve(
+                                listener,
+                                handler,
+                                max_frame,
+                                Arc::new(security),
+                                controller_stop_rx,
+                            )
+                            .await;
+                        });
                     });
                 Some(serve)
             }
@@ -405,6 +424,9 @@ struct Edge {
 
 /// Accepts connections until `stop`; returns the tasks of those still open (shutdown drains
 /// or aborts them). Finished connection tasks are reaped as they end.
+/// Connections closed for the per-address creation rate, logged at most every 5 s.
+static IP_THROTTLED_LOG: crate::log_every::LogLimit = crate::log_every::LogLimit::new();
+
 async fn accept_loop(
     listener: TcpListener,
     protocol: SecurityProtocol,
@@ -450,6 +472,26 @@ async fn accept_loop(
                     drop(socket);
                     continue;
                 };
+                // KIP-612's per-address quota (`connection_creation_rate` of an ip entity):
+                // a connection over it is closed once its throttle time has passed, held
+                // until then (counted against its address and the connection permits).
+                let throttle = broker.quotas.connection_throttle(peer.ip());
+                if throttle > 0 {
+                    if IP_THROTTLED_LOG.allow(Duration::from_secs(5)) {
+                        tracing::warn!(%peer, throttle_ms = throttle,
+                            "closing connection: connection_creation_rate quota of this address exceeded");
+                    }
+                    let mut stop = stop.clone();
+                    connections.spawn(async move {
+                        let wait = Duration::from_millis(throttle.unsigned_abs());
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.changed() => {}
+                        }
+                        drop((socket, counted, permit));
+                    });
+                    continue;
+                }
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let stop = stop.clone();
@@ -483,6 +525,73 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// How the controller listener authenticates and admits peers: its protocol; SCRAM
+/// credentials from the metadata image, or from `bootstrap_users` while the image has none
+/// for the user; with `authorizer = "acl"` a peer needs CLUSTER_ACTION on the cluster (super
+/// users have it), as Kafka's controller asks of brokers and other controllers.
+async fn peer_security(
+    config: &Config,
+    protocol: SecurityProtocol,
+    tls: Option<Arc<Tls>>,
+    node: Arc<crate::meta::node::MetaNode>,
+) -> controller_auth::PeerSecurity {
+    use crate::security::acl::{AclOperation, Authorizer, ResourceType, CLUSTER_NAME};
+    let users = config.bootstrap_credentials().unwrap_or_default();
+    let bootstrap = if protocol.sasl() && !users.is_empty() {
+        crate::threads::spawn_blocking(move || controller_auth::bootstrap_credentials(&users))
+            .await
+            .unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let image_node = node.clone();
+    let credentials: controller_auth::CredentialLookup = Arc::new(move |user, m| {
+        let image = image_node.image();
+        if image.scram.contains_key(user) {
+            image.scram_credential(user, m)
+        } else {
+            bootstrap.get(&(user.to_string(), m)).cloned()
+        }
+    });
+    let admit: controller_auth::Admission = if config.authorizer == "acl" {
+        let super_users = config.super_users.clone();
+        let everyone = config.allow_everyone_if_no_acl_found;
+        Arc::new(move |principal, host| {
+            let acls = node.image().acls.clone();
+            Authorizer::new(acls.iter().cloned(), super_users.clone(), everyone)
+                .authorize(
+                    principal,
+                    host,
+                    AclOperation::ClusterAction,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                )
+                .is_allowed()
+        })
+    } else {
+        Arc::new(|_, _| true)
+    };
+    let mut mechanisms: Vec<String> = config
+        .sasl_enabled_mechanisms
+        .iter()
+        .filter(|m| m.as_str() != "OAUTHBEARER")
+        .cloned()
+        .collect();
+    let own = config.controller_mechanism().to_string();
+    if !mechanisms.contains(&own) {
+        mechanisms.push(own);
+    }
+    controller_auth::PeerSecurity {
+        protocol,
+        tls,
+        mechanisms,
+        credentials,
+        admit,
+        max_receive: config.sasl_server_max_receive_size,
+        timeout: Duration::from_millis(config.authentication_timeout_ms),
     }
 }
 

@@ -5,7 +5,7 @@ per-mode compat suites, with the release binary; the per-mode runs skip it.
 - topics of RF 3 x 12 partitions created with kafka-python's KafkaAdminClient and with
   confluent-kafka's AdminClient, each bootstrapped from a different single broker (both
   clients send CreateTopics to the controller they find in Metadata (the broker they asked); forwarding from other
-  brokers is covered by tests/cluster_three.rs);
+  brokers is covered by tests/it/cluster_three.rs);
 - every broker's Metadata (confluent list_topics with that broker as the only bootstrap, and
   answered by it: librdkafka names the broker that answered) shows the same leaders, replicas and ISR, and each broker
   leads 4 of the 12 partitions;

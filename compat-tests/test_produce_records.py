@@ -137,7 +137,7 @@ def test_out_of_bounds_timestamps_fail_alone(bootstrap, topic_name):
         (b"k", b"now", now), (b"k", b"old", now - 2 * hour), (b"k", b"future", now + 2 * hour),
     ])
     assert all(e is not None for e in errors), errors
-    # The partition's error is INVALID_TIMESTAMP (tests/produce_records.rs); librdkafka fails
+    # The partition's error is INVALID_TIMESTAMP (tests/it/produce_records.rs); librdkafka fails
     # the records listed in record_errors with INVALID_RECORD, the others as collateral.
     for e in (errors[1], errors[2]):
         assert e.code() == KafkaError.INVALID_RECORD, e

@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, as plain functions: libFuzzer drives them from `fuzz/` (cargo-fuzz,
-//! nightly), `tests/fuzz_replay.rs` on stable (the committed corpus, then a deterministic
+//! nightly), `tests/it/fuzz_replay.rs` on stable (the committed corpus, then a deterministic
 //! mutation loop). Each takes arbitrary bytes and must never panic, abort or allocate without
 //! bound; errors are the expected outcome for most inputs. Where an input is accepted, some
 //! targets also check what the code promises of it (a rebuilt batch passes validation, ...):
@@ -415,8 +415,8 @@ pub fn sasl_messages(data: &[u8]) {
     }
 }
 
-/// The deterministic mutator of the stable replay (`tests/fuzz_replay.rs`,
-/// `tests/fuzz_requests.rs`): xorshift64, bit flips, random bytes, byte inserts and deletes,
+/// The deterministic mutator of the stable replay (`tests/it/fuzz_replay.rs`,
+/// `tests/it/fuzz_requests.rs`): xorshift64, bit flips, random bytes, byte inserts and deletes,
 /// truncation, splices from another input, and interesting integers (0, -1, i16/i32 bounds,
 /// 2^31, varints) written at random positions.
 pub struct Mutator(u64);

@@ -5,7 +5,7 @@
 //! must be an answer or a closed connection: no panic, no abort, no hang. Deterministic (fixed
 //! seed); `OTTLA_FUZZ_ITERATIONS` raises the count.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{batch, encode_request, try_encode_request};
@@ -18,8 +18,6 @@ use ottla::fuzzing::Mutator;
 use ottla::protocol::{handle_frame, versions::SUPPORTED, Outcome};
 use ottla::server::Server;
 
-#[global_allocator]
-static GLOBAL: ottla::alloc::Allocator = ottla::alloc::Allocator;
 
 fn push<R: Request>(out: &mut Vec<Vec<u8>>, req: R, versions: (i16, i16)) {
     for v in versions.0..=versions.1 {

@@ -2,7 +2,7 @@
 //! transactions, restarts) and, through the wire, Fetch's read_committed isolation,
 //! ListOffsets' READ_COMMITTED latest offset and Produce's transactional checks.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

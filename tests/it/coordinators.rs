@@ -6,7 +6,7 @@
 //! controller, and data directories of earlier versions (a one-partition `__consumer_offsets`,
 //! a `meta/producer_id_block` file).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! below the known ones, the `current_leader_epoch` check, unknown partitions and partitions
 //! led elsewhere.
 
-mod common;
+use crate::common;
 
 use common::{batch, produce_request, topic_name, Client, TestBroker};
 use kafka_protocol::error::ResponseError;

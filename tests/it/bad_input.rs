@@ -2,7 +2,7 @@
 //! unsupported versions, corrupt batches and absurd array lengths are answered with an error
 //! or end that one connection, while other clients keep being served.
 
-mod common;
+use crate::common;
 
 use bytes::{BufMut, BytesMut};
 use common::{batch, encode_request, TestBroker};
@@ -15,8 +15,6 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::Compression;
 use ottla::config::Config;
 
-#[global_allocator]
-static GLOBAL: ottla::alloc::Allocator = ottla::alloc::Allocator;
 
 async fn still_serving(broker: &TestBroker) {
     let mut c = broker.client().await;

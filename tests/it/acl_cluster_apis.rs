@@ -7,7 +7,7 @@
 //! operations are the caller's (none, then all). AlterReplicaLogDirs (ALTER) moves a replica
 //! only to the one directory it is in (a no-op) and answers LOG_DIR_NOT_FOUND for others.
 
-mod common;
+use crate::common;
 
 use common::{topic_name, Client, TestBroker};
 use kafka_protocol::messages::alter_partition_reassignments_request::{

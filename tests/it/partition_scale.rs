@@ -1,7 +1,7 @@
 //! Partitions at scale: all-or-nothing topic changes, lazily created index files, the bounded
 //! cache of open segment files, and a broker process under a low open-file limit.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

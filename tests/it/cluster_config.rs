@@ -2,7 +2,7 @@
 //! DescribeConfigs, Metadata, DescribeCluster and CreateTopics. The quorum itself is not run
 //! yet: a node with voters serves as a cluster of one.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

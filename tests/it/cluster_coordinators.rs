@@ -3,8 +3,8 @@
 //! and for a transactional id, committed offsets follow the coordinator across its restart,
 //! and producer ids (allocated in blocks by the controller) are unique across brokers.
 
-mod cluster;
-mod common;
+use crate::cluster;
+use crate::common;
 
 use std::collections::BTreeSet;
 

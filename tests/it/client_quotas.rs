@@ -3,7 +3,7 @@
 //! log), and a produce quota throttling (KIP-219: `throttle_time_ms` in the answer, the
 //! connection not read meanwhile). The test client's id is `ottla-test`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

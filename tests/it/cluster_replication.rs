@@ -5,8 +5,8 @@
 //! it), catches up when it restarts and rejoins the ISR; the copies are still identical after
 //! a clean stop of the whole cluster.
 
-mod cluster;
-mod common;
+use crate::cluster;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -12,8 +12,6 @@ use std::time::Instant;
 
 use ottla::fuzzing::{seeds, Mutator, TARGETS};
 
-#[global_allocator]
-static GLOBAL: ottla::alloc::Allocator = ottla::alloc::Allocator;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,8 +8,8 @@
 //! Nothing here uses groups or transactions (their coordinators are not placed on partition
 //! leaders yet).
 
-mod cluster;
-mod common;
+use crate::cluster;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! a deleted topic's in-flight partition handle cannot write into its recreated directory; no
 //! tracing span guard is held across an `.await`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

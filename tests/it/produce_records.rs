@@ -3,7 +3,7 @@
 //! bounds, and per-record errors (KIP-467 `record_errors`) for keyless records on compacted
 //! topics and timestamps outside `message.timestamp.before/after.max.ms` (KIP-937).
 
-mod common;
+use crate::common;
 
 use bytes::{Bytes, BytesMut};
 use common::{Client, TestBroker};

@@ -6,7 +6,7 @@
 //!
 //! The brokers listen on a port in 20000-20999 (`TestBroker::start_in_ports`).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

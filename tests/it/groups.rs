@@ -2,7 +2,7 @@
 //! the JoinGroup/SyncGroup dance, Kafka's error codes, static membership, offsets that survive
 //! a restart, DeleteGroups and OffsetDelete.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

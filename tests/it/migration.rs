@@ -2,7 +2,7 @@
 //! metadata log: the same topics, ids, configs and data, the same cluster id; the old file is
 //! retired; later starts use the log alone.
 
-mod common;
+use crate::common;
 
 use common::{batch, topic_name, TestBroker};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};

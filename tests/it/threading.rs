@@ -4,7 +4,7 @@
 //! runtime (`threads::runtime`, workers marked), and no blocking operation may have run on a
 //! worker thread. Every record produced is read back byte for byte.
 
-mod common;
+use crate::common;
 
 use common::{batch, produce_request, topic_name, Client, TestBroker};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};

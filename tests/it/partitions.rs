@@ -3,7 +3,7 @@
 //! not literals. Leadership is changed here through the broker's state, as the metadata log
 //! will once the cluster exists.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The Kafka APIs end to end through the wire protocol, against an in-process broker.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -5,8 +5,8 @@
 //! replica; node 4 gets replicas and leaders, forwards topic changes, and catches up after
 //! a kill -9; every node stops cleanly.
 
-mod cluster;
-mod common;
+use crate::cluster;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

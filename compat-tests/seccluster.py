@@ -17,10 +17,8 @@ node, to talk to a node alone), `root` (the TLS files: ca.pem, server.pem, clien
 `run_log()` (every node's log of this run), `node_logs()` (one per node), `tail(n)`, `sighup()`, `leader(topic)`,
 `other_node_addr(proto, topic)` (a node that does not lead the topic's partition 0: the broker
 itself when there is one), `assert_replicated(topic)`, `stop()`, `cleanup()`;
-`replication_factor` is 1 or 3, `kind` "single" or "cluster3".
-
-`single_only(fixture, reason)` keeps a test on the single broker, `cluster_xfail(fixture,
-reason)` marks its cluster variant xfail(strict=True).
+`replication_factor` is 1 or 3, `kind` "single" or "cluster3". `start_broker(kind, ...)`
+starts one outside a fixture (test_security's mutual-TLS tests).
 """
 
 import contextlib
@@ -30,7 +28,6 @@ import subprocess
 import tempfile
 import time
 
-import pytest
 
 from cluster import Cluster, Node
 from groups.broker import OwnBroker, environment, free_port
@@ -71,19 +68,6 @@ def listener_args(host, ports):
         if proto != "PLAINTEXT":
             args += ["--listen", f"{proto}://{host}:{port}", "--advertise", f"{proto}://{host}:{port}"]
     return args
-
-
-def single_only(fixture, reason):
-    """Runs the test against the single broker only; `reason` says why."""
-    assert reason
-    return pytest.mark.parametrize(fixture, ["single"], indirect=True)
-
-
-def cluster_xfail(fixture, reason):
-    """The cluster variant is a known broker bug: xfail(strict=True), so its fix shows."""
-    return pytest.mark.parametrize(fixture, [
-        "single", pytest.param("cluster3", marks=pytest.mark.xfail(strict=True, reason=reason))],
-        indirect=True)
 
 
 class _Common:
@@ -230,40 +214,48 @@ def inter_broker_env(root, env):
     return out
 
 
-@contextlib.contextmanager
-def security_broker(request, prefix, protocols, args=(), env=None, meta=("PLAINTEXT", {})):
-    """The broker of kind `request.param` with listeners `protocols` (PLAINTEXT always), the
-    node arguments `args` and settings `env` (OTTLA_*); TLS files made in its root (certificate
-    and key passed) when a listener needs them, and always for a cluster (SASL_SSL between the
-    brokers). `meta`: (protocol, librdkafka settings) to read Metadata with (leaders). Stopped
-    (each process must exit 0 without a panic) and removed afterwards; the logs' tails are
-    printed when a test failed."""
-    kind, env = request.param, dict(env or {})
-    root = tempfile.mkdtemp(prefix=f"{prefix}-{kind}-")
+def start_broker(kind, root, protocols, args=(), env=None, meta=("PLAINTEXT", {})):
+    """A started broker of `kind` ("single" or "cluster3") with listeners `protocols`
+    (PLAINTEXT always), the node arguments `args` and settings `env` (OTTLA_*), its files in
+    `root`. TLS files are made there (certificate and key passed) when a listener needs them,
+    and always for a cluster (SASL_SSL between the brokers); already there (ca.pem), they are
+    kept. `meta`: (protocol, librdkafka settings) to read Metadata with (leaders)."""
+    env = dict(env or {})
     protocols = ["PLAINTEXT", *[p for p in protocols if p != "PLAINTEXT"]]
-    failed_before = request.session.testsfailed
+    need_tls = kind == "cluster3" or TLS_PROTOCOLS & set(protocols)
+    if need_tls and not os.path.exists(os.path.join(root, "ca.pem")):
+        make_certs(root)
+    if need_tls and "--tls-cert-file" not in args:
+        args = [*tls_args(root), *args]
     if kind == "single":
-        if TLS_PROTOCOLS & set(protocols):
-            make_certs(root)
-            args = [*tls_args(root), *args]
         b = SingleBroker(root, protocols, args, meta)
         with environment(env):
             b.start()
-    else:
-        assert kind == "cluster3", kind
-        make_certs(root)
-        if "SASL_SSL" not in protocols:
-            protocols.append("SASL_SSL")
-        b = SecurityCluster(root, protocols,
-                            [*tls_args(root), "--bootstrap-user", f"{BROKER_USER}:{BROKER_PASSWORD}", *args],
-                            inter_broker_env(root, env), meta)
-        t0 = time.monotonic()
-        try:
-            b.start()
-        except BaseException:
-            b.cleanup()
-            raise
-        print(f"\n{prefix}: cluster of 3 ready in {time.monotonic() - t0:.1f} s")
+        return b
+    assert kind == "cluster3", kind
+    if "SASL_SSL" not in protocols:
+        protocols.append("SASL_SSL")
+    b = SecurityCluster(root, protocols,
+                        [*args, "--bootstrap-user", f"{BROKER_USER}:{BROKER_PASSWORD}"],
+                        inter_broker_env(root, env), meta)
+    t0 = time.monotonic()
+    try:
+        b.start()
+    except BaseException:
+        b.cleanup()
+        raise
+    print(f"\ncluster of 3 in {root} ready in {time.monotonic() - t0:.1f} s")
+    return b
+
+
+@contextlib.contextmanager
+def security_broker(request, prefix, protocols, args=(), env=None, meta=("PLAINTEXT", {})):
+    """The module fixtures' broker: start_broker of the kind `request.param`, in a new
+    temporary directory. Stopped (each process must exit 0 without a panic) and removed
+    afterwards; the logs' tails are printed when a test failed."""
+    failed_before = request.session.testsfailed
+    b = start_broker(request.param, tempfile.mkdtemp(prefix=f"{prefix}-{request.param}-"),
+                     protocols, args, env, meta)
     try:
         yield b
         b.stop()

@@ -14,8 +14,8 @@ against
 Both offer the interface the tests use: `addr(proto)` (a bootstrap list: every node's
 listener of that protocol), `bootstrap` (PLAINTEXT), `node_addrs(proto)` (one address per
 node, to talk to a node alone), `root` (the TLS files: ca.pem, server.pem, client.pem),
-`run_log()` (every node's log of this run), `node_logs()` (one per node), `tail(n)`, `sighup()`, `leader(topic)`,
-`other_node_addr(proto, topic)` (a node that does not lead the topic's partition 0: the broker
+`run_log()` (every node's log of this run), `node_logs()` (one per node), `tail(n)`,
+`sighup()` (every node), `leader(topic)`, `other_node_addr(proto, topic)` (a node that does not lead the topic's partition 0: the broker
 itself when there is one), `assert_replicated(topic)`, `stop()`, `cleanup()`;
 `replication_factor` is 1 or 3, `kind` "single" or "cluster3". `start_broker(kind, ...)`
 starts one outside a fixture (test_security's mutual-TLS tests).
@@ -27,7 +27,6 @@ import signal
 import subprocess
 import tempfile
 import time
-
 
 from cluster import Cluster, Node
 from groups.broker import OwnBroker, environment, free_port

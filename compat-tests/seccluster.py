@@ -251,12 +251,20 @@ def start_broker(kind, root, protocols, args=(), env=None, meta=("PLAINTEXT", {}
 def security_broker(request, prefix, protocols, args=(), env=None, meta=("PLAINTEXT", {})):
     """The module fixtures' broker: start_broker of the kind `request.param`, in a new
     temporary directory. Stopped (each process must exit 0 without a panic) and removed
-    afterwards; the logs' tails are printed when a test failed."""
+    afterwards, a cluster's logs checked first for failed inter-broker logins and refused
+    CLUSTER_ACTIONs; the logs' tails are printed when a test failed."""
     failed_before = request.session.testsfailed
     b = start_broker(request.param, tempfile.mkdtemp(prefix=f"{prefix}-{request.param}-"),
                      protocols, args, env, meta)
     try:
         yield b
+        if b.kind == "cluster3":
+            # The brokers reached each other over SASL_SSL as BROKER_USER throughout: no
+            # failed inter-broker login, and (with ACLs) no follower fetch or transaction
+            # marker refused as some other principal.
+            log = b.run_log()
+            assert "cannot authenticate to a peer broker" not in log, b.tail(40)
+            assert "operation=CLUSTER_ACTION" not in log, b.tail(40)
         b.stop()
     finally:
         if request.session.testsfailed > failed_before:

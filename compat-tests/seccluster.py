@@ -23,6 +23,7 @@ starts one outside a fixture (test_security's mutual-TLS tests).
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -137,6 +138,15 @@ class SingleBroker(_Common, OwnBroker):
 
     def node_logs(self):
         return [self.run_log()]
+
+    def cleanup(self):
+        """Kills the broker if it still runs; removes its files (kept with
+        OTTLA_CLUSTER_KEEP=1, as a cluster's)."""
+        super().cleanup()
+        if os.environ.get("OTTLA_CLUSTER_KEEP") == "1":
+            print(f"\nkept the broker's files in {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def sighup(self):
         self.proc.send_signal(signal.SIGHUP)

@@ -1,6 +1,11 @@
 """ACLs (`authorizer = "acl"`) with real clients, against a broker of its own: a SASL_PLAINTEXT
 listener with the users `admin` (a super user) and `alice`, and a PLAINTEXT one (its clients
-are `User:ANONYMOUS`).
+are `User:ANONYMOUS`). Every test runs twice: against one broker (`[single]`) and against a
+3-node cluster (`[cluster3]`, seccluster.py): every node with those listeners (and SASL_SSL,
+which the brokers speak to each other as `User:broker`, the other super user), the same users
+and authorizer settings, topics of replication factor 3 with min.insync.replicas 3. There
+ACLs are made through a node that does not lead the topic, and each node's own Metadata must
+show what they allow.
 
 - CreateAcls / DescribeAcls / DeleteAcls v1-3 through confluent-kafka's admin client, stored
   in the metadata log; without CLUSTER ALTER they are refused.
@@ -10,8 +15,6 @@ are `User:ANONYMOUS`).
 - Every denial is logged with principal, host, operation and resource.
 """
 
-import os
-import tempfile
 import time
 import uuid
 
@@ -22,42 +25,32 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import TopicAuthorizationFailedError
 
-from groups.broker import OwnBroker, environment, free_port
+from cluster import answered_by
+from seccluster import KINDS, security_broker
 
 USERS = {"admin": "admin-pw", "alice": "alice-pw"}
 
 
-class AclBroker(OwnBroker):
-    def __init__(self, root):
-        self.sasl_port = free_port()
-        args = ["--listen", f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
-                "--advertise", f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"]
-        for u, p in USERS.items():
-            args += ["--bootstrap-user", f"{u}:{p}"]
-        super().__init__(os.path.join(root, "data"), os.path.join(root, "broker.log"), args)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=KINDS)
 def acl_broker(request):
-    with environment({"OTTLA_AUTHORIZER": "acl", "OTTLA_SUPER_USERS": "User:admin"}):
-        b = AclBroker(tempfile.mkdtemp(prefix="ottla-acls-"))
-        b.start()
-    try:
+    args = []
+    for u, p in USERS.items():
+        args += ["--bootstrap-user", f"{u}:{p}"]
+    admin = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+             "sasl.username": "admin", "sasl.password": USERS["admin"]}
+    with security_broker(request, "ottla-acls", ["SASL_PLAINTEXT"], args,
+                         {"OTTLA_AUTHORIZER": "acl", "OTTLA_SUPER_USERS": "User:admin"},
+                         meta=("SASL_PLAINTEXT", admin)) as b:
         yield b
-    finally:
-        if request.session.testsfailed:
-            print("\n" + b.tail(60))
-        b.stop()
-        b.cleanup()
 
 
 def conf(b, user):
-    return {"bootstrap.servers": f"127.0.0.1:{b.sasl_port}", "security.protocol": "SASL_PLAINTEXT",
+    return {"bootstrap.servers": b.addr("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
             "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": user, "sasl.password": USERS[user]}
 
 
 def kp(b, user):
-    return {"bootstrap_servers": f"127.0.0.1:{b.sasl_port}", "security_protocol": "SASL_PLAINTEXT",
+    return {"bootstrap_servers": b.addr("SASL_PLAINTEXT"), "security_protocol": "SASL_PLAINTEXT",
             "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": user,
             "sasl_plain_password": USERS[user]}
 
@@ -96,11 +89,47 @@ def results(futures):
     return {k: f.result(30) for k, f in futures.items()}
 
 
+def visible_at(b, user, addr, topic):
+    """Whether Metadata from the node `addr` itself (answers by another node are asked
+    again) lists `topic` to `user`."""
+    for _ in range(20):
+        md = AdminClient({**conf(b, user), "bootstrap.servers": addr}).list_topics(timeout=10)
+        if answered_by(md).split("://")[-1] == addr:  # SASL: "sasl_plaintext://HOST:PORT"
+            return topic in md.topics
+    raise AssertionError(f"Metadata with bootstrap {addr} always answered by other nodes")
+
+
+ALL = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+                       AclPermissionType.ANY)
+
+
+def everywhere(b, present=(), absent=(), timeout=10):
+    """Waits until every node's DescribeAcls (asked of the node alone) lists the bindings
+    `present` and none of `absent`: a change made through one node reaches the others through
+    the metadata log."""
+    want, gone = {str(x) for x in present}, {str(x) for x in absent}
+    for addr in b.node_addrs("SASL_PLAINTEXT"):
+        admin = AdminClient({**conf(b, "admin"), "bootstrap.servers": addr})
+        deadline = time.monotonic() + timeout
+        while True:
+            have = {str(x) for x in admin.describe_acls(ALL).result(30)}
+            if want <= have and not gone & have:
+                break
+            assert time.monotonic() < deadline, (addr, want - have, gone & have)
+            time.sleep(0.1)
+
+
+def create_acls(b, admin, bindings):
+    results(admin.create_acls(bindings))
+    everywhere(b, present=bindings)
+
+
 def test_acls_decide_who_produces_and_consumes(acl_broker):
     b = acl_broker
     admin = AdminClient(conf(b, "admin"))
     ours, other = f"acl-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
-    results(admin.create_topics([NewTopic(ours, 1, 1), NewTopic(other, 1, 1)]))
+    rf = b.replication_factor
+    results(admin.create_topics([NewTopic(ours, 1, rf), NewTopic(other, 1, rf)]))
     sent = [f"r{i}".encode() for i in range(20)]
     assert produce(conf(b, "admin"), ours, sent) == [None] * 20  # a super user may
 
@@ -114,14 +143,19 @@ def test_acls_decide_who_produces_and_consumes(acl_broker):
     assert "authorization" in str(e.value).lower(), e.value
 
     # WRITE on the prefix "acl-", READ on our topic: writes there, not to the other topic.
+    # Made through a node that does not lead `ours` (in the cluster), so the leader that
+    # decides the produce and fetch below has them from the metadata log.
+    via = AdminClient({**conf(b, "admin"), "bootstrap.servers": b.other_node_addr("SASL_PLAINTEXT", ours)})
     grants = [binding(AclOperation.WRITE, AclPermissionType.ALLOW, "acl-", ResourcePatternType.PREFIXED),
               binding(AclOperation.READ, AclPermissionType.ALLOW, ours)]
-    results(admin.create_acls(grants))
-    deadline = time.monotonic() + 10
-    while ours not in alice_admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
-        time.sleep(0.2)
-    visible = alice_admin.list_topics(timeout=10).topics
-    assert ours in visible and other not in visible  # DESCRIBE implied by WRITE / READ
+    create_acls(b, via, grants)
+    # Every node's own Metadata: DESCRIBE is implied by WRITE / READ.
+    for addr in b.node_addrs("SASL_PLAINTEXT"):
+        deadline = time.monotonic() + 10
+        while not visible_at(b, "alice", addr, ours) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert visible_at(b, "alice", addr, ours), addr
+        assert not visible_at(b, "alice", addr, other), addr
     more = [f"alice-{i}".encode() for i in range(10)]
     assert produce(conf(b, "alice"), ours, more) == [None] * 10
     errs = produce(conf(b, "alice"), other, [b"x"])
@@ -141,7 +175,7 @@ def test_acls_decide_who_produces_and_consumes(acl_broker):
 
     # A deny on the prefix wins over the literal allow.
     deny = binding(AclOperation.READ, AclPermissionType.DENY, "acl-", ResourcePatternType.PREFIXED)
-    results(admin.create_acls([deny]))
+    create_acls(b, via, [deny])
     with pytest.raises(TopicAuthorizationFailedError):
         read_all(b, "alice", ours, 1)
 
@@ -150,6 +184,7 @@ def test_acls_decide_who_produces_and_consumes(acl_broker):
                                                           "User:alice", None, AclOperation.ANY,
                                                           AclPermissionType.ANY)]))
     assert sum(len(v) for v in deleted.values()) == 3
+    everywhere(b, absent=[*grants, deny])
     errs = produce(conf(b, "alice"), ours, [b"x"])
     assert errs[0] is not None
 
@@ -161,7 +196,7 @@ def test_plaintext_clients_are_anonymous(acl_broker):
     b = acl_broker
     topic = f"anon-{uuid.uuid4().hex[:6]}"
     admin = AdminClient(conf(b, "admin"))
-    results(admin.create_topics([NewTopic(topic, 1, 1)]))
+    results(admin.create_topics([NewTopic(topic, 1, b.replication_factor)]))
     errs = produce({"bootstrap.servers": b.bootstrap}, topic, [b"x"])
     assert errs[0] is not None
     # Denials are logged at most every 50 ms: the first test's may have used the slot.
@@ -177,10 +212,10 @@ def test_a_group_read_needs_group_read(acl_broker):
     b = acl_broker
     admin = AdminClient(conf(b, "admin"))
     topic = f"acl-g-{uuid.uuid4().hex[:6]}"
-    results(admin.create_topics([NewTopic(topic, 1, 1)]))
+    results(admin.create_topics([NewTopic(topic, 1, b.replication_factor)]))
     sent = [f"g{i}".encode() for i in range(10)]
     assert produce(conf(b, "admin"), topic, sent) == [None] * 10
-    results(admin.create_acls([binding(AclOperation.READ, AclPermissionType.ALLOW, topic)]))
+    create_acls(b, admin, [binding(AclOperation.READ, AclPermissionType.ALLOW, topic)])
 
     def consume(group, want):
         c = Consumer({**conf(b, "alice"), "group.id": group, "auto.offset.reset": "earliest",
@@ -202,8 +237,8 @@ def test_a_group_read_needs_group_read(acl_broker):
 
     got, errors = consume("g-denied", 1)
     assert not got and errors and "authorization" in str(errors[0]).lower(), (got, errors)
-    results(admin.create_acls([binding(AclOperation.READ, AclPermissionType.ALLOW, "g-alice",
-                                       ResourcePatternType.PREFIXED, rt=ResourceType.GROUP)]))
+    create_acls(b, admin, [binding(AclOperation.READ, AclPermissionType.ALLOW, "g-alice",
+                                       ResourcePatternType.PREFIXED, rt=ResourceType.GROUP)])
     got, errors = consume("g-alice-1", len(sent))
     assert got == sent and not errors
 
@@ -212,14 +247,14 @@ def test_a_transactional_producer_needs_transactional_id_write(acl_broker):
     b = acl_broker
     admin = AdminClient(conf(b, "admin"))
     topic, txn = f"acl-tx-{uuid.uuid4().hex[:6]}", f"tx-alice-{uuid.uuid4().hex[:6]}"
-    results(admin.create_topics([NewTopic(topic, 1, 1)]))
-    results(admin.create_acls([binding(AclOperation.WRITE, AclPermissionType.ALLOW, topic)]))
+    results(admin.create_topics([NewTopic(topic, 1, b.replication_factor)]))
+    create_acls(b, admin, [binding(AclOperation.WRITE, AclPermissionType.ALLOW, topic)])
     p = Producer({**conf(b, "alice"), "transactional.id": txn})
     with pytest.raises(KafkaException) as e:
         p.init_transactions(15)
     assert "authoriz" in str(e.value).lower(), e.value
-    results(admin.create_acls([binding(AclOperation.WRITE, AclPermissionType.ALLOW, txn,
-                                       rt=ResourceType.TRANSACTIONAL_ID)]))
+    create_acls(b, admin, [binding(AclOperation.WRITE, AclPermissionType.ALLOW, txn,
+                                       rt=ResourceType.TRANSACTIONAL_ID)])
     p = Producer({**conf(b, "alice"), "transactional.id": txn})
     p.init_transactions(15)
     p.begin_transaction()
@@ -260,16 +295,16 @@ def test_admin_apis_need_their_operations(acl_broker):
             return e.args[0]
 
     # CreateTopics: no CREATE, then CREATE on the prefix.
-    err = error_of(alice.create_topics([NewTopic(topic, 1, 1)])[topic])
+    err = error_of(alice.create_topics([NewTopic(topic, 1, b.replication_factor)])[topic])
     assert err is not None and err.name() == "TOPIC_AUTHORIZATION_FAILED", err
-    results(admin.create_acls([binding(AclOperation.CREATE, AclPermissionType.ALLOW, prefix,
-                                       ResourcePatternType.PREFIXED)]))
-    assert error_of(alice.create_topics([NewTopic(topic, 1, 1)])[topic]) is None
+    create_acls(b, admin, [binding(AclOperation.CREATE, AclPermissionType.ALLOW, prefix,
+                                       ResourcePatternType.PREFIXED)])
+    assert error_of(alice.create_topics([NewTopic(topic, 1, b.replication_factor)])[topic]) is None
 
     # CreatePartitions needs ALTER.
     err = error_of(alice.create_partitions([NewPartitions(topic, 2)])[topic])
     assert err is not None and err.name() == "TOPIC_AUTHORIZATION_FAILED", err
-    results(admin.create_acls([binding(AclOperation.ALTER, AclPermissionType.ALLOW, topic)]))
+    create_acls(b, admin, [binding(AclOperation.ALTER, AclPermissionType.ALLOW, topic)])
     assert error_of(alice.create_partitions([NewPartitions(topic, 2)])[topic]) is None
 
     # DescribeConfigs and AlterConfigs on the topic; the broker's configs need the cluster.
@@ -277,7 +312,7 @@ def test_admin_apis_need_their_operations(acl_broker):
     # ALTER implies DESCRIBE but not DESCRIBE_CONFIGS.
     err = error_of(alice.describe_configs([res])[res])
     assert err is not None and err.name() == "TOPIC_AUTHORIZATION_FAILED", err
-    results(admin.create_acls([binding(AclOperation.ALTER_CONFIGS, AclPermissionType.ALLOW, topic)]))
+    create_acls(b, admin, [binding(AclOperation.ALTER_CONFIGS, AclPermissionType.ALLOW, topic)])
     described = alice.describe_configs([res])[res].result(30)  # ALTER_CONFIGS implies DESCRIBE_CONFIGS
     assert "retention.ms" in described
     broker_res = ConfigResource(ConfigResource.Type.BROKER, "1")
@@ -306,9 +341,9 @@ def test_admin_apis_need_their_operations(acl_broker):
     # Groups: alice's group is listed to her only with DESCRIBE; describe and delete refused.
     group = prefix + "-g"
     from confluent_kafka import Consumer
-    results(admin.create_acls([binding(AclOperation.READ, AclPermissionType.ALLOW, topic),
+    create_acls(b, admin, [binding(AclOperation.READ, AclPermissionType.ALLOW, topic),
                                binding(AclOperation.READ, AclPermissionType.ALLOW, group,
-                                       rt=ResourceType.GROUP)]))
+                                       rt=ResourceType.GROUP)])
     c = Consumer({**conf(b, "alice"), "group.id": group, "enable.auto.commit": False})
     c.subscribe([topic])
     deadline = time.monotonic() + 20
@@ -320,8 +355,8 @@ def test_admin_apis_need_their_operations(acl_broker):
     # READ implies DESCRIBE on the group.
     assert group in {g.group_id for g in alice.list_consumer_groups().result(30).valid}
     other = AdminClient({**conf(b, "alice")})
-    results(admin.create_acls([binding(AclOperation.DESCRIBE, AclPermissionType.DENY, group,
-                                       rt=ResourceType.GROUP)]))
+    create_acls(b, admin, [binding(AclOperation.DESCRIBE, AclPermissionType.DENY, group,
+                                       rt=ResourceType.GROUP)])
     assert group not in {g.group_id for g in other.list_consumer_groups().result(30).valid}
     err = error_of(other.describe_consumer_groups([group])[group])
     assert err is not None and err.name() == "GROUP_AUTHORIZATION_FAILED", err
@@ -329,5 +364,5 @@ def test_admin_apis_need_their_operations(acl_broker):
     assert err is not None and err.name() == "GROUP_AUTHORIZATION_FAILED", err
     assert error_of(admin.delete_consumer_groups([group])[group]) is None
 
-    results(admin.create_acls([binding(AclOperation.DELETE, AclPermissionType.ALLOW, topic)]))
+    create_acls(b, admin, [binding(AclOperation.DELETE, AclPermissionType.ALLOW, topic)])
     assert error_of(alice.delete_topics([topic])[topic]) is None

@@ -1,11 +1,16 @@
 """Client quotas (KIP-13/55/219/546) with real clients, against a broker of its own (disk
-mode, Kafka's quota windows: 11 samples of 1 s).
+mode, Kafka's quota windows: 11 samples of 1 s). Every test runs twice: against one broker
+(`[single]`) and against a 3-node cluster (`[cluster3]`, seccluster.py: the brokers speak
+SASL_SSL to each other, topics of replication factor 3). There a quota is set through a node
+that does not lead the topic, every node must describe it, and the leader enforces it.
 
 - AlterClientQuotas / DescribeClientQuotas v0 set and read the quotas (raw requests: neither
   confluent-kafka nor kafka-python has admin calls for them).
 - producer_byte_rate = 1 MB/s for one client id: confluent-kafka producing flat out is held
   to within 10% of it, while the same producer without a quota is far faster.
 - consumer_byte_rate = 1 MB/s: a confluent-kafka consumer reading a full topic likewise.
+- connection_creation_rate of an ip (KIP-612): connections from that address beyond the
+  rate are closed; other addresses are not limited.
 
 How the rate is measured: Kafka's quota is an average over the last 10-11 s (a sampled
 window), and a fresh sensor assumes 10 whole windows, so a client that sends flat out gets a
@@ -15,13 +20,12 @@ not over an arbitrary 10 s. The test measures one period, from 5.5 s after the f
 (so no burst sits at an edge), and prints the figures (the first 10 s too, for reference).
 
 Run: cargo build --release --bin ottla, then from compat-tests/ with the venv of scripts/test:
-    .venv/bin/python -m pytest -q -s test_quotas.py
+    .venv/bin/python -m pytest -q -s test_quotas.py (`-k single` or `-k cluster3` for one kind)
 """
 
 import os
 import socket
 import struct
-import tempfile
 import threading
 import time
 import uuid
@@ -30,7 +34,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from groups.broker import OwnBroker
+from seccluster import KINDS, security_broker
 
 QUOTA = 1_000_000  # bytes per second
 PERIOD_S = 11.0  # quota.window.num (11) × quota.window.size.seconds (1)
@@ -38,18 +42,10 @@ WARMUP_S = 5.5
 VALUE = 10_000  # bytes per record
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=KINDS)
 def broker(request):
-    root = tempfile.mkdtemp(prefix="ottla-quotas-")
-    b = OwnBroker(os.path.join(root, "data"), os.path.join(root, "broker.log"))
-    b.start()
-    try:
+    with security_broker(request, "ottla-quotas", ["PLAINTEXT"]) as b:
         yield b
-    finally:
-        if request.session.testsfailed:
-            print("\n" + b.tail(60))
-        b.stop()
-        b.cleanup()
 
 
 # --- AlterClientQuotas / DescribeClientQuotas v0 on the wire -------------------------------
@@ -147,9 +143,28 @@ def describe_quotas(bootstrap, components=(), strict=False):
     return code, message, found
 
 
-def set_quota(bootstrap, client_id, key, value):
-    [(code, message, _)] = alter_quotas(bootstrap, [([("client-id", client_id)], [(key, value)])])
+def described_everywhere(b, want, components=(), strict=False, timeout=10):
+    """Waits until every node, asked alone, describes `want` ({entity: {key: value}}): a quota
+    altered through one node reaches the others through the metadata log."""
+    for addr in b.node_addrs("PLAINTEXT"):
+        deadline = time.monotonic() + timeout
+        while True:
+            code, message, found = describe_quotas(addr, components, strict)
+            assert code == 0, (addr, message)
+            if found == want:
+                break
+            assert time.monotonic() < deadline, (addr, found, want)
+            time.sleep(0.1)
+
+
+def set_quota(b, via, client_id, key, value):
+    """Sets (None: removes) a client-id quota through the node `via`; waits until every node
+    describes it."""
+    [(code, message, _)] = alter_quotas(via, [([("client-id", client_id)], [(key, value)])])
     assert code == 0, message
+    entity = (("client-id", client_id),)
+    described_everywhere(b, {} if value is None else {entity: {key: value}},
+                         [("client-id", 0, client_id)], strict=True)
     time.sleep(0.3)  # the broker takes it from its metadata image
 
 
@@ -157,8 +172,9 @@ def set_quota(bootstrap, client_id, key, value):
 
 def create_topic(b, name):
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
-    for f in admin.create_topics([NewTopic(name, 1, 1)]).values():
+    for f in admin.create_topics([NewTopic(name, 1, b.replication_factor)]).values():
         f.result(10)
+    b.assert_replicated(name)
 
 
 def producer(b, client_id):
@@ -209,7 +225,8 @@ def rates(events, label):
 # --- tests -----------------------------------------------------------------------------------
 
 def test_alter_then_describe(broker):
-    bs = broker.bootstrap
+    # Altered and described through the first node; the others describe the same.
+    bs = broker.node_addrs("PLAINTEXT")[0]
     results = alter_quotas(bs, [
         ([("client-id", "app")], [("producer_byte_rate", 1048576.0)]),
         ([("user", "alice"), ("client-id", None)], [("request_percentage", 25.0)]),
@@ -222,6 +239,7 @@ def test_alter_then_describe(broker):
     assert code == 0
     assert found[(("client-id", "app"),)] == {"producer_byte_rate": 1048576.0}
     assert found[(("client-id", None), ("user", "alice"))] == {"request_percentage": 25.0}
+    described_everywhere(broker, found)
     code, _, found = describe_quotas(bs, [("user", 0, "alice")], strict=True)
     assert (code, found) == (0, {})
     code, _, found = describe_quotas(bs, [("client-id", 2, None)], strict=True)
@@ -229,6 +247,7 @@ def test_alter_then_describe(broker):
     alter_quotas(bs, [([("client-id", "app")], [("producer_byte_rate", None)]),
                       ([("user", "alice"), ("client-id", None)], [("request_percentage", None)])])
     assert describe_quotas(bs)[2] == {}
+    described_everywhere(broker, {})
 
 
 def test_producer_byte_rate(broker):
@@ -240,11 +259,14 @@ def test_producer_byte_rate(broker):
     free_rate = sum(n for _, n in free) / 3
     print(f"\nQUOTA-CHECK producer without quota: {free_rate / 1e6:.1f} MB/s")
     assert free_rate > 5 * QUOTA
-    set_quota(broker.bootstrap, client, "producer_byte_rate", float(QUOTA))
+    via = broker.other_node_addr("PLAINTEXT", topic)  # not the leader, in the cluster
+    print(f"\nQUOTA-CHECK {broker.kind}: quota set through {via}, "
+          f"the topic led by node {broker.leader(topic)}")
+    set_quota(broker, via, client, "producer_byte_rate", float(QUOTA))
     try:
         acked = produce_flat_out(producer(broker, client), topic, WARMUP_S + PERIOD_S + 0.5)
     finally:
-        set_quota(broker.bootstrap, client, "producer_byte_rate", None)
+        set_quota(broker, via, client, "producer_byte_rate", None)
     rate = rates(acked, "producer_byte_rate")
     assert abs(rate - QUOTA) / QUOTA < 0.10
 
@@ -263,7 +285,10 @@ def test_consumer_byte_rate(broker):
             p.poll(0.01)
     assert p.flush(60) == 0
     client = "quota-consumer"
-    set_quota(broker.bootstrap, client, "consumer_byte_rate", float(QUOTA))
+    via = broker.other_node_addr("PLAINTEXT", topic)  # not the leader, in the cluster
+    print(f"\nQUOTA-CHECK {broker.kind}: quota set through {via}, "
+          f"the topic led by node {broker.leader(topic)}")
+    set_quota(broker, via, client, "consumer_byte_rate", float(QUOTA))
     c = Consumer({"bootstrap.servers": broker.bootstrap, "client.id": client,
                   "group.id": f"g-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
                   "enable.auto.commit": False, "fetch.max.bytes": 65536, "message.max.bytes": 65536,
@@ -281,7 +306,7 @@ def test_consumer_byte_rate(broker):
                 end = time.monotonic() + WARMUP_S + PERIOD_S + 0.5
     finally:
         c.close()
-        set_quota(broker.bootstrap, client, "consumer_byte_rate", None)
+        set_quota(broker, via, client, "consumer_byte_rate", None)
     assert sum(n for _, n in got) < total, "the topic held more than the test read"
     rate = rates(got, "consumer_byte_rate")
     assert abs(rate - QUOTA) / QUOTA < 0.10
@@ -307,11 +332,17 @@ def test_connection_creation_rate_of_an_address(broker):
     """KIP-612's ip quota: connection_creation_rate = 2/s for 127.0.0.2. Kafka measures it
     over the quota windows (at least 10 s at first), so a burst of 20 connections passes and
     the next ones are accepted, then closed once their throttle time has passed; another
-    address (127.0.0.1, the admin calls here) is not limited, and removing the quota lifts it."""
-    bs = broker.bootstrap
+    address (127.0.0.1, the admin calls here) is not limited, and removing the quota lifts it.
+    In the cluster the quota is set through the first node and the last one enforces it."""
+    admin_bs = broker.node_addrs("PLAINTEXT")[0]
+    bs = broker.node_addrs("PLAINTEXT")[-1]
     source = "127.0.0.2"
-    [(code, message, _)] = alter_quotas(bs, [([("ip", source)], [("connection_creation_rate", 2.0)])])
+    [(code, message, _)] = alter_quotas(admin_bs, [([("ip", source)], [("connection_creation_rate", 2.0)])])
     assert code == 0, message
+    deadline = time.monotonic() + 10
+    while describe_quotas(bs, [("ip", 0, source)], strict=True)[2] == {}:
+        assert time.monotonic() < deadline, "the quota did not reach the last node"
+        time.sleep(0.2)
     time.sleep(0.3)
     t0 = time.monotonic()
     answered = [_api_versions_answered(bs, source) for _ in range(30)]
@@ -322,8 +353,12 @@ def test_connection_creation_rate_of_an_address(broker):
     assert answered[:15] == [True] * 15, answered
     assert 15 <= served <= 25 and not answered[-1], answered
     assert all(_api_versions_answered(bs, "127.0.0.1") for _ in range(30))
-    [(code, message, _)] = alter_quotas(bs, [([("ip", source)], [("connection_creation_rate", None)])])
+    [(code, message, _)] = alter_quotas(admin_bs, [([("ip", source)], [("connection_creation_rate", None)])])
     assert code == 0, message
+    deadline = time.monotonic() + 10
+    while describe_quotas(bs, [("ip", 0, source)], strict=True)[2] != {}:
+        assert time.monotonic() < deadline, "the removal did not reach the last node"
+        time.sleep(0.2)
     time.sleep(0.3)
     assert all(_api_versions_answered(bs, source) for _ in range(10))
-    assert "connection_creation_rate quota of this address exceeded" in broker.tail(400)
+    assert "connection_creation_rate quota of this address exceeded" in broker.node_logs()[-1]

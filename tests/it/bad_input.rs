@@ -15,7 +15,6 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::Compression;
 use ottla::config::Config;
 
-
 async fn still_serving(broker: &TestBroker) {
     let mut c = broker.client().await;
     let req = ApiVersionsRequest::default()

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use ottla::fuzzing::{seeds, Mutator, TARGETS};
 
-
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")

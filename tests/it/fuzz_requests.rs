@@ -18,7 +18,6 @@ use ottla::fuzzing::Mutator;
 use ottla::protocol::{handle_frame, versions::SUPPORTED, Outcome};
 use ottla::server::Server;
 
-
 fn push<R: Request>(out: &mut Vec<Vec<u8>>, req: R, versions: (i16, i16)) {
     for v in versions.0..=versions.1 {
         // Some defaults cannot be encoded at every version; those seeds are simply skipped.

@@ -39,9 +39,7 @@ impl TlsFiles {
     /// Reads the files and builds the server configuration (TLS 1.2 and 1.3).
     pub fn load(&self) -> Result<Arc<ServerConfig>, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = read_certs(&self.cert)?;
-        let key = PrivateKeyDer::from_pem_file(&self.key)
-            .map_err(|e| format!("cannot read the private key {}: {e}", self.key.display()))?;
+        let certified = self.certified_key(&provider)?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS protocol versions: {e}"))?;
@@ -70,21 +68,16 @@ impl TlsFiles {
                 )
             }
         };
-        let signing = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| format!("unusable private key {}: {e}", self.key.display()))?;
-        let certified = CertifiedKey::new(certs, signing);
-        self.check_key_fits(&certified)?;
         Ok(Arc::new(builder.with_cert_resolver(Arc::new(
             OneCertificate(Arc::new(certified)),
         ))))
     }
 
-    /// The certificate and key as a TLS client's, for the node's own connections to peers
-    /// whose listeners ask for one (mutual TLS).
-    pub fn client_certificate(&self) -> Result<Arc<dyn ResolvesClientCert>, String> {
-        let provider = rustls::crypto::ring::default_provider();
+    /// The certificate chain and its private key, read and checked to belong together.
+    fn certified_key(
+        &self,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<CertifiedKey, String> {
         let certs = read_certs(&self.cert)?;
         let key = PrivateKeyDer::from_pem_file(&self.key)
             .map_err(|e| format!("cannot read the private key {}: {e}", self.key.display()))?;
@@ -94,6 +87,13 @@ impl TlsFiles {
             .map_err(|e| format!("unusable private key {}: {e}", self.key.display()))?;
         let certified = CertifiedKey::new(certs, signing);
         self.check_key_fits(&certified)?;
+        Ok(certified)
+    }
+
+    /// The certificate and key as a TLS client's, for the node's own connections to peers
+    /// whose listeners ask for one (mutual TLS).
+    pub fn client_certificate(&self) -> Result<Arc<dyn ResolvesClientCert>, String> {
+        let certified = self.certified_key(&rustls::crypto::ring::default_provider())?;
         Ok(Arc::new(OneClientCertificate(Arc::new(certified))))
     }
 

@@ -86,11 +86,13 @@ pub async fn handle(
     caller: &super::Caller,
 ) -> FetchAnswer {
     use crate::security::acl::{AclOperation, ResourceType};
-    if req.session_id != 0 {
+    // Fetch sessions (KIP-227, v7+) as Kafka's `FetchManager.newContext` classifies them, with
+    // no session ever created (every answer has session id 0, which tells a client to keep
+    // sending full fetches): epoch 0 (a full fetch asking for a session, which may name one
+    // to replace) and -1 (sessionless, or closing a session) are served whatever session id
+    // they name; any other epoch is an incremental fetch of a session that does not exist.
+    if version >= 7 && !matches!(req.session_epoch, 0 | -1) {
         return error_answer(ResponseError::FetchSessionIdNotFound);
-    }
-    if req.session_epoch > 0 {
-        return error_answer(ResponseError::InvalidFetchSessionEpoch);
     }
     let by_id = version >= 13;
     // A follower's fetch (Kafka: replica id ≥ 0, in `replica_state` from v15): it reads up

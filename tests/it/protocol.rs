@@ -147,6 +147,53 @@ async fn fetch_starts_at_the_batch_holding_the_offset_and_reports_out_of_range()
 }
 
 #[tokio::test]
+async fn fetch_session_ids_and_epochs_are_classified_as_kafka_does() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let topic_id = create(&mut c, "t", 1).await.topics[0].topic_id;
+    c.send(&produce("t", 0, 1, batch(&[b"a"], Compression::None)), 9)
+        .await;
+    // (session id, epoch): full fetches (epoch 0 asks for a session, -1 is sessionless or
+    // closes one) are served with session id 0 whatever id they name; incremental ones
+    // (any other epoch) name a session that does not exist.
+    for (id, epoch, served) in [
+        (0, -1, true),
+        (0, 0, true),
+        (42, 0, true),
+        (42, -1, true),
+        (0, 1, false),
+        (42, 7, false),
+        (0, -2, false),
+    ] {
+        for version in [7, 12, 13] {
+            let req = fetch("t", topic_id, 0, 0, 0)
+                .with_session_id(id)
+                .with_session_epoch(epoch);
+            let r = c.send(&req, version).await;
+            let case = format!("session {id} epoch {epoch} v{version}");
+            assert_eq!(r.session_id, 0, "{case}");
+            if served {
+                assert_eq!(r.error_code, 0, "{case}");
+                let records = r.responses[0].partitions[0].records.as_ref();
+                assert_eq!(
+                    values_of(records.expect(&case)),
+                    [(0, b"a".to_vec())],
+                    "{case}"
+                );
+            } else {
+                assert_eq!(
+                    r.error_code,
+                    ResponseError::FetchSessionIdNotFound.code(),
+                    "{case}"
+                );
+                assert!(r.responses.is_empty(), "{case}");
+            }
+        }
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn long_poll_is_woken_by_produce() {
     let broker = TestBroker::memory().await;
     let mut c = broker.client().await;

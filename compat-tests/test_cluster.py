@@ -323,11 +323,20 @@ def views_everywhere(cluster, topic, ids=None):
     return {nd.id: view_of(nd.bootstrap, topic) for nd in cluster.nodes if ids is None or nd.id in ids}
 
 
+def _raise(e):
+    raise e
+
+
 def wait_same_view(cluster, topic, pred, what, ids=None, timeout=20):
     """The partition map every broker of `ids` (default all) gives once they agree and `pred`
     holds for it."""
     def check():
-        views = views_everywhere(cluster, topic, ids)
+        try:
+            views = views_everywhere(cluster, topic, ids)
+        except AssertionError as e:
+            # A broker that has not applied the topic yet answers UNKNOWN_TOPIC_OR_PARTITION
+            # (as Kafka's brokers do while the metadata propagates): not agreed yet.
+            return None if "UNKNOWN_TOPIC" in str(e) else _raise(e)
         first = next(iter(views.values()))
         return first if all(v == first for v in views.values()) and pred(first) else None
     return wait_until(what, check, timeout)

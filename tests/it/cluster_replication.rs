@@ -538,8 +538,7 @@ async fn a_killed_leader_is_replaced_from_the_isr_without_losing_acknowledged_re
     }
 }
 
-/// Divergence: a leader takes acks=1 writes its paused followers never see (but for the
-/// first ones, which answer fetches already parked there), is paused itself while they elect
+/// Divergence: a leader takes acks=1 writes its paused followers never see, is paused itself while they elect
 /// a new leader that takes acks=all writes, and when it resumes it finds its log diverged
 /// (DIVERGING_EPOCH), truncates the records only it had and ends byte-identical to the new
 /// leader, which holds every acknowledged acks=all record, in order.
@@ -563,10 +562,11 @@ async fn a_returning_leader_truncates_what_only_it_had() {
         cluster.signal(*f, cluster::SIGSTOP);
     }
     let mut lc = cluster.client(old).await;
-    // Spaced out, so that a fetch parked at the leader when its follower stopped (answered
-    // by the first append) cannot carry them all on a busy machine; the stop itself given
-    // time to land.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A fetch a follower had parked at the leader when it stopped would be answered by the
+    // first append, and on a busy machine that answer may be built late enough to carry
+    // every acks=1 batch. Waiting out the followers' fetch wait (500 ms) first has those
+    // fetches answered empty; stopped, the followers cannot send another.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     for i in 0..5 {
         assert_eq!(
             send(&mut lc, 1, 2000, &format!("unreplicated-{i}")).await,
@@ -589,9 +589,9 @@ async fn a_returning_leader_truncates_what_only_it_had() {
     wait_isr(&cluster, new_leader, 0, &[1, 2, 3]).await;
     let p = BTreeMap::from([(0, (new_leader, vec![1, 2, 3]))]);
     wait_identical(&cluster, &p, 0).await;
-    // A follower's fetch parked at the old leader when it was paused is answered with the
-    // first acks=1 batches, which it reads when it resumes: those few survive (acks=1 makes
-    // no promise either way); the rest exist only on the old leader, which must drop them.
+    // Should a follower still have read a prefix of the acks=1 batches (a machine stalled for
+    // longer than the wait above), that prefix survives (acks=1 makes no promise either way);
+    // the rest exist only on the old leader, which must drop them.
     let values = values_on(&cluster, new_leader).await;
     let kept = values
         .iter()

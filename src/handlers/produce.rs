@@ -26,9 +26,9 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{partition_error_code, str_bytes, wants_leader_hint, Broker, LeaderHints, NONE};
 use crate::cluster::{topic_config, Topic, TopicRef};
 use crate::log::batch::{self, BatchError, BatchHeader};
-use crate::log::producer_state::SequenceError;
+use crate::log::producer_state::{SequenceError, VerificationGuard};
 use crate::log::validate::{self, Checked, Rejection};
-use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::log::{AppendInfo, ClientBatches, LogError, PartitionLog};
 use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
 use kafka_protocol::messages::BrokerId;
 
@@ -296,6 +296,11 @@ fn transactional_request_error(req: &ProduceRequest) -> Option<ResponseError> {
 /// for a fenced producer (not PRODUCER_FENCED: it aborts the transaction rather than killing
 /// the producer), INVALID_PRODUCER_ID_MAPPING; a coordinator that cannot answer now (moving,
 /// loading, busy ending a transaction) gives the retriable NOT_ENOUGH_REPLICAS.
+///
+/// The coordinator's yes may be stale by the time the batch is appended (the transaction
+/// aborted meanwhile and its marker is already in this log): the guard taken before asking
+/// is returned, for the append to present; the log refuses it if a marker came since
+/// (Kafka's `VerificationGuard`). None when no verification was needed.
 async fn verify_transaction(
     broker: &Broker,
     log: &PartitionLog,
@@ -303,10 +308,21 @@ async fn verify_transaction(
     h: &BatchHeader,
     topic: &str,
     partition: i32,
-) -> Result<(), (ResponseError, String)> {
-    if !h.is_transactional() || log.ongoing_transaction(h.producer_id).is_some() {
-        return Ok(());
+) -> Result<Option<VerificationGuard>, (ResponseError, String)> {
+    if !h.is_transactional() {
+        return Ok(None);
     }
+    let guard = match log.begin_verification(h.producer_id) {
+        Ok(Some(guard)) => guard,
+        // Its transaction is open here: the append checks it still is.
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            return Err((
+                ResponseError::ThrottlingQuotaExceeded,
+                format!("Unable to verify the transaction now: {e}"),
+            ))
+        }
+    };
     let producer = crate::txn::coordinator::ProducerIdent {
         producer_id: h.producer_id,
         producer_epoch: h.producer_epoch,
@@ -315,7 +331,7 @@ async fn verify_transaction(
         .verify_transaction(transactional_id, producer, topic, partition)
         .await
     else {
-        return Ok(());
+        return Ok(Some(guard));
     };
     Err(match e {
         ResponseError::InvalidTxnState => (e, "Partition was not added to the transaction".into()),
@@ -474,16 +490,18 @@ async fn produce_partition(
         }
         Ok(_) => {}
     }
+    let mut guard = None;
     if let Some(h) = BatchHeader::parse(records) {
         let checked = match check_client_batch(&topic.name, p.index, &h) {
             Ok(()) => {
                 let id = transactional_id.unwrap_or_default();
                 verify_transaction(broker, log, id, &h, &topic.name, p.index).await
             }
-            refused => refused,
+            Err(refused) => Err(refused),
         };
-        if let Err((error, message)) = checked {
-            return (fail(error, message), Pending::default());
+        match checked {
+            Ok(g) => guard = g,
+            Err((error, message)) => return (fail(error, message), Pending::default()),
         }
     }
     // KIP-966's effective min ISR: `min.insync.replicas`, at most the replica count.
@@ -512,17 +530,18 @@ async fn produce_partition(
         // The frame is shared and immutable: the log writes the assigned base offsets in front
         // of the batches (one vectored write), no copy of the records. On the runtime, unless
         // a segment must be rolled first (a file created): then on the blocking pool.
-        (Checked::AsIs, None) => match log.try_append_shared(records) {
+        (Checked::AsIs, None) => match log.try_append_client(ClientBatches::Shared(records), guard)
+        {
             Err(LogError::RollNeeded) => {
                 let (log, records) = (log.clone(), records.clone());
-                off_runtime(move || log.append_shared(&records)).await
+                off_runtime(move || log.append_client(ClientBatches::Shared(&records), guard)).await
             }
             done => done,
         },
         // LogAppendTime rewrites timestamps and the CRC (a copy to patch); a recompressed batch
         // is the broker's own. Likewise on the runtime unless a roll is needed.
-        (Checked::AsIs, Some(now)) => append_owned(log, records.to_vec(), Some(now)).await,
-        (Checked::Rewritten(batch), now) => append_owned(log, batch, now).await,
+        (Checked::AsIs, Some(now)) => append_owned(log, records.to_vec(), Some(now), guard).await,
+        (Checked::Rewritten(batch), now) => append_owned(log, batch, now, guard).await,
     };
     match appended {
         Ok(info) => (
@@ -546,7 +565,9 @@ async fn produce_partition(
             let error = match e {
                 SequenceError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
                 SequenceError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
-                SequenceError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+                SequenceError::InvalidTxnState { .. } | SequenceError::NotVerified { .. } => {
+                    ResponseError::InvalidTxnState
+                }
                 SequenceError::CoordinatorFenced { .. } => {
                     ResponseError::TransactionCoordinatorFenced
                 }
@@ -586,11 +607,14 @@ async fn append_owned(
     log: &Arc<PartitionLog>,
     mut batch: Vec<u8>,
     log_append_time_ms: Option<i64>,
+    guard: Option<VerificationGuard>,
 ) -> Result<AppendInfo, LogError> {
-    match log.try_append(&mut batch, log_append_time_ms) {
+    let now = log_append_time_ms;
+    match log.try_append_client(ClientBatches::Owned(&mut batch, now), guard) {
         Err(LogError::RollNeeded) => {
             let log = log.clone();
-            off_runtime(move || log.append(&mut batch, log_append_time_ms)).await
+            off_runtime(move || log.append_client(ClientBatches::Owned(&mut batch, now), guard))
+                .await
         }
         done => done,
     }

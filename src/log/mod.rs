@@ -25,7 +25,9 @@ pub mod validate;
 pub use cleaner::CompactionReport;
 pub use config::LogConfig;
 pub use flush::Checkpoint;
-pub use partition::{now_ms, AppendInfo, HwWaitError, Isolation, LogError, PartitionLog, ReadInfo};
+pub use partition::{
+    now_ms, AppendInfo, ClientBatches, HwWaitError, Isolation, LogError, PartitionLog, ReadInfo,
+};
 pub use retention::RetentionReport;
 pub use store::{FileSlice, Records};
 pub use txn::AbortedTxn;

@@ -38,6 +38,7 @@ use super::validate::{
 use crate::log_every::LogLimit;
 
 mod append;
+pub use append::ClientBatches;
 
 /// Where a successful append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

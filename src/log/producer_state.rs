@@ -10,12 +10,22 @@
 //! producer's transaction is open its non-transactional batches are refused (Kafka's
 //! INVALID_TXN_STATE); markers with a stale producer epoch or coordinator epoch are refused.
 //!
+//! Verification (KIP-890 part 1, Kafka's `VerificationGuard`): before a client's batch may
+//! open a transaction here, the produce path asks the transaction coordinator whether this
+//! partition is in the producer's ongoing transaction. That answer can be stale by the time
+//! the batch is appended (the transaction aborted meanwhile, its marker already written): so
+//! a guard is taken before asking ([`ProducerStates::begin_verification`]), any marker or
+//! transaction start of that producer here clears it, and the append of a batch that would
+//! open a transaction is accepted only with the guard still in place
+//! ([`ProducerStates::check_verified`]). Guards live in memory only, as Kafka's.
+//!
 //! A clean shutdown saves the state beside the segments (`producer.snapshot`, JSON, open
 //! transactions included); otherwise it is rebuilt from batch headers (and markers' control
 //! records) when the log is opened. Expiry of idle producers (`producer.id.expiration.ms`) is
 //! not done yet.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +41,20 @@ pub const BATCHES_REMEMBERED: usize = 5;
 /// until expiry frees room. Producers already tracked are never affected. (Kafka bounds the
 /// same growth by expiry plus KIP-936's rate limit on new producer ids.)
 pub const PRODUCERS_PER_PARTITION_MAX: usize = 100_000;
+
+/// A producer's pending transaction verification in one partition (see the module docs):
+/// taken before the coordinator is asked, required by the append that opens the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerificationGuard(u64);
+
+/// Where the next [`VerificationGuard`] comes from (unique in the process).
+static NEXT_GUARD: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Clone, Copy)]
+struct Verifying {
+    guard: VerificationGuard,
+    since_ms: i64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct BatchSeq {
@@ -102,6 +126,10 @@ pub enum SequenceError {
     /// Kafka's INVALID_TXN_STATE: a non-transactional batch while the producer's transaction is open.
     #[error("expected a transactional write from producer {producer_id}: its transaction in this partition is ongoing")]
     InvalidTxnState { producer_id: i64 },
+    /// Kafka's INVALID_TXN_STATE: a client's batch would open a transaction here without a
+    /// verification still standing (none asked, or the transaction ended meanwhile).
+    #[error("the transaction of producer {producer_id} was not verified for this partition, or ended since")]
+    NotVerified { producer_id: i64 },
     /// Kafka's TRANSACTION_COORDINATOR_FENCED: a marker from an older coordinator.
     #[error("coordinator epoch {got} is older than the current coordinator epoch {current}")]
     CoordinatorFenced { got: i32, current: i32 },
@@ -142,6 +170,9 @@ pub struct ProducerStates {
     /// Open transactions: (first offset, producer id). Derived from `producers`.
     #[serde(skip)]
     ongoing: BTreeSet<(i64, i64)>,
+    /// Pending verifications by producer id (never saved).
+    #[serde(skip)]
+    verifying: HashMap<i64, Verifying>,
 }
 
 /// The snapshot's shape (the open-transaction set is derived on load).
@@ -160,6 +191,7 @@ impl From<StoredProducerStates> for ProducerStates {
         ProducerStates {
             producers: stored.producers,
             ongoing,
+            verifying: HashMap::new(),
         }
     }
 }
@@ -253,6 +285,10 @@ impl ProducerStates {
     /// have no ongoing transaction here. Returns how many were forgotten. A forgotten
     /// producer's next batch is accepted as from a new producer.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        // A verification whose produce never came (refused by the coordinator, or the
+        // client gone) is forgotten on the same clock.
+        self.verifying
+            .retain(|_, v| now_ms - v.since_ms < expiration_ms);
         let before = self.producers.len();
         self.producers.retain(|_, e| {
             e.txn_first_offset.is_some() || now_ms - e.last_timestamp_ms < expiration_ms
@@ -278,6 +314,61 @@ impl ProducerStates {
         if h.is_transactional() && entry.txn_first_offset.is_none() {
             entry.txn_first_offset = Some(h.base_offset);
             self.ongoing.insert((h.base_offset, h.producer_id));
+            // The verified transaction has started: the guard is spent.
+            self.verifying.remove(&h.producer_id);
+        }
+    }
+
+    /// Before asking the coordinator whether `producer_id`'s transaction includes this
+    /// partition: None when the producer's transaction is already open here (nothing to
+    /// verify), else the guard the append must present (the pending one if another request
+    /// of the same transaction took it first: in-flight batches share it).
+    pub fn begin_verification(
+        &mut self,
+        producer_id: i64,
+        now_ms: i64,
+    ) -> Result<Option<VerificationGuard>, SequenceError> {
+        if self.ongoing_transaction(producer_id).is_some() {
+            return Ok(None);
+        }
+        if let Some(v) = self.verifying.get(&producer_id) {
+            return Ok(Some(v.guard));
+        }
+        if self.verifying.len() >= PRODUCERS_PER_PARTITION_MAX {
+            return Err(SequenceError::TooManyProducers {
+                limit: PRODUCERS_PER_PARTITION_MAX,
+            });
+        }
+        let guard = VerificationGuard(NEXT_GUARD.fetch_add(1, Ordering::Relaxed));
+        self.verifying.insert(
+            producer_id,
+            Verifying {
+                guard,
+                since_ms: now_ms,
+            },
+        );
+        Ok(Some(guard))
+    }
+
+    /// Whether a client's batch may be appended as far as verification goes: a
+    /// transactional batch that would open its producer's transaction here needs `guard` to
+    /// be the one still pending (a marker or another transaction start since clears it).
+    pub fn check_verified(
+        &self,
+        h: &BatchHeader,
+        guard: Option<VerificationGuard>,
+    ) -> Result<(), SequenceError> {
+        if !h.is_transactional()
+            || h.is_control()
+            || self.ongoing_transaction(h.producer_id).is_some()
+        {
+            return Ok(());
+        }
+        match (self.verifying.get(&h.producer_id), guard) {
+            (Some(v), Some(g)) if v.guard == g => Ok(()),
+            _ => Err(SequenceError::NotVerified {
+                producer_id: h.producer_id,
+            }),
         }
     }
 
@@ -317,6 +408,8 @@ impl ProducerStates {
         marker_offset: i64,
         commit: bool,
     ) -> Option<CompletedTxn> {
+        // Whatever was verified before this marker belongs to a transaction that has ended.
+        self.verifying.remove(&producer_id);
         let entry = self.producers.entry(producer_id).or_default();
         entry.set_epoch(producer_epoch);
         entry.coordinator_epoch = coordinator_epoch;

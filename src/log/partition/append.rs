@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use super::{AppendInfo, LogError, LogState, PartitionLog};
 use crate::log::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::log::flush::closed_io;
-use crate::log::producer_state::{ProducerStates, SequenceCheck};
+use crate::log::producer_state::{ProducerStates, SequenceCheck, VerificationGuard};
 use crate::log::segment::Segment;
 use crate::log::txn::{self, ControlRecord};
 
@@ -37,7 +37,7 @@ impl PartitionLog {
         if let Some(now) = log_append_time_ms {
             batch::stamp_log_append_time(batches, now);
         }
-        self.append_rolling(AppendInput::Patch(batches))
+        self.append_rolling(AppendInput::Patch(batches), Verification::NotRequired)
     }
 
     /// [`PartitionLog::append_as_leader`], by its short name.
@@ -56,7 +56,50 @@ impl PartitionLog {
     /// Rolls a segment first when it must (a file created, outside the partition lock):
     /// blocking, call it off the async runtime, or try [`PartitionLog::try_append_shared`].
     pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        self.append_rolling(AppendInput::Shared(batches))
+        self.append_rolling(AppendInput::Shared(batches), Verification::NotRequired)
+    }
+
+    /// Before the produce path asks the coordinator to verify `producer_id`'s transaction
+    /// for this partition (KIP-890): the guard its append must present, or None when the
+    /// producer's transaction is already open here. See [`crate::log::producer_state`].
+    pub fn begin_verification(
+        &self,
+        producer_id: i64,
+    ) -> Result<Option<VerificationGuard>, LogError> {
+        let now = self.clock.now_ms();
+        Ok(self.lock().producers.begin_verification(producer_id, now)?)
+    }
+
+    /// A client's produce (Kafka's `AppendOrigin.Client`): as [`PartitionLog::append_shared`]
+    /// (`log_append_time_ms` None, the frame shared) or [`PartitionLog::append_as_leader`]
+    /// (a batch the broker may patch), and a transactional batch that would open its
+    /// producer's transaction here must present the `guard` of a verification still
+    /// standing ([`PartitionLog::begin_verification`]); else
+    /// [`crate::log::producer_state::SequenceError::NotVerified`] (Kafka's INVALID_TXN_STATE) and nothing appended.
+    /// Rolls a segment when it must: blocking, call it off the async runtime, or try
+    /// [`PartitionLog::try_append_client`].
+    pub fn append_client(
+        &self,
+        batches: ClientBatches<'_>,
+        guard: Option<VerificationGuard>,
+    ) -> Result<AppendInfo, LogError> {
+        let input = batches.into_input();
+        self.append_rolling(input, Verification::Client(guard))
+    }
+
+    /// As [`PartitionLog::append_client`], but never blocks: [`LogError::RollNeeded`]
+    /// (nothing appended) when a segment must be rolled first.
+    pub fn try_append_client(
+        &self,
+        batches: ClientBatches<'_>,
+        guard: Option<VerificationGuard>,
+    ) -> Result<AppendInfo, LogError> {
+        let mut input = batches.into_input();
+        self.append_batches(
+            &mut input,
+            self.rolling_on_runtime(),
+            Verification::Client(guard),
+        )
     }
 
     /// As [`PartitionLog::append`], but never blocks: [`LogError::RollNeeded`] (nothing
@@ -69,14 +112,22 @@ impl PartitionLog {
         if let Some(now) = log_append_time_ms {
             batch::stamp_log_append_time(batches, now);
         }
-        self.append_batches(&mut AppendInput::Patch(batches), self.rolling_on_runtime())
+        self.append_batches(
+            &mut AppendInput::Patch(batches),
+            self.rolling_on_runtime(),
+            Verification::NotRequired,
+        )
     }
 
     /// As [`PartitionLog::append_shared`], but never blocks: when the append needs a new
     /// segment it answers [`LogError::RollNeeded`] and appends nothing. The produce path
     /// appends this way on the async runtime and falls back to the blocking pool.
     pub fn try_append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        self.append_batches(&mut AppendInput::Shared(batches), self.rolling_on_runtime())
+        self.append_batches(
+            &mut AppendInput::Shared(batches),
+            self.rolling_on_runtime(),
+            Verification::NotRequired,
+        )
     }
 
     /// Appends a leader's batches as they are (a follower's fetch): offsets, leader epochs,
@@ -85,7 +136,7 @@ impl PartitionLog {
     /// rebuilt from what is appended; sequences are not checked (the leader did). Rolls when
     /// it must: call it off the async runtime.
     pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        self.append_rolling(AppendInput::Follower(batches))
+        self.append_rolling(AppendInput::Follower(batches), Verification::NotRequired)
     }
 
     /// Ends `producer_id`'s transaction in this partition (the transaction coordinator's
@@ -158,10 +209,14 @@ impl PartitionLog {
     /// segment (based at the log end) is created unlocked, then installed under the lock if
     /// the log end has not moved meanwhile (else it is removed and the append tried again).
     /// `roll_lock` makes this partition's rolls one at a time, so the created file is ours.
-    fn append_rolling(&self, mut input: AppendInput<'_>) -> Result<AppendInfo, LogError> {
+    fn append_rolling(
+        &self,
+        mut input: AppendInput<'_>,
+        verification: Verification,
+    ) -> Result<AppendInfo, LogError> {
         let Some(dir) = &self.dir else {
             // A memory segment is no file: rolling never blocks.
-            return self.append_batches(&mut input, Rolling::Inline);
+            return self.append_batches(&mut input, Rolling::Inline, verification);
         };
         let _rolls = self.roll_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -170,7 +225,7 @@ impl PartitionLog {
             let active = self.lock().local.active().store().clone();
             crate::threads::may_block("opening a segment file");
             active.prepare()?;
-            match self.append_batches(&mut input, Rolling::Refuse) {
+            match self.append_batches(&mut input, Rolling::Refuse, verification) {
                 Err(LogError::RollNeeded) => {}
                 done => return done,
             }
@@ -224,6 +279,7 @@ impl PartitionLog {
         &self,
         input: &mut AppendInput<'_>,
         rolling: Rolling,
+        verification: Verification,
     ) -> Result<AppendInfo, LogError> {
         let (info, index_error, hw_moved) = {
             let mut parsed: Vec<(BatchHeader, Option<ControlRecord>)> =
@@ -269,6 +325,10 @@ impl PartitionLog {
                         needs_sync: state.config.flush_messages <= 1,
                         leader_epoch: state.leader_epoch,
                     });
+                } else if let Verification::Client(guard) = verification {
+                    // Under the same lock as the append: a marker that ended the verified
+                    // transaction meanwhile has cleared the guard.
+                    state.producers.check_verified(h, guard)?;
                 }
             }
             let log_end = state.local.log_end_offset();
@@ -528,6 +588,37 @@ enum Rolling {
     /// As `Refuse`, and also when the active segment's file is not open (on the async
     /// runtime, where opening it must not happen).
     Runtime,
+}
+
+/// A client's batches (see [`PartitionLog::append_client`]).
+pub enum ClientBatches<'a> {
+    /// In a shared frame, never modified ([`PartitionLog::append_shared`]).
+    Shared(&'a [u8]),
+    /// The broker's copy, patched in place; stamped with LogAppendTime when given.
+    Owned(&'a mut [u8], Option<i64>),
+}
+
+impl<'a> ClientBatches<'a> {
+    fn into_input(self) -> AppendInput<'a> {
+        match self {
+            ClientBatches::Shared(b) => AppendInput::Shared(b),
+            ClientBatches::Owned(b, log_append_time_ms) => {
+                if let Some(now) = log_append_time_ms {
+                    batch::stamp_log_append_time(b, now);
+                }
+                AppendInput::Patch(b)
+            }
+        }
+    }
+}
+
+/// Whether a leader append checks KIP-890 verification (Kafka's append origins).
+#[derive(Debug, Clone, Copy)]
+enum Verification {
+    /// The broker's own writes (coordinators, markers) and followers.
+    NotRequired,
+    /// A client's produce, with the guard its verification took (None: none taken).
+    Client(Option<VerificationGuard>),
 }
 
 /// Batches to append: patched in place, or shared (see [`PartitionLog::append_shared`]).

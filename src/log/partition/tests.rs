@@ -1221,3 +1221,132 @@ fn unreadable_stored_batches_are_skipped_not_trusted() {
     // A lookup landing on the hostile batch finds nothing there (logged), cheaply.
     assert_eq!(log.offset_for_timestamp(1500).unwrap(), None);
 }
+
+// ---- KIP-890 verification guards ----
+
+/// A client's transactional batch through the guarded path.
+fn client_append(
+    log: &PartitionLog,
+    mut batch: Vec<u8>,
+    guard: Option<crate::log::producer_state::VerificationGuard>,
+) -> Result<AppendInfo, LogError> {
+    log.append_client(ClientBatches::Owned(&mut batch, None), guard)
+}
+
+fn not_verified(r: Result<AppendInfo, LogError>) -> bool {
+    matches!(
+        r,
+        Err(LogError::Sequence(SequenceError::NotVerified { .. }))
+    )
+}
+
+/// The fault checker's seed 494289372 (docs/design/bug-aborted-record-read-committed.md): a
+/// produce verified by the coordinator, its answer late, lands after its own transaction's
+/// abort marker. Without a guard the batch opened a new transaction that the producer's next
+/// commit swallowed, and a read_committed consumer saw an aborted record. With the guard the
+/// late batch is refused and the log shows read_committed nothing of that transaction.
+#[test]
+fn a_verified_batch_overtaken_by_its_abort_marker_is_refused() {
+    let log = PartitionLog::in_memory(LogConfig::default());
+    // Transaction 1 of producer 7: one batch, committed.
+    let g = log.begin_verification(7).unwrap();
+    assert!(g.is_some(), "no transaction open: a guard is taken");
+    client_append(&log, txn(7, 0, 1), g).unwrap(); // 0
+    assert_eq!(
+        log.begin_verification(7).unwrap(),
+        None,
+        "its transaction is open here: nothing to verify"
+    );
+    assert_eq!(log.append_marker(7, 0, true, 0).unwrap(), 1);
+    // Transaction 2: verification begins (the coordinator is asked)...
+    let late = log.begin_verification(7).unwrap();
+    assert!(late.is_some());
+    // ...the transaction is aborted meanwhile: its marker lands first, indexing nothing.
+    assert_eq!(log.append_marker(7, 0, false, 0).unwrap(), 2);
+    assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+    // The verified batch, late: refused, nothing appended.
+    assert!(not_verified(client_append(&log, txn(7, 1, 1), late)));
+    assert_eq!(log.log_end_offset(), 3);
+    assert!(log.ongoing_transactions().is_empty());
+    // Transaction 3 verifies afresh (the retried batch is its own, the next sequence) and
+    // commits: nothing of transaction 2 is in the log.
+    let g3 = log.begin_verification(7).unwrap();
+    assert!(g3.is_some() && g3 != late);
+    client_append(&log, txn(7, 1, 1), g3).unwrap(); // 3
+    assert_eq!(log.append_marker(7, 0, true, 0).unwrap(), 4);
+    let rc = log
+        .read_with_isolation(0, 1 << 20, true, Isolation::ReadCommitted)
+        .unwrap();
+    assert_eq!(batch_bases(&rc), vec![0, 1, 2, 3, 4]);
+    assert!(rc.aborted_transactions.is_empty());
+}
+
+/// The narrower window (cause 2 of the same document): the produce saw its producer's
+/// transaction open here and skipped verification, and the marker ended it before the
+/// append. The batch may not open a transaction of its own.
+#[test]
+fn a_batch_that_skipped_verification_cannot_outlive_its_transaction() {
+    let log = PartitionLog::in_memory(LogConfig::default());
+    let g = log.begin_verification(3).unwrap();
+    client_append(&log, txn(3, 0, 1), g).unwrap(); // 0
+    let skipped = log.begin_verification(3).unwrap();
+    assert_eq!(skipped, None);
+    assert_eq!(log.append_marker(3, 0, false, 0).unwrap(), 1);
+    assert!(not_verified(client_append(&log, txn(3, 1, 1), skipped)));
+    // While the transaction is open, a batch without a guard is fine (it is already verified).
+    let g = log.begin_verification(3).unwrap();
+    client_append(&log, txn(3, 1, 1), g).unwrap(); // 2
+    client_append(&log, txn(3, 2, 1), None).unwrap(); // 3
+    assert_eq!(log.ongoing_transactions(), vec![(3, 2)]);
+}
+
+/// In-flight requests of one transaction share the pending guard; a guard from another
+/// partition's log, or none at all, does not open a transaction; the broker's own
+/// transactional writes (coordinators) need no guard; non-transactional batches are not
+/// concerned.
+#[test]
+fn guards_are_shared_by_in_flight_batches_and_required_only_of_clients() {
+    let log = PartitionLog::in_memory(LogConfig::default());
+    let other = PartitionLog::in_memory(LogConfig::default());
+    let a = log.begin_verification(5).unwrap();
+    let b = log.begin_verification(5).unwrap();
+    assert_eq!(
+        a, b,
+        "two batches of one transaction in flight share the guard"
+    );
+    let foreign = other.begin_verification(5).unwrap();
+    assert_ne!(foreign, a);
+    assert!(not_verified(client_append(&log, txn(5, 0, 1), foreign)));
+    assert!(not_verified(client_append(&log, txn(5, 0, 1), None)));
+    client_append(&log, txn(5, 0, 1), a).unwrap(); // 0
+    client_append(&log, txn(5, 1, 1), b).unwrap(); // 1: the transaction is open
+                                                   // A retry of an appended batch is answered with its offsets, guard or not.
+    assert_eq!(
+        client_append(&log, txn(5, 0, 1), None).unwrap().base_offset,
+        0
+    );
+    // The broker's own transactional append (a group coordinator's offsets) is not guarded.
+    append(&log, producer_batch(9, 0, -1, &[("k", "v")], true)); // 2
+    assert_eq!(log.ongoing_transactions(), vec![(5, 0), (9, 2)]);
+    // Idempotent and plain client batches need no guard.
+    client_append(&log, producer_batch(11, 0, 0, &[("k", "v")], false), None).unwrap();
+    client_append(&log, encode_batch(2, Compression::None, 1), None).unwrap();
+}
+
+/// Guards are memory only and expire with idle producers: a verification whose produce
+/// never came does not stay forever.
+#[test]
+fn pending_verifications_expire() {
+    let mut states = crate::log::producer_state::ProducerStates::default();
+    let g = states.begin_verification(1, 1_000).unwrap();
+    assert!(g.is_some());
+    states.expire(1_000 + 10, 60_000);
+    assert_eq!(
+        states.begin_verification(1, 1_010).unwrap(),
+        g,
+        "still pending"
+    );
+    states.expire(1_000 + 60_000, 60_000);
+    let after = states.begin_verification(1, 61_000).unwrap();
+    assert!(after.is_some() && after != g, "expired: a fresh guard");
+}

@@ -53,6 +53,8 @@ pub struct Broker {
     /// Asks a transactional id's coordinator (here or on another broker) whether a
     /// partition is in a producer's ongoing transaction (KIP-890 verification).
     pub txn_verifier: TxnVerifier,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: crate::cluster::fetch_session::FetchSessionCache,
     /// The time every deadline is computed from (group sessions and rebalances,
     /// transactions, the logs' `segment.ms` and `flush.ms`, retention and compaction, offset
     /// retention, timestamp bounds): the system's, or a manual one in tests.
@@ -296,6 +298,10 @@ impl Broker {
             groups,
             txns,
             txn_verifier: TxnVerifier::new(peers),
+            fetch_sessions: crate::cluster::fetch_session::FetchSessionCache::new(
+                config.max_incremental_fetch_session_cache_slots,
+                config.max_incremental_fetch_session_partitions,
+            ),
             clock,
             node: NodeInfo {
                 node_id: config.node_id,

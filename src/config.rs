@@ -195,6 +195,12 @@ pub struct Config {
     /// `fetch.max.bytes`; the first batch is returned whole even if larger, KIP-74). In memory
     /// mode these bytes are copied per response: this bounds that memory.
     pub fetch_max_bytes: usize,
+    /// Incremental fetch sessions (KIP-227) the broker keeps (Kafka's
+    /// `max.incremental.fetch.session.cache.slots`); below 8 none is created.
+    pub max_incremental_fetch_session_cache_slots: usize,
+    /// Most partitions cached over all fetch sessions (an ottla bound, about 120 bytes each):
+    /// past it a full fetch gets no session, and a session that would grow past it closes.
+    pub max_incremental_fetch_session_partitions: usize,
     /// Default `segment.bytes` of topics.
     pub log_segment_bytes: u64,
     /// Default `segment.ms` of topics.
@@ -590,6 +596,8 @@ impl Default for Config {
             allow_everyone_if_no_acl_found: false,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
+            max_incremental_fetch_session_cache_slots: 1000,
+            max_incremental_fetch_session_partitions: 1_000_000,
             shutdown_grace_ms: 5000,
             log_segment_bytes: 1 << 30,
             log_segment_ms: 7 * 24 * 3600 * 1000,

@@ -3,6 +3,7 @@
 //! single node is a cluster of one: it leads every partition.
 //! Replication and a Raft metadata log (openraft) will grow here behind the same API.
 
+pub mod fetch_session;
 pub mod fetcher;
 pub mod hw_checkpoint;
 pub mod partition;

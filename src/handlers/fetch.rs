@@ -1,8 +1,14 @@
 //! Fetch (key 1): reads whole batches from each requested partition. When fewer than
 //! `min_bytes` are ready, waits on the partitions' high-watermark notifiers (never a sleep
-//! loop) until enough data arrives or `max_wait_ms` passes. No fetch sessions: session id 0
-//! (full fetches). Consumers read below the high watermark; partitions are looked up with the
-//! request's current leader epoch (v9+), see `cluster::partition`.
+//! loop) until enough data arrives or `max_wait_ms` passes. Consumers read below the high
+//! watermark; partitions are looked up with the request's current leader epoch (v9+), see
+//! `cluster::partition`.
+//!
+//! Incremental fetch sessions (KIP-227, v7+, see `fetch_session`): the session decides which
+//! partitions are read and from where (a full fetch's, or every partition of an incremental
+//! fetch's session), and the answer of an incremental fetch leaves out those with nothing
+//! new. As Kafka, partitions the metadata refuses (unknown topic or id, not authorized) are
+//! answered after the others and do not end the long poll; errors of the read do.
 //!
 //! Fetch from follower (KIP-392): from v11 a consumer's fetch may be served by a follower,
 //! from its log below its high watermark (the leader epoch checked, not the role); a leader
@@ -39,6 +45,7 @@ use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
 use super::{partition_error_code, str_bytes, wants_leader_hint, Broker, LeaderHints, NONE};
+use crate::cluster::fetch_session::{self, Context, FetchParams, Requested, Session, TopicKey};
 use crate::cluster::{Partition, TopicRef};
 use crate::log::{cold, Isolation, LogError, ReadInfo, Records};
 use crate::threads;
@@ -50,6 +57,7 @@ const READ_COMMITTED: i8 = 1;
 /// A fetch answer: the response with every partition's `records` left `None`, and the records
 /// of each partition in response order (topics, then their partitions); the protocol layer
 /// encodes them around the records (`protocol::fetch_frame`).
+#[derive(Clone)]
 pub struct FetchAnswer {
     pub response: FetchResponse,
     pub records: Vec<Records>,
@@ -57,8 +65,10 @@ pub struct FetchAnswer {
 
 /// One requested partition, resolved.
 struct Wanted {
-    topic_index: usize,
+    topic: TopicKey,
     partition_index: i32,
+    /// What the fetch asked (a session caches it).
+    params: FetchParams,
     fetch_offset: i64,
     max_bytes: usize,
     partition: Result<Arc<Partition>, ResponseError>,
@@ -85,15 +95,191 @@ pub async fn handle(
     listener: crate::config::SecurityProtocol,
     caller: &super::Caller,
 ) -> FetchAnswer {
-    use crate::security::acl::{AclOperation, ResourceType};
-    // Fetch sessions (KIP-227, v7+) as Kafka's `FetchManager.newContext` classifies them, with
-    // no session ever created (every answer has session id 0, which tells a client to keep
-    // sending full fetches): epoch 0 (a full fetch asking for a session, which may name one
-    // to replace) and -1 (sessionless, or closing a session) are served whatever session id
-    // they name; any other epoch is an incremental fetch of a session that does not exist.
-    if version >= 7 && !matches!(req.session_epoch, 0 | -1) {
-        return error_answer(ResponseError::FetchSessionIdNotFound);
+    prepare(broker, req, version, listener, caller)
+        .await
+        .finish(broker)
+}
+
+/// How a prepared answer meets its session.
+enum Kind {
+    /// Sessionless, or a session-level error: sent as it is.
+    Plain,
+    /// A full fetch asking for a session: one is created when the answer is sent.
+    Full { privileged: bool, by_id: bool },
+    /// An incremental fetch: the session filters the answer when it is sent.
+    Incremental {
+        session: Arc<std::sync::Mutex<Session>>,
+        epoch_after: i32,
+    },
+}
+
+/// A fetch's answer once read, before its session takes it: [`PreparedFetch::finish`] (sent
+/// as is), or, under a fetch quota, [`PreparedFetch::preview`] to size it and then
+/// `finish` or [`PreparedFetch::throttled`] (Kafka's throttled answer leaves the session's
+/// response side as it was).
+pub struct PreparedFetch {
+    /// Every partition read, in response order, session id 0.
+    answer: FetchAnswer,
+    /// Each response partition's key, what it asked, and what its answer says.
+    sent: Vec<(fetch_session::Key, FetchParams, fetch_session::Answered)>,
+    kind: Kind,
+}
+
+fn lock_session(s: &std::sync::Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PreparedFetch {
+    fn error(error: ResponseError) -> PreparedFetch {
+        PreparedFetch {
+            answer: error_answer(error, 0),
+            sent: Vec::new(),
+            kind: Kind::Plain,
+        }
     }
+
+    fn keyed(&self) -> Vec<(fetch_session::Key, fetch_session::Answered)> {
+        self.sent.iter().map(|(k, _, a)| (k.clone(), *a)).collect()
+    }
+
+    /// The answer to send: a full fetch's session created (its id in the answer, or 0 when
+    /// the cache has no room), an incremental fetch's filtered by its session, which takes
+    /// what is sent (or INVALID_FETCH_SESSION_EPOCH when another request used the session
+    /// meanwhile).
+    pub fn finish(self, broker: &Broker) -> FetchAnswer {
+        match self.kind {
+            Kind::Plain => self.answer,
+            Kind::Full { privileged, by_id } => {
+                let parts = self
+                    .sent
+                    .into_iter()
+                    .map(|((topic, partition), params, a)| {
+                        let hw = if a.error_code != 0 {
+                            -1
+                        } else {
+                            a.high_watermark
+                        };
+                        let r = Requested {
+                            topic,
+                            partition,
+                            params,
+                        };
+                        (r, hw, a.log_start_offset)
+                    })
+                    .collect();
+                let id =
+                    broker
+                        .fetch_sessions
+                        .create(privileged, by_id, parts, broker.clock.now_ms());
+                let mut answer = self.answer;
+                answer.response.session_id = id;
+                answer
+            }
+            Kind::Incremental {
+                ref session,
+                epoch_after,
+            } => {
+                let keyed = self.keyed();
+                let mut s = lock_session(session);
+                match fetch_session::commit(&mut s, epoch_after, &keyed) {
+                    None => error_answer(ResponseError::InvalidFetchSessionEpoch, s.id()),
+                    Some(included) => {
+                        let id = s.id();
+                        drop(s);
+                        filtered(self.answer, &included, id)
+                    }
+                }
+            }
+        }
+    }
+
+    /// What [`PreparedFetch::finish`] would send (a new session's id aside), the session
+    /// unchanged: a quota measures it.
+    pub fn preview(&self) -> FetchAnswer {
+        match &self.kind {
+            Kind::Incremental {
+                session,
+                epoch_after,
+            } => {
+                let keyed = self.keyed();
+                let s = lock_session(session);
+                match fetch_session::preview(&s, *epoch_after, &keyed) {
+                    None => error_answer(ResponseError::InvalidFetchSessionEpoch, s.id()),
+                    Some(included) => filtered(self.answer.clone(), &included, s.id()),
+                }
+            }
+            _ => self.answer.clone(),
+        }
+    }
+
+    /// The answer of a throttled fetch (Kafka's `getThrottledResponse`): no partitions; no
+    /// session created; an incremental fetch keeps its session (its epoch checked) and what
+    /// the session had sent.
+    pub fn throttled(self, throttle_ms: i32) -> FetchAnswer {
+        let mut answer = match &self.kind {
+            Kind::Incremental {
+                session,
+                epoch_after,
+            } => {
+                let s = lock_session(session);
+                if s.epoch() == *epoch_after {
+                    error_answer_code(NONE, s.id())
+                } else {
+                    error_answer(ResponseError::InvalidFetchSessionEpoch, s.id())
+                }
+            }
+            _ => error_answer_code(NONE, 0),
+        };
+        answer.response.throttle_time_ms = throttle_ms;
+        answer
+    }
+}
+
+/// The partitions of `answer` marked `included` (in response order), under `session_id`.
+fn filtered(mut answer: FetchAnswer, included: &[bool], session_id: i32) -> FetchAnswer {
+    let mut i = 0;
+    for t in &mut answer.response.responses {
+        t.partitions.retain(|_| {
+            let keep = included.get(i).copied().unwrap_or(true);
+            i += 1;
+            keep
+        });
+    }
+    answer
+        .response
+        .responses
+        .retain(|t| !t.partitions.is_empty());
+    answer.records = answer
+        .records
+        .into_iter()
+        .zip(included.iter().chain(std::iter::repeat(&true)))
+        .filter_map(|(r, &keep)| keep.then_some(r))
+        .collect();
+    answer.response.session_id = session_id;
+    answer
+}
+
+/// Partition errors of the metadata, not of the read (Kafka sorts these out before
+/// `ReplicaManager.fetchMessages`): answered last, and they do not end the long poll.
+fn outside_read(e: ResponseError) -> bool {
+    matches!(
+        e,
+        ResponseError::UnknownTopicOrPartition
+            | ResponseError::UnknownTopicId
+            | ResponseError::TopicAuthorizationFailed
+    )
+}
+
+/// Reads a decoded fetch request's partitions (as its session says, waiting as long as it
+/// asks), without sending: see [`PreparedFetch`].
+pub async fn prepare(
+    broker: &Broker,
+    req: &FetchRequest,
+    version: i16,
+    listener: crate::config::SecurityProtocol,
+    caller: &super::Caller,
+) -> PreparedFetch {
+    use crate::security::acl::{AclOperation, ResourceType};
     let by_id = version >= 13;
     // A follower's fetch (Kafka: replica id ≥ 0, in `replica_state` from v15): it reads up
     // to the log end, its fetch offset is its log end (the leader's high watermark follows
@@ -105,7 +291,53 @@ pub async fn handle(
     };
     let follower = (replica >= 0).then_some(replica);
     if follower.is_some() && !caller.allowed_on_cluster(AclOperation::ClusterAction) {
-        return error_answer(ResponseError::ClusterAuthorizationFailed);
+        return PreparedFetch::error(ResponseError::ClusterAuthorizationFailed);
+    }
+    let key_of = |name: &kafka_protocol::messages::TopicName, id: Uuid| {
+        if by_id {
+            TopicKey::Id(id)
+        } else {
+            TopicKey::Name(Arc::from(name.0.as_str()))
+        }
+    };
+    let requested: Vec<Requested> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let topic = key_of(&t.topic, t.topic_id);
+            t.partitions.iter().map(move |p| Requested {
+                topic: topic.clone(),
+                partition: p.partition,
+                params: FetchParams {
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
+                    log_start_offset: p.log_start_offset,
+                },
+            })
+        })
+        .collect();
+    let forgotten: Vec<fetch_session::Key> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            let topic = key_of(&t.topic, t.topic_id);
+            t.partitions.iter().map(move |&p| (topic.clone(), p))
+        })
+        .collect();
+    let meta = fetch_session::SessionMeta {
+        version,
+        session_id: req.session_id,
+        epoch: req.session_epoch,
+        privileged: follower.is_some(),
+    };
+    let context =
+        broker
+            .fetch_sessions
+            .new_context(meta, requested, forgotten, broker.clock.now_ms());
+    if let Context::Error(e) = context {
+        return PreparedFetch::error(e);
     }
     let image = caller.enforcing().then(|| broker.meta.image());
     // KIP-392: from v11 a consumer may read from a follower (below its high watermark), and
@@ -114,68 +346,92 @@ pub async fn handle(
     let rack =
         (any_replica && !req.rack_id.is_empty() && broker.config.replica_selector == "rack_aware")
             .then(|| req.rack_id.as_str());
-    let mut wanted = Vec::new();
-    for (topic_index, t) in req.topics.iter().enumerate() {
-        let topic = if by_id {
-            TopicRef::Id(t.topic_id)
-        } else {
-            TopicRef::Name(t.topic.0.as_str())
+    let mut wanted = Vec::with_capacity(context.parts().len());
+    // READ on a topic, asked once per run of its partitions.
+    let mut readable_topic: Option<(&TopicKey, bool)> = None;
+    for r in context.parts() {
+        let topic = match &r.topic {
+            TopicKey::Id(id) => TopicRef::Id(*id),
+            TopicKey::Name(n) => TopicRef::Name(n),
         };
-        // Consumers need READ on the topic (followers were checked above).
-        let name = match (&image, topic) {
-            (Some(image), TopicRef::Id(id)) => image.topic(&id).map(|t| t.name.clone()),
-            (_, TopicRef::Name(n)) => Some(n.to_string()),
-            (None, _) => None,
-        };
-        let readable = follower.is_some()
-            || name.is_none_or(|n| caller.allowed(AclOperation::Read, ResourceType::Topic, &n));
-        for p in &t.partitions {
-            // current_leader_epoch exists from v9 (-1: not checked).
-            let epoch = (version >= 9).then_some(p.current_leader_epoch);
-            let mut partition = if any_replica {
-                broker.topics.get_replica(topic, p.partition, epoch)
-            } else {
-                broker.topics.get_partition(topic, p.partition, epoch)
-            };
-            let preferred = match (&partition, rack) {
-                (Ok(found), Some(rack)) => {
-                    preferred_read_replica(broker, found, rack, p.fetch_offset)
-                }
-                _ => None,
-            };
-            let diverging = match &partition {
-                Ok(found) if version >= 12 => {
-                    diverging_epoch(found, p.last_fetched_epoch, p.fetch_offset)
-                }
-                _ => None,
-            };
-            if let (Some(replica), Ok(found), None) = (follower, &partition, diverging) {
-                match found.follower_fetched(replica, p.fetch_offset, broker.clock.now_ms()) {
-                    Err(e) => partition = Err(e),
-                    // A follower outside the ISR may have caught up: it joins.
-                    Ok(()) if !found.leadership().isr.contains(&replica) => {
-                        broker.maybe_alter_isr(found)
-                    }
-                    Ok(()) => {}
-                }
+        let readable = match readable_topic {
+            Some((k, readable)) if *k == r.topic => readable,
+            _ => {
+                // Consumers need READ on the topic (followers were checked above).
+                let name = match (&image, topic) {
+                    (Some(image), TopicRef::Id(id)) => image.topic(&id).map(|t| t.name.clone()),
+                    (_, TopicRef::Name(n)) => Some(n.to_string()),
+                    (None, _) => None,
+                };
+                let readable = follower.is_some()
+                    || name.is_none_or(|n| {
+                        caller.allowed(AclOperation::Read, ResourceType::Topic, &n)
+                    });
+                readable_topic = Some((&r.topic, readable));
+                readable
             }
-            wanted.push(Wanted {
-                topic_index,
-                partition_index: p.partition,
-                fetch_offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
-                partition: if readable {
-                    partition.map_err(partition_error_code)
-                } else {
-                    Err(ResponseError::TopicAuthorizationFailed)
-                },
-                leader_epoch: epoch,
-                any_replica,
-                preferred,
-                diverging,
-            });
+        };
+        let p = &r.params;
+        // current_leader_epoch exists from v9 (-1: not checked).
+        let epoch = (version >= 9).then_some(p.current_leader_epoch);
+        let mut partition = if any_replica {
+            broker.topics.get_replica(topic, r.partition, epoch)
+        } else {
+            broker.topics.get_partition(topic, r.partition, epoch)
+        };
+        let preferred = match (&partition, rack) {
+            (Ok(found), Some(rack)) => preferred_read_replica(broker, found, rack, p.fetch_offset),
+            _ => None,
+        };
+        let diverging = match &partition {
+            Ok(found) if version >= 12 => {
+                diverging_epoch(found, p.last_fetched_epoch, p.fetch_offset)
+            }
+            _ => None,
+        };
+        if let (Some(replica), Ok(found), None) = (follower, &partition, diverging) {
+            match found.follower_fetched(replica, p.fetch_offset, broker.clock.now_ms()) {
+                Err(e) => partition = Err(e),
+                // A follower outside the ISR may have caught up: it joins.
+                Ok(()) if !found.leadership().isr.contains(&replica) => {
+                    broker.maybe_alter_isr(found)
+                }
+                Ok(()) => {}
+            }
         }
+        wanted.push(Wanted {
+            topic: r.topic.clone(),
+            partition_index: r.partition,
+            params: r.params,
+            fetch_offset: p.fetch_offset,
+            max_bytes: p.max_bytes.max(0) as usize,
+            partition: if readable {
+                partition.map_err(partition_error_code)
+            } else {
+                Err(ResponseError::TopicAuthorizationFailed)
+            },
+            leader_epoch: epoch,
+            any_replica,
+            preferred,
+            diverging,
+        });
     }
+    // Kafka's order: the partitions read, then those the metadata refused.
+    wanted.sort_by_key(|w| matches!(w.partition, Err(e) if outside_read(e)));
+    let kind = match context {
+        Context::Full {
+            privileged, by_id, ..
+        } => Kind::Full { privileged, by_id },
+        Context::Incremental {
+            session,
+            epoch_after,
+            ..
+        } => Kind::Incremental {
+            session,
+            epoch_after,
+        },
+        Context::Error(_) | Context::Sessionless(_) => Kind::Plain,
+    };
     // Kafka's `fetch.max.bytes` caps what the client asks for (KIP-74 still returns a first
     // batch larger than that whole).
     let max_bytes = if req.max_bytes <= 0 {
@@ -196,7 +452,7 @@ pub async fn handle(
         .iter()
         .filter_map(|w| w.partition.clone().ok())
         .collect();
-    loop {
+    let answered = loop {
         // Register for wake-ups before reading, so a high watermark advance between the read
         // and the wait is not missed.
         let mut waits: Vec<Pin<Box<Notified<'_>>>> = partitions
@@ -212,16 +468,35 @@ pub async fn handle(
         for w in &mut waits {
             w.as_mut().enable();
         }
-        let (partitions, bytes, errors) = read_all(&wanted, max_bytes, isolation).await;
+        let (answered, bytes, errors) = read_all(&wanted, max_bytes, isolation).await;
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || waits.is_empty() {
-            return respond(broker, req, by_id, partitions, listener);
+            break answered;
         }
         let any_append = futures::future::select_all(waits);
         if tokio::time::timeout_at(deadline, any_append).await.is_err() {
-            let (partitions, _, _) = read_all(&wanted, max_bytes, isolation).await;
-            return respond(broker, req, by_id, partitions, listener);
+            break read_all(&wanted, max_bytes, isolation).await.0;
         }
+    };
+    let sent = answered
+        .iter()
+        .map(|(i, data, records)| {
+            let w = &wanted[*i];
+            let a = fetch_session::Answered {
+                has_records: !records.is_empty(),
+                high_watermark: data.high_watermark,
+                log_start_offset: data.log_start_offset,
+                error_code: data.error_code,
+                preferred_read_replica: data.preferred_read_replica.0,
+                diverging_epoch: data.diverging_epoch.epoch,
+            };
+            ((w.topic.clone(), w.partition_index), w.params, a)
+        })
+        .collect();
+    PreparedFetch {
+        answer: respond(broker, &wanted, answered, listener),
+        sent,
+        kind,
     }
 }
 
@@ -285,20 +560,26 @@ fn preferred_read_replica(
         .map(|(_, _, r)| r)
 }
 
-fn error_answer(error: ResponseError) -> FetchAnswer {
+fn error_answer(error: ResponseError, session_id: i32) -> FetchAnswer {
+    error_answer_code(error.code(), session_id)
+}
+
+fn error_answer_code(code: i16, session_id: i32) -> FetchAnswer {
     FetchAnswer {
         response: FetchResponse::default()
-            .with_error_code(error.code())
-            .with_session_id(0),
+            .with_error_code(code)
+            .with_session_id(session_id),
         records: Vec::new(),
     }
 }
 
-/// One partition's answer: its fields (records left `None`) and its records.
+/// One partition's answer: its index in the wanted list, its fields (records left `None`)
+/// and its records.
 type Answered = (usize, PartitionData, Records);
 
-/// Reads every wanted partition once. Returns the partition answers (by topic index), the
-/// bytes gathered and whether any partition answered with an error.
+/// Reads every wanted partition once. Returns the partition answers (in wanted order), the
+/// bytes gathered and whether any partition's read answered what ends a long poll (an error
+/// of the read, a preferred replica, a diverging epoch).
 async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
@@ -308,14 +589,18 @@ async fn read_all(
     let mut errors = false;
     let read_committed = isolation == Isolation::ReadCommitted;
     let mut out = Vec::with_capacity(wanted.len());
-    for w in wanted {
+    for (i, w) in wanted.iter().enumerate() {
+        // Kafka's answer for a partition in error: offsets unknown (-1).
         let base = PartitionData::default()
             .with_partition_index(w.partition_index)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
             .with_aborted_transactions(read_committed.then(Vec::new));
         let mut records = Records::Bytes(Bytes::new());
         let data = match &w.partition {
             Err(e) => {
-                errors = true;
+                errors |= !outside_read(*e);
                 base.with_error_code(e.code())
             }
             Ok(partition) if w.preferred.is_some() => {
@@ -413,7 +698,7 @@ async fn read_all(
                 }
             }
         };
-        out.push((w.topic_index, data, records));
+        out.push((i, data, records));
     }
     (out, total, errors)
 }
@@ -464,42 +749,47 @@ async fn read_partition(
     Ok(read)
 }
 
+/// The answer of the partitions read, in their order: a topic's consecutive partitions in
+/// one topic entry (a session's order may name a topic again later: another entry, as
+/// Kafka's).
 fn respond(
     broker: &Broker,
-    req: &FetchRequest,
-    by_id: bool,
+    wanted: &[Wanted],
     partitions: Vec<Answered>,
     listener: crate::config::SecurityProtocol,
 ) -> FetchAnswer {
-    let mut topics: Vec<FetchableTopicResponse> = req
-        .topics
-        .iter()
-        .map(|t| {
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(if by_id { t.topic_id } else { Uuid::nil() })
-        })
-        .collect();
-    // The encoder takes the records in response order: topics, then their partitions.
-    let mut by_topic: Vec<Vec<Records>> = vec![Vec::new(); topics.len()];
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut records = Vec::with_capacity(partitions.len());
+    let mut last: Option<&TopicKey> = None;
     let mut hints: Option<LeaderHints> = None;
     for (i, mut p, r) in partitions {
+        let w = &wanted[i];
+        let topic = match &w.topic {
+            TopicKey::Id(id) => TopicRef::Id(*id),
+            TopicKey::Name(n) => TopicRef::Name(n),
+        };
         if wants_leader_hint(p.error_code) {
             let hints = hints.get_or_insert_with(|| LeaderHints::new(broker, listener));
-            let t = &req.topics[i];
-            let topic = if by_id {
-                TopicRef::Id(t.topic_id)
-            } else {
-                TopicRef::Name(t.topic.0.as_str())
-            };
             if let Some((leader, epoch)) = hints.leader(topic, p.partition_index) {
                 p.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(leader))
                     .with_leader_epoch(epoch);
             }
         }
-        topics[i].partitions.push(p);
-        by_topic[i].push(r);
+        if last != Some(&w.topic) {
+            let t = match &w.topic {
+                TopicKey::Id(id) => FetchableTopicResponse::default().with_topic_id(*id),
+                TopicKey::Name(n) => {
+                    FetchableTopicResponse::default().with_topic(super::topic_name(n.to_string()))
+                }
+            };
+            topics.push(t);
+            last = Some(&w.topic);
+        }
+        if let Some(t) = topics.last_mut() {
+            t.partitions.push(p);
+        }
+        records.push(r);
     }
     let node_endpoints = hints.map_or_else(Vec::new, |h| {
         h.endpoints()
@@ -519,6 +809,6 @@ fn respond(
             .with_session_id(0)
             .with_responses(topics)
             .with_node_endpoints(node_endpoints),
-        records: by_topic.into_iter().flatten().collect(),
+        records,
     }
 }

@@ -557,16 +557,18 @@ async fn throttled_fetch(
         r.max_bytes = r.max_bytes.min(cap);
         r.min_bytes = r.min_bytes.min(r.max_bytes);
     }
-    let mut timed = crate::quota::Timed::new(Box::pin(handlers::fetch::handle(
+    let mut timed = crate::quota::Timed::new(Box::pin(handlers::fetch::prepare(
         broker,
         &r,
         version,
         session.listener,
         caller,
     )));
-    let answer = (&mut timed).await;
-    let frame = match fetch_frame::encode(correlation_id, version, answer) {
-        Ok(frame) => frame,
+    let prepared = (&mut timed).await;
+    // Kafka sizes the answer it would send (an incremental one filtered by its session)
+    // without the session taking it yet: a throttled answer leaves the session as it was.
+    let size = match fetch_frame::encode(correlation_id, version, prepared.preview()) {
+        Ok(frame) => frame.len() as f64,
         Err(e) => {
             tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");
             return Outcome::Close;
@@ -577,22 +579,18 @@ async fn throttled_fetch(
             .record(b, crate::quota::percentage(timed.spent()))
             .min(quotas.windows().window_ms)
     });
-    let size = frame.len() as f64;
     let fetch_throttle = fetch_bound.map_or(0, |b| quotas.record(b, size));
     let throttle = request_throttle.max(fetch_throttle).max(0) as u64;
     session.quota.throttle_ms = throttle;
-    if throttle == 0 {
-        return Outcome::Respond(frame);
-    }
-    if let Some(b) = fetch_bound {
-        quotas.unrecord(b, size);
-    }
-    let empty = handlers::fetch::FetchAnswer {
-        response: kafka_protocol::messages::FetchResponse::default()
-            .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX)),
-        records: Vec::new(),
+    let answer = if throttle == 0 {
+        prepared.finish(broker)
+    } else {
+        if let Some(b) = fetch_bound {
+            quotas.unrecord(b, size);
+        }
+        prepared.throttled(i32::try_from(throttle).unwrap_or(i32::MAX))
     };
-    match fetch_frame::encode(correlation_id, version, empty) {
+    match fetch_frame::encode(correlation_id, version, answer) {
         Ok(frame) => Outcome::Respond(frame),
         Err(e) => {
             tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");

@@ -24,6 +24,7 @@ mod cluster_roles;
 mod cluster_three;
 mod coordinators;
 mod describe_log_dirs;
+mod fetch_sessions;
 mod fuzz_replay;
 mod fuzz_requests;
 mod groups;

@@ -24,6 +24,7 @@ table and one line of JSON.
 Usage (from the repository root):
   compat-tests/.venv/bin/python benches/fetch_sessions.py [--seconds 20] [--rate 200]
       [--partitions 1000] [--record-bytes 1024] [--modes sessions,sessionless] [--no-baseline]
+      [--broker-arg ARG]...
 Needs: cargo build --release; kafka-python 3.x (compat-tests/.venv has it).
 """
 import argparse
@@ -50,11 +51,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_broker(port):
+def start_broker(port, extra_args=()):
     bootstrap = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
         [OTTLA, "--memory", "--listen", bootstrap, "--advertise", bootstrap,
-         "--auto-create-topics", "false"],
+         "--auto-create-topics", "false", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     BROKERS.append(proc)
     lines, ready = [], threading.Event()
@@ -226,7 +227,7 @@ def consumer_main(args):
 
 def run_mode(mode, args):
     port = int(os.environ["PORT"]) if os.environ.get("PORT") else free_port()
-    broker, bootstrap = start_broker(port)
+    broker, bootstrap = start_broker(port, args.broker_arg)
     try:
         topic = f"fetch-sessions-{mode}-{os.getpid()}"
         create_topic(bootstrap, topic, args.partitions)
@@ -278,6 +279,9 @@ def main():
     ap.add_argument("--record-bytes", type=int, default=1024)
     ap.add_argument("--modes", default="sessions,sessionless")
     ap.add_argument("--no-baseline", action="store_true", help="skip the produce-only run")
+    ap.add_argument("--broker-arg", action="append", default=[],
+                    help="extra broker argument (repeatable; OTTLA_* settings in the "
+                         "environment reach the broker too)")
     # child role
     ap.add_argument("--consumer", choices=["sessions", "sessionless"], help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
@@ -293,7 +297,8 @@ def main():
         modes.append("produce-only")
     print(f"# {OTTLA}; {args.partitions} partitions, {args.rate:g} records/s of "
           f"{args.record_bytes} B to one partition, {args.seconds:g} s per mode, "
-          f"fetch_max_wait_ms 500, fetch_min_bytes 1; fresh broker per mode")
+          f"fetch_max_wait_ms 500, fetch_min_bytes 1; fresh broker per mode"
+          + (f"; broker args {' '.join(args.broker_arg)}" if args.broker_arg else ""))
     results = []
     try:
         for mode in modes:
@@ -341,6 +346,9 @@ def main():
         if r["records"] < r["produced"]:
             print(f"  warning: {r['mode']}: consumed {r['records']} of {r['produced']} records "
                   f"in the window", file=sys.stderr)
+        if r["mode"] == "sessions" and not r["incremental"]:
+            print(f"  warning: sessions: no incremental fetch (session ids seen {r['session_ids']}): "
+                  f"the broker created no fetch session", file=sys.stderr)
         if r["fetch_errors"]:
             print(f"  warning: {r['mode']}: {r['fetch_errors']} fetch responses with an error code",
                   file=sys.stderr)

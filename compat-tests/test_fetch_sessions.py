@@ -45,8 +45,6 @@ import kafka.consumer.fetcher as kafka_fetcher
 from conftest import create_topic
 
 PARTITIONS = 1000
-FETCH_SESSION_ID_NOT_FOUND = 70
-INVALID_FETCH_SESSION_EPOCH = 71
 
 
 # --- recording kafka-python's session handler -------------------------------------------
@@ -60,7 +58,7 @@ class SessionRecorder:
         self.lock = threading.Lock()
 
     def add(self, **event):
-        event["phase"] = self.phase
+        event.setdefault("phase", self.phase)
         event["t"] = time.monotonic()
         with self.lock:
             self.events.append(event)
@@ -94,6 +92,7 @@ def recording_handler_class(recorder):
     class RecordingFetchSessionHandler(base):
         def build_next(self, next_partitions):
             data = super().build_next(next_partitions)
+            self.request_phase = recorder.phase  # a response belongs to its request's phase
             recorder.add(kind="request", node=self.node_id, session_id=data.id, epoch=data.epoch,
                          sent=set(data._to_send), forgotten=set(data._to_forget),
                          wanted=set(next_partitions))
@@ -115,7 +114,8 @@ def recording_handler_class(recorder):
                     last = first_batch_last_offset(p.records)
                     if last is not None and tp in offsets and last < offsets[tp]:
                         stale.append((tp.partition, offsets[tp], last))
-            recorder.add(kind="response", node=self.node_id, session_id=asked.session_id,
+            recorder.add(kind="response", phase=getattr(self, "request_phase", recorder.phase),
+                         node=self.node_id, session_id=asked.session_id,
                          epoch=asked.epoch, api_version=response.API_VERSION,
                          error_code=response.error_code, resp_session_id=response.session_id,
                          partitions=tps, session_size=session_size, accepted=accepted,

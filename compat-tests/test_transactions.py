@@ -169,3 +169,54 @@ def test_kafka_python_transactions(bootstrap, topic_name):
 
     assert read("read_committed") == [f"c{i}".encode() for i in range(5)]
     assert read("read_uncommitted") == [f"c{i}".encode() for i in range(5)] + [b"a0"]
+
+
+def test_kafka_python_describe_producers_and_admin_abort(bootstrap, topic_name):
+    """kafka-python's transactions admin (KIP-664, what kafka-transactions.sh does): a
+    transaction left open pins the last stable offset; DescribeProducers at the partition's
+    leader shows its producer and where it started; an admin abort (WriteTxnMarkers to the
+    leader) ends it there, after which read_committed consumers move past it and read the
+    committed records only, in order."""
+    from kafka.admin import AbortTransactionSpec, KafkaAdminClient
+
+    create(bootstrap, topic_name)
+    committer = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
+    committer.begin_transaction()
+    for i in range(5):
+        committer.produce(topic_name, f"committed-{i}".encode())
+    committer.commit_transaction(10)
+    stuck = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
+    stuck.begin_transaction()
+    for i in range(3):
+        stuck.produce(topic_name, f"open-{i}".encode())
+    stuck.flush(10)
+    committer.begin_transaction()
+    for i in range(2):
+        committer.produce(topic_name, f"after-{i}".encode())
+    committer.commit_transaction(10)
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="compat-txn-admin")
+    try:
+        tp = KTP(topic_name, 0)
+        producers = admin.describe_producers([tp])[tp].active_producers
+        assert len(producers) == 2, producers
+        open_ = [p for p in producers if p.current_transaction_start_offset >= 0]
+        # committed-0..4 at 0-4, their commit marker at 5: the open transaction starts at 6.
+        assert [p.current_transaction_start_offset for p in open_] == [6], producers
+        assert all(p.last_timestamp > 1_600_000_000_000 for p in producers), producers
+        # The open transaction holds read_committed consumers below it.
+        assert consume_values(bootstrap, topic_name, "read_committed", 5) == \
+            [f"committed-{i}".encode() for i in range(5)]
+        s = open_[0]
+        admin.abort_transaction(AbortTransactionSpec(
+            topic_partition=tp, producer_id=s.producer_id, producer_epoch=s.producer_epoch,
+            coordinator_epoch=s.coordinator_epoch))
+        after = admin.describe_producers([tp])[tp].active_producers
+        assert all(p.current_transaction_start_offset == -1 for p in after), after
+    finally:
+        admin.close()
+    assert consume_values(bootstrap, topic_name, "read_committed", 7) == \
+        [f"committed-{i}".encode() for i in range(5)] + [f"after-{i}".encode() for i in range(2)]
+    assert consume_values(bootstrap, topic_name, "read_uncommitted", 10) == \
+        [f"committed-{i}".encode() for i in range(5)] + [f"open-{i}".encode() for i in range(3)] \
+        + [f"after-{i}".encode() for i in range(2)]

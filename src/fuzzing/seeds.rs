@@ -101,6 +101,7 @@ default_requests!(
     DescribeQuorum,
     DescribeCluster,
     DescribeTransactions,
+    DescribeProducers,
     ListTransactions,
     DescribeTopicPartitions,
 );

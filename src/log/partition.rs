@@ -485,6 +485,11 @@ impl PartitionLog {
         self.lock().producers.ongoing_transactions()
     }
 
+    /// The producers this partition tracks (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<crate::log::producer_state::ActiveProducer> {
+        self.lock().producers.active()
+    }
+
     /// The first offset of `producer_id`'s ongoing transaction in this partition, if any.
     pub fn ongoing_transaction(&self, producer_id: i64) -> Option<i64> {
         self.lock().producers.ongoing_transaction(producer_id)

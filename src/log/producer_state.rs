@@ -138,6 +138,17 @@ pub enum SequenceError {
     TooManyProducers { limit: usize },
 }
 
+/// One producer's state in a partition, as DescribeProducers reports it (-1: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp_ms: i64,
+    pub coordinator_epoch: i32,
+    pub current_txn_start_offset: i64,
+}
+
 /// A transaction ended in this partition by a marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompletedTxn {
@@ -460,6 +471,25 @@ impl ProducerStates {
             .iter()
             .map(|&(first, pid)| (pid, first))
             .collect()
+    }
+
+    /// Every producer this partition tracks (Kafka's `activeProducers`, what
+    /// DescribeProducers lists), by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_sequence),
+                last_timestamp_ms: e.last_timestamp_ms,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
     }
 
     /// The first offset of `producer_id`'s ongoing transaction here.

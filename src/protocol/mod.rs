@@ -464,6 +464,9 @@ async fn dispatch(
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(describe_transactions::handle(broker, &r, &caller))
         }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(describe_producers::handle(broker, &r, &caller))
+        }
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(list_transactions::handle(broker, &r, &caller))
         }
@@ -865,6 +868,7 @@ fn set_throttle(response: &mut ResponseKind, ms: i32) {
         AlterUserScramCredentials,
         DescribeCluster,
         DescribeTransactions,
+        DescribeProducers,
         ListTransactions,
         DescribeTopicPartitions,
     );

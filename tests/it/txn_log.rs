@@ -712,3 +712,60 @@ async fn producer_fenced_is_answered_only_to_versions_that_know_it() {
     );
     broker.stop().await;
 }
+
+/// DescribeProducers (KIP-664): a partition's leader lists the producers it tracks, with
+/// the start of an open transaction; an unknown partition is UNKNOWN_TOPIC_OR_PARTITION.
+#[tokio::test]
+async fn describe_producers_lists_the_partitions_producers_and_open_transactions() {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "dp").await;
+    // An idempotent producer (id 500, three records), and a transactional one left open.
+    assert_eq!(
+        produce_code(&mut c, None, "dp", producer_batch(500, 2, 0, 3, false)).await,
+        0
+    );
+    let pid = begin(&mut c, "dp-txn", "dp").await;
+    assert_eq!(
+        produce_code(
+            &mut c,
+            Some("dp-txn"),
+            "dp",
+            producer_batch(pid, 0, 0, 2, true)
+        )
+        .await,
+        0
+    );
+    let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(name("dp"))
+        .with_partition_indexes(vec![0, 7])]);
+    let r = c.send(&req, 0).await;
+    let parts = &r.topics[0].partitions;
+    assert_eq!(parts[0].error_code, 0);
+    let mut producers: Vec<(i64, i32, i32, i64)> = parts[0]
+        .active_producers
+        .iter()
+        .map(|p| {
+            (
+                p.producer_id.0,
+                p.producer_epoch,
+                p.last_sequence,
+                p.current_txn_start_offset,
+            )
+        })
+        .collect();
+    producers.sort_unstable();
+    let mut want = vec![(500, 2, 2, -1), (pid, 0, 1, 3)];
+    want.sort_unstable();
+    assert_eq!(producers, want);
+    assert!(parts[0]
+        .active_producers
+        .iter()
+        .all(|p| p.last_timestamp > 1_600_000_000_000));
+    assert_eq!(
+        (parts[1].partition_index, parts[1].error_code),
+        (7, ResponseError::UnknownTopicOrPartition.code())
+    );
+    broker.stop().await;
+}

@@ -36,6 +36,7 @@ mod partition_scale;
 mod partitions;
 mod produce_records;
 mod protocol;
+mod rskafka_client;
 mod sim_replication;
 mod threading;
 mod txn_log;

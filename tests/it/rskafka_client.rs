@@ -31,7 +31,7 @@ fn record(round: usize, i: usize) -> Record {
     headers.insert("round".to_string(), round.to_string().into_bytes());
     headers.insert("bin".to_string(), vec![0, 255, i as u8]);
     Record {
-        key: (i % 3 != 0).then(|| format!("key-{i}").into_bytes()),
+        key: (!i.is_multiple_of(3)).then(|| format!("key-{i}").into_bytes()),
         // Compressible, and not: a repeated run, then bytes that vary.
         value: Some(
             std::iter::repeat_n(b'v', 200)

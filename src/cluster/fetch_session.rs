@@ -65,12 +65,29 @@ pub struct FetchParams {
     pub log_start_offset: i64,
 }
 
+/// What a session last sent of a partition (-1: nothing yet, or an error since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl Sent {
+    pub const NOTHING: Sent = Sent {
+        high_watermark: -1,
+        log_start_offset: -1,
+    };
+}
+
 /// One partition a fetch reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requested {
     pub topic: TopicKey,
     pub partition: i32,
     pub params: FetchParams,
+    /// What its session had sent of it when the fetch began ([`Sent::NOTHING`] outside an
+    /// incremental fetch).
+    pub sent: Sent,
 }
 
 /// What the answer says of one partition, as far as the session's inclusion rule goes.
@@ -89,25 +106,26 @@ pub type Key = (TopicKey, i32);
 
 #[derive(Debug)]
 struct Cached {
+    key: Key,
     params: FetchParams,
     /// The high watermark last sent (-1 after an error: sent again once it clears).
     high_watermark: i64,
     /// The log start offset last sent.
     local_log_start: i64,
-    /// Position in the session's order.
-    seq: u64,
 }
 
 /// One session: its partitions in order (the order reads follow; partitions that returned
 /// records move to the end, so a partition cut off by `max_bytes` is read earlier next time).
+/// The order holds the entries (a snapshot walks it without hashing); the index finds a
+/// key's place in it.
 #[derive(Debug)]
 pub struct Session {
     id: i32,
     by_id: bool,
     /// The epoch the next incremental request must carry.
     epoch: i32,
-    parts: HashMap<Key, Cached>,
-    order: BTreeMap<u64, Key>,
+    index: HashMap<Key, u64>,
+    order: BTreeMap<u64, Cached>,
     next_seq: u64,
 }
 
@@ -117,7 +135,7 @@ impl Session {
             id,
             by_id,
             epoch: 1,
-            parts: HashMap::new(),
+            index: HashMap::new(),
             order: BTreeMap::new(),
             next_seq: 0,
         }
@@ -133,75 +151,69 @@ impl Session {
     }
 
     pub fn len(&self) -> usize {
-        self.parts.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
+        self.index.is_empty()
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Cached> {
+        let seq = self.index.get(key)?;
+        self.order.get_mut(seq)
     }
 
     /// Adds a partition at the end, or updates its request side in place.
     fn upsert(&mut self, key: Key, params: FetchParams, hw: i64, log_start: i64) {
-        if let Some(c) = self.parts.get_mut(&key) {
+        if let Some(c) = self.get_mut(&key) {
             c.params = params;
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.insert(seq, key.clone());
-        self.parts.insert(
-            key,
+        self.index.insert(key.clone(), seq);
+        self.order.insert(
+            seq,
             Cached {
+                key,
                 params,
                 high_watermark: hw,
                 local_log_start: log_start,
-                seq,
             },
         );
     }
 
     fn forget(&mut self, key: &Key) {
-        if let Some(c) = self.parts.remove(key) {
-            self.order.remove(&c.seq);
+        if let Some(seq) = self.index.remove(key) {
+            self.order.remove(&seq);
         }
     }
 
     fn move_to_end(&mut self, key: &Key) {
         let seq = self.next_seq;
-        if let Some(c) = self.parts.get_mut(key) {
-            self.order.remove(&c.seq);
-            c.seq = seq;
-            self.next_seq += 1;
-            self.order.insert(seq, key.clone());
+        if let Some(old) = self.index.get_mut(key) {
+            if let Some(c) = self.order.remove(old) {
+                *old = seq;
+                self.next_seq += 1;
+                self.order.insert(seq, c);
+            }
         }
     }
 
-    /// The partitions in session order, with their cached parameters.
+    /// The partitions in session order, with their cached parameters and what was sent.
     fn snapshot(&self) -> Vec<Requested> {
         self.order
             .values()
-            .filter_map(|k| {
-                self.parts.get(k).map(|c| Requested {
-                    topic: k.0.clone(),
-                    partition: k.1,
-                    params: c.params,
-                })
+            .map(|c| Requested {
+                topic: c.key.0.clone(),
+                partition: c.key.1,
+                params: c.params,
+                sent: Sent {
+                    high_watermark: c.high_watermark,
+                    log_start_offset: c.local_log_start,
+                },
             })
             .collect()
-    }
-
-    /// Kafka's inclusion rule (`CachedPartition.maybeUpdateResponseData`): whether an
-    /// incremental answer carries this partition.
-    fn includes(&self, key: &Key, a: &Answered) -> bool {
-        let Some(c) = self.parts.get(key) else {
-            return true;
-        };
-        a.has_records
-            || a.high_watermark != c.high_watermark
-            || a.log_start_offset != c.local_log_start
-            || a.preferred_read_replica != -1
-            || a.error_code != 0
-            || a.diverging_epoch >= 0
     }
 }
 
@@ -543,36 +555,40 @@ impl FetchSessionCache {
     }
 }
 
-/// Which partitions of an incremental answer are sent (Kafka's inclusion rule), without
-/// changing the session: None when another request used the session since this one's
-/// context (the answer is then INVALID_FETCH_SESSION_EPOCH).
-pub fn preview(
-    session: &Session,
-    epoch_after: i32,
-    answered: &[(Key, Answered)],
-) -> Option<Vec<bool>> {
-    (session.epoch == epoch_after).then(|| {
-        answered
-            .iter()
-            .map(|(k, a)| session.includes(k, a))
-            .collect()
-    })
+/// Kafka's inclusion rule (`CachedPartition.maybeUpdateResponseData`): whether an
+/// incremental answer carries this partition, given what its session had sent of it.
+pub fn includes(r: &Requested, a: &Answered) -> bool {
+    a.has_records
+        || a.high_watermark != r.sent.high_watermark
+        || a.log_start_offset != r.sent.log_start_offset
+        || a.preferred_read_replica != -1
+        || a.error_code != 0
+        || a.diverging_epoch >= 0
 }
 
-/// [`preview`], and the session takes what is sent: the high watermark and log start of the
-/// partitions included (-1 for an error), and those that carried records move to the end.
-pub fn commit(
+/// Whether no other request used the session since this one's context: else the answer
+/// is INVALID_FETCH_SESSION_EPOCH (and what a context's snapshot says the session had
+/// sent is still what it had sent).
+pub fn current(session: &Session, epoch_after: i32) -> bool {
+    session.epoch == epoch_after
+}
+
+/// The session takes what an incremental answer sends (`sent`: its included partitions,
+/// in answer order): their high watermark and log start (-1 for an error), and those
+/// that carried records move to the end of its order. False (nothing changed) when the
+/// session is not [`current`].
+pub fn commit<'a>(
     session: &mut Session,
     epoch_after: i32,
-    answered: &[(Key, Answered)],
-) -> Option<Vec<bool>> {
-    let included = preview(session, epoch_after, answered)?;
+    sent: impl IntoIterator<Item = (&'a Requested, &'a Answered)>,
+) -> bool {
+    if !current(session, epoch_after) {
+        return false;
+    }
     let mut rotate = Vec::new();
-    for ((key, a), &sent) in answered.iter().zip(&included) {
-        if !sent {
-            continue;
-        }
-        if let Some(c) = session.parts.get_mut(key) {
+    for (r, a) in sent {
+        let key = (r.topic.clone(), r.partition);
+        if let Some(c) = session.get_mut(&key) {
             c.high_watermark = if a.error_code != 0 {
                 -1
             } else {
@@ -584,10 +600,10 @@ pub fn commit(
             rotate.push(key);
         }
     }
-    for key in rotate {
+    for key in &rotate {
         session.move_to_end(key);
     }
-    Some(included)
+    true
 }
 
 #[cfg(test)]
@@ -618,6 +634,7 @@ mod tests {
                 last_fetched_epoch: -1,
                 log_start_offset: -1,
             },
+            sent: Sent::NOTHING,
         }
     }
 
@@ -793,6 +810,32 @@ mod tests {
         assert_eq!(cache.stats().sessions, 0);
     }
 
+    /// What an incremental answer would send, and the session taking it.
+    fn answer(
+        session: &Arc<Mutex<Session>>,
+        epoch_after: i32,
+        parts: &[Requested],
+        answered: &[Answered],
+    ) -> Option<Vec<bool>> {
+        let mut s = lock(session);
+        if !current(&s, epoch_after) {
+            return None;
+        }
+        let included: Vec<bool> = parts
+            .iter()
+            .zip(answered)
+            .map(|(r, a)| includes(r, a))
+            .collect();
+        let sent = parts
+            .iter()
+            .zip(answered)
+            .zip(&included)
+            .filter(|(_, &i)| i)
+            .map(|(pa, _)| pa);
+        assert!(commit(&mut s, epoch_after, sent.map(|(r, a)| (r, a))));
+        Some(included)
+    }
+
     #[test]
     fn answers_leave_out_quiet_partitions_and_rotate_those_with_records() {
         let cache = FetchSessionCache::new(1000, 1_000_000);
@@ -811,38 +854,39 @@ mod tests {
         else {
             panic!("incremental");
         };
-        let key = |p: i32| (name("a"), p);
-        let answered = vec![
-            (
-                key(0),
-                Answered {
-                    has_records: true,
-                    ..quiet(11)
-                },
-            ),
-            (key(1), quiet(10)),
-            (
-                key(2),
-                Answered {
-                    error_code: 6,
-                    ..quiet(-1)
-                },
-            ),
-            (key(3), quiet(12)),
+        // The full fetch sent high watermark 10 and log start 0 of each.
+        assert!(parts.iter().all(|r| r.sent
+            == Sent {
+                high_watermark: 10,
+                log_start_offset: 0
+            }));
+        let answered = [
+            Answered {
+                has_records: true,
+                ..quiet(11)
+            },
+            quiet(10),
+            Answered {
+                error_code: 6,
+                ..quiet(-1)
+            },
+            quiet(12),
         ];
-        assert_eq!(parts.len(), 4);
-        let mut s = lock(&session);
         assert_eq!(
-            preview(&s, epoch_after, &answered),
-            Some(vec![true, false, true, true])
-        );
-        assert_eq!(
-            commit(&mut s, epoch_after, &answered),
+            answer(&session, epoch_after, &parts, &answered),
             Some(vec![true, false, true, true])
         );
         // p0 carried records: it reads last now.
+        let Context::Incremental {
+            session,
+            epoch_after,
+            parts,
+        } = incremental(&cache, id, 2, vec![], vec![])
+        else {
+            panic!("incremental");
+        };
         assert_eq!(
-            keys(&s.snapshot()),
+            keys(&parts),
             [
                 ("a".into(), 1),
                 ("a".into(), 2),
@@ -850,59 +894,47 @@ mod tests {
                 ("a".into(), 0)
             ]
         );
-        drop(s);
         // Nothing changed since: only the erroneous partition (its cached HW is -1) again;
-        // a log start move or a preferred replica or a diverging epoch is news.
-        let Context::Incremental {
-            session,
-            epoch_after,
-            ..
-        } = incremental(&cache, id, 2, vec![], vec![])
-        else {
-            panic!("incremental");
-        };
-        let again = vec![
-            (key(1), quiet(10)),
-            (
-                key(2),
-                Answered {
-                    error_code: 0,
-                    ..quiet(10)
-                },
-            ),
-            (
-                key(3),
-                Answered {
-                    log_start_offset: 4,
-                    ..quiet(12)
-                },
-            ),
-            (key(0), quiet(11)),
+        // a log start move is news.
+        let again = [
+            quiet(10),
+            Answered {
+                error_code: 0,
+                ..quiet(10)
+            },
+            Answered {
+                log_start_offset: 4,
+                ..quiet(12)
+            },
+            quiet(11),
         ];
-        let mut s = lock(&session);
         assert_eq!(
-            commit(&mut s, epoch_after, &again),
+            answer(&session, epoch_after, &parts, &again),
             Some(vec![false, true, true, false])
         );
-        let news = vec![
-            (
-                key(1),
-                Answered {
-                    preferred_read_replica: 2,
-                    ..quiet(10)
-                },
-            ),
-            (
-                key(0),
-                Answered {
-                    diverging_epoch: 3,
-                    ..quiet(11)
-                },
-            ),
-        ];
-        assert_eq!(preview(&s, epoch_after, &news), Some(vec![true, true]));
-        // A request that used the session meanwhile: the answer is an epoch error.
-        assert_eq!(preview(&s, epoch_after + 1, &news), None);
+        // A preferred replica or a diverging epoch is news too; an LSO change alone is not
+        // (it is not compared, as in Kafka).
+        let r = &parts[0];
+        assert!(includes(
+            r,
+            &Answered {
+                preferred_read_replica: 2,
+                ..quiet(10)
+            }
+        ));
+        assert!(includes(
+            r,
+            &Answered {
+                diverging_epoch: 3,
+                ..quiet(10)
+            }
+        ));
+        assert!(!includes(r, &quiet(10)));
+        // Another request used the session meanwhile: nothing is taken.
+        let Context::Incremental { .. } = incremental(&cache, id, 3, vec![], vec![]) else {
+            panic!("incremental");
+        };
+        assert_eq!(answer(&session, epoch_after, &parts, &again), None);
     }
 
     #[test]

@@ -376,10 +376,37 @@ impl TopicRegistry {
         topic: TopicRef<'_>,
         partition: i32,
     ) -> Result<Arc<Partition>, PartitionError> {
-        let found = match topic {
-            TopicRef::Name(name) => self.get(name).ok_or(PartitionError::Unknown)?,
-            TopicRef::Id(id) => self.get_by_id(&id).ok_or(PartitionError::UnknownTopicId)?,
+        let found = self.resolve(topic)?;
+        Self::local_partition(&found, partition)
+    }
+
+    /// The topic a request names (UNKNOWN_TOPIC_OR_PARTITION / UNKNOWN_TOPIC_ID): with
+    /// [`TopicRegistry::partition_in`], one lookup for many partitions of a topic.
+    pub fn resolve(&self, topic: TopicRef<'_>) -> Result<Arc<Topic>, PartitionError> {
+        match topic {
+            TopicRef::Name(name) => self.get(name).ok_or(PartitionError::Unknown),
+            TopicRef::Id(id) => self.get_by_id(&id).ok_or(PartitionError::UnknownTopicId),
+        }
+    }
+
+    /// [`TopicRegistry::get_partition`] (or, `any_replica`, [`TopicRegistry::get_replica`])
+    /// in a topic already resolved.
+    pub fn partition_in(
+        topic: &Topic,
+        partition: i32,
+        leader_epoch: Option<i32>,
+        any_replica: bool,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let p = Self::local_partition(topic, partition)?;
+        let checked = if any_replica {
+            p.check_replica(leader_epoch)
+        } else {
+            p.check_leader(leader_epoch)
         };
+        checked.map(|()| p)
+    }
+
+    fn local_partition(found: &Topic, partition: i32) -> Result<Arc<Partition>, PartitionError> {
         match found.partition(partition) {
             Some(p) => Ok(p),
             // The partition exists, on other brokers only.

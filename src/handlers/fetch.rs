@@ -65,10 +65,8 @@ pub struct FetchAnswer {
 
 /// One requested partition, resolved.
 struct Wanted {
-    topic: TopicKey,
-    partition_index: i32,
-    /// What the fetch asked (a session caches it).
-    params: FetchParams,
+    /// What the fetch asked of it.
+    req: Requested,
     fetch_offset: i64,
     max_bytes: usize,
     partition: Result<Arc<Partition>, ResponseError>,
@@ -116,13 +114,15 @@ enum Kind {
 /// A fetch's answer once read, before its session takes it: [`PreparedFetch::finish`] (sent
 /// as is), or, under a fetch quota, [`PreparedFetch::preview`] to size it and then
 /// `finish` or [`PreparedFetch::throttled`] (Kafka's throttled answer leaves the session's
-/// response side as it was).
+/// response side as it was). Partition answers stay compact ([`Outcome`]) until sent: an
+/// incremental fetch's quiet partitions never become response entries.
 pub struct PreparedFetch {
-    /// Every partition read, in response order, session id 0.
-    answer: FetchAnswer,
-    /// Each response partition's key, what it asked, and what its answer says.
-    sent: Vec<(fetch_session::Key, FetchParams, fetch_session::Answered)>,
+    /// Every partition read, in response order, with what it asked.
+    parts: Vec<(Requested, Outcome)>,
     kind: Kind,
+    listener: crate::config::SecurityProtocol,
+    /// A session-level error: answered with no partitions.
+    error: Option<ResponseError>,
 }
 
 fn lock_session(s: &std::sync::Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
@@ -132,14 +132,19 @@ fn lock_session(s: &std::sync::Mutex<Session>) -> std::sync::MutexGuard<'_, Sess
 impl PreparedFetch {
     fn error(error: ResponseError) -> PreparedFetch {
         PreparedFetch {
-            answer: error_answer(error, 0),
-            sent: Vec::new(),
+            parts: Vec::new(),
             kind: Kind::Plain,
+            listener: crate::config::SecurityProtocol::Plaintext,
+            error: Some(error),
         }
     }
 
-    fn keyed(&self) -> Vec<(fetch_session::Key, fetch_session::Answered)> {
-        self.sent.iter().map(|(k, _, a)| (k.clone(), *a)).collect()
+    /// Which partitions an incremental answer sends (Kafka's inclusion rule).
+    fn included(&self) -> Vec<bool> {
+        self.parts
+            .iter()
+            .map(|(r, o)| fetch_session::includes(r, &o.summary()))
+            .collect()
     }
 
     /// The answer to send: a full fetch's session created (its id in the answer, or 0 when
@@ -147,116 +152,190 @@ impl PreparedFetch {
     /// what is sent (or INVALID_FETCH_SESSION_EPOCH when another request used the session
     /// meanwhile).
     pub fn finish(self, broker: &Broker) -> FetchAnswer {
+        if let Some(e) = self.error {
+            return error_answer(e, 0);
+        }
         match self.kind {
-            Kind::Plain => self.answer,
+            Kind::Plain => respond(broker, self.listener, self.parts, 0),
             Kind::Full { privileged, by_id } => {
-                let parts = self
-                    .sent
-                    .into_iter()
-                    .map(|((topic, partition), params, a)| {
-                        let hw = if a.error_code != 0 {
+                let created = self
+                    .parts
+                    .iter()
+                    .map(|(r, o)| {
+                        let hw = if o.error != NONE {
                             -1
                         } else {
-                            a.high_watermark
+                            o.high_watermark
                         };
-                        let r = Requested {
-                            topic,
-                            partition,
-                            params,
-                        };
-                        (r, hw, a.log_start_offset)
+                        (r.clone(), hw, o.log_start_offset)
                     })
                     .collect();
                 let id =
                     broker
                         .fetch_sessions
-                        .create(privileged, by_id, parts, broker.clock.now_ms());
-                let mut answer = self.answer;
-                answer.response.session_id = id;
-                answer
+                        .create(privileged, by_id, created, broker.clock.now_ms());
+                respond(broker, self.listener, self.parts, id)
             }
             Kind::Incremental {
                 ref session,
                 epoch_after,
             } => {
-                let keyed = self.keyed();
+                let included = self.included();
                 let mut s = lock_session(session);
-                match fetch_session::commit(&mut s, epoch_after, &keyed) {
-                    None => error_answer(ResponseError::InvalidFetchSessionEpoch, s.id()),
-                    Some(included) => {
-                        let id = s.id();
-                        drop(s);
-                        filtered(self.answer, &included, id)
-                    }
+                let id = s.id();
+                let summaries: Vec<fetch_session::Answered> = self
+                    .parts
+                    .iter()
+                    .zip(&included)
+                    .filter(|(_, &i)| i)
+                    .map(|((_, o), _)| o.summary())
+                    .collect();
+                let sent = self
+                    .parts
+                    .iter()
+                    .zip(&included)
+                    .filter(|(_, &i)| i)
+                    .map(|((r, _), _)| r)
+                    .zip(&summaries);
+                if !fetch_session::commit(&mut s, epoch_after, sent) {
+                    return error_answer(ResponseError::InvalidFetchSessionEpoch, id);
                 }
+                drop(s);
+                let parts = self
+                    .parts
+                    .into_iter()
+                    .zip(included)
+                    .filter_map(|(p, i)| i.then_some(p))
+                    .collect();
+                respond(broker, self.listener, parts, id)
             }
         }
     }
 
     /// What [`PreparedFetch::finish`] would send (a new session's id aside), the session
     /// unchanged: a quota measures it.
-    pub fn preview(&self) -> FetchAnswer {
-        match &self.kind {
+    pub fn preview(&self, broker: &Broker) -> FetchAnswer {
+        if let Some(e) = self.error {
+            return error_answer(e, 0);
+        }
+        let (parts, id) = match &self.kind {
             Kind::Incremental {
                 session,
                 epoch_after,
             } => {
-                let keyed = self.keyed();
                 let s = lock_session(session);
-                match fetch_session::preview(&s, *epoch_after, &keyed) {
-                    None => error_answer(ResponseError::InvalidFetchSessionEpoch, s.id()),
-                    Some(included) => filtered(self.answer.clone(), &included, s.id()),
+                if !fetch_session::current(&s, *epoch_after) {
+                    return error_answer(ResponseError::InvalidFetchSessionEpoch, s.id());
                 }
+                let id = s.id();
+                drop(s);
+                let parts = self
+                    .parts
+                    .iter()
+                    .zip(self.included())
+                    .filter_map(|(p, i)| i.then(|| p.clone()))
+                    .collect();
+                (parts, id)
             }
-            _ => self.answer.clone(),
-        }
+            _ => (self.parts.clone(), 0),
+        };
+        respond(broker, self.listener, parts, id)
     }
 
     /// The answer of a throttled fetch (Kafka's `getThrottledResponse`): no partitions; no
     /// session created; an incremental fetch keeps its session (its epoch checked) and what
     /// the session had sent.
     pub fn throttled(self, throttle_ms: i32) -> FetchAnswer {
-        let mut answer = match &self.kind {
-            Kind::Incremental {
-                session,
-                epoch_after,
-            } => {
+        let mut answer = match (&self.error, &self.kind) {
+            (Some(e), _) => error_answer(*e, 0),
+            (
+                None,
+                Kind::Incremental {
+                    session,
+                    epoch_after,
+                },
+            ) => {
                 let s = lock_session(session);
-                if s.epoch() == *epoch_after {
+                if fetch_session::current(&s, *epoch_after) {
                     error_answer_code(NONE, s.id())
                 } else {
                     error_answer(ResponseError::InvalidFetchSessionEpoch, s.id())
                 }
             }
-            _ => error_answer_code(NONE, 0),
+            (None, _) => error_answer_code(NONE, 0),
         };
         answer.response.throttle_time_ms = throttle_ms;
         answer
     }
 }
 
-/// The partitions of `answer` marked `included` (in response order), under `session_id`.
-fn filtered(mut answer: FetchAnswer, included: &[bool], session_id: i32) -> FetchAnswer {
-    let mut i = 0;
-    for t in &mut answer.response.responses {
-        t.partitions.retain(|_| {
-            let keep = included.get(i).copied().unwrap_or(true);
-            i += 1;
-            keep
-        });
+/// One partition's answer before it is a response entry.
+#[derive(Clone)]
+struct Outcome {
+    error: i16,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+    /// read_committed: the aborted transactions overlapping the records.
+    aborted: Option<Vec<AbortedTransaction>>,
+    preferred: i32,
+    diverging: Option<(i32, i64)>,
+    records: Records,
+}
+
+impl Outcome {
+    /// A partition in error: offsets unknown (-1), as Kafka answers.
+    fn failed(error: i16, read_committed: bool) -> Outcome {
+        Outcome {
+            error,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            aborted: read_committed.then(Vec::new),
+            preferred: -1,
+            diverging: None,
+            records: Records::Bytes(Bytes::new()),
+        }
     }
-    answer
-        .response
-        .responses
-        .retain(|t| !t.partitions.is_empty());
-    answer.records = answer
-        .records
-        .into_iter()
-        .zip(included.iter().chain(std::iter::repeat(&true)))
-        .filter_map(|(r, &keep)| keep.then_some(r))
-        .collect();
-    answer.response.session_id = session_id;
-    answer
+
+    /// Offsets as `log` has them now, no records.
+    fn offsets(log: &crate::log::PartitionLog, read_committed: bool) -> Outcome {
+        Outcome {
+            error: NONE,
+            high_watermark: log.high_watermark(),
+            last_stable_offset: log.last_stable_offset(),
+            log_start_offset: log.log_start_offset(),
+            ..Outcome::failed(NONE, read_committed)
+        }
+    }
+
+    fn summary(&self) -> fetch_session::Answered {
+        fetch_session::Answered {
+            has_records: !self.records.is_empty(),
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+            error_code: self.error,
+            preferred_read_replica: self.preferred,
+            diverging_epoch: self.diverging.map_or(-1, |(epoch, _)| epoch),
+        }
+    }
+
+    fn into_data(self, partition: i32) -> (PartitionData, Records) {
+        let mut data = PartitionData::default()
+            .with_partition_index(partition)
+            .with_error_code(self.error)
+            .with_high_watermark(self.high_watermark)
+            .with_last_stable_offset(self.last_stable_offset)
+            .with_log_start_offset(self.log_start_offset)
+            .with_aborted_transactions(self.aborted)
+            .with_preferred_read_replica(BrokerId(self.preferred));
+        if let Some((epoch, end_offset)) = self.diverging {
+            data.diverging_epoch = EpochEndOffset::default()
+                .with_epoch(epoch)
+                .with_end_offset(end_offset);
+        }
+        (data, self.records)
+    }
 }
 
 /// Partition errors of the metadata, not of the read (Kafka sorts these out before
@@ -315,6 +394,7 @@ pub async fn prepare(
                     last_fetched_epoch: p.last_fetched_epoch,
                     log_start_offset: p.log_start_offset,
                 },
+                sent: fetch_session::Sent::NOTHING,
             })
         })
         .collect();
@@ -347,37 +427,41 @@ pub async fn prepare(
         (any_replica && !req.rack_id.is_empty() && broker.config.replica_selector == "rack_aware")
             .then(|| req.rack_id.as_str());
     let mut wanted = Vec::with_capacity(context.parts().len());
-    // READ on a topic, asked once per run of its partitions.
-    let mut readable_topic: Option<(&TopicKey, bool)> = None;
+    // A topic is resolved, and READ on it asked, once per run of its partitions.
+    let mut current: Option<(
+        &TopicKey,
+        Result<Arc<crate::cluster::Topic>, ResponseError>,
+        bool,
+    )> = None;
     for r in context.parts() {
         let topic = match &r.topic {
             TopicKey::Id(id) => TopicRef::Id(*id),
             TopicKey::Name(n) => TopicRef::Name(n),
         };
-        let readable = match readable_topic {
-            Some((k, readable)) if *k == r.topic => readable,
-            _ => {
-                // Consumers need READ on the topic (followers were checked above).
-                let name = match (&image, topic) {
-                    (Some(image), TopicRef::Id(id)) => image.topic(&id).map(|t| t.name.clone()),
-                    (_, TopicRef::Name(n)) => Some(n.to_string()),
-                    (None, _) => None,
-                };
-                let readable = follower.is_some()
-                    || name.is_none_or(|n| {
-                        caller.allowed(AclOperation::Read, ResourceType::Topic, &n)
-                    });
-                readable_topic = Some((&r.topic, readable));
-                readable
-            }
+        if current.as_ref().is_none_or(|(k, _, _)| **k != r.topic) {
+            // Consumers need READ on the topic (followers were checked above).
+            let name = match (&image, topic) {
+                (Some(image), TopicRef::Id(id)) => image.topic(&id).map(|t| t.name.clone()),
+                (_, TopicRef::Name(n)) => Some(n.to_string()),
+                (None, _) => None,
+            };
+            let readable = follower.is_some()
+                || name.is_none_or(|n| caller.allowed(AclOperation::Read, ResourceType::Topic, &n));
+            let resolved = broker.topics.resolve(topic).map_err(partition_error_code);
+            current = Some((&r.topic, resolved, readable));
+        }
+        let Some((_, resolved, readable)) = &current else {
+            continue;
         };
         let p = &r.params;
         // current_leader_epoch exists from v9 (-1: not checked).
         let epoch = (version >= 9).then_some(p.current_leader_epoch);
-        let mut partition = if any_replica {
-            broker.topics.get_replica(topic, r.partition, epoch)
-        } else {
-            broker.topics.get_partition(topic, r.partition, epoch)
+        let mut partition = match resolved {
+            Ok(t) => {
+                crate::cluster::TopicRegistry::partition_in(t, r.partition, epoch, any_replica)
+                    .map_err(partition_error_code)
+            }
+            Err(e) => Err(*e),
         };
         let preferred = match (&partition, rack) {
             (Ok(found), Some(rack)) => preferred_read_replica(broker, found, rack, p.fetch_offset),
@@ -391,7 +475,7 @@ pub async fn prepare(
         };
         if let (Some(replica), Ok(found), None) = (follower, &partition, diverging) {
             match found.follower_fetched(replica, p.fetch_offset, broker.clock.now_ms()) {
-                Err(e) => partition = Err(e),
+                Err(e) => partition = Err(partition_error_code(e)),
                 // A follower outside the ISR may have caught up: it joins.
                 Ok(()) if !found.leadership().isr.contains(&replica) => {
                     broker.maybe_alter_isr(found)
@@ -400,13 +484,11 @@ pub async fn prepare(
             }
         }
         wanted.push(Wanted {
-            topic: r.topic.clone(),
-            partition_index: r.partition,
-            params: r.params,
+            req: r.clone(),
             fetch_offset: p.fetch_offset,
             max_bytes: p.max_bytes.max(0) as usize,
-            partition: if readable {
-                partition.map_err(partition_error_code)
+            partition: if *readable {
+                partition
             } else {
                 Err(ResponseError::TopicAuthorizationFailed)
             },
@@ -416,6 +498,7 @@ pub async fn prepare(
             diverging,
         });
     }
+    drop(current);
     // Kafka's order: the partitions read, then those the metadata refused.
     wanted.sort_by_key(|w| matches!(w.partition, Err(e) if outside_read(e)));
     let kind = match context {
@@ -452,7 +535,7 @@ pub async fn prepare(
         .iter()
         .filter_map(|w| w.partition.clone().ok())
         .collect();
-    let answered = loop {
+    let outcomes = loop {
         // Register for wake-ups before reading, so a high watermark advance between the read
         // and the wait is not missed.
         let mut waits: Vec<Pin<Box<Notified<'_>>>> = partitions
@@ -468,35 +551,21 @@ pub async fn prepare(
         for w in &mut waits {
             w.as_mut().enable();
         }
-        let (answered, bytes, errors) = read_all(&wanted, max_bytes, isolation).await;
+        let (outcomes, bytes, errors) = read_all(&wanted, max_bytes, isolation).await;
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes || errors || now >= deadline || waits.is_empty() {
-            break answered;
+            break outcomes;
         }
         let any_append = futures::future::select_all(waits);
         if tokio::time::timeout_at(deadline, any_append).await.is_err() {
             break read_all(&wanted, max_bytes, isolation).await.0;
         }
     };
-    let sent = answered
-        .iter()
-        .map(|(i, data, records)| {
-            let w = &wanted[*i];
-            let a = fetch_session::Answered {
-                has_records: !records.is_empty(),
-                high_watermark: data.high_watermark,
-                log_start_offset: data.log_start_offset,
-                error_code: data.error_code,
-                preferred_read_replica: data.preferred_read_replica.0,
-                diverging_epoch: data.diverging_epoch.epoch,
-            };
-            ((w.topic.clone(), w.partition_index), w.params, a)
-        })
-        .collect();
     PreparedFetch {
-        answer: respond(broker, &wanted, answered, listener),
-        sent,
+        parts: wanted.into_iter().map(|w| w.req).zip(outcomes).collect(),
         kind,
+        listener,
+        error: None,
     }
 }
 
@@ -573,10 +642,6 @@ fn error_answer_code(code: i16, session_id: i32) -> FetchAnswer {
     }
 }
 
-/// One partition's answer: its index in the wanted list, its fields (records left `None`)
-/// and its records.
-type Answered = (usize, PartitionData, Records);
-
 /// Reads every wanted partition once. Returns the partition answers (in wanted order), the
 /// bytes gathered and whether any partition's read answered what ends a long poll (an error
 /// of the read, a preferred replica, a diverging epoch).
@@ -584,49 +649,32 @@ async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     isolation: Isolation,
-) -> (Vec<Answered>, usize, bool) {
+) -> (Vec<Outcome>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
     let read_committed = isolation == Isolation::ReadCommitted;
     let mut out = Vec::with_capacity(wanted.len());
-    for (i, w) in wanted.iter().enumerate() {
-        // Kafka's answer for a partition in error: offsets unknown (-1).
-        let base = PartitionData::default()
-            .with_partition_index(w.partition_index)
-            .with_high_watermark(-1)
-            .with_last_stable_offset(-1)
-            .with_log_start_offset(-1)
-            .with_aborted_transactions(read_committed.then(Vec::new));
-        let mut records = Records::Bytes(Bytes::new());
-        let data = match &w.partition {
+    for w in wanted {
+        let outcome = match &w.partition {
             Err(e) => {
                 errors |= !outside_read(*e);
-                base.with_error_code(e.code())
+                Outcome::failed(e.code(), read_committed)
             }
             Ok(partition) if w.preferred.is_some() => {
-                let log = partition.log();
                 // Answered now, without records: the consumer fetches from that replica.
                 errors = true;
-                base.with_error_code(NONE)
-                    .with_high_watermark(log.high_watermark())
-                    .with_last_stable_offset(log.last_stable_offset())
-                    .with_log_start_offset(log.log_start_offset())
-                    .with_preferred_read_replica(BrokerId(w.preferred.unwrap_or(-1)))
+                Outcome {
+                    preferred: w.preferred.unwrap_or(-1),
+                    ..Outcome::offsets(partition.log(), read_committed)
+                }
             }
             Ok(partition) if w.diverging.is_some() => {
-                let log = partition.log();
-                let (epoch, end_offset) = w.diverging.unwrap_or_default();
                 // An answer the fetcher must act on now: no waiting for data.
                 errors = true;
-                base.with_error_code(NONE)
-                    .with_high_watermark(log.high_watermark())
-                    .with_last_stable_offset(log.last_stable_offset())
-                    .with_log_start_offset(log.log_start_offset())
-                    .with_diverging_epoch(
-                        EpochEndOffset::default()
-                            .with_epoch(epoch)
-                            .with_end_offset(end_offset),
-                    )
+                Outcome {
+                    diverging: w.diverging,
+                    ..Outcome::offsets(partition.log(), read_committed)
+                }
             }
             Ok(partition) => {
                 let log = partition.log();
@@ -643,62 +691,61 @@ async fn read_all(
                 } else {
                     partition.check_leader(w.leader_epoch)
                 };
-                let read = match still {
-                    Ok(()) => Ok(read),
-                    Err(e) => Err(partition_error_code(e)),
-                };
-                match read {
+                match still.map_err(partition_error_code).map(|()| read) {
                     Err(e) => {
                         errors = true;
-                        base.with_error_code(e.code())
+                        Outcome::failed(e.code(), read_committed)
                     }
-                    Ok(read) => match read {
-                        Ok(read) => {
-                            total += read.records.len();
-                            let aborted: Vec<AbortedTransaction> = read
-                                .aborted_transactions
+                    Ok(Ok(read)) => {
+                        total += read.records.len();
+                        let aborted = read_committed.then(|| {
+                            read.aborted_transactions
                                 .iter()
                                 .map(|t| {
                                     AbortedTransaction::default()
                                         .with_producer_id(ProducerId(t.producer_id))
                                         .with_first_offset(t.first_offset)
                                 })
-                                .collect();
-                            let data = base
-                                .with_error_code(NONE)
-                                .with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.last_stable_offset)
-                                .with_log_start_offset(read.log_start_offset)
-                                .with_aborted_transactions(
-                                    (isolation == Isolation::ReadCommitted).then_some(aborted),
-                                );
-                            records = read.records;
-                            data
+                                .collect()
+                        });
+                        Outcome {
+                            error: NONE,
+                            high_watermark: read.high_watermark,
+                            last_stable_offset: read.last_stable_offset,
+                            log_start_offset: read.log_start_offset,
+                            aborted,
+                            preferred: -1,
+                            diverging: None,
+                            records: read.records,
                         }
-                        Err(LogError::OffsetOutOfRange { log_start, .. }) => {
-                            errors = true;
-                            base.with_error_code(ResponseError::OffsetOutOfRange.code())
-                                .with_high_watermark(log.high_watermark())
-                                .with_last_stable_offset(log.last_stable_offset())
-                                .with_log_start_offset(log_start)
+                    }
+                    Ok(Err(LogError::OffsetOutOfRange { log_start, .. })) => {
+                        errors = true;
+                        Outcome {
+                            error: ResponseError::OffsetOutOfRange.code(),
+                            log_start_offset: log_start,
+                            ..Outcome::offsets(log, read_committed)
                         }
-                        Err(LogError::Closed) => {
-                            // The topic was deleted while this fetch held its partition.
-                            errors = true;
-                            base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                    }
+                    Ok(Err(LogError::Closed)) => {
+                        // The topic was deleted while this fetch held its partition.
+                        errors = true;
+                        Outcome::failed(
+                            ResponseError::UnknownTopicOrPartition.code(),
+                            read_committed,
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        if !e.is_latched() {
+                            tracing::error!(partition = w.req.partition, error = %e, "fetch read failed");
                         }
-                        Err(e) => {
-                            if !e.is_latched() {
-                                tracing::error!(partition = w.partition_index, error = %e, "fetch read failed");
-                            }
-                            errors = true;
-                            base.with_error_code(ResponseError::KafkaStorageError.code())
-                        }
-                    },
+                        errors = true;
+                        Outcome::failed(ResponseError::KafkaStorageError.code(), read_committed)
+                    }
                 }
             }
         };
-        out.push((i, data, records));
+        out.push(outcome);
     }
     (out, total, errors)
 }
@@ -754,21 +801,21 @@ async fn read_partition(
 /// Kafka's).
 fn respond(
     broker: &Broker,
-    wanted: &[Wanted],
-    partitions: Vec<Answered>,
     listener: crate::config::SecurityProtocol,
+    parts: Vec<(Requested, Outcome)>,
+    session_id: i32,
 ) -> FetchAnswer {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
-    let mut records = Vec::with_capacity(partitions.len());
-    let mut last: Option<&TopicKey> = None;
+    let mut records = Vec::with_capacity(parts.len());
+    let mut last: Option<TopicKey> = None;
     let mut hints: Option<LeaderHints> = None;
-    for (i, mut p, r) in partitions {
-        let w = &wanted[i];
-        let topic = match &w.topic {
-            TopicKey::Id(id) => TopicRef::Id(*id),
-            TopicKey::Name(n) => TopicRef::Name(n),
-        };
+    for (r, outcome) in parts {
+        let (mut p, data) = outcome.into_data(r.partition);
         if wants_leader_hint(p.error_code) {
+            let topic = match &r.topic {
+                TopicKey::Id(id) => TopicRef::Id(*id),
+                TopicKey::Name(n) => TopicRef::Name(n),
+            };
             let hints = hints.get_or_insert_with(|| LeaderHints::new(broker, listener));
             if let Some((leader, epoch)) = hints.leader(topic, p.partition_index) {
                 p.current_leader = LeaderIdAndEpoch::default()
@@ -776,20 +823,20 @@ fn respond(
                     .with_leader_epoch(epoch);
             }
         }
-        if last != Some(&w.topic) {
-            let t = match &w.topic {
+        if last.as_ref() != Some(&r.topic) {
+            let t = match &r.topic {
                 TopicKey::Id(id) => FetchableTopicResponse::default().with_topic_id(*id),
                 TopicKey::Name(n) => {
                     FetchableTopicResponse::default().with_topic(super::topic_name(n.to_string()))
                 }
             };
             topics.push(t);
-            last = Some(&w.topic);
+            last = Some(r.topic);
         }
         if let Some(t) = topics.last_mut() {
             t.partitions.push(p);
         }
-        records.push(r);
+        records.push(data);
     }
     let node_endpoints = hints.map_or_else(Vec::new, |h| {
         h.endpoints()
@@ -806,7 +853,7 @@ fn respond(
     FetchAnswer {
         response: FetchResponse::default()
             .with_error_code(NONE)
-            .with_session_id(0)
+            .with_session_id(session_id)
             .with_responses(topics)
             .with_node_endpoints(node_endpoints),
         records,

@@ -570,7 +570,7 @@ async fn throttled_fetch(
     let prepared = (&mut timed).await;
     // Kafka sizes the answer it would send (an incremental one filtered by its session)
     // without the session taking it yet: a throttled answer leaves the session as it was.
-    let size = match fetch_frame::encode(correlation_id, version, prepared.preview()) {
+    let size = match fetch_frame::encode(correlation_id, version, prepared.preview(broker)) {
         Ok(frame) => frame.len() as f64,
         Err(e) => {
             tracing::error!(correlation_id, version, error = %e, "closing connection: could not encode fetch response");

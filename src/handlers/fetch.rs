@@ -63,6 +63,9 @@ pub struct FetchAnswer {
     pub records: Vec<Records>,
 }
 
+/// A topic a fetch names, looked up (or why not).
+type Resolved = Result<Arc<crate::cluster::Topic>, ResponseError>;
+
 /// One requested partition, resolved.
 struct Wanted {
     /// What the fetch asked of it.
@@ -233,7 +236,8 @@ impl PreparedFetch {
                     .parts
                     .iter()
                     .zip(self.included())
-                    .filter_map(|(p, i)| i.then(|| p.clone()))
+                    .filter(|(_, i)| *i)
+                    .map(|(p, _)| p.clone())
                     .collect();
                 (parts, id)
             }
@@ -428,11 +432,7 @@ pub async fn prepare(
             .then(|| req.rack_id.as_str());
     let mut wanted = Vec::with_capacity(context.parts().len());
     // A topic is resolved, and READ on it asked, once per run of its partitions.
-    let mut current: Option<(
-        &TopicKey,
-        Result<Arc<crate::cluster::Topic>, ResponseError>,
-        bool,
-    )> = None;
+    let mut current: Option<(&TopicKey, Resolved, bool)> = None;
     for r in context.parts() {
         let topic = match &r.topic {
             TopicKey::Id(id) => TopicRef::Id(*id),

@@ -832,7 +832,7 @@ mod tests {
             .zip(&included)
             .filter(|(_, &i)| i)
             .map(|(pa, _)| pa);
-        assert!(commit(&mut s, epoch_after, sent.map(|(r, a)| (r, a))));
+        assert!(commit(&mut s, epoch_after, sent));
         Some(included)
     }
 

@@ -45,18 +45,25 @@ def txn_producer(bootstrap, tid):
     return p
 
 
+def write_txn(p, topic, prefix, n, end):
+    """One transaction of `n` records `{prefix}{i}`, then `end`: "commit", "abort" or "open"
+    (flushed and left open)."""
+    p.begin_transaction()
+    for i in range(n):
+        p.produce(topic, f"{prefix}{i}".encode())
+    if end == "commit":
+        p.commit_transaction(10)
+    else:
+        p.flush(10)
+        if end == "abort":
+            p.abort_transaction(10)
+
+
 def test_confluent_commit_and_abort(bootstrap, topic_name):
     create(bootstrap, topic_name)
     p = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
-    p.begin_transaction()
-    for i in range(10):
-        p.produce(topic_name, f"committed-{i}".encode())
-    p.commit_transaction(10)
-    p.begin_transaction()
-    for i in range(5):
-        p.produce(topic_name, f"aborted-{i}".encode())
-    p.flush(10)
-    p.abort_transaction(10)
+    write_txn(p, topic_name, "committed-", 10, "commit")
+    write_txn(p, topic_name, "aborted-", 5, "abort")
     p.begin_transaction()
     p.produce(topic_name, b"last")
     p.commit_transaction(10)
@@ -181,19 +188,10 @@ def test_kafka_python_describe_producers_and_admin_abort(bootstrap, topic_name):
 
     create(bootstrap, topic_name)
     committer = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
-    committer.begin_transaction()
-    for i in range(5):
-        committer.produce(topic_name, f"committed-{i}".encode())
-    committer.commit_transaction(10)
+    write_txn(committer, topic_name, "committed-", 5, "commit")
     stuck = txn_producer(bootstrap, f"tx-{uuid.uuid4().hex[:8]}")
-    stuck.begin_transaction()
-    for i in range(3):
-        stuck.produce(topic_name, f"open-{i}".encode())
-    stuck.flush(10)
-    committer.begin_transaction()
-    for i in range(2):
-        committer.produce(topic_name, f"after-{i}".encode())
-    committer.commit_transaction(10)
+    write_txn(stuck, topic_name, "open-", 3, "open")
+    write_txn(committer, topic_name, "after-", 2, "commit")
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="compat-txn-admin")
     try:

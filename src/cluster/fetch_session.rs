@@ -1053,4 +1053,130 @@ mod tests {
             }
         );
     }
+
+    /// Random fulls, incrementals (right and wrong epochs, adds, forgets), closes and the
+    /// clock moving: the cache's accounting holds (the partitions counted are the sessions'
+    /// partitions, within both bounds), every live session expects the epoch its client
+    /// would send next, and nothing panics.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Full {
+                privileged: bool,
+                n: i32,
+            },
+            Incremental {
+                which: usize,
+                wrong_epoch: bool,
+                add: Vec<i32>,
+                forget: Vec<i32>,
+            },
+            Close {
+                which: usize,
+            },
+            Tick {
+                ms: i64,
+            },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (any::<bool>(), 1..12i32).prop_map(|(privileged, n)| Op::Full { privileged, n }),
+                (
+                    0..8usize,
+                    proptest::bool::weighted(0.1),
+                    proptest::collection::vec(0..16i32, 0..4),
+                    proptest::collection::vec(0..16i32, 0..4)
+                )
+                    .prop_map(|(which, wrong_epoch, add, forget)| {
+                        Op::Incremental {
+                            which,
+                            wrong_epoch,
+                            add,
+                            forget,
+                        }
+                    }),
+                (0..8usize).prop_map(|which| Op::Close { which }),
+                (0..200_000i64).prop_map(|ms| Op::Tick { ms }),
+            ]
+        }
+
+        fn check(cache: &FetchSessionCache, slots: usize, max_partitions: usize) {
+            let mut sessions = 0;
+            let mut counted = 0;
+            for shard in &cache.shards {
+                let shard = lock(shard);
+                assert!(shard.entries.len() <= slots / SHARDS);
+                for (id, e) in &shard.entries {
+                    let s = lock(&e.session);
+                    assert_eq!(s.id(), *id);
+                    assert_eq!(e.cached_size, s.len(), "touched at its last change");
+                    assert_eq!(s.index.len(), s.order.len());
+                    counted += e.cached_size;
+                    sessions += 1;
+                }
+            }
+            let stats = cache.stats();
+            assert_eq!((stats.sessions, stats.partitions), (sessions, counted));
+            assert!(counted <= max_partitions);
+        }
+
+        proptest! {
+            #[test]
+            fn the_cache_keeps_its_books(ops in proptest::collection::vec(op(), 1..80)) {
+                let (slots, max_partitions) = (16, 40);
+                let cache = FetchSessionCache::new(slots, max_partitions);
+                // The client side: (session id, the epoch it sends next).
+                let mut clients: Vec<(i32, i32)> = Vec::new();
+                let mut now = 0i64;
+                for op in ops {
+                    match op {
+                        Op::Full { privileged, n } => {
+                            let parts: Vec<Requested> = (0..n).map(|p| req("t", p, 0)).collect();
+                            let id = cache.create(privileged, false, parts.iter().map(|r| (r.clone(), 0, 0)).collect(), now);
+                            if id != 0 {
+                                prop_assert!(FetchSessionCache::shard_of(id).is_some());
+                                clients.push((id, 1));
+                            }
+                        }
+                        Op::Incremental { which, wrong_epoch, add, forget } => {
+                            let Some(&(id, epoch)) = clients.get(which % clients.len().max(1)) else {
+                                continue;
+                            };
+                            let sent = if wrong_epoch { epoch + 1 } else { epoch };
+                            let adds = add.iter().map(|&p| req("t", p, 1)).collect();
+                            let forgets = forget.iter().map(|&p| (name("t"), p)).collect();
+                            match cache.new_context(meta(12, id, sent, false), adds, forgets, now) {
+                                Context::Incremental { epoch_after, parts, .. } => {
+                                    prop_assert!(!wrong_epoch);
+                                    prop_assert_eq!(epoch_after, next_epoch(epoch));
+                                    prop_assert!(!parts.is_empty());
+                                    clients.retain(|c| c.0 != id);
+                                    clients.push((id, epoch_after));
+                                }
+                                Context::Error(ResponseError::InvalidFetchSessionEpoch) => {
+                                    prop_assert!(wrong_epoch);
+                                }
+                                // Evicted, emptied or past the bound: the client starts afresh.
+                                Context::Error(ResponseError::FetchSessionIdNotFound)
+                                | Context::Sessionless(_) => clients.retain(|c| c.0 != id),
+                                _ => prop_assert!(false, "unexpected context"),
+                            }
+                        }
+                        Op::Close { which } => {
+                            if let Some(&(id, _)) = clients.get(which % clients.len().max(1)) {
+                                cache.remove(id);
+                                clients.retain(|c| c.0 != id);
+                            }
+                        }
+                        Op::Tick { ms } => now += ms,
+                    }
+                    check(&cache, slots, max_partitions);
+                }
+            }
+        }
+    }
 }

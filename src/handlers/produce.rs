@@ -101,9 +101,12 @@ async fn wait_replicated(
 pub async fn handle(
     broker: &Broker,
     req: &ProduceRequest,
+    version: i16,
     listener: crate::config::SecurityProtocol,
     caller: &super::Caller,
 ) -> Option<ProduceResponse> {
+    // v13 (KIP-516) names topics by id only.
+    let by_id = version >= 13;
     use crate::security::acl::{AclOperation, ResourceType};
     let error = transactional_request_error(req).or_else(|| {
         let id = req.transactional_id.as_ref()?;
@@ -147,8 +150,22 @@ pub async fn handle(
     // the blocking pool; the next partition's append comes after it).
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     for (ti, t) in req.topic_data.iter().enumerate() {
-        let writable = caller.allowed(AclOperation::Write, ResourceType::Topic, t.name.0.as_str());
-        let topic = broker.topics.get(t.name.0.as_str());
+        let topic = if by_id {
+            broker.topics.get_by_id(&t.topic_id)
+        } else {
+            broker.topics.get(t.name.0.as_str())
+        };
+        // An unknown topic id has no name to authorize: it is unknown (Kafka's order).
+        let name = topic
+            .as_ref()
+            .map_or(t.name.0.as_str(), |t| t.name.as_str());
+        let writable = (by_id && topic.is_none())
+            || caller.allowed(AclOperation::Write, ResourceType::Topic, name);
+        let unknown = if by_id {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
         let mut partition_responses = Vec::with_capacity(t.partition_data.len());
         for (pi, p) in t.partition_data.iter().enumerate() {
             let base = PartitionProduceResponse::default()
@@ -159,7 +176,7 @@ pub async fn handle(
                     base.with_error_code(ResponseError::TopicAuthorizationFailed.code())
                 }
                 _ if !acks_valid => base.with_error_code(ResponseError::InvalidRequiredAcks.code()),
-                None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                None => base.with_error_code(unknown.code()),
                 Some(topic) => {
                     let (response, then) = produce_partition(
                         broker,
@@ -200,7 +217,7 @@ pub async fn handle(
                 .with_partition_responses(partition_responses),
         );
     }
-    let node_endpoints = add_leader_hints(broker, req, &mut responses, listener);
+    let node_endpoints = add_leader_hints(broker, req, by_id, &mut responses, listener);
     let syncs = pending.into_iter().map(|p| async move {
         let log = p.log.clone();
         let upto = p.upto;
@@ -387,6 +404,7 @@ fn check_client_batch(
 fn add_leader_hints(
     broker: &Broker,
     req: &ProduceRequest,
+    by_id: bool,
     responses: &mut [TopicProduceResponse],
     listener: crate::config::SecurityProtocol,
 ) -> Vec<NodeEndpoint> {
@@ -397,8 +415,12 @@ fn add_leader_hints(
                 continue;
             }
             let hints = hints.get_or_insert_with(|| LeaderHints::new(broker, listener));
-            if let Some((leader, epoch)) = hints.leader(TopicRef::Name(t.name.0.as_str()), p.index)
-            {
+            let topic = if by_id {
+                TopicRef::Id(t.topic_id)
+            } else {
+                TopicRef::Name(t.name.0.as_str())
+            };
+            if let Some((leader, epoch)) = hints.leader(topic, p.index) {
                 p.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(leader))
                     .with_leader_epoch(epoch);

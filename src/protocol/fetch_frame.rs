@@ -2,7 +2,7 @@
 //! each partition's records stay a [`Records`] value (on disk a stretch of a segment file), so
 //! the connection writer sends them with `sendfile` and the broker never copies record bytes.
 //!
-//! The layout is FetchResponse v4-v17 as the schema gives it (flexible from v12); a unit test
+//! The layout is FetchResponse v4-v18 as the schema gives it (flexible from v12); a unit test
 //! checks that the parts, concatenated, equal the `kafka-protocol` encoding of the same
 //! response for every version. Responses using a field this encoder does not write (tagged
 //! fields: diverging epoch, current leader, snapshot id, node endpoints) are encoded by
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn parts_equal_the_reference_encoding_for_every_version() {
         for with_file in [false, true] {
-            for version in 4..=17 {
+            for version in 4..=18 {
                 let (a, expected) = answer(with_file);
                 let want = reference(version, &a, &expected);
                 let got = encode(77, version, a).expect("encode");

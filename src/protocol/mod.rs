@@ -372,10 +372,12 @@ async fn dispatch(
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(broker, &r, version, listener, &caller))
         }
-        RequestKind::Produce(r) => match produce::handle(broker, &r, listener, &caller).await {
-            Some(answer) => ResponseKind::Produce(answer),
-            None => return Ok(None), // acks=0
-        },
+        RequestKind::Produce(r) => {
+            match produce::handle(broker, &r, version, listener, &caller).await {
+                Some(answer) => ResponseKind::Produce(answer),
+                None => return Ok(None), // acks=0
+            }
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, version, &caller).await)
         }

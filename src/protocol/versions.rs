@@ -10,8 +10,8 @@ use kafka_protocol::messages::ApiKey;
 
 /// `(api, min version, max version)` for every API ottla implements.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 11),
-    (ApiKey::Fetch, 4, 17),
+    (ApiKey::Produce, 0, 13),
+    (ApiKey::Fetch, 4, 18),
     (ApiKey::ListOffsets, 1, 10),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::OffsetCommit, 2, 9),

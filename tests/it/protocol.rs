@@ -110,6 +110,45 @@ async fn produce_then_fetch_every_codec_byte_for_byte() {
     broker.stop().await;
 }
 
+/// Produce v12 (as v11 while `transaction.version` is below 2) and v13 (topics named by id,
+/// KIP-516), fetched back with Fetch v18: by id, byte for byte; an unknown id is
+/// UNKNOWN_TOPIC_ID.
+#[tokio::test]
+async fn produce_v12_v13_by_topic_id_and_fetch_v18() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    let topic_id = create(&mut c, "v13", 1).await.topics[0].topic_id;
+    let r = c
+        .send(
+            &produce("v13", 0, -1, batch(&[b"twelve"], Compression::None)),
+            12,
+        )
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let by_id = |id: Uuid, value: &'static [u8]| {
+        let mut req = produce("", 0, -1, batch(&[value], Compression::Lz4));
+        req.topic_data[0].topic_id = id;
+        req
+    };
+    let r = c.send(&by_id(topic_id, b"thirteen"), 13).await;
+    assert_eq!(r.responses[0].topic_id, topic_id);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 1));
+    let r = c.send(&by_id(Uuid::from_u128(7), b"lost"), 13).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+    let f = c.send(&fetch("", topic_id, 0, 0, 1), 18).await;
+    let part = &f.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert_eq!(
+        values_of(part.records.as_ref().expect("records")),
+        [(0, b"twelve".to_vec()), (1, b"thirteen".to_vec())]
+    );
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn fetch_starts_at_the_batch_holding_the_offset_and_reports_out_of_range() {
     let broker = TestBroker::memory().await;

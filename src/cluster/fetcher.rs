@@ -14,6 +14,13 @@
 //! truncates to the leader's high watermark; one that fell below the leader's log start
 //! (retention or DeleteRecords removed what it lacks) empties its log and starts afresh at the
 //! leader's log start.
+//!
+//! Each fetcher keeps an incremental fetch session (KIP-227) with its leader, as Kafka's
+//! replica fetchers do ([`FollowerSession`], Kafka's `FetchSessionHandler`): a full fetch
+//! first, then only the partitions whose fetch parameters changed (their log end moved,
+//! a new leader epoch) and those no longer followed from this leader (forgotten); the
+//! leader answers only partitions with news. A session error, or an answer with no session,
+//! starts again with a full fetch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -21,7 +28,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::sync::watch;
@@ -62,6 +69,32 @@ pub struct ReplicaFetchers {
 
 /// A running fetcher: how to stop it, and its task.
 type Fetcher = (watch::Sender<bool>, JoinHandle<()>);
+
+/// What a follower asked of a partition, as its session holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Asked {
+    fetch_offset: i64,
+    leader_epoch: i32,
+    last_fetched_epoch: i32,
+    log_start_offset: i64,
+}
+
+/// The follower's side of a fetch session with one leader (Kafka's `FetchSessionHandler`).
+#[derive(Debug, Default)]
+struct FollowerSession {
+    /// The leader's session id (0: none yet, the next fetch is a full one).
+    id: i32,
+    /// The epoch of the next incremental fetch.
+    epoch: i32,
+    /// What the session holds of each partition.
+    asked: HashMap<(String, i32), Asked>,
+}
+
+impl FollowerSession {
+    fn reset(&mut self) {
+        *self = FollowerSession::default();
+    }
+}
 
 /// A partition this broker follows from one leader.
 struct Followed {
@@ -210,6 +243,7 @@ impl ReplicaFetchers {
     /// One leader's fetch loop, until `stop`.
     async fn run(self: Arc<Self>, leader: i32, mut stop: watch::Receiver<bool>) {
         let mut client: Option<RpcClient> = None;
+        let mut session = FollowerSession::default();
         let mut backoff = BACKOFF_MIN;
         loop {
             if *stop.borrow() {
@@ -226,6 +260,8 @@ impl ReplicaFetchers {
             let round = match (&addr, parts.is_empty()) {
                 (Some(addr), false) => {
                     if client.as_ref().map(|c| c.addr()) != Some(addr.as_str()) {
+                        // Another address: the session, if any, was with another process.
+                        session.reset();
                         client = Some(
                             RpcClient::new(addr.clone(), format!("ottla-replica-{}", self.node_id))
                                 .with_max_response_bytes(RESPONSE_MAX_BYTES as usize + (1 << 20))
@@ -233,7 +269,7 @@ impl ReplicaFetchers {
                         );
                     }
                     match &client {
-                        Some(c) => self.fetch_round(c, &parts, &mut stop).await,
+                        Some(c) => self.fetch_round(c, &parts, &mut session, &mut stop).await,
                         None => Err("no client".to_string()),
                     }
                 }
@@ -280,28 +316,47 @@ impl ReplicaFetchers {
         &self,
         client: &RpcClient,
         parts: &[Followed],
+        session: &mut FollowerSession,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<bool, String> {
+        let incremental = session.id != 0;
         let mut by_topic: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
         // Each partition with the leader epoch it was asked at.
         let mut local: HashMap<(String, i32), (&Arc<Partition>, i32)> = HashMap::new();
+        // What this round asks of every followed partition (the session's next view).
+        let mut asking: HashMap<(String, i32), Asked> = HashMap::new();
         for f in parts {
             let log = f.partition.log();
-            let last_epoch = log.epoch_entries().last().map_or(-1, |e| e.epoch);
-            let leader_epoch = f.partition.leadership().leader_epoch;
-            by_topic.entry(&f.topic).or_default().push(
-                FetchPartition::default()
-                    .with_partition(f.partition.index())
-                    .with_current_leader_epoch(leader_epoch)
-                    .with_fetch_offset(log.log_end_offset())
-                    .with_last_fetched_epoch(last_epoch)
-                    .with_log_start_offset(log.log_start_offset())
-                    .with_partition_max_bytes(PARTITION_MAX_BYTES),
-            );
-            local.insert(
-                (f.topic.clone(), f.partition.index()),
-                (&f.partition, leader_epoch),
-            );
+            let key = (f.topic.clone(), f.partition.index());
+            let asked = Asked {
+                fetch_offset: log.log_end_offset(),
+                leader_epoch: f.partition.leadership().leader_epoch,
+                last_fetched_epoch: log.epoch_entries().last().map_or(-1, |e| e.epoch),
+                log_start_offset: log.log_start_offset(),
+            };
+            // An incremental fetch carries only what the session does not hold already.
+            if !incremental || session.asked.get(&key) != Some(&asked) {
+                by_topic.entry(&f.topic).or_default().push(
+                    FetchPartition::default()
+                        .with_partition(f.partition.index())
+                        .with_current_leader_epoch(asked.leader_epoch)
+                        .with_fetch_offset(asked.fetch_offset)
+                        .with_last_fetched_epoch(asked.last_fetched_epoch)
+                        .with_log_start_offset(asked.log_start_offset)
+                        .with_partition_max_bytes(PARTITION_MAX_BYTES),
+                );
+            }
+            local.insert(key.clone(), (&f.partition, asked.leader_epoch));
+            asking.insert(key, asked);
+        }
+        // Partitions no longer followed from this leader leave the session.
+        let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        if incremental {
+            for (topic, p) in session.asked.keys() {
+                if !asking.contains_key(&(topic.clone(), *p)) {
+                    forgotten.entry(topic).or_default().push(*p);
+                }
+            }
         }
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(self.node_id))
@@ -309,8 +364,18 @@ impl ReplicaFetchers {
             .with_min_bytes(1)
             .with_max_bytes(RESPONSE_MAX_BYTES)
             .with_isolation_level(0)
-            .with_session_id(0)
-            .with_session_epoch(-1)
+            .with_session_id(session.id)
+            .with_session_epoch(if incremental { session.epoch } else { 0 })
+            .with_forgotten_topics_data(
+                forgotten
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        ForgottenTopic::default()
+                            .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            )
             .with_topics(
                 by_topic
                     .into_iter()
@@ -334,20 +399,50 @@ impl ReplicaFetchers {
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
                         self.report_refused(client.addr());
                     }
+                    // The leader may or may not have taken that epoch: start afresh.
+                    session.reset();
                     return Err(e.to_string());
                 }
             },
             _ = stop.changed() => return Ok(false),
         };
-        let response = FetchResponse::decode(&mut answer, FOLLOWER_FETCH_VERSION)
-            .map_err(|e| format!("undecodable fetch answer: {e}"))?;
+        let response = match FetchResponse::decode(&mut answer, FOLLOWER_FETCH_VERSION) {
+            Ok(r) => r,
+            Err(e) => {
+                session.reset();
+                return Err(format!("undecodable fetch answer: {e}"));
+            }
+        };
         if let Some(e) = ResponseError::try_from_code(response.error_code) {
+            // FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, anything else: the
+            // next fetch is a full one.
+            session.reset();
             return Err(format!("the leader refused the fetch: {e}"));
         }
+        // The session now holds what this round asked (or there is none: full fetches on).
+        if response.session_id == 0 {
+            session.reset();
+        } else {
+            session.epoch = if incremental {
+                crate::cluster::fetch_session::next_epoch(session.epoch)
+            } else {
+                tracing::info!(
+                    session_id = response.session_id,
+                    partitions = asking.len(),
+                    "incremental fetch session with the leader"
+                );
+                1
+            };
+            session.id = response.session_id;
+            session.asked = asking;
+        }
+        // Whether every partition answered was refused (a leadership change under way).
+        let mut answered = 0;
         let mut progress = false;
         for t in response.responses {
             let name = t.topic.0.to_string();
             for p in t.partitions {
+                answered += 1;
                 let Some((partition, asked_at)) = local.get(&(name.clone(), p.partition_index))
                 else {
                     continue;
@@ -390,7 +485,8 @@ impl ReplicaFetchers {
                 }
             }
         }
-        Ok(progress)
+        // An incremental answer with nothing new is progress too.
+        Ok(progress || answered == 0)
     }
 }
 

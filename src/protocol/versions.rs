@@ -89,8 +89,8 @@ mod tests {
         assert_eq!(
             table,
             vec![
-                (0, 0, 11),
-                (1, 4, 17),
+                (0, 0, 13),
+                (1, 4, 18),
                 (2, 1, 10),
                 (3, 0, 13),
                 (8, 2, 9),
@@ -135,6 +135,7 @@ mod tests {
                 (51, 0, 0),
                 (55, 0, 2),
                 (60, 0, 2),
+                (61, 0, 0),
                 (65, 0, 0),
                 (66, 0, 1),
                 (75, 0, 0),
@@ -165,6 +166,7 @@ mod tests {
             ApiKey::WriteTxnMarkers => WriteTxnMarkersRequest::VERSIONS,
             ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
             ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
+            ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
             ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
             ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
             ApiKey::Metadata => MetadataRequest::VERSIONS,

@@ -203,6 +203,15 @@ async fn followers_hold_the_leaders_batches_byte_for_byte() {
         "REPLICATION 3 partitions x 25 batches: every follower identical to its leader {} ms after the first produce",
         t0.elapsed().as_millis()
     );
+    // Followers fetch in incremental sessions (KIP-227), as Kafka's replica fetchers do:
+    // every broker follows partitions of the others, each in a session with its leader.
+    for id in [1, 2, 3] {
+        let sessions = cluster.log_lines(id, "incremental fetch session with the leader");
+        assert!(
+            !sessions.is_empty(),
+            "node {id} follows without a fetch session"
+        );
+    }
 
     // A follower killed: the others go on; restarted, it fetches what it missed.
     let (leader0, replicas0) = &placement[&0];

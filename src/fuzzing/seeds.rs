@@ -103,6 +103,7 @@ default_requests!(
     DescribeTransactions,
     DescribeProducers,
     ListTransactions,
+    ListConfigResources,
     DescribeTopicPartitions,
 );
 

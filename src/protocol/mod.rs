@@ -469,6 +469,9 @@ async fn dispatch(
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(describe_producers::handle(broker, &r, &caller))
         }
+        RequestKind::ListConfigResources(r) => ResponseKind::ListConfigResources(
+            list_config_resources::handle(broker, &r, version, &caller),
+        ),
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(list_transactions::handle(broker, &r, &caller))
         }
@@ -872,6 +875,7 @@ fn set_throttle(response: &mut ResponseKind, ms: i32) {
         DescribeTransactions,
         DescribeProducers,
         ListTransactions,
+        ListConfigResources,
         DescribeTopicPartitions,
     );
 }

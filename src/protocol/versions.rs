@@ -59,6 +59,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::ListConfigResources, 0, 1),
     (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
@@ -138,6 +139,7 @@ mod tests {
                 (61, 0, 0),
                 (65, 0, 0),
                 (66, 0, 1),
+                (74, 0, 1),
                 (75, 0, 0),
             ]
         );
@@ -188,6 +190,7 @@ mod tests {
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
             ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
+            ApiKey::ListConfigResources => ListConfigResourcesRequest::VERSIONS,
             ApiKey::SaslHandshake => SaslHandshakeRequest::VERSIONS,
             ApiKey::DescribeAcls => DescribeAclsRequest::VERSIONS,
             ApiKey::CreateAcls => CreateAclsRequest::VERSIONS,

@@ -149,6 +149,55 @@ async fn produce_v12_v13_by_topic_id_and_fetch_v18() {
     broker.stop().await;
 }
 
+/// ListConfigResources (v0: KIP-1000's client-metrics listing; v1: KIP-1142's, by type):
+/// topics and brokers listed, no client-metrics or group resources (ottla has none), an
+/// unknown type UNSUPPORTED_VERSION (the whole request, as Kafka).
+#[tokio::test]
+async fn list_config_resources_by_type() {
+    let broker = TestBroker::memory().await;
+    let mut c = broker.client().await;
+    create(&mut c, "lcr-b", 1).await;
+    create(&mut c, "lcr-a", 1).await;
+    // The internal topics (created at start) are listed too; left out of the comparisons.
+    let listed = |r: &ListConfigResourcesResponse| -> Vec<(i8, String)> {
+        r.config_resources
+            .iter()
+            .map(|c| (c.resource_type, c.resource_name.to_string()))
+            .filter(|(_, name)| !name.starts_with("__"))
+            .collect()
+    };
+    let r = c.send(&ListConfigResourcesRequest::default(), 0).await;
+    assert_eq!((r.error_code, listed(&r)), (0, vec![]));
+    let r = c.send(&ListConfigResourcesRequest::default(), 1).await;
+    assert_eq!(r.error_code, 0);
+    let node = broker.broker.config.node_id.to_string();
+    assert_eq!(
+        listed(&r),
+        vec![
+            (2, "lcr-a".to_string()),
+            (2, "lcr-b".to_string()),
+            (4, node.clone()),
+            (8, node.clone()),
+        ]
+    );
+    let r = c
+        .send(
+            &ListConfigResourcesRequest::default().with_resource_types(vec![4]),
+            1,
+        )
+        .await;
+    assert_eq!(listed(&r), vec![(4, node)]);
+    let r = c
+        .send(
+            &ListConfigResourcesRequest::default().with_resource_types(vec![2, 99]),
+            1,
+        )
+        .await;
+    assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
+    assert!(r.config_resources.is_empty());
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn fetch_starts_at_the_batch_holding_the_offset_and_reports_out_of_range() {
     let broker = TestBroker::memory().await;

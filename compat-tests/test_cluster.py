@@ -406,9 +406,19 @@ def read_back(bootstrap, topic, partitions, want):
 
 
 def quorum(bootstrap):
+    # kafka-python's admin sends DescribeQuorum to any broker it knows (the least loaded),
+    # which may be one a test has paused: it times out there and is asked again, up to three
+    # times (the client avoids a node it just failed to reach).
+    from kafka.errors import KafkaConnectionError, RequestTimedOutError
     admin = kp_admin_client(bootstrap)
     try:
-        q = admin.describe_metadata_quorum()
+        for attempt in range(3):
+            try:
+                q = admin.describe_metadata_quorum()
+                break
+            except (RequestTimedOutError, KafkaConnectionError):
+                if attempt == 2:
+                    raise
     finally:
         admin.close()
     assert [t["topic_name"] for t in q["topics"]] == ["__cluster_metadata"], q

@@ -371,7 +371,7 @@ impl ReplicaFetchers {
                     .into_iter()
                     .map(|(name, partitions)| {
                         ForgottenTopic::default()
-                            .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                            .with_topic(topic_name(name))
                             .with_partitions(partitions)
                     })
                     .collect(),
@@ -381,7 +381,7 @@ impl ReplicaFetchers {
                     .into_iter()
                     .map(|(name, partitions)| {
                         FetchTopic::default()
-                            .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                            .with_topic(topic_name(name))
                             .with_partitions(partitions)
                     })
                     .collect(),
@@ -488,6 +488,10 @@ impl ReplicaFetchers {
         // An incremental answer with nothing new is progress too.
         Ok(progress || answered == 0)
     }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
 }
 
 /// The whole batches at the front of `records` (a leader may cut the last one short at its

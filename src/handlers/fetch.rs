@@ -142,12 +142,18 @@ impl PreparedFetch {
         }
     }
 
-    /// Which partitions an incremental answer sends (Kafka's inclusion rule).
-    fn included(&self) -> Vec<bool> {
-        self.parts
+    /// What each answer says, as the session's inclusion rule reads it, and whether an
+    /// incremental answer sends it (Kafka's rule).
+    fn included(&self) -> (Vec<fetch_session::Answered>, Vec<bool>) {
+        let answered: Vec<fetch_session::Answered> =
+            self.parts.iter().map(|(_, o)| o.summary()).collect();
+        let included = self
+            .parts
             .iter()
-            .map(|(r, o)| fetch_session::includes(r, &o.summary()))
-            .collect()
+            .zip(&answered)
+            .map(|((r, _), a)| fetch_session::includes(r, a))
+            .collect();
+        (answered, included)
     }
 
     /// The answer to send: a full fetch's session created (its id in the answer, or 0 when
@@ -183,23 +189,16 @@ impl PreparedFetch {
                 ref session,
                 epoch_after,
             } => {
-                let included = self.included();
+                let (answered, included) = self.included();
                 let mut s = lock_session(session);
                 let id = s.id();
-                let summaries: Vec<fetch_session::Answered> = self
-                    .parts
-                    .iter()
-                    .zip(&included)
-                    .filter(|(_, &i)| i)
-                    .map(|((_, o), _)| o.summary())
-                    .collect();
                 let sent = self
                     .parts
                     .iter()
+                    .zip(&answered)
                     .zip(&included)
                     .filter(|(_, &i)| i)
-                    .map(|((r, _), _)| r)
-                    .zip(&summaries);
+                    .map(|(((r, _), a), _)| (r, a));
                 if !fetch_session::commit(&mut s, epoch_after, sent) {
                     return error_answer(ResponseError::InvalidFetchSessionEpoch, id);
                 }
@@ -235,7 +234,7 @@ impl PreparedFetch {
                 let parts = self
                     .parts
                     .iter()
-                    .zip(self.included())
+                    .zip(self.included().1)
                     .filter(|(_, i)| *i)
                     .map(|(p, _)| p.clone())
                     .collect();

@@ -106,9 +106,9 @@ pub enum LogError {
     /// The log was closed: its topic was deleted, or the broker is stopping.
     #[error("the partition's log is closed (topic deleted or broker stopping)")]
     Closed,
-    /// [`PartitionLog::try_append_shared`]: the append needs a new segment first (a file to
+    /// [`PartitionLog::try_append_client`]: the append needs a new segment first (a file to
     /// create) or its segment file opened, which must not happen on the async runtime. Nothing was appended; append with
-    /// [`PartitionLog::append_shared`] on the blocking pool.
+    /// [`PartitionLog::append_client`] on the blocking pool.
     #[error("the append needs a new segment")]
     RollNeeded,
     /// [`PartitionLog::append_as_follower`]: a batch does not continue the log.

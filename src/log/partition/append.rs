@@ -26,9 +26,9 @@ impl PartitionLog {
     /// ends it (as [`PartitionLog::append_marker`]).
     ///
     /// Rolls a segment first when it must: blocking on disk, call it off the async runtime
-    /// (or try [`PartitionLog::try_append`]). The other leader appends:
-    /// [`PartitionLog::append_shared`] (a shared buffer, never modified),
-    /// [`PartitionLog::try_append`] and [`PartitionLog::try_append_shared`] (never block).
+    /// The other leader appends: [`PartitionLog::append_shared`] (a shared buffer, never
+    /// modified), and a client's [`PartitionLog::append_client`] and
+    /// [`PartitionLog::try_append_client`] (which never blocks).
     pub fn append_as_leader(
         &self,
         batches: &mut [u8],
@@ -54,7 +54,8 @@ impl PartitionLog {
     /// assigned base offsets are written in front of the rest of each batch by one vectored
     /// write. The produce path's record bytes are thus never copied by the broker.
     /// Rolls a segment first when it must (a file created, outside the partition lock):
-    /// blocking, call it off the async runtime, or try [`PartitionLog::try_append_shared`].
+    /// blocking, call it off the async runtime (a client's produce uses
+    /// [`PartitionLog::try_append_client`] on the runtime).
     pub fn append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
         self.append_rolling(AppendInput::Shared(batches), Verification::NotRequired)
     }
@@ -99,34 +100,6 @@ impl PartitionLog {
             &mut input,
             self.rolling_on_runtime(),
             Verification::Client(guard),
-        )
-    }
-
-    /// As [`PartitionLog::append`], but never blocks: [`LogError::RollNeeded`] (nothing
-    /// appended) when a segment must be rolled first.
-    pub fn try_append(
-        &self,
-        batches: &mut [u8],
-        log_append_time_ms: Option<i64>,
-    ) -> Result<AppendInfo, LogError> {
-        if let Some(now) = log_append_time_ms {
-            batch::stamp_log_append_time(batches, now);
-        }
-        self.append_batches(
-            &mut AppendInput::Patch(batches),
-            self.rolling_on_runtime(),
-            Verification::NotRequired,
-        )
-    }
-
-    /// As [`PartitionLog::append_shared`], but never blocks: when the append needs a new
-    /// segment it answers [`LogError::RollNeeded`] and appends nothing. The produce path
-    /// appends this way on the async runtime and falls back to the blocking pool.
-    pub fn try_append_shared(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
-        self.append_batches(
-            &mut AppendInput::Shared(batches),
-            self.rolling_on_runtime(),
-            Verification::NotRequired,
         )
     }
 
